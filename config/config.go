@@ -1,0 +1,108 @@
+// Package config loads and validates egressd's TOML configuration.
+package config
+
+// Config is the whole file. Durations are strings in the file ("2s") and
+// parsed into the *D fields during validation.
+type Config struct {
+	Server     Server               `toml:"server"`
+	Upstream   Upstream             `toml:"upstream"`
+	Cache      Cache                `toml:"cache"`
+	Firewall   Firewall             `toml:"firewall"`
+	Log        Log                  `toml:"log"`
+	Metrics    Metrics              `toml:"metrics"`
+	Categories map[string]*Category `toml:"categories"`
+	Groups     []*Group             `toml:"group"`
+	Hosts      map[string][]string  `toml:"hosts"` // name -> addresses, answered locally
+
+	// File is the path the config was read from ("" for the embedded default).
+	File string `toml:"-"`
+	// Positions maps key paths ("group.2.allow", "server.listen") to lines.
+	Positions map[string]int `toml:"-"`
+}
+
+type Server struct {
+	Listen  []string `toml:"listen"`
+	Clients []string `toml:"clients"`
+	Mode    string   `toml:"mode"` // enforce | audit
+	// RateLimit is queries per second per client address; 0 disables it.
+	RateLimit      float64 `toml:"rate_limit"`
+	RateBurst      int     `toml:"rate_burst"`
+	TCPIdleTimeout string  `toml:"tcp_idle_timeout"`
+	TCPMaxConns    int     `toml:"tcp_max_conns"`
+	TCPMaxPerIP    int     `toml:"tcp_max_conns_per_client"`
+	// DoHCanary answers NXDOMAIN for use-application-dns.net (default true).
+	DoHCanary *bool `toml:"doh_canary"`
+}
+
+type Upstream struct {
+	Servers []string `toml:"servers"`
+	Timeout string   `toml:"timeout"`
+	// Bootstrap resolves host names in tls:// and https:// servers.
+	Bootstrap []string        `toml:"bootstrap"`
+	Zones     []*UpstreamZone `toml:"zone"`
+}
+
+// UpstreamZone forwards a domain and everything below it elsewhere.
+type UpstreamZone struct {
+	Name    string   `toml:"name"`
+	Servers []string `toml:"servers"`
+}
+
+type Cache struct {
+	Size   int    `toml:"size"`
+	MaxTTL string `toml:"max_ttl"`
+	// ServeStale is how long expired answers may be served when every
+	// upstream is down (RFC 8767); "0s" disables it.
+	ServeStale string `toml:"serve_stale"`
+}
+
+type Firewall struct {
+	Backend  string   `toml:"backend"` // nftables | none
+	Table    string   `toml:"table"`
+	Hooks    []string `toml:"hooks"` // forward | output
+	Grace    string   `toml:"grace"`
+	MaxTTL   string   `toml:"max_ttl"`
+	Scope    string   `toml:"scope"` // group | client
+	FailOpen bool     `toml:"fail_open"`
+	// Mark is the SO_MARK put on egressd's own upstream sockets so the
+	// output hook lets them pass.
+	Mark uint32 `toml:"mark"`
+	// RemoveOnExit deletes the table at shutdown (fail open). Default false.
+	RemoveOnExit bool `toml:"remove_on_exit"`
+	// Fallback lets a missing CAP_NET_ADMIN downgrade to backend none with a
+	// warning instead of failing start-up. Set in the embedded default.
+	Fallback bool `toml:"fallback_to_none"`
+}
+
+type Log struct {
+	Queries string `toml:"queries"` // stdout | none | file path
+	// SampleAllowed logs one in N allowed queries (denied ones always); 0 or 1 logs all.
+	SampleAllowed int    `toml:"sample_allowed"`
+	Level         string `toml:"level"`
+}
+
+type Metrics struct {
+	Listen string `toml:"listen"` // "" disables
+}
+
+type Category struct {
+	Sources []string `toml:"sources"`
+	Refresh string   `toml:"refresh"`
+	Match   string   `toml:"match"` // subdomains (default) | exact
+}
+
+type Group struct {
+	Name            string   `toml:"name"`
+	Clients         []string `toml:"clients"`
+	Allow           []string `toml:"allow"`
+	Deny            []string `toml:"deny"`
+	AllowCategories []string `toml:"allow_categories"`
+	DenyCategories  []string `toml:"deny_categories"`
+	Default         string   `toml:"default"` // deny | allow
+	Action          string   `toml:"action"`
+	Sinkhole        []string `toml:"sinkhole"`
+	Mode            string   `toml:"mode"` // "" inherits server.mode
+	// AllowPrivate permits answers that put private/loopback addresses
+	// behind a name (rebinding protection off for this group).
+	AllowPrivate bool `toml:"allow_private_answers"`
+}

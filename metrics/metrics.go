@@ -1,0 +1,92 @@
+// Package metrics defines every Prometheus metric egressd exports, on a
+// registry it owns (never the global default one).
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds all collectors. Label values are bounded: group, decision,
+// qtype, rcode, category, set, result, server; never a query name.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Queries          *prometheus.CounterVec   // group, decision, qtype
+	Responses        *prometheus.CounterVec   // rcode
+	RequestDuration  *prometheus.HistogramVec // cached ("true"|"false")
+	CacheHits        prometheus.Counter
+	CacheMisses      prometheus.Counter
+	CacheEntries     prometheus.Gauge
+	UpstreamRequests *prometheus.CounterVec   // server, result
+	UpstreamDuration *prometheus.HistogramVec // server
+	FirewallUpdates  *prometheus.CounterVec   // result
+	FirewallElements *prometheus.GaugeVec     // set
+	FirewallDuration prometheus.Histogram
+	ListDomains      *prometheus.GaugeVec   // category
+	ListRefreshes    *prometheus.CounterVec // category, result
+	ConfigReloads    *prometheus.CounterVec // result
+	RateLimited      prometheus.Counter
+}
+
+// New builds the collectors and registers them, with the Go runtime and
+// process collectors, on a fresh registry.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.Queries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_queries_total", Help: "DNS queries by client group, policy decision and query type.",
+	}, []string{"group", "decision", "qtype"})
+	m.Responses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_responses_total", Help: "DNS responses sent, by response code.",
+	}, []string{"rcode"})
+	m.RequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "egressd_request_duration_seconds", Help: "Time from receiving a query to sending its answer.",
+		Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
+	}, []string{"cached"})
+	m.CacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_cache_hits_total", Help: "Answers served from the cache.",
+	})
+	m.CacheMisses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_cache_misses_total", Help: "Queries not found in the cache.",
+	})
+	m.CacheEntries = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "egressd_cache_entries", Help: "Entries currently in the answer cache.",
+	})
+	m.UpstreamRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_upstream_requests_total", Help: "Queries sent upstream, by server and result (ok, error, timeout, servfail, mismatch).",
+	}, []string{"server", "result"})
+	m.UpstreamDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "egressd_upstream_duration_seconds", Help: "Upstream round-trip time by server.",
+		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+	}, []string{"server"})
+	m.FirewallUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_firewall_updates_total", Help: "Firewall set updates (netlink batches), by result.",
+	}, []string{"result"})
+	m.FirewallElements = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "egressd_firewall_elements", Help: "Elements egressd believes are live in each firewall set.",
+	}, []string{"set"})
+	m.FirewallDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "egressd_firewall_update_duration_seconds", Help: "Time to apply one firewall batch.",
+		Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1},
+	})
+	m.ListDomains = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "egressd_list_domains", Help: "Domains loaded per category.",
+	}, []string{"category"})
+	m.ListRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_list_refresh_total", Help: "Category list refreshes by result (ok, error, empty, kept).",
+	}, []string{"category", "result"})
+	m.ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_config_reloads_total", Help: "Configuration reloads by result.",
+	}, []string{"result"})
+	m.RateLimited = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "egressd_ratelimited_total", Help: "Queries dropped by per-client rate limiting.",
+	})
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.Queries, m.Responses, m.RequestDuration, m.CacheHits, m.CacheMisses, m.CacheEntries,
+		m.UpstreamRequests, m.UpstreamDuration, m.FirewallUpdates, m.FirewallElements,
+		m.FirewallDuration, m.ListDomains, m.ListRefreshes, m.ConfigReloads, m.RateLimited,
+	)
+	return m
+}

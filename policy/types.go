@@ -1,0 +1,116 @@
+// Package policy decides, per client group, whether a DNS name may be
+// resolved. It is pure: no I/O, no config parsing, no clocks.
+package policy
+
+import (
+	"net/netip"
+)
+
+// Verdict is the outcome of a policy decision.
+type Verdict uint8
+
+const (
+	Allow Verdict = iota
+	Deny
+)
+
+func (v Verdict) String() string {
+	if v == Allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+// Action is how a denied query is answered.
+type Action uint8
+
+const (
+	ActionNXDomain Action = iota
+	ActionNoData
+	ActionRefused
+	ActionSinkhole
+)
+
+var actionNames = [...]string{"nxdomain", "nodata", "refused", "sinkhole"}
+
+func (a Action) String() string {
+	if int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return "unknown"
+}
+
+// ParseAction maps a config word to an Action.
+func ParseAction(s string) (Action, bool) {
+	for i, n := range actionNames {
+		if n == s {
+			return Action(i), true
+		}
+	}
+	return 0, false
+}
+
+// Protocol numbers used in port-scoped rules.
+const (
+	ProtoTCP uint8 = 6
+	ProtoUDP uint8 = 17
+)
+
+// PortRange scopes a firewall allowance to destination ports of one protocol.
+type PortRange struct {
+	Proto uint8 // ProtoTCP or ProtoUDP
+	From  uint16
+	To    uint16 // inclusive; equal to From for a single port
+}
+
+// Mode says whether a group's denials are enforced or only logged.
+type Mode uint8
+
+const (
+	ModeEnforce Mode = iota
+	ModeAudit
+)
+
+func (m Mode) String() string {
+	if m == ModeAudit {
+		return "audit"
+	}
+	return "enforce"
+}
+
+// Decision is what policy says about one query.
+type Decision struct {
+	Verdict Verdict
+	Group   string // name of the client's group; "" when no group matched
+	// Rule is the rule that decided: the rule text ("*.example.com:443"),
+	// "category:NAME", or "default".
+	Rule string
+	// Source says where Rule came from: a config key such as
+	// "group[servers].allow" or "categories.malware".
+	Source   string
+	Action   Action
+	Sinkhole []netip.Addr
+	// Ports limits the firewall allowance; nil means any port.
+	Ports []PortRange
+	Mode  Mode
+}
+
+// GroupSpec is a group as written in the config, already parsed.
+type GroupSpec struct {
+	Name            string
+	Clients         []netip.Prefix
+	Allow           []string // rule texts: "name", "*.name", optional ":port[-port][/proto]"
+	Deny            []string
+	AllowCategories []string
+	DenyCategories  []string
+	DefaultAllow    bool // default = "allow"; false means deny
+	Action          Action
+	Sinkhole        []netip.Addr
+	Mode            Mode
+}
+
+// CategoryMatcher reports which categories contain a name or one of its
+// parents, as a bit set over category indices assigned by the caller.
+type CategoryMatcher interface {
+	Match(qname string) uint64
+}

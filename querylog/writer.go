@@ -1,0 +1,200 @@
+package querylog
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Decision values written in the decision field.
+const (
+	DecisionAllow     = "allow"
+	DecisionDeny      = "deny"
+	DecisionWouldDeny = "would_deny"
+	DecisionRefused   = "refused"
+)
+
+// DefaultBuffer is how many entries may wait for the writer goroutine
+// before Log starts dropping.
+const DefaultBuffer = 8192
+
+// Options tunes a Writer.
+type Options struct {
+	// SampleAllowed logs one in N entries whose decision is "allow"; 0 and
+	// 1 log all of them. Every other decision is always logged, because
+	// denials are what operators and `egressd report` need to see.
+	SampleAllowed int
+	// Buffer is the queue length between Log and the writer goroutine;
+	// 0 means DefaultBuffer.
+	Buffer int
+}
+
+// Writer writes entries as JSON lines from one goroutine so that Log never
+// waits on disk or a slow stdout consumer.
+type Writer struct {
+	path    string // "" unless the destination is a file
+	discard bool
+	sample  uint64
+
+	// mu guards closed against a concurrent Close: Log holds it for reading
+	// while it enqueues, so after Close takes it no entry can slip into the
+	// queue behind the final drain.
+	mu     sync.RWMutex
+	closed bool
+
+	queue   chan Entry
+	control chan chan error // Reopen requests
+	quit    chan struct{}
+	done    chan struct{}
+
+	out io.Writer
+	f   *os.File // nil for stdout
+	bw  *bufio.Writer
+	err error // first write error since the last open, reported by Close
+
+	allowSeen  atomic.Uint64
+	sampledOut atomic.Uint64
+	dropped    atomic.Uint64
+	written    atomic.Uint64
+	writeErrs  atomic.Uint64
+}
+
+// Open returns a Writer for dest: "stdout", "none" or "" (discard
+// everything), or a file path, which is created with mode 0640 if missing
+// and appended to.
+func Open(dest string, opts Options) (*Writer, error) {
+	switch dest {
+	case "", "none":
+		return &Writer{discard: true}, nil
+	case "stdout":
+		return newWriter(os.Stdout, nil, "", opts), nil
+	default:
+		f, err := openFile(dest)
+		if err != nil {
+			return nil, err
+		}
+		return newWriter(f, f, dest, opts), nil
+	}
+}
+
+// newWriter starts the writer goroutine on out; f and path are set when
+// out is a file that Reopen and Close manage.
+func newWriter(out io.Writer, f *os.File, path string, opts Options) *Writer {
+	w := &Writer{path: path, out: out, f: f, sample: 1}
+	if opts.SampleAllowed > 1 {
+		w.sample = uint64(opts.SampleAllowed)
+	}
+	n := opts.Buffer
+	if n <= 0 {
+		n = DefaultBuffer
+	}
+	w.queue = make(chan Entry, n)
+	w.control = make(chan chan error)
+	w.quit = make(chan struct{})
+	w.done = make(chan struct{})
+	w.bw = bufio.NewWriterSize(out, 64<<10)
+	go w.run()
+	return w
+}
+
+func openFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("query log: %w", err)
+	}
+	return f, nil
+}
+
+// Log queues e for writing and returns at once. It copies e, so the caller
+// may reuse it, but must not modify e.Answers afterwards. A zero Time is
+// set to now. When the queue is full the entry is counted in Dropped
+// instead of slowing down the DNS answer. Log on a nil Writer does nothing.
+func (w *Writer) Log(e *Entry) {
+	if w == nil || w.discard {
+		return
+	}
+	if e.Decision == DecisionAllow && w.sample > 1 {
+		// The first allowed entry is always kept, then every sample-th.
+		if (w.allowSeen.Add(1)-1)%w.sample != 0 {
+			w.sampledOut.Add(1)
+			return
+		}
+	}
+	entry := *e
+	if entry.Time.IsZero() {
+		entry.Time = time.Now()
+	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		w.dropped.Add(1)
+		return
+	}
+	select {
+	case w.queue <- entry:
+	default:
+		w.dropped.Add(1)
+	}
+}
+
+// Dropped is how many entries were lost because the queue was full or the
+// Writer was already closed.
+func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
+
+// SampledOut is how many allowed entries sampling skipped on purpose.
+func (w *Writer) SampledOut() uint64 { return w.sampledOut.Load() }
+
+// Written is how many lines reached the output buffer.
+func (w *Writer) Written() uint64 { return w.written.Load() }
+
+// WriteErrors is how many write or flush calls failed.
+func (w *Writer) WriteErrors() uint64 { return w.writeErrs.Load() }
+
+// Reopen closes and reopens the file, so that after logrotate renamed it
+// new entries go to a fresh file at the configured path. Entries logged
+// before Reopen was called are written to the old file first; entries
+// logged concurrently may land in either; none is lost. For stdout and
+// discard it does nothing.
+func (w *Writer) Reopen() error {
+	if w == nil || w.path == "" {
+		return nil
+	}
+	w.mu.RLock()
+	closed := w.closed
+	w.mu.RUnlock()
+	if closed {
+		return errors.New("query log: reopen after close")
+	}
+	reply := make(chan error, 1)
+	select {
+	case w.control <- reply:
+		return <-reply
+	case <-w.done:
+		return errors.New("query log: reopen after close")
+	}
+}
+
+// Close writes every queued entry, flushes and closes the file. Entries
+// logged after Close are counted as dropped. It returns the first write
+// error seen since the file was last opened.
+func (w *Writer) Close() error {
+	if w == nil || w.discard {
+		return nil
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done
+		return nil
+	}
+	w.closed = true
+	w.mu.Unlock()
+	close(w.quit)
+	<-w.done
+	return w.err
+}

@@ -111,6 +111,9 @@ type GroupSpec struct {
 
 // CategoryMatcher reports which categories contain a name or one of its
 // parents, as a bit set over category indices assigned by the caller.
+// The engine calls Match with a normalized name (ASCII lowercase, trailing
+// dot, see NormalizeName) from many goroutines at once, so it must be safe
+// for concurrent use.
 type CategoryMatcher interface {
 	Match(qname string) uint64
 }

@@ -1,6 +1,13 @@
 // Package config loads and validates egressd's TOML configuration.
 package config
 
+import (
+	"net/netip"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
 // Config is the whole file. Durations are strings in the file ("2s") and
 // parsed into the *D fields during validation.
 type Config struct {
@@ -16,8 +23,8 @@ type Config struct {
 
 	// File is the path the config was read from ("" for the embedded default).
 	File string `toml:"-"`
-	// Positions maps key paths ("group.2.allow", "server.listen") to lines.
-	Positions map[string]int `toml:"-"`
+	// HostAddrs is Hosts parsed, keyed by FQDN in lower case.
+	HostAddrs map[string][]netip.Addr `toml:"-"`
 }
 
 type Server struct {
@@ -32,6 +39,13 @@ type Server struct {
 	TCPMaxPerIP    int     `toml:"tcp_max_conns_per_client"`
 	// DoHCanary answers NXDOMAIN for use-application-dns.net (default true).
 	DoHCanary *bool `toml:"doh_canary"`
+	// StateDir keeps the last good copy of downloaded lists across restarts.
+	StateDir string `toml:"state_dir"`
+
+	TCPIdle time.Duration `toml:"-"`
+	Audit   bool          `toml:"-"`
+	// ClientPrefixes is Clients parsed.
+	ClientPrefixes []netip.Prefix `toml:"-"`
 }
 
 type Upstream struct {
@@ -40,6 +54,8 @@ type Upstream struct {
 	// Bootstrap resolves host names in tls:// and https:// servers.
 	Bootstrap []string        `toml:"bootstrap"`
 	Zones     []*UpstreamZone `toml:"zone"`
+
+	TimeoutDur time.Duration `toml:"-"`
 }
 
 // UpstreamZone forwards a domain and everything below it elsewhere.
@@ -54,6 +70,9 @@ type Cache struct {
 	// ServeStale is how long expired answers may be served when every
 	// upstream is down (RFC 8767); "0s" disables it.
 	ServeStale string `toml:"serve_stale"`
+
+	MaxTTLDur     time.Duration `toml:"-"`
+	ServeStaleDur time.Duration `toml:"-"`
 }
 
 type Firewall struct {
@@ -72,6 +91,9 @@ type Firewall struct {
 	// Fallback lets a missing CAP_NET_ADMIN downgrade to backend none with a
 	// warning instead of failing start-up. Set in the embedded default.
 	Fallback bool `toml:"fallback_to_none"`
+
+	GraceDur  time.Duration `toml:"-"`
+	MaxTTLDur time.Duration `toml:"-"`
 }
 
 type Log struct {
@@ -89,6 +111,8 @@ type Category struct {
 	Sources []string `toml:"sources"`
 	Refresh string   `toml:"refresh"`
 	Match   string   `toml:"match"` // subdomains (default) | exact
+
+	RefreshDur time.Duration `toml:"-"`
 }
 
 type Group struct {
@@ -105,4 +129,7 @@ type Group struct {
 	// AllowPrivate permits answers that put private/loopback addresses
 	// behind a name (rebinding protection off for this group).
 	AllowPrivate bool `toml:"allow_private_answers"`
+
+	// Spec is the group parsed for the policy engine.
+	Spec policy.GroupSpec `toml:"-"`
 }

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/blocklists"
+	"github.com/egressd/egressd/config"
+	"github.com/egressd/egressd/configs"
+	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/metrics"
+	"github.com/egressd/egressd/policy"
+)
+
+// loadConfig reads path, or the embedded default when path is empty.
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Parse(configs.DefaultName, configs.Default)
+	}
+	return config.Load(path)
+}
+
+// baseDir is where relative list paths in cfg are resolved.
+func baseDir(cfg *config.Config, path string) string {
+	if path == "" {
+		wd, _ := os.Getwd()
+		return wd
+	}
+	return filepath.Dir(path)
+}
+
+// stateDir is where downloaded lists are kept between restarts.
+func stateDir(cfg *config.Config) string {
+	if cfg.Server.StateDir != "" {
+		return cfg.Server.StateDir
+	}
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
+		return strings.Split(d, ":")[0]
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/egressd"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "egressd")
+	}
+	return filepath.Join(os.TempDir(), "egressd")
+}
+
+func categorySpecs(cfg *config.Config) []blocklists.CategorySpec {
+	names := make([]string, 0, len(cfg.Categories))
+	for n := range cfg.Categories {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	specs := make([]blocklists.CategorySpec, 0, len(names))
+	for _, n := range names {
+		c := cfg.Categories[n]
+		specs = append(specs, blocklists.CategorySpec{Name: n, Sources: c.Sources, Refresh: c.RefreshDur, Match: c.Match})
+	}
+	return specs
+}
+
+// loadLists builds and loads the category lists of cfg.
+func loadLists(ctx context.Context, cfg *config.Config, path string, m *metrics.Metrics, logger *slog.Logger) (*blocklists.Manager, error) {
+	lists, err := blocklists.NewManager(categorySpecs(cfg), blocklists.Options{
+		BaseDir:  baseDir(cfg, path),
+		StateDir: stateDir(cfg),
+		Metrics:  m,
+		Logger:   logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := lists.Load(ctx); err != nil {
+		return nil, err
+	}
+	return lists, nil
+}
+
+func compilePolicy(cfg *config.Config, lists *blocklists.Manager) (*policy.Engine, error) {
+	var m policy.CategoryMatcher
+	if lists != nil {
+		m = lists
+	}
+	var bits map[string]int
+	if lists != nil {
+		bits = lists.Bits()
+	}
+	return policy.Compile(cfg.PolicyGroups(), bits, m)
+}
+
+// firewallSpec is the nftables layout cfg asks for.
+func firewallSpec(cfg *config.Config) firewall.Spec {
+	spec := firewall.Spec{
+		Table:        cfg.Firewall.Table,
+		Hooks:        cfg.Firewall.Hooks,
+		Grace:        cfg.Firewall.GraceDur,
+		Scope:        cfg.Firewall.Scope,
+		Audit:        cfg.Server.Audit,
+		Mark:         cfg.Firewall.Mark,
+		RemoveOnExit: cfg.Firewall.RemoveOnExit,
+	}
+	for _, g := range cfg.Groups {
+		spec.Groups = append(spec.Groups, firewall.GroupSpec{Name: g.Name, Clients: g.Spec.Clients, Audit: g.Spec.Mode == policy.ModeAudit})
+	}
+	for _, l := range cfg.Server.Listen {
+		if ap, err := netip.ParseAddrPort(l); err == nil {
+			spec.DNS = append(spec.DNS, ap)
+		}
+	}
+	return spec
+}
+
+// upstreams returns the configured servers, or the nameservers of
+// /etc/resolv.conf when none are configured (never egressd itself).
+func upstreams(cfg *config.Config) ([]string, error) {
+	if len(cfg.Upstream.Servers) > 0 {
+		out := make([]string, len(cfg.Upstream.Servers))
+		for i, s := range cfg.Upstream.Servers {
+			out[i] = withDefaultPort(s)
+		}
+		return out, nil
+	}
+	rc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil {
+		return nil, fmt.Errorf("upstream.servers is empty and /etc/resolv.conf is unreadable: %w", err)
+	}
+	self := map[string]bool{}
+	for _, l := range cfg.Server.Listen {
+		self[l] = true
+	}
+	var out []string
+	for _, s := range rc.Servers {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		hp := netip.AddrPortFrom(a, 53).String()
+		if !self[hp] {
+			out = append(out, hp)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("upstream.servers is empty and /etc/resolv.conf names no usable nameserver; set [upstream] servers")
+	}
+	return out, nil
+}
+
+func withDefaultPort(s string) string {
+	if strings.Contains(s, "://") {
+		return s
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a, 53).String()
+	}
+	return s
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/blocklists"
+	"github.com/egressd/egressd/config"
+	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/report"
+)
+
+// checkCmd validates a config and its category lists without serving.
+func checkCmd(args []string, stdout io.Writer) error {
+	fs := newFlagSet("check", stdout)
+	path := fs.String("config", "", "config file to check (default: the embedded default)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	problems, err := blocklists.CheckSources(categorySpecs(cfg), baseDir(cfg, *path))
+	if err != nil {
+		return err
+	}
+	for _, p := range problems {
+		fmt.Fprintf(stdout, "%s:%d: warning: %s\n", p.File, p.Line, p.Msg)
+	}
+	rules := 0
+	for _, g := range cfg.Groups {
+		rules += len(g.Allow) + len(g.Deny)
+	}
+	fmt.Fprintf(stdout, "%s: ok: %d groups, %d rules, %d categories, %d list warnings\n",
+		cfg.File, len(cfg.Groups), rules, len(cfg.Categories), len(problems))
+	return nil
+}
+
+// explainCmd prints how one query would be decided and why.
+func explainCmd(args []string, stdout io.Writer) error {
+	fs := newFlagSet("explain", stdout)
+	path := fs.String("config", "", "config file (default: the embedded default)")
+	client := fs.String("client", "127.0.0.1", "client address the query comes from")
+	qtype := fs.String("type", "A", "query type")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: want exactly one NAME, e.g. egressd explain -config egressd.toml -client 10.0.0.5 example.com", errUsage)
+	}
+	addr, err := netip.ParseAddr(*client)
+	if err != nil {
+		return fmt.Errorf("%w: -client %q is not an IP address", errUsage, *client)
+	}
+	t, ok := dns.StringToType[strings.ToUpper(*qtype)]
+	if !ok {
+		return fmt.Errorf("%w: unknown query type %q", errUsage, *qtype)
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	lists, err := loadLists(context.Background(), cfg, *path, nil, logger)
+	if err != nil {
+		return err
+	}
+	engine, err := compilePolicy(cfg, lists)
+	if err != nil {
+		return err
+	}
+	name := policy.NormalizeName(fs.Arg(0))
+	ex := engine.Explain(addr, name, t)
+	writeExplanation(stdout, cfg, lists, addr, name, *qtype, ex)
+	return nil
+}
+
+func writeExplanation(w io.Writer, cfg *config.Config, lists *blocklists.Manager, client netip.Addr, name, qtype string, ex policy.Explanation) {
+	d := ex.Decision
+	group := d.Group
+	if group == "" {
+		group = "(none: the client is in no group, the query is REFUSED)"
+	}
+	verdict := d.Verdict.String()
+	if d.Verdict == policy.Deny && d.Mode == policy.ModeAudit {
+		verdict = "would_deny (audit mode: the query is answered and logged)"
+	}
+	fmt.Fprintf(w, "query:    %s %s from %s\n", name, strings.ToUpper(qtype), client)
+	fmt.Fprintf(w, "group:    %s\n", group)
+	fmt.Fprintf(w, "decision: %s\n", verdict)
+	fmt.Fprintf(w, "rule:     %s\n", d.Rule)
+	fmt.Fprintf(w, "source:   %s\n", describeSource(cfg, lists, d, name))
+	if d.Verdict == policy.Deny && d.Group != "" {
+		fmt.Fprintf(w, "answer:   %s\n", d.Action)
+	}
+	if d.Verdict == policy.Allow {
+		if len(d.Ports) == 0 {
+			fmt.Fprintf(w, "firewall: answer addresses open on any port\n")
+		} else {
+			fmt.Fprintf(w, "firewall: answer addresses open on %s\n", formatPorts(d.Ports))
+		}
+	}
+	if len(ex.Matches) > 1 {
+		fmt.Fprintf(w, "also matched:\n")
+		for _, m := range ex.Matches {
+			if m.Rule == d.Rule && m.Source == d.Source {
+				continue
+			}
+			fmt.Fprintf(w, "  %-8s %s (%s)\n", m.Verdict, m.Rule, describeSource(cfg, lists, policy.Decision{Rule: m.Rule, Source: m.Source}, name))
+		}
+	}
+}
+
+// describeSource turns a decision source into a config location or a
+// category list file:line.
+func describeSource(cfg *config.Config, lists *blocklists.Manager, d policy.Decision, name string) string {
+	if cat, ok := strings.CutPrefix(d.Rule, "category:"); ok && lists != nil {
+		if hit, found := lists.Where(cat, name); found {
+			return fmt.Sprintf("category %s, %s:%d (%s, match %s)", cat, hit.Source, hit.Line, hit.Domain, hit.Match)
+		}
+		return "category " + cat
+	}
+	return fmt.Sprintf("%s in %s", d.Source, cfg.File)
+}
+
+func formatPorts(ps []policy.PortRange) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		proto := "tcp"
+		if p.Proto == policy.ProtoUDP {
+			proto = "udp"
+		}
+		if p.From == p.To {
+			parts[i] = fmt.Sprintf("%d/%s", p.From, proto)
+		} else {
+			parts[i] = fmt.Sprintf("%d-%d/%s", p.From, p.To, proto)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// nftRulesCmd prints the ruleset egressd would install.
+func nftRulesCmd(args []string, stdout io.Writer) error {
+	fs := newFlagSet("nft-rules", stdout)
+	path := fs.String("config", "", "config file (default: the embedded default)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, firewall.Render(firewallSpec(cfg)))
+	return err
+}
+
+// reportCmd summarizes query logs and proposes allow rules.
+func reportCmd(args []string, stdout io.Writer) error {
+	fs := newFlagSet("report", stdout)
+	asJSON := fs.Bool("json", false, "print JSON instead of text")
+	threshold := fs.Int("threshold", 3, "collapse more than N subdomains of one registrable domain into a wildcard")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("%w: want one or more query log files", errUsage)
+	}
+	rep, err := report.Run(fs.Args(), report.Options{Threshold: *threshold})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteText(stdout)
+}
+

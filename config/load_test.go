@@ -1,0 +1,189 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/configs"
+	"github.com/egressd/egressd/policy"
+)
+
+const validBase = `
+[server]
+listen = ["127.0.0.1:5353"]
+
+[categories.malware]
+sources = ["lists/malware.txt"]
+
+[[group]]
+name = "lan"
+clients = ["10.0.0.0/8"]
+allow = ["example.com", "*.example.com:443"]
+deny_categories = ["malware"]
+`
+
+func TestParseValid(t *testing.T) {
+	cfg, err := Parse("ok.toml", []byte(validBase))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got := cfg.Upstream.TimeoutDur; got != 2*time.Second {
+		t.Errorf("upstream timeout default = %v, want 2s", got)
+	}
+	if got := cfg.Firewall.MaxTTLDur; got != 5*time.Minute {
+		t.Errorf("firewall max_ttl default = %v, want 5m", got)
+	}
+	if got := cfg.Categories["malware"].RefreshDur; got != 24*time.Hour {
+		t.Errorf("category refresh default = %v, want 24h", got)
+	}
+	groups := cfg.PolicyGroups()
+	if len(groups) != 1 || groups[0].Name != "lan" || groups[0].DefaultAllow || groups[0].Action != policy.ActionNXDomain {
+		t.Fatalf("groups = %+v", groups)
+	}
+	if groups[0].Clients[0].String() != "10.0.0.0/8" {
+		t.Errorf("clients = %v", groups[0].Clients)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		conf string
+		want string // FILE:LINE: message fragment
+	}{
+		{"unknown top key", "bogus = 1\n", "bad.toml:1: unknown key \"bogus\""},
+		{"unknown server key", "[server]\nlisten = [\"127.0.0.1:53\"]\nlistne = 3\n", "bad.toml:3: unknown key \"server.listne\""},
+		{"unknown group key", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\nalow = [\"x.com\"]\n", "bad.toml:4: unknown key \"group.alow\""},
+		{"bad cidr", "[[group]]\nname = \"a\"\nclients = [\n  \"10.0.0.0/8\",\n  \"10.300.0.0/16\",\n]\n", "bad.toml:5: group.0.clients: invalid CIDR \"10.300.0.0/16\""},
+		{"bad server cidr", "[server]\nclients = [\"nope\"]\n", "bad.toml:2: server.clients: invalid CIDR \"nope\""},
+		{"bad duration", "[upstream]\ntimeout = \"2 seconds\"\n", "bad.toml:2: upstream.timeout: invalid duration \"2 seconds\""},
+		{"bad firewall duration", "[firewall]\ngrace = \"-\"\n", "bad.toml:2: firewall.grace: invalid duration"},
+		{"bad listen", "[server]\nlisten = [\"localhost\"]\n", "bad.toml:2: server.listen: invalid address \"localhost\""},
+		{"bad mode", "[server]\nmode = \"loud\"\n", "bad.toml:2: server.mode: invalid value \"loud\""},
+		{"bad backend", "[firewall]\nbackend = \"iptables\"\n", "bad.toml:2: firewall.backend: invalid value \"iptables\""},
+		{"bad hook", "[firewall]\nhooks = [\"input\"]\n", "bad.toml:2: firewall.hooks: invalid hook \"input\""},
+		{"bad rule", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\nallow = [\n \"ok.com\",\n \"bad..name\",\n]\n", "bad.toml:6: group[a].allow:"},
+		{"bad port", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\ndeny = [\"x.com:70000\"]\n", "bad.toml:4: group[a].deny:"},
+		{"unknown category", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\ndeny_categories = [\"malware\"]\n", "bad.toml:4: group[a].deny_categories: unknown category \"malware\""},
+		{"duplicate group", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\n[[group]]\nname = \"a\"\nclients = [\"10.1.0.0/16\"]\n", "bad.toml:5: group[a]: duplicate group name (first defined at line 1)"},
+		{"overlapping same prefix", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\n[[group]]\nname = \"b\"\nclients = [\"10.0.0.0/8\"]\n", "bad.toml:6: group[b]: client range 10.0.0.0/8 is already in group \"a\""},
+		{"missing name", "[[group]]\nclients = [\"10.0.0.0/8\"]\n", "bad.toml:1: group #1: name is required"},
+		{"bad action", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\naction = \"drop\"\n", "bad.toml:4: group[a].action: invalid value \"drop\""},
+		{"sinkhole without addresses", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\naction = \"sinkhole\"\n", "bad.toml:4: group[a]: action \"sinkhole\" needs sinkhole addresses"},
+		{"bad sinkhole", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\naction = \"sinkhole\"\nsinkhole = [\"1.2.3\"]\n", "bad.toml:5: group[a].sinkhole: invalid address \"1.2.3\""},
+		{"bad upstream", "[upstream]\nservers = [\"dns.example:53\"]\n", "bad.toml:2: upstream.servers: invalid upstream \"dns.example:53\""},
+		{"syntax error", "[server\nlisten = 1\n", "bad.toml:1:"},
+		{"type error", "[server]\nlisten = 5\n", "bad.toml:2: key server.listen: incompatible types"},
+		{"duplicate key", "[server]\nmode = \"audit\"\nmode = \"audit\"\n", "bad.toml:3:"},
+		{"empty category sources", "[categories.x]\nsources = []\n", "bad.toml:2: categories.x: sources must not be empty"},
+		{"bad category match", "[categories.x]\nsources = [\"a\"]\nmatch = \"prefix\"\n", "bad.toml:3: categories.x.match: invalid value \"prefix\""},
+		{"bad scope", "[firewall]\nscope = \"host\"\n", "bad.toml:2: firewall.scope: invalid value \"host\""},
+		{"bad group mode", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\nmode = \"watch\"\n", "bad.toml:4: group[a].mode: invalid value \"watch\""},
+		{"bad table name", "[firewall]\ntable = \"my table\"\n", "bad.toml:2: firewall.table: invalid table name"},
+		{"bad hosts address", "[hosts]\n\"printer.lan\" = [\"10.0.0.300\"]\n", "bad.toml:2: hosts.printer.lan: invalid address \"10.0.0.300\""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("bad.toml", []byte(tt.conf))
+			if err == nil {
+				t.Fatalf("Parse accepted the config, want error %q", tt.want)
+			}
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("error type %T, want config.Errors: %v", err, err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error:\n%v\nwant it to contain:\n%s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestErrorsSortedByLine(t *testing.T) {
+	conf := "[firewall]\nscope = \"x\"\n[server]\nmode = \"y\"\n"
+	_, err := Parse("f.toml", []byte(conf))
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 2 {
+		t.Fatalf("want 2 errors, got %v", err)
+	}
+	if es[0].Line != 2 || es[1].Line != 4 {
+		t.Errorf("lines = %d, %d; want 2, 4", es[0].Line, es[1].Line)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load of missing file: %v, want not-exist", err)
+	}
+}
+
+func TestEmbeddedDefaultIsValid(t *testing.T) {
+	cfg, err := Parse(configs.DefaultName, configs.Default)
+	if err != nil {
+		t.Fatalf("embedded default: %v", err)
+	}
+	if cfg.Server.Listen[0] != "127.0.0.1:5353" {
+		t.Errorf("default listens on %v, want 127.0.0.1:5353 first", cfg.Server.Listen)
+	}
+	if !cfg.Firewall.Fallback {
+		t.Error("embedded default must fall back to backend none without CAP_NET_ADMIN")
+	}
+}
+
+func TestExampleConfigsAreValid(t *testing.T) {
+	files, _ := filepath.Glob("../configs/*.toml")
+	more, _ := filepath.Glob("../examples/*/*.toml")
+	files = append(files, more...)
+	if len(files) == 0 {
+		t.Fatal("no configs found")
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}
+
+func TestDiff(t *testing.T) {
+	old, err := Parse("old.toml", []byte(validBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := Parse("new.toml", []byte(`
+[categories.business]
+sources = ["b.txt"]
+
+[[group]]
+name = "lan"
+clients = ["10.0.0.0/8"]
+allow = ["example.com", "api.partner.net:443"]
+allow_categories = ["business"]
+mode = "audit"
+
+[[group]]
+name = "dmz"
+clients = ["192.168.0.0/24"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(Diff(old, cur), "\n")
+	want := strings.Join([]string{
+		"category added: business",
+		"category removed: malware",
+		"group[lan].allow added: api.partner.net:443",
+		"group[lan].allow removed: *.example.com:443",
+		"group[lan].allow_categories added: business",
+		"group[lan].deny_categories removed: malware",
+		"group[lan].mode: enforce -> audit",
+		"group added: dmz",
+	}, "\n")
+	if got != want {
+		t.Errorf("Diff:\n%s\nwant:\n%s", got, want)
+	}
+}

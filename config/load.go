@@ -321,7 +321,7 @@ func (v *validator) validate(c *Config) {
 	for name, cat := range c.Categories {
 		key := "categories." + name
 		if len(cat.Sources) == 0 {
-			v.err(key, "%s: sources must not be empty", key)
+			v.err(key+".sources", "%s: sources must not be empty", key)
 		}
 		cat.RefreshDur = v.duration(key+".refresh", cat.Refresh, time.Minute)
 		v.oneOf(key+".match", cat.Match, "subdomains", "exact")

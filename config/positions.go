@@ -98,7 +98,10 @@ func (p *positions) firstKeyIn(prefix []string, name string) int {
 		if !strings.HasSuffix(k, "."+name) && k != name {
 			continue
 		}
-		head := strings.TrimSuffix(k, "."+name)
+		head := ""
+		if k != name {
+			head = strings.TrimSuffix(k, "."+name)
+		}
 		if head == pfx || stripIndexes(head) == pfx {
 			if best == 0 || l < best {
 				best = l

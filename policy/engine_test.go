@@ -115,6 +115,7 @@ func TestDecidePrecedence(t *testing.T) {
 		{"apex of tied wildcard is unmatched", srv, "wild-tie.org.", defaultS},
 		{"unmatched name gets default deny", srv, "unknown.net.", defaultS},
 		{"root name gets default", srv, ".", defaultS},
+		{"escaped dot is no label boundary", srv, `x\.example.com.`, defaultS},
 		{"deny wildcard over allow wildcard apex", srv, "shop.ads.test.", denyS("*.ads.test")},
 		{"allow wildcard under deny wildcard", srv, "x.shop.ads.test.", allowS("*.shop.ads.test")},
 		{"denied category", srv, "malware.test.", want{Deny, "servers", "category:malware", "categories.malware", nil}},

@@ -71,7 +71,9 @@ func checkCategoryBits(categoryBits map[string]int) error {
 // without the trailing dot). Precedence: the most specific explicit rule
 // (exact beats wildcard, a longer wildcard parent beats a shorter, deny wins
 // a tie); then categories (any denied one beats any permitted one); then the
-// group default. qtype does not influence the decision today.
+// group default. qtype does not influence the decision today. The returned
+// Ports and Sinkhole slices are shared between calls and must not be
+// modified.
 func (e *Engine) Decide(client netip.Addr, qname string, qtype uint16) Decision {
 	g := e.clients.lookup(client)
 	if g == nil {

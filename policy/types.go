@@ -1,5 +1,20 @@
 // Package policy decides, per client group, whether a DNS name may be
 // resolved. It is pure: no I/O, no config parsing, no clocks.
+//
+// Compile turns GroupSpecs into an immutable Engine. A client belongs to
+// the group with the most specific client prefix containing its address
+// (IPv4-mapped IPv6 addresses count as IPv4). Within a group the order is:
+//
+//  1. explicit allow and deny rules, the most specific first: an exact name
+//     beats any wildcard, "*.a.example.com" beats "*.example.com", and when
+//     the same name is both allowed and denied the deny wins;
+//  2. categories: any denied category that lists the name (or a parent)
+//     beats any permitted one;
+//  3. the group default.
+//
+// A wildcard never matches the name it sits under: "*.example.com" does
+// not match "example.com". Names are compared in normalized form (ASCII
+// lowercase, trailing dot, punycode), see NormalizeName and ParseRule.
 package policy
 
 import (

@@ -25,3 +25,43 @@ type Enforcer interface {
 	Allow(ctx context.Context, a Allowance) error
 	Close() error
 }
+
+// Hook names accepted in Spec.Hooks.
+const (
+	HookForward = "forward"
+	HookOutput  = "output"
+)
+
+// Scope values accepted in Spec.Scope.
+const (
+	ScopeGroup  = "group"
+	ScopeClient = "client"
+)
+
+// Spec describes the ruleset egressd owns. It is built from the config and
+// handed to Render, NewNFTables and Reload.
+type Spec struct {
+	Table string   // inet table name, replaced as a whole
+	Hooks []string // HookForward and/or HookOutput
+	// Grace is added to every answer TTL to form the element timeout.
+	Grace time.Duration
+	Scope string // ScopeGroup (default) or ScopeClient
+	// Audit turns every group into audit mode: log would-be drops, accept.
+	Audit  bool
+	Groups []GroupSpec
+	// DNS are egressd's own listen addresses; DNS to them is always allowed.
+	DNS []netip.AddrPort
+	// Mark is the SO_MARK on egressd's upstream sockets; the output hook
+	// lets packets carrying it pass. Zero disables the rule.
+	Mark uint32
+	// RemoveOnExit deletes the table on Close (fail open). By default the
+	// table stays, so a stopped egressd keeps failing closed.
+	RemoveOnExit bool
+}
+
+// GroupSpec is one client group as the firewall sees it.
+type GroupSpec struct {
+	Name    string
+	Clients []netip.Prefix
+	Audit   bool // log would-be drops instead of dropping, for this group only
+}

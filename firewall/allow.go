@@ -1,0 +1,155 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// plannedElement is an element that must be sent in this batch.
+type plannedElement struct {
+	element
+	refresh bool // may still exist in the kernel: needs add, delete, add
+}
+
+// applyAllows serves a run of Allow requests with at most one successful
+// netlink batch, answering every waiter.
+func (n *NFT) applyAllows(reqs []request) {
+	if len(reqs) == 0 {
+		return
+	}
+	now := n.now()
+	plan := map[string]*plannedElement{}
+	var order []string // deterministic message order
+	waiting := reqs[:0:0]
+	for _, r := range reqs {
+		if err := r.ctx.Err(); err != nil {
+			r.result <- err
+			continue
+		}
+		gs, ok := n.lay.groups[r.allow.Group]
+		if !ok {
+			r.result <- fmt.Errorf("%w %q", ErrUnknownGroup, r.allow.Group)
+			continue
+		}
+		ttl := max(r.allow.TTL, 0)
+		elems, err := elementsFor(gs, r.allow, ttl+n.spec.Grace)
+		if err != nil {
+			r.result <- err
+			continue
+		}
+		for _, e := range elems {
+			n.planElement(plan, &order, e, now)
+		}
+		waiting = append(waiting, r)
+	}
+	n.updateGauges(now, false)
+	if len(plan) == 0 {
+		answerAll(waiting, nil)
+		return
+	}
+	err := n.sendPlan(plan, order, now, true)
+	if err != nil && errors.Is(err, unix.ENOENT) {
+		// An element the index thought live was already gone from the
+		// kernel; adding alone is then exactly right for it.
+		n.log.Warn("firewall: refresh raced with kernel expiry, retrying as add-only", "err", err)
+		err = n.sendPlan(plan, order, now, false)
+	}
+	if err != nil {
+		n.count("error")
+		answerAll(waiting, fmt.Errorf("firewall: update sets: %w", err))
+		return
+	}
+	n.count("ok")
+	answerAll(waiting, nil)
+}
+
+// planElement decides whether e must be sent: not when the index says it
+// already lives at least as long as wanted (minus a small slack).
+func (n *NFT) planElement(plan map[string]*plannedElement, order *[]string, e element, now time.Time) {
+	k := e.indexKey()
+	if p, ok := plan[k]; ok {
+		p.timeout = max(p.timeout, e.timeout)
+		return
+	}
+	cur := n.index.get(e)
+	if cur != nil && cur.deadline.Sub(now) >= e.timeout-freshSlack {
+		return
+	}
+	// Anything the index has not seen expire (with margin) may still be in
+	// the kernel and needs a real refresh.
+	refresh := cur != nil && cur.deadline.After(now.Add(-expiryMargin))
+	plan[k] = &plannedElement{element: e, refresh: refresh}
+	*order = append(*order, k)
+}
+
+// sendPlan queues and flushes the planned elements. With withRefresh, an
+// element that may exist is added, deleted and added again in the same
+// atomic batch: the first add guarantees the delete finds it, and the
+// final add sets the new timeout even on kernels that ignore timeouts of
+// re-added elements. On success the index learns the new deadlines.
+func (n *NFT) sendPlan(plan map[string]*plannedElement, order []string, now time.Time, withRefresh bool) error {
+	type perSet struct {
+		all, refresh []nftables.SetElement
+	}
+	bySet := map[string]*perSet{}
+	var setOrder []string
+	for _, k := range order {
+		p := plan[k]
+		ps := bySet[p.set]
+		if ps == nil {
+			ps = &perSet{}
+			bySet[p.set] = ps
+			setOrder = append(setOrder, p.set)
+		}
+		el := nftables.SetElement{Key: p.key, KeyEnd: p.keyEnd, Timeout: p.timeout}
+		ps.all = append(ps.all, el)
+		if p.refresh && withRefresh {
+			ps.refresh = append(ps.refresh, el)
+		}
+	}
+	for _, name := range setOrder {
+		set, ps := n.sets[name], bySet[name]
+		steps := []struct {
+			elems []nftables.SetElement
+			del   bool
+		}{{ps.all, false}, {ps.refresh, true}, {ps.refresh, false}}
+		for _, st := range steps {
+			if err := queueElements(n.conn, set, st.elems, st.del); err != nil {
+				n.resetConn()
+				return err
+			}
+		}
+	}
+	if err := n.flush(); err != nil {
+		return err
+	}
+	for _, k := range order {
+		p := plan[k]
+		if p.refresh && !withRefresh {
+			// Add-only cannot refresh an element that still existed on
+			// older kernels; keep the old deadline so the next Allow tries
+			// again instead of trusting an optimistic one.
+			continue
+		}
+		n.index.put(p.element, now.Add(p.timeout))
+	}
+	return nil
+}
+
+// resetConn drops a connection with a half-queued batch.
+func (n *NFT) resetConn() {
+	_ = n.conn.CloseLasting()
+	if err := n.dial(); err != nil {
+		n.log.Error("firewall: reconnect failed", "err", err)
+	}
+}
+
+func answerAll(reqs []request, err error) {
+	for _, r := range reqs {
+		r.result <- err
+	}
+}

@@ -1,0 +1,70 @@
+package firewall
+
+import (
+	"time"
+
+	"github.com/google/nftables"
+)
+
+// indexEntry is what egressd last told the kernel about one element.
+type indexEntry struct {
+	set         string
+	key, keyEnd []byte
+	deadline    time.Time // when the kernel will expire it
+}
+
+// expiryIndex remembers element deadlines so an Allow whose destinations
+// are already live long enough costs no netlink round trip. It is owned by
+// the goroutine that owns the netlink connection.
+type expiryIndex struct {
+	entries map[string]*indexEntry
+}
+
+func newExpiryIndex() *expiryIndex {
+	return &expiryIndex{entries: map[string]*indexEntry{}}
+}
+
+func (x *expiryIndex) get(e element) *indexEntry { return x.entries[e.indexKey()] }
+
+func (x *expiryIndex) put(e element, deadline time.Time) {
+	k := e.indexKey()
+	if cur, ok := x.entries[k]; ok {
+		if deadline.After(cur.deadline) {
+			cur.deadline = deadline
+		}
+		return
+	}
+	x.entries[k] = &indexEntry{set: e.set, key: e.key, keyEnd: e.keyEnd, deadline: deadline}
+}
+
+// sweep forgets elements the kernel has expired (with margin to spare) and
+// returns how many are still live per set.
+func (x *expiryIndex) sweep(now time.Time, margin time.Duration) map[string]int {
+	live := map[string]int{}
+	for k, e := range x.entries {
+		if e.deadline.Before(now.Add(-margin)) {
+			delete(x.entries, k)
+			continue
+		}
+		if e.deadline.After(now) {
+			live[e.set]++
+		}
+	}
+	return live
+}
+
+// carryOver lists the still-live elements of the sets in keep, with their
+// remaining lifetime, and forgets every other element. Reload uses it to
+// refill a freshly built table.
+func (x *expiryIndex) carryOver(now time.Time, keep map[string]*nftables.Set, minLeft time.Duration) map[string][]nftables.SetElement {
+	out := map[string][]nftables.SetElement{}
+	for k, e := range x.entries {
+		left := e.deadline.Sub(now)
+		if _, ok := keep[e.set]; !ok || left < minLeft {
+			delete(x.entries, k)
+			continue
+		}
+		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: left.Round(time.Millisecond)})
+	}
+	return out
+}

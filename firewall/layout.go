@@ -1,0 +1,229 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// logRatePerSecond bounds kernel log lines per group chain.
+const logRatePerSecond = 10
+
+// maxIDLen keeps set and chain names short and readable in `nft list`.
+const maxIDLen = 40
+
+type setKind uint8
+
+const (
+	setClients setKind = iota // constant client prefixes of a group
+	setDest                   // destinations allowed on any port
+	setPorts                  // destination . protocol . port ranges
+)
+
+// setDef is one named set of the layout.
+type setDef struct {
+	name    string
+	kind    setKind
+	is4     bool
+	scoped  bool        // key starts with the client address (scope "client")
+	clients []addrRange // elements of a setClients set
+}
+
+// keyFields is the packet data the set is looked up with.
+func (s setDef) keyFields() []keyField {
+	var f []keyField
+	if s.kind == setClients {
+		return []keyField{fieldSaddr}
+	}
+	if s.scoped {
+		f = append(f, fieldSaddr)
+	}
+	f = append(f, fieldDaddr)
+	if s.kind == setPorts {
+		f = append(f, fieldL4Proto, fieldDport)
+	}
+	return f
+}
+
+func (s setDef) lookup() setLookup {
+	return setLookup{is4: s.is4, fields: s.keyFields(), set: s.name}
+}
+
+// chainDef is a chain; hook is empty for a regular (jump target) chain.
+type chainDef struct {
+	name  string
+	hook  string
+	rules [][]stmt
+}
+
+// groupSets names the dynamic sets of one group.
+type groupSets struct {
+	d4, d6, p4, p6 string
+	scoped         bool
+}
+
+// layout is the whole table, the single source for Render and netlink.
+type layout struct {
+	table  string
+	sets   []setDef
+	chains []chainDef
+	groups map[string]groupSets
+}
+
+// Validate reports the first problem that would stop the table from being
+// built.
+func (s Spec) Validate() error {
+	if s.Table == "" || strings.ContainsAny(s.Table, " \t\"'{};") {
+		return fmt.Errorf("firewall: invalid table name %q", s.Table)
+	}
+	if len(s.Hooks) == 0 {
+		return errors.New("firewall: no hooks configured")
+	}
+	seenHook := map[string]bool{}
+	for _, h := range s.Hooks {
+		if h != HookForward && h != HookOutput {
+			return fmt.Errorf("firewall: unknown hook %q (want %q or %q)", h, HookForward, HookOutput)
+		}
+		if seenHook[h] {
+			return fmt.Errorf("firewall: hook %q listed twice", h)
+		}
+		seenHook[h] = true
+	}
+	if s.Scope != "" && s.Scope != ScopeGroup && s.Scope != ScopeClient {
+		return fmt.Errorf("firewall: unknown scope %q (want %q or %q)", s.Scope, ScopeGroup, ScopeClient)
+	}
+	if s.Grace < 0 {
+		return errors.New("firewall: negative grace")
+	}
+	seen := map[string]bool{}
+	for _, g := range s.Groups {
+		if g.Name == "" {
+			return errors.New("firewall: group without a name")
+		}
+		if seen[g.Name] {
+			return fmt.Errorf("firewall: group %q listed twice", g.Name)
+		}
+		seen[g.Name] = true
+		for _, p := range g.Clients {
+			if !p.IsValid() {
+				return fmt.Errorf("firewall: group %q has an invalid client prefix", g.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// groupIDs turns group names into unique identifiers made of letters,
+// digits and underscores, fit for set, chain and log prefix text.
+func groupIDs(groups []GroupSpec) []string {
+	ids := make([]string, len(groups))
+	used := map[string]bool{}
+	for i, g := range groups {
+		var b strings.Builder
+		for _, r := range g.Name {
+			ok := r < 128 && (r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+			if !ok {
+				r = '_'
+			}
+			b.WriteRune(r)
+		}
+		id := b.String()
+		if len(id) > maxIDLen {
+			id = id[:maxIDLen]
+		}
+		base := id
+		for n := 2; used[id]; n++ {
+			id = fmt.Sprintf("%s_%d", base, n)
+		}
+		used[id] = true
+		ids[i] = id
+	}
+	return ids
+}
+
+// buildLayout turns a validated spec into the table layout.
+func buildLayout(s Spec) layout {
+	l := layout{table: s.Table, groups: map[string]groupSets{}}
+	scoped := s.Scope == ScopeClient
+	ids := groupIDs(s.Groups)
+	c4, c6 := partitionClients(s.Groups)
+
+	type groupChain struct {
+		chain  string
+		c4, c6 setDef
+	}
+	var jumps []groupChain
+	for i, g := range s.Groups {
+		prefix := "g_" + ids[i]
+		c4set := setDef{name: prefix + "_c4", kind: setClients, is4: true, clients: c4[i]}
+		c6set := setDef{name: prefix + "_c6", kind: setClients, is4: false, clients: c6[i]}
+		d4 := setDef{name: prefix + "_d4", kind: setDest, is4: true, scoped: scoped}
+		d6 := setDef{name: prefix + "_d6", kind: setDest, is4: false, scoped: scoped}
+		p4 := setDef{name: prefix + "_p4", kind: setPorts, is4: true, scoped: scoped}
+		p6 := setDef{name: prefix + "_p6", kind: setPorts, is4: false, scoped: scoped}
+		l.sets = append(l.sets, c4set, c6set, d4, d6, p4, p6)
+		l.groups[g.Name] = groupSets{d4: d4.name, d6: d6.name, p4: p4.name, p6: p6.name, scoped: scoped}
+
+		audit := s.Audit || g.Audit
+		var rules [][]stmt
+		if !audit {
+			// Bypass prevention: clients resolve through egressd only.
+			rules = append(rules,
+				[]stmt{l4Dport{proto: protoUDP, port: 53}, drop},
+				[]stmt{l4Dport{proto: protoTCP, port: 53}, drop},
+				[]stmt{l4Dport{proto: protoTCP, port: 853}, drop},
+			)
+		}
+		for _, set := range []setDef{d4, d6, p4, p6} {
+			rules = append(rules, []stmt{set.lookup(), accept})
+		}
+		if audit {
+			rules = append(rules,
+				[]stmt{rateLog{logRatePerSecond, fmt.Sprintf("egressd would_deny %s: ", ids[i])}},
+				[]stmt{accept})
+		} else {
+			rules = append(rules,
+				[]stmt{rateLog{logRatePerSecond, fmt.Sprintf("egressd drop %s: ", ids[i])}},
+				[]stmt{drop})
+		}
+		l.chains = append(l.chains, chainDef{name: prefix, rules: rules})
+		jumps = append(jumps, groupChain{chain: prefix, c4: c4set, c6: c6set})
+	}
+
+	var base []chainDef
+	for _, hook := range s.Hooks {
+		rules := [][]stmt{{ctEstablished{}, accept}}
+		if hook == HookOutput {
+			// Loopback never leaves the host; this also covers DNS to a
+			// local egressd.
+			rules = append(rules, []stmt{oifName("lo"), accept})
+			if s.Mark != 0 {
+				rules = append(rules, []stmt{metaMark(s.Mark), accept})
+			}
+		}
+		for _, ap := range s.DNS {
+			a := ap.Addr().Unmap().WithZone("")
+			if !a.IsValid() || a.IsUnspecified() {
+				// A wildcard listener is local: forwarded packets never
+				// reach it, and the output hook admits it via loopback.
+				continue
+			}
+			for _, proto := range []uint8{protoUDP, protoTCP} {
+				rules = append(rules, []stmt{daddrIs(a), l4Dport{proto: proto, port: ap.Port()}, accept})
+			}
+		}
+		for _, j := range jumps {
+			rules = append(rules,
+				[]stmt{j.c4.lookup(), jump(j.chain)},
+				[]stmt{j.c6.lookup(), jump(j.chain)})
+		}
+		base = append(base, chainDef{name: hook, hook: hook, rules: rules})
+	}
+	l.chains = append(base, l.chains...)
+	return l
+}
+
+const (
+	protoTCP = 6
+	protoUDP = 17
+)

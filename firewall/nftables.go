@@ -1,0 +1,362 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/egressd/egressd/metrics"
+)
+
+// Options are the NFTables backend's collaborators.
+type Options struct {
+	Metrics *metrics.Metrics // nil: no metrics
+	Logger  *slog.Logger     // nil: slog.Default()
+	Now     func() time.Time // nil: time.Now; tests inject a clock
+	// NetNS is a file descriptor of the network namespace to manage; zero
+	// means the namespace egressd runs in.
+	NetNS int
+}
+
+const (
+	// maxBatchRequests caps how many queued Allow calls one netlink batch
+	// serves, so a burst cannot build a message the kernel refuses.
+	maxBatchRequests = 512
+	// elementsPerMessage keeps each element list well under the 64 KiB a
+	// netlink attribute can hold.
+	elementsPerMessage = 256
+	// freshSlack: an element living at least (wanted - freshSlack) longer
+	// is not re-sent.
+	freshSlack = time.Second
+	// expiryMargin covers clock skew between egressd's index and the
+	// kernel's timers when deciding whether an element may still exist.
+	expiryMargin = 2 * time.Second
+	// sweepEvery bounds how often the index forgets expired elements.
+	sweepEvery = 10 * time.Second
+)
+
+// NFT is the nftables backend. One goroutine owns the netlink connection;
+// Allow and Reload hand it requests and wait for the answer.
+type NFT struct {
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	now     func() time.Time
+	netns   int
+
+	reqs chan request
+	quit chan struct{}
+	done chan struct{}
+
+	closed chan struct{} // closed when Close starts; guards reqs senders
+
+	// Owned by the run goroutine after construction.
+	conn      *nftables.Conn
+	spec      Spec
+	lay       layout
+	sets      map[string]*nftables.Set
+	index     *expiryIndex
+	lastSweep time.Time
+	flushes   int // netlink batches sent, for tests and benchmarks
+}
+
+type request struct {
+	ctx    context.Context
+	allow  Allowance
+	reload *Spec
+	stats  chan int // test hook: reports the flush count
+	result chan error
+}
+
+// NewNFTables installs spec's table atomically (replacing any table of the
+// same name in one netlink batch) and starts the goroutine that serves
+// Allow calls.
+func NewNFTables(spec Spec, opts Options) (*NFT, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	n := &NFT{
+		log:     opts.Logger,
+		metrics: opts.Metrics,
+		now:     opts.Now,
+		netns:   opts.NetNS,
+		reqs:    make(chan request, maxBatchRequests),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		closed:  make(chan struct{}),
+		index:   newExpiryIndex(),
+	}
+	if n.log == nil {
+		n.log = slog.Default()
+	}
+	if n.now == nil {
+		n.now = time.Now
+	}
+	if err := n.dial(); err != nil {
+		return nil, err
+	}
+	if err := n.replace(spec); err != nil {
+		_ = n.conn.CloseLasting()
+		return nil, err
+	}
+	n.log.Info("firewall table installed", "backend", "nftables", "table", spec.Table,
+		"hooks", spec.Hooks, "groups", len(spec.Groups), "scope", scopeName(spec.Scope), "audit", spec.Audit)
+	go n.run()
+	return n, nil
+}
+
+func scopeName(s string) string {
+	if s == "" {
+		return ScopeGroup
+	}
+	return s
+}
+
+func (n *NFT) dial() error {
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(n.netns), nftables.WithSockOptions(bigBuffers))
+	if err != nil {
+		return wrapPermission(fmt.Errorf("firewall: netlink: %w", err))
+	}
+	n.conn = c
+	return nil
+}
+
+// Allow puts the allowance's destinations into its group's sets with
+// timeout TTL + Grace and returns once the kernel has them (or ctx ends).
+// An empty group means the client is in no group, which the firewall does
+// not filter, so there is nothing to do.
+func (n *NFT) Allow(ctx context.Context, a Allowance) error {
+	if a.Group == "" || len(a.IPs) == 0 {
+		return nil
+	}
+	return n.submit(ctx, request{ctx: ctx, allow: a})
+}
+
+// Reload replaces the table with spec's in one atomic batch. Elements of
+// sets that keep their name and type are carried over with their remaining
+// lifetime; elements of removed or retyped sets are dropped.
+func (n *NFT) Reload(spec Spec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec})
+}
+
+// flushCount reports how many netlink batches have been sent.
+func (n *NFT) flushCount() int {
+	ch := make(chan int, 1)
+	if err := n.submit(context.Background(), request{ctx: context.Background(), stats: ch}); err != nil {
+		return -1
+	}
+	return <-ch
+}
+
+var errClosed = errors.New("firewall: closed")
+
+func (n *NFT) submit(ctx context.Context, r request) error {
+	r.result = make(chan error, 1)
+	select {
+	case <-n.closed:
+		return errClosed
+	default:
+	}
+	select {
+	case n.reqs <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.closed:
+		return errClosed
+	}
+	select {
+	case err := <-r.result:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops serving. The table stays in place (fail closed) unless the
+// spec asked for RemoveOnExit.
+func (n *NFT) Close() error {
+	select {
+	case <-n.closed:
+		return nil
+	default:
+	}
+	close(n.closed)
+	close(n.quit)
+	<-n.done
+	var err error
+	if n.spec.RemoveOnExit {
+		n.conn.DelTable(n.lay.nftTable())
+		if err = n.conn.Flush(); err != nil {
+			err = fmt.Errorf("firewall: remove table %s: %w", n.spec.Table, err)
+		} else {
+			n.log.Info("firewall table removed", "table", n.spec.Table)
+		}
+	}
+	if cerr := n.conn.CloseLasting(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (n *NFT) run() {
+	defer close(n.done)
+	for {
+		select {
+		case <-n.quit:
+			n.failPending()
+			return
+		case r := <-n.reqs:
+			batch := []request{r}
+		drain:
+			for len(batch) < maxBatchRequests {
+				select {
+				case r := <-n.reqs:
+					batch = append(batch, r)
+				default:
+					break drain
+				}
+			}
+			n.serve(batch)
+		}
+	}
+}
+
+// failPending answers requests still queued at shutdown.
+func (n *NFT) failPending() {
+	for {
+		select {
+		case r := <-n.reqs:
+			r.result <- errClosed
+		default:
+			return
+		}
+	}
+}
+
+// serve handles requests in order: runs of Allow calls share one batch;
+// a reload is applied between them.
+func (n *NFT) serve(batch []request) {
+	var allows []request
+	for _, r := range batch {
+		switch {
+		case r.reload != nil:
+			n.applyAllows(allows)
+			allows = nil
+			r.result <- n.replace(*r.reload)
+		case r.stats != nil:
+			n.applyAllows(allows)
+			allows = nil
+			r.stats <- n.flushes
+			r.result <- nil
+		default:
+			allows = append(allows, r)
+		}
+	}
+	n.applyAllows(allows)
+}
+
+// replace installs spec's layout in one batch, carrying over live elements.
+func (n *NFT) replace(spec Spec) error {
+	lay := buildLayout(spec)
+	sets, err := lay.queueReplace(n.conn)
+	if err != nil {
+		n.resetConn()
+		return err
+	}
+	now := n.now()
+	keep := map[string]*nftables.Set{}
+	if n.sets != nil {
+		old := map[string]setDef{}
+		for _, s := range n.lay.sets {
+			old[s.name] = s
+		}
+		for _, s := range lay.sets {
+			if o, ok := old[s.name]; ok && s.kind != setClients && o.typeText() == s.typeText() && o.kind == s.kind {
+				keep[s.name] = sets[s.name]
+			}
+		}
+	}
+	carried := n.index.carryOver(now, keep, expiryMargin)
+	for name, elems := range carried {
+		if err := queueElements(n.conn, sets[name], elems, false); err != nil {
+			n.resetConn()
+			return err
+		}
+	}
+	if err := n.flush(); err != nil {
+		n.count("error")
+		return wrapPermission(fmt.Errorf("firewall: install table %s: %w", spec.Table, err))
+	}
+	n.count("ok")
+	if n.sets != nil {
+		n.log.Info("firewall table reloaded", "table", spec.Table, "groups", len(spec.Groups), "carried_sets", len(carried))
+	}
+	n.spec, n.lay, n.sets = spec, lay, sets
+	n.updateGauges(now, true)
+	return nil
+}
+
+// queueElements adds (or deletes) elements in chunks that fit a message.
+func queueElements(c *nftables.Conn, set *nftables.Set, elems []nftables.SetElement, del bool) error {
+	for start := 0; start < len(elems); start += elementsPerMessage {
+		chunk := elems[start:min(start+elementsPerMessage, len(elems))]
+		var err error
+		if del {
+			err = c.SetDeleteElements(set, chunk)
+		} else {
+			err = c.SetAddElements(set, chunk)
+		}
+		if err != nil {
+			return fmt.Errorf("firewall: set %s: %w", set.Name, err)
+		}
+	}
+	return nil
+}
+
+// flush sends the queued batch, timing it; a failed batch gets a fresh
+// connection since unread acknowledgements may be left on the old one.
+func (n *NFT) flush() error {
+	start := time.Now()
+	err := n.conn.Flush()
+	n.flushes++
+	if n.metrics != nil {
+		n.metrics.FirewallDuration.Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
+		_ = n.conn.CloseLasting()
+		if derr := n.dial(); derr != nil {
+			n.log.Error("firewall: reconnect failed", "err", derr)
+		}
+	}
+	return err
+}
+
+func (n *NFT) count(result string) {
+	if n.metrics != nil {
+		n.metrics.FirewallUpdates.WithLabelValues(result).Inc()
+	}
+}
+
+// updateGauges refreshes egressd_firewall_elements, at most every
+// sweepEvery unless forced.
+func (n *NFT) updateGauges(now time.Time, force bool) {
+	if !force && now.Sub(n.lastSweep) < sweepEvery {
+		return
+	}
+	n.lastSweep = now
+	live := n.index.sweep(now, expiryMargin)
+	if n.metrics == nil {
+		return
+	}
+	for _, s := range n.lay.sets {
+		if s.kind != setClients {
+			n.metrics.FirewallElements.WithLabelValues(s.name).Set(float64(live[s.name]))
+		}
+	}
+}

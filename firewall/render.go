@@ -1,0 +1,94 @@
+package firewall
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Render returns the table egressd would install, in the text format
+// `nft list table inet NAME` prints (and `nft -f` accepts). It returns an
+// error text comment when the spec is invalid, so callers printing rules
+// for a human still get an explanation; use Spec.Validate to check first.
+func Render(spec Spec) string {
+	if err := spec.Validate(); err != nil {
+		return "# " + err.Error() + "\n"
+	}
+	return buildLayout(spec).render()
+}
+
+func (l layout) render() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", l.table)
+	var blocks []string
+	for _, s := range l.sets {
+		blocks = append(blocks, s.render())
+	}
+	for _, c := range l.chains {
+		blocks = append(blocks, c.render())
+	}
+	b.WriteString(strings.Join(blocks, "\n"))
+	b.WriteString("}\n")
+	return b.String()
+}
+
+func (s setDef) typeText() string {
+	addr := "ipv6_addr"
+	if s.is4 {
+		addr = "ipv4_addr"
+	}
+	parts := []string{}
+	for _, f := range s.keyFields() {
+		switch f {
+		case fieldSaddr, fieldDaddr:
+			parts = append(parts, addr)
+		case fieldL4Proto:
+			parts = append(parts, "inet_proto")
+		case fieldDport:
+			parts = append(parts, "inet_service")
+		}
+	}
+	return strings.Join(parts, " . ")
+}
+
+func (s setDef) flagsText() string {
+	switch s.kind {
+	case setClients:
+		return "constant,interval"
+	case setPorts:
+		return "interval,timeout"
+	}
+	return "timeout"
+}
+
+func (s setDef) render() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\tset %s {\n", s.name)
+	fmt.Fprintf(&b, "\t\ttype %s\n", s.typeText())
+	fmt.Fprintf(&b, "\t\tflags %s\n", s.flagsText())
+	if len(s.clients) > 0 {
+		elems := make([]string, len(s.clients))
+		for i, r := range s.clients {
+			elems[i] = r.String()
+		}
+		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
+	}
+	b.WriteString("\t}\n")
+	return b.String()
+}
+
+func (c chainDef) render() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\tchain %s {\n", c.name)
+	if c.hook != "" {
+		fmt.Fprintf(&b, "\t\ttype filter hook %s priority filter; policy accept;\n", c.hook)
+	}
+	for _, r := range c.rules {
+		parts := make([]string, len(r))
+		for i, st := range r {
+			parts[i] = st.text()
+		}
+		fmt.Fprintf(&b, "\t\t%s\n", strings.Join(parts, " "))
+	}
+	b.WriteString("\t}\n")
+	return b.String()
+}

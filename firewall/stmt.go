@@ -1,0 +1,250 @@
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// stmt is one piece of a rule. Each knows both its nft text (as `nft list`
+// prints it) and its netlink expressions, so Render and the netlink backend
+// cannot drift apart rule by rule.
+type stmt interface {
+	text() string
+	exprs(sets map[string]uint32) []expr.Any
+}
+
+// Registers: reg 1 (16 bytes) for single values; concatenations start at
+// the first 32-bit register and use one word per 4 bytes.
+const (
+	regSingle = 1
+	reg32Base = 8
+)
+
+type ctEstablished struct{}
+
+func (ctEstablished) text() string { return "ct state established,related" }
+func (ctEstablished) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: regSingle, Key: expr.CtKeySTATE},
+		&expr.Bitwise{
+			SourceRegister: regSingle, DestRegister: regSingle, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: regSingle, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
+type oifName string
+
+func (o oifName) text() string { return fmt.Sprintf("oifname %q", string(o)) }
+func (o oifName) exprs(map[string]uint32) []expr.Any {
+	name := make([]byte, unix.IFNAMSIZ)
+	copy(name, o)
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: name},
+	}
+}
+
+type metaMark uint32
+
+func (m metaMark) text() string { return fmt.Sprintf("meta mark 0x%08x", uint32(m)) }
+func (m metaMark) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: binaryutil.NativeEndian.PutUint32(uint32(m))},
+	}
+}
+
+// nfproto restricts an inet-family rule to one address family; nft adds it
+// implicitly in front of every ip/ip6 payload match.
+func nfproto(is4 bool) []expr.Any {
+	p := byte(unix.NFPROTO_IPV6)
+	if is4 {
+		p = unix.NFPROTO_IPV4
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: []byte{p}},
+	}
+}
+
+// addrField loads the source or destination address into reg.
+func addrField(is4, source bool, reg uint32) expr.Any {
+	offset, size := uint32(16), uint32(4)
+	if source {
+		offset = 12
+	}
+	if !is4 {
+		offset, size = 24, 16
+		if source {
+			offset = 8
+		}
+	}
+	return &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size}
+}
+
+func familyWord(is4 bool) string {
+	if is4 {
+		return "ip"
+	}
+	return "ip6"
+}
+
+// daddrIs matches one destination address.
+type daddrIs netip.Addr
+
+func (d daddrIs) text() string {
+	a := netip.Addr(d)
+	return fmt.Sprintf("%s daddr %s", familyWord(a.Is4()), a)
+}
+func (d daddrIs) exprs(map[string]uint32) []expr.Any {
+	a := netip.Addr(d)
+	return append(nfproto(a.Is4()),
+		addrField(a.Is4(), false, regSingle),
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: a.AsSlice()},
+	)
+}
+
+// l4Dport matches a transport protocol and destination port.
+type l4Dport struct {
+	proto uint8
+	port  uint16
+}
+
+func (l l4Dport) text() string { return fmt.Sprintf("%s dport %d", protoName(l.proto), l.port) }
+func (l l4Dport) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: []byte{l.proto}},
+		&expr.Payload{DestRegister: regSingle, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: binaryutil.BigEndian.PutUint16(l.port)},
+	}
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	case unix.IPPROTO_UDP:
+		return "udp"
+	}
+	return fmt.Sprint(p)
+}
+
+// Fields of a set lookup key, in key order.
+type keyField uint8
+
+const (
+	fieldSaddr keyField = iota
+	fieldDaddr
+	fieldL4Proto
+	fieldDport
+)
+
+// setLookup matches when the concatenation of fields is in the named set.
+type setLookup struct {
+	is4    bool
+	fields []keyField
+	set    string
+}
+
+func (s setLookup) text() string {
+	parts := make([]string, len(s.fields))
+	for i, f := range s.fields {
+		switch f {
+		case fieldSaddr:
+			parts[i] = familyWord(s.is4) + " saddr"
+		case fieldDaddr:
+			parts[i] = familyWord(s.is4) + " daddr"
+		case fieldL4Proto:
+			parts[i] = "meta l4proto"
+		case fieldDport:
+			parts[i] = "th dport"
+		}
+	}
+	return strings.Join(parts, " . ") + " @" + s.set
+}
+
+func (s setLookup) exprs(sets map[string]uint32) []expr.Any {
+	out := nfproto(s.is4)
+	addrWords := uint32(1)
+	if !s.is4 {
+		addrWords = 4
+	}
+	word := uint32(0)
+	reg := func() uint32 {
+		if word == 0 {
+			return regSingle
+		}
+		return reg32Base + word
+	}
+	for _, f := range s.fields {
+		switch f {
+		case fieldSaddr, fieldDaddr:
+			out = append(out, addrField(s.is4, f == fieldSaddr, reg()))
+			word += addrWords
+		case fieldL4Proto:
+			out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg()})
+			word++
+		case fieldDport:
+			out = append(out, &expr.Payload{DestRegister: reg(), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+			word++
+		}
+	}
+	return append(out, &expr.Lookup{SourceRegister: regSingle, SetName: s.set, SetID: sets[s.set]})
+}
+
+// rateLog logs at most ratePerSecond packets a second with prefix.
+type rateLog struct {
+	ratePerSecond uint64
+	prefix        string
+}
+
+// nftDefaultBurst is the burst nft uses (and omits when listing).
+const nftDefaultBurst = 5
+
+func (l rateLog) text() string {
+	return fmt.Sprintf("limit rate %d/second log prefix %q", l.ratePerSecond, l.prefix)
+}
+func (l rateLog) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: l.ratePerSecond, Unit: expr.LimitTimeSecond, Burst: nftDefaultBurst},
+		&expr.Log{Key: 1 << unix.NFTA_LOG_PREFIX, Data: []byte(l.prefix)},
+	}
+}
+
+// verdict ends a rule: accept, drop, or jump to a chain.
+type verdict struct {
+	kind  expr.VerdictKind
+	chain string
+}
+
+var (
+	accept = verdict{kind: expr.VerdictAccept}
+	drop   = verdict{kind: expr.VerdictDrop}
+)
+
+func jump(chain string) verdict { return verdict{kind: expr.VerdictJump, chain: chain} }
+
+func (v verdict) text() string {
+	switch v.kind {
+	case expr.VerdictAccept:
+		return "accept"
+	case expr.VerdictDrop:
+		return "drop"
+	case expr.VerdictJump:
+		return "jump " + v.chain
+	}
+	return ""
+}
+
+func (v verdict) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{&expr.Verdict{Kind: v.kind, Chain: v.chain}}
+}

@@ -47,6 +47,12 @@ func TestCompileErrors(t *testing.T) {
 			want:   `group[a].deny_categories: categories are used but no category matcher was given`, key: "deny_categories", index: -1,
 		},
 		{
+			name:   "permitted categories without matcher",
+			groups: []GroupSpec{{Name: "a", AllowCategories: []string{"malware"}}},
+			bits:   bits,
+			want:   `group[a].allow_categories: categories are used but no category matcher was given`, key: "allow_categories", index: -1,
+		},
+		{
 			name:   "bad allow rule",
 			groups: []GroupSpec{{Name: "a", Allow: []string{"ok.com", "x.com:70000"}}},
 			want:   `group[a].allow: invalid port "70000" in rule "x.com:70000"`, key: "allow", index: 1,

@@ -39,7 +39,11 @@ func Compile(groups []GroupSpec, categoryBits map[string]int, m CategoryMatcher)
 			return nil, err
 		}
 		if g.catMask != 0 && m == nil {
-			return nil, &CompileError{Group: spec.Name, Key: "deny_categories", Index: -1, Err: errNoMatcher}
+			key := "deny_categories"
+			if len(g.denyCats) == 0 {
+				key = "allow_categories"
+			}
+			return nil, &CompileError{Group: spec.Name, Key: key, Index: -1, Err: errNoMatcher}
 		}
 		for i, p := range spec.Clients {
 			if err := e.clients.add(p, g); err != nil {

@@ -1,0 +1,119 @@
+package blocklists
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// isURL reports whether a source is fetched over HTTP rather than read
+// from disk.
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// cacheMeta is kept beside a downloaded list so the next fetch can be
+// conditional and the file can be traced back to its URL.
+type cacheMeta struct {
+	URL          string    `json:"url"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"last_modified,omitempty"`
+	Fetched      time.Time `json:"fetched"`
+}
+
+// cachePaths returns where the last good copy of url lives in stateDir.
+func cachePaths(stateDir, url string) (list, meta string) {
+	sum := sha256.Sum256([]byte(url))
+	base := filepath.Join(stateDir, "lists", hex.EncodeToString(sum[:12]))
+	return base + ".list", base + ".json"
+}
+
+func readMeta(path string) cacheMeta {
+	var m cacheMeta
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &m) // a broken sidecar only costs a full download
+	}
+	return m
+}
+
+// errNotModified says the cached copy is current.
+var errNotModified = errors.New("not modified")
+
+// download fetches url into a new temporary file in dir. Conditional
+// headers come from prev when the cached copy exists. The caller removes
+// the file. A 304 answer returns errNotModified.
+func download(ctx context.Context, client *http.Client, url, dir string, prev cacheMeta, maxBytes int64) (path string, meta cacheMeta, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", meta, err
+	}
+	req.Header.Set("User-Agent", "egressd")
+	if prev.ETag != "" {
+		req.Header.Set("If-None-Match", prev.ETag)
+	}
+	if prev.LastModified != "" {
+		req.Header.Set("If-Modified-Since", prev.LastModified)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", meta, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified && (prev.ETag != "" || prev.LastModified != "") {
+		return "", prev, errNotModified
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", meta, fmt.Errorf("HTTP status %s", resp.Status)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", meta, err
+	}
+	f, err := os.CreateTemp(dir, "fetch-*.tmp")
+	if err != nil {
+		return "", meta, err
+	}
+	n, err := io.Copy(f, io.LimitReader(resp.Body, maxBytes+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && n > maxBytes {
+		err = fmt.Errorf("body larger than %d bytes", maxBytes)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", meta, err
+	}
+	meta = cacheMeta{
+		URL:          url,
+		ETag:         resp.Header.Get("ETag"),
+		LastModified: resp.Header.Get("Last-Modified"),
+		Fetched:      time.Now().UTC(),
+	}
+	return f.Name(), meta, nil
+}
+
+// keepCopy moves a freshly parsed download into place as the last good
+// copy of its URL.
+func keepCopy(tmp, listPath, metaPath string, meta cacheMeta) error {
+	if err := os.Rename(tmp, listPath); err != nil {
+		return err
+	}
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	mt := metaPath + ".tmp"
+	if err := os.WriteFile(mt, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(mt, metaPath)
+}

@@ -1,0 +1,245 @@
+package blocklists
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/egressd/egressd/metrics"
+)
+
+// Options configures a Manager. Zero values are usable.
+type Options struct {
+	// BaseDir resolves relative source paths.
+	BaseDir string
+	// StateDir keeps the last good copy of every downloaded list so a
+	// restart without network still has it. Empty disables the cache.
+	StateDir string
+	Metrics  *metrics.Metrics
+	Logger   *slog.Logger
+	// HTTPClient fetches URL sources; nil means a client with FetchTimeout.
+	HTTPClient *http.Client
+	// FetchTimeout bounds one download (default 2m).
+	FetchTimeout time.Duration
+	// MaxBodyBytes caps one download (default 256 MiB).
+	MaxBodyBytes int64
+}
+
+const (
+	defaultFetchTimeout = 2 * time.Minute
+	defaultMaxBodyBytes = 256 << 20
+)
+
+// Refresh results, as counted in egressd_list_refresh_total.
+const (
+	resultOK    = "ok"
+	resultError = "error"
+	resultEmpty = "empty"
+)
+
+// Manager owns the configured categories and answers Match for policy.
+// Queries read the current lists through atomic pointers; a refresh builds
+// the new lists aside and swaps them in.
+type Manager struct {
+	opts   Options
+	log    *slog.Logger
+	client *http.Client
+	cats   []*category // sorted by name; the index is the category's bit
+	byName map[string]*category
+}
+
+type category struct {
+	resolvedSpec
+	cur atomic.Pointer[listMatcher]
+	mu  sync.Mutex // serializes refreshes of this category
+
+	statusMu   sync.Mutex
+	lastResult string
+	lastErr    string
+}
+
+// NewManager validates specs; nothing is loaded until Load.
+func NewManager(specs []CategorySpec, opts Options) (*Manager, error) {
+	resolved, err := resolveSpecs(specs, opts.BaseDir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.FetchTimeout <= 0 {
+		opts.FetchTimeout = defaultFetchTimeout
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = defaultMaxBodyBytes
+	}
+	m := &Manager{opts: opts, log: opts.Logger, client: opts.HTTPClient, byName: map[string]*category{}}
+	if m.client == nil {
+		m.client = &http.Client{Timeout: opts.FetchTimeout}
+	}
+	for _, r := range resolved {
+		c := &category{resolvedSpec: r}
+		m.cats = append(m.cats, c)
+		m.byName[r.name] = c
+	}
+	return m, nil
+}
+
+// Load reads every category once. A source that cannot be read falls back
+// to its last good copy in the state directory; Load fails only for a
+// category left with no entries because a source had neither.
+func (m *Manager) Load(ctx context.Context) error {
+	var errs []error
+	for _, c := range m.cats {
+		if err := m.refreshCategory(ctx, c); err != nil && c.cur.Load().block.count == 0 {
+			errs = append(errs, fmt.Errorf("category %q: %w", c.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Refresh reloads every category now (SIGHUP). Failures keep the previous
+// lists and are logged, counted and returned.
+func (m *Manager) Refresh(ctx context.Context) error {
+	var errs []error
+	for _, c := range m.cats {
+		if err := m.refreshCategory(ctx, c); err != nil {
+			errs = append(errs, fmt.Errorf("category %q: %w", c.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Start refreshes each category with a Refresh interval in the
+// background until ctx ends. Call it once, after Load.
+func (m *Manager) Start(ctx context.Context) {
+	for _, c := range m.cats {
+		if c.refresh <= 0 {
+			continue
+		}
+		go func() {
+			t := time.NewTicker(c.refresh)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					_ = m.refreshCategory(ctx, c) // logged and counted inside
+				}
+			}
+		}()
+	}
+}
+
+// Bits maps each category name to its bit in Match results. Names are
+// sorted, so the assignment is stable for a given set of categories.
+func (m *Manager) Bits() map[string]int {
+	out := make(map[string]int, len(m.cats))
+	for i, c := range m.cats {
+		out[c.name] = i
+	}
+	return out
+}
+
+// Match returns the set of categories containing qname (bit i for the
+// category Bits maps to i). It never allocates or blocks.
+func (m *Manager) Match(qname string) uint64 {
+	if m == nil {
+		return 0
+	}
+	var s suffixes
+	s.split(qname)
+	if s.n == 0 {
+		return 0
+	}
+	var set uint64
+	for i, c := range m.cats {
+		if lm := c.cur.Load(); lm != nil && lm.contains(&s) {
+			set |= 1 << i
+		}
+	}
+	return set
+}
+
+// Hit says why a category contains a name.
+type Hit struct {
+	Category string
+	Source   string // file path or URL
+	Line     int    // 0 when unknown
+	Domain   string // the list entry, "*.name" for wildcard entries
+	Match    string // the category's match mode
+}
+
+// Where explains a match of qname in category, for `egressd explain`.
+func (m *Manager) Where(category, qname string) (Hit, bool) {
+	c, ok := m.byName[category]
+	if !ok {
+		return Hit{}, false
+	}
+	lm := c.cur.Load()
+	if lm == nil {
+		return Hit{}, false
+	}
+	var s suffixes
+	s.split(qname)
+	idx, wildcard, ref, ok := lm.find(&s)
+	if !ok {
+		return Hit{}, false
+	}
+	name := strings.ToLower(strings.TrimSuffix(qname, "."))
+	domain := name[s.start[idx]:]
+	if wildcard {
+		domain = "*." + domain
+	}
+	h := Hit{Category: category, Line: refLine(ref), Domain: domain, Match: MatchSubdomains}
+	if lm.exact {
+		h.Match = MatchExact
+	}
+	if i := refSource(ref); i < len(lm.sources) {
+		h.Source = lm.sources[i]
+	}
+	return h, true
+}
+
+// CategoryStats describes one category's current lists.
+type CategoryStats struct {
+	Domains     int // distinct listed names
+	Exceptions  int
+	Sources     int
+	Invalid     int // invalid lines across sources
+	Unsupported int // rules egressd cannot apply
+	Bytes       int // memory held by the lookup tables
+	Loaded      time.Time
+	LastResult  string // ok, error or empty
+	LastError   string
+}
+
+// Stats reports every category.
+func (m *Manager) Stats() map[string]CategoryStats {
+	out := make(map[string]CategoryStats, len(m.cats))
+	for _, c := range m.cats {
+		st := CategoryStats{Sources: len(c.sources)}
+		if lm := c.cur.Load(); lm != nil {
+			st.Domains = lm.block.count
+			st.Exceptions = lm.except.count
+			st.Bytes = lm.block.bytes() + lm.except.bytes()
+			st.Loaded = lm.loaded
+			for _, r := range lm.results {
+				st.Invalid += r.Invalid
+				st.Unsupported += r.Unsupported
+			}
+		}
+		c.statusMu.Lock()
+		st.LastResult, st.LastError = c.lastResult, c.lastErr
+		c.statusMu.Unlock()
+		out[c.name] = st
+	}
+	return out
+}

@@ -1,0 +1,81 @@
+package firewall
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.nft golden files")
+
+func TestRenderGolden(t *testing.T) {
+	for name, spec := range goldenSpecs {
+		t.Run(name, func(t *testing.T) {
+			got := Render(spec)
+			path := filepath.Join("testdata", name+".nft")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create)", err)
+			}
+			if got != string(want) {
+				t.Errorf("Render differs from %s:\n--- got\n%s\n--- want\n%s", path, got, want)
+			}
+		})
+	}
+}
+
+func TestRenderInvalidSpecExplains(t *testing.T) {
+	got := Render(Spec{Table: "egressd", Hooks: []string{"input"}})
+	if !strings.HasPrefix(got, "# ") || !strings.Contains(got, `unknown hook "input"`) {
+		t.Errorf("Render of invalid spec = %q", got)
+	}
+}
+
+func TestRenderModes(t *testing.T) {
+	cases := []struct {
+		name       string
+		spec       string
+		contains   []string
+		notContain []string
+	}{
+		{"enforce drops and blocks DNS bypass", "forward",
+			[]string{`log prefix "egressd drop servers: "`, "udp dport 53 drop", "tcp dport 853 drop", "\t\tdrop\n"},
+			[]string{"would_deny", "meta mark", `oifname "lo"`}},
+		{"global audit logs and accepts every group", "audit",
+			[]string{`"egressd would_deny office: "`, `"egressd would_deny guests_wifi: "`},
+			[]string{"egressd drop", "dport 53 drop"}},
+		{"group audit only affects that group", "group_audit",
+			[]string{`"egressd drop office: "`, `"egressd would_deny trial: "`},
+			nil},
+		{"output hook passes loopback and marked upstream traffic", "output",
+			[]string{"hook output", `oifname "lo" accept`, "meta mark 0x0000002a accept"},
+			[]string{"hook forward"}},
+		{"client scope keys by source and destination", "scope_client",
+			[]string{"type ipv4_addr . ipv4_addr\n", "ip saddr . ip daddr @g_lan_d4 accept",
+				"type ipv6_addr . ipv6_addr . inet_proto . inet_service",
+				"ip6 saddr . ip6 daddr . meta l4proto . th dport @g_lan_p6 accept"},
+			nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Render(goldenSpecs[tc.spec])
+			for _, s := range tc.contains {
+				if !strings.Contains(got, s) {
+					t.Errorf("missing %q", s)
+				}
+			}
+			for _, s := range tc.notContain {
+				if strings.Contains(got, s) {
+					t.Errorf("unexpected %q", s)
+				}
+			}
+		})
+	}
+}

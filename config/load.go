@@ -381,8 +381,11 @@ func (v *validator) groups(c *Config) {
 			rules []string
 		}{{"allow", g.Allow}, {"deny", g.Deny}} {
 			for _, r := range field.rules {
-				if _, err := policy.ParseRule(r); err != nil {
+				rule, err := policy.ParseRule(r)
+				if err != nil {
 					v.errValue(key+"."+field.name, r, "%s.%s: %v", label, field.name, err)
+				} else if field.name == "deny" && len(rule.Ports) > 0 {
+					v.errValue(key+".deny", r, "%s.deny: rule %q has a port; deny rules apply to the whole name (scope allow rules with ports instead)", label, r)
 				}
 			}
 		}

@@ -1,0 +1,184 @@
+package resolver
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/policy"
+)
+
+// Query log decisions.
+const (
+	decisionAllow     = "allow"
+	decisionDeny      = "deny"
+	decisionWouldDeny = "would_deny"
+	decisionRefused   = "refused"
+)
+
+// outcome is what the request path decided: the answer to send and what to
+// record about it. Nothing reaches the client until ServeDNS writes it.
+type outcome struct {
+	ans      *answer
+	age      uint32 // seconds the answer spent in the cache
+	decision string
+	group    string
+	rule     string
+	source   string
+	action   string
+	cached   bool
+	upstream string
+}
+
+// ServeDNS implements dns.Handler.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	start := time.Now()
+	client, udp := remote(w.RemoteAddr())
+	q := parseQuery(req, udp)
+	o := s.resolve(client, req, &q)
+	out, err := o.ans.render(&q, o.age, s.maxTTL)
+	if err != nil {
+		s.log.Error("cannot render answer", "qname", q.qname, "err", err)
+		o.ans, o.age = rcodeAnswer(&q, dns.RcodeServerFailure), 0
+		out, _ = o.ans.render(&q, 0, s.maxTTL)
+	}
+	if _, err := w.Write(out); err != nil {
+		s.log.Debug("cannot write answer", "client", client, "err", err)
+	}
+	s.record(start, client, &q, &o)
+}
+
+// resolve is the whole request path, in order. Each step either produces
+// the final outcome or hands on to the next; the firewall push happens
+// after the answer is known and before anything is sent.
+func (s *Server) resolve(client netip.Addr, req *dns.Msg, q *query) outcome {
+	if !s.clientAllowed(client) {
+		return outcome{ans: rcodeAnswer(q, dns.RcodeRefused), decision: decisionRefused}
+	}
+	if rcode, ok := checkRequest(req, q); !ok {
+		return outcome{ans: rcodeAnswer(q, rcode), decision: decisionRefused}
+	}
+
+	pol := s.currentPolicy()
+	d := pol.Decide(client, q.qname, q.qtype)
+	o := outcome{decision: decisionAllow, group: d.Group, rule: d.Rule, source: d.Source}
+	if d.Group == "" {
+		o.decision, o.ans = decisionRefused, rcodeAnswer(q, dns.RcodeRefused)
+		return o
+	}
+	if s.opts.DoHCanary {
+		if ans, ok := canaryAnswer(q); ok {
+			o.decision, o.rule, o.source, o.ans = decisionDeny, q.qname, "server.doh_canary", ans
+			return o
+		}
+	}
+	if d.Verdict == policy.Deny {
+		o.action = d.Action.String()
+		if d.Mode == policy.ModeEnforce {
+			o.decision, o.ans = decisionDeny, denyAnswer(q, d)
+			return o
+		}
+		o.decision = decisionWouldDeny
+	}
+
+	ans, err := s.lookup(q, &o)
+	if err != nil {
+		s.log.Warn("upstream failed", "qname", q.qname, "qtype", dns.TypeToString[q.qtype], "err", err)
+		o.ans = rcodeAnswer(q, dns.RcodeServerFailure)
+		return o
+	}
+
+	// A permitted name may alias a denied one; the client would connect to
+	// the target, so the target's policy counts.
+	for _, target := range ans.targets {
+		td, denied := pol.DeniesTarget(d.Group, target)
+		if !denied {
+			continue
+		}
+		o.rule, o.source, o.action = td.Rule, td.Source, td.Action.String()
+		if td.Mode == policy.ModeEnforce {
+			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, td), 0
+			return o
+		}
+		o.decision = decisionWouldDeny
+		break
+	}
+
+	if err := s.allowDestinations(client, d, ans, o.age); err != nil {
+		s.log.Error("firewall update failed", "group", d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", s.opts.FailOpen)
+		if !s.opts.FailOpen {
+			o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
+			return o
+		}
+	}
+	o.ans = ans
+	return o
+}
+
+// lookup finds the answer for a permitted query: RFC 8482 for ANY, static
+// hosts, the cache, then the upstream servers.
+func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
+	if q.qtype == dns.TypeANY {
+		return anyAnswer(q), nil
+	}
+	if addrs, ok := s.hosts[q.qname]; ok {
+		o.upstream = "hosts"
+		return addressAnswer(q, addrs), nil
+	}
+	key := keyOf(q)
+	if s.cache != nil {
+		if ans, age, ok := s.cache.get(key, s.now()); ok {
+			s.countCache(true)
+			o.cached, o.age = true, age
+			return ans, nil
+		}
+		s.countCache(false)
+	}
+	ans, server, err := s.forward(key, q)
+	o.upstream = server
+	return ans, err
+}
+
+// allowDestinations pushes the answer's addresses into the firewall and
+// returns once they are in effect. Answers without addresses need nothing.
+func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *answer, age uint32) error {
+	enf := s.currentEnforcer()
+	if enf == nil || len(ans.addrs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), firewallTimeout)
+	defer cancel()
+	return enf.Allow(ctx, firewall.Allowance{
+		Group:  d.Group,
+		Client: client,
+		IPs:    slices.Clone(ans.addrs), // the answer is shared; the enforcer may sort or keep its copy
+		Ports:  d.Ports,
+		TTL:    time.Duration(ans.remainingTTL(age, s.maxTTL)) * time.Second,
+	})
+}
+
+func (s *Server) clientAllowed(client netip.Addr) bool {
+	for _, p := range s.opts.Clients {
+		if p.Contains(client) {
+			return true
+		}
+	}
+	return false
+}
+
+// remote returns the client's address (IPv4-mapped addresses unmapped, so
+// IPv4 ACLs match on dual-stack sockets) and whether it came over UDP.
+func remote(addr net.Addr) (netip.Addr, bool) {
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort().Addr().Unmap(), true
+	case *net.TCPAddr:
+		return a.AddrPort().Addr().Unmap(), false
+	}
+	return netip.Addr{}, false
+}

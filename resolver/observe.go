@@ -1,0 +1,112 @@
+package resolver
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/querylog"
+)
+
+// qtypeLabels are the query types counted by name; every other type is
+// "other", which keeps the metric's label set bounded.
+var qtypeLabels = map[uint16]string{
+	dns.TypeA: "A", dns.TypeAAAA: "AAAA", dns.TypeCNAME: "CNAME", dns.TypeMX: "MX",
+	dns.TypeTXT: "TXT", dns.TypeNS: "NS", dns.TypeSOA: "SOA", dns.TypePTR: "PTR",
+	dns.TypeSRV: "SRV", dns.TypeHTTPS: "HTTPS", dns.TypeSVCB: "SVCB", dns.TypeCAA: "CAA",
+	dns.TypeDS: "DS", dns.TypeDNSKEY: "DNSKEY", dns.TypeNAPTR: "NAPTR", dns.TypeANY: "ANY",
+}
+
+func qtypeLabel(t uint16) string {
+	if l, ok := qtypeLabels[t]; ok {
+		return l
+	}
+	return "other"
+}
+
+// rcodeLabel names an RCODE; RcodeToString knows only the assigned ones.
+func rcodeLabel(rcode int) string {
+	if l, ok := dns.RcodeToString[rcode]; ok {
+		return l
+	}
+	return "other"
+}
+
+func cachedLabel(cached bool) string {
+	if cached {
+		return "true"
+	}
+	return "false"
+}
+
+// record writes the query log entry and the per-query metrics.
+func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome) {
+	elapsed := time.Since(start)
+	rcode := o.ans.rcode | int(o.ans.extRcode)<<4
+	if m := s.opts.Metrics; m != nil {
+		m.Queries.WithLabelValues(o.group, o.decision, qtypeLabel(q.qtype)).Inc()
+		m.Responses.WithLabelValues(rcodeLabel(rcode)).Inc()
+		m.RequestDuration.WithLabelValues(cachedLabel(o.cached)).Observe(elapsed.Seconds())
+	}
+	if s.opts.QueryLog == nil {
+		return
+	}
+	e := &querylog.Entry{
+		Time:       start,
+		Client:     client.String(),
+		Group:      o.group,
+		QName:      q.qname,
+		QType:      typeName(q.qtype),
+		Decision:   o.decision,
+		Rule:       o.rule,
+		Source:     o.source,
+		Action:     o.action,
+		RCode:      dns.RcodeToString[rcode],
+		TTL:        o.ans.remainingTTL(o.age, s.maxTTL),
+		Cached:     o.cached,
+		Upstream:   o.upstream,
+		DurationMS: float64(elapsed.Microseconds()) / 1000,
+	}
+	for _, t := range o.ans.targets {
+		e.Answers = append(e.Answers, "CNAME "+t)
+	}
+	for _, a := range o.ans.addrs {
+		e.Answers = append(e.Answers, a.String())
+	}
+	s.opts.QueryLog.Log(e)
+}
+
+// typeName is the query type as written in zone files, TYPEnnn when
+// unassigned (RFC 3597).
+func typeName(t uint16) string {
+	if n, ok := dns.TypeToString[t]; ok {
+		return n
+	}
+	return dns.Type(t).String()
+}
+
+func (s *Server) countCache(hit bool) {
+	m := s.opts.Metrics
+	if m == nil {
+		return
+	}
+	if hit {
+		m.CacheHits.Inc()
+	} else {
+		m.CacheMisses.Inc()
+	}
+}
+
+func (s *Server) countCacheEntries() {
+	if m := s.opts.Metrics; m != nil {
+		m.CacheEntries.Set(float64(s.cache.len()))
+	}
+}
+
+func (s *Server) countUpstream(server, result string, d time.Duration) {
+	if m := s.opts.Metrics; m != nil {
+		m.UpstreamRequests.WithLabelValues(server, result).Inc()
+		m.UpstreamDuration.WithLabelValues(server).Observe(d.Seconds())
+	}
+}

@@ -1,0 +1,119 @@
+package resolver
+
+import (
+	"encoding/binary"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// advertisedUDPSize is the EDNS payload size egressd offers clients and
+// asks of upstreams: 1232 bytes avoids IP fragmentation on common paths
+// (DNS flag day 2020).
+const advertisedUDPSize = 1232
+
+// query is what the request path needs from a client's message.
+type query struct {
+	id         uint16
+	rd, cd, ad bool
+	name       string // question name as the client spelled it
+	qname      string // normalized: lower case, trailing dot
+	qtype      uint16
+	qclass     uint16
+
+	opt         bool // the client sent an OPT record
+	optCount    int
+	do          bool
+	ednsVersion uint8
+	// maxSize is the largest response the client can receive: 512 bytes
+	// over UDP without EDNS, its advertised size (up to ours) with it, and
+	// 64 KiB over TCP.
+	maxSize int
+}
+
+func parseQuery(req *dns.Msg, udp bool) query {
+	q := query{
+		id: req.Id,
+		rd: req.RecursionDesired,
+		cd: req.CheckingDisabled,
+		ad: req.AuthenticatedData,
+	}
+	if len(req.Question) == 1 {
+		qq := req.Question[0]
+		q.name, q.qname, q.qtype, q.qclass = qq.Name, normalizeName(qq.Name), qq.Qtype, qq.Qclass
+	}
+	q.maxSize = dns.MaxMsgSize
+	if udp {
+		q.maxSize = dns.MinMsgSize
+	}
+	for _, rr := range req.Extra {
+		opt, ok := rr.(*dns.OPT)
+		if !ok {
+			continue
+		}
+		q.optCount++
+		if q.optCount > 1 {
+			continue
+		}
+		q.opt, q.do, q.ednsVersion = true, opt.Do(), opt.Version()
+		if udp {
+			q.maxSize = min(max(int(opt.UDPSize()), dns.MinMsgSize), advertisedUDPSize)
+		}
+	}
+	return q
+}
+
+// patchQuestion writes the client's spelling of the question name into msg
+// (0x20 case randomization must survive), but only when it is the same
+// name as the one msg holds.
+func (q *query) patchQuestion(msg []byte) {
+	if q.name == "" || len(msg) < headerLen || binary.BigEndian.Uint16(msg[offQD:]) != 1 {
+		return
+	}
+	end, err := skipName(msg, headerLen)
+	if err != nil {
+		return
+	}
+	var spelled [256]byte
+	n, err := dns.PackDomainName(q.name, spelled[:], 0, nil, false)
+	if err != nil || n != end-headerLen || !equalFoldASCII(spelled[:n], msg[headerLen:end]) {
+		return
+	}
+	copy(msg[headerLen:end], spelled[:n])
+}
+
+func equalFoldASCII(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// normalizeName is the form policy and the cache key on.
+func normalizeName(name string) string { return policy.NormalizeName(name) }
+
+// equalName compares DNS names in presentation form, ignoring ASCII case.
+func equalName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}

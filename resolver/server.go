@@ -1,0 +1,232 @@
+// Package resolver is egressd's DNS server: it checks every query against
+// policy, answers from its cache or the upstream servers, pushes approved
+// addresses into the firewall and only then answers the client.
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/metrics"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/querylog"
+)
+
+// Policy decides queries. The policy package's Engine satisfies it.
+type Policy interface {
+	Decide(client netip.Addr, qname string, qtype uint16) policy.Decision
+	// DeniesTarget reports whether group may not resolve name, a CNAME
+	// target met in an answer, and the decision that says so.
+	DeniesTarget(group, name string) (policy.Decision, bool)
+}
+
+// QueryLogger records one entry per query. Log must not block for long.
+type QueryLogger interface {
+	Log(e *querylog.Entry)
+}
+
+// Options configures a Server.
+type Options struct {
+	Listen      []string       // host:port, each served on UDP and TCP
+	Clients     []netip.Prefix // who may query; everyone else gets REFUSED
+	Upstreams   []string       // host:port of plain DNS servers, tried in order
+	Timeout     time.Duration  // per upstream attempt
+	CacheSize   int            // entries; 0 disables the cache
+	CacheMaxTTL time.Duration  // longest time an answer stays cached
+	MaxTTL      time.Duration  // every TTL sent to clients is clamped to this
+	FailOpen    bool           // answer even when the firewall push fails
+	Mark        uint32         // SO_MARK for upstream sockets when non-zero
+	Hosts       map[string][]netip.Addr
+	DoHCanary   bool // NXDOMAIN for use-application-dns.net, NODATA for _dns.resolver.arpa
+
+	Policy   Policy
+	Enforcer firewall.Enforcer
+	QueryLog QueryLogger
+	Metrics  *metrics.Metrics
+	Logger   *slog.Logger
+}
+
+// Server is a running (or ready to run) egressd DNS server.
+type Server struct {
+	opts      Options
+	log       *slog.Logger
+	upstreams []Upstream
+	cache     *answerCache // nil when disabled
+	hosts     map[string][]netip.Addr
+	maxTTL    uint32 // seconds; 0 means no clamp
+	flights   singleflight.Group
+	now       func() time.Time
+
+	policy   atomic.Pointer[Policy]
+	enforcer atomic.Pointer[firewall.Enforcer]
+	ready    atomic.Bool
+
+	mu      sync.Mutex
+	servers []*dns.Server
+	addrs   []net.Addr
+}
+
+// Defaults used when Options leaves a value zero.
+const (
+	defaultTimeout  = 2 * time.Second
+	firewallTimeout = 3 * time.Second
+	tcpReadTimeout  = 2 * time.Second
+	tcpIdleTimeout  = 10 * time.Second
+	maxTCPConns     = 1024
+	maxTCPQueries   = 256
+)
+
+// New checks o and builds a Server. Nothing is bound until Start.
+func New(o Options) (*Server, error) {
+	if o.Policy == nil {
+		return nil, errors.New("resolver: no policy")
+	}
+	if len(o.Upstreams) == 0 {
+		return nil, errors.New("resolver: no upstream servers")
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = defaultTimeout
+	}
+	s := &Server{opts: o, log: o.Logger, now: time.Now}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	for _, u := range o.Upstreams {
+		up, err := newUpstream(u, o.Mark, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.upstreams = append(s.upstreams, up)
+	}
+	if o.CacheSize > 0 {
+		c, err := newAnswerCache(o.CacheSize, o.CacheMaxTTL)
+		if err != nil {
+			return nil, err
+		}
+		s.cache = c
+	}
+	s.hosts = make(map[string][]netip.Addr, len(o.Hosts))
+	for name, addrs := range o.Hosts {
+		key := normalizeName(name)
+		s.hosts[key] = append(s.hosts[key], addrs...)
+	}
+	s.maxTTL = seconds(o.MaxTTL)
+	s.SetPolicy(o.Policy)
+	s.SetEnforcer(o.Enforcer)
+	return s, nil
+}
+
+// newUpstream parses one upstream address. Only plain DNS exists today;
+// tls:// and https:// schemes will get their own Upstream types.
+func newUpstream(addr string, mark uint32, log *slog.Logger) (Upstream, error) {
+	if i := strings.Index(addr, "://"); i >= 0 {
+		return nil, fmt.Errorf("resolver: upstream %q: scheme %q not supported yet", addr, addr[:i])
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("resolver: upstream %q: %w", addr, err)
+	}
+	return newPlainUpstream(addr, mark, log), nil
+}
+
+// SetPolicy swaps the policy atomically; queries in flight finish with the
+// one they started with.
+func (s *Server) SetPolicy(p Policy) { s.policy.Store(&p) }
+
+// SetEnforcer swaps the firewall backend atomically. nil disables pushes.
+func (s *Server) SetEnforcer(e firewall.Enforcer) { s.enforcer.Store(&e) }
+
+func (s *Server) currentPolicy() Policy { return *s.policy.Load() }
+
+func (s *Server) currentEnforcer() firewall.Enforcer { return *s.enforcer.Load() }
+
+// Ready reports whether an upstream server has answered at least once.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// Start binds every listen address on TCP and UDP and starts serving. When
+// any bind fails, everything already bound is closed again.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.servers) > 0 {
+		return errors.New("resolver: already started")
+	}
+	var servers []*dns.Server
+	var addrs []net.Addr
+	for _, addr := range s.opts.Listen {
+		tcp, udp, err := bindPair(addr)
+		if err != nil {
+			for _, srv := range servers {
+				closeUnstarted(srv)
+			}
+			return err
+		}
+		servers = append(servers, s.udpServer(udp), s.tcpServer(tcp))
+		addrs = append(addrs, udp.LocalAddr(), tcp.Addr())
+	}
+	for _, srv := range servers {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() {
+			if err := srv.ActivateAndServe(); err != nil {
+				s.log.Error("dns server stopped", "err", err)
+			}
+		}()
+		<-started
+	}
+	s.servers, s.addrs = servers, addrs
+	return nil
+}
+
+func closeUnstarted(srv *dns.Server) {
+	if srv.PacketConn != nil {
+		srv.PacketConn.Close()
+	}
+	if srv.Listener != nil {
+		srv.Listener.Close()
+	}
+}
+
+// Addrs returns the bound addresses, UDP and TCP for each listen address.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]net.Addr(nil), s.addrs...)
+}
+
+// Shutdown stops all listeners and waits for queries in flight, up to ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	servers := s.servers
+	s.servers = nil
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.ShutdownContext(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// seconds converts d to whole seconds for TTL arithmetic, saturating.
+func seconds(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	if s := d / time.Second; s < 1<<32 {
+		return uint32(s)
+	}
+	return 1<<32 - 1
+}

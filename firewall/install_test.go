@@ -14,7 +14,7 @@ func TestInstallMatchesRender(t *testing.T) {
 	for name, spec := range goldenSpecs {
 		t.Run(name, func(t *testing.T) {
 			ns := newTestNS(t)
-			n, err := NewNFTables(spec, Options{NetNS: ns.fd})
+			n, err := NewNFTables(spec, Options{NetNS: ns.fd, Logger: quietLogger})
 			if err != nil {
 				t.Fatal(err)
 			}

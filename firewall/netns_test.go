@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -95,3 +96,5 @@ func run(t testing.TB, args ...string) string {
 func normalize(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
+
+var quietLogger = slog.New(slog.DiscardHandler)

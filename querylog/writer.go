@@ -143,17 +143,37 @@ func (w *Writer) Log(e *Entry) {
 }
 
 // Dropped is how many entries were lost because the queue was full or the
-// Writer was already closed.
-func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
+// Writer was already closed. The counters read 0 on a nil Writer.
+func (w *Writer) Dropped() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.dropped.Load()
+}
 
 // SampledOut is how many allowed entries sampling skipped on purpose.
-func (w *Writer) SampledOut() uint64 { return w.sampledOut.Load() }
+func (w *Writer) SampledOut() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.sampledOut.Load()
+}
 
 // Written is how many lines reached the output buffer.
-func (w *Writer) Written() uint64 { return w.written.Load() }
+func (w *Writer) Written() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.written.Load()
+}
 
 // WriteErrors is how many write or flush calls failed.
-func (w *Writer) WriteErrors() uint64 { return w.writeErrs.Load() }
+func (w *Writer) WriteErrors() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.writeErrs.Load()
+}
 
 // Reopen closes and reopens the file, so that after logrotate renamed it
 // new entries go to a fresh file at the configured path. Entries logged

@@ -109,6 +109,9 @@ func TestWriterDiscard(t *testing.T) {
 	}
 	var nilWriter *Writer
 	nilWriter.Log(entryNamed("a.", DecisionDeny)) // must not panic
+	if nilWriter.Written()+nilWriter.Dropped()+nilWriter.SampledOut()+nilWriter.WriteErrors() != 0 {
+		t.Error("nil Writer counts something")
+	}
 	if err := nilWriter.Close(); err != nil {
 		t.Error(err)
 	}

@@ -22,7 +22,8 @@ func (p *parser) adblockLine(line []byte) {
 		exception, line = true, line[2:]
 	}
 	if !bytes.HasPrefix(line, []byte("||")) {
-		if exception || bytes.ContainsAny(line, "/$^|*") {
+		// Bare fragments such as "-ad-banner-" are URL substring rules.
+		if exception || bytes.ContainsAny(line, "/$^|*") || bytes.IndexByte(line, '.') < 0 || !isAlnum(line[0]) {
 			p.unsupported("rule %q", line)
 			return
 		}
@@ -74,4 +75,8 @@ func harmlessOptions(opts []byte) bool {
 		}
 	}
 	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }

@@ -46,7 +46,6 @@ func (n *NFT) applyAllows(reqs []request) {
 		}
 		waiting = append(waiting, r)
 	}
-	n.updateGauges(now, false)
 	if len(plan) == 0 {
 		answerAll(waiting, nil)
 		return
@@ -64,6 +63,7 @@ func (n *NFT) applyAllows(reqs []request) {
 		return
 	}
 	n.count("ok")
+	n.updateGauges(now, false)
 	answerAll(waiting, nil)
 }
 

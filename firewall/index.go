@@ -18,10 +18,19 @@ type indexEntry struct {
 // the goroutine that owns the netlink connection.
 type expiryIndex struct {
 	entries map[string]*indexEntry
+	perSet  map[string]int // entries per set, for the elements gauge
 }
 
 func newExpiryIndex() *expiryIndex {
-	return &expiryIndex{entries: map[string]*indexEntry{}}
+	return &expiryIndex{entries: map[string]*indexEntry{}, perSet: map[string]int{}}
+}
+
+func (x *expiryIndex) remove(k string, e *indexEntry) {
+	delete(x.entries, k)
+	x.perSet[e.set]--
+	if x.perSet[e.set] <= 0 {
+		delete(x.perSet, e.set)
+	}
 }
 
 func (x *expiryIndex) get(e element) *indexEntry { return x.entries[e.indexKey()] }
@@ -35,22 +44,16 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 		return
 	}
 	x.entries[k] = &indexEntry{set: e.set, key: e.key, keyEnd: e.keyEnd, deadline: deadline}
+	x.perSet[e.set]++
 }
 
-// sweep forgets elements the kernel has expired (with margin to spare) and
-// returns how many are still live per set.
-func (x *expiryIndex) sweep(now time.Time, margin time.Duration) map[string]int {
-	live := map[string]int{}
+// sweep forgets elements the kernel has expired, with margin to spare.
+func (x *expiryIndex) sweep(now time.Time, margin time.Duration) {
 	for k, e := range x.entries {
 		if e.deadline.Before(now.Add(-margin)) {
-			delete(x.entries, k)
-			continue
-		}
-		if e.deadline.After(now) {
-			live[e.set]++
+			x.remove(k, e)
 		}
 	}
-	return live
 }
 
 // carryOver lists the still-live elements of the sets in keep, with their
@@ -61,7 +64,7 @@ func (x *expiryIndex) carryOver(now time.Time, keep map[string]*nftables.Set, mi
 	for k, e := range x.entries {
 		left := e.deadline.Sub(now)
 		if _, ok := keep[e.set]; !ok || left < minLeft {
-			delete(x.entries, k)
+			x.remove(k, e)
 			continue
 		}
 		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: left.Round(time.Millisecond)})

@@ -297,6 +297,7 @@ func (n *NFT) replace(spec Spec) error {
 	if n.sets != nil {
 		n.log.Info("firewall table reloaded", "table", spec.Table, "groups", len(spec.Groups), "carried_sets", len(carried))
 	}
+	n.forgetGauges(lay)
 	n.spec, n.lay, n.sets = spec, lay, sets
 	n.updateGauges(now, true)
 	return nil
@@ -343,20 +344,35 @@ func (n *NFT) count(result string) {
 	}
 }
 
-// updateGauges refreshes egressd_firewall_elements, at most every
-// sweepEvery unless forced.
+// updateGauges sweeps the index at most every sweepEvery (unless forced)
+// and publishes egressd_firewall_elements from its per-set counts.
 func (n *NFT) updateGauges(now time.Time, force bool) {
-	if !force && now.Sub(n.lastSweep) < sweepEvery {
-		return
+	if force || now.Sub(n.lastSweep) >= sweepEvery {
+		n.lastSweep = now
+		n.index.sweep(now, expiryMargin)
 	}
-	n.lastSweep = now
-	live := n.index.sweep(now, expiryMargin)
 	if n.metrics == nil {
 		return
 	}
 	for _, s := range n.lay.sets {
 		if s.kind != setClients {
-			n.metrics.FirewallElements.WithLabelValues(s.name).Set(float64(live[s.name]))
+			n.metrics.FirewallElements.WithLabelValues(s.name).Set(float64(n.index.perSet[s.name]))
+		}
+	}
+}
+
+// forgetGauges drops the element gauges of sets the next layout lacks.
+func (n *NFT) forgetGauges(next layout) {
+	if n.metrics == nil {
+		return
+	}
+	keep := map[string]bool{}
+	for _, s := range next.sets {
+		keep[s.name] = true
+	}
+	for _, s := range n.lay.sets {
+		if !keep[s.name] {
+			n.metrics.FirewallElements.DeleteLabelValues(s.name)
 		}
 	}
 }

@@ -1,0 +1,135 @@
+package firewall
+
+import (
+	"bytes"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/egressd/egressd/metrics"
+)
+
+func TestReloadKeepsEnforcementAndLiveElements(t *testing.T) {
+	ns := newTestNS(t)
+	clock := newFakeClock()
+	m := metrics.New()
+	specA := Spec{
+		Table: "egressd", Hooks: []string{HookForward}, Grace: 0,
+		Groups: []GroupSpec{
+			{Name: "servers", Clients: prefixes("10.1.0.0/16")},
+			{Name: "lab", Clients: prefixes("10.2.0.0/16")},
+		},
+	}
+	specB := specA
+	specB.Groups = []GroupSpec{
+		{Name: "servers", Clients: prefixes("10.1.0.0/16", "10.5.0.0/16")},
+		{Name: "ops", Clients: prefixes("10.3.0.0/16")},
+	}
+	n, err := NewNFTables(specA, Options{NetNS: ns.fd, Logger: quietLogger, Now: clock.Now, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.60", "192.0.2.61"), TTL: 100 * time.Second})
+	mustAllow(t, n, Allowance{Group: "lab", IPs: addrs("192.0.2.62"), TTL: 100 * time.Second})
+	if got := testutil.ToFloat64(m.FirewallElements.WithLabelValues("g_servers_d4")); got != 2 {
+		t.Errorf("elements gauge for g_servers_d4 = %v, want 2", got)
+	}
+
+	// Watch the table from another socket while reloading: it must never
+	// be missing, not even for one listing.
+	var missing, polls atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := nftables.New(nftables.WithNetNSFd(ns.fd))
+		if err != nil {
+			missing.Add(1)
+			return
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ch, err := c.ListChain(&nftables.Table{Family: nftables.TableFamilyINet, Name: "egressd"}, "forward")
+			if err != nil || ch == nil {
+				missing.Add(1)
+			}
+			polls.Add(1)
+		}
+	}()
+	clock.Advance(40 * time.Second)
+	for i := range 20 {
+		spec := specB
+		if i%2 == 1 {
+			spec = specA
+		}
+		if err := n.Reload(spec); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if missing.Load() != 0 || polls.Load() == 0 {
+		t.Errorf("table missing in %d of %d listings during reloads", missing.Load(), polls.Load())
+	}
+
+	// The last reload installed specA; servers' elements survived every
+	// reload with their remaining lifetime, lab's came back only if lab
+	// existed throughout (it did not: specB dropped it).
+	d4 := elements(t, ns, "egressd", "g_servers_d4")
+	if len(d4) != 2 {
+		t.Fatalf("servers d4 after reloads = %v, want 2 carried elements", d4)
+	}
+	for _, e := range d4 {
+		if e.Expires > 60*time.Second || e.Expires < 55*time.Second {
+			t.Errorf("carried element %x expires in %v, want about 60s", e.Key, e.Expires)
+		}
+	}
+	if lab := elements(t, ns, "egressd", "g_lab_d4"); len(lab) != 0 {
+		t.Errorf("lab elements survived a reload without lab: %v", lab)
+	}
+	if got := testutil.ToFloat64(m.FirewallUpdates.WithLabelValues("ok")); got != 23 {
+		t.Errorf("firewall updates ok = %v, want 23 (install, 2 allows, 20 reloads)", got)
+	}
+
+	// A reload that changes the key type (scope) cannot carry elements.
+	specC := specA
+	specC.Scope = ScopeClient
+	if err := n.Reload(specC); err != nil {
+		t.Fatal(err)
+	}
+	if d4 := elements(t, ns, "egressd", "g_servers_d4"); len(d4) != 0 {
+		t.Errorf("elements carried into a retyped set: %v", d4)
+	}
+	client := netip.MustParseAddr("10.1.0.9")
+	mustAllow(t, n, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.60"), TTL: time.Minute})
+	d4 = elements(t, ns, "egressd", "g_servers_d4")
+	want := append(client.AsSlice(), netip.MustParseAddr("192.0.2.60").AsSlice()...)
+	if len(d4) != 1 || !bytes.Equal(d4[0].Key, want) {
+		t.Errorf("after scope reload d4 = %v, want client . dest", d4)
+	}
+}
+
+func TestReloadRejectsInvalidSpecAndKeepsTable(t *testing.T) {
+	ns := newTestNS(t)
+	n := startNFT(t, ns, allowSpec(), nil)
+	bad := allowSpec()
+	bad.Hooks = []string{"prerouting"}
+	if err := n.Reload(bad); err == nil {
+		t.Fatal("invalid spec reloaded")
+	}
+	got := ns.exec(t, "nft", "list", "table", "inet", "egressd")
+	if normalize(got) != normalize(Render(allowSpec())) {
+		t.Errorf("table changed after rejected reload:\n%s", got)
+	}
+}

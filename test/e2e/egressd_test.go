@@ -1,0 +1,234 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// The binary under test is built once per run, on first use.
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildPath string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// egressdBinary builds ./cmd/egressd from the module root.
+func egressdBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		gomod, err := run("go", "env", "GOMOD")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		root := filepath.Dir(strings.TrimSpace(gomod))
+		if buildDir, buildErr = os.MkdirTemp("", "egressd-e2e-"); buildErr != nil {
+			return
+		}
+		buildPath = filepath.Join(buildDir, "egressd")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/egressd")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/egressd: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building egressd: %v", buildErr)
+	}
+	return buildPath
+}
+
+// egressdConfig holds the settings the tests vary; render turns it into
+// the TOML file egressd reads.
+type egressdConfig struct {
+	Listen       []netip.AddrPort
+	Clients      []string // server.clients and the one group's clients
+	Upstream     netip.AddrPort
+	Mode         string // "" is enforce
+	Hooks        []string
+	Grace        string // "" is 1s
+	MaxTTL       string // "" is 60s
+	Scope        string // "" is group
+	RemoveOnExit bool
+	QueryLog     string // "" is stdout
+}
+
+// The policy every test uses: default deny, explicit allows, and a
+// denied name that an allowed one aliases to.
+var (
+	allowRules = []string{"allowed.test", "ports.test:443", "short.test", "v6.test", "cname.test"}
+	denyRules  = []string{"denied.test", "hidden.test"}
+)
+
+const tableName = "egressd_e2e"
+
+func (c egressdConfig) render() string {
+	or := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	var listen []string
+	for _, a := range c.Listen {
+		listen = append(listen, a.String())
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[server]\nlisten = %s\nclients = %s\nmode = %q\n\n",
+		tomlList(listen), tomlList(c.Clients), or(c.Mode, "enforce"))
+	fmt.Fprintf(&b, "[upstream]\nservers = %s\ntimeout = \"1s\"\n\n", tomlList([]string{c.Upstream.String()}))
+	fmt.Fprintf(&b, "[firewall]\nbackend = \"nftables\"\ntable = %q\nhooks = %s\ngrace = %q\nmax_ttl = %q\nscope = %q\nremove_on_exit = %t\n\n",
+		tableName, tomlList(c.Hooks), or(c.Grace, "1s"), or(c.MaxTTL, "60s"), or(c.Scope, "group"), c.RemoveOnExit)
+	fmt.Fprintf(&b, "[log]\nqueries = %q\nlevel = \"debug\"\n\n", or(c.QueryLog, "stdout"))
+	b.WriteString("[metrics]\nlisten = \"\"\n\n")
+	fmt.Fprintf(&b, "[[group]]\nname = \"clients\"\nclients = %s\nallow = %s\ndeny = %s\ndefault = \"deny\"\naction = \"nxdomain\"\nallow_private_answers = true\n",
+		tomlList(c.Clients), tomlList(allowRules), tomlList(denyRules))
+	return b.String()
+}
+
+func tomlList(items []string) string {
+	quoted := make([]string, len(items))
+	for i, s := range items {
+		quoted[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(quoted, ", ") + "]"
+}
+
+// writeConfig stores the rendered config in the test's temp dir.
+func writeConfig(t *testing.T, c egressdConfig) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "egressd.toml")
+	if err := os.WriteFile(path, []byte(c.render()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// lockedBuffer collects a process's output while tests read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// egressdProc is one egressd running inside a namespace.
+type egressdProc struct {
+	ns      *netns
+	cmd     *exec.Cmd
+	stdout  lockedBuffer
+	stderr  lockedBuffer
+	exited  chan struct{}
+	waitErr error
+	config  string
+}
+
+// startEgressd runs `egressd serve` in ns and waits until it answers DNS
+// at probe when asked from probeFrom. On failure of the test it reports
+// egressd's output and the namespace's ruleset; at the end it stops
+// egressd.
+func startEgressd(t *testing.T, ns *netns, c egressdConfig, probeFrom *netns, probe netip.AddrPort) *egressdProc {
+	t.Helper()
+	bin := egressdBinary(t)
+	p := &egressdProc{ns: ns, exited: make(chan struct{}), config: writeConfig(t, c)}
+	// `ip netns exec` execs egressd in place, so the PID is egressd's.
+	p.cmd = exec.Command("ip", "netns", "exec", ns.name, bin, "serve", "-config", p.config)
+	p.cmd.Stdout = &p.stdout
+	p.cmd.Stderr = &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = p.stop()
+		if t.Failed() {
+			t.Logf("egressd config %s:\n%s", p.config, c.render())
+			t.Logf("egressd stderr:\n%s", p.stderr.String())
+			t.Logf("egressd stdout:\n%s", p.stdout.String())
+		}
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("nft list ruleset in %s:\n%s", ns.name, ns.ruleset())
+		}
+	})
+	if err := p.waitReady(probeFrom, probe, 20*time.Second); err != nil {
+		t.Fatalf("egressd did not come up: %v", err)
+	}
+	return p
+}
+
+// waitReady polls with a name no rule allows: any DNS answer means the
+// server is up, and the firewall is installed before the server starts.
+func (p *egressdProc) waitReady(from *netns, server netip.AddrPort, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("egressd exited: %v", p.waitErr)
+		default:
+		}
+		resp, err := query(from, server, "udp", "readiness-probe.test", dns.TypeA)
+		if err == nil && resp != nil {
+			return nil
+		}
+		lastErr = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no DNS answer at %s within %s: %v", server, limit, lastErr)
+}
+
+// stop sends SIGTERM, waits for a graceful exit and kills egressd if it
+// does not come. It returns how egressd exited.
+func (p *egressdProc) stop() error {
+	select {
+	case <-p.exited:
+		return p.waitErr
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		return p.waitErr
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return errors.New("egressd ignored SIGTERM for 10s and was killed")
+	}
+}

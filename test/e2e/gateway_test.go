@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// TestGateway runs egressd on a router (forward hook) and checks each
+// rule of the policy with real connections from the client namespaces.
+// The subtests use disjoint names and addresses, so they run in parallel
+// against one egressd.
+func TestGateway(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	cfg := g.egressdConfig()
+	cfg.Grace = "1s"
+	cfg.MaxTTL = "60s"
+	startEgressd(t, g.gw, cfg, g.client1, g.dns1())
+
+	t.Run("allowed name opens its address on every port", func(t *testing.T) {
+		t.Parallel()
+		addrs, resp := resolve(t, g.client1, g.dns1(), "allowed.test", dns.TypeA)
+		requireAddrs(t, "allowed.test", addrs, allowedIP)
+		for _, rr := range resp.Answer {
+			if rr.Header().Ttl > 60 {
+				t.Errorf("answer TTL %d above firewall.max_ttl 60s: %s", rr.Header().Ttl, rr)
+			}
+		}
+		for _, port := range servicePorts {
+			expectReach(t, g.client1, ap(allowedIP, port), "allowed.test resolved")
+		}
+		// Scope "group": the other client of the group is admitted too.
+		expectReach(t, g.client2, ap(allowedIP, 80), "allowed.test resolved by a client of the same group")
+	})
+
+	t.Run("address never resolved stays closed", func(t *testing.T) {
+		t.Parallel()
+		for _, port := range servicePorts {
+			expectDropped(t, g.client1, ap(unresolvedIP, port), "no name resolved to this address")
+		}
+		// The forward hook filters clients only; the gateway itself still
+		// reaches the host, so the drop is egressd's.
+		expectReach(t, g.gw, ap(unresolvedIP, 80), "gateway's own traffic")
+	})
+
+	t.Run("denied name gets NXDOMAIN and its address stays closed", func(t *testing.T) {
+		t.Parallel()
+		for _, proto := range []string{"udp", "tcp"} {
+			resp, err := query(g.client1, g.dns1(), proto, "denied.test", dns.TypeA)
+			if err != nil {
+				t.Fatalf("denied.test over %s: %v", proto, err)
+			}
+			if resp.Rcode != dns.RcodeNameError || len(answerAddrs(resp)) != 0 {
+				t.Errorf("denied.test over %s: got %s, want NXDOMAIN without addresses", proto, describe(resp))
+			}
+		}
+		expectDropped(t, g.client1, ap(deniedIP, 80), "denied.test was refused")
+		if n := g.upstream.asked("denied.test"); n != 0 {
+			t.Errorf("denied.test reached the upstream %d times; a denied query must be answered by egressd alone", n)
+		}
+	})
+
+	t.Run("port-scoped rule opens only its port", func(t *testing.T) {
+		t.Parallel()
+		addrs, _ := resolve(t, g.client1, g.dns1(), "ports.test", dns.TypeA)
+		requireAddrs(t, "ports.test", addrs, portsIP)
+		expectReach(t, g.client1, ap(portsIP, 443), "rule ports.test:443")
+		expectDropped(t, g.client1, ap(portsIP, 8443), "rule ports.test:443 does not cover 8443")
+		expectDropped(t, g.client1, ap(portsIP, 80), "rule ports.test:443 does not cover 80")
+	})
+
+	t.Run("allowance expires after TTL plus grace", func(t *testing.T) {
+		t.Parallel()
+		addrs, resp := resolve(t, g.client1, g.dns1(), "short.test", dns.TypeA)
+		resolved := time.Now()
+		requireAddrs(t, "short.test", addrs, shortIP)
+		if ttl := resp.Answer[0].Header().Ttl; ttl > shortTTL {
+			t.Errorf("short.test answered with TTL %d, above the upstream's %d", ttl, shortTTL)
+		}
+		expectReach(t, g.client1, ap(shortIP, 80), "short.test just resolved")
+		// The element was added before the answer left egressd, so it is
+		// gone by resolved + TTL + grace; the extra 700ms absorbs
+		// scheduling noise.
+		time.Sleep(time.Until(resolved.Add(shortTTL*time.Second + time.Second + 700*time.Millisecond)))
+		expectDropped(t, g.client1, ap(shortIP, 80), "short.test's TTL (1s) plus grace (1s) has passed")
+
+		// Resolving again opens it again.
+		resolve(t, g.client1, g.dns1(), "short.test", dns.TypeA)
+		expectReach(t, g.client1, ap(shortIP, 80), "short.test resolved again")
+	})
+
+	t.Run("direct DNS to another resolver is dropped", func(t *testing.T) {
+		t.Parallel()
+		for _, server := range []netip.AddrPort{ap(resolverAddr4, 53), ap(resolverAddr6, 53)} {
+			for _, proto := range []string{"udp", "tcp"} {
+				resp, err := query(g.client1, server, proto, "allowed.test", dns.TypeA)
+				if err == nil {
+					t.Errorf("direct DNS to %s over %s: want dropped, got %s", server, proto, describe(resp))
+				} else if !isTimeout(err) {
+					t.Errorf("direct DNS to %s over %s: want a timeout, got %v", server, proto, err)
+				}
+			}
+		}
+		// The resolver is alive: the gateway itself gets answers.
+		if resp, err := query(g.gw, ap(resolverAddr4, 53), "udp", "allowed.test", dns.TypeA); err != nil {
+			t.Errorf("control query from the gateway: %v %s", err, describe(resp))
+		}
+	})
+
+	t.Run("IPv6 answer opens only its address", func(t *testing.T) {
+		t.Parallel()
+		addrs, _ := resolve(t, g.client1, g.dns1v6(), "v6.test", dns.TypeAAAA)
+		requireAddrs(t, "v6.test", addrs, v6IP)
+		expectReach(t, g.client1, ap(v6IP, 80), "v6.test resolved")
+		expectDropped(t, g.client1, ap(unresolved6, 80), "no name resolved to this IPv6 address")
+	})
+
+	t.Run("CNAME to a denied name is denied", func(t *testing.T) {
+		t.Parallel()
+		resp, err := query(g.client1, g.dns1(), "udp", "cname.test", dns.TypeA)
+		if err != nil {
+			t.Fatalf("cname.test: %v", err)
+		}
+		if resp.Rcode != dns.RcodeNameError || len(answerAddrs(resp)) != 0 {
+			t.Errorf("cname.test (CNAME to denied hidden.test): got %s, want NXDOMAIN without addresses", describe(resp))
+		}
+		expectDropped(t, g.client1, ap(hiddenIP, 80), "hidden.test is denied even behind an allowed CNAME")
+	})
+}
+
+// TestClientScope checks scope "client": an answer admits only the client
+// that asked for it.
+func TestClientScope(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	cfg := g.egressdConfig()
+	cfg.Scope = "client"
+	startEgressd(t, g.gw, cfg, g.client1, g.dns1())
+
+	addrs, _ := resolve(t, g.client1, g.dns1(), "allowed.test", dns.TypeA)
+	requireAddrs(t, "allowed.test", addrs, allowedIP)
+	expectReach(t, g.client1, ap(allowedIP, 80), "client1 resolved allowed.test")
+	expectDropped(t, g.client2, ap(allowedIP, 80), "client2 did not resolve allowed.test (scope client)")
+
+	resolve(t, g.client2, g.dns2(), "allowed.test", dns.TypeA)
+	expectReach(t, g.client2, ap(allowedIP, 80), "client2 resolved allowed.test itself")
+}

@@ -1,0 +1,51 @@
+package e2e
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// TestOutputHook is the sidecar case: egressd and the application share
+// one namespace, egressd filters the output hook, and its own upstream
+// queries pass because its sockets carry the firewall mark.
+func TestOutputHook(t *testing.T) {
+	t.Parallel()
+	s := newSidecar(t)
+	dns4 := ap(netip.MustParseAddr("127.0.0.1"), 53)
+	dns6 := ap(netip.IPv6Loopback(), 53)
+	cfg := egressdConfig{
+		Listen: []netip.AddrPort{dns4, dns6},
+		// Queries come from loopback, but connections leave with the
+		// pod's own address as source: the group needs both.
+		Clients:  []string{"127.0.0.0/8", "::1/128", "10.200.2.0/24", "fd00:200:2::/64"},
+		Upstream: ap(resolverAddr4, 53),
+		Hooks:    []string{"output"},
+	}
+	startEgressd(t, s.pod, cfg, s.pod, dns4)
+
+	// The upstream sits on an address no name resolves to, and port 53 is
+	// closed to the group: an answer proves the mark lets egressd out.
+	addrs, _ := resolve(t, s.pod, dns4, "allowed.test", dns.TypeA)
+	requireAddrs(t, "allowed.test", addrs, allowedIP)
+	if s.upstream.asked("allowed.test") == 0 {
+		t.Error("allowed.test was answered without asking the upstream")
+	}
+	expectReach(t, s.pod, ap(allowedIP, 80), "allowed.test resolved")
+	expectDropped(t, s.pod, ap(unresolvedIP, 80), "no name resolved to this address")
+
+	for _, proto := range []string{"udp", "tcp"} {
+		resp, err := query(s.pod, ap(resolverAddr4, 53), proto, "allowed.test", dns.TypeA)
+		if err == nil {
+			t.Errorf("direct DNS from the application over %s: want dropped, got %s", proto, describe(resp))
+		} else if !isTimeout(err) {
+			t.Errorf("direct DNS from the application over %s: want a timeout, got %v", proto, err)
+		}
+	}
+
+	addrs, _ = resolve(t, s.pod, dns6, "v6.test", dns.TypeAAAA)
+	requireAddrs(t, "v6.test", addrs, v6IP)
+	expectReach(t, s.pod, ap(v6IP, 80), "v6.test resolved")
+	expectDropped(t, s.pod, ap(unresolved6, 80), "no name resolved to this IPv6 address")
+}

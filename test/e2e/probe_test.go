@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// dialTimeout is how long a SYN may go unanswered before the destination
+// counts as dropped. Everything is on one host, so real answers take
+// well under a millisecond.
+const dialTimeout = 500 * time.Millisecond
+
+// dnsTimeout bounds one DNS exchange with egressd, which itself waits
+// for the upstream and the firewall.
+const dnsTimeout = 2 * time.Second
+
+// connect opens a TCP connection from ns to dst and reads the service
+// banner, proving that the handshake and data both got through.
+func connect(ns *netns, dst netip.AddrPort) error {
+	var c net.Conn
+	err := ns.do(func() error {
+		var err error
+		d := net.Dialer{Timeout: dialTimeout}
+		c, err = d.Dial("tcp", dst.String())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("connected but read no banner: %w", err)
+	}
+	if want := fmt.Sprintf("egressd-e2e %d\n", dst.Port()); line != want {
+		return fmt.Errorf("banner %q, want %q", line, want)
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// expectReach fails the test unless ns can connect to dst.
+func expectReach(t *testing.T, ns *netns, dst netip.AddrPort, why string) {
+	t.Helper()
+	if err := connect(ns, dst); err != nil {
+		t.Errorf("%s: connect %s from %s: want success, got %v", why, dst, ns.name, err)
+	}
+}
+
+// expectDropped fails the test unless the SYN to dst goes unanswered:
+// a refusal or an unreachable error is not what a drop looks like.
+func expectDropped(t *testing.T, ns *netns, dst netip.AddrPort, why string) {
+	t.Helper()
+	err := connect(ns, dst)
+	switch {
+	case err == nil:
+		t.Errorf("%s: connect %s from %s: want dropped (timeout), but it connected", why, dst, ns.name)
+	case !isTimeout(err):
+		t.Errorf("%s: connect %s from %s: want dropped (timeout), got %v", why, dst, ns.name, err)
+	}
+}
+
+// query sends one DNS question from ns to server over proto ("udp" or
+// "tcp").
+func query(ns *netns, server netip.AddrPort, proto, name string, qtype uint16) (*dns.Msg, error) {
+	var c net.Conn
+	err := ns.do(func() error {
+		var err error
+		d := net.Dialer{Timeout: dialTimeout}
+		c, err = d.Dial(proto, server.String())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	client := &dns.Client{Net: proto, Timeout: dnsTimeout}
+	resp, _, err := client.ExchangeWithConn(m, &dns.Conn{Conn: c})
+	return resp, err
+}
+
+// resolve asks egressd for name and returns the addresses of the answer;
+// anything but NOERROR fails the test.
+func resolve(t *testing.T, ns *netns, server netip.AddrPort, name string, qtype uint16) ([]netip.Addr, *dns.Msg) {
+	t.Helper()
+	resp, err := query(ns, server, "udp", name, qtype)
+	if err != nil {
+		t.Fatalf("resolving %s %s via %s from %s: %v", name, dns.TypeToString[qtype], server, ns.name, err)
+	}
+	if resp.Rcode != dns.RcodeSuccess {
+		t.Fatalf("resolving %s %s via %s: rcode %s, want NOERROR\n%v", name, dns.TypeToString[qtype], server, dns.RcodeToString[resp.Rcode], resp)
+	}
+	addrs := answerAddrs(resp)
+	if len(addrs) == 0 {
+		t.Fatalf("resolving %s %s via %s: no addresses in the answer\n%v", name, dns.TypeToString[qtype], server, resp)
+	}
+	return addrs, resp
+}
+
+func answerAddrs(m *dns.Msg) []netip.Addr {
+	var out []netip.Addr
+	for _, rr := range m.Answer {
+		var ip net.IP
+		switch v := rr.(type) {
+		case *dns.A:
+			ip = v.A
+		case *dns.AAAA:
+			ip = v.AAAA
+		default:
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+// requireAddrs fails unless got is exactly want (order ignored).
+func requireAddrs(t *testing.T, name string, got []netip.Addr, want ...netip.Addr) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: answer %v, want %v", name, got, want)
+	}
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			found = found || g == w
+		}
+		if !found {
+			t.Fatalf("%s: answer %v, want %v", name, got, want)
+		}
+	}
+}
+
+func ap(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+
+// describe renders a DNS response in one line for failure messages.
+func describe(m *dns.Msg) string {
+	if m == nil {
+		return "<nil>"
+	}
+	var rrs []string
+	for _, rr := range m.Answer {
+		rrs = append(rrs, rr.String())
+	}
+	return fmt.Sprintf("rcode=%s answer=[%s]", dns.RcodeToString[m.Rcode], strings.Join(rrs, "; "))
+}

@@ -1,0 +1,231 @@
+package resolver
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/querylog"
+)
+
+const testGroup = "servers"
+
+// fakePolicy allows everything for group testGroup unless a name has its
+// own decision. Targets holds the decisions DeniesTarget reports.
+type fakePolicy struct {
+	names   map[string]policy.Decision
+	targets map[string]policy.Decision
+	noGroup bool
+}
+
+func (p *fakePolicy) Decide(_ netip.Addr, qname string, _ uint16) policy.Decision {
+	if p.noGroup {
+		return policy.Decision{Verdict: policy.Deny, Rule: "no group"}
+	}
+	if d, ok := p.names[qname]; ok {
+		return d
+	}
+	return policy.Decision{Verdict: policy.Allow, Group: testGroup, Rule: "default", Source: "group[servers].default"}
+}
+
+func (p *fakePolicy) DeniesTarget(group, name string) (policy.Decision, bool) {
+	d, ok := p.targets[name]
+	return d, ok && group == testGroup
+}
+
+// fakeEnforcer records allowances. When release is set, Allow first reports
+// the call on called and waits for release.
+type fakeEnforcer struct {
+	err     error
+	called  chan firewall.Allowance
+	release chan struct{}
+
+	mu     sync.Mutex
+	allows []firewall.Allowance
+}
+
+func (e *fakeEnforcer) Allow(ctx context.Context, a firewall.Allowance) error {
+	e.mu.Lock()
+	e.allows = append(e.allows, a)
+	e.mu.Unlock()
+	if e.called != nil {
+		e.called <- a
+	}
+	if e.release != nil {
+		select {
+		case <-e.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return e.err
+}
+
+func (e *fakeEnforcer) Close() error { return nil }
+
+func (e *fakeEnforcer) allowances() []firewall.Allowance {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]firewall.Allowance(nil), e.allows...)
+}
+
+type fakeLog struct {
+	mu      sync.Mutex
+	entries []querylog.Entry
+}
+
+func (l *fakeLog) Log(e *querylog.Entry) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.entries = append(l.entries, *e)
+}
+
+func (l *fakeLog) last(t testing.TB) querylog.Entry {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.entries) == 0 {
+		t.Fatal("no query log entry")
+	}
+	return l.entries[len(l.entries)-1]
+}
+
+// fakeClock is the cache's clock in tests.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// fakeWriter is a dns.ResponseWriter that keeps what is written.
+type fakeWriter struct {
+	remote net.Addr
+	out    []byte
+}
+
+func (w *fakeWriter) LocalAddr() net.Addr         { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
+func (w *fakeWriter) RemoteAddr() net.Addr        { return w.remote }
+func (w *fakeWriter) Write(b []byte) (int, error) { w.out = b; return len(b), nil }
+func (w *fakeWriter) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	w.out = b
+	return err
+}
+func (w *fakeWriter) Close() error        { return nil }
+func (w *fakeWriter) TsigStatus() error   { return nil }
+func (w *fakeWriter) TsigTimersOnly(bool) {}
+func (w *fakeWriter) Hijack()             {}
+
+func udpClient(ip string) net.Addr {
+	return &net.UDPAddr{IP: net.ParseIP(ip), Port: 40000}
+}
+
+// testEnv is a Server wired to fakes, with defaults tests override.
+type testEnv struct {
+	srv      *Server
+	policy   *fakePolicy
+	enforcer *fakeEnforcer
+	log      *fakeLog
+	clock    *fakeClock
+}
+
+func newEnv(t testing.TB, o Options) *testEnv {
+	t.Helper()
+	env := &testEnv{
+		policy:   &fakePolicy{},
+		enforcer: &fakeEnforcer{},
+		log:      &fakeLog{},
+		clock:    &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+	}
+	if o.Clients == nil {
+		o.Clients = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 500 * time.Millisecond
+	}
+	if o.Policy == nil {
+		o.Policy = env.policy
+	}
+	if o.Enforcer == nil {
+		o.Enforcer = env.enforcer
+	}
+	if o.QueryLog == nil {
+		o.QueryLog = env.log
+	}
+	srv, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.now = env.clock.now
+	env.srv = srv
+	return env
+}
+
+// serve passes req straight to the handler as if it came from client over
+// UDP and returns the unpacked response.
+func (env *testEnv) serve(t testing.TB, client string, req *dns.Msg) *dns.Msg {
+	t.Helper()
+	w := &fakeWriter{remote: udpClient(client)}
+	env.srv.ServeDNS(w, req)
+	if w.out == nil {
+		t.Fatal("no response written")
+	}
+	resp := new(dns.Msg)
+	if err := resp.Unpack(w.out); err != nil {
+		t.Fatalf("response does not parse: %v", err)
+	}
+	if resp.Id != req.Id {
+		t.Fatalf("response ID %d, query ID %d", resp.Id, req.Id)
+	}
+	return resp
+}
+
+// start binds the server on a loopback port and returns its address.
+func (env *testEnv) start(t testing.TB) string {
+	t.Helper()
+	env.srv.opts.Listen = []string{"127.0.0.1:0"}
+	if err := env.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		env.srv.Shutdown(ctx)
+	})
+	return env.srv.Addrs()[0].String()
+}
+
+func question(name string, qtype uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	return m
+}
+
+// exchange sends m to addr over network with a real client.
+func exchange(t testing.TB, network, addr string, m *dns.Msg) *dns.Msg {
+	t.Helper()
+	c := &dns.Client{Net: network, Timeout: 3 * time.Second}
+	resp, _, err := c.Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("%s exchange: %v", network, err)
+	}
+	return resp
+}

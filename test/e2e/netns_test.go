@@ -91,6 +91,11 @@ func newNetns(t *testing.T, id, role string) *netns {
 		}
 	})
 	ns.mustIP(t, "link", "set", "lo", "up")
+	// Without duplicate address detection, link-local addresses are usable
+	// as soon as a link is up, so neighbour discovery does not stall the
+	// first IPv6 connections.
+	ns.mustSysctl(t, "net.ipv6.conf.default.accept_dad=0")
+	ns.mustSysctl(t, "net.ipv6.conf.all.accept_dad=0")
 	return ns
 }
 

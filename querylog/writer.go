@@ -52,6 +52,7 @@ type Writer struct {
 	quit    chan struct{}
 	done    chan struct{}
 
+	// Owned by the run goroutine; Close reads err only after it ended.
 	out io.Writer
 	f   *os.File // nil for stdout
 	bw  *bufio.Writer

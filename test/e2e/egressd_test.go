@@ -34,10 +34,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// egressdBinary builds ./cmd/egressd from the module root.
+// egressdBinary builds ./cmd/egressd from the module root, or returns
+// $EGRESSD_BIN when set (to test a binary built elsewhere).
 func egressdBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		if bin := os.Getenv("EGRESSD_BIN"); bin != "" {
+			buildPath = bin
+			return
+		}
 		gomod, err := run("go", "env", "GOMOD")
 		if err != nil {
 			buildErr = err

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,9 +48,12 @@ func connect(ns *netns, dst netip.AddrPort) error {
 	return nil
 }
 
-func isTimeout(err error) bool {
+// isDrop tells a firewall drop from other failures: a dropped forwarded
+// packet goes unanswered (timeout), and a packet dropped on the local
+// output path fails the send with EPERM.
+func isDrop(err error) bool {
 	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EPERM)
 }
 
 // expectReach fails the test unless ns can connect to dst.
@@ -68,7 +72,7 @@ func expectDropped(t *testing.T, ns *netns, dst netip.AddrPort, why string) {
 	switch {
 	case err == nil:
 		t.Errorf("%s: connect %s from %s: want dropped (timeout), but it connected", why, dst, ns.name)
-	case !isTimeout(err):
+	case !isDrop(err):
 		t.Errorf("%s: connect %s from %s: want dropped (timeout), got %v", why, dst, ns.name, err)
 	}
 }
@@ -76,6 +80,22 @@ func expectDropped(t *testing.T, ns *netns, dst netip.AddrPort, why string) {
 // query sends one DNS question from ns to server over proto ("udp" or
 // "tcp").
 func query(ns *netns, server netip.AddrPort, proto, name string, qtype uint16) (*dns.Msg, error) {
+	return queryWithin(ns, server, proto, name, qtype, dnsTimeout)
+}
+
+// expectDNSDropped fails unless a query to server goes unanswered.
+func expectDNSDropped(t *testing.T, ns *netns, server netip.AddrPort, proto, why string) {
+	t.Helper()
+	resp, err := queryWithin(ns, server, proto, "allowed.test", dns.TypeA, dialTimeout)
+	switch {
+	case err == nil:
+		t.Errorf("%s: DNS to %s over %s from %s: want dropped, got %s", why, server, proto, ns.name, describe(resp))
+	case !isDrop(err):
+		t.Errorf("%s: DNS to %s over %s from %s: want dropped (timeout), got %v", why, server, proto, ns.name, err)
+	}
+}
+
+func queryWithin(ns *netns, server netip.AddrPort, proto, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
 	var c net.Conn
 	err := ns.do(func() error {
 		var err error
@@ -89,7 +109,7 @@ func query(ns *netns, server netip.AddrPort, proto, name string, qtype uint16) (
 	defer c.Close()
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
-	client := &dns.Client{Net: proto, Timeout: dnsTimeout}
+	client := &dns.Client{Net: proto, Timeout: timeout}
 	resp, _, err := client.ExchangeWithConn(m, &dns.Conn{Conn: c})
 	return resp, err
 }

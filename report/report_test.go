@@ -187,3 +187,26 @@ func TestWriteTextEmpty(t *testing.T) {
 		t.Errorf("empty report JSON uses null instead of []:\n%s", b.String())
 	}
 }
+
+func TestDashReadsStandardInput(t *testing.T) {
+	f, err := os.Open(sampleLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	saved := os.Stdin
+	os.Stdin = f
+	defer func() { os.Stdin = saved }()
+	got, err := Run([]string{"-"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Run([]string{sampleLog}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Files = want.Files
+	if !reflect.DeepEqual(got, want) {
+		t.Error("reading the log from standard input gave a different report")
+	}
+}

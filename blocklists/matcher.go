@@ -33,10 +33,13 @@ func (m *listMatcher) applies(flags uint64, self bool) bool {
 // entry decides, so an exception below a listed parent wins over it.
 // It returns the suffix index and ref of the deciding entry.
 func (m *listMatcher) find(s *suffixes) (idx int, wildcard bool, ref uint32, ok bool) {
-	hasExcept := m.except.count > 0
+	depths := m.block.depths | m.except.depths
 	for i := s.n - 1; i >= 0; i-- {
+		if depths&depthBit(i+1) == 0 {
+			continue // no entry has i+1 labels
+		}
 		self := i == s.n-1
-		if hasExcept {
+		if m.except.hasDepth(i + 1) {
 			if f, _ := m.except.lookup(s.hash[i]); f != 0 && m.applies(f, self) {
 				return i, false, 0, false
 			}

@@ -1,6 +1,7 @@
 package blocklists
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,7 +25,7 @@ func (b *listBuilder) emit(e Entry) {
 	if e.Exception {
 		to = &b.except
 	}
-	to.add(hashName(e.Domain), flag, makeRef(b.src, e.Line))
+	to.add(hashName(e.Domain), flag, makeRef(b.src, e.Line), bytes.Count(e.Domain, []byte{'.'})+1)
 }
 
 type builderMark struct{ block, except int }

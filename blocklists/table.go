@@ -35,7 +35,15 @@ type table struct {
 	refs  []uint32 // parallel to slots
 	shift uint     // 64 - log2(len(slots))
 	count int
+	// depths has bit d set when some entry has d labels (63 for 63 or
+	// more), so lookups skip suffixes no entry can be.
+	depths uint64
 }
+
+func depthBit(labels int) uint64 { return 1 << min(labels, 63) }
+
+// hasDepth reports whether an entry of this many labels may exist.
+func (t *table) hasDepth(labels int) bool { return t.depths&depthBit(labels) != 0 }
 
 // lookup returns the flags and ref stored for h, or zero flags.
 func (t *table) lookup(h uint64) (uint64, uint32) {
@@ -57,13 +65,15 @@ func (t *table) lookup(h uint64) (uint64, uint32) {
 
 // tableBuilder collects entries as they are parsed.
 type tableBuilder struct {
-	keys []uint64 // hash&^flagMask | flag
-	refs []uint32
+	keys   []uint64 // hash&^flagMask | flag
+	refs   []uint32
+	depths uint64
 }
 
-func (b *tableBuilder) add(h, flag uint64, ref uint32) {
+func (b *tableBuilder) add(h, flag uint64, ref uint32, labels int) {
 	b.keys = append(b.keys, h&^flagMask|flag)
 	b.refs = append(b.refs, ref)
+	b.depths |= depthBit(labels)
 }
 
 func (b *tableBuilder) len() int { return len(b.keys) }
@@ -84,9 +94,10 @@ func (b *tableBuilder) build() table {
 	}
 	logSize := max(bits.Len(uint(n*4/3)), 3)
 	t := table{
-		slots: make([]uint64, 1<<logSize),
-		refs:  make([]uint32, 1<<logSize),
-		shift: uint(64 - logSize),
+		slots:  make([]uint64, 1<<logSize),
+		refs:   make([]uint32, 1<<logSize),
+		shift:  uint(64 - logSize),
+		depths: b.depths,
 	}
 	mask := len(t.slots) - 1
 	for j, k := range b.keys {

@@ -60,11 +60,12 @@ type daemon struct {
 	cfg      *config.Config
 	metrics  *metrics.Metrics
 	lists    *blocklists.Manager
+	stopList context.CancelFunc // ends the current lists' background refresh
 	nft      *firewall.NFT // nil with backend none
 	enforcer firewall.Enforcer
 	qlog     *querylog.Writer
 	server   *resolver.Server
-	httpStop func(context.Context) error
+	http     *metrics.Server
 	cancel   context.CancelFunc
 }
 
@@ -121,12 +122,15 @@ func (d *daemon) start(parent context.Context) error {
 		return err
 	}
 	if cfg.Metrics.Listen != "" {
-		d.httpStop, err = metrics.Serve(cfg.Metrics.Listen, d.metrics, d.readiness)
+		d.http, err = metrics.Serve(ctx, cfg.Metrics.Listen, d.metrics, d.readiness)
 		if err != nil {
 			return fmt.Errorf("metrics.listen: %w", err)
 		}
+		if err := d.metrics.WatchQueryLog(func() metrics.QueryLogCounters { return d.qlog }); err != nil {
+			return err
+		}
 	}
-	d.lists.Start(ctx)
+	d.startLists(ctx, d.lists)
 	d.logger.Info("egressd serving", "listen", cfg.Server.Listen, "upstreams", ups,
 		"groups", len(cfg.Groups), "categories", len(cfg.Categories),
 		"firewall", d.backendName(), "mode", cfg.Server.Mode, "config", cfg.File)
@@ -174,11 +178,6 @@ func (d *daemon) readiness() []string {
 	var problems []string
 	if d.server == nil || !d.server.Ready() {
 		problems = append(problems, "no upstream has answered yet")
-	}
-	if d.nft != nil {
-		if err := d.nft.Check(); err != nil {
-			problems = append(problems, "firewall: "+err.Error())
-		}
 	}
 	return problems
 }
@@ -233,8 +232,9 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		if lists, err = loadLists(ctx, cfg, d.path, d.metrics, d.logger); err != nil {
 			return err
 		}
-	} else {
-		lists.Refresh(ctx)
+	} else if err := lists.Refresh(ctx); err != nil {
+		// The last good copy of each failing list stays in use.
+		d.logger.Warn("list refresh had errors", "err", err.Error())
 	}
 	engine, err := compilePolicy(cfg, lists)
 	if err != nil {
@@ -249,9 +249,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	}
 	d.server.SetPolicy(engine)
 	if lists != d.lists {
-		d.lists.Stop()
-		d.lists = lists
-		lists.Start(ctx)
+		d.startLists(ctx, lists)
 	}
 	return nil
 }
@@ -263,11 +261,9 @@ func (d *daemon) close() error {
 	if d.server != nil {
 		errs = append(errs, d.server.Shutdown(ctx))
 	}
-	if d.httpStop != nil {
-		errs = append(errs, d.httpStop(ctx))
-	}
-	if d.lists != nil {
-		d.lists.Stop()
+	errs = append(errs, d.http.Close())
+	if d.stopList != nil {
+		d.stopList()
 	}
 	if d.enforcer != nil {
 		errs = append(errs, d.enforcer.Close())
@@ -279,6 +275,17 @@ func (d *daemon) close() error {
 		d.cancel()
 	}
 	return errors.Join(errs...)
+}
+
+// startLists makes lists the current ones and starts their background
+// refresh, ending the refresh of the lists they replace.
+func (d *daemon) startLists(ctx context.Context, lists *blocklists.Manager) {
+	if d.stopList != nil {
+		d.stopList()
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	d.lists, d.stopList = lists, cancel
+	lists.Start(lctx)
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

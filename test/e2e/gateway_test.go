@@ -92,6 +92,22 @@ func TestGateway(t *testing.T) {
 		expectReach(t, g.client1, ap(shortIP, 80), "short.test resolved again")
 	})
 
+	t.Run("resolving again before expiry extends the allowance", func(t *testing.T) {
+		t.Parallel()
+		resolve(t, g.client1, g.dns1(), "refresh.test", dns.TypeA)
+		first := time.Now()
+		// After the cached answer expired, so egressd fetches it anew,
+		// and before the first allowance (TTL 1s + grace 1s) runs out.
+		time.Sleep(time.Until(first.Add(1300 * time.Millisecond)))
+		_, resp := resolve(t, g.client1, g.dns1(), "refresh.test", dns.TypeA)
+		if ttl := resp.Answer[0].Header().Ttl; ttl != shortTTL {
+			t.Fatalf("refresh.test re-resolved after its TTL: answer TTL %d, want a fresh %d", ttl, shortTTL)
+		}
+		// Past the first allowance's end, well inside the second's.
+		time.Sleep(time.Until(first.Add(shortTTL*time.Second + time.Second + 600*time.Millisecond)))
+		expectReach(t, g.client1, ap(refreshIP, 80), "refresh.test resolved again 1.3s after the first answer")
+	})
+
 	t.Run("direct DNS to another resolver is dropped", func(t *testing.T) {
 		t.Parallel()
 		for _, server := range []netip.AddrPort{ap(resolverAddr4, 53), ap(resolverAddr6, 53)} {

@@ -26,14 +26,16 @@ var (
 	portsIP      = netip.MustParseAddr("10.200.10.4")
 	shortIP      = netip.MustParseAddr("10.200.10.5")
 	hiddenIP     = netip.MustParseAddr("10.200.10.6") // behind cname.test
+	refreshIP    = netip.MustParseAddr("10.200.10.7")
 	v6IP         = netip.MustParseAddr("fd00:200:10::1")
 	unresolved6  = netip.MustParseAddr("fd00:200:10::2")
 
-	internetHosts = []netip.Addr{allowedIP, unresolvedIP, deniedIP, portsIP, shortIP, hiddenIP, v6IP, unresolved6}
+	internetHosts = []netip.Addr{allowedIP, unresolvedIP, deniedIP, portsIP, shortIP, hiddenIP, refreshIP, v6IP, unresolved6}
 	servicePorts  = []uint16{80, 443, 8443}
 )
 
-// shortTTL is the TTL of short.test, small so expiry fits in a test.
+// shortTTL is the TTL of short.test and refresh.test, small so expiry
+// fits in a test.
 const shortTTL = 1
 
 // zone is what the upstream server knows; every other name is NXDOMAIN.
@@ -42,6 +44,7 @@ var zone = map[string][]string{
 	"denied.test.":  {"denied.test. 300 IN A " + deniedIP.String()},
 	"ports.test.":   {"ports.test. 300 IN A " + portsIP.String()},
 	"short.test.":   {fmt.Sprintf("short.test. %d IN A %s", shortTTL, shortIP)},
+	"refresh.test.": {fmt.Sprintf("refresh.test. %d IN A %s", shortTTL, refreshIP)},
 	"v6.test.":      {"v6.test. 300 IN AAAA " + v6IP.String()},
 	"cname.test.":   {"cname.test. 300 IN CNAME hidden.test."},
 	"hidden.test.":  {"hidden.test. 300 IN A " + hiddenIP.String()},

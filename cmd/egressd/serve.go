@@ -61,7 +61,7 @@ type daemon struct {
 	metrics  *metrics.Metrics
 	lists    *blocklists.Manager
 	stopList context.CancelFunc // ends the current lists' background refresh
-	nft      *firewall.NFT // nil with backend none
+	nft      *firewall.NFT      // nil with backend none
 	enforcer firewall.Enforcer
 	qlog     *querylog.Writer
 	server   *resolver.Server

@@ -182,4 +182,3 @@ func reportCmd(args []string, stdout io.Writer) error {
 	}
 	return rep.WriteText(stdout)
 }
-

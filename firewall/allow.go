@@ -35,8 +35,9 @@ func (n *NFT) applyAllows(reqs []request) {
 			r.result <- fmt.Errorf("%w %q", ErrUnknownGroup, r.allow.Group)
 			continue
 		}
-		ttl := max(r.allow.TTL, 0)
-		elems, err := elementsFor(gs, r.allow, ttl+n.spec.Grace)
+		// Never zero: an element without a timeout would live forever.
+		timeout := max(r.allow.TTL+n.spec.Grace, minTimeout)
+		elems, err := elementsFor(gs, r.allow, timeout)
 		if err != nil {
 			r.result <- err
 			continue

@@ -375,3 +375,33 @@ func TestCloseLeavesTableUnlessRemoveOnExit(t *testing.T) {
 		})
 	}
 }
+
+func TestZeroTTLStillExpires(t *testing.T) {
+	ns := newTestNS(t)
+	spec := allowSpec()
+	spec.Grace = 0
+	n := startNFT(t, ns, spec, nil)
+	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.80"), TTL: 0})
+	d4 := elements(t, ns, "egressd", "g_servers_d4")
+	if len(d4) != 1 || d4[0].Timeout != minTimeout {
+		t.Errorf("zero TTL element = %+v, want timeout %v (never a permanent element)", d4, minTimeout)
+	}
+}
+
+func TestCloseIsIdempotentAndConcurrent(t *testing.T) {
+	ns := newTestNS(t)
+	n := startNFT(t, ns, allowSpec(), nil)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = n.Close() }()
+		go func() {
+			defer wg.Done()
+			err := n.Allow(context.Background(), Allowance{Group: "servers", IPs: addrs("192.0.2.90"), TTL: time.Minute})
+			if err != nil && !errors.Is(err, errClosed) {
+				t.Errorf("Allow racing Close: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+}

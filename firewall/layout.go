@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -197,6 +198,11 @@ func buildLayout(s Spec) layout {
 			// Loopback never leaves the host; this also covers DNS to a
 			// local egressd.
 			rules = append(rules, []stmt{oifName("lo"), accept})
+			// Link-scoped IPv6 (neighbour and router discovery) never
+			// leaves the link; dropping it would break IPv6 itself.
+			for _, p := range linkScoped {
+				rules = append(rules, []stmt{daddrIn(p), accept})
+			}
 			if s.Mark != 0 {
 				rules = append(rules, []stmt{metaMark(s.Mark), accept})
 			}
@@ -221,6 +227,11 @@ func buildLayout(s Spec) layout {
 	}
 	l.chains = append(base, l.chains...)
 	return l
+}
+
+var linkScoped = []netip.Prefix{
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("ff02::/16"),
 }
 
 const (

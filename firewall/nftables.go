@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -37,6 +38,8 @@ const (
 	expiryMargin = 2 * time.Second
 	// sweepEvery bounds how often the index forgets expired elements.
 	sweepEvery = 10 * time.Second
+	// minTimeout is the shortest element lifetime egressd asks for.
+	minTimeout = time.Second
 )
 
 // NFT is the nftables backend. One goroutine owns the netlink connection;
@@ -51,7 +54,9 @@ type NFT struct {
 	quit chan struct{}
 	done chan struct{}
 
-	closed chan struct{} // closed when Close starts; guards reqs senders
+	closed    chan struct{} // closed when Close starts; guards reqs senders
+	closeOnce sync.Once
+	closeErr  error
 
 	// Owned by the run goroutine after construction.
 	conn      *nftables.Conn
@@ -175,33 +180,38 @@ func (n *NFT) submit(ctx context.Context, r request) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-n.done:
+		// The owner answers before it exits; a request it never saw gets
+		// errClosed.
+		select {
+		case err := <-r.result:
+			return err
+		default:
+			return errClosed
+		}
 	}
 }
 
 // Close stops serving. The table stays in place (fail closed) unless the
 // spec asked for RemoveOnExit.
 func (n *NFT) Close() error {
-	select {
-	case <-n.closed:
-		return nil
-	default:
-	}
-	close(n.closed)
-	close(n.quit)
-	<-n.done
-	var err error
-	if n.spec.RemoveOnExit {
-		n.conn.DelTable(n.lay.nftTable())
-		if err = n.conn.Flush(); err != nil {
-			err = fmt.Errorf("firewall: remove table %s: %w", n.spec.Table, err)
-		} else {
-			n.log.Info("firewall table removed", "table", n.spec.Table)
+	n.closeOnce.Do(func() {
+		close(n.closed)
+		close(n.quit)
+		<-n.done
+		if n.spec.RemoveOnExit {
+			n.conn.DelTable(n.lay.nftTable())
+			if err := n.conn.Flush(); err != nil {
+				n.closeErr = fmt.Errorf("firewall: remove table %s: %w", n.spec.Table, err)
+			} else {
+				n.log.Info("firewall table removed", "table", n.spec.Table)
+			}
 		}
-	}
-	if cerr := n.conn.CloseLasting(); err == nil {
-		err = cerr
-	}
-	return err
+		if err := n.conn.CloseLasting(); n.closeErr == nil {
+			n.closeErr = err
+		}
+	})
+	return n.closeErr
 }
 
 func (n *NFT) run() {
@@ -264,6 +274,13 @@ func (n *NFT) serve(batch []request) {
 // replace installs spec's layout in one batch, carrying over live elements.
 func (n *NFT) replace(spec Spec) error {
 	lay := buildLayout(spec)
+	if n.sets != nil && n.spec.Table != spec.Table {
+		// Renamed: the old table goes in the same batch (added first so
+		// the delete cannot fail).
+		old := n.lay.nftTable()
+		n.conn.AddTable(old)
+		n.conn.DelTable(old)
+	}
 	sets, err := lay.queueReplace(n.conn)
 	if err != nil {
 		n.resetConn()

@@ -133,3 +133,20 @@ func TestReloadRejectsInvalidSpecAndKeepsTable(t *testing.T) {
 		t.Errorf("table changed after rejected reload:\n%s", got)
 	}
 }
+
+func TestReloadWithNewTableNameRemovesTheOld(t *testing.T) {
+	ns := newTestNS(t)
+	n := startNFT(t, ns, allowSpec(), nil)
+	renamed := allowSpec()
+	renamed.Table = "egressd2"
+	if err := n.Reload(renamed); err != nil {
+		t.Fatal(err)
+	}
+	c := ns.conn(t)
+	if _, err := c.ListTableOfFamily("egressd", nftables.TableFamilyINet); err == nil {
+		t.Error("old table still present after rename")
+	}
+	if _, err := c.ListTableOfFamily("egressd2", nftables.TableFamilyINet); err != nil {
+		t.Errorf("new table missing: %v", err)
+	}
+}

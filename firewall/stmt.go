@@ -248,3 +248,32 @@ func (v verdict) text() string {
 func (v verdict) exprs(map[string]uint32) []expr.Any {
 	return []expr.Any{&expr.Verdict{Kind: v.kind, Chain: v.chain}}
 }
+
+// daddrIn matches a destination prefix, encoded as nft does: a shorter
+// load for byte-aligned prefixes, a masked full load otherwise.
+type daddrIn netip.Prefix
+
+func (d daddrIn) text() string {
+	p := netip.Prefix(d)
+	return fmt.Sprintf("%s daddr %s", familyWord(p.Addr().Is4()), p)
+}
+
+func (d daddrIn) exprs(map[string]uint32) []expr.Any {
+	p := netip.Prefix(d).Masked()
+	is4 := p.Addr().Is4()
+	full := addrField(is4, false, regSingle).(*expr.Payload)
+	addr := p.Addr().AsSlice()
+	out := nfproto(is4)
+	if p.Bits()%8 == 0 {
+		full.Len = uint32(p.Bits() / 8)
+		return append(out, full, &expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: addr[:full.Len]})
+	}
+	mask := make([]byte, len(addr))
+	for i := range p.Bits() {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	return append(out, full,
+		&expr.Bitwise{SourceRegister: regSingle, DestRegister: regSingle, Len: uint32(len(addr)), Mask: mask, Xor: make([]byte, len(addr))},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: addr},
+	)
+}

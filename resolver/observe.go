@@ -68,6 +68,9 @@ func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome
 		Upstream:   o.upstream,
 		DurationMS: float64(elapsed.Microseconds()) / 1000,
 	}
+	if n := len(o.ans.targets) + len(o.ans.addrs); n > 0 {
+		e.Answers = make([]string, 0, n)
+	}
 	for _, t := range o.ans.targets {
 		e.Answers = append(e.Answers, "CNAME "+t)
 	}

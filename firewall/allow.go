@@ -60,6 +60,15 @@ func (n *NFT) applyAllows(reqs []request) {
 	}
 	if err != nil {
 		n.count("error")
+		if len(waiting) > 1 {
+			// One bad element must not fail every query that happened to
+			// share its batch: serve each request on its own.
+			n.log.Warn("firewall: batch failed, retrying requests one by one", "requests", len(waiting), "err", err)
+			for _, r := range waiting {
+				n.applyAllows([]request{r})
+			}
+			return
+		}
 		answerAll(waiting, fmt.Errorf("firewall: update sets: %w", err))
 		return
 	}

@@ -405,3 +405,33 @@ func TestCloseIsIdempotentAndConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestFailingRequestDoesNotFailItsBatch breaks one group's set behind
+// egressd's back; an allowance for that group must fail alone while the
+// other request in the same batch still succeeds.
+func TestFailingRequestDoesNotFailItsBatch(t *testing.T) {
+	ns := newTestNS(t)
+	spec := allowSpec()
+	spec.Groups = append(spec.Groups, GroupSpec{Name: "lab", Clients: prefixes("10.2.0.0/16")})
+	n := startNFT(t, ns, spec, nil)
+	ns.exec(t, "nft", "flush", "chain", "inet", "egressd", "g_lab")
+	ns.exec(t, "nft", "delete", "set", "inet", "egressd", "g_lab_d4")
+
+	// The owner goroutine is idle (its last answer ordered its writes before
+	// this point), so the test may drive one batch directly.
+	n.flushCount()
+	good := request{ctx: context.Background(), result: make(chan error, 1),
+		allow: Allowance{Group: "servers", IPs: addrs("192.0.2.100"), TTL: time.Minute}}
+	bad := request{ctx: context.Background(), result: make(chan error, 1),
+		allow: Allowance{Group: "lab", IPs: addrs("192.0.2.101"), TTL: time.Minute}}
+	n.applyAllows([]request{bad, good})
+	if err := <-good.result; err != nil {
+		t.Errorf("healthy request failed with its batch: %v", err)
+	}
+	if err := <-bad.result; err == nil {
+		t.Error("request for the broken set succeeded")
+	}
+	if _, ok := findElement(elements(t, ns, "egressd", "g_servers_d4"), netip.MustParseAddr("192.0.2.100").AsSlice(), nil); !ok {
+		t.Error("healthy element missing")
+	}
+}

@@ -24,6 +24,7 @@ const (
 // setDef is one named set of the layout.
 type setDef struct {
 	name    string
+	group   string // the group's config name, not its sanitized id
 	kind    setKind
 	is4     bool
 	scoped  bool        // key starts with the client address (scope "client")
@@ -156,12 +157,12 @@ func buildLayout(s Spec) layout {
 	var jumps []groupChain
 	for i, g := range s.Groups {
 		prefix := "g_" + ids[i]
-		c4set := setDef{name: prefix + "_c4", kind: setClients, is4: true, clients: c4[i]}
-		c6set := setDef{name: prefix + "_c6", kind: setClients, is4: false, clients: c6[i]}
-		d4 := setDef{name: prefix + "_d4", kind: setDest, is4: true, scoped: scoped}
-		d6 := setDef{name: prefix + "_d6", kind: setDest, is4: false, scoped: scoped}
-		p4 := setDef{name: prefix + "_p4", kind: setPorts, is4: true, scoped: scoped}
-		p6 := setDef{name: prefix + "_p6", kind: setPorts, is4: false, scoped: scoped}
+		c4set := setDef{group: g.Name, name: prefix + "_c4", kind: setClients, is4: true, clients: c4[i]}
+		c6set := setDef{group: g.Name, name: prefix + "_c6", kind: setClients, is4: false, clients: c6[i]}
+		d4 := setDef{group: g.Name, name: prefix + "_d4", kind: setDest, is4: true, scoped: scoped}
+		d6 := setDef{group: g.Name, name: prefix + "_d6", kind: setDest, is4: false, scoped: scoped}
+		p4 := setDef{group: g.Name, name: prefix + "_p4", kind: setPorts, is4: true, scoped: scoped}
+		p6 := setDef{group: g.Name, name: prefix + "_p6", kind: setPorts, is4: false, scoped: scoped}
 		l.sets = append(l.sets, c4set, c6set, d4, d6, p4, p6)
 		l.groups[g.Name] = groupSets{d4: d4.name, d6: d6.name, p4: p4.name, p6: p6.name, scoped: scoped}
 

@@ -294,7 +294,9 @@ func (n *NFT) replace(spec Spec) error {
 			old[s.name] = s
 		}
 		for _, s := range lay.sets {
-			if o, ok := old[s.name]; ok && s.kind != setClients && o.typeText() == s.typeText() && o.kind == s.kind {
+			// Same group, same key: the elements mean the same thing.
+			o, ok := old[s.name]
+			if ok && s.kind != setClients && o.group == s.group && o.kind == s.kind && o.typeText() == s.typeText() {
 				keep[s.name] = sets[s.name]
 			}
 		}

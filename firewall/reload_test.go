@@ -150,3 +150,20 @@ func TestReloadWithNewTableNameRemovesTheOld(t *testing.T) {
 		t.Errorf("new table missing: %v", err)
 	}
 }
+
+// TestReloadNeverHandsElementsToAnotherGroup: when ids shift so that a set
+// name now belongs to a different group, its elements must not carry over.
+func TestReloadNeverHandsElementsToAnotherGroup(t *testing.T) {
+	ns := newTestNS(t)
+	spec := Spec{Table: "egressd", Hooks: []string{HookForward},
+		Groups: []GroupSpec{{Name: "a-b", Clients: prefixes("10.1.0.0/16")}}}
+	n := startNFT(t, ns, spec, nil)
+	mustAllow(t, n, Allowance{Group: "a-b", IPs: addrs("192.0.2.110"), TTL: time.Minute})
+	spec.Groups = []GroupSpec{{Name: "a.b", Clients: prefixes("10.2.0.0/16")}, {Name: "a-b", Clients: prefixes("10.1.0.0/16")}}
+	if err := n.Reload(spec); err != nil {
+		t.Fatal(err)
+	}
+	if got := elements(t, ns, "egressd", "g_a_b_d4"); len(got) != 0 {
+		t.Errorf("group a.b inherited a-b's elements: %v", got)
+	}
+}

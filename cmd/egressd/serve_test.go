@@ -1,0 +1,313 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// buildBinary compiles egressd once per test run.
+var buildOnce = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "egressd-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "egressd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// startUpstream serves A 192.0.2.7 for every name on a loopback port.
+func startUpstream(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if r.Question[0].Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 600},
+				A:   net.IPv4(192, 0, 2, 7),
+			})
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	// UDP and TCP must both be free; take a TCP port and check UDP too.
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err == nil {
+			pc.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port")
+	return ""
+}
+
+type daemonProc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	dns    string
+	http   string
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func startDaemon(t *testing.T, conf, dnsAddr, httpAddr string) *daemonProc {
+	t.Helper()
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemonProc{stderr: &syncBuffer{}, dns: dnsAddr, http: httpAddr}
+	d.cmd = exec.Command(bin, "serve", "-config", conf)
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			_ = d.cmd.Process.Kill()
+			_ = d.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("egressd stderr:\n%s", d.stderr.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c := &dns.Client{Timeout: 200 * time.Millisecond}
+		m := new(dns.Msg)
+		m.SetQuestion("probe.invalid.", dns.TypeA)
+		if _, _, err := c.Exchange(m, dnsAddr); err == nil {
+			return d
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("egressd did not answer on %s", dnsAddr)
+	return nil
+}
+
+func (d *daemonProc) query(t *testing.T, name string) *dns.Msg {
+	t.Helper()
+	c := &dns.Client{Timeout: 2 * time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	r, _, err := c.Exchange(m, d.dns)
+	if err != nil {
+		t.Fatalf("query %s: %v", name, err)
+	}
+	return r
+}
+
+func (d *daemonProc) waitLog(t *testing.T, fragment string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(d.stderr.String(), fragment) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("daemon log lacks %q", fragment)
+}
+
+func (d *daemonProc) metric(t *testing.T, line string) bool {
+	t.Helper()
+	resp, err := http.Get("http://" + d.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return strings.Contains(string(body), line)
+}
+
+func serveConfig(upstream, listen, metricsAddr, qlog, extra string) string {
+	return fmt.Sprintf(`
+[server]
+listen = [%q]
+%s
+[upstream]
+servers = [%q]
+
+[firewall]
+backend = "none"
+
+[log]
+queries = %q
+
+[metrics]
+listen = %q
+
+[[group]]
+name = "local"
+clients = ["127.0.0.0/8"]
+allow = ["allowed.test", "*.allowed.test"]
+`, listen, extra, upstream, qlog, metricsAddr)
+}
+
+// TestServeReloadAndMetrics runs the real binary: answers follow policy,
+// /metrics counts them, SIGHUP applies a new policy, a bad config on
+// SIGHUP keeps the running one, and SIGTERM exits cleanly with the query
+// log complete.
+func TestServeReloadAndMetrics(t *testing.T) {
+	dir := t.TempDir()
+	upstream := startUpstream(t)
+	listen, metricsAddr := freePort(t), freePort(t)
+	qlog := filepath.Join(dir, "queries.log")
+	conf := writeFile(t, dir, "egressd.toml", serveConfig(upstream, listen, metricsAddr, qlog, ""))
+	d := startDaemon(t, conf, listen, metricsAddr)
+
+	if r := d.query(t, "www.allowed.test"); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("allowed name: %v", r)
+	}
+	if r := d.query(t, "other.test"); r.Rcode != dns.RcodeNameError {
+		t.Fatalf("unlisted name: rcode %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+	if !d.metric(t, `egressd_queries_total{decision="allow",group="local",qtype="A"} 1`) {
+		t.Error("metrics lack one allowed A query for group local")
+	}
+	if !d.metric(t, `egressd_queries_total{decision="deny",group="local",qtype="A"}`) {
+		t.Error("metrics lack denied queries for group local")
+	}
+
+	// New policy: other.test allowed, www.allowed.test denied.
+	writeFile(t, dir, "egressd.toml", strings.Replace(serveConfig(upstream, listen, metricsAddr, qlog, ""),
+		`allow = ["allowed.test", "*.allowed.test"]`, `allow = ["other.test"]`, 1))
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(t, "config reloaded")
+	d.waitLog(t, "group[local].allow added: other.test")
+	if r := d.query(t, "other.test"); r.Rcode != dns.RcodeSuccess {
+		t.Errorf("after reload other.test: rcode %s, want NOERROR", dns.RcodeToString[r.Rcode])
+	}
+	if r := d.query(t, "www.allowed.test"); r.Rcode != dns.RcodeNameError {
+		t.Errorf("after reload www.allowed.test: rcode %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+
+	// A broken config is rejected and the running policy stays.
+	writeFile(t, dir, "egressd.toml", "[server]\nlisten = 42\n")
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(t, "keeping the running config")
+	if r := d.query(t, "other.test"); r.Rcode != dns.RcodeSuccess {
+		t.Errorf("after bad reload other.test: rcode %s, want NOERROR", dns.RcodeToString[r.Rcode])
+	}
+	if !d.metric(t, `egressd_config_reloads_total{result="error"} 1`) || !d.metric(t, `egressd_config_reloads_total{result="ok"} 1`) {
+		t.Error("reload metrics did not count one ok and one error")
+	}
+
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	entries := readLog(t, qlog)
+	// probe + 2 before reload + 2 after + 1 after the bad reload.
+	if len(entries) < 6 {
+		t.Fatalf("query log has %d entries, want at least 6", len(entries))
+	}
+	want := map[string]string{"www.allowed.test.": "allow", "other.test.": "deny"}
+	for _, e := range entries[:3] {
+		if dec, ok := want[e["qname"].(string)]; ok && e["decision"] != dec {
+			t.Errorf("log entry %v: decision %v, want %s", e["qname"], e["decision"], dec)
+		}
+	}
+}
+
+// TestServeAuditMode: denied names are still resolved and logged would_deny.
+func TestServeAuditMode(t *testing.T) {
+	dir := t.TempDir()
+	upstream := startUpstream(t)
+	listen, metricsAddr := freePort(t), freePort(t)
+	qlog := filepath.Join(dir, "queries.log")
+	conf := writeFile(t, dir, "egressd.toml", serveConfig(upstream, listen, metricsAddr, qlog, `mode = "audit"`))
+	d := startDaemon(t, conf, listen, metricsAddr)
+	r := d.query(t, "unlisted.test")
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("audit mode must resolve denied names, got %v", r)
+	}
+	// The start-up probe (probe.invalid.) is a would_deny query too.
+	if !d.metric(t, `egressd_queries_total{decision="would_deny",group="local",qtype="A"} 2`) {
+		t.Error("metrics lack the would_deny query")
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	_ = d.cmd.Wait()
+	found := false
+	for _, e := range readLog(t, qlog) {
+		if e["qname"] == "unlisted.test." {
+			found = true
+			if e["decision"] != "would_deny" || e["rule"] != "default" {
+				t.Errorf("audit log entry: %v", e)
+			}
+		}
+	}
+	if !found {
+		t.Error("query log lacks unlisted.test.")
+	}
+}
+
+func readLog(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var e map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("query log line is not JSON: %q", sc.Text())
+		}
+		out = append(out, e)
+	}
+	return out
+}

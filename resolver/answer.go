@@ -206,7 +206,7 @@ func (a *answer) render(q *query, age, maxTTL uint32) ([]byte, error) {
 	copy(buf, a.wire)
 	binary.BigEndian.PutUint16(buf, q.id)
 	flags := binary.BigEndian.Uint16(buf[offFlags:])
-	flags &^= flagAA | flagRD | flagCD
+	flags &^= flagAA | flagZ | flagRD | flagCD
 	if !q.do && !q.ad {
 		// RFC 6840 section 5.8: AD only for clients that asked for it.
 		flags &^= flagAD

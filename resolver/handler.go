@@ -138,6 +138,7 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 			return ans, nil
 		}
 		s.countCache(false)
+		s.countCacheEntries() // get drops expired entries
 	}
 	ans, server, err := s.forward(key, q)
 	o.upstream = server

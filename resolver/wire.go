@@ -17,6 +17,7 @@ const (
 	flagTC = 1 << 9
 	flagRD = 1 << 8
 	flagRA = 1 << 7
+	flagZ  = 1 << 6
 	flagAD = 1 << 5
 	flagCD = 1 << 4
 

@@ -80,12 +80,20 @@ func TestGateway(t *testing.T) {
 		if ttl := resp.Answer[0].Header().Ttl; ttl > shortTTL {
 			t.Errorf("short.test answered with TTL %d, above the upstream's %d", ttl, shortTTL)
 		}
-		expectReach(t, g.client1, ap(shortIP, 80), "short.test just resolved")
+		long, err := openFlow(g.client1, ap(shortIP, 443))
+		if err != nil {
+			t.Fatalf("short.test just resolved: %v", err)
+		}
+		defer long.Close()
 		// The element was added before the answer left egressd, so it is
 		// gone by resolved + TTL + grace; the extra 700ms absorbs
 		// scheduling noise.
 		time.Sleep(time.Until(resolved.Add(shortTTL*time.Second + time.Second + 700*time.Millisecond)))
 		expectDropped(t, g.client1, ap(shortIP, 80), "short.test's TTL (1s) plus grace (1s) has passed")
+		// Expiry stops new connections only: a flow opened in time lives on.
+		if err := long.echo("still here"); err != nil {
+			t.Errorf("connection opened before expiry broke after it: %v", err)
+		}
 
 		// Resolving again opens it again.
 		resolve(t, g.client1, g.dns1(), "short.test", dns.TypeA)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -26,6 +27,21 @@ const dnsTimeout = 2 * time.Second
 // connect opens a TCP connection from ns to dst and reads the service
 // banner, proving that the handshake and data both got through.
 func connect(ns *netns, dst netip.AddrPort) error {
+	f, err := openFlow(ns, dst)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// flow is an open connection to an internet service.
+type flow struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+// openFlow connects from ns to dst and reads the banner.
+func openFlow(ns *netns, dst netip.AddrPort) (*flow, error) {
 	var c net.Conn
 	err := ns.do(func() error {
 		var err error
@@ -34,16 +50,34 @@ func connect(ns *netns, dst netip.AddrPort) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer c.Close()
+	f := &flow{Conn: c, r: bufio.NewReader(c)}
 	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := f.r.ReadString('\n')
 	if err != nil {
-		return fmt.Errorf("connected but read no banner: %w", err)
+		c.Close()
+		return nil, fmt.Errorf("connected but read no banner: %w", err)
 	}
 	if want := fmt.Sprintf("egressd-e2e %d\n", dst.Port()); line != want {
-		return fmt.Errorf("banner %q, want %q", line, want)
+		c.Close()
+		return nil, fmt.Errorf("banner %q, want %q", line, want)
+	}
+	return f, nil
+}
+
+// echo sends a line over the flow and waits for it to come back.
+func (f *flow) echo(line string) error {
+	_ = f.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(f, line+"\n"); err != nil {
+		return err
+	}
+	got, err := f.r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != line+"\n" {
+		return fmt.Errorf("echo %q, want %q", got, line+"\n")
 	}
 	return nil
 }

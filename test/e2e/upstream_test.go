@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -168,7 +169,8 @@ func startInternet(t *testing.T, ns *netns) *upstream {
 }
 
 // serveBanner answers every connection with "egressd-e2e PORT\n", so a
-// client can tell a real connection from a half-open one.
+// client can tell a real connection from a half-open one, then echoes
+// what it receives, so a test can keep using a flow it opened earlier.
 func serveBanner(l net.Listener) {
 	port := l.Addr().(*net.TCPAddr).Port
 	for {
@@ -178,8 +180,11 @@ func serveBanner(l net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-			_, _ = fmt.Fprintf(c, "egressd-e2e %d\n", port)
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := fmt.Fprintf(c, "egressd-e2e %d\n", port); err != nil {
+				return
+			}
+			_, _ = io.Copy(c, c)
 		}()
 	}
 }

@@ -77,7 +77,8 @@ type egressdConfig struct {
 	MaxTTL       string // "" is 60s
 	Scope        string // "" is group
 	RemoveOnExit bool
-	QueryLog     string // "" is stdout
+	QueryLog     string   // "" is stdout
+	Allow, Deny  []string // nil is allowRules, denyRules
 }
 
 // The policy every test uses: default deny, explicit allows, and a
@@ -109,8 +110,15 @@ func (c egressdConfig) render() string {
 	fmt.Fprintf(&b, "[log]\nqueries = %q\nlevel = \"debug\"\n\n", or(c.QueryLog, "stdout"))
 	b.WriteString("[metrics]\nlisten = \"\"\n\n")
 	fmt.Fprintf(&b, "[[group]]\nname = \"clients\"\nclients = %s\nallow = %s\ndeny = %s\ndefault = \"deny\"\naction = \"nxdomain\"\nallow_private_answers = true\n",
-		tomlList(c.Clients), tomlList(allowRules), tomlList(denyRules))
+		tomlList(c.Clients), tomlList(orList(c.Allow, allowRules)), tomlList(orList(c.Deny, denyRules)))
 	return b.String()
+}
+
+func orList(v, def []string) []string {
+	if v == nil {
+		return def
+	}
+	return v
 }
 
 func tomlList(items []string) string {
@@ -217,6 +225,17 @@ func (p *egressdProc) waitReady(from *netns, server netip.AddrPort, limit time.D
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("no DNS answer at %s within %s: %v", server, limit, lastErr)
+}
+
+// reload rewrites the config file and sends SIGHUP.
+func (p *egressdProc) reload(t *testing.T, c egressdConfig) {
+	t.Helper()
+	if err := os.WriteFile(p.config, []byte(c.render()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP: %v", err)
+	}
 }
 
 // stop sends SIGTERM, waits for a graceful exit and kills egressd if it

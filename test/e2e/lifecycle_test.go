@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -47,4 +50,56 @@ func TestExit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReload changes the policy with SIGHUP: the new rules take effect,
+// and allowances made before the reload keep working because the table
+// is replaced together with its live elements.
+func TestReload(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	cfg := g.egressdConfig()
+	p := startEgressd(t, g.gw, cfg, g.client1, g.dns1())
+
+	resolve(t, g.client1, g.dns1(), "allowed.test", dns.TypeA)
+	expectReach(t, g.client1, ap(allowedIP, 80), "allowed.test resolved")
+
+	cfg.Allow = append([]string{"denied.test"}, allowRules...)
+	cfg.Deny = []string{"hidden.test"}
+	p.reload(t, cfg)
+
+	// Reload is asynchronous: poll until denied.test is answered.
+	var resp *dns.Msg
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var err error
+		if resp, err = query(g.client1, g.dns1(), "udp", "denied.test", dns.TypeA); err == nil && resp.Rcode == dns.RcodeSuccess {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if resp == nil || resp.Rcode != dns.RcodeSuccess {
+		t.Fatalf("denied.test still not allowed 5s after a reload that allows it: %s", describe(resp))
+	}
+	requireAddrs(t, "denied.test after reload", answerAddrs(resp), deniedIP)
+	expectReach(t, g.client1, ap(deniedIP, 80), "denied.test allowed by the reloaded config")
+	expectReach(t, g.client1, ap(allowedIP, 80), "allowance made before the reload")
+	expectDropped(t, g.client1, ap(unresolvedIP, 80), "no name resolved to this address")
+
+	// A broken config is refused and the running one stays.
+	if err := os.WriteFile(p.config, []byte("[server\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-p.exited:
+		t.Fatalf("egressd exited after reloading a broken config: %v", p.waitErr)
+	default:
+	}
+	addrs, _ := resolve(t, g.client1, g.dns1(), "denied.test", dns.TypeA)
+	requireAddrs(t, "denied.test after a failed reload", addrs, deniedIP)
+	expectDropped(t, g.client1, ap(unresolvedIP, 80), "after a failed reload")
 }

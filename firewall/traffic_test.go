@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,11 +32,23 @@ func inNetNS(fd int, fn func() error) error {
 	return <-errc
 }
 
-// dialFrom tries a TCP connect from inside a namespace.
-func dialFrom(t *testing.T, ns *testNS, addr string) error {
+// dialFrom tries a TCP connect from inside a namespace, with SO_MARK set
+// when mark is not zero.
+func dialFrom(t *testing.T, ns *testNS, addr string, mark uint32) error {
 	t.Helper()
 	return inNetNS(ns.fd, func() error {
 		d := net.Dialer{Timeout: 300 * time.Millisecond}
+		if mark != 0 {
+			d.Control = func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				if err := rc.Control(func(fd uintptr) {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+				}); err != nil {
+					return err
+				}
+				return serr
+			}
+		}
 		c, err := d.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
@@ -46,7 +59,8 @@ func dialFrom(t *testing.T, ns *testNS, addr string) error {
 
 // TestTrafficReachesOnlyAllowedDestinations joins a client and a server
 // namespace with a veth pair, enforces the output hook on the client side
-// and shows that only allowed destinations (and ports) can be connected to.
+// and shows that only allowed destinations (and ports) can be connected to,
+// that DNS goes to egressd only, and that marked upstream traffic passes.
 func TestTrafficReachesOnlyAllowedDestinations(t *testing.T) {
 	client, server := newTestNS(t), newTestNS(t)
 	client.exec(t, "ip", "link", "add", "c0", "type", "veth", "peer", "name", "s0", "netns", server.name)
@@ -56,7 +70,7 @@ func TestTrafficReachesOnlyAllowedDestinations(t *testing.T) {
 	server.exec(t, "ip", "addr", "add", "10.99.0.3/24", "dev", "s0")
 	server.exec(t, "ip", "link", "set", "s0", "up")
 
-	for _, port := range []string{"8080", "9050"} {
+	for _, port := range []string{"8080", "9050", "53"} {
 		var ln net.Listener
 		err := inNetNS(server.fd, func() (err error) {
 			ln, err = net.Listen("tcp4", "0.0.0.0:"+port)
@@ -78,22 +92,21 @@ func TestTrafficReachesOnlyAllowedDestinations(t *testing.T) {
 	}
 	// The path works before any firewall (the server may need a moment).
 	deadline := time.Now().Add(3 * time.Second)
-	for dialFrom(t, client, "10.99.0.3:8080") != nil {
+	for dialFrom(t, client, "10.99.0.3:8080", 0) != nil {
 		if time.Now().After(deadline) {
 			t.Fatal("no connectivity between namespaces without a firewall")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	spec := Spec{Table: "egressd", Hooks: []string{HookOutput}, Grace: 5 * time.Second,
+	const mark = 0x2a
+	spec := Spec{Table: "egressd", Hooks: []string{HookOutput}, Grace: 5 * time.Second, Mark: mark,
+		// B plays egressd's listen address: DNS to it must pass.
+		DNS:    addrPorts("10.99.0.3:53"),
 		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.99.0.0/24")}}}
 	n := startNFT(t, client, spec, nil)
 
-	isTimeout := func(err error) bool {
-		var ne net.Error
-		return errors.As(err, &ne) && ne.Timeout()
-	}
-	if err := dialFrom(t, client, "10.99.0.2:8080"); !isTimeout(err) {
+	if err := dialFrom(t, client, "10.99.0.2:8080", 0); !isTimeout(err) {
 		t.Fatalf("before Allow, connect to A: %v, want timeout", err)
 	}
 	ctx := context.Background()
@@ -104,13 +117,43 @@ func TestTrafficReachesOnlyAllowedDestinations(t *testing.T) {
 		Ports: []policy.PortRange{{Proto: policy.ProtoTCP, From: 9000, To: 9100}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dialFrom(t, client, "10.99.0.2:8080"); err != nil {
-		t.Errorf("after Allow, connect to A: %v, want success", err)
+	cases := []struct {
+		name   string
+		addr   string
+		mark   uint32
+		passes bool
+	}{
+		{"allowed destination, any port", "10.99.0.2:8080", 0, true},
+		{"allowed destination, port outside its allowance", "10.99.0.3:8080", 0, false},
+		{"allowed destination, port inside its allowance", "10.99.0.3:9050", 0, true},
+		{"DNS to an allowed destination is a bypass", "10.99.0.2:53", 0, false},
+		{"DNS to egressd itself", "10.99.0.3:53", 0, true},
+		{"egressd's own marked upstream traffic", "10.99.0.3:8080", mark, true},
+		{"a different mark", "10.99.0.3:8080", mark + 1, false},
 	}
-	if err := dialFrom(t, client, "10.99.0.3:8080"); !isTimeout(err) {
-		t.Errorf("connect to B on a port outside its allowance: %v, want timeout", err)
+	check := func(t *testing.T, name, addr string, mark uint32, passes bool) {
+		err := dialFrom(t, client, addr, mark)
+		switch {
+		case passes && err != nil:
+			t.Errorf("%s: connect to %s: %v, want success", name, addr, err)
+		case !passes && !isTimeout(err):
+			t.Errorf("%s: connect to %s: %v, want timeout", name, addr, err)
+		}
 	}
-	if err := dialFrom(t, client, "10.99.0.3:9050"); err != nil {
-		t.Errorf("connect to B inside its port allowance: %v, want success", err)
+	for _, tc := range cases {
+		check(t, tc.name, tc.addr, tc.mark, tc.passes)
 	}
+
+	// Audit mode logs instead of dropping: everything connects.
+	spec.Audit = true
+	if err := n.Reload(spec); err != nil {
+		t.Fatal(err)
+	}
+	check(t, "audit mode, unallowed port", "10.99.0.3:8080", 0, true)
+	check(t, "audit mode, DNS bypass", "10.99.0.2:53", 0, true)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -15,6 +15,7 @@ import (
 // table goes and traffic flows unfiltered.
 func TestExit(t *testing.T) {
 	t.Parallel()
+	requireNetns(t)
 	for _, tc := range []struct {
 		name         string
 		removeOnExit bool

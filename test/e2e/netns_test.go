@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,8 @@ func requireNetns(t *testing.T) {
 	var missing []string
 	if os.Geteuid() != 0 {
 		missing = append(missing, "not running as root")
+	} else if err := haveCaps(unix.CAP_NET_ADMIN, unix.CAP_SYS_ADMIN); err != nil {
+		missing = append(missing, err.Error())
 	}
 	for _, tool := range []string{"ip", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -40,6 +43,33 @@ func requireNetns(t *testing.T) {
 		t.Fatal(msg + " (EGRESSD_REQUIRE_NETNS=1)")
 	}
 	t.Skip(msg)
+}
+
+// haveCaps reports the first of caps missing from the effective set:
+// root in a container may lack them.
+func haveCaps(caps ...int) error {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		hexSet, ok := strings.CutPrefix(line, "CapEff:")
+		if !ok {
+			continue
+		}
+		eff, err := strconv.ParseUint(strings.TrimSpace(hexSet), 16, 64)
+		if err != nil {
+			return err
+		}
+		names := map[int]string{unix.CAP_NET_ADMIN: "CAP_NET_ADMIN", unix.CAP_SYS_ADMIN: "CAP_SYS_ADMIN"}
+		for _, c := range caps {
+			if eff&(1<<c) == 0 {
+				return fmt.Errorf("%s missing", names[c])
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("no CapEff line in /proc/self/status")
 }
 
 // run executes a command and returns its combined output; the error

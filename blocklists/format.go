@@ -3,7 +3,6 @@ package blocklists
 import (
 	"bytes"
 	"fmt"
-	"net/netip"
 )
 
 // Format is the syntax of one list source.
@@ -92,7 +91,7 @@ func classifyLine(line []byte) Format {
 	}
 	fields := bytes.Fields(line)
 	if len(fields) >= 2 {
-		if _, err := netip.ParseAddr(string(fields[0])); err == nil {
+		if isAddr(fields[0]) {
 			return FormatHosts
 		}
 		for _, f := range fields[1:min(len(fields), 4)] {

@@ -95,24 +95,37 @@ func NewManager(specs []CategorySpec, opts Options) (*Manager, error) {
 // to its last good copy in the state directory; Load fails only for a
 // category left with no entries because a source had neither.
 func (m *Manager) Load(ctx context.Context) error {
-	var errs []error
-	for _, c := range m.cats {
-		if err := m.refreshCategory(ctx, c); err != nil && c.cur.Load().block.count == 0 {
-			errs = append(errs, fmt.Errorf("category %q: %w", c.name, err))
-		}
-	}
-	return errors.Join(errs...)
+	return m.refreshAll(ctx, func(c *category, err error) bool {
+		return c.cur.Load().block.count == 0
+	})
 }
 
 // Refresh reloads every category now (SIGHUP). Failures keep the previous
 // lists and are logged, counted and returned.
 func (m *Manager) Refresh(ctx context.Context) error {
-	var errs []error
-	for _, c := range m.cats {
-		if err := m.refreshCategory(ctx, c); err != nil {
-			errs = append(errs, fmt.Errorf("category %q: %w", c.name, err))
-		}
+	return m.refreshAll(ctx, func(*category, error) bool { return true })
+}
+
+// loadParallelism bounds how many categories load at once: downloads
+// overlap, while parsing memory stays bounded.
+const loadParallelism = 2
+
+// refreshAll refreshes every category and joins the errors report keeps.
+func (m *Manager) refreshAll(ctx context.Context, report func(*category, error) bool) error {
+	errs := make([]error, len(m.cats))
+	sem := make(chan struct{}, loadParallelism)
+	var wg sync.WaitGroup
+	for i, c := range m.cats {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := m.refreshCategory(ctx, c); err != nil && report(c, err) {
+				errs[i] = fmt.Errorf("category %q: %w", c.name, err)
+			}
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -193,8 +206,7 @@ func (m *Manager) Where(category, qname string) (Hit, bool) {
 	if !ok {
 		return Hit{}, false
 	}
-	name := strings.ToLower(strings.TrimSuffix(qname, "."))
-	domain := name[s.start[idx]:]
+	domain := asciiLower(strings.TrimSuffix(qname, ".")[s.start[idx]:])
 	if wildcard {
 		domain = "*." + domain
 	}
@@ -206,6 +218,18 @@ func (m *Manager) Where(category, qname string) (Hit, bool) {
 		h.Source = lm.sources[i]
 	}
 	return h, true
+}
+
+// asciiLower folds only ASCII letters, as DNS does, so byte offsets stay
+// valid for names that carry other bytes.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
 }
 
 // CategoryStats describes one category's current lists.

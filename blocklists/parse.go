@@ -3,6 +3,7 @@ package blocklists
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -44,11 +45,21 @@ const maxLineLen = 64 << 10
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
 // Parse reads a list from r, calling emit for every usable entry. file
-// names the source in problems. With FormatAuto the format is detected
+// names the source in problems; gzip-compressed input is unpacked on the
+// fly. With FormatAuto the format is detected
 // from the first lines. Bad lines never stop parsing; only a read error
 // is returned.
 func Parse(r io.Reader, file string, format Format, emit func(Entry)) (ParseResult, error) {
 	br := bufio.NewReaderSize(r, maxLineLen)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		// Some projects publish their larger lists gzip-compressed.
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return ParseResult{}, fmt.Errorf("%s: %w", file, err)
+		}
+		defer zr.Close()
+		br = bufio.NewReaderSize(zr, maxLineLen)
+	}
 	if format == FormatAuto {
 		head, _ := br.Peek(maxLineLen) // a short read just means a short list
 		format = detectFormat(head)
@@ -104,6 +115,8 @@ type parser struct {
 	file string
 	emit func(Entry)
 	res  ParseResult
+
+	fields [][]byte // reused by line splitting
 
 	// RPZ zone state.
 	origin   []byte

@@ -16,11 +16,63 @@ var localNames = map[string]bool{
 
 func isLocalName(name []byte) bool {
 	name = bytes.TrimSuffix(name, []byte("."))
-	if len(name) > len("localhost.localdomain") {
+	var buf [len("localhost.localdomain")]byte
+	if len(name) > len(buf) {
 		return false
 	}
-	var buf [32]byte
-	return localNames[string(bytes.ToLower(append(buf[:0], name...)))]
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return localNames[string(buf[:len(name)])]
+}
+
+// looksLikeAddr is a cheap filter before netip.ParseAddr, which is costly
+// to call on every name of a multi-million-line list: IPv6 addresses have
+// a colon (names never do), IPv4 ones are only digits and dots.
+func looksLikeAddr(f []byte) bool {
+	if bytes.IndexByte(f, ':') >= 0 {
+		return true
+	}
+	for _, c := range f {
+		if (c < '0' || c > '9') && c != '.' {
+			return false
+		}
+	}
+	return len(f) > 0
+}
+
+func isAddr(f []byte) bool {
+	if !looksLikeAddr(f) {
+		return false
+	}
+	_, err := netip.ParseAddr(string(f))
+	return err == nil
+}
+
+// splitFields is bytes.Fields reusing buf, so a list's lines cost no
+// allocations.
+func splitFields(line []byte, buf [][]byte) [][]byte {
+	buf = buf[:0]
+	for len(line) > 0 {
+		i := 0
+		for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
+			i++
+		}
+		line = line[i:]
+		if len(line) == 0 {
+			break
+		}
+		j := 0
+		for j < len(line) && line[j] != ' ' && line[j] != '\t' {
+			j++
+		}
+		buf = append(buf, line[:j])
+		line = line[j:]
+	}
+	return buf
 }
 
 // hostsLine reads plain-domain and hosts lines alike: "name",
@@ -37,9 +89,10 @@ func (p *parser) hostsLine(line []byte, lenient bool) {
 			return
 		}
 	}
-	fields := bytes.Fields(line)
+	p.fields = splitFields(line, p.fields)
+	fields := p.fields
 	names := fields
-	if _, err := netip.ParseAddr(string(fields[0])); err == nil {
+	if isAddr(fields[0]) {
 		names = fields[1:]
 		if len(names) == 0 {
 			p.invalid("address without a name")

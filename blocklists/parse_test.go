@@ -1,6 +1,8 @@
 package blocklists
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"slices"
@@ -205,5 +207,23 @@ func TestParseFormat(t *testing.T) {
 	}
 	if _, err := ParseFormat("csv"); err == nil {
 		t.Error("ParseFormat(csv) succeeded")
+	}
+}
+
+func TestParseGzip(t *testing.T) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	fmt.Fprint(zw, "0.0.0.0 zipped.example\n0.0.0.0 second.example\n")
+	zw.Close()
+	var got []string
+	res, err := Parse(&buf, "l.gz", FormatAuto, func(e Entry) { got = append(got, string(e.Domain)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Format != FormatHosts || !slices.Equal(got, []string{"zipped.example", "second.example"}) {
+		t.Errorf("format %v, entries %q", res.Format, got)
+	}
+	if _, err := Parse(strings.NewReader("\x1f\x8bnot gzip"), "bad.gz", FormatAuto, func(Entry) {}); err == nil {
+		t.Error("a broken gzip stream parsed without error")
 	}
 }

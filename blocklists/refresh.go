@@ -101,9 +101,14 @@ func (m *Manager) refreshCategory(ctx context.Context, c *category) error {
 		lm.block = b.block.build()
 		lm.except = b.except.build()
 		c.cur.Store(lm)
+		invalid, unsupported := 0, 0
+		for _, r := range results {
+			invalid += r.Invalid
+			unsupported += r.Unsupported
+		}
 		m.log.Info("category loaded", "category", c.name, "domains", lm.block.count,
-			"exceptions", lm.except.count, "bytes", lm.block.bytes()+lm.except.bytes(),
-			"duration", time.Since(start).Round(time.Millisecond))
+			"exceptions", lm.except.count, "invalid_lines", invalid, "unsupported_rules", unsupported,
+			"bytes", lm.block.bytes()+lm.except.bytes(), "duration", time.Since(start).Round(time.Millisecond))
 	}
 	c.statusMu.Lock()
 	c.lastResult, c.lastErr = result, ""

@@ -14,15 +14,11 @@ import (
 //	client2 10.200.3.10 ─┘                                          hosts 10.200.10.0/24
 //
 // with the same shape in fd00:200:N::/64 for IPv6.
+// egressd listens on the gateway's client-side addresses.
 var (
-	client1Addr  = netip.MustParseAddr("10.200.1.10")
-	client1Addr6 = netip.MustParseAddr("fd00:200:1::10")
-	client2Addr  = netip.MustParseAddr("10.200.3.10")
-	gwClient1    = netip.MustParseAddr("10.200.1.1")
-	gwClient1v6  = netip.MustParseAddr("fd00:200:1::1")
-	gwClient2    = netip.MustParseAddr("10.200.3.1")
-	gwUplink     = netip.MustParseAddr("10.200.2.1")
-	gwUplink6    = netip.MustParseAddr("fd00:200:2::1")
+	gwClient1   = netip.MustParseAddr("10.200.1.1")
+	gwClient1v6 = netip.MustParseAddr("fd00:200:1::1")
+	gwClient2   = netip.MustParseAddr("10.200.3.1")
 )
 
 // gatewayNet is two client namespaces routed through a gateway namespace

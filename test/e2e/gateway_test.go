@@ -18,7 +18,31 @@ func TestGateway(t *testing.T) {
 	cfg := g.egressdConfig()
 	cfg.Grace = "1s"
 	cfg.MaxTTL = "60s"
-	startEgressd(t, g.gw, cfg, g.client1, g.dns1())
+	p := startEgressd(t, g.gw, cfg, g.client1, g.dns1())
+
+	t.Run("nft-rules prints the table egressd installs", func(t *testing.T) {
+		t.Parallel()
+		rules, err := run(egressdBinary(t), "nft-rules", "-config", p.config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		scratch := newNetns(t, uniqueID(t), "scratch")
+		if _, err := runInput([]byte(rules), "ip", "netns", "exec", scratch.name, "nft", "-f", "-"); err != nil {
+			t.Fatalf("loading nft-rules output: %v", err)
+		}
+		// Terse and stateless: set elements and counters differ by design.
+		printed, err := scratch.exec("nft", "-t", "-s", "list", "table", "inet", tableName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		installed, err := g.gw.exec("nft", "-t", "-s", "list", "table", "inet", tableName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if printed != installed {
+			t.Errorf("nft-rules output differs from the installed table\nnft-rules:\n%s\ninstalled:\n%s", printed, installed)
+		}
+	})
 
 	t.Run("allowed name opens its address on every port", func(t *testing.T) {
 		t.Parallel()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -222,6 +223,10 @@ func (n *NFT) run() {
 			n.failPending()
 			return
 		case r := <-n.reqs:
+			// Let callers that are already runnable queue up first: under a
+			// burst this turns many round trips into one batch, and when
+			// nothing else is runnable it costs next to nothing.
+			runtime.Gosched()
 			batch := []request{r}
 		drain:
 			for len(batch) < maxBatchRequests {

@@ -390,3 +390,30 @@ func TestMatchDuringSwaps(t *testing.T) {
 		t.Error("the last version is not the one loaded")
 	}
 }
+
+func TestRPZAndHostsSources(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "zone.rpz"), "$TTL 60\n@ SOA ns. admin. 1 2 3 4 5\n@ NS ns.\n"+
+		"bad.example CNAME .\n*.wild.example CNAME .\nok.bad.example CNAME rpz-passthru.\n")
+	writeFile(t, filepath.Join(dir, "hosts"), "127.0.0.1 localhost\n0.0.0.0 ads.example # ad server\n")
+	m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{"zone.rpz", "hosts"}}}, Options{BaseDir: dir})
+	if err := m.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for q, want := range map[string]uint64{
+		"bad.example": 1, "x.bad.example": 1, "ok.bad.example": 0, "wild.example": 0,
+		"a.wild.example": 1, "ads.example": 1, "localhost": 0,
+	} {
+		if got := m.Match(q); got != want {
+			t.Errorf("Match(%q) = %d, want %d", q, got, want)
+		}
+	}
+	h, ok := m.Where("c", "a.wild.example")
+	if !ok || h.Line != 5 || h.Domain != "*.wild.example" || h.Source != filepath.Join(dir, "zone.rpz") {
+		t.Errorf("Where = %+v, %v", h, ok)
+	}
+	h, ok = m.Where("c", "ads.example")
+	if !ok || h.Line != 2 || h.Source != filepath.Join(dir, "hosts") {
+		t.Errorf("Where = %+v, %v", h, ok)
+	}
+}

@@ -75,8 +75,13 @@ type layout struct {
 // Validate reports the first problem that would stop the table from being
 // built.
 func (s Spec) Validate() error {
-	if s.Table == "" || strings.ContainsAny(s.Table, " \t\"'{};") {
-		return fmt.Errorf("firewall: invalid table name %q", s.Table)
+	if !validTableName(s.Table) {
+		return fmt.Errorf("firewall: invalid table name %q (letters, digits, _ and -, starting with a letter)", s.Table)
+	}
+	for _, ap := range s.DNS {
+		if !ap.Addr().IsValid() || ap.Port() == 0 {
+			return fmt.Errorf("firewall: invalid DNS listen address %q", ap)
+		}
 	}
 	if len(s.Hooks) == 0 {
 		return errors.New("firewall: no hooks configured")
@@ -113,6 +118,20 @@ func (s Spec) Validate() error {
 		}
 	}
 	return nil
+}
+
+func validTableName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for i, r := range name {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		ok := letter || i > 0 && (r >= '0' && r <= '9' || r == '_' || r == '-')
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // groupIDs turns group names into unique identifiers made of letters,

@@ -31,10 +31,14 @@ const maxSkippedTCP = 8
 type plainUpstream struct {
 	addr   string
 	dialer net.Dialer
+	log    *slog.Logger
 }
 
 func newPlainUpstream(addr string, mark uint32, log *slog.Logger) *plainUpstream {
-	u := &plainUpstream{addr: addr}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	u := &plainUpstream{addr: addr, log: log}
 	if mark != 0 {
 		u.dialer.Control = markControl(mark, log)
 	}
@@ -81,7 +85,12 @@ func (u *plainUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg,
 			return nil, contextError(ctx, err)
 		}
 		reply := new(dns.Msg)
-		if reply.Unpack((*bufp)[:n]) != nil || !answers(reply, &q) {
+		if err := reply.Unpack((*bufp)[:n]); err != nil {
+			u.log.Debug("ignored unparsable datagram", "upstream", u.addr, "err", err)
+			continue
+		}
+		if !answers(reply, &q) {
+			u.log.Debug("ignored reply to another query", "upstream", u.addr, "id", reply.Id, "want_id", q.Id)
 			continue
 		}
 		if reply.Truncated {

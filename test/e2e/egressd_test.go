@@ -69,7 +69,8 @@ func egressdBinary(t *testing.T) string {
 // the TOML file egressd reads.
 type egressdConfig struct {
 	Listen       []netip.AddrPort
-	Clients      []string // server.clients and the one group's clients
+	Clients      []string // server.clients, and the group's unless GroupClients is set
+	GroupClients []string
 	Upstream     netip.AddrPort
 	Mode         string // "" is enforce
 	Hooks        []string
@@ -110,7 +111,7 @@ func (c egressdConfig) render() string {
 	fmt.Fprintf(&b, "[log]\nqueries = %q\nlevel = \"debug\"\n\n", or(c.QueryLog, "stdout"))
 	b.WriteString("[metrics]\nlisten = \"\"\n\n")
 	fmt.Fprintf(&b, "[[group]]\nname = \"clients\"\nclients = %s\nallow = %s\ndeny = %s\ndefault = \"deny\"\naction = \"nxdomain\"\nallow_private_answers = true\n",
-		tomlList(c.Clients), tomlList(orList(c.Allow, allowRules)), tomlList(orList(c.Deny, denyRules)))
+		tomlList(orList(c.GroupClients, c.Clients)), tomlList(orList(c.Allow, allowRules)), tomlList(orList(c.Deny, denyRules)))
 	return b.String()
 }
 

@@ -16,12 +16,14 @@ func TestOutputHook(t *testing.T) {
 	dns4 := ap(netip.MustParseAddr("127.0.0.1"), 53)
 	dns6 := ap(netip.IPv6Loopback(), 53)
 	cfg := egressdConfig{
-		Listen: []netip.AddrPort{dns4, dns6},
-		// Queries come from loopback, but connections leave with the
-		// pod's own address as source: the group needs both.
-		Clients:  []string{"127.0.0.0/8", "::1/128", "10.200.2.0/24", "fd00:200:2::/64"},
-		Upstream: ap(resolverAddr4, 53),
-		Hooks:    []string{"output"},
+		Listen:  []netip.AddrPort{dns4, dns6},
+		Clients: []string{"127.0.0.0/8", "::1/128"},
+		// Queries come from loopback, but connections leave with the pod's
+		// own address as source: like examples/kubernetes, the group
+		// covers every source address.
+		GroupClients: []string{"0.0.0.0/0", "::/0"},
+		Upstream:     ap(resolverAddr4, 53),
+		Hooks:        []string{"output"},
 	}
 	startEgressd(t, s.pod, cfg, s.pod, dns4)
 	// The topology check filled the neighbour caches; empty them so the

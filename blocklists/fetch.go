@@ -111,9 +111,32 @@ func keepCopy(tmp, listPath, metaPath string, meta cacheMeta) error {
 	if err != nil {
 		return err
 	}
-	mt := metaPath + ".tmp"
-	if err := os.WriteFile(mt, b, 0o644); err != nil {
+	// A temporary name of its own: categories sharing a URL may save it
+	// at the same time.
+	f, err := os.CreateTemp(filepath.Dir(metaPath), "meta-*.tmp")
+	if err != nil {
 		return err
 	}
-	return os.Rename(mt, metaPath)
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), metaPath)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// removeStaleTemps deletes downloads a crash left half-written; anything
+// older than an hour cannot belong to a fetch still running.
+func removeStaleTemps(stateDir string) {
+	tmps, _ := filepath.Glob(filepath.Join(stateDir, "lists", "*.tmp"))
+	for _, t := range tmps {
+		if fi, err := os.Stat(t); err == nil && time.Since(fi.ModTime()) > time.Hour {
+			os.Remove(t)
+		}
+	}
 }

@@ -95,6 +95,9 @@ func NewManager(specs []CategorySpec, opts Options) (*Manager, error) {
 // to its last good copy in the state directory; Load fails only for a
 // category left with no entries because a source had neither.
 func (m *Manager) Load(ctx context.Context) error {
+	if m.opts.StateDir != "" {
+		removeStaleTemps(m.opts.StateDir)
+	}
 	return m.refreshAll(ctx, func(c *category, err error) bool {
 		return c.cur.Load().block.count == 0
 	})

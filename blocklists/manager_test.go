@@ -417,3 +417,41 @@ func TestRPZAndHostsSources(t *testing.T) {
 		t.Errorf("Where = %+v, %v", h, ok)
 	}
 }
+
+func TestSharedURLAcrossCategories(t *testing.T) {
+	ls := newListServer(t, "shared.example\n")
+	state := t.TempDir()
+	stale := filepath.Join(state, "lists", "fetch-old.tmp")
+	if err := os.MkdirAll(filepath.Dir(stale), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, stale, "half a download")
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	var specs []CategorySpec
+	for i := range 4 {
+		specs = append(specs, CategorySpec{Name: fmt.Sprintf("c%d", i), Sources: []string{ls.URL + "/same"}})
+	}
+	m := newTestManager(t, specs, Options{StateDir: state})
+	ctx := context.Background()
+	for range 3 {
+		if err := m.Refresh(ctx); err != nil {
+			t.Fatalf("Refresh: %v", err)
+		}
+	}
+	if err := m.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Match("shared.example"); got != 0b1111 {
+		t.Errorf("Match = %b, want all four categories", got)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file still there: %v", err)
+	}
+	left, _ := filepath.Glob(filepath.Join(state, "lists", "*"))
+	if len(left) != 2 {
+		t.Errorf("state files = %v, want one list and its metadata", left)
+	}
+}

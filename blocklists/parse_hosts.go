@@ -95,7 +95,7 @@ func (p *parser) hostsLine(line []byte, lenient bool) {
 	if isAddr(fields[0]) {
 		names = fields[1:]
 		if len(names) == 0 {
-			p.invalid("address without a name")
+			p.invalid("IP address without a name (address lists are not supported)")
 			return
 		}
 	} else if len(fields) > 1 {

@@ -162,6 +162,12 @@ func groupIDs(groups []GroupSpec) []string {
 	return ids
 }
 
+// groupJump sends a group's clients to its chain.
+type groupJump struct {
+	chain  string
+	c4, c6 setDef
+}
+
 // buildLayout turns a validated spec into the table layout.
 func buildLayout(s Spec) layout {
 	l := layout{table: s.Table, groups: map[string]groupSets{}}
@@ -169,84 +175,90 @@ func buildLayout(s Spec) layout {
 	ids := groupIDs(s.Groups)
 	c4, c6 := partitionClients(s.Groups)
 
-	type groupChain struct {
-		chain  string
-		c4, c6 setDef
-	}
-	var jumps []groupChain
+	var jumps []groupJump
+	var groupChains []chainDef
 	for i, g := range s.Groups {
 		prefix := "g_" + ids[i]
-		c4set := setDef{group: g.Name, name: prefix + "_c4", kind: setClients, is4: true, clients: c4[i]}
-		c6set := setDef{group: g.Name, name: prefix + "_c6", kind: setClients, is4: false, clients: c6[i]}
-		d4 := setDef{group: g.Name, name: prefix + "_d4", kind: setDest, is4: true, scoped: scoped}
-		d6 := setDef{group: g.Name, name: prefix + "_d6", kind: setDest, is4: false, scoped: scoped}
-		p4 := setDef{group: g.Name, name: prefix + "_p4", kind: setPorts, is4: true, scoped: scoped}
-		p6 := setDef{group: g.Name, name: prefix + "_p6", kind: setPorts, is4: false, scoped: scoped}
+		set := func(suffix string, kind setKind, is4 bool) setDef {
+			return setDef{group: g.Name, name: prefix + suffix, kind: kind, is4: is4, scoped: scoped && kind != setClients}
+		}
+		c4set, c6set := set("_c4", setClients, true), set("_c6", setClients, false)
+		c4set.clients, c6set.clients = c4[i], c6[i]
+		d4, d6 := set("_d4", setDest, true), set("_d6", setDest, false)
+		p4, p6 := set("_p4", setPorts, true), set("_p6", setPorts, false)
 		l.sets = append(l.sets, c4set, c6set, d4, d6, p4, p6)
 		l.groups[g.Name] = groupSets{d4: d4.name, d6: d6.name, p4: p4.name, p6: p6.name, scoped: scoped}
 
-		audit := s.Audit || g.Audit
-		var rules [][]stmt
-		if !audit {
-			// Bypass prevention: clients resolve through egressd only.
-			rules = append(rules,
-				[]stmt{l4Dport{proto: protoUDP, port: 53}, drop},
-				[]stmt{l4Dport{proto: protoTCP, port: 53}, drop},
-				[]stmt{l4Dport{proto: protoTCP, port: 853}, drop},
-			)
-		}
-		for _, set := range []setDef{d4, d6, p4, p6} {
-			rules = append(rules, []stmt{set.lookup(), accept})
-		}
-		if audit {
-			rules = append(rules,
-				[]stmt{rateLog{logRatePerSecond, fmt.Sprintf("egressd would_deny %s: ", ids[i])}},
-				[]stmt{accept})
-		} else {
-			rules = append(rules,
-				[]stmt{rateLog{logRatePerSecond, fmt.Sprintf("egressd drop %s: ", ids[i])}},
-				[]stmt{drop})
-		}
-		l.chains = append(l.chains, chainDef{name: prefix, rules: rules})
-		jumps = append(jumps, groupChain{chain: prefix, c4: c4set, c6: c6set})
+		rules := groupRules(ids[i], s.Audit || g.Audit, []setDef{d4, d6, p4, p6})
+		groupChains = append(groupChains, chainDef{name: prefix, rules: rules})
+		jumps = append(jumps, groupJump{chain: prefix, c4: c4set, c6: c6set})
 	}
-
-	var base []chainDef
 	for _, hook := range s.Hooks {
-		rules := [][]stmt{{ctEstablished{}, accept}}
-		if hook == HookOutput {
-			// Loopback never leaves the host; this also covers DNS to a
-			// local egressd.
-			rules = append(rules, []stmt{oifName("lo"), accept})
-			// Link-scoped IPv6 (neighbour and router discovery) never
-			// leaves the link; dropping it would break IPv6 itself.
-			for _, p := range linkScoped {
-				rules = append(rules, []stmt{daddrIn(p), accept})
-			}
-			if s.Mark != 0 {
-				rules = append(rules, []stmt{metaMark(s.Mark), accept})
-			}
-		}
-		for _, ap := range s.DNS {
-			a := ap.Addr().Unmap().WithZone("")
-			if !a.IsValid() || a.IsUnspecified() {
-				// A wildcard listener is local: forwarded packets never
-				// reach it, and the output hook admits it via loopback.
-				continue
-			}
-			for _, proto := range []uint8{protoUDP, protoTCP} {
-				rules = append(rules, []stmt{daddrIs(a), l4Dport{proto: proto, port: ap.Port()}, accept})
-			}
-		}
-		for _, j := range jumps {
-			rules = append(rules,
-				[]stmt{j.c4.lookup(), jump(j.chain)},
-				[]stmt{j.c6.lookup(), jump(j.chain)})
-		}
-		base = append(base, chainDef{name: hook, hook: hook, rules: rules})
+		l.chains = append(l.chains, chainDef{name: hook, hook: hook, rules: baseRules(s, hook, jumps)})
 	}
-	l.chains = append(base, l.chains...)
+	l.chains = append(l.chains, groupChains...)
 	return l
+}
+
+// groupRules: block DNS bypass, accept what the sets allow, then log and
+// drop, or in audit mode log and accept.
+func groupRules(id string, audit bool, sets []setDef) [][]stmt {
+	var rules [][]stmt
+	if !audit {
+		// Bypass prevention: clients resolve through egressd only.
+		rules = append(rules,
+			[]stmt{l4Dport{proto: protoUDP, port: 53}, drop},
+			[]stmt{l4Dport{proto: protoTCP, port: 53}, drop},
+			[]stmt{l4Dport{proto: protoTCP, port: 853}, drop},
+		)
+	}
+	for _, set := range sets {
+		rules = append(rules, []stmt{set.lookup(), accept})
+	}
+	if audit {
+		return append(rules,
+			[]stmt{rateLog{logRatePerSecond, fmt.Sprintf("egressd would_deny %s: ", id)}},
+			[]stmt{accept})
+	}
+	return append(rules,
+		[]stmt{rateLog{logRatePerSecond, fmt.Sprintf("egressd drop %s: ", id)}},
+		[]stmt{drop})
+}
+
+// baseRules is a hook's chain: established flows, traffic that is always
+// fine, DNS to egressd, then a jump per group.
+func baseRules(s Spec, hook string, jumps []groupJump) [][]stmt {
+	rules := [][]stmt{{ctEstablished{}, accept}}
+	if hook == HookOutput {
+		// Loopback never leaves the host; this also covers DNS to a local
+		// egressd.
+		rules = append(rules, []stmt{oifName("lo"), accept})
+		// Link-scoped IPv6 (neighbour and router discovery) never leaves
+		// the link; dropping it would break IPv6 itself.
+		for _, p := range linkScoped {
+			rules = append(rules, []stmt{daddrIn(p), accept})
+		}
+		if s.Mark != 0 {
+			rules = append(rules, []stmt{metaMark(s.Mark), accept})
+		}
+	}
+	for _, ap := range s.DNS {
+		a := ap.Addr().Unmap().WithZone("")
+		if a.IsUnspecified() {
+			// A wildcard listener is local: forwarded packets never reach
+			// it, and the output hook admits it via loopback.
+			continue
+		}
+		for _, proto := range []uint8{protoUDP, protoTCP} {
+			rules = append(rules, []stmt{daddrIs(a), l4Dport{proto: proto, port: ap.Port()}, accept})
+		}
+	}
+	for _, j := range jumps {
+		rules = append(rules,
+			[]stmt{j.c4.lookup(), jump(j.chain)},
+			[]stmt{j.c6.lookup(), jump(j.chain)})
+	}
+	return rules
 }
 
 var linkScoped = []netip.Prefix{

@@ -205,11 +205,13 @@ func buildLayout(s Spec) layout {
 func groupRules(id string, audit bool, sets []setDef) [][]stmt {
 	var rules [][]stmt
 	if !audit {
-		// Bypass prevention: clients resolve through egressd only.
+		// Bypass prevention: clients resolve through egressd only. 853 is
+		// DNS over TLS (tcp) and DNS over QUIC (udp, RFC 9250).
 		rules = append(rules,
 			[]stmt{l4Dport{proto: protoUDP, port: 53}, drop},
 			[]stmt{l4Dport{proto: protoTCP, port: 53}, drop},
 			[]stmt{l4Dport{proto: protoTCP, port: 853}, drop},
+			[]stmt{l4Dport{proto: protoUDP, port: 853}, drop},
 		)
 	}
 	for _, set := range sets {

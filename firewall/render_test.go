@@ -46,7 +46,7 @@ func TestRenderModes(t *testing.T) {
 		notContain []string
 	}{
 		{"enforce drops and blocks DNS bypass", "forward",
-			[]string{`log prefix "egressd drop servers: "`, "udp dport 53 drop", "tcp dport 853 drop", "\t\tdrop\n"},
+			[]string{`log prefix "egressd drop servers: "`, "udp dport 53 drop", "tcp dport 853 drop", "udp dport 853 drop", "\t\tdrop\n"},
 			[]string{"would_deny", "meta mark", `oifname "lo"`}},
 		{"global audit logs and accepts every group", "audit",
 			[]string{`"egressd would_deny office: "`, `"egressd would_deny guests_wifi: "`},

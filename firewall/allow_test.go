@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -413,7 +415,12 @@ func TestFailingRequestDoesNotFailItsBatch(t *testing.T) {
 	ns := newTestNS(t)
 	spec := allowSpec()
 	spec.Groups = append(spec.Groups, GroupSpec{Name: "lab", Clients: prefixes("10.2.0.0/16")})
-	n := startNFT(t, ns, spec, nil)
+	m := metrics.New()
+	n, err := NewNFTables(spec, Options{NetNS: ns.fd, Logger: quietLogger, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
 	ns.exec(t, "nft", "flush", "chain", "inet", "egressd", "g_lab")
 	ns.exec(t, "nft", "delete", "set", "inet", "egressd", "g_lab_d4")
 
@@ -433,5 +440,12 @@ func TestFailingRequestDoesNotFailItsBatch(t *testing.T) {
 	}
 	if _, ok := findElement(elements(t, ns, "egressd", "g_servers_d4"), netip.MustParseAddr("192.0.2.100").AsSlice(), nil); !ok {
 		t.Error("healthy element missing")
+	}
+	// install ok; shared batch error; alone: lab error, servers ok.
+	if ok, failed := testutil.ToFloat64(m.FirewallUpdates.WithLabelValues("ok")), testutil.ToFloat64(m.FirewallUpdates.WithLabelValues("error")); ok != 2 || failed != 2 {
+		t.Errorf("updates ok=%v error=%v, want 2 and 2", ok, failed)
+	}
+	if got := testutil.ToFloat64(m.FirewallElements.WithLabelValues("g_servers_d4")); got != 1 {
+		t.Errorf("elements gauge = %v, want 1", got)
 	}
 }

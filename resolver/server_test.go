@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -271,5 +272,29 @@ func waitFor(t testing.TB, cond func() bool) {
 			t.Fatal("condition not met in time")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestServeIPv6Loopback(t *testing.T) {
+	probe, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	probe.Close()
+	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN AAAA 2001:db8::1"}, nil))
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, Listen: []string{"[::1]:0"}})
+	if err := env.srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.srv.Shutdown(context.Background()) })
+	addr := env.srv.Addrs()[0].String()
+	for _, network := range []string{"udp", "tcp"} {
+		resp := exchange(t, network, addr, question("a.example.", dns.TypeAAAA))
+		if resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != 1 {
+			t.Errorf("%s: %v", network, resp)
+		}
+	}
+	if a := env.enforcer.allowances(); len(a) != 2 || a[0].Client != netip.MustParseAddr("::1") {
+		t.Errorf("allowances %v, want two for client ::1", a)
 	}
 }

@@ -85,7 +85,7 @@ type egressdConfig struct {
 // The policy every test uses: default deny, explicit allows, and a
 // denied name that an allowed one aliases to.
 var (
-	allowRules = []string{"allowed.test", "ports.test:443", "short.test", "refresh.test", "v6.test", "cname.test"}
+	allowRules = []string{"allowed.test", "ports.test:443", "short.test", "refresh.test", "v6.test", "cname.test", "*.bulk.test"}
 	denyRules  = []string{"denied.test", "hidden.test"}
 )
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -138,6 +139,37 @@ func TestGateway(t *testing.T) {
 		// Past the first allowance's end, well inside the second's.
 		time.Sleep(time.Until(first.Add(shortTTL*time.Second + time.Second + 600*time.Millisecond)))
 		expectReach(t, g.client1, ap(refreshIP, 80), "refresh.test resolved again 1.3s after the first answer")
+	})
+
+	t.Run("concurrent answers are enforced before they arrive", func(t *testing.T) {
+		t.Parallel()
+		// Each client connects once, right after its answer, with no retry:
+		// an answer sent before its element is in the kernel shows up as a
+		// dropped SYN. Concurrent queries exercise batched updates.
+		const clients = 24
+		errs := make(chan error, clients)
+		for n := 1; n <= clients; n++ {
+			go func() {
+				resp, err := query(g.client1, g.dns1(), "udp", bulkName(n), dns.TypeA)
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("%s: %w", bulkName(n), err)
+				case len(answerAddrs(resp)) != 1 || answerAddrs(resp)[0] != bulkIP(n):
+					errs <- fmt.Errorf("%s: got %s, want %s", bulkName(n), describe(resp), bulkIP(n))
+				default:
+					if err := connect(g.client1, ap(bulkIP(n), 443)); err != nil {
+						errs <- fmt.Errorf("%s: connect right after the answer: %w", bulkName(n), err)
+						return
+					}
+					errs <- nil
+				}
+			}()
+		}
+		for range clients {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
 	})
 
 	t.Run("direct DNS to another resolver is dropped", func(t *testing.T) {

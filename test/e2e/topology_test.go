@@ -71,8 +71,8 @@ func newGateway(t *testing.T) *gatewayNet {
 	g.client1.mustIP(t, "-6", "route", "add", "default", "via", "fd00:200:1::1")
 	g.client2.mustIP(t, "route", "add", "default", "via", "10.200.3.1")
 	g.client2.mustIP(t, "-6", "route", "add", "default", "via", "fd00:200:3::1")
-	g.gw.mustIP(t, "route", "add", "10.200.10.0/24", "via", "10.200.2.2")
-	g.gw.mustIP(t, "-6", "route", "add", "fd00:200:10::/64", "via", "fd00:200:2::2")
+	g.gw.mustIP(t, "route", "add", hostsRange4.String(), "via", "10.200.2.2")
+	g.gw.mustIP(t, "-6", "route", "add", hostsRange6.String(), "via", "fd00:200:2::2")
 	g.gw.mustSysctl(t, "net.ipv4.ip_forward=1")
 	g.gw.mustSysctl(t, "net.ipv6.conf.all.forwarding=1")
 
@@ -136,13 +136,12 @@ func addrs(t *testing.T, ns *netns, dev string, prefixes ...string) {
 	}
 }
 
-// addHosts puts every internet host address on the namespace's loopback
-// (the dummy link type needs a kernel module that may be missing).
+// addHosts makes every address of the hosts ranges local to the internet
+// namespace, so any of them can stand for a server.
 func addHosts(t *testing.T, inet *netns) {
 	t.Helper()
-	for _, a := range internetHosts {
-		addrs(t, inet, "lo", netip.PrefixFrom(a, a.BitLen()).String())
-	}
+	inet.mustIP(t, "route", "add", "local", hostsRange4.String(), "dev", "lo")
+	inet.mustIP(t, "-6", "route", "add", "local", hostsRange6.String(), "dev", "lo")
 }
 
 // requireOpenPath allows a few tries: the very first packets on fresh

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,9 +32,31 @@ var (
 	v6IP         = netip.MustParseAddr("fd00:200:10::1")
 	unresolved6  = netip.MustParseAddr("fd00:200:10::2")
 
-	internetHosts = []netip.Addr{allowedIP, unresolvedIP, deniedIP, portsIP, shortIP, hiddenIP, refreshIP, v6IP, unresolved6}
-	servicePorts  = []uint16{80, 443, 8443}
+	hostsRange4  = netip.MustParsePrefix("10.200.10.0/24")
+	hostsRange6  = netip.MustParsePrefix("fd00:200:10::/64")
+	servicePorts = []uint16{80, 443, 8443}
 )
+
+// Names nN.bulk.test (N from 1 to 99) answer 10.200.10.(100+N), for
+// tests that need many distinct destinations.
+const bulkDomain = "bulk.test."
+
+func bulkName(n int) string { return fmt.Sprintf("n%d.%s", n, bulkDomain) }
+
+func bulkIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{10, 200, 10, byte(100 + n)}) }
+
+// bulkRecord answers a bulk name, or reports that name is not one.
+func bulkRecord(name string) (string, bool) {
+	label, ok := strings.CutSuffix(name, "."+bulkDomain)
+	if !ok || !strings.HasPrefix(label, "n") {
+		return "", false
+	}
+	n, err := strconv.Atoi(label[1:])
+	if err != nil || n < 1 || n > 99 {
+		return "", false
+	}
+	return fmt.Sprintf("%s 300 IN A %s", name, bulkIP(n)), true
+}
 
 // shortTTL is the TTL of short.test and refresh.test, small so expiry
 // fits in a test.
@@ -80,6 +103,9 @@ func (u *upstream) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	u.mu.Unlock()
 
 	records, ok := zone[name]
+	if rr, isBulk := bulkRecord(name); isBulk {
+		records, ok = []string{rr}, true
+	}
 	if !ok {
 		resp.Rcode = dns.RcodeNameError
 		resp.Ns = []dns.RR{mustRR("test. 60 IN SOA ns.test. admin.test. 1 60 60 60 60")}

@@ -20,8 +20,9 @@ type answer struct {
 	rcode    int   // the header's 4-bit RCODE
 	extRcode uint8 // upper RCODE bits, carried in the OPT record
 
-	// answerTTL is the smallest TTL in the answer section, or the negative
-	// caching TTL when the answer section is empty.
+	// answerTTL is the smallest TTL on the CNAME chain from the query name
+	// (see chain.ttl), else the smallest in the answer section, else the
+	// negative caching TTL. It is the TTL of the firewall allowance.
 	answerTTL uint32
 	// cacheTTL is how long the answer may be cached; 0 means never.
 	cacheTTL uint32
@@ -45,8 +46,12 @@ func newAnswer(m *dns.Msg, qname string) (*answer, error) {
 		return nil, err
 	}
 	a := &answer{wire: wire, rcode: m.Rcode & 0xF, extRcode: uint8(m.Rcode >> 4)}
-	a.targets, a.addrs = followChain(m.Answer, qname)
+	c := followChain(m.Answer, qname)
+	a.targets, a.addrs = c.targets, c.addrs
 	a.answerTTL, a.cacheTTL = answerTTLs(&out)
+	if c.found {
+		a.answerTTL = c.ttl
+	}
 	return a, nil
 }
 
@@ -60,44 +65,56 @@ func withoutOPT(rrs []dns.RR) []dns.RR {
 	return kept
 }
 
+// chain is what an answer says about the name the client asked for.
+type chain struct {
+	targets []string     // CNAME targets, in order, normalized
+	addrs   []netip.Addr // addresses owned by the last name
+	// ttl is the smallest TTL of the records on the chain: the CNAMEs
+	// followed and the records of the last name. A client must ask again
+	// once any of them expires, so the answer is usable for that long.
+	ttl   uint32
+	found bool // at least one record on the chain
+}
+
 // followChain walks the CNAME chain that starts at qname and collects the
 // addresses owned by its last name: A and AAAA records and the address
 // hints of HTTPS and SVCB records. Records owned by other names are not
 // what the client will connect to and are ignored.
-func followChain(rrs []dns.RR, qname string) ([]string, []netip.Addr) {
-	var targets []string
+func followChain(rrs []dns.RR, qname string) chain {
+	c := chain{ttl: math.MaxUint32}
 	name := qname
 	for range maxChainHops {
 		next := ""
 		for _, rr := range rrs {
-			if c, ok := rr.(*dns.CNAME); ok && equalName(c.Hdr.Name, name) {
-				next = normalizeName(c.Target)
+			if cname, ok := rr.(*dns.CNAME); ok && equalName(cname.Hdr.Name, name) {
+				next = normalizeName(cname.Target)
+				c.ttl, c.found = min(c.ttl, cname.Hdr.Ttl), true
 				break
 			}
 		}
 		if next == "" {
 			break
 		}
-		targets = append(targets, next)
+		c.targets = append(c.targets, next)
 		name = next
 	}
-	var addrs []netip.Addr
 	for _, rr := range rrs {
 		if !equalName(rr.Header().Name, name) {
 			continue
 		}
+		c.ttl, c.found = min(c.ttl, rr.Header().Ttl), true
 		switch v := rr.(type) {
 		case *dns.A:
-			addrs = appendIP(addrs, v.A)
+			c.addrs = appendIP(c.addrs, v.A)
 		case *dns.AAAA:
-			addrs = appendIP(addrs, v.AAAA)
+			c.addrs = appendIP(c.addrs, v.AAAA)
 		case *dns.HTTPS:
-			addrs = appendHints(addrs, &v.SVCB)
+			c.addrs = appendHints(c.addrs, &v.SVCB)
 		case *dns.SVCB:
-			addrs = appendHints(addrs, v)
+			c.addrs = appendHints(c.addrs, v)
 		}
 	}
-	return targets, addrs
+	return c
 }
 
 func appendHints(addrs []netip.Addr, s *dns.SVCB) []netip.Addr {

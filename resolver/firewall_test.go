@@ -21,8 +21,8 @@ func TestFirewallPushedBeforeAnswer(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{
 		"api.example. 600 IN CNAME edge.example.",
 		"edge.example. 120 IN A 192.0.2.1",
-		"edge.example. 90 IN AAAA 2001:db8::1",
-		"other.example. 30 IN A 198.51.100.1", // not on the chain: not pushed
+		"edge.example. 45 IN AAAA 2001:db8::1",
+		"other.example. 30 IN A 198.51.100.1", // not on the chain: neither pushed nor counted
 	}, nil))
 	ports := []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}}
 	env := newEnv(t, Options{Upstreams: []string{up.addr}, MaxTTL: time.Minute})
@@ -69,7 +69,7 @@ func TestFirewallPushedBeforeAnswer(t *testing.T) {
 		Client: netip.MustParseAddr("127.0.0.1"),
 		IPs:    []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")},
 		Ports:  ports,
-		TTL:    30 * time.Second, // smallest TTL in the answer, below MaxTTL
+		TTL:    45 * time.Second, // smallest TTL on the chain, below MaxTTL
 	}
 	if got.Group != want.Group || got.Client != want.Client || got.TTL != want.TTL ||
 		!slices.Equal(got.IPs, want.IPs) || !slices.Equal(got.Ports, want.Ports) {

@@ -223,3 +223,23 @@ func TestClientScope(t *testing.T) {
 	resolve(t, g.client2, g.dns2(), "allowed.test", dns.TypeA)
 	expectReach(t, g.client2, ap(allowedIP, 80), "client2 resolved allowed.test itself")
 }
+
+// TestUnlistedClientRefused checks [server].clients: a host outside it
+// gets REFUSED, even for a name its group allows, and no allowance.
+func TestUnlistedClientRefused(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	cfg := g.egressdConfig()
+	cfg.GroupClients = cfg.Clients
+	cfg.Clients = []string{"10.200.1.0/24", "fd00:200:1::/64"} // client1 only
+	startEgressd(t, g.gw, cfg, g.client1, g.dns1())
+
+	resp, err := query(g.client2, g.dns2(), "udp", "allowed.test", dns.TypeA)
+	if err != nil {
+		t.Fatalf("allowed.test from client2: %v", err)
+	}
+	if resp.Rcode != dns.RcodeRefused || len(answerAddrs(resp)) != 0 {
+		t.Errorf("allowed.test from a client outside server.clients: got %s, want REFUSED", describe(resp))
+	}
+	expectDropped(t, g.client2, ap(allowedIP, 80), "client2 was refused an answer")
+}

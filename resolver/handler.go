@@ -38,6 +38,13 @@ type outcome struct {
 // ServeDNS implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	start := time.Now()
+	if !s.inFlight.acquire() {
+		if n, ok := s.inFlight.warnDue(start); ok {
+			s.log.Warn("too many queries in flight; dropping", "limit", maxInFlight, "dropped", n)
+		}
+		return
+	}
+	defer s.inFlight.release()
 	client, udp := remote(w.RemoteAddr())
 	q := parseQuery(req, udp)
 	o := s.resolve(client, req, &q)

@@ -72,6 +72,7 @@ type Server struct {
 	policy   atomic.Pointer[Policy]
 	enforcer atomic.Pointer[firewall.Enforcer]
 	ready    atomic.Bool
+	inFlight inFlight
 
 	mu      sync.Mutex
 	servers []*dns.Server

@@ -19,7 +19,7 @@ func writeFile(t *testing.T, dir, name, text string) string {
 
 const testConfig = `
 [server]
-listen = ["127.0.0.1:0"]
+listen = ["127.0.0.1:5353"]
 
 [upstream]
 servers = ["127.0.0.1:53"]

@@ -158,7 +158,11 @@ func nftRulesCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.WriteString(stdout, firewall.Render(firewallSpec(cfg)))
+	spec := firewallSpec(cfg)
+	if err := spec.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", cfg.File, err)
+	}
+	_, err = io.WriteString(stdout, firewall.Render(spec))
 	return err
 }
 

@@ -25,8 +25,12 @@ func qtypeLabel(t uint16) string {
 	return "other"
 }
 
-// rcodeLabel names an RCODE; RcodeToString knows only the assigned ones.
+// rcodeLabel names an RCODE, "other" for unassigned ones. Code 16 is
+// BADSIG in TSIG and BADVERS in EDNS; egressd only ever means BADVERS.
 func rcodeLabel(rcode int) string {
+	if rcode == dns.RcodeBadVers {
+		return "BADVERS"
+	}
 	if l, ok := dns.RcodeToString[rcode]; ok {
 		return l
 	}
@@ -62,7 +66,7 @@ func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome
 		Rule:       o.rule,
 		Source:     o.source,
 		Action:     o.action,
-		RCode:      dns.RcodeToString[rcode],
+		RCode:      rcodeLabel(rcode),
 		TTL:        o.ans.remainingTTL(o.age, s.maxTTL),
 		Cached:     o.cached,
 		Upstream:   o.upstream,

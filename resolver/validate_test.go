@@ -75,6 +75,9 @@ func TestRequestValidation(t *testing.T) {
 			if len(req.Question) == 1 && (len(resp.Question) != 1 || resp.Question[0] != req.Question[0]) {
 				t.Errorf("question not echoed: %v", resp.Question)
 			}
+			if e := env.log.last(t); e.RCode != rcodeLabel(tt.rcode) || (tt.rcode == dns.RcodeBadVers && e.RCode != "BADVERS") {
+				t.Errorf("logged rcode %q", e.RCode)
+			}
 			if (req.IsEdns0() != nil) != (resp.IsEdns0() != nil) {
 				t.Errorf("OPT in query %v, in response %v", req.IsEdns0() != nil, resp.IsEdns0() != nil)
 			}

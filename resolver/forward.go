@@ -64,15 +64,18 @@ const (
 // exchange asks each upstream in order and returns the first usable reply.
 // A server that fails, times out, or answers SERVFAIL or REFUSED hands on
 // to the next, so the whole exchange takes at most Timeout per server.
+// Servers that recently failed to answer are tried last.
 func (s *Server) exchange(m *dns.Msg) (*dns.Msg, string, error) {
 	var errs []error
-	for _, u := range s.upstreams {
+	for _, i := range s.health.order(s.now()) {
+		u := s.upstreams[i]
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
 		start := time.Now()
 		resp, err := u.Exchange(ctx, m)
 		cancel()
 		result := classify(resp, err)
 		s.countUpstream(u.String(), result, time.Since(start))
+		s.health.observe(i, err == nil, s.now())
 		if err == nil {
 			s.ready.Store(true)
 		}

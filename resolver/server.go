@@ -63,6 +63,7 @@ type Server struct {
 	opts      Options
 	log       *slog.Logger
 	upstreams []Upstream
+	health    *upstreamHealth
 	cache     *answerCache // nil when disabled
 	hosts     map[string][]netip.Addr
 	maxTTL    uint32 // seconds; 0 means no clamp
@@ -111,6 +112,7 @@ func New(o Options) (*Server, error) {
 		}
 		s.upstreams = append(s.upstreams, up)
 	}
+	s.health = newUpstreamHealth(len(s.upstreams))
 	if o.CacheSize > 0 {
 		c, err := newAnswerCache(o.CacheSize, o.CacheMaxTTL)
 		if err != nil {

@@ -169,3 +169,56 @@ func TestUpstreamFailover(t *testing.T) {
 		})
 	}
 }
+
+// A server that stopped answering goes to the back of the order for a
+// while, so not every miss pays its timeout; it is tried again afterwards.
+func TestDeadUpstreamBacksOff(t *testing.T) {
+	const timeout = 150 * time.Millisecond
+	dead := startUpstream(t, silent)
+	good := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
+	env := newEnv(t, Options{Upstreams: []string{dead.addr, good.addr}, Timeout: timeout})
+
+	steps := []struct {
+		advance  time.Duration
+		deadSeen int32
+		slow     bool
+	}{
+		{0, 1, true},               // first miss waits for the dead server
+		{time.Second, 1, false},    // in backoff: skipped
+		{upstreamBackoff, 2, true}, // backoff over: tried again
+		{upstreamBackoff - time.Second, 2, false},
+	}
+	for i, st := range steps {
+		env.clock.advance(st.advance)
+		start := time.Now()
+		resp := env.serve(t, "127.0.0.1", question("a.example.", dns.TypeA))
+		elapsed := time.Since(start)
+		if resp.Rcode != dns.RcodeSuccess {
+			t.Fatalf("step %d: rcode %s", i, dns.RcodeToString[resp.Rcode])
+		}
+		if n := dead.queries.Load(); n != st.deadSeen {
+			t.Errorf("step %d: dead server asked %d times, want %d", i, n, st.deadSeen)
+		}
+		if slow := elapsed >= timeout; slow != st.slow {
+			t.Errorf("step %d: took %v, want slow=%v", i, elapsed, st.slow)
+		}
+	}
+}
+
+func TestUpstreamOrder(t *testing.T) {
+	h := newUpstreamHealth(3)
+	now := time.Unix(100, 0)
+	h.observe(0, false, now)
+	h.observe(1, true, now)
+	if got := h.order(now); !slices.Equal(got, []int{1, 2, 0}) {
+		t.Errorf("order %v, want the failed server last", got)
+	}
+	if got := h.order(now.Add(upstreamBackoff)); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Errorf("order after backoff %v, want configured order", got)
+	}
+	h.observe(1, false, now)
+	h.observe(0, true, now)
+	if got := h.order(now); !slices.Equal(got, []int{0, 2, 1}) {
+		t.Errorf("order %v, want server 0 recovered and 1 last", got)
+	}
+}

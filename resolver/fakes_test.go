@@ -175,6 +175,7 @@ func newEnv(t testing.TB, o Options) *testEnv {
 		t.Fatal(err)
 	}
 	srv.now = env.clock.now
+	srv.probe = false // tests count upstream queries; TestReadinessProbe turns it on
 	env.srv = srv
 	return env
 }

@@ -32,7 +32,7 @@ type forwarded struct {
 // and firewall push, since those depend on the client.
 func (s *Server) forward(key cacheKey, q *query) (*answer, string, error) {
 	v, err, _ := s.flights.Do(key.String(), func() (any, error) {
-		resp, server, err := s.exchange(upstreamQuery(q))
+		resp, server, err := s.exchange(context.Background(), upstreamQuery(q))
 		if err != nil {
 			return nil, err
 		}
@@ -65,11 +65,14 @@ const (
 // A server that fails, times out, or answers SERVFAIL or REFUSED hands on
 // to the next, so the whole exchange takes at most Timeout per server.
 // Servers that recently failed to answer are tried last.
-func (s *Server) exchange(m *dns.Msg) (*dns.Msg, string, error) {
+func (s *Server) exchange(parent context.Context, m *dns.Msg) (*dns.Msg, string, error) {
 	var errs []error
 	for _, i := range s.health.order(s.now()) {
 		u := s.upstreams[i]
-		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+		if err := parent.Err(); err != nil {
+			return nil, "", err
+		}
+		ctx, cancel := context.WithTimeout(parent, s.opts.Timeout)
 		start := time.Now()
 		resp, err := u.Exchange(ctx, m)
 		cancel()

@@ -69,15 +69,18 @@ type Server struct {
 	maxTTL    uint32 // seconds; 0 means no clamp
 	flights   singleflight.Group
 	now       func() time.Time
+	probe     bool // probe upstreams for readiness after Start
 
 	policy   atomic.Pointer[Policy]
 	enforcer atomic.Pointer[firewall.Enforcer]
 	ready    atomic.Bool
 	inFlight inFlight
 
-	mu      sync.Mutex
-	servers []*dns.Server
-	addrs   []net.Addr
+	mu         sync.Mutex
+	servers    []*dns.Server
+	addrs      []net.Addr
+	stopProbe  context.CancelFunc
+	probeEnded chan struct{}
 }
 
 // Defaults used when Options leaves a value zero.
@@ -101,7 +104,7 @@ func New(o Options) (*Server, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = defaultTimeout
 	}
-	s := &Server{opts: o, log: o.Logger, now: time.Now}
+	s := &Server{opts: o, log: o.Logger, now: time.Now, probe: true}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -189,6 +192,16 @@ func (s *Server) Start() error {
 		<-started
 	}
 	s.servers, s.addrs = servers, addrs
+	if !s.probe {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan struct{})
+	s.stopProbe, s.probeEnded = cancel, ended
+	go func() {
+		defer close(ended)
+		s.probeUpstreams(ctx)
+	}()
 	return nil
 }
 
@@ -211,9 +224,16 @@ func (s *Server) Addrs() []net.Addr {
 // Shutdown stops all listeners and waits for queries in flight, up to ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	servers := s.servers
-	s.servers = nil
+	servers, stopProbe, probeEnded := s.servers, s.stopProbe, s.probeEnded
+	s.servers, s.stopProbe, s.probeEnded = nil, nil, nil
 	s.mu.Unlock()
+	if stopProbe != nil {
+		stopProbe()
+		select {
+		case <-probeEnded:
+		case <-ctx.Done():
+		}
+	}
 	var errs []error
 	for _, srv := range servers {
 		if err := srv.ShutdownContext(ctx); err != nil {

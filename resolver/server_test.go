@@ -298,3 +298,45 @@ func TestServeIPv6Loopback(t *testing.T) {
 		t.Errorf("allowances %v, want two for client ::1", a)
 	}
 }
+
+func TestReadinessProbe(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler func(t *testing.T) upstreamHandler
+		ready   bool
+	}{
+		{"upstream answers", func(t *testing.T) upstreamHandler {
+			return staticAnswer(t, dns.RcodeSuccess, []string{". 60 IN NS a.root-servers.net."}, nil)
+		}, true},
+		{"upstream silent", func(t *testing.T) upstreamHandler { return silent }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := startUpstream(t, tt.handler(t))
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, Timeout: 100 * time.Millisecond})
+			env.srv.probe = true
+			env.start(t)
+			waitFor(t, func() bool { return up.queries.Load() > 0 })
+			if tt.ready {
+				waitFor(t, env.srv.Ready)
+			} else {
+				time.Sleep(200 * time.Millisecond)
+				if env.srv.Ready() {
+					t.Error("Ready although the upstream never answered")
+				}
+			}
+			if q := up.lastQuery(); q.Question[0].Name != "." || q.Question[0].Qtype != dns.TypeNS {
+				t.Errorf("probe asked %v, want . NS", q.Question[0])
+			}
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := env.srv.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if elapsed := time.Since(start); elapsed > time.Second {
+				t.Errorf("Shutdown took %v with the probe running", elapsed)
+			}
+		})
+	}
+}

@@ -181,15 +181,26 @@ func (s *Server) Start() error {
 		servers = append(servers, s.udpServer(udp), s.tcpServer(tcp))
 		addrs = append(addrs, udp.LocalAddr(), tcp.Addr())
 	}
-	for _, srv := range servers {
-		started := make(chan struct{})
+	for i, srv := range servers {
+		started, failed := make(chan struct{}), make(chan error, 1)
 		srv.NotifyStartedFunc = func() { close(started) }
 		go func() {
 			if err := srv.ActivateAndServe(); err != nil {
 				s.log.Error("dns server stopped", "err", err)
+				failed <- err
 			}
 		}()
-		<-started
+		select {
+		case <-started:
+		case err := <-failed:
+			for _, running := range servers[:i] {
+				running.Shutdown()
+			}
+			for _, unstarted := range servers[i+1:] {
+				closeUnstarted(unstarted)
+			}
+			return fmt.Errorf("resolver: serve: %w", err)
+		}
 	}
 	s.servers, s.addrs = servers, addrs
 	if !s.probe {

@@ -196,7 +196,7 @@ func (s *Server) Start() error {
 			for _, running := range servers[:i] {
 				running.Shutdown()
 			}
-			for _, unstarted := range servers[i+1:] {
+			for _, unstarted := range servers[i:] {
 				closeUnstarted(unstarted)
 			}
 			return fmt.Errorf("resolver: serve: %w", err)

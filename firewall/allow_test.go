@@ -46,7 +46,19 @@ func allowSpec() Spec {
 
 func startNFT(t *testing.T, ns *testNS, spec Spec, clock *fakeClock) *NFT {
 	t.Helper()
-	opts := Options{NetNS: ns.fd, Logger: quietLogger}
+	return startNFTWith(t, ns, spec, clock, Options{})
+}
+
+// startUnwatchedNFT starts a backend that neither watches nor checks its
+// table, for tests that break the table on purpose.
+func startUnwatchedNFT(t *testing.T, ns *testNS, spec Spec, clock *fakeClock) *NFT {
+	t.Helper()
+	return startNFTWith(t, ns, spec, clock, Options{NoWatch: true, VerifyEvery: -1})
+}
+
+func startNFTWith(t *testing.T, ns *testNS, spec Spec, clock *fakeClock, opts Options) *NFT {
+	t.Helper()
+	opts.NetNS, opts.Logger = ns.fd, quietLogger
 	if clock != nil {
 		opts.Now = clock.Now
 	}
@@ -249,7 +261,7 @@ func TestRefreshExtendsTimeout(t *testing.T) {
 func TestRefreshOfVanishedElement(t *testing.T) {
 	ns := newTestNS(t)
 	clock := newFakeClock()
-	n := startNFT(t, ns, allowSpec(), clock)
+	n := startUnwatchedNFT(t, ns, allowSpec(), clock)
 	a := Allowance{Group: "servers", IPs: addrs("192.0.2.30"), TTL: 30 * time.Second}
 	mustAllow(t, n, a)
 	ns.exec(t, "nft", "delete", "element", "inet", "egressd", "g_servers_d4", "{ 192.0.2.30 }")
@@ -416,7 +428,7 @@ func TestFailingRequestDoesNotFailItsBatch(t *testing.T) {
 	spec := allowSpec()
 	spec.Groups = append(spec.Groups, GroupSpec{Name: "lab", Clients: prefixes("10.2.0.0/16")})
 	m := metrics.New()
-	n, err := NewNFTables(spec, Options{NetNS: ns.fd, Logger: quietLogger, Metrics: m})
+	n, err := NewNFTables(spec, Options{NetNS: ns.fd, Logger: quietLogger, Metrics: m, NoWatch: true, VerifyEvery: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,3 +71,18 @@ func (x *expiryIndex) carryOver(now time.Time, keep map[string]*nftables.Set, mi
 	}
 	return out
 }
+
+// live lists the elements of the given sets that have at least minLeft to
+// live, with their remaining lifetime, to add them back after someone else
+// deleted them.
+func (x *expiryIndex) live(now time.Time, sets map[string]bool, minLeft time.Duration) map[string][]nftables.SetElement {
+	out := map[string][]nftables.SetElement{}
+	for _, e := range x.entries {
+		left := e.deadline.Sub(now)
+		if !sets[e.set] || left < minLeft {
+			continue
+		}
+		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: left.Round(time.Millisecond)})
+	}
+	return out
+}

@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egressd/egressd/metrics"
 )
@@ -22,6 +24,13 @@ type Options struct {
 	// NetNS is a file descriptor of the network namespace to manage; zero
 	// means the namespace egressd runs in.
 	NetNS int
+	// VerifyEvery is how often the table's chains, rules and sets are
+	// compared with what egressd installed, as a safety net behind the
+	// change notifications. Zero means 10s; negative disables it.
+	VerifyEvery time.Duration
+	// NoWatch skips subscribing to nftables change notifications; drift is
+	// then found only by the periodic check.
+	NoWatch bool
 }
 
 const (
@@ -41,6 +50,8 @@ const (
 	sweepEvery = 10 * time.Second
 	// minTimeout is the shortest element lifetime egressd asks for.
 	minTimeout = time.Second
+	// defaultVerifyEvery is the periodic table check's interval.
+	defaultVerifyEvery = 10 * time.Second
 )
 
 // NFT is the nftables backend. One goroutine owns the netlink connection;
@@ -67,6 +78,17 @@ type NFT struct {
 	index     *expiryIndex
 	lastSweep time.Time
 	flushes   int // netlink batches sent, for tests and benchmarks
+
+	// Drift detection and restore (see restore.go).
+	own         *portIDs // port ids of the sockets egressd changes the table with
+	watch       *watcher // nil with Options.NoWatch
+	verifyEvery time.Duration
+	restores    *prometheus.CounterVec
+	baseline    tableState                 // the table as listed right after install
+	published   atomic.Pointer[tableState] // baseline for Check
+	restoreGate
+	// failFlush, when set, fails a batch before it is sent (tests).
+	failFlush atomic.Pointer[func() error]
 }
 
 type request struct {
@@ -94,7 +116,22 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 		done:    make(chan struct{}),
 		closed:  make(chan struct{}),
 		index:   newExpiryIndex(),
+		own:     &portIDs{},
+
+		verifyEvery: opts.VerifyEvery,
 	}
+	if n.verifyEvery == 0 {
+		n.verifyEvery = defaultVerifyEvery
+	}
+	var reg prometheus.Registerer
+	if opts.Metrics != nil {
+		reg = opts.Metrics.Registry
+	}
+	restores, err := restoreCounter(reg)
+	if err != nil {
+		return nil, fmt.Errorf("firewall: metrics: %w", err)
+	}
+	n.restores = restores
 	if n.log == nil {
 		n.log = slog.Default()
 	}
@@ -104,7 +141,17 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 	if err := n.dial(); err != nil {
 		return nil, err
 	}
+	if !opts.NoWatch {
+		// Subscribe before installing so no change after it goes unseen.
+		if n.watch, err = startWatcher(n.netns, spec.Table, n.own); err != nil {
+			_ = n.conn.CloseLasting()
+			return nil, err
+		}
+	}
 	if err := n.replace(spec); err != nil {
+		if n.watch != nil {
+			n.watch.close()
+		}
 		_ = n.conn.CloseLasting()
 		return nil, err
 	}
@@ -122,7 +169,7 @@ func scopeName(s string) string {
 }
 
 func (n *NFT) dial() error {
-	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(n.netns), nftables.WithSockOptions(bigBuffers))
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(n.netns), nftables.WithSockOptions(bigBuffers, n.rememberPortID))
 	if err != nil {
 		return wrapPermission(fmt.Errorf("firewall: netlink: %w", err))
 	}
@@ -200,6 +247,9 @@ func (n *NFT) Close() error {
 		close(n.closed)
 		close(n.quit)
 		<-n.done
+		if n.watch != nil {
+			n.watch.close()
+		}
 		if n.spec.RemoveOnExit {
 			n.conn.DelTable(n.lay.nftTable())
 			if err := n.conn.Flush(); err != nil {
@@ -217,8 +267,27 @@ func (n *NFT) Close() error {
 
 func (n *NFT) run() {
 	defer close(n.done)
+	var verify <-chan time.Time
+	if n.verifyEvery > 0 {
+		t := time.NewTicker(n.verifyEvery)
+		defer t.Stop()
+		verify = t.C
+	}
+	var changed <-chan struct{}
+	if n.watch != nil {
+		changed = n.watch.wake
+	}
+	n.retry = time.NewTimer(time.Hour)
+	n.retry.Stop()
+	defer n.retry.Stop()
 	for {
 		select {
+		case <-changed:
+			n.handleDrift(n.watch.take())
+		case <-verify:
+			n.handleDrift(drift{})
+		case <-n.retry.C:
+			n.handleDrift(drift{})
 		case <-n.quit:
 			n.failPending()
 			return
@@ -324,7 +393,7 @@ func (n *NFT) replace(spec Spec) error {
 	n.forgetGauges(lay)
 	n.spec, n.lay, n.sets = spec, lay, sets
 	n.updateGauges(now, true)
-	return nil
+	return n.takeBaseline()
 }
 
 // queueElements adds (or deletes) elements in chunks that fit a message.
@@ -348,7 +417,13 @@ func queueElements(c *nftables.Conn, set *nftables.Set, elems []nftables.SetElem
 // connection since unread acknowledgements may be left on the old one.
 func (n *NFT) flush() error {
 	start := time.Now()
-	err := n.conn.Flush()
+	var err error
+	if fail := n.failFlush.Load(); fail != nil {
+		err = (*fail)()
+	}
+	if err == nil {
+		err = n.conn.Flush()
+	}
 	n.flushes++
 	if n.metrics != nil {
 		n.metrics.FirewallDuration.Observe(time.Since(start).Seconds())

@@ -1,0 +1,205 @@
+package firewall
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+)
+
+const (
+	// A restore within restoreQuiet of the previous one doubles the wait
+	// before the next, from minRestoreGap up to maxRestoreGap, so two
+	// processes fighting over the table cannot spin.
+	restoreQuiet  = 30 * time.Second
+	minRestoreGap = time.Second
+	maxRestoreGap = time.Minute
+	// verifyRetry is the wait after a failed check or restore.
+	verifyRetry = time.Second
+)
+
+// restoreGate paces restores; owned by the run goroutine.
+type restoreGate struct {
+	lastRestore time.Time
+	restoreGap  time.Duration
+	deferred    drift // reported while waiting for the gap to pass
+	retry       *time.Timer
+}
+
+// noteRestore records a restore made at now and widens the gap when
+// restores come close together.
+func (g *restoreGate) noteRestore(now time.Time) {
+	if !g.lastRestore.IsZero() && now.Sub(g.lastRestore) < restoreQuiet {
+		g.restoreGap = min(max(2*g.restoreGap, minRestoreGap), maxRestoreGap)
+	} else {
+		g.restoreGap = 0
+	}
+	g.lastRestore = now
+}
+
+// later keeps d for a retry after wait.
+func (g *restoreGate) later(d drift, wait time.Duration) {
+	g.deferred.merge(d)
+	g.retry.Reset(wait)
+}
+
+// rememberPortID notes the port id of each socket egressd changes the table
+// with, so the watcher can tell egressd's own changes from others'.
+func (n *NFT) rememberPortID(c *netlink.Conn) error {
+	id, err := portIDOf(c)
+	if err != nil {
+		return fmt.Errorf("firewall: netlink port id: %w", err)
+	}
+	n.own.add(id)
+	return nil
+}
+
+// takeBaseline lists the freshly installed table: later listings are
+// compared with it. It must have exactly the layout's objects.
+func (n *NFT) takeBaseline() error {
+	st, err := readTableState(n.conn, n.spec.Table)
+	if err == nil {
+		err = st.matchesLayout(n.lay)
+	}
+	if err != nil {
+		return fmt.Errorf("firewall: read back table %s: %w", n.spec.Table, err)
+	}
+	n.baseline = st
+	n.published.Store(&st)
+	if n.watch != nil {
+		table := n.spec.Table
+		n.watch.table.Store(&table)
+	}
+	return nil
+}
+
+// handleDrift runs on the owner goroutine when the watcher reported
+// changes by others, on the periodic check, and on retries. The table's
+// structure is compared with the baseline: any difference restores the
+// whole table in one batch, carrying the live elements over. If only
+// elements were deleted, the live ones of those sets are added back
+// (add-only, so another egressd sharing the table is not disturbed).
+func (n *NFT) handleDrift(d drift) {
+	d.merge(n.deferred)
+	n.deferred = drift{}
+	got, err := readTableState(n.conn, n.spec.Table)
+	if err != nil {
+		n.log.Warn("firewall: cannot check the table", "table", n.spec.Table, "err", err)
+		n.resetConn()
+		n.later(d, verifyRetry)
+		return
+	}
+	found := n.baseline.differences(got)
+	sets := d.elements
+	if d.lost {
+		sets = n.dynamicSets()
+	}
+	if len(found) == 0 && len(sets) == 0 {
+		return
+	}
+	now := time.Now()
+	if wait := n.lastRestore.Add(n.restoreGap).Sub(now); wait > 0 {
+		n.later(d, wait)
+		return
+	}
+	if len(found) > 0 {
+		n.restoreTable(d, found, got.present, now)
+		return
+	}
+	n.refill(d, sets, now)
+}
+
+func (n *NFT) restoreTable(d drift, found []string, present bool, now time.Time) {
+	reason := restoreLayout
+	if !present {
+		reason = restoreTable
+	}
+	n.log.Warn("firewall table changed outside egressd; restoring it",
+		"table", n.spec.Table, "found", strings.Join(found, ", "), "events", d.String())
+	n.noteRestore(now)
+	if err := n.replace(n.spec); err != nil {
+		n.log.Error("firewall: restoring the table failed; retrying", "table", n.spec.Table, "err", err)
+		n.later(d, max(verifyRetry, n.restoreGap))
+		return
+	}
+	n.restores.WithLabelValues(reason).Inc()
+}
+
+// refill adds back the elements of sets that the index still considers
+// live.
+func (n *NFT) refill(d drift, sets map[string]bool, now time.Time) {
+	live := n.index.live(n.now(), sets, expiryMargin)
+	total := 0
+	for name, elems := range live {
+		set := n.sets[name]
+		if set == nil {
+			continue
+		}
+		if err := queueElements(n.conn, set, elems, false); err != nil {
+			n.resetConn()
+			n.log.Error("firewall: re-adding elements failed", "err", err)
+			return
+		}
+		total += len(elems)
+	}
+	if total == 0 {
+		return
+	}
+	n.noteRestore(now)
+	if err := n.flush(); err != nil {
+		n.count("error")
+		n.log.Error("firewall: re-adding elements failed; retrying", "table", n.spec.Table, "err", err)
+		n.later(d, max(verifyRetry, n.restoreGap))
+		return
+	}
+	n.count("ok")
+	if len(d.elements) == 0 {
+		// Only lost notifications: nothing is known to have been deleted.
+		n.log.Info("firewall: change notifications were lost; re-added live elements", "table", n.spec.Table, "elements", total)
+		return
+	}
+	n.log.Warn("firewall set elements deleted outside egressd; re-added the live ones",
+		"table", n.spec.Table, "events", d.String(), "elements", total)
+	n.restores.WithLabelValues(restoreElements).Inc()
+}
+
+// dynamicSets names every set Allow fills.
+func (n *NFT) dynamicSets() map[string]bool {
+	out := map[string]bool{}
+	for _, s := range n.lay.sets {
+		if s.kind != setClients {
+			out[s.name] = true
+		}
+	}
+	return out
+}
+
+// Check compares the table as the kernel lists it now with what egressd
+// installed (chains, rules and sets; not set elements). It returns nil
+// when they match, for a readiness probe. It is safe to call from any
+// goroutine and opens its own netlink socket.
+func (n *NFT) Check() error {
+	select {
+	case <-n.closed:
+		return errClosed
+	default:
+	}
+	want := n.published.Load()
+	if want == nil {
+		return fmt.Errorf("firewall: table not installed")
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(n.netns))
+	if err != nil {
+		return wrapPermission(fmt.Errorf("firewall: netlink: %w", err))
+	}
+	got, err := readTableState(c, want.table)
+	if err != nil {
+		return err
+	}
+	if found := want.differences(got); len(found) > 0 {
+		return fmt.Errorf("firewall: table inet %s differs from what egressd installed: %s", want.table, strings.Join(found, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,298 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// A watcher listens to nftables change notifications and reports changes
+// other netlink sockets make to egressd's table.
+//
+// It reads the multicast group with its own small decoder instead of
+// nftables.Monitor: v0.3.0's type filter (flags&1<<type) passes every
+// message whenever table events are wanted, so each of egressd's own
+// element updates would be fully parsed. Here an element addition costs a
+// header check.
+type watcher struct {
+	conn   *netlink.Conn
+	table  atomic.Pointer[string] // the table to watch; Reload may rename it
+	own    *portIDs
+	wake   chan struct{} // capacity 1: a report is waiting in pending
+	done   chan struct{}
+	closed atomic.Bool
+
+	mu      sync.Mutex
+	pending drift
+}
+
+// drift is what the notifications say changed since the owner last looked.
+type drift struct {
+	changes  []string        // "delete table", "add rule to chain forward", ...
+	elements map[string]bool // sets someone deleted elements from
+	lost     bool            // notifications were dropped; anything may have changed
+}
+
+func (d drift) empty() bool { return len(d.changes) == 0 && len(d.elements) == 0 && !d.lost }
+
+func (d *drift) merge(o drift) {
+	d.changes = appendUnique(d.changes, o.changes...)
+	for s := range o.elements {
+		if d.elements == nil {
+			d.elements = map[string]bool{}
+		}
+		d.elements[s] = true
+	}
+	d.lost = d.lost || o.lost
+}
+
+func (d drift) String() string {
+	parts := append([]string(nil), d.changes...)
+	if len(d.elements) > 0 {
+		sets := make([]string, 0, len(d.elements))
+		for s := range d.elements {
+			sets = append(sets, s)
+		}
+		sort.Strings(sets)
+		parts = append(parts, "delete elements from set "+strings.Join(sets, ", "))
+	}
+	if d.lost {
+		parts = append(parts, "notifications lost")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// maxDriftChanges bounds the change descriptions kept between two looks.
+const maxDriftChanges = 32
+
+func appendUnique(list []string, items ...string) []string {
+	for _, it := range items {
+		if len(list) >= maxDriftChanges {
+			break
+		}
+		dup := false
+		for _, have := range list {
+			if have == it {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			list = append(list, it)
+		}
+	}
+	return list
+}
+
+// portIDs are the netlink port ids of egressd's own nftables sockets; the
+// kernel stamps each notification with the port id of the socket whose
+// batch caused it.
+type portIDs struct {
+	mu  sync.Mutex
+	ids []uint32
+}
+
+// maxOwnPortIDs: a reconnect gets a new port id; notifications of the old
+// socket may still be queued, so a few old ones are remembered.
+const maxOwnPortIDs = 8
+
+func (p *portIDs) add(id uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ids = append(p.ids, id)
+	if len(p.ids) > maxOwnPortIDs {
+		p.ids = p.ids[len(p.ids)-maxOwnPortIDs:]
+	}
+}
+
+func (p *portIDs) has(id uint32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, have := range p.ids {
+		if have == id {
+			return true
+		}
+	}
+	return false
+}
+
+// portIDOf reads the port id the kernel bound a netlink socket to.
+func portIDOf(c *netlink.Conn) (uint32, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var id uint32
+	var serr error
+	cerr := raw.Control(func(fd uintptr) {
+		var sa unix.Sockaddr
+		sa, serr = unix.Getsockname(int(fd))
+		if nl, ok := sa.(*unix.SockaddrNetlink); ok {
+			id = nl.Pid
+		}
+	})
+	if cerr != nil {
+		return 0, cerr
+	}
+	return id, serr
+}
+
+// startWatcher subscribes to nftables notifications in the namespace netns
+// (zero: the current one).
+func startWatcher(netns int, table string, own *portIDs) (*watcher, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netns})
+	if err != nil {
+		return nil, fmt.Errorf("firewall: watch: %w", err)
+	}
+	if err := c.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("firewall: watch: join nftables group: %w", err)
+	}
+	// A burst of egressd's own element updates must not overflow the
+	// socket and cost a refill.
+	if err := bigBuffers(c); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("firewall: watch: %w", err)
+	}
+	w := &watcher{conn: c, own: own, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w.table.Store(&table)
+	go w.loop()
+	return w, nil
+}
+
+func (w *watcher) close() {
+	if w.closed.Swap(true) {
+		return
+	}
+	w.conn.Close()
+	<-w.done
+}
+
+// take returns and clears what was reported so far.
+func (w *watcher) take() drift {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.pending
+	w.pending = drift{}
+	return d
+}
+
+func (w *watcher) report(d drift) {
+	if d.empty() {
+		return
+	}
+	w.mu.Lock()
+	w.pending.merge(d)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *watcher) loop() {
+	defer close(w.done)
+	var batch drift
+	for {
+		msgs, err := w.conn.Receive()
+		if err != nil {
+			if w.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// ENOBUFS: the kernel dropped notifications. The socket stays
+			// usable; the owner re-checks everything.
+			w.report(drift{lost: true})
+			continue
+		}
+		for _, m := range msgs {
+			if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES {
+				continue
+			}
+			typ := int(m.Header.Type & 0xff)
+			if typ == unix.NFT_MSG_NEWGEN {
+				// One generation per committed batch: report what it did.
+				w.report(batch)
+				batch = drift{}
+				continue
+			}
+			if w.own.has(m.Header.PID) {
+				continue
+			}
+			if d, ok := w.describe(typ, m.Data); ok {
+				batch.merge(d)
+			}
+		}
+	}
+}
+
+// Attribute numbers shared by the table, chain, rule, set and element
+// messages: the table name comes first in all of them.
+const (
+	attrTable      = 1 // NFTA_{TABLE_NAME,CHAIN_TABLE,RULE_TABLE,SET_TABLE,SET_ELEM_LIST_TABLE}
+	attrRuleChain  = unix.NFTA_RULE_CHAIN
+	attrChainName  = unix.NFTA_CHAIN_NAME
+	attrSetName    = unix.NFTA_SET_NAME
+	attrElemSet    = unix.NFTA_SET_ELEM_LIST_SET
+	nfgenHeaderLen = 4
+)
+
+// describe turns a notification about egressd's table into a drift entry.
+// Additions of elements are not drift: egressd's own updates are the
+// common case and another process adding destinations is out of scope.
+func (w *watcher) describe(typ int, data []byte) (drift, bool) {
+	var nameAttr uint16
+	var what string
+	switch typ {
+	case unix.NFT_MSG_DELTABLE:
+		what = "delete table"
+	case unix.NFT_MSG_NEWCHAIN:
+		what, nameAttr = "add chain", attrChainName
+	case unix.NFT_MSG_DELCHAIN:
+		what, nameAttr = "delete chain", attrChainName
+	case unix.NFT_MSG_NEWRULE:
+		what, nameAttr = "add rule to chain", attrRuleChain
+	case unix.NFT_MSG_DELRULE:
+		what, nameAttr = "delete rule from chain", attrRuleChain
+	case unix.NFT_MSG_NEWSET:
+		what, nameAttr = "add set", attrSetName
+	case unix.NFT_MSG_DELSET:
+		what, nameAttr = "delete set", attrSetName
+	case unix.NFT_MSG_DELSETELEM:
+		nameAttr = attrElemSet
+	default:
+		return drift{}, false
+	}
+	if len(data) < nfgenHeaderLen || data[0] != unix.NFPROTO_INET {
+		return drift{}, false
+	}
+	ad, err := netlink.NewAttributeDecoder(data[nfgenHeaderLen:])
+	if err != nil {
+		return drift{}, false
+	}
+	var table, name string
+	for ad.Next() {
+		switch ad.Type() {
+		case attrTable:
+			table = ad.String()
+		case nameAttr:
+			name = ad.String()
+		}
+	}
+	if ad.Err() != nil || table != *w.table.Load() {
+		return drift{}, false
+	}
+	if typ == unix.NFT_MSG_DELSETELEM {
+		return drift{elements: map[string]bool{name: true}}, true
+	}
+	if name != "" {
+		what += " " + name
+	}
+	return drift{changes: []string{what}}, true
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// monitor scrapes egressd's own gauges through the run: the baseline
+// after warm-up, the peak RSS and the last values.
+type monitor struct {
+	scraper *scraper
+	start   time.Time
+	warmup  time.Duration
+
+	mu                sync.Mutex
+	baseGoroutines    float64
+	baseRSS           float64
+	haveBase          bool
+	peakRSS           float64
+	peakGoroutines    float64
+	lastGoroutines    float64
+	lastRSS           float64
+	scrapes, failures int
+	lastErr           string
+}
+
+const (
+	seriesGoroutines = "go_goroutines"
+	seriesRSS        = "process_resident_memory_bytes"
+)
+
+// sample scrapes once and folds the values in.
+func (m *monitor) sample() error {
+	s, err := m.scraper.scrape()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.scrapes++
+	if err != nil {
+		m.failures++
+		m.lastErr = err.Error()
+		return err
+	}
+	g, okG := s.get(seriesGoroutines)
+	rss, okR := s.get(seriesRSS)
+	if !okG || !okR {
+		m.failures++
+		m.lastErr = fmt.Sprintf("%s or %s missing from /metrics", seriesGoroutines, seriesRSS)
+		return fmt.Errorf("%s", m.lastErr)
+	}
+	m.lastGoroutines, m.lastRSS = g, rss
+	m.peakRSS = max(m.peakRSS, rss)
+	m.peakGoroutines = max(m.peakGoroutines, g)
+	if !m.haveBase && time.Since(m.start) >= m.warmup {
+		m.baseGoroutines, m.baseRSS, m.haveBase = g, rss, true
+	}
+	return nil
+}
+
+// loop samples every interval and prints a progress line every report
+// interval until ctx ends.
+func (m *monitor) loop(ctx context.Context, interval, report time.Duration, progress func() string) {
+	lastReport := time.Now()
+	for sleepCtx(ctx, interval) {
+		_ = m.sample()
+		if time.Since(lastReport) >= report {
+			lastReport = time.Now()
+			m.mu.Lock()
+			line := fmt.Sprintf("  t=%-4s rss=%.1fMiB goroutines=%.0f", time.Since(m.start).Round(time.Second), m.lastRSS/(1<<20), m.lastGoroutines)
+			m.mu.Unlock()
+			fmt.Println(line + " " + progress())
+		}
+	}
+}
+
+type monitorFigures struct {
+	haveBase                bool
+	baseGoroutines, baseRSS float64
+	peakRSS, peakGoroutines float64
+	lastGoroutines, lastRSS float64
+	scrapes, failures       int
+	lastErr                 string
+}
+
+func (m *monitor) figures() monitorFigures {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return monitorFigures{m.haveBase, m.baseGoroutines, m.baseRSS, m.peakRSS, m.peakGoroutines,
+		m.lastGoroutines, m.lastRSS, m.scrapes, m.failures, m.lastErr}
+}

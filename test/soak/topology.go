@@ -1,0 +1,146 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// topology says where everything runs and which addresses it uses.
+//
+// Namespace mode (root):
+//
+//	client 10.201.1.10 ── 10.201.1.1 gateway (egressd, forward hook) 10.201.2.1 ── internet 10.201.2.2, 10.201.2.3 (upstreams)
+//
+// Loopback mode: everything in the soak's own namespace on 127.0.0.1
+// with free ports, and egressd's firewall backend "none".
+type topology struct {
+	namespaces bool
+	client     netns
+	gateway    netns
+	internet   netns
+	dns        netip.AddrPort   // egressd as the client reaches it
+	upstreams  []netip.AddrPort // primary (flaps) first, then the stable one
+	metrics    netip.AddrPort   // inside the gateway namespace
+	clientNets []string         // server.clients and the group's clients
+	created    []netns          // deleted at teardown, last first
+}
+
+// buildNamespaces creates the three namespaces and their links. On error
+// the namespaces already made are in t.created for teardown.
+func buildNamespaces(id string) (*topology, error) {
+	t := &topology{
+		namespaces: true,
+		dns:        netip.MustParseAddrPort("10.201.1.1:53"),
+		upstreams:  []netip.AddrPort{netip.MustParseAddrPort("10.201.2.2:53"), netip.MustParseAddrPort("10.201.2.3:53")},
+		metrics:    netip.MustParseAddrPort("127.0.0.1:9153"),
+		clientNets: []string{"10.201.1.0/24"},
+	}
+	for _, role := range []struct {
+		dst  *netns
+		name string
+	}{{&t.client, "client"}, {&t.gateway, "gw"}, {&t.internet, "inet"}} {
+		ns, err := createNetns(fmt.Sprintf("soak-%s-%s", id, role.name))
+		if ns.name != "" {
+			t.created = append(t.created, ns)
+		}
+		if err != nil {
+			return t, err
+		}
+		*role.dst = ns
+	}
+	steps := []func() error{
+		func() error { return veth(t.gateway, "to-client", t.client, "eth0") },
+		func() error { return veth(t.gateway, "to-inet", t.internet, "eth0") },
+		func() error { return addrs(t.client, "eth0", "10.201.1.10/24") },
+		func() error { return addrs(t.gateway, "to-client", "10.201.1.1/24") },
+		func() error { return addrs(t.gateway, "to-inet", "10.201.2.1/24") },
+		func() error { return addrs(t.internet, "eth0", "10.201.2.2/24", "10.201.2.3/24") },
+		func() error { _, err := t.client.ip("route", "add", "default", "via", "10.201.1.1"); return err },
+		func() error {
+			_, err := t.internet.ip("route", "add", "10.201.1.0/24", "via", "10.201.2.1")
+			return err
+		},
+		func() error { _, err := t.gateway.exec("sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); return err },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
+}
+
+// buildLoopback picks free loopback ports for egressd, its metrics and
+// the two upstreams.
+func buildLoopback() (*topology, error) {
+	ports, err := freePorts(4)
+	if err != nil {
+		return nil, err
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	return &topology{
+		dns:        netip.AddrPortFrom(lo, ports[0]),
+		upstreams:  []netip.AddrPort{netip.AddrPortFrom(lo, ports[1]), netip.AddrPortFrom(lo, ports[2])},
+		metrics:    netip.AddrPortFrom(lo, ports[3]),
+		clientNets: []string{"127.0.0.0/8"},
+	}, nil
+}
+
+// freePorts returns ports free for both UDP and TCP at the time of the
+// call; they are released at once, so a race with another program is
+// possible but unlikely.
+func freePorts(n int) ([]uint16, error) {
+	var ports []uint16
+	for tries := 0; len(ports) < n && tries < 50; tries++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		port := uint16(l.Addr().(*net.TCPAddr).Port)
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("found only %d free loopback ports", len(ports))
+	}
+	return ports, nil
+}
+
+// teardown deletes every namespace created, last first, and returns the
+// errors met.
+func (t *topology) teardown() []error {
+	var errs []error
+	for i := len(t.created) - 1; i >= 0; i-- {
+		if err := t.created[i].delete(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.created = nil
+	return errs
+}
+
+func veth(a netns, aName string, b netns, bName string) error {
+	if _, err := a.ip("link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.name); err != nil {
+		return err
+	}
+	if _, err := a.ip("link", "set", aName, "up"); err != nil {
+		return err
+	}
+	_, err := b.ip("link", "set", bName, "up")
+	return err
+}
+
+func addrs(ns netns, dev string, prefixes ...string) error {
+	for _, p := range prefixes {
+		if _, err := ns.ip("addr", "add", p, "dev", dev); err != nil {
+			return err
+		}
+	}
+	return nil
+}

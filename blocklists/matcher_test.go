@@ -173,3 +173,18 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 		t.Errorf("allocs = %v, want 0", allocs)
 	}
 }
+
+func TestAdviseHugePagesBounds(t *testing.T) {
+	// Sizes below, at and around the threshold, and an odd length: the
+	// advised range must stay inside the slice (a fault would crash).
+	for _, n := range []int{0, 1, hugePageMin/8 - 1, hugePageMin / 8, hugePageMin/8 + 12345, 3 * hugePageMin / 8} {
+		s := make([]uint64, n)
+		adviseHugePages(s)
+		for i := range s {
+			s[i] = uint64(i)
+		}
+		if n > 0 && s[n-1] != uint64(n-1) {
+			t.Fatal("slice content changed")
+		}
+	}
+}

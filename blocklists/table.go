@@ -63,6 +63,11 @@ func (t *table) lookup(h uint64) (uint64, uint32) {
 	}
 }
 
+// hugePageMin is the table size from which transparent huge pages are
+// requested: lookups in a table far larger than the caches miss the TLB
+// on nearly every probe with 4 KiB pages.
+const hugePageMin = 8 << 20
+
 // tableBuilder collects entries as they are parsed.
 type tableBuilder struct {
 	keys   []uint64 // hash&^flagMask | flag
@@ -99,6 +104,8 @@ func (b *tableBuilder) build() table {
 		shift:  uint(64 - logSize),
 		depths: b.depths,
 	}
+	adviseHugePages(t.slots) // before the first write faults the pages in
+	adviseHugePages(t.refs)
 	mask := len(t.slots) - 1
 	for j, k := range b.keys {
 		key := k &^ flagMask

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package blocklists
+
+func adviseHugePages[T any]([]T) {}

@@ -43,10 +43,13 @@ type cacheEntry struct {
 	expires uint32 // seconds after stored
 }
 
-// answerCache is an LRU of answers with TTL-based expiry.
+// answerCache is an LRU of answers with TTL-based expiry. With a stale
+// window, expired entries stay until the window has passed too, so they
+// can be served when every upstream fails (RFC 8767).
 type answerCache struct {
 	lru    *lru.Cache[cacheKey, cacheEntry]
 	maxTTL uint32 // seconds; 0 means no cap
+	stale  uint32 // seconds past expiry an entry is kept; 0 disables
 }
 
 func newAnswerCache(size int, maxTTL time.Duration) (*answerCache, error) {
@@ -64,15 +67,32 @@ func (c *answerCache) get(k cacheKey, now time.Time) (*answer, uint32, bool) {
 	if !ok {
 		return nil, 0, false
 	}
-	age := seconds(now.Sub(e.stored))
-	if now.Before(e.stored) {
-		age = 0
-	}
+	age := e.age(now)
 	if age >= e.expires {
-		c.lru.Remove(k)
+		if uint64(age) >= uint64(e.expires)+uint64(c.stale) {
+			c.lru.Remove(k)
+		}
 		return nil, 0, false
 	}
 	return e.ans, age, true
+}
+
+// getStale returns the answer for k if it is fresh or expired for less
+// than the stale window.
+func (c *answerCache) getStale(k cacheKey, now time.Time) (*answer, bool) {
+	e, ok := c.lru.Peek(k)
+	if !ok || uint64(e.age(now)) >= uint64(e.expires)+uint64(c.stale) {
+		return nil, false
+	}
+	return e.ans, true
+}
+
+// age is how many whole seconds e has been cached.
+func (e *cacheEntry) age(now time.Time) uint32 {
+	if now.Before(e.stored) {
+		return 0
+	}
+	return seconds(now.Sub(e.stored))
 }
 
 // put stores a for its cache TTL (capped by the cache's maximum) and

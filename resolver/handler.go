@@ -21,6 +21,9 @@ const (
 	decisionRefused   = "refused"
 )
 
+// upstreamHosts is the query log's upstream for answers from Options.Hosts.
+const upstreamHosts = "hosts"
+
 // outcome is what the request path decided: the answer to send and what to
 // record about it. Nothing reaches the client until ServeDNS writes it.
 type outcome struct {
@@ -38,6 +41,11 @@ type outcome struct {
 // ServeDNS implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	start := time.Now()
+	client, udp := remote(w.RemoteAddr())
+	if s.limiter != nil && !s.limiter.allow(client, s.now()) {
+		s.rateLimited(w, req, udp)
+		return
+	}
 	if !s.inFlight.acquire() {
 		if n, ok := s.inFlight.warnDue(start); ok {
 			s.log.Warn("too many queries in flight; dropping", "limit", maxInFlight, "dropped", n)
@@ -45,7 +53,6 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	defer s.inFlight.release()
-	client, udp := remote(w.RemoteAddr())
 	q := parseQuery(req, udp)
 	o := s.resolve(client, req, &q)
 	out, err := o.ans.render(&q, o.age, s.maxTTL)
@@ -116,6 +123,16 @@ func (s *Server) resolve(client netip.Addr, req *dns.Msg, q *query) outcome {
 		break
 	}
 
+	if o.upstream != upstreamHosts && s.rebinding(d.Group, q.qname, ans.addrs) {
+		s.log.Warn("answer with local addresses denied", "rule", ruleRebinding, "group", d.Group, "client", client, "qname", q.qname, "addrs", ans.addrs)
+		o.rule, o.source, o.action = ruleRebinding, sourceRebinding, d.Action.String()
+		if d.Mode == policy.ModeEnforce {
+			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, d), 0
+			return o
+		}
+		o.decision = decisionWouldDeny
+	}
+
 	if err := s.allowDestinations(client, d, ans, o.age); err != nil {
 		s.log.Error("firewall update failed", "group", d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", s.opts.FailOpen)
 		if !s.opts.FailOpen {
@@ -134,7 +151,7 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 		return anyAnswer(q), nil
 	}
 	if addrs, ok := s.hosts[q.qname]; ok {
-		o.upstream = "hosts"
+		o.upstream = upstreamHosts
 		return addressAnswer(q, addrs), nil
 	}
 	key := keyOf(q)
@@ -148,6 +165,11 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 		s.countCacheEntries() // get drops expired entries
 	}
 	ans, server, err := s.forward(key, q)
+	if err != nil {
+		if stale, ok := s.serveStale(key, q, o, err); ok {
+			return stale, nil
+		}
+	}
 	o.upstream = server
 	return ans, err
 }

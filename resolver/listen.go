@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/netutil"
 )
 
 // bindAttempts bounds the retries when port 0 gives TCP a port that is
@@ -42,24 +41,39 @@ func bindPair(addr string) (net.Listener, net.PacketConn, error) {
 
 func (s *Server) udpServer(pc net.PacketConn) *dns.Server {
 	return &dns.Server{
-		PacketConn:    pc,
-		Handler:       s,
-		UDPSize:       dns.MaxMsgSize,
-		MsgAcceptFunc: acceptQueries,
+		PacketConn:     pc,
+		Handler:        s,
+		UDPSize:        dns.MaxMsgSize,
+		MsgAcceptFunc:  acceptQueries,
+		DecorateReader: s.outsiderFilter,
 	}
 }
 
-// tcpServer caps concurrent connections: miekg/dns starts a goroutine per
-// connection without limit and answers one query per connection at a time.
+// tcpServer caps concurrent connections, in total and per client: miekg/dns
+// starts a goroutine per connection without limit and answers one query
+// per connection at a time.
 func (s *Server) tcpServer(l net.Listener) *dns.Server {
+	idle := s.opts.TCPIdleTimeout
+	if idle <= 0 {
+		idle = tcpIdleTimeout
+	}
+	maxConns := s.opts.TCPMaxConns
+	if maxConns <= 0 {
+		maxConns = maxTCPConns
+	}
+	perClient := s.opts.TCPMaxConnsPerClient
+	if perClient <= 0 {
+		perClient = defaultTCPMaxConnsPerClient
+	}
 	return &dns.Server{
-		Listener:      netutil.LimitListener(l, maxTCPConns),
-		Handler:       s,
-		ReadTimeout:   tcpReadTimeout,
-		WriteTimeout:  tcpReadTimeout,
-		IdleTimeout:   func() time.Duration { return tcpIdleTimeout },
-		MaxTCPQueries: maxTCPQueries,
-		MsgAcceptFunc: acceptQueries,
+		Listener:       newConnLimiter(l, maxConns, perClient, s.log),
+		Handler:        s,
+		ReadTimeout:    tcpReadTimeout,
+		WriteTimeout:   tcpReadTimeout,
+		IdleTimeout:    func() time.Duration { return idle },
+		MaxTCPQueries:  maxTCPQueries,
+		MsgAcceptFunc:  acceptQueries,
+		DecorateReader: s.outsiderFilter,
 	}
 }
 
@@ -68,7 +82,7 @@ func (s *Server) tcpServer(l net.Listener) *dns.Server {
 // opcode and question count, so unknown clients learn nothing more than
 // REFUSED.
 func acceptQueries(h dns.Header) dns.MsgAcceptAction {
-	if h.Bits&(1<<15) != 0 {
+	if h.Bits&flagQR != 0 {
 		return dns.MsgIgnore
 	}
 	return dns.MsgAccept

@@ -51,6 +51,23 @@ type Options struct {
 	Hosts       map[string][]netip.Addr
 	DoHCanary   bool // NXDOMAIN for use-application-dns.net, NODATA for _dns.resolver.arpa
 
+	// RateLimit is queries per second per client address, RateBurst the
+	// bucket size (RateLimit rounded up when 0); RateLimit 0 disables it.
+	RateLimit float64
+	RateBurst int
+	// TCP connections: idle timeout, total and per client address limits
+	// (0 picks the defaults: 10 s, 1024 and 64).
+	TCPIdleTimeout       time.Duration
+	TCPMaxConns          int
+	TCPMaxConnsPerClient int
+	// ServeStale is how long past expiry a cached answer may be served when
+	// every upstream fails (RFC 8767); 0 disables it.
+	ServeStale time.Duration
+	// AllowPrivateAnswers reports whether a group may get private,
+	// loopback or unspecified addresses from upstream (rebinding
+	// protection off). nil allows no group.
+	AllowPrivateAnswers func(group string) bool
+
 	Policy   Policy
 	Enforcer firewall.Enforcer
 	QueryLog QueryLogger
@@ -70,6 +87,8 @@ type Server struct {
 	flights   singleflight.Group
 	now       func() time.Time
 	probe     bool // probe upstreams for readiness after Start
+
+	limiter *rateLimiter // nil when rate limiting is off
 
 	policy   atomic.Pointer[Policy]
 	enforcer atomic.Pointer[firewall.Enforcer]
@@ -121,8 +140,10 @@ func New(o Options) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.stale = seconds(o.ServeStale)
 		s.cache = c
 	}
+	s.limiter = newRateLimiter(o.RateLimit, o.RateBurst)
 	s.hosts = make(map[string][]netip.Addr, len(o.Hosts))
 	for name, addrs := range o.Hosts {
 		key := normalizeName(name)

@@ -87,8 +87,9 @@ type NFT struct {
 	baseline    tableState                 // the table as listed right after install
 	published   atomic.Pointer[tableState] // baseline for Check
 	restoreGate
-	// failFlush, when set, fails a batch before it is sent (tests).
-	failFlush atomic.Pointer[func() error]
+	// flushHook, when set, runs before each batch is sent; tests use it to
+	// queue a message the kernel rejects, or to fail the batch outright.
+	flushHook atomic.Pointer[func(*nftables.Conn) error]
 }
 
 type request struct {
@@ -148,7 +149,7 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 			return nil, err
 		}
 	}
-	if err := n.replace(spec); err != nil {
+	if err := n.replace(spec, false); err != nil {
 		if n.watch != nil {
 			n.watch.close()
 		}
@@ -332,7 +333,7 @@ func (n *NFT) serve(batch []request) {
 		case r.reload != nil:
 			n.applyAllows(allows)
 			allows = nil
-			r.result <- n.replace(*r.reload)
+			r.result <- n.replace(*r.reload, true)
 		case r.stats != nil:
 			n.applyAllows(allows)
 			allows = nil
@@ -346,7 +347,8 @@ func (n *NFT) serve(batch []request) {
 }
 
 // replace installs spec's layout in one batch, carrying over live elements.
-func (n *NFT) replace(spec Spec) error {
+// logReload logs the outcome as a config reload.
+func (n *NFT) replace(spec Spec, logReload bool) error {
 	lay := buildLayout(spec)
 	if n.sets != nil && n.spec.Table != spec.Table {
 		// Renamed: the old table goes in the same batch (added first so
@@ -387,7 +389,7 @@ func (n *NFT) replace(spec Spec) error {
 		return wrapPermission(fmt.Errorf("firewall: install table %s: %w", spec.Table, err))
 	}
 	n.count("ok")
-	if n.sets != nil {
+	if logReload {
 		n.log.Info("firewall table reloaded", "table", spec.Table, "groups", len(spec.Groups), "carried_sets", len(carried))
 	}
 	n.forgetGauges(lay)
@@ -418,8 +420,8 @@ func queueElements(c *nftables.Conn, set *nftables.Set, elems []nftables.SetElem
 func (n *NFT) flush() error {
 	start := time.Now()
 	var err error
-	if fail := n.failFlush.Load(); fail != nil {
-		err = (*fail)()
+	if hook := n.flushHook.Load(); hook != nil {
+		err = (*hook)(n.conn)
 	}
 	if err == nil {
 		err = n.conn.Flush()

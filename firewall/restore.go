@@ -93,7 +93,7 @@ func (n *NFT) handleDrift(d drift) {
 	}
 	found := n.baseline.differences(got)
 	sets := d.elements
-	if d.lost {
+	if d.lost || d.replaced {
 		sets = n.dynamicSets()
 	}
 	if len(found) == 0 && len(sets) == 0 {
@@ -119,7 +119,7 @@ func (n *NFT) restoreTable(d drift, found []string, present bool, now time.Time)
 	n.log.Warn("firewall table changed outside egressd; restoring it",
 		"table", n.spec.Table, "found", strings.Join(found, ", "), "events", d.String())
 	n.noteRestore(now)
-	if err := n.replace(n.spec); err != nil {
+	if err := n.replace(n.spec, false); err != nil {
 		n.log.Error("firewall: restoring the table failed; retrying", "table", n.spec.Table, "err", err)
 		n.later(d, max(verifyRetry, n.restoreGap))
 		return
@@ -155,7 +155,7 @@ func (n *NFT) refill(d drift, sets map[string]bool, now time.Time) {
 		return
 	}
 	n.count("ok")
-	if len(d.elements) == 0 {
+	if len(d.elements) == 0 && !d.replaced {
 		// Only lost notifications: nothing is known to have been deleted.
 		n.log.Info("firewall: change notifications were lost; re-added live elements", "table", n.spec.Table, "elements", total)
 		return

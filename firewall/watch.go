@@ -37,10 +37,15 @@ type watcher struct {
 type drift struct {
 	changes  []string        // "delete table", "add rule to chain forward", ...
 	elements map[string]bool // sets someone deleted elements from
-	lost     bool            // notifications were dropped; anything may have changed
+	// replaced: the table or a set was deleted, so its elements are gone
+	// even if an identical one took its place.
+	replaced bool
+	lost     bool // notifications were dropped; anything may have changed
 }
 
-func (d drift) empty() bool { return len(d.changes) == 0 && len(d.elements) == 0 && !d.lost }
+func (d drift) empty() bool {
+	return len(d.changes) == 0 && len(d.elements) == 0 && !d.replaced && !d.lost
+}
 
 func (d *drift) merge(o drift) {
 	d.changes = appendUnique(d.changes, o.changes...)
@@ -50,11 +55,20 @@ func (d *drift) merge(o drift) {
 		}
 		d.elements[s] = true
 	}
+	d.replaced = d.replaced || o.replaced
 	d.lost = d.lost || o.lost
 }
 
 func (d drift) String() string {
 	parts := append([]string(nil), d.changes...)
+	for _, c := range d.changes {
+		if c == "delete table" {
+			// Deleting a table deletes each of its objects first; naming
+			// them all says nothing more.
+			parts = []string{c}
+			break
+		}
+	}
 	if len(d.elements) > 0 {
 		sets := make([]string, 0, len(d.elements))
 		for s := range d.elements {
@@ -294,5 +308,6 @@ func (w *watcher) describe(typ int, data []byte) (drift, bool) {
 	if name != "" {
 		what += " " + name
 	}
-	return drift{changes: []string{what}}, true
+	replaced := typ == unix.NFT_MSG_DELTABLE || typ == unix.NFT_MSG_DELSET
+	return drift{changes: []string{what}, replaced: replaced}, true
 }

@@ -2,7 +2,6 @@ package blocklists
 
 import (
 	"fmt"
-	"os"
 )
 
 // CheckSources validates specs and parses every file source, for
@@ -37,7 +36,7 @@ func CheckSources(specs []CategorySpec, baseDir string) ([]Problem, error) {
 }
 
 func checkFile(path string, format Format) (ParseResult, error) {
-	f, err := os.Open(path)
+	f, err := openSource(path)
 	if err != nil {
 		return ParseResult{}, err
 	}

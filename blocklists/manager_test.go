@@ -455,3 +455,23 @@ func TestSharedURLAcrossCategories(t *testing.T) {
 		t.Errorf("state files = %v, want one list and its metadata", left)
 	}
 }
+
+func TestBuiltinSources(t *testing.T) {
+	m, err := NewManager([]CategorySpec{{Name: "doh", Sources: []string{"builtin:doh-resolvers.txt"}}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m.Match("dns.google.") == 0 {
+		t.Error("builtin doh-resolvers list does not contain dns.google")
+	}
+	hit, ok := m.Where("doh", "dns.google.")
+	if !ok || hit.Source != "builtin:doh-resolvers.txt" || hit.Line == 0 {
+		t.Errorf("Where = %+v, %v; want builtin:doh-resolvers.txt with a line", hit, ok)
+	}
+	if _, err := NewManager([]CategorySpec{{Name: "x", Sources: []string{"builtin:nope.txt"}}}, Options{}); err == nil || !strings.Contains(err.Error(), `no built-in list "nope.txt"`) {
+		t.Errorf("unknown builtin list: err = %v", err)
+	}
+}

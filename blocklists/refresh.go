@@ -145,7 +145,7 @@ func (m *Manager) loadSource(ctx context.Context, c *category, src string, b *li
 }
 
 func parseFile(path, name string, format Format, b *listBuilder) (ParseResult, error) {
-	f, err := os.Open(path)
+	f, err := openSource(path)
 	if err != nil {
 		return ParseResult{}, err
 	}

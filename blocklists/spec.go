@@ -106,6 +106,8 @@ func resolveSource(src, baseDir string) (string, error) {
 			return "", fmt.Errorf("source %q is not a valid URL", src)
 		}
 		return src, nil
+	case isBuiltin(src):
+		return src, checkBuiltin(src)
 	case strings.Contains(src, "://"):
 		return "", fmt.Errorf("source %q: only http and https URLs are supported", src)
 	case filepath.IsAbs(src) || baseDir == "":

@@ -111,6 +111,8 @@ type Category struct {
 	Sources []string `toml:"sources"`
 	Refresh string   `toml:"refresh"`
 	Match   string   `toml:"match"` // subdomains (default) | exact
+	// Format overrides detection: auto (default), domains, hosts, adblock, rpz.
+	Format string `toml:"format"`
 
 	RefreshDur time.Duration `toml:"-"`
 }

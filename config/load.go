@@ -135,6 +135,7 @@ func applyDefaults(c *Config) {
 	for _, cat := range c.Categories {
 		def(&cat.Refresh, "24h")
 		def(&cat.Match, "subdomains")
+		def(&cat.Format, "auto")
 	}
 	for _, g := range c.Groups {
 		def(&g.Default, "deny")
@@ -325,6 +326,7 @@ func (v *validator) validate(c *Config) {
 		}
 		cat.RefreshDur = v.duration(key+".refresh", cat.Refresh, time.Minute)
 		v.oneOf(key+".match", cat.Match, "subdomains", "exact")
+		v.oneOf(key+".format", cat.Format, "auto", "domains", "hosts", "adblock", "rpz")
 	}
 	if len(c.Categories) > 64 {
 		v.err("categories", "at most 64 categories are supported, found %d", len(c.Categories))

@@ -63,7 +63,7 @@ func categorySpecs(cfg *config.Config) []blocklists.CategorySpec {
 	specs := make([]blocklists.CategorySpec, 0, len(names))
 	for _, n := range names {
 		c := cfg.Categories[n]
-		specs = append(specs, blocklists.CategorySpec{Name: n, Sources: c.Sources, Refresh: c.RefreshDur, Match: c.Match})
+		specs = append(specs, blocklists.CategorySpec{Name: n, Sources: c.Sources, Refresh: c.RefreshDur, Match: c.Match, Format: c.Format})
 	}
 	return specs
 }

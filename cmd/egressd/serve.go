@@ -312,7 +312,7 @@ func equalCategories(a, b *config.Config) bool {
 	}
 	for name, ca := range a.Categories {
 		cb, ok := b.Categories[name]
-		if !ok || ca.Refresh != cb.Refresh || ca.Match != cb.Match || !equalStrings(ca.Sources, cb.Sources) {
+		if !ok || ca.Refresh != cb.Refresh || ca.Match != cb.Match || ca.Format != cb.Format || !equalStrings(ca.Sources, cb.Sources) {
 			return false
 		}
 	}

@@ -62,13 +62,19 @@ const (
 )
 
 // exchange asks each upstream in order and returns the first usable reply.
-// A server that fails, times out, or answers SERVFAIL or REFUSED hands on
-// to the next, so the whole exchange takes at most Timeout per server.
-// Servers that recently failed to answer are tried last.
+// A name in a configured zone goes to that zone's servers, anything else
+// to the default ones. A server that fails, times out, or answers SERVFAIL
+// or REFUSED hands on to the next, so the whole exchange takes at most
+// Timeout per server. Servers that recently failed to answer are tried
+// last.
 func (s *Server) exchange(parent context.Context, m *dns.Msg) (*dns.Msg, string, error) {
+	upstreams, health := s.upstreams, s.health
+	if z := s.zones.match(m.Question[0].Name); z != nil {
+		upstreams, health = z.upstreams, z.health
+	}
 	var errs []error
-	for _, i := range s.health.order(s.now()) {
-		u := s.upstreams[i]
+	for _, i := range health.order(s.now()) {
+		u := upstreams[i]
 		if err := parent.Err(); err != nil {
 			return nil, "", err
 		}
@@ -78,7 +84,7 @@ func (s *Server) exchange(parent context.Context, m *dns.Msg) (*dns.Msg, string,
 		cancel()
 		result := classify(resp, err)
 		s.countUpstream(u.String(), result, time.Since(start))
-		s.health.observe(i, err == nil, s.now())
+		health.observe(i, err == nil, s.now())
 		if err == nil {
 			s.ready.Store(true)
 		}
@@ -109,4 +115,18 @@ func classify(resp *dns.Msg, err error) string {
 		return resultError
 	}
 	return resultOK
+}
+
+// closeIdleUpstreams closes the connections DNS-over-TLS and DNS-over-HTTPS
+// upstreams keep open between queries.
+func (s *Server) closeIdleUpstreams() {
+	all := s.upstreams
+	for _, z := range s.zones {
+		all = append(all[:len(all):len(all)], z.upstreams...)
+	}
+	for _, u := range all {
+		if c, ok := u.(idleCloser); ok {
+			c.closeIdle()
+		}
+	}
 }

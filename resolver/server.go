@@ -5,12 +5,12 @@ package resolver
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +41,7 @@ type QueryLogger interface {
 type Options struct {
 	Listen      []string       // host:port, each served on UDP and TCP
 	Clients     []netip.Prefix // who may query; everyone else gets REFUSED
-	Upstreams   []string       // host:port of plain DNS servers, tried in order
+	Upstreams   []string       // HOST:PORT, tls://HOST[:PORT][#NAME] or https://HOST[:PORT]/PATH, tried in order
 	Timeout     time.Duration  // per upstream attempt
 	CacheSize   int            // entries; 0 disables the cache
 	CacheMaxTTL time.Duration  // longest time an answer stays cached
@@ -50,6 +50,16 @@ type Options struct {
 	Mark        uint32         // SO_MARK for upstream sockets when non-zero
 	Hosts       map[string][]netip.Addr
 	DoHCanary   bool // NXDOMAIN for use-application-dns.net, NODATA for _dns.resolver.arpa
+
+	// Bootstrap lists plain DNS servers (IP:PORT) that resolve the host
+	// names of tls:// and https:// upstreams; IP literals need none.
+	Bootstrap []string
+	// Zones send queries for a domain and the names below it to their own
+	// upstreams; the longest matching zone wins.
+	Zones []Zone
+	// RootCAs verifies DNS-over-TLS and DNS-over-HTTPS servers; nil uses
+	// the system roots.
+	RootCAs *x509.CertPool
 
 	// RateLimit is queries per second per client address, RateBurst the
 	// bucket size (RateLimit rounded up when 0); RateLimit 0 disables it.
@@ -81,6 +91,7 @@ type Server struct {
 	log       *slog.Logger
 	upstreams []Upstream
 	health    *upstreamHealth
+	zones     zoneRoutes   // nil without Options.Zones
 	cache     *answerCache // nil when disabled
 	hosts     map[string][]netip.Addr
 	maxTTL    uint32 // seconds; 0 means no clamp
@@ -127,14 +138,17 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	for _, u := range o.Upstreams {
-		up, err := newUpstream(u, o.Mark, s.log)
-		if err != nil {
-			return nil, err
-		}
-		s.upstreams = append(s.upstreams, up)
+	build, err := newUpstreamBuilder(o, s.log)
+	if err != nil {
+		return nil, err
+	}
+	if s.upstreams, err = build.list(o.Upstreams); err != nil {
+		return nil, err
 	}
 	s.health = newUpstreamHealth(len(s.upstreams))
+	if s.zones, err = newZoneRoutes(o.Zones, build); err != nil {
+		return nil, err
+	}
 	if o.CacheSize > 0 {
 		c, err := newAnswerCache(o.CacheSize, o.CacheMaxTTL)
 		if err != nil {
@@ -153,18 +167,6 @@ func New(o Options) (*Server, error) {
 	s.SetPolicy(o.Policy)
 	s.SetEnforcer(o.Enforcer)
 	return s, nil
-}
-
-// newUpstream parses one upstream address. Only plain DNS exists today;
-// tls:// and https:// schemes will get their own Upstream types.
-func newUpstream(addr string, mark uint32, log *slog.Logger) (Upstream, error) {
-	if i := strings.Index(addr, "://"); i >= 0 {
-		return nil, fmt.Errorf("resolver: upstream %q: scheme %q not supported yet", addr, addr[:i])
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return nil, fmt.Errorf("resolver: upstream %q: %w", addr, err)
-	}
-	return newPlainUpstream(addr, mark, log), nil
 }
 
 // SetPolicy swaps the policy atomically; queries in flight finish with the

@@ -69,7 +69,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"no policy", Options{Upstreams: []string{"127.0.0.1:53"}}},
 		{"no upstreams", Options{Policy: pol}},
 		{"upstream without port", Options{Policy: pol, Upstreams: []string{"127.0.0.1"}}},
-		{"upstream scheme not yet supported", Options{Policy: pol, Upstreams: []string{"tls://127.0.0.1:853"}}},
+		{"upstream scheme not supported", Options{Policy: pol, Upstreams: []string{"quic://127.0.0.1:853"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

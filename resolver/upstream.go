@@ -2,10 +2,15 @@ package resolver
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,4 +153,132 @@ func contextError(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %w", ctxErr, err)
 	}
 	return err
+}
+
+// upstreamBuilder turns configured server addresses into Upstreams. Each
+// distinct address gets one Upstream, shared by the default list and the
+// zones, so they also share its connections.
+type upstreamBuilder struct {
+	mark  uint32
+	roots *x509.CertPool
+	boot  *bootstrap // nil without bootstrap servers
+	log   *slog.Logger
+	built map[string]Upstream
+}
+
+func newUpstreamBuilder(o Options, log *slog.Logger) (*upstreamBuilder, error) {
+	b := &upstreamBuilder{mark: o.Mark, roots: o.RootCAs, log: log, built: map[string]Upstream{}}
+	if len(o.Bootstrap) > 0 {
+		boot, err := newBootstrap(o.Bootstrap, o.Mark, log)
+		if err != nil {
+			return nil, err
+		}
+		b.boot = boot
+	}
+	return b, nil
+}
+
+func (b *upstreamBuilder) list(addrs []string) ([]Upstream, error) {
+	ups := make([]Upstream, 0, len(addrs))
+	for _, a := range addrs {
+		u, err := b.upstream(a)
+		if err != nil {
+			return nil, err
+		}
+		ups = append(ups, u)
+	}
+	return ups, nil
+}
+
+// upstream parses one address: HOST:PORT for plain DNS,
+// tls://HOST[:PORT][#SERVERNAME] for DNS over TLS (port 853) and
+// https://HOST[:PORT]/PATH for DNS over HTTPS (path /dns-query when empty).
+func (b *upstreamBuilder) upstream(addr string) (Upstream, error) {
+	if u, ok := b.built[addr]; ok {
+		return u, nil
+	}
+	var u Upstream
+	var err error
+	switch scheme, _, found := strings.Cut(addr, "://"); {
+	case !found:
+		if _, _, err = net.SplitHostPort(addr); err == nil {
+			u = newPlainUpstream(addr, b.mark, b.log)
+		}
+	case scheme == "tls":
+		u, err = b.tlsUpstream(addr)
+	case scheme == "https":
+		u, err = b.httpsUpstream(addr)
+	default:
+		err = fmt.Errorf("scheme %q not supported (want tls or https)", scheme)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("resolver: upstream %q: %w", addr, err)
+	}
+	b.built[addr] = u
+	return u, nil
+}
+
+func (b *upstreamBuilder) tlsUpstream(addr string) (Upstream, error) {
+	hostport, serverName, _ := strings.Cut(strings.TrimPrefix(addr, "tls://"), "#")
+	host, port, err := splitHostPortDefault(hostport, "853")
+	if err != nil {
+		return nil, err
+	}
+	ep, err := newEndpoint(host, port, b.boot, b.mark, b.log)
+	if err != nil {
+		return nil, err
+	}
+	if serverName == "" {
+		serverName = host
+	}
+	return newTLSUpstream(addr, ep, serverName, b.roots, b.log), nil
+}
+
+func (b *upstreamBuilder) httpsUpstream(addr string) (Upstream, error) {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, err
+	}
+	if u.Host == "" || u.User != nil || u.Fragment != "" {
+		return nil, errors.New("want https://HOST[:PORT]/PATH")
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	host, port, err := splitHostPortDefault(net.JoinHostPort(u.Hostname(), port), "443")
+	if err != nil {
+		return nil, err
+	}
+	ep, err := newEndpoint(host, port, b.boot, b.mark, b.log)
+	if err != nil {
+		return nil, err
+	}
+	if u.Path == "" {
+		u.Path = "/dns-query"
+	}
+	return newHTTPSUpstream(u.String(), ep, b.roots), nil
+}
+
+// splitHostPortDefault splits HOST[:PORT], where an IPv6 HOST with a port
+// is in brackets, and checks the port.
+func splitHostPortDefault(hostport, defaultPort string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(hostport)
+	if err != nil {
+		host, port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), defaultPort
+	}
+	if strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "", "", fmt.Errorf("invalid host %q", host)
+		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return "", "", fmt.Errorf("invalid port %q", port)
+	}
+	return host, port, nil
+}
+
+// idleCloser is an Upstream that keeps connections open between queries.
+type idleCloser interface {
+	closeIdle()
 }

@@ -18,10 +18,18 @@ type upstreams struct {
 	bin    string
 	logDir string
 
-	mu    sync.Mutex
-	procs []*proc
-	flaps int // times the primary was stopped and started again
-	errs  []string
+	mu     sync.Mutex
+	procs  []*proc
+	flaps  int // times the primary was stopped and started again
+	errs   []string
+	events []string  // when the primary went down and came back
+	t0     time.Time // the run's start, for event times
+}
+
+func (u *upstreams) event(format string, args ...any) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.events = append(u.events, fmt.Sprintf("t=%.3fs ", time.Since(u.t0).Seconds())+fmt.Sprintf(format, args...))
 }
 
 func (u *upstreams) start(i int) error {
@@ -60,8 +68,10 @@ func (u *upstreams) flap(ctx context.Context, period time.Duration) {
 		p := u.procs[0]
 		u.mu.Unlock()
 		p.stop(5 * time.Second)
+		u.event("primary %s stopped (pid %d)", u.addrs[0], p.pid)
 		down := sleepCtx(ctx, period/2)
 		err := u.start(0)
+		u.event("primary %s answering again", u.addrs[0])
 		u.mu.Lock()
 		u.flaps++
 		if err != nil {
@@ -88,6 +98,12 @@ func (u *upstreams) flapCount() (int, []string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.flaps, append([]string(nil), u.errs...)
+}
+
+func (u *upstreams) eventLog() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.events...)
 }
 
 // reloadResult is one SIGHUP and what came of it.
@@ -138,7 +154,7 @@ func (r *reloader) loop(ctx context.Context, period time.Duration) {
 // egressd_config_reloads_total{result="ok"}; a broken one must raise
 // the error count while the live policy stays as it was.
 func (r *reloader) reload(ctx context.Context, v policyVariant) reloadResult {
-	res := reloadResult{at: time.Since(r.start).Round(time.Second), variant: v}
+	res := reloadResult{at: time.Since(r.start).Round(time.Millisecond), variant: v}
 	series := `egressd_config_reloads_total{result="ok"}`
 	if v == variantBroken {
 		series = `egressd_config_reloads_total{result="error"}`

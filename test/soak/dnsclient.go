@@ -2,9 +2,11 @@ package main
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -17,7 +19,11 @@ type exchanger struct {
 	server  netip.AddrPort
 	network string // "udp" or "tcp"
 	conn    *dns.Conn
-	buf     []byte
+	used    bool // the TCP connection has carried a query before
+	// reconnects counts TCP connections egressd had closed between
+	// queries (it closes one after a fixed number of queries); the query
+	// is then sent again on a new connection, as any DNS client would.
+	reconnects uint64
 }
 
 func newExchanger(ns netns, server netip.AddrPort, network string) *exchanger {
@@ -35,6 +41,7 @@ func (e *exchanger) dial() error {
 		return err
 	}
 	e.conn = &dns.Conn{Conn: c, UDPSize: dns.MaxMsgSize}
+	e.used = false
 	return nil
 }
 
@@ -52,6 +59,22 @@ var errNoReply = errors.New("no reply")
 // Replies to earlier, timed-out queries are skipped. A TCP connection that
 // fails is dropped and redialled on the next call.
 func (e *exchanger) exchange(q *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
+	reused := e.network == "tcp" && e.conn != nil && e.used
+	r, err := e.exchangeOnce(q, timeout)
+	if reused && closedByPeer(err) {
+		e.reconnects++
+		return e.exchangeOnce(q, timeout)
+	}
+	return r, err
+}
+
+// closedByPeer is the error of a reused TCP connection the server had
+// already closed.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func (e *exchanger) exchangeOnce(q *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
 	if e.conn == nil {
 		if err := e.dial(); err != nil {
 			return nil, err
@@ -83,6 +106,7 @@ func (e *exchanger) exchange(q *dns.Msg, timeout time.Duration) (*dns.Msg, error
 			continue // a malformed datagram or ICMP error: keep waiting for ours
 		}
 		if matches(q, r) {
+			e.used = true
 			return r, nil
 		}
 	}

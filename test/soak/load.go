@@ -122,8 +122,10 @@ type kindStats struct {
 type loadStats struct {
 	kinds       [numKinds]kindStats
 	udp, tcp    uint64
+	reconnects  uint64   // TCP connections egressd closed between queries
 	notSent     uint64   // jobs the workers could not take in time
 	examples    []string // first unanswered or wrong replies
+	retries     []string // first queries that needed a second try
 	maxLatency  time.Duration
 	slow        uint64 // answered after more than one second
 	sampledSets uint64
@@ -150,16 +152,24 @@ func (s *loadStats) merge(o *loadStats) {
 		}
 	}
 	s.udp += o.udp
+	s.reconnects += o.reconnects
 	s.tcp += o.tcp
 	s.notSent += o.notSent
 	s.maxLatency = max(s.maxLatency, o.maxLatency)
 	s.slow += o.slow
 	s.sampledSets += o.sampledSets
-	for _, e := range o.examples {
-		if len(s.examples) < maxExamples {
-			s.examples = append(s.examples, e)
+	s.examples = appendBounded(s.examples, o.examples...)
+	s.retries = appendBounded(s.retries, o.retries...)
+}
+
+// appendBounded keeps at most maxExamples items.
+func appendBounded(list []string, items ...string) []string {
+	for _, it := range items {
+		if len(list) < maxExamples {
+			list = append(list, it)
 		}
 	}
+	return list
 }
 
 func (s *loadStats) total() (k kindStats) {
@@ -185,7 +195,8 @@ type loadConfig struct {
 	tcpWorkers  int
 	tcpPercent  int
 	timeout     time.Duration
-	sampleEvery uint64 // check one in N allowed answers against the sets
+	sampleEvery uint64    // check one in N allowed answers against the sets
+	start       time.Time // examples are stamped relative to it
 }
 
 // liveCounters let the progress line read the load while it runs.
@@ -215,6 +226,7 @@ func runLoad(ctx context.Context, cfg loadConfig, topo *topology, checker *setCh
 					}
 					w.do(j)
 				}
+				w.stats.reconnects = w.ex.reconnects
 				results <- w.stats
 			}()
 		}
@@ -304,12 +316,13 @@ func (w *worker) do(j job) {
 		}
 		if try == 0 {
 			ks.retried++
+			w.stats.retries = appendBounded(w.stats.retries, w.describe(j, "first try: "+err.Error()))
 		}
 	}
 	if err != nil {
 		ks.unanswered++
 		w.live.unanswered.Add(1)
-		w.example(fmt.Sprintf("%s %s %s over %s: %v", time.Now().Format("15:04:05.000"), j.name, dns.TypeToString[j.qtype], w.ex.network, err))
+		w.stats.examples = appendBounded(w.stats.examples, w.describe(j, err.Error()))
 		return
 	}
 	lat := time.Since(start)
@@ -322,8 +335,8 @@ func (w *worker) do(j job) {
 	ks.rcodes[reply.Rcode]++
 	if !expected(j.kind, j.qtype, reply) {
 		ks.wrong++
-		w.example(fmt.Sprintf("%s %s %s over %s: unexpected %s with %d answers", time.Now().Format("15:04:05.000"), j.name,
-			dns.TypeToString[j.qtype], w.ex.network, dns.RcodeToString[reply.Rcode], len(reply.Answer)))
+		w.stats.examples = appendBounded(w.stats.examples, w.describe(j,
+			fmt.Sprintf("unexpected %s with %d answers", rcodeName(reply.Rcode), len(reply.Answer))))
 		return
 	}
 	if w.checker != nil && (j.kind == kindHot || j.kind == kindHotAAAA || j.kind == kindCold) {
@@ -334,8 +347,8 @@ func (w *worker) do(j job) {
 	}
 }
 
-func (w *worker) example(s string) {
-	if len(w.stats.examples) < maxExamples {
-		w.stats.examples = append(w.stats.examples, s)
-	}
+// describe stamps what happened to a query with the run's clock.
+func (w *worker) describe(j job, what string) string {
+	return fmt.Sprintf("t=%.3fs %s %s %s over %s: %s", time.Since(w.cfg.start).Seconds(), kindNames[j.kind], j.name,
+		dns.TypeToString[j.qtype], w.ex.network, what)
 }

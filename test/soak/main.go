@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -255,16 +256,23 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	}
 	fmt.Printf("  egressd pid %d serving on %s, upstreams %v\n", egressdPID, topo.dns, topo.upstreams)
 
+	start := time.Now()
 	var checker *setChecker
 	if topo.namespaces {
-		if checker, err = newSetChecker(topo.gateway, tableName, groupName); err != nil {
+		if checker, err = newSetChecker(topo.gateway, tableName, groupName, start); err != nil {
 			fmt.Fprintln(os.Stderr, "soak:", err)
 			return 1
 		}
 		defer checker.close()
+		if err := checker.selfTest(topo.client, topo.dns); err != nil {
+			fmt.Fprintln(os.Stderr, "soak: set checker:", err)
+			return 1
+		}
 	}
 
-	start := time.Now()
+	ups.mu.Lock()
+	ups.t0 = start
+	ups.mu.Unlock()
 	scr := newScraper(topo.gateway, topo.metrics)
 	mon := &monitor{scraper: scr, start: start, warmup: o.warmup}
 	if err := mon.sample(); err != nil {
@@ -289,7 +297,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	}()
 
 	cfg := loadConfig{qps: o.qps, duration: o.duration, maxQueries: o.maxQueries, udpWorkers: 128, tcpWorkers: 8,
-		tcpPercent: 5, timeout: 2 * time.Second, sampleEvery: o.sampleEvery}
+		tcpPercent: 5, timeout: 2 * time.Second, sampleEvery: o.sampleEvery, start: start}
 	load := runLoad(ctx, cfg, topo, checker, live)
 	elapsed := time.Since(start).Round(time.Second)
 	stopChurn()
@@ -318,18 +326,25 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	checks := buildChecks(o, s, checkInputs{alive: alive, pid: egressdPID, exit: exitState, cleanExit: cleanExit,
 		endScrapeErr: endErr, flapErrs: flapErrs, setExamples: setExamples})
 	failed := printChecks(os.Stdout, checks)
-	if len(load.examples) > 0 {
-		fmt.Println("\nFirst unanswered or unexpected replies:")
-		for _, e := range load.examples {
-			fmt.Println("  " + e)
-		}
-	}
+	printList(os.Stdout, "First unanswered or unexpected replies:", load.examples)
+	printList(os.Stdout, "First queries that needed a retry:", load.retries)
+	printList(os.Stdout, "Upstream flaps:", ups.eventLog())
 	skipped := countSkipped(checks)
 	fmt.Printf("\n%d passed, %d failed, %d skipped\n", len(checks)-failed-skipped, failed, skipped)
 	if failed > 0 {
 		return 1
 	}
 	return 0
+}
+
+func printList(w io.Writer, title string, lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\n"+title)
+	for _, l := range lines {
+		fmt.Fprintln(w, "  "+l)
+	}
 }
 
 func countSkipped(cs []check) int {

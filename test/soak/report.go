@@ -83,7 +83,8 @@ func printSummary(w io.Writer, s summary) {
 		sets = "skipped (no nftables in loopback mode)"
 	}
 	lines := [][2]string{
-		{"transport", fmt.Sprintf("udp %d, tcp %d, not sent (workers busy) %d", s.load.udp, s.load.tcp, s.load.notSent)},
+		{"transport", fmt.Sprintf("udp %d, tcp %d (%d resent after egressd closed the connection), not sent (workers busy) %d",
+			s.load.udp, s.load.tcp, s.load.reconnects, s.load.notSent)},
 		{"latency", fmt.Sprintf("max %s, %d answers slower than 1s", s.load.maxLatency.Round(1e6), s.load.slow)},
 		{"reloads", fmt.Sprintf("%d ok, %d failed (broken config offered %d time(s))", okReloads, failedReloads, countBroken(s.reloads))},
 		{"upstream flaps", fmt.Sprint(s.flaps)},

@@ -46,6 +46,18 @@ func zoneArgs() []string {
 		"-cold-from", fmt.Sprint(coldFrom), "-cold-ttl", "1", "-sockets", "1"}
 }
 
+// latencyBounds are the upper bounds of the latency buckets reported.
+var latencyBounds = [...]time.Duration{10 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond, time.Second}
+
+func latencyBucket(d time.Duration) int {
+	for i, b := range latencyBounds {
+		if d <= b {
+			return i
+		}
+	}
+	return len(latencyBounds)
+}
+
 type job struct {
 	kind  queryKind
 	name  string
@@ -127,7 +139,7 @@ type loadStats struct {
 	examples    []string // first unanswered or wrong replies
 	retries     []string // first queries that needed a second try
 	maxLatency  time.Duration
-	slow        uint64 // answered after more than one second
+	latency     [len(latencyBounds) + 1]uint64 // answers per latencyBounds bucket, the last one open
 	sampledSets uint64
 }
 
@@ -156,7 +168,9 @@ func (s *loadStats) merge(o *loadStats) {
 	s.tcp += o.tcp
 	s.notSent += o.notSent
 	s.maxLatency = max(s.maxLatency, o.maxLatency)
-	s.slow += o.slow
+	for i, n := range o.latency {
+		s.latency[i] += n
+	}
 	s.sampledSets += o.sampledSets
 	s.examples = appendBounded(s.examples, o.examples...)
 	s.retries = appendBounded(s.retries, o.retries...)
@@ -327,9 +341,7 @@ func (w *worker) do(j job) {
 	}
 	lat := time.Since(start)
 	w.stats.maxLatency = max(w.stats.maxLatency, lat)
-	if lat > time.Second {
-		w.stats.slow++
-	}
+	w.stats.latency[latencyBucket(lat)]++
 	ks.answered++
 	w.live.answered.Add(1)
 	ks.rcodes[reply.Rcode]++

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -85,7 +86,7 @@ func printSummary(w io.Writer, s summary) {
 	lines := [][2]string{
 		{"transport", fmt.Sprintf("udp %d, tcp %d (%d resent after egressd closed the connection), not sent (workers busy) %d",
 			s.load.udp, s.load.tcp, s.load.reconnects, s.load.notSent)},
-		{"latency", fmt.Sprintf("max %s, %d answers slower than 1s", s.load.maxLatency.Round(1e6), s.load.slow)},
+		{"latency", latencyLine(s.load)},
 		{"reloads", fmt.Sprintf("%d ok, %d failed (broken config offered %d time(s))", okReloads, failedReloads, countBroken(s.reloads))},
 		{"upstream flaps", fmt.Sprint(s.flaps)},
 		{"peak RSS", fmt.Sprintf("%.1f MiB (after warm-up %.1f MiB, end %.1f MiB)", s.mon.peakRSS/(1<<20), s.mon.baseRSS/(1<<20), s.mon.lastRSS/(1<<20))},
@@ -135,4 +136,17 @@ func rcodeName(rc int) string {
 		return s
 	}
 	return fmt.Sprintf("RCODE%d", rc)
+}
+
+// latencyLine lists answers per latency bucket, e.g. "≤10ms 5000, ≤100ms 12".
+func latencyLine(l *loadStats) string {
+	var parts []string
+	for i, n := range l.latency {
+		label := ">" + latencyBounds[len(latencyBounds)-1].String()
+		if i < len(latencyBounds) {
+			label = "≤" + latencyBounds[i].String()
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", label, n))
+	}
+	return strings.Join(parts, ", ") + fmt.Sprintf("; max %s (first try to answer, retries included)", l.maxLatency.Round(time.Millisecond))
 }

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func TestParseSamples(t *testing.T) {
+	text := `# HELP go_goroutines Number of goroutines.
+# TYPE go_goroutines gauge
+go_goroutines 23
+process_resident_memory_bytes 3.1457e+07
+egressd_config_reloads_total{result="ok"} 4
+egressd_queries_total{decision="allow",group="a b",qtype="A"} 17 1700000000000
+`
+	s, err := parseSamples(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		series string
+		want   float64
+		ok     bool
+	}{
+		{"go_goroutines", 23, true},
+		{"process_resident_memory_bytes", 31457000, true},
+		{`egressd_config_reloads_total{result="ok"}`, 4, true},
+		{`egressd_queries_total{decision="allow",group="a b",qtype="A"}`, 17, true},
+		{`egressd_config_reloads_total{result="error"}`, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := s.get(tt.series)
+		if ok != tt.ok || got != tt.want {
+			t.Errorf("%s = %v, %t; want %v, %t", tt.series, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestParseSamplesRejectsGarbage(t *testing.T) {
+	for _, text := range []string{"go_goroutines\n", "go_goroutines many\n", `x{a="b"}` + "\n"} {
+		if _, err := parseSamples(strings.NewReader(text)); err == nil {
+			t.Errorf("parseSamples(%q) succeeded", text)
+		}
+	}
+}
+
+func reply(rcode int, rrs ...string) *dns.Msg {
+	m := new(dns.Msg)
+	m.Response = true
+	m.Rcode = rcode
+	for _, s := range rrs {
+		rr, err := dns.NewRR(s)
+		if err != nil {
+			panic(err)
+		}
+		m.Answer = append(m.Answer, rr)
+	}
+	return m
+}
+
+func TestExpected(t *testing.T) {
+	a := "h5.bench.test. 60 IN A 198.18.0.6"
+	aaaa := "h5.bench.test. 60 IN AAAA 2001:db8::5"
+	tests := []struct {
+		kind  queryKind
+		qtype uint16
+		reply *dns.Msg
+		want  bool
+	}{
+		{kindHot, dns.TypeA, reply(dns.RcodeSuccess, a), true},
+		{kindHot, dns.TypeA, reply(dns.RcodeSuccess), false}, // NODATA is not an allowed answer
+		{kindHot, dns.TypeA, reply(dns.RcodeServerFailure), false},
+		{kindHotAAAA, dns.TypeAAAA, reply(dns.RcodeSuccess, aaaa), true},
+		{kindHotAAAA, dns.TypeAAAA, reply(dns.RcodeSuccess, a), false},
+		{kindCold, dns.TypeA, reply(dns.RcodeNameError), false},
+		{kindDenied, dns.TypeA, reply(dns.RcodeNameError), true},
+		{kindDenied, dns.TypeA, reply(dns.RcodeSuccess, a), false},
+		{kindJunkOut, dns.TypeA, reply(dns.RcodeRefused), false},
+		{kindJunkIn, dns.TypeA, reply(dns.RcodeNameError), true},
+		{kindJunkIn, dns.TypeA, reply(dns.RcodeServerFailure), false},
+		{kindFlip, dns.TypeA, reply(dns.RcodeNameError), true},
+		{kindFlip, dns.TypeA, reply(dns.RcodeSuccess, a), true},
+	}
+	for _, tt := range tests {
+		if got := expected(tt.kind, tt.qtype, tt.reply); got != tt.want {
+			t.Errorf("expected(%s, %s, %s) = %t, want %t", kindNames[tt.kind], dns.TypeToString[tt.qtype],
+				rcodeName(tt.reply.Rcode), got, tt.want)
+		}
+	}
+}
+
+// The mix follows kindWeights, and each kind's names land where the
+// policy and the zone put them.
+func TestPickMix(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	const n = 100000
+	var counts [numKinds]int
+	for i := 0; i < n; i++ {
+		j := pick(r)
+		counts[j.kind]++
+		if _, ok := dns.IsDomainName(j.name); !ok || !dns.IsFqdn(j.name) {
+			t.Fatalf("%s: %q is not a fully qualified name", kindNames[j.kind], j.name)
+		}
+		inZone := dns.IsSubDomain(zoneOrigin, j.name)
+		switch j.kind {
+		case kindHot, kindHotAAAA, kindCold, kindJunkIn:
+			if !inZone || j.name == flipName {
+				t.Fatalf("%s: %q should be an allowed name other than %s", kindNames[j.kind], j.name, flipName)
+			}
+		case kindDenied:
+			if !dns.IsSubDomain(blockedZone, j.name) {
+				t.Fatalf("denied: %q not under %s", j.name, blockedZone)
+			}
+		case kindJunkOut:
+			if inZone || dns.IsSubDomain(blockedZone, j.name) {
+				t.Fatalf("junk-outside: %q matches a rule", j.name)
+			}
+		}
+		if (j.qtype == dns.TypeAAAA) != (j.kind == kindHotAAAA) {
+			t.Fatalf("%s: qtype %s", kindNames[j.kind], dns.TypeToString[j.qtype])
+		}
+	}
+	for k, c := range counts {
+		want := float64(kindWeights[k]) / 100
+		if got := float64(c) / n; got < want-0.01 || got > want+0.01 {
+			t.Errorf("%s: share %.3f, want %.2f", kindNames[k], got, want)
+		}
+	}
+}
+
+func TestConfigVariants(t *testing.T) {
+	ns := &topology{namespaces: true, dns: netip.MustParseAddrPort("10.201.1.1:53"),
+		upstreams:  []netip.AddrPort{netip.MustParseAddrPort("10.201.2.2:53"), netip.MustParseAddrPort("10.201.2.3:53")},
+		metrics:    netip.MustParseAddrPort("127.0.0.1:9153"),
+		clientNets: []string{"10.201.1.0/24"}}
+	lo := &topology{dns: netip.MustParseAddrPort("127.0.0.1:5399"), upstreams: ns.upstreams, metrics: ns.metrics,
+		clientNets: []string{"127.0.0.0/8"}}
+	tests := []struct {
+		topo    *topology
+		variant policyVariant
+		has     []string
+		hasNot  []string
+	}{
+		{ns, variantA, []string{`backend = "nftables"`, `servers = ["10.201.2.2:53", "10.201.2.3:53"]`, `deny = ["*.blocked.test"]`, `action = "nxdomain"`},
+			[]string{`"h1.bench.test"`}},
+		{ns, variantB, []string{`deny = ["*.blocked.test", "h1.bench.test"]`, `action = "nxdomain"`}, nil},
+		{ns, variantBroken, []string{`action = "teleport"`}, nil},
+		{lo, variantA, []string{`backend = "none"`, `listen = ["127.0.0.1:5399"]`, `clients = ["127.0.0.0/8"]`}, []string{"nftables"}},
+	}
+	for _, tt := range tests {
+		text := configParams{topo: tt.topo, queryLog: "/tmp/q.jsonl", variant: tt.variant}.render()
+		for _, s := range tt.has {
+			if !strings.Contains(text, s) {
+				t.Errorf("variant %s: %q missing from\n%s", tt.variant, s, text)
+			}
+		}
+		for _, s := range tt.hasNot {
+			if strings.Contains(text, s) {
+				t.Errorf("variant %s: %q present in\n%s", tt.variant, s, text)
+			}
+		}
+	}
+	if variantA.flipAllowed() == variantB.flipAllowed() {
+		t.Error("configs A and B must differ on the flip name")
+	}
+}
+
+func TestMatches(t *testing.T) {
+	q := new(dns.Msg)
+	q.SetQuestion("h5.bench.test.", dns.TypeA)
+	ok := q.Copy()
+	ok.Response = true
+	upper := ok.Copy()
+	upper.Question[0].Name = "H5.Bench.Test."
+	otherID := ok.Copy()
+	otherID.Id++
+	otherType := ok.Copy()
+	otherType.Question[0].Qtype = dns.TypeAAAA
+	notReply := q.Copy()
+	tests := []struct {
+		name string
+		r    *dns.Msg
+		want bool
+	}{
+		{"same", ok, true},
+		{"case differs", upper, true},
+		{"other id", otherID, false},
+		{"other type", otherType, false},
+		{"not a reply", notReply, false},
+	}
+	for _, tt := range tests {
+		if got := matches(q, tt.r); got != tt.want {
+			t.Errorf("%s: matches = %t, want %t", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestLatencyBucket(t *testing.T) {
+	tests := []struct {
+		d    time.Duration
+		want int
+	}{
+		{time.Millisecond, 0}, {10 * time.Millisecond, 0}, {11 * time.Millisecond, 1},
+		{400 * time.Millisecond, 2}, {time.Second, 3}, {3 * time.Second, 4},
+	}
+	for _, tt := range tests {
+		if got := latencyBucket(tt.d); got != tt.want {
+			t.Errorf("latencyBucket(%s) = %d, want %d", tt.d, got, tt.want)
+		}
+	}
+}
+
+func TestBuildChecks(t *testing.T) {
+	o := options{unanswered: 0, wrong: 0, goroutineGrow: 50, rssFactor: 2, rssSlackMiB: 50, sampleEvery: 50}
+	healthy := func() (summary, checkInputs) {
+		l := newLoadStats()
+		l.kinds[kindHot] = kindStats{sent: 100, answered: 100, rcodes: map[int]uint64{0: 100}}
+		s := summary{load: l, flaps: 3, setPassed: 2,
+			reloads: []reloadResult{{variant: variantB, ok: true}, {variant: variantBroken, ok: true}},
+			mon:     monitorFigures{haveBase: true, baseGoroutines: 20, baseRSS: 30 << 20, lastGoroutines: 25, lastRSS: 40 << 20}}
+		return s, checkInputs{alive: true, pid: 7, cleanExit: true}
+	}
+	tests := []struct {
+		name   string
+		change func(*summary, *checkInputs)
+		fail   string // the one check that must fail; "" for none
+	}{
+		{"healthy", func(*summary, *checkInputs) {}, ""},
+		{"died", func(_ *summary, in *checkInputs) { in.alive = false }, "egressd stayed up"},
+		{"unanswered", func(s *summary, _ *checkInputs) { s.load.kinds[kindHot].unanswered = 1 }, "every query answered"},
+		{"servfail", func(s *summary, _ *checkInputs) { s.load.kinds[kindCold].wrong = 1 }, "answers follow the policy"},
+		{"goroutine leak", func(s *summary, _ *checkInputs) { s.mon.lastGoroutines = 70 }, "goroutines bounded"},
+		{"rss growth", func(s *summary, _ *checkInputs) { s.mon.lastRSS = 111 << 20 }, "RSS bounded"},
+		{"set miss", func(s *summary, _ *checkInputs) { s.setFailed = 1 }, "answers in nftables set"},
+		{"no set sample", func(s *summary, _ *checkInputs) { s.setPassed = 0 }, "answers in nftables set"},
+		{"broken config taken", func(s *summary, _ *checkInputs) { s.reloads[1].ok = false }, "config reloads"},
+		{"upstream restart failed", func(_ *summary, in *checkInputs) { in.flapErrs = []string{"x"} }, "upstream flapping"},
+		{"not delivered", func(s *summary, _ *checkInputs) { s.load.notSent = 50 }, "load was delivered"},
+	}
+	for _, tt := range tests {
+		s, in := healthy()
+		tt.change(&s, &in)
+		for _, c := range buildChecks(o, s, in) {
+			wantFail := c.name == tt.fail
+			if (c.status == "FAIL") != wantFail {
+				t.Errorf("%s: %s is %s (%s)", tt.name, c.name, c.status, c.figures)
+			}
+		}
+	}
+}

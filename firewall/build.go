@@ -3,6 +3,7 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -74,10 +75,18 @@ func (l layout) nftTable() *nftables.Table {
 	return &nftables.Table{Family: nftables.TableFamilyINet, Name: l.table}
 }
 
+// setIDs serializes set creation: the library numbers sets from an
+// unguarded package-level counter, and two backends in one process (an
+// overlapping restart in tests, a restore racing another install) must not
+// race on it.
+var setIDs sync.Mutex
+
 // queueReplace queues, on c, the messages that atomically replace the
 // table with this layout. Adding the table first makes the delete succeed
 // whether or not it existed, so the batch never leaves a gap.
 func (l layout) queueReplace(c *nftables.Conn) (map[string]*nftables.Set, error) {
+	setIDs.Lock()
+	defer setIDs.Unlock()
 	t := l.nftTable()
 	c.AddTable(t)
 	c.DelTable(t)

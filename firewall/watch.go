@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -65,8 +66,7 @@ func (d drift) String() string {
 		if c == "delete table" {
 			// Deleting a table deletes each of its objects first; naming
 			// them all says nothing more.
-			parts = []string{c}
-			break
+			return c
 		}
 	}
 	if len(d.elements) > 0 {
@@ -223,26 +223,35 @@ func (w *watcher) loop() {
 			// ENOBUFS: the kernel dropped notifications. The socket stays
 			// usable; the owner re-checks everything.
 			w.report(drift{lost: true})
+			if !errors.Is(err, unix.ENOBUFS) {
+				time.Sleep(100 * time.Millisecond) // unexpected error: do not spin
+			}
 			continue
 		}
 		for _, m := range msgs {
-			if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES {
-				continue
-			}
-			typ := int(m.Header.Type & 0xff)
-			if typ == unix.NFT_MSG_NEWGEN {
-				// One generation per committed batch: report what it did.
-				w.report(batch)
-				batch = drift{}
-				continue
-			}
-			if w.own.has(m.Header.PID) {
-				continue
-			}
-			if d, ok := w.describe(typ, m.Data); ok {
-				batch.merge(d)
-			}
+			w.handle(m, &batch)
 		}
+	}
+}
+
+// handle collects others' changes to the table into batch and reports
+// them when the kernel announces the end of the committed batch.
+func (w *watcher) handle(m netlink.Message, batch *drift) {
+	if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES {
+		return
+	}
+	typ := int(m.Header.Type & 0xff)
+	if typ == unix.NFT_MSG_NEWGEN {
+		// One generation per committed batch: report what it did.
+		w.report(*batch)
+		*batch = drift{}
+		return
+	}
+	if w.own.has(m.Header.PID) {
+		return
+	}
+	if d, ok := w.describe(typ, m.Data); ok {
+		batch.merge(d)
 	}
 }
 

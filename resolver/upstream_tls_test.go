@@ -316,6 +316,11 @@ func TestServerDoTFailover(t *testing.T) {
 	if resp.Rcode != dns.RcodeSuccess || !slices.Equal(answerData(resp), []string{"192.0.2.1"}) {
 		t.Fatalf("got %v", resp)
 	}
+	waitFor(t, func() bool { // the log entry is written after the answer
+		env.log.mu.Lock()
+		defer env.log.mu.Unlock()
+		return len(env.log.entries) > 0
+	})
 	if e := env.log.last(t); e.Upstream != good {
 		t.Errorf("logged upstream %q, want %q", e.Upstream, good)
 	}

@@ -173,8 +173,11 @@ func TestResponseFitsClientBuffer(t *testing.T) {
 	addr := env.start(t)
 
 	plain := question("big.example.", dns.TypeA)
-	edns := question("big.example.", dns.TypeA)
-	edns.SetEdns0(1000, false)
+	withEDNS := func(size uint16) *dns.Msg {
+		m := question("big.example.", dns.TypeA)
+		m.SetEdns0(size, false)
+		return m
+	}
 	tests := []struct {
 		name      string
 		network   string
@@ -183,7 +186,11 @@ func TestResponseFitsClientBuffer(t *testing.T) {
 		truncated bool
 	}{
 		{"udp without edns", "udp", plain, dns.MinMsgSize, true},
-		{"udp with edns 1000", "udp", edns, 1000, true},
+		{"udp with edns 1000", "udp", withEDNS(1000), 1000, true},
+		{"udp with edns 1232", "udp", withEDNS(1232), 1232, true},
+		{"udp with edns 4096, capped at ours", "udp", withEDNS(4096), advertisedUDPSize, true},
+		{"udp with edns below 512 counts as 512", "udp", withEDNS(100), dns.MinMsgSize, true},
+		{"tcp with edns", "tcp", withEDNS(1232), dns.MaxMsgSize, false},
 		{"tcp", "tcp", plain, dns.MaxMsgSize, false},
 	}
 	for _, tt := range tests {
@@ -214,6 +221,10 @@ func TestResponseFitsClientBuffer(t *testing.T) {
 			}
 			if !tt.truncated && len(resp.Answer) != len(records) {
 				t.Errorf("%d answers over TCP, want %d", len(resp.Answer), len(records))
+			}
+			if tt.truncated && (len(raw) < tt.limit-100 || len(resp.Question) != 1) {
+				// Truncation keeps what fits rather than dropping everything.
+				t.Errorf("truncated to %d bytes with %d questions; want close to %d and the question", len(raw), len(resp.Question), tt.limit)
 			}
 		})
 	}

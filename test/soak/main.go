@@ -66,8 +66,8 @@ func parseOptions() (options, error) {
 	flag.DurationVar(&o.warmup, "warmup", 0, "time before the goroutine and RSS baseline is taken (default: a sixth of -duration, 5s to 30s)")
 	flag.IntVar(&o.qps, "qps", qpsDefault, "queries per second, all kinds together (env SOAK_QPS)")
 	flag.Uint64Var(&o.maxQueries, "max-queries", 0, "upper bound on queries sent (default: 1.1 × qps × duration)")
-	flag.DurationVar(&o.flapEvery, "flap-every", 10*time.Second, "the primary upstream is stopped this often, and restarted half this later")
-	flag.DurationVar(&o.reloadEvery, "reload-every", 15*time.Second, "SIGHUP interval")
+	flag.DurationVar(&o.flapEvery, "flap-every", 10*time.Second, "the primary upstream is stopped this often, and restarted half this later (default: shorter for runs under 3 flaps)")
+	flag.DurationVar(&o.reloadEvery, "reload-every", 15*time.Second, "SIGHUP interval (default: shorter for runs under 4 reloads)")
 	flag.Uint64Var(&o.sampleEvery, "sample-every", 50, "check one in N allowed answers against the nftables set")
 	flag.Uint64Var(&o.unanswered, "unanswered-budget", 0, "queries allowed to stay unanswered after one retry")
 	flag.Uint64Var(&o.wrong, "wrong-budget", 0, "answers allowed to differ from what the policy promises (SERVFAIL, wrong rcode)")
@@ -88,6 +88,16 @@ func parseOptions() (options, error) {
 		return o, errors.New("-duration, -qps and -sample-every must be positive")
 	case o.flapEvery < 2*time.Second || o.reloadEvery < 2*time.Second:
 		return o, errors.New("-flap-every and -reload-every must be at least 2s")
+	}
+	// A short run still sees valid and broken reloads and a few flaps,
+	// unless the intervals were set explicitly.
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["reload-every"] && o.duration < 4*o.reloadEvery {
+		o.reloadEvery = max(o.duration/4, 2*time.Second)
+	}
+	if !set["flap-every"] && o.duration < 3*o.flapEvery {
+		o.flapEvery = max(o.duration/3, 2*time.Second)
 	}
 	if o.warmup == 0 {
 		o.warmup = min(max(o.duration/6, 5*time.Second), 30*time.Second)
@@ -174,7 +184,7 @@ func soak() int {
 		return 2
 	}
 	code := soakIn(ctx, o, workDir)
-	if code == 0 && !o.keep {
+	if code != 1 && !o.keep {
 		os.RemoveAll(workDir)
 	} else {
 		fmt.Printf("\nwork directory kept: %s (configs, egressd.log, authd*.log, queries.jsonl)\n", workDir)

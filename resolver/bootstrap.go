@@ -21,6 +21,8 @@ const (
 	bootstrapMinTTL     = 60 * time.Second
 	bootstrapStaleRetry = 30 * time.Second
 	maxCNAMEHops        = 8
+	// dialTimeout bounds a connection attempt made without a deadline.
+	dialTimeout = 5 * time.Second
 )
 
 var errNoAddresses = errors.New("no A or AAAA records")
@@ -69,6 +71,10 @@ func (b *bootstrap) lookup(ctx context.Context, host string) ([]netip.Addr, erro
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		return nil, errNoDeadline
+	}
+	if cached {
+		// Leave time to connect to the last addresses if the refresh fails.
+		deadline = time.Now().Add(time.Until(deadline) / 2)
 	}
 	ch := b.flights.DoChan(host, func() (any, error) {
 		// The lookup outlives a caller that gives up, for the others.
@@ -228,6 +234,12 @@ func newEndpoint(host, port string, boot *bootstrap, mark uint32, log *slog.Logg
 // gets an equal share of the time left, so one black-holed address does
 // not use up the whole attempt.
 func (e *endpoint) dial(ctx context.Context) (net.Conn, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		// net/http dials for a request without its deadline.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, dialTimeout)
+		defer cancel()
+	}
 	addrs := []netip.Addr{e.ip}
 	if e.boot != nil {
 		var err error

@@ -48,6 +48,7 @@ func newHTTPSUpstream(url string, ep *endpoint, roots *x509.CertPool) *httpsUpst
 			MinVersion:         tls.VersionTLS12,
 			ClientSessionCache: tls.NewLRUClientSessionCache(maxIdleHTTPSConns),
 		},
+		TLSHandshakeTimeout:    dialTimeout,
 		ForceAttemptHTTP2:      true,
 		MaxIdleConns:           maxIdleHTTPSConns,
 		MaxIdleConnsPerHost:    maxIdleHTTPSConns,

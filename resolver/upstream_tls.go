@@ -17,9 +17,13 @@ import (
 )
 
 // Idle DNS-over-TLS connections are kept for reuse, a few per upstream,
-// and dropped once idle longer than servers commonly keep them open.
+// and dropped once idle longer than servers commonly keep them open. At
+// most maxTLSConns queries are on the wire at once per upstream (one per
+// connection); more wait for a turn, so a burst of misses cannot turn into
+// a burst of handshakes.
 const (
-	maxIdleTLSConns = 4
+	maxIdleTLSConns = 8
+	maxTLSConns     = 32
 	tlsIdleTimeout  = 20 * time.Second
 )
 
@@ -33,6 +37,7 @@ type tlsUpstream struct {
 	conf *tls.Config
 	log  *slog.Logger
 	now  func() time.Time
+	busy chan struct{} // one token per connection in use
 
 	mu   sync.Mutex
 	idle []idleTLSConn // oldest first
@@ -53,8 +58,9 @@ func newTLSUpstream(name string, ep *endpoint, serverName string, roots *x509.Ce
 			MinVersion:         tls.VersionTLS12,
 			ClientSessionCache: tls.NewLRUClientSessionCache(maxIdleTLSConns),
 		},
-		log: log,
-		now: time.Now,
+		log:  log,
+		now:  time.Now,
+		busy: make(chan struct{}, maxTLSConns),
 	}
 }
 
@@ -72,6 +78,12 @@ func (u *tlsUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, e
 	packed, err := q.Pack()
 	if err != nil {
 		return nil, err
+	}
+	select {
+	case u.busy <- struct{}{}:
+		defer func() { <-u.busy }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for a connection: %w", ctx.Err())
 	}
 	if conn := u.pooled(); conn != nil {
 		reply, err := u.roundTrip(ctx, conn, packed, &q)

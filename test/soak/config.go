@@ -62,7 +62,7 @@ func (c configParams) render() string {
 	}
 	fmt.Fprintf(&b, "[server]\nlisten = %s\nclients = %s\ntcp_idle_timeout = \"30s\"\n\n",
 		tomlList([]string{c.topo.dns.String()}), tomlList(c.topo.clientNets))
-	fmt.Fprintf(&b, "[upstream]\nservers = %s\ntimeout = \"500ms\"\n\n", tomlList(ups))
+	fmt.Fprintf(&b, "[upstream]\nservers = %s\ntimeout = \"1s\"\n\n", tomlList(ups))
 	b.WriteString("[cache]\nsize = 50000\nmax_ttl = \"1h\"\n\n")
 	fmt.Fprintf(&b, "[firewall]\nbackend = %q\ntable = %q\nhooks = [\"forward\"]\ngrace = \"15s\"\nmax_ttl = \"5m\"\nremove_on_exit = true\n\n",
 		backend, tableName)

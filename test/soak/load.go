@@ -132,15 +132,19 @@ type kindStats struct {
 
 // loadStats is the client's view of the whole run.
 type loadStats struct {
-	kinds       [numKinds]kindStats
-	udp, tcp    uint64
-	reconnects  uint64   // TCP connections egressd closed between queries
-	notSent     uint64   // jobs the workers could not take in time
-	examples    []string // first unanswered or wrong replies
-	retries     []string // first queries that needed a second try
-	maxLatency  time.Duration
-	latency     [len(latencyBounds) + 1]uint64 // answers per latencyBounds bucket, the last one open
-	sampledSets uint64
+	kinds      [numKinds]kindStats
+	udp, tcp   uint64
+	reconnects uint64   // TCP connections egressd closed between queries
+	notSent    uint64   // jobs the workers could not take in time
+	examples   []string // first unanswered or wrong replies
+	retries    []string // first queries that needed a second try
+	// badFirst and badLast bound the times of the badCount unanswered or
+	// unexpected replies, since the load started.
+	badFirst, badLast time.Duration
+	badCount          uint64
+	maxLatency        time.Duration
+	latency           [len(latencyBounds) + 1]uint64 // answers per latencyBounds bucket, the last one open
+	sampledSets       uint64
 }
 
 func newLoadStats() *loadStats {
@@ -172,6 +176,13 @@ func (s *loadStats) merge(o *loadStats) {
 		s.latency[i] += n
 	}
 	s.sampledSets += o.sampledSets
+	if o.badCount > 0 {
+		if s.badCount == 0 || o.badFirst < s.badFirst {
+			s.badFirst = o.badFirst
+		}
+		s.badLast = max(s.badLast, o.badLast)
+		s.badCount += o.badCount
+	}
 	s.examples = appendBounded(s.examples, o.examples...)
 	s.retries = appendBounded(s.retries, o.retries...)
 }
@@ -336,6 +347,7 @@ func (w *worker) do(j job) {
 	if err != nil {
 		ks.unanswered++
 		w.live.unanswered.Add(1)
+		w.bad()
 		w.stats.examples = appendBounded(w.stats.examples, w.describe(j, err.Error()))
 		return
 	}
@@ -347,6 +359,7 @@ func (w *worker) do(j job) {
 	ks.rcodes[reply.Rcode]++
 	if !expected(j.kind, j.qtype, reply) {
 		ks.wrong++
+		w.bad()
 		w.stats.examples = appendBounded(w.stats.examples, w.describe(j,
 			fmt.Sprintf("unexpected %s with %d answers", rcodeName(reply.Rcode), len(reply.Answer))))
 		return
@@ -357,6 +370,16 @@ func (w *worker) do(j job) {
 			w.checker.check(j.name, addresses(reply))
 		}
 	}
+}
+
+// bad notes the time of an unanswered or unexpected reply.
+func (w *worker) bad() {
+	t := time.Since(w.cfg.start)
+	if w.stats.badCount == 0 {
+		w.stats.badFirst = t
+	}
+	w.stats.badLast = t
+	w.stats.badCount++
 }
 
 // describe stamps what happened to a query with the run's clock.

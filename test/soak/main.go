@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -266,6 +267,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	}
 	fmt.Printf("  egressd pid %d serving on %s, upstreams %v\n", egressdPID, topo.dns, topo.upstreams)
 
+	loadBefore := loadAverage()
 	start := time.Now()
 	var checker *setChecker
 	if topo.namespaces {
@@ -306,8 +308,8 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 		done <- struct{}{}
 	}()
 
-	cfg := loadConfig{qps: o.qps, duration: o.duration, maxQueries: o.maxQueries, udpWorkers: 128, tcpWorkers: 8,
-		tcpPercent: 5, timeout: 2 * time.Second, sampleEvery: o.sampleEvery, start: start}
+	cfg := loadConfig{qps: o.qps, duration: o.duration, maxQueries: o.maxQueries, udpWorkers: 256, tcpWorkers: 8,
+		tcpPercent: 5, timeout: 3 * time.Second, sampleEvery: o.sampleEvery, start: start}
 	load := runLoad(ctx, cfg, topo, checker, live)
 	elapsed := time.Since(start).Round(time.Second)
 	stopChurn()
@@ -327,7 +329,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	cleanExit := stopEgressd()
 
 	flaps, flapErrs := ups.flapCount()
-	s := summary{mode: mode, elapsed: elapsed.String(), load: load, reloads: rel.snapshot(), flaps: flaps, mon: mon.figures(), setSkip: checker == nil}
+	s := summary{loadavg: fmt.Sprintf("%s at the start, %s at the end, %d CPUs", loadBefore, loadAverage(), runtime.NumCPU()), mode: mode, elapsed: elapsed.String(), load: load, reloads: rel.snapshot(), flaps: flaps, mon: mon.figures(), setSkip: checker == nil}
 	var setExamples []string
 	if checker != nil {
 		s.setPassed, s.setFailed, setExamples = checker.counts()
@@ -355,6 +357,20 @@ func printList(w io.Writer, title string, lines []string) {
 	for _, l := range lines {
 		fmt.Fprintln(w, "  "+l)
 	}
+}
+
+// loadAverage is the 1, 5 and 15 minute load average, for judging how
+// much of a stall the machine's other work explains.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func countSkipped(cs []check) int {

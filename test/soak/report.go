@@ -38,6 +38,7 @@ func printChecks(w io.Writer, checks []check) (failed int) {
 
 // summary is everything the final table shows.
 type summary struct {
+	loadavg   string
 	mode      string
 	elapsed   string
 	load      *loadStats
@@ -92,6 +93,8 @@ func printSummary(w io.Writer, s summary) {
 		{"peak RSS", fmt.Sprintf("%.1f MiB (after warm-up %.1f MiB, end %.1f MiB)", s.mon.peakRSS/(1<<20), s.mon.baseRSS/(1<<20), s.mon.lastRSS/(1<<20))},
 		{"goroutines", fmt.Sprintf("after warm-up %.0f, end %.0f, peak %.0f", s.mon.baseGoroutines, s.mon.lastGoroutines, s.mon.peakGoroutines)},
 		{"set presence", sets},
+		{"bad answers", badWindow(s.load)},
+		{"machine load", s.loadavg},
 		{"metrics scrapes", fmt.Sprintf("%d (%d failed)", s.mon.scrapes, s.mon.failures)},
 	}
 	for _, l := range lines {
@@ -149,4 +152,12 @@ func latencyLine(l *loadStats) string {
 		parts = append(parts, fmt.Sprintf("%s %d", label, n))
 	}
 	return strings.Join(parts, ", ") + fmt.Sprintf("; max %s (first try to answer, retries included)", l.maxLatency.Round(time.Millisecond))
+}
+
+// badWindow says when unanswered or unexpected replies happened.
+func badWindow(l *loadStats) string {
+	if l.badCount == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d unanswered or unexpected, between t=%.3fs and t=%.3fs", l.badCount, l.badFirst.Seconds(), l.badLast.Seconds())
 }

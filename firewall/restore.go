@@ -127,17 +127,21 @@ func (n *NFT) restoreTable(d drift, found []string, present bool, now time.Time)
 	n.restores.WithLabelValues(reason).Inc()
 }
 
-// refill adds back the elements of sets that the index still considers
-// live.
+// refill adds back the live elements (as the index sees them) that the
+// kernel's sets lack. Only missing ones are sent: re-adding everything
+// would flood the watcher with egressd's own notifications, and after an
+// overflow that would repeat.
 func (n *NFT) refill(d drift, sets map[string]bool, now time.Time) {
-	live := n.index.live(n.now(), sets, expiryMargin)
+	missing, err := n.missingElements(sets)
+	if err != nil {
+		n.log.Warn("firewall: cannot list set elements", "table", n.spec.Table, "err", err)
+		n.resetConn()
+		n.later(d, verifyRetry)
+		return
+	}
 	total := 0
-	for name, elems := range live {
-		set := n.sets[name]
-		if set == nil {
-			continue
-		}
-		if err := queueElements(n.conn, set, elems, false); err != nil {
+	for name, elems := range missing {
+		if err := queueElements(n.conn, n.sets[name], elems, false); err != nil {
 			n.resetConn()
 			n.log.Error("firewall: re-adding elements failed", "err", err)
 			return
@@ -155,14 +159,46 @@ func (n *NFT) refill(d drift, sets map[string]bool, now time.Time) {
 		return
 	}
 	n.count("ok")
-	if len(d.elements) == 0 && !d.replaced {
-		// Only lost notifications: nothing is known to have been deleted.
-		n.log.Info("firewall: change notifications were lost; re-added live elements", "table", n.spec.Table, "elements", total)
-		return
-	}
 	n.log.Warn("firewall set elements deleted outside egressd; re-added the live ones",
 		"table", n.spec.Table, "events", d.String(), "elements", total)
 	n.restores.WithLabelValues(restoreElements).Inc()
+}
+
+// missingElements lists, per set, the index's live elements that the
+// kernel does not have.
+func (n *NFT) missingElements(sets map[string]bool) (map[string][]nftables.SetElement, error) {
+	live := n.index.live(n.now(), sets, expiryMargin)
+	for name, want := range live {
+		set := n.sets[name]
+		if set == nil {
+			delete(live, name)
+			continue
+		}
+		have, err := n.conn.GetSetElements(set)
+		if err != nil {
+			return nil, fmt.Errorf("list set %s: %w", name, err)
+		}
+		present := make(map[string]bool, len(have))
+		for _, e := range have {
+			present[elementKey(e)] = true
+		}
+		var lacking []nftables.SetElement
+		for _, e := range want {
+			if !present[elementKey(e)] {
+				lacking = append(lacking, e)
+			}
+		}
+		if len(lacking) == 0 {
+			delete(live, name)
+		} else {
+			live[name] = lacking
+		}
+	}
+	return live, nil
+}
+
+func elementKey(e nftables.SetElement) string {
+	return string(e.Key) + "\x00" + string(e.KeyEnd)
 }
 
 // dynamicSets names every set Allow fills.

@@ -68,7 +68,7 @@ func newDriftFixture(t *testing.T, opts Options) *driftFixture {
 	f.n = n
 	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.10", "192.0.2.11"), TTL: time.Minute})
 	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.12"), TTL: time.Minute,
-		Ports: []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}}})
+		Ports: []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}, {Proto: policy.ProtoTCP, From: 80, To: 80}}})
 	f.d4 = netip.MustParseAddr("192.0.2.10").AsSlice()
 	f.p4 = portKey(netip.MustParseAddr("192.0.2.12").AsSlice(), policy.ProtoTCP, 443)
 	f.p4End = f.p4
@@ -104,7 +104,7 @@ func (f *driftFixture) restored(t *testing.T) bool {
 		return false
 	}
 	p4, ok := f.setElements(t, "g_servers_p4")
-	if !ok {
+	if !ok || len(p4) != 2 {
 		return false
 	}
 	_, ok = findElement(p4, f.p4, f.p4End)
@@ -170,17 +170,20 @@ func TestDriftIsRestored(t *testing.T) {
 		name   string
 		change func(t *testing.T, f *driftFixture)
 		reason string
-		logged string // the warning must name what changed
+		logged string // the warning must name what changed, and what was re-added
 	}{
 		{"delete table", func(t *testing.T, f *driftFixture) {
 			f.ns.exec(t, "nft", "delete", "table", "inet", "egressd")
 		}, restoreTable, "table inet egressd missing"},
 		{"flush dynamic set", func(t *testing.T, f *driftFixture) {
 			f.ns.exec(t, "nft", "flush", "set", "inet", "egressd", "g_servers_d4")
-		}, restoreElements, "delete elements from set g_servers_d4"},
+		}, restoreElements, `events="delete elements from set g_servers_d4" elements=2`},
+		{"delete one of two elements", func(t *testing.T, f *driftFixture) {
+			f.ns.exec(t, "nft", "delete", "element", "inet", "egressd", "g_servers_d4", "{ 192.0.2.11 }")
+		}, restoreElements, `events="delete elements from set g_servers_d4" elements=1`},
 		{"delete one element", func(t *testing.T, f *driftFixture) {
 			f.ns.exec(t, "nft", "delete", "element", "inet", "egressd", "g_servers_p4", "{ 192.0.2.12 . tcp . 443 }")
-		}, restoreElements, "delete elements from set g_servers_p4"},
+		}, restoreElements, `events="delete elements from set g_servers_p4" elements=1`},
 		{"delete drop rule", func(t *testing.T, f *driftFixture) {
 			h := f.ruleHandle(t, "g_servers", `drop`)
 			f.ns.exec(t, "nft", "delete", "rule", "inet", "egressd", "g_servers", "handle", h)
@@ -417,5 +420,49 @@ func TestRestoreRetriesAfterFailure(t *testing.T) {
 	f.waitRestored(t)
 	if got := f.restores(t, restoreTable); got != 1 {
 		t.Errorf("restores{reason=table} = %v, want 1", got)
+	}
+}
+
+// TestLostNotificationsResendOnlyMissing: after an overflow of the
+// notification socket egressd cannot know what changed. It must compare
+// the sets with its index and re-add only what is missing, or its own
+// re-adds would overflow the socket again.
+func TestLostNotificationsResendOnlyMissing(t *testing.T) {
+	f := newDriftFixture(t, Options{VerifyEvery: -1})
+	idle := func() int {
+		before := f.n.flushCount()
+		f.n.watch.report(drift{lost: true})
+		time.Sleep(200 * time.Millisecond)
+		return f.n.flushCount() - before
+	}
+	if sent := idle(); sent != 0 {
+		t.Errorf("lost notifications with nothing missing sent %d batches", sent)
+	}
+
+	// Delete an element through a socket the watcher takes for egressd's
+	// own, as if its notification had been dropped.
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(f.ns.fd), nftables.WithSockOptions(f.n.rememberPortID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseLasting()
+	set := &nftables.Set{Table: f.table, Name: "g_servers_d4", KeyType: nftables.TypeIPAddr}
+	if err := c.SetDeleteElements(set, []nftables.SetElement{{Key: f.d4}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if f.restored(t) {
+		t.Fatal("the deletion was noticed; the test cannot simulate lost notifications")
+	}
+	f.n.watch.report(drift{lost: true})
+	f.waitRestored(t)
+	if got := f.restores(t, restoreElements); got != 1 {
+		t.Errorf("restores{reason=elements} = %v, want 1", got)
+	}
+	if logs := f.logs.String(); !strings.Contains(logs, `events="notifications lost" elements=1`) {
+		t.Errorf("want one element re-added after lost notifications:\n%s", logs)
 	}
 }

@@ -247,10 +247,9 @@ func (w *watcher) handle(m netlink.Message, batch *drift) {
 		*batch = drift{}
 		return
 	}
-	if w.own.has(m.Header.PID) {
-		return
-	}
-	if d, ok := w.describe(typ, m.Data); ok {
+	// describe is cheap for the common case, egressd's own element
+	// additions; the port id check comes second.
+	if d, ok := w.describe(typ, m.Data); ok && !w.own.has(m.Header.PID) {
 		batch.merge(d)
 	}
 }

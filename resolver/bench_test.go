@@ -49,11 +49,15 @@ func benchEnv(b *testing.B, withObservers bool) (*testEnv, *dns.Msg) {
 
 func BenchmarkCacheHit(b *testing.B) {
 	for _, bc := range []struct {
-		name    string
-		metrics bool
-	}{{"bare", false}, {"metrics+querylog", true}} {
+		name      string
+		metrics   bool
+		rateLimit bool
+	}{{"bare", false, false}, {"metrics+querylog", true, false}, {"bare+ratelimit", false, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			env, req := benchEnv(b, bc.metrics)
+			if bc.rateLimit { // a limit no query reaches: the cost of the check
+				env.srv.limiter = newRateLimiter(1e12, 1e12)
+			}
 			w := &fakeWriter{remote: udpClient("127.0.0.1")}
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -124,7 +124,7 @@ func (s *Server) resolve(client netip.Addr, req *dns.Msg, q *query) outcome {
 	}
 
 	if o.upstream != upstreamHosts && s.rebinding(d.Group, q.qname, ans.addrs) {
-		s.log.Warn("answer with local addresses denied", "rule", ruleRebinding, "group", d.Group, "client", client, "qname", q.qname, "addrs", ans.addrs)
+		s.log.Info("answer with local addresses denied", "rule", ruleRebinding, "group", d.Group, "client", client, "qname", q.qname, "addrs", ans.addrs)
 		o.rule, o.source, o.action = ruleRebinding, sourceRebinding, d.Action.String()
 		if d.Mode == policy.ModeEnforce {
 			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, d), 0

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -281,4 +282,33 @@ func splitHostPortDefault(hostport, defaultPort string) (host, port string, err 
 // idleCloser is an Upstream that keeps connections open between queries.
 type idleCloser interface {
 	closeIdle()
+}
+
+// paddingBlock is the size queries over encrypted transports are padded
+// to a multiple of (RFC 8467 section 4.1), so their length tells an
+// observer less about the name asked.
+const paddingBlock = 128
+
+// packPadded packs q with an EDNS(0) padding option (RFC 7830) that makes
+// the message a multiple of paddingBlock long. q is not modified; without
+// an OPT record it is packed as it is.
+func packPadded(q *dns.Msg) ([]byte, error) {
+	i := slices.IndexFunc(q.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeOPT })
+	if i < 0 {
+		return q.Pack()
+	}
+	orig, ok := q.Extra[i].(*dns.OPT)
+	if !ok {
+		return q.Pack()
+	}
+	opt := *orig
+	opt.Option = slices.DeleteFunc(slices.Clone(orig.Option), func(o dns.EDNS0) bool { return o.Option() == dns.EDNS0PADDING })
+	pad := &dns.EDNS0_PADDING{}
+	opt.Option = append(opt.Option, pad)
+	p := *q
+	p.Extra = slices.Clone(q.Extra)
+	p.Extra[i] = &opt
+	p.Compress = false
+	pad.Padding = make([]byte, (paddingBlock-p.Len()%paddingBlock)%paddingBlock)
+	return p.Pack()
 }

@@ -69,8 +69,8 @@ func newHTTPSUpstream(url string, ep *endpoint, roots *x509.CertPool) *httpsUpst
 
 func (u *httpsUpstream) String() string { return u.url }
 
-// Exchange POSTs query with ID 0 (RFC 8484 section 4.1: it keeps the
-// message cacheable) and gives the reply the query's ID back. The reply
+// Exchange POSTs query, padded and with ID 0 (RFC 8484 section 4.1: it
+// keeps the message cacheable), and gives the reply the query's ID back. The reply
 // must come with status 200, type application/dns-message, fit in a DNS
 // message and answer the question.
 func (u *httpsUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, error) {
@@ -79,7 +79,7 @@ func (u *httpsUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg,
 	}
 	q := *query
 	q.Id = 0
-	packed, err := q.Pack()
+	packed, err := packPadded(&q)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,7 @@ type dohRequest struct {
 	method, path, contentType string
 	protoMajor                int
 	id                        uint16
+	size                      int
 }
 
 // dohReply turns a query into the HTTP response: status, content type and
@@ -48,7 +49,7 @@ func startDoH(t testing.TB, pki *testPKI, h upstreamHandler, reply dohReply) *do
 			return
 		}
 		d.mu.Lock()
-		d.requests = append(d.requests, dohRequest{r.Method, r.URL.Path, r.Header.Get("Content-Type"), r.ProtoMajor, q.Id})
+		d.requests = append(d.requests, dohRequest{r.Method, r.URL.Path, r.Header.Get("Content-Type"), r.ProtoMajor, q.Id, len(body)})
 		d.mu.Unlock()
 		fw := &fakeWriter{remote: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}}
 		h(fw, q, false)
@@ -113,7 +114,7 @@ func TestHTTPSUpstreamAnswersOverOneConnection(t *testing.T) {
 		t.Fatalf("server saw %d requests, want %d", len(reqs), queries)
 	}
 	for i, r := range reqs {
-		want := dohRequest{http.MethodPost, "/dns-query", dnsMessageType, 2, 0}
+		want := dohRequest{http.MethodPost, "/dns-query", dnsMessageType, 2, 0, paddingBlock}
 		if r != want {
 			t.Errorf("request %d: %+v, want %+v", i, r, want)
 		}

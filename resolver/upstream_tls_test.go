@@ -356,3 +356,57 @@ func BenchmarkUpstreamExchange(b *testing.B) {
 		})
 	}
 }
+
+func TestPackPadded(t *testing.T) {
+	long := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + ".example."
+	withPadding := upstreamQuery(&query{qname: "a.example.", qtype: dns.TypeA, qclass: dns.ClassINET})
+	withPadding.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_PADDING{Padding: make([]byte, 7)}}
+	noOPT := question("a.example.", dns.TypeA)
+	tests := []struct {
+		name    string
+		q       *dns.Msg
+		wantLen int // 0: a multiple of paddingBlock with one padding option
+	}{
+		{"short name", upstreamQuery(&query{qname: "a.example.", qtype: dns.TypeA, qclass: dns.ClassINET}), 0},
+		{"long name", upstreamQuery(&query{qname: long, qtype: dns.TypeAAAA, qclass: dns.ClassINET}), 0},
+		{"padding already there", withPadding, 0},
+		{"no OPT", noOPT, noOPT.Len()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.q.String()
+			packed, err := packPadded(tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.q.String() != before {
+				t.Error("packPadded modified the query")
+			}
+			var m dns.Msg
+			if err := m.Unpack(packed); err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantLen != 0 {
+				if len(packed) != tt.wantLen {
+					t.Errorf("length %d, want %d", len(packed), tt.wantLen)
+				}
+				return
+			}
+			if len(packed)%paddingBlock != 0 {
+				t.Errorf("length %d is not a multiple of %d", len(packed), paddingBlock)
+			}
+			pads := 0
+			for _, o := range m.IsEdns0().Option {
+				if o.Option() == dns.EDNS0PADDING {
+					pads++
+				}
+			}
+			if pads != 1 {
+				t.Errorf("%d padding options, want 1", pads)
+			}
+			if m.Question[0] != tt.q.Question[0] {
+				t.Errorf("question %v, want %v", m.Question[0], tt.q.Question[0])
+			}
+		})
+	}
+}

@@ -144,7 +144,7 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 	}
 	if !opts.NoWatch {
 		// Subscribe before installing so no change after it goes unseen.
-		if n.watch, err = startWatcher(n.netns, spec.Table, n.own); err != nil {
+		if n.watch, err = startWatcher(n.netns, spec.Table, n.own, n.log); err != nil {
 			_ = n.conn.CloseLasting()
 			return nil, err
 		}

@@ -3,12 +3,12 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -24,6 +24,7 @@ import (
 // header check.
 type watcher struct {
 	conn   *netlink.Conn
+	log    *slog.Logger
 	table  atomic.Pointer[string] // the table to watch; Reload may rename it
 	own    *portIDs
 	wake   chan struct{} // capacity 1: a report is waiting in pending
@@ -160,7 +161,7 @@ func portIDOf(c *netlink.Conn) (uint32, error) {
 
 // startWatcher subscribes to nftables notifications in the namespace netns
 // (zero: the current one).
-func startWatcher(netns int, table string, own *portIDs) (*watcher, error) {
+func startWatcher(netns int, table string, own *portIDs, log *slog.Logger) (*watcher, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netns})
 	if err != nil {
 		return nil, fmt.Errorf("firewall: watch: %w", err)
@@ -175,7 +176,7 @@ func startWatcher(netns int, table string, own *portIDs) (*watcher, error) {
 		c.Close()
 		return nil, fmt.Errorf("firewall: watch: %w", err)
 	}
-	w := &watcher{conn: c, own: own, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &watcher{conn: c, log: log, own: own, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	w.table.Store(&table)
 	go w.loop()
 	return w, nil
@@ -220,13 +221,14 @@ func (w *watcher) loop() {
 			if w.closed.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// ENOBUFS: the kernel dropped notifications. The socket stays
-			// usable; the owner re-checks everything.
+			// The kernel dropped notifications (ENOBUFS); the socket stays
+			// usable and the owner re-checks everything.
 			w.report(drift{lost: true})
-			if !errors.Is(err, unix.ENOBUFS) {
-				time.Sleep(100 * time.Millisecond) // unexpected error: do not spin
+			if errors.Is(err, unix.ENOBUFS) {
+				continue
 			}
-			continue
+			w.log.Error("firewall: nftables change notifications stopped; only the periodic check finds changes now", "err", err)
+			return
 		}
 		for _, m := range msgs {
 			w.handle(m, &batch)

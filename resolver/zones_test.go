@@ -79,3 +79,41 @@ func TestZoneSharesUpstreams(t *testing.T) {
 		t.Error("the zone shares the default servers' health order")
 	}
 }
+
+// The whole server with encrypted upstreams given by host name: the default
+// goes over DoH, a zone over DoT, both found through the bootstrap server.
+func TestServerEncryptedUpstreamsByName(t *testing.T) {
+	pki := newTestPKI(t)
+	dot := startDoT(t, pki, addressFor(t, "10.0.0.1"))
+	doh := startDoH(t, pki, addressFor(t, "192.0.2.1"), nil)
+	boot := startUpstream(t, bootstrapAnswers(t, nil))
+	dohURL, dotURL := doh.url(testServerName, "/dns-query"), dot.url(testServerName, "")
+	env := newEnv(t, Options{
+		Upstreams: []string{dohURL},
+		Zones:     []Zone{{Name: "corp.internal", Upstreams: []string{dotURL}}},
+		Bootstrap: []string{boot.addr},
+		RootCAs:   pki.roots,
+	})
+	t.Cleanup(env.srv.closeIdleUpstreams)
+	addr := env.start(t)
+	for _, tt := range []struct{ name, want string }{
+		{"www.example.com.", "192.0.2.1"},
+		{"host.corp.internal.", "10.0.0.1"},
+		{"mail.example.com.", "192.0.2.1"},
+		{"db.corp.internal.", "10.0.0.1"},
+	} {
+		resp := exchange(t, "udp", addr, question(tt.name, dns.TypeA))
+		if got := answerData(resp); !slices.Equal(got, []string{tt.want}) {
+			t.Errorf("%s: answers %v, want %s", tt.name, got, tt.want)
+		}
+	}
+	if n := dot.accepted.Load(); n != 1 {
+		t.Errorf("DoT server accepted %d connections, want 1", n)
+	}
+	if n := doh.accepted.Load(); n != 1 {
+		t.Errorf("DoH server accepted %d connections, want 1", n)
+	}
+	if n := boot.queries.Load(); n != 2 {
+		t.Errorf("bootstrap server asked %d times, want 2 (one name, A and AAAA)", n)
+	}
+}

@@ -57,7 +57,9 @@ func (s *Server) rebinding(group, qname string, addrs []netip.Addr) bool {
 			break
 		}
 	}
-	if !local || privateName(qname) {
+	// Zones the operator forwards to its own servers are trusted like the
+	// local suffixes.
+	if !local || privateName(qname) || s.zones.match(qname) != nil {
 		return false
 	}
 	return s.opts.AllowPrivateAnswers == nil || !s.opts.AllowPrivateAnswers(group)

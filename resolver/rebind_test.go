@@ -29,6 +29,7 @@ func rebindUpstream(t *testing.T) *testUpstream {
 		"nas.home.arpa.":            {"nas.home.arpa. 60 IN A 192.168.1.6"},
 		"db.corp.internal.":         {"db.corp.internal. 60 IN A 10.0.0.7"},
 		"tv.local.":                 {"tv.local. 60 IN A 169.254.1.1"},
+		"db.corp.example.":          {"db.corp.example. 60 IN A 10.0.0.8"},
 		"5.1.168.192.in-addr.arpa.": {"5.1.168.192.in-addr.arpa. 60 IN A 192.168.1.5"},
 	}
 	return startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg, _ bool) {
@@ -69,6 +70,8 @@ func TestRebindingProtection(t *testing.T) {
 		{"db.corp.internal.", dns.TypeA, false},
 		{"tv.local.", dns.TypeA, false},
 		{"5.1.168.192.in-addr.arpa.", dns.TypeA, false},
+		// Zones forwarded to the operator's own servers are trusted.
+		{"db.corp.example.", dns.TypeA, false},
 		// Static hosts entries are egressd's own answers.
 		{"router.example.", dns.TypeA, false},
 	}
@@ -90,6 +93,7 @@ func TestRebindingProtection(t *testing.T) {
 				CacheSize:           100,
 				AllowPrivateAnswers: g.allowGroups,
 				Hosts:               map[string][]netip.Addr{"router.example.": {netip.MustParseAddr("10.0.0.1")}},
+				Zones:               []Zone{{Name: "corp.example", Upstreams: []string{up.addr}}},
 			})
 			env.policy.names = map[string]policy.Decision{}
 			for _, tt := range tests {

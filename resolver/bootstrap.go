@@ -49,8 +49,11 @@ func newBootstrap(servers []string, mark uint32, log *slog.Logger) (*bootstrap, 
 	b := &bootstrap{log: log, now: time.Now, hosts: map[string]bootstrapEntry{}}
 	for _, s := range servers {
 		ap, err := netip.ParseAddrPort(s)
+		if ip, ipErr := netip.ParseAddr(s); ipErr == nil {
+			ap, err = netip.AddrPortFrom(ip, 53), nil
+		}
 		if err != nil {
-			return nil, fmt.Errorf("resolver: bootstrap server %q: want IP:PORT: %w", s, err)
+			return nil, fmt.Errorf("resolver: bootstrap server %q: want IP[:PORT] of a plain DNS server", s)
 		}
 		b.servers = append(b.servers, newPlainUpstream(ap.String(), mark, log))
 	}

@@ -204,6 +204,20 @@ func TestUpstreamAddresses(t *testing.T) {
 	}
 }
 
+func TestBootstrapServerAddresses(t *testing.T) {
+	b, err := newBootstrap([]string{"127.0.0.1", "127.0.0.2:5353", "::1", "[::1]:5353"}, 0, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range b.servers {
+		got = append(got, s.String())
+	}
+	if want := []string{"127.0.0.1:53", "127.0.0.2:5353", "[::1]:53", "[::1]:5353"}; !slices.Equal(got, want) {
+		t.Errorf("servers %v, want %v", got, want)
+	}
+}
+
 func TestNewRejectsBadUpstreamOptions(t *testing.T) {
 	pol := &fakePolicy{}
 	tests := []struct {
@@ -213,7 +227,7 @@ func TestNewRejectsBadUpstreamOptions(t *testing.T) {
 	}{
 		{"host name without bootstrap", Options{Upstreams: []string{"tls://dns.example"}}, "bootstrap"},
 		{"bootstrap by name", Options{Upstreams: []string{"tls://dns.example"}, Bootstrap: []string{"dns.google:53"}}, "bootstrap server"},
-		{"bootstrap without port", Options{Upstreams: []string{"tls://dns.example"}, Bootstrap: []string{"127.0.0.1"}}, "bootstrap server"},
+		{"bootstrap over TLS", Options{Upstreams: []string{"tls://dns.example"}, Bootstrap: []string{"tls://9.9.9.9"}}, "bootstrap server"},
 		{"zone without servers", Options{Upstreams: []string{"127.0.0.1:53"}, Zones: []Zone{{Name: "corp.internal"}}}, "no upstream"},
 		{"zone twice", Options{Upstreams: []string{"127.0.0.1:53"}, Zones: []Zone{
 			{Name: "corp.internal", Upstreams: []string{"127.0.0.2:53"}},

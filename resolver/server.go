@@ -51,8 +51,9 @@ type Options struct {
 	Hosts       map[string][]netip.Addr
 	DoHCanary   bool // NXDOMAIN for use-application-dns.net, NODATA for _dns.resolver.arpa
 
-	// Bootstrap lists plain DNS servers (IP:PORT) that resolve the host
-	// names of tls:// and https:// upstreams; IP literals need none.
+	// Bootstrap lists plain DNS servers (IP[:PORT], port 53 by default)
+	// that resolve the host names of tls:// and https:// upstreams; IP
+	// literals need none.
 	Bootstrap []string
 	// Zones send queries for a domain and the names below it to their own
 	// upstreams; the longest matching zone wins.

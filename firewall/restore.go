@@ -215,7 +215,7 @@ func (n *NFT) dynamicSets() map[string]bool {
 // Check compares the table as the kernel lists it now with what egressd
 // installed (chains, rules and sets; not set elements). It returns nil
 // when they match, for a readiness probe. It is safe to call from any
-// goroutine and opens its own netlink socket.
+// goroutine and uses a netlink socket of its own for the call.
 func (n *NFT) Check() error {
 	select {
 	case <-n.closed:
@@ -226,10 +226,11 @@ func (n *NFT) Check() error {
 	if want == nil {
 		return fmt.Errorf("firewall: table not installed")
 	}
-	c, err := nftables.New(nftables.WithNetNSFd(n.netns))
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(n.netns))
 	if err != nil {
 		return wrapPermission(fmt.Errorf("firewall: netlink: %w", err))
 	}
+	defer c.CloseLasting()
 	got, err := readTableState(c, want.table)
 	if err != nil {
 		return err

@@ -179,6 +179,11 @@ func (d *daemon) readiness() []string {
 	if d.server == nil || !d.server.Ready() {
 		problems = append(problems, "no upstream has answered yet")
 	}
+	if d.nft != nil {
+		if err := d.nft.Check(); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
 	return problems
 }
 

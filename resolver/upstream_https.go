@@ -20,6 +20,8 @@ const (
 	dnsMessageType    = "application/dns-message"
 	maxIdleHTTPSConns = 4
 	httpsIdleTimeout  = 60 * time.Second
+	httpsPingAfter    = 15 * time.Second
+	httpsPingTimeout  = 5 * time.Second
 )
 
 var (
@@ -48,8 +50,12 @@ func newHTTPSUpstream(url string, ep *endpoint, roots *x509.CertPool) *httpsUpst
 			MinVersion:         tls.VersionTLS12,
 			ClientSessionCache: tls.NewLRUClientSessionCache(maxIdleHTTPSConns),
 		},
-		TLSHandshakeTimeout:    dialTimeout,
-		ForceAttemptHTTP2:      true,
+		TLSHandshakeTimeout: dialTimeout,
+		ForceAttemptHTTP2:   true,
+		// Ping an HTTP/2 connection that went quiet, so a path that died
+		// silently is noticed and dropped instead of failing every query
+		// on it until TCP gives up.
+		HTTP2:                  &http.HTTP2Config{SendPingTimeout: httpsPingAfter, PingTimeout: httpsPingTimeout},
 		MaxIdleConns:           maxIdleHTTPSConns,
 		MaxIdleConnsPerHost:    maxIdleHTTPSConns,
 		IdleConnTimeout:        httpsIdleTimeout,

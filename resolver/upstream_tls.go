@@ -67,8 +67,9 @@ func newTLSUpstream(name string, ep *endpoint, serverName string, roots *x509.Ce
 func (u *tlsUpstream) String() string { return u.name }
 
 // Exchange sends query, padded and with a fresh random ID, over a pooled
-// connection or a new one. A pooled connection may have been closed by the server in the
-// meantime, so a failure on one is retried once on a fresh connection.
+// connection or a new one. A pooled connection may have been closed by the
+// server in the meantime, so a failure on one is retried once on a fresh
+// connection.
 func (u *tlsUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		return nil, errNoDeadline

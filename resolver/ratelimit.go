@@ -9,8 +9,9 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Per-client rate limiting is a token bucket per client address. IPv6
-// clients are counted per /64, which one host can fill with addresses.
+// Per-client rate limiting is a token bucket per client address, IPv6
+// included: egressd serves known networks, where pods or hosts often share
+// a /64, rather than the open internet.
 //
 // Memory is bounded: buckets live in rateShards maps of at most
 // bucketsPerShard entries. A bucket idle long enough to have refilled
@@ -20,7 +21,6 @@ import (
 const (
 	rateShards      = 64
 	bucketsPerShard = 1024
-	ipv6ClientBits  = 64
 	sweepInterval   = time.Second
 )
 
@@ -62,7 +62,6 @@ func newRateLimiter(qps float64, burst int) *rateLimiter {
 // allow takes a token from client's bucket and reports whether there was
 // one.
 func (l *rateLimiter) allow(client netip.Addr, now time.Time) bool {
-	client = rateKey(client)
 	t := now.UnixNano()
 	sh := &l.shards[shardOf(client)]
 	sh.mu.Lock()
@@ -116,16 +115,6 @@ func (l *rateLimiter) len() int {
 		sh.mu.Unlock()
 	}
 	return n
-}
-
-// rateKey is the address a client is counted under.
-func rateKey(a netip.Addr) netip.Addr {
-	if a.Is6() {
-		if p, err := a.WithZone("").Prefix(ipv6ClientBits); err == nil {
-			return p.Addr()
-		}
-	}
-	return a
 }
 
 // shardOf spreads addresses over the shards (FNV-1a over the 16 bytes).

@@ -223,7 +223,7 @@ func newEndpoint(host, port string, boot *bootstrap, mark uint32, log *slog.Logg
 			return nil, fmt.Errorf("invalid host %q", host)
 		}
 		if boot == nil || len(boot.servers) == 0 {
-			return nil, fmt.Errorf("host name %q needs bootstrap servers (plain DNS IP:PORT) to be resolved, or use an IP address", host)
+			return nil, fmt.Errorf("host name %q needs bootstrap servers (plain DNS, IP[:PORT]) to be resolved; set them or use an IP address", host)
 		}
 		e.boot = boot
 	}

@@ -1,0 +1,112 @@
+package resolver
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/metrics"
+)
+
+// startEchoAuthority serves A queries on a loopback UDP port with one A
+// record of TTL 0, built in place from the query, so nothing is ever
+// cached and the upstream costs as little as possible: a miss benchmark
+// then measures egressd, not its upstream.
+func startEchoAuthority(tb testing.TB) string {
+	tb.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, dns.MaxMsgSize)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err != nil {
+				continue
+			}
+			if reply, ok := echoAnswer(buf[:n]); ok {
+				conn.WriteToUDPAddrPort(reply, from)
+			}
+		}
+	}()
+	tb.Cleanup(func() {
+		conn.Close()
+		<-done
+	})
+	return conn.LocalAddr().String()
+}
+
+// echoAnswer turns a query in msg into its answer, in place: header and
+// question kept, additional records dropped, one A record 192.0.2.7 with
+// TTL 0 pointing back at the question name.
+func echoAnswer(msg []byte) ([]byte, bool) {
+	end, err := questionEnd(msg)
+	if err != nil || binary.BigEndian.Uint16(msg[offQD:]) != 1 {
+		return nil, false
+	}
+	flags := binary.BigEndian.Uint16(msg[offFlags:])
+	binary.BigEndian.PutUint16(msg[offFlags:], flags|flagQR|flagRA)
+	binary.BigEndian.PutUint16(msg[6:], 1)     // ANCOUNT
+	binary.BigEndian.PutUint16(msg[8:], 0)     // NSCOUNT
+	binary.BigEndian.PutUint16(msg[offAR:], 0) // ARCOUNT
+	rr := []byte{
+		0xC0, headerLen, // name: pointer to the question
+		0, 1, 0, 1, // A, IN
+		0, 0, 0, 0, // TTL 0
+		0, 4, 192, 0, 2, 7,
+	}
+	return append(msg[:end], rr...), true
+}
+
+// BenchmarkCacheMiss is a query that always goes upstream over a real
+// loopback UDP socket, with the firewall push to a backend that does
+// nothing: the cost of the miss path without the client side of the
+// network.
+func BenchmarkCacheMiss(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		metrics bool
+	}{{"bare", false}, {"metrics+querylog", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			o := Options{
+				Upstreams: []string{startEchoAuthority(b)},
+				CacheSize: 1000,
+				Timeout:   2 * time.Second,
+				Enforcer:  nopEnforcer{},
+				QueryLog:  nopLog{},
+			}
+			if bc.metrics {
+				o.Metrics = metrics.New()
+			}
+			env := newEnv(b, o)
+			if !bc.metrics {
+				env.srv.opts.QueryLog = nil
+			}
+			req := question("miss.example.com.", dns.TypeA)
+			req.SetEdns0(1232, false)
+			w := &fakeWriter{remote: udpClient("127.0.0.1")}
+			b.ReportAllocs()
+			for b.Loop() {
+				env.srv.ServeDNS(w, req)
+			}
+			b.StopTimer()
+			var resp dns.Msg
+			if err := resp.Unpack(w.out); err != nil || len(resp.Answer) != 1 || resp.Rcode != dns.RcodeSuccess {
+				b.Fatalf("last answer %v (%v)", resp, err)
+			}
+			if n := env.srv.cache.len(); n != 0 {
+				b.Fatalf("%d answers cached; a TTL 0 answer must not be", n)
+			}
+		})
+	}
+}

@@ -145,7 +145,7 @@ func (s *Server) resolve(client netip.Addr, req *dns.Msg, q *query) outcome {
 }
 
 // lookup finds the answer for a permitted query: RFC 8482 for ANY, static
-// hosts, the cache, then the upstream servers.
+// hosts, the cache, then the upstream servers (or a stale cache entry).
 func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 	if q.qtype == dns.TypeANY {
 		return anyAnswer(q), nil
@@ -164,14 +164,7 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 		s.countCache(false)
 		s.countCacheEntries() // get drops expired entries
 	}
-	ans, server, err := s.forward(key, q)
-	if err != nil {
-		if stale, ok := s.serveStale(key, q, o, err); ok {
-			return stale, nil
-		}
-	}
-	o.upstream = server
-	return ans, err
+	return s.forwardOrStale(key, q, o)
 }
 
 // allowDestinations pushes the answer's addresses into the firewall and

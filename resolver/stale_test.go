@@ -131,3 +131,57 @@ func TestCacheKeepsEntriesForTheStaleWindow(t *testing.T) {
 		t.Error("entry past the stale window not dropped")
 	}
 }
+
+// RFC 8767's client response timer: with a stale answer at hand, a query
+// waits for a slow upstream no longer than staleAnswerTimeout; the
+// exchange goes on and refreshes the cache for the next query.
+func TestStaleAnswerTimer(t *testing.T) {
+	var slow atomic.Bool
+	var ip atomic.Value
+	ip.Store("192.0.2.1")
+	release := make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg, udp bool) {
+		if slow.Load() {
+			<-release
+		}
+		staticAnswer(t, dns.RcodeSuccess, []string{"slow.example. 60 IN A " + ip.Load().(string)}, nil)(w, r, udp)
+	})
+	released := false
+	t.Cleanup(func() { // before the upstream's own cleanup waits for its handlers
+		if !released {
+			close(release)
+		}
+	})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, ServeStale: time.Hour, Timeout: 5 * time.Second})
+	env.serve(t, "127.0.0.1", question("slow.example.", dns.TypeA))
+
+	env.clock.advance(2 * time.Minute)
+	slow.Store(true)
+	ip.Store("192.0.2.2")
+	start := time.Now()
+	resp := env.serve(t, "127.0.0.1", question("slow.example.", dns.TypeA))
+	elapsed := time.Since(start)
+	if elapsed < staleAnswerTimeout-100*time.Millisecond || elapsed > staleAnswerTimeout+time.Second {
+		t.Errorf("stale answer after %v, want about %v", elapsed, staleAnswerTimeout)
+	}
+	if len(resp.Answer) != 1 || resp.Answer[0].Header().Ttl != staleTTL || resp.Answer[0].(*dns.A).A.String() != "192.0.2.1" {
+		t.Fatalf("got %v, want the stale record with TTL %d", resp.Answer, staleTTL)
+	}
+	if e := env.log.last(t); e.Upstream != upstreamStale || !e.Cached {
+		t.Errorf("logged upstream %q cached %v", e.Upstream, e.Cached)
+	}
+
+	close(release)
+	released = true
+	waitFor(t, func() bool {
+		a, _, ok := env.srv.cache.get(keyOf(&query{qname: "slow.example.", qtype: dns.TypeA, qclass: dns.ClassINET}), env.clock.now())
+		return ok && len(a.addrs) == 1 && a.addrs[0].String() == "192.0.2.2"
+	})
+	resp = env.serve(t, "127.0.0.1", question("slow.example.", dns.TypeA))
+	if len(resp.Answer) != 1 || resp.Answer[0].(*dns.A).A.String() != "192.0.2.2" || !env.log.last(t).Cached {
+		t.Errorf("after the background refresh got %v, want the new record from the cache", resp.Answer)
+	}
+	if n := up.queries.Load(); n != 2 {
+		t.Errorf("upstream saw %d queries, want 2", n)
+	}
+}

@@ -270,7 +270,13 @@ func (v *validator) validate(c *Config) {
 		v.upstream("upstream.servers", srv)
 	}
 	for _, b := range u.Bootstrap {
-		v.upstream("upstream.bootstrap", b)
+		if _, err := netip.ParseAddrPort(b); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(b); err == nil {
+			continue
+		}
+		v.errValue("upstream.bootstrap", b, "upstream.bootstrap: invalid server %q (want a plain DNS IP[:PORT])", b)
 	}
 	u.TimeoutDur = v.duration("upstream.timeout", u.Timeout, time.Millisecond)
 	for i, z := range u.Zones {

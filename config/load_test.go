@@ -76,6 +76,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad action", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\naction = \"drop\"\n", "bad.toml:4: group[a].action: invalid value \"drop\""},
 		{"sinkhole without addresses", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\naction = \"sinkhole\"\n", "bad.toml:4: group[a]: action \"sinkhole\" needs sinkhole addresses"},
 		{"bad sinkhole", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\naction = \"sinkhole\"\nsinkhole = [\"1.2.3\"]\n", "bad.toml:5: group[a].sinkhole: invalid address \"1.2.3\""},
+		{"bootstrap must be plain", "[upstream]\nbootstrap = [\"tls://9.9.9.9\"]\n", "bad.toml:2: upstream.bootstrap: invalid server \"tls://9.9.9.9\""},
 		{"bad upstream", "[upstream]\nservers = [\"dns.example:53\"]\n", "bad.toml:2: upstream.servers: invalid upstream \"dns.example:53\""},
 		{"syntax error", "[server\nlisten = 1\n", "bad.toml:2: expected '.' or ']' to end table name"},
 		{"type error", "[server]\nlisten = 5\n", "bad.toml:2: key server.listen: incompatible types"},

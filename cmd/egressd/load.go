@@ -18,6 +18,7 @@ import (
 	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
 )
 
 // loadConfig reads path, or the embedded default when path is empty.
@@ -123,11 +124,7 @@ func firewallSpec(cfg *config.Config) firewall.Spec {
 // /etc/resolv.conf when none are configured (never egressd itself).
 func upstreams(cfg *config.Config) ([]string, error) {
 	if len(cfg.Upstream.Servers) > 0 {
-		out := make([]string, len(cfg.Upstream.Servers))
-		for i, s := range cfg.Upstream.Servers {
-			out[i] = withDefaultPort(s)
-		}
-		return out, nil
+		return withDefaultPorts(cfg.Upstream.Servers), nil
 	}
 	rc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
 	if err != nil {
@@ -152,6 +149,23 @@ func upstreams(cfg *config.Config) ([]string, error) {
 		return nil, fmt.Errorf("upstream.servers is empty and /etc/resolv.conf names no usable nameserver; set [upstream] servers")
 	}
 	return out, nil
+}
+
+func withDefaultPorts(list []string) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = withDefaultPort(s)
+	}
+	return out
+}
+
+// zones is the conditional forwarding of cfg.
+func zones(cfg *config.Config) []resolver.Zone {
+	out := make([]resolver.Zone, 0, len(cfg.Upstream.Zones))
+	for _, z := range cfg.Upstream.Zones {
+		out = append(out, resolver.Zone{Name: z.Name, Upstreams: withDefaultPorts(z.Servers)})
+	}
+	return out
 }
 
 func withDefaultPort(s string) string {

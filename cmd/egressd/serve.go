@@ -101,6 +101,8 @@ func (d *daemon) start(parent context.Context) error {
 		Listen:      cfg.Server.Listen,
 		Clients:     cfg.Server.ClientPrefixes,
 		Upstreams:   ups,
+		Bootstrap:   withDefaultPorts(cfg.Upstream.Bootstrap),
+		Zones:       zones(cfg),
 		Timeout:     cfg.Upstream.TimeoutDur,
 		CacheSize:   cfg.Cache.Size,
 		CacheMaxTTL: cfg.Cache.MaxTTLDur,
@@ -221,7 +223,8 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		same bool
 	}{
 		{"server.listen", equalStrings(d.cfg.Server.Listen, cfg.Server.Listen)},
-		{"upstream", equalStrings(d.cfg.Upstream.Servers, cfg.Upstream.Servers)},
+		{"upstream", equalStrings(d.cfg.Upstream.Servers, cfg.Upstream.Servers) &&
+			equalStrings(d.cfg.Upstream.Bootstrap, cfg.Upstream.Bootstrap) && equalZones(d.cfg, cfg)},
 		{"firewall.backend", d.cfg.Firewall.Backend == cfg.Firewall.Backend},
 		{"log.queries", d.cfg.Log.Queries == cfg.Log.Queries},
 		{"metrics.listen", d.cfg.Metrics.Listen == cfg.Metrics.Listen},
@@ -305,6 +308,19 @@ func equalStrings(a, b []string) bool {
 	}
 	for i := range a {
 		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func equalZones(a, b *config.Config) bool {
+	if len(a.Upstream.Zones) != len(b.Upstream.Zones) {
+		return false
+	}
+	for i, za := range a.Upstream.Zones {
+		zb := b.Upstream.Zones[i]
+		if za.Name != zb.Name || !equalStrings(za.Servers, zb.Servers) {
 			return false
 		}
 	}

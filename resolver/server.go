@@ -275,6 +275,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	// Pooled DoT/DoH connections are closed only once no query can use them.
+	s.closeIdleUpstreams()
 	return errors.Join(errs...)
 }
 

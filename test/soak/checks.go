@@ -35,8 +35,9 @@ func buildChecks(o options, s summary, in checkInputs) []check {
 		t.unanswered, t.sent, o.unanswered, t.retried)
 	add("answers follow the policy", t.wrong <= o.wrong, "%d of %d answers not as the policy says (budget %d; SERVFAIL %d)",
 		t.wrong, t.answered, o.wrong, t.rcodes[2])
-	add("load was delivered", s.load.notSent*100 <= t.sent+s.load.notSent, "%d of %d queries not sent because every worker was busy (limit 1%%)",
-		s.load.notSent, t.sent+s.load.notSent)
+	offered := t.sent + s.load.notSent
+	add("load was delivered", float64(s.load.notSent) <= o.notSentPct/100*float64(offered),
+		"%d of %d queries not sent because every worker was waiting (limit %.1f%%)", s.load.notSent, offered, o.notSentPct)
 
 	m := s.mon
 	switch {

@@ -40,6 +40,8 @@ type options struct {
 	reloadEvery   time.Duration
 	sampleEvery   uint64
 	unanswered    uint64
+	notSentPct    float64
+	workers       int
 	wrong         uint64
 	goroutineGrow float64
 	rssFactor     float64
@@ -71,6 +73,8 @@ func parseOptions() (options, error) {
 	flag.DurationVar(&o.reloadEvery, "reload-every", 15*time.Second, "SIGHUP interval (default: shorter for runs under 4 reloads)")
 	flag.Uint64Var(&o.sampleEvery, "sample-every", 50, "check one in N allowed answers against the nftables set")
 	flag.Uint64Var(&o.unanswered, "unanswered-budget", 0, "queries allowed to stay unanswered after one retry")
+	flag.Float64Var(&o.notSentPct, "not-sent-limit", 5, "percent of the load that may go unsent because every worker waited on egressd")
+	flag.IntVar(&o.workers, "workers", 512, "UDP client sockets, one query in flight each (plus 8 TCP connections)")
 	flag.Uint64Var(&o.wrong, "wrong-budget", 0, "answers allowed to differ from what the policy promises (SERVFAIL, wrong rcode)")
 	flag.Float64Var(&o.goroutineGrow, "goroutine-slack", 50, "end goroutines must be below warm-up goroutines + this")
 	flag.Float64Var(&o.rssFactor, "rss-factor", 2, "end RSS must be below warm-up RSS × this + -rss-slack")
@@ -85,8 +89,8 @@ func parseOptions() (options, error) {
 	switch {
 	case o.egressdBin == "" || o.authdBin == "":
 		return o, errors.New("-egressd and -authd are required (test/soak/run builds and passes them)")
-	case o.duration <= 0 || o.qps <= 0 || o.sampleEvery == 0:
-		return o, errors.New("-duration, -qps and -sample-every must be positive")
+	case o.duration <= 0 || o.qps <= 0 || o.sampleEvery == 0 || o.workers <= 0:
+		return o, errors.New("-duration, -qps, -workers and -sample-every must be positive")
 	case o.flapEvery < 2*time.Second || o.reloadEvery < 2*time.Second:
 		return o, errors.New("-flap-every and -reload-every must be at least 2s")
 	}
@@ -308,7 +312,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 		done <- struct{}{}
 	}()
 
-	cfg := loadConfig{qps: o.qps, duration: o.duration, maxQueries: o.maxQueries, udpWorkers: 256, tcpWorkers: 8,
+	cfg := loadConfig{qps: o.qps, duration: o.duration, maxQueries: o.maxQueries, udpWorkers: o.workers, tcpWorkers: 8,
 		tcpPercent: 5, timeout: 3 * time.Second, sampleEvery: o.sampleEvery, start: start}
 	load := runLoad(ctx, cfg, topo, checker, live)
 	elapsed := time.Since(start).Round(time.Second)
@@ -329,7 +333,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	cleanExit := stopEgressd()
 
 	flaps, flapErrs := ups.flapCount()
-	s := summary{loadavg: fmt.Sprintf("%s at the start, %s at the end, %d CPUs", loadBefore, loadAverage(), runtime.NumCPU()), mode: mode, elapsed: elapsed.String(), load: load, reloads: rel.snapshot(), flaps: flaps, mon: mon.figures(), setSkip: checker == nil}
+	s := summary{soakCPU: ownCPUSeconds(), seconds: time.Since(start).Seconds(), loadavg: fmt.Sprintf("%s at the start, %s at the end, %d CPUs", loadBefore, loadAverage(), runtime.NumCPU()), mode: mode, elapsed: elapsed.String(), load: load, reloads: rel.snapshot(), flaps: flaps, mon: mon.figures(), setSkip: checker == nil}
 	var setExamples []string
 	if checker != nil {
 		s.setPassed, s.setFailed, setExamples = checker.counts()
@@ -357,6 +361,15 @@ func printList(w io.Writer, title string, lines []string) {
 	for _, l := range lines {
 		fmt.Fprintln(w, "  "+l)
 	}
+}
+
+// ownCPUSeconds is the user and system time the soak has used.
+func ownCPUSeconds() float64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // loadAverage is the 1, 5 and 15 minute load average, for judging how

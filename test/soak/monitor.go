@@ -24,11 +24,14 @@ type monitor struct {
 	lastRSS           float64
 	scrapes, failures int
 	lastErr           string
+	firstCPU, lastCPU float64 // egressd's CPU seconds at the first and last scrape
+	haveCPU           bool
 }
 
 const (
 	seriesGoroutines = "go_goroutines"
 	seriesRSS        = "process_resident_memory_bytes"
+	seriesCPU        = "process_cpu_seconds_total"
 )
 
 // sample scrapes once and folds the values in.
@@ -50,6 +53,12 @@ func (m *monitor) sample() error {
 		return fmt.Errorf("%s", m.lastErr)
 	}
 	m.lastGoroutines, m.lastRSS = g, rss
+	if cpu, ok := s.get(seriesCPU); ok {
+		if !m.haveCPU {
+			m.firstCPU, m.haveCPU = cpu, true
+		}
+		m.lastCPU = cpu
+	}
 	m.peakRSS = max(m.peakRSS, rss)
 	m.peakGoroutines = max(m.peakGoroutines, g)
 	if !m.haveBase && time.Since(m.start) >= m.warmup {
@@ -81,11 +90,12 @@ type monitorFigures struct {
 	lastGoroutines, lastRSS float64
 	scrapes, failures       int
 	lastErr                 string
+	cpuSeconds              float64 // egressd's CPU time between the first and last scrape
 }
 
 func (m *monitor) figures() monitorFigures {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return monitorFigures{m.haveBase, m.baseGoroutines, m.baseRSS, m.peakRSS, m.peakGoroutines,
-		m.lastGoroutines, m.lastRSS, m.scrapes, m.failures, m.lastErr}
+		m.lastGoroutines, m.lastRSS, m.scrapes, m.failures, m.lastErr, m.lastCPU - m.firstCPU}
 }

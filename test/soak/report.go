@@ -39,6 +39,8 @@ func printChecks(w io.Writer, checks []check) (failed int) {
 // summary is everything the final table shows.
 type summary struct {
 	loadavg   string
+	soakCPU   float64 // CPU seconds the soak program itself used
+	seconds   float64 // wall time from the first to the last scrape
 	mode      string
 	elapsed   string
 	load      *loadStats
@@ -95,6 +97,8 @@ func printSummary(w io.Writer, s summary) {
 		{"set presence", sets},
 		{"bad answers", badWindow(s.load)},
 		{"machine load", s.loadavg},
+		{"CPU", fmt.Sprintf("egressd %.1f s (%.0f%% of one CPU), soak client %.1f s, over %.0f s", s.mon.cpuSeconds,
+			100*s.mon.cpuSeconds/max(s.seconds, 1), s.soakCPU, s.seconds)},
 		{"metrics scrapes", fmt.Sprintf("%d (%d failed)", s.mon.scrapes, s.mon.failures)},
 	}
 	for _, l := range lines {

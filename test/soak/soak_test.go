@@ -216,7 +216,7 @@ func TestLatencyBucket(t *testing.T) {
 }
 
 func TestBuildChecks(t *testing.T) {
-	o := options{unanswered: 0, wrong: 0, goroutineGrow: 50, rssFactor: 2, rssSlackMiB: 50, sampleEvery: 50}
+	o := options{unanswered: 0, wrong: 0, notSentPct: 5, goroutineGrow: 50, rssFactor: 2, rssSlackMiB: 50, sampleEvery: 50}
 	healthy := func() (summary, checkInputs) {
 		l := newLoadStats()
 		l.kinds[kindHot] = kindStats{sent: 100, answered: 100, rcodes: map[int]uint64{0: 100}}
@@ -240,7 +240,7 @@ func TestBuildChecks(t *testing.T) {
 		{"no set sample", func(s *summary, _ *checkInputs) { s.setPassed = 0 }, "answers in nftables set"},
 		{"broken config taken", func(s *summary, _ *checkInputs) { s.reloads[1].ok = false }, "config reloads"},
 		{"upstream restart failed", func(_ *summary, in *checkInputs) { in.flapErrs = []string{"x"} }, "upstream flapping"},
-		{"not delivered", func(s *summary, _ *checkInputs) { s.load.notSent = 50 }, "load was delivered"},
+		{"not delivered", func(s *summary, _ *checkInputs) { s.load.notSent = 6 }, "load was delivered"},
 	}
 	for _, tt := range tests {
 		s, in := healthy()

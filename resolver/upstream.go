@@ -35,9 +35,10 @@ const maxSkippedTCP = 8
 
 // plainUpstream speaks DNS over UDP, falling back to TCP on truncation.
 type plainUpstream struct {
-	addr   string
-	dialer net.Dialer
-	log    *slog.Logger
+	addr    string
+	dialer  net.Dialer
+	log     *slog.Logger
+	sockets *udpSockets
 }
 
 func newPlainUpstream(addr string, mark uint32, log *slog.Logger) *plainUpstream {
@@ -48,6 +49,9 @@ func newPlainUpstream(addr string, mark uint32, log *slog.Logger) *plainUpstream
 	if mark != 0 {
 		u.dialer.Control = markControl(mark, log)
 	}
+	u.sockets = newUDPSockets(func(ctx context.Context) (net.Conn, error) {
+		return u.dialer.DialContext(ctx, "udp", u.addr)
+	})
 	return u
 }
 
@@ -57,10 +61,9 @@ func (u *plainUpstream) String() string { return u.addr }
 // may ignore the size egressd advertises.
 var udpBuffers = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
 
-// Exchange sends query with a fresh random ID from a fresh socket (so a
-// fresh random source port). Datagrams that do not parse or do not answer
-// the question are ignored and reading goes on until the deadline: a
-// spoofed or broken packet must not end the exchange.
+// Exchange sends query with a fresh random ID from a pooled socket whose
+// source port changes often (see udpSockets), falling back to TCP when the
+// reply is truncated.
 func (u *plainUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -72,38 +75,11 @@ func (u *plainUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg,
 	if err != nil {
 		return nil, err
 	}
-	conn, err := u.dialer.DialContext(ctx, "udp", u.addr)
-	if err != nil {
-		return nil, err
+	reply, err := u.exchangeUDP(ctx, &q, packed, deadline)
+	if err != nil || !reply.Truncated {
+		return reply, err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	conn.SetDeadline(deadline)
-	if _, err := conn.Write(packed); err != nil {
-		return nil, err
-	}
-	bufp := udpBuffers.Get().(*[]byte)
-	defer udpBuffers.Put(bufp)
-	for {
-		n, err := conn.Read(*bufp)
-		if err != nil {
-			return nil, contextError(ctx, err)
-		}
-		reply := new(dns.Msg)
-		if err := reply.Unpack((*bufp)[:n]); err != nil {
-			u.log.Debug("ignored unparsable datagram", "upstream", u.addr, "err", err)
-			continue
-		}
-		if !answers(reply, &q) {
-			u.log.Debug("ignored reply to another query", "upstream", u.addr, "id", reply.Id, "want_id", q.Id)
-			continue
-		}
-		if reply.Truncated {
-			return u.exchangeTCP(ctx, &q, deadline)
-		}
-		return reply, nil
-	}
+	return u.exchangeTCP(ctx, &q, deadline)
 }
 
 // exchangeTCP retries a truncated exchange over TCP with the same server.

@@ -151,6 +151,18 @@ func upstreams(cfg *config.Config) ([]string, error) {
 	return out, nil
 }
 
+// privateAnswerGroups is the set of groups that may receive answers with
+// private or loopback addresses (rebinding protection off).
+func privateAnswerGroups(cfg *config.Config) map[string]bool {
+	allowed := map[string]bool{}
+	for _, g := range cfg.Groups {
+		if g.AllowPrivate {
+			allowed[g.Name] = true
+		}
+	}
+	return allowed
+}
+
 func withDefaultPorts(list []string) []string {
 	out := make([]string, len(list))
 	for i, s := range list {

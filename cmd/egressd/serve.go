@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,7 +67,9 @@ type daemon struct {
 	qlog     *querylog.Writer
 	server   *resolver.Server
 	http     *metrics.Server
-	cancel   context.CancelFunc
+	// privateGroups may get private addresses in answers; swapped on reload.
+	privateGroups atomic.Pointer[map[string]bool]
+	cancel        context.CancelFunc
 }
 
 func (d *daemon) start(parent context.Context) error {
@@ -79,6 +82,8 @@ func (d *daemon) start(parent context.Context) error {
 	ctx, cancel := context.WithCancel(parent)
 	d.cancel = cancel
 	d.metrics = metrics.New()
+	private := privateAnswerGroups(cfg)
+	d.privateGroups.Store(&private)
 
 	ups, err := upstreams(cfg)
 	if err != nil {
@@ -111,11 +116,19 @@ func (d *daemon) start(parent context.Context) error {
 		Mark:        d.upstreamMark(cfg),
 		Hosts:       cfg.HostAddrs,
 		DoHCanary:   *cfg.Server.DoHCanary,
-		Policy:      engine,
-		Enforcer:    d.enforcer,
-		QueryLog:    d.qlog,
-		Metrics:     d.metrics,
-		Logger:      d.logger,
+		ServeStale:  cfg.Cache.ServeStaleDur,
+
+		RateLimit:            cfg.Server.RateLimit,
+		RateBurst:            cfg.Server.RateBurst,
+		TCPIdleTimeout:       cfg.Server.TCPIdle,
+		TCPMaxConns:          cfg.Server.TCPMaxConns,
+		TCPMaxConnsPerClient: cfg.Server.TCPMaxPerIP,
+		AllowPrivateAnswers:  func(group string) bool { return (*d.privateGroups.Load())[group] },
+		Policy:               engine,
+		Enforcer:             d.enforcer,
+		QueryLog:             d.qlog,
+		Metrics:              d.metrics,
+		Logger:               d.logger,
 	})
 	if err != nil {
 		return err
@@ -255,6 +268,8 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 			return fmt.Errorf("firewall: %w", err)
 		}
 	}
+	private := privateAnswerGroups(cfg)
+	d.privateGroups.Store(&private)
 	d.server.SetPolicy(engine)
 	if lists != d.lists {
 		d.startLists(ctx, lists)

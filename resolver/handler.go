@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"slices"
@@ -174,8 +173,12 @@ func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *an
 	if enf == nil || len(ans.addrs) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), firewallTimeout)
-	defer cancel()
+	if _, none := enf.(*firewall.None); none {
+		return nil
+	}
+	// A context shared with other queries: a timer per query costs more
+	// than the push itself when the firewall already has the addresses.
+	ctx := s.fwDeadline.context(time.Now())
 	return enf.Allow(ctx, firewall.Allowance{
 		Group:  d.Group,
 		Client: client,

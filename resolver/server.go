@@ -107,6 +107,8 @@ type Server struct {
 	ready    atomic.Bool
 	inFlight inFlight
 
+	fwDeadline sharedDeadline // contexts for firewall pushes
+
 	mu         sync.Mutex
 	servers    []*dns.Server
 	addrs      []net.Addr

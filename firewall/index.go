@@ -59,11 +59,11 @@ func (x *expiryIndex) sweep(now time.Time, margin time.Duration) {
 // carryOver lists the still-live elements of the sets in keep, with their
 // remaining lifetime, and forgets every other element. Reload uses it to
 // refill a freshly built table.
-func (x *expiryIndex) carryOver(now time.Time, keep map[string]*nftables.Set, minLeft time.Duration) map[string][]nftables.SetElement {
+func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, minLeft time.Duration) map[string][]nftables.SetElement {
 	out := map[string][]nftables.SetElement{}
 	for k, e := range x.entries {
 		left := e.deadline.Sub(now)
-		if _, ok := keep[e.set]; !ok || left < minLeft {
+		if !keep[e.set] || left < minLeft {
 			x.remove(k, e)
 			continue
 		}

@@ -350,6 +350,30 @@ func (n *NFT) serve(batch []request) {
 // logReload logs the outcome as a config reload.
 func (n *NFT) replace(spec Spec, logReload bool) error {
 	lay := buildLayout(spec)
+	now := n.now()
+	keep := map[string]bool{}
+	inherited := n.sets == nil
+	if inherited {
+		// First install: a table left by an earlier egressd still holds
+		// what its clients were told; carry that over, not just the index.
+		var err error
+		if keep, err = n.inheritElements(lay, now); err != nil {
+			n.log.Warn("firewall: cannot read the previous table's elements; starting with empty sets", "table", spec.Table, "err", err)
+			keep = nil
+		}
+	} else {
+		old := map[string]setDef{}
+		for _, s := range n.lay.sets {
+			old[s.name] = s
+		}
+		for _, s := range lay.sets {
+			// Same group, same key: the elements mean the same thing.
+			o, ok := old[s.name]
+			if ok && s.kind != setClients && o.group == s.group && o.kind == s.kind && o.typeText() == s.typeText() {
+				keep[s.name] = true
+			}
+		}
+	}
 	if n.sets != nil && n.spec.Table != spec.Table {
 		// Renamed: the old table goes in the same batch (added first so
 		// the delete cannot fail).
@@ -361,21 +385,6 @@ func (n *NFT) replace(spec Spec, logReload bool) error {
 	if err != nil {
 		n.resetConn()
 		return err
-	}
-	now := n.now()
-	keep := map[string]*nftables.Set{}
-	if n.sets != nil {
-		old := map[string]setDef{}
-		for _, s := range n.lay.sets {
-			old[s.name] = s
-		}
-		for _, s := range lay.sets {
-			// Same group, same key: the elements mean the same thing.
-			o, ok := old[s.name]
-			if ok && s.kind != setClients && o.group == s.group && o.kind == s.kind && o.typeText() == s.typeText() {
-				keep[s.name] = sets[s.name]
-			}
-		}
 	}
 	carried := n.index.carryOver(now, keep, expiryMargin)
 	for name, elems := range carried {
@@ -391,11 +400,22 @@ func (n *NFT) replace(spec Spec, logReload bool) error {
 	n.count("ok")
 	if logReload {
 		n.log.Info("firewall table reloaded", "table", spec.Table, "groups", len(spec.Groups), "carried_sets", len(carried))
+	} else if inherited && len(carried) > 0 {
+		n.log.Info("firewall elements carried over from the previous table", "table", spec.Table,
+			"carried_sets", len(carried), "carried_elements", countElements(carried))
 	}
 	n.forgetGauges(lay)
 	n.spec, n.lay, n.sets = spec, lay, sets
 	n.updateGauges(now, true)
 	return n.takeBaseline()
+}
+
+func countElements(bySet map[string][]nftables.SetElement) int {
+	total := 0
+	for _, elems := range bySet {
+		total += len(elems)
+	}
+	return total
 }
 
 // queueElements adds (or deletes) elements in chunks that fit a message.

@@ -1,0 +1,68 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// inheritElements reads the dynamic set elements of a table an earlier
+// egressd left in place and puts them into the index with the deadline
+// the kernel will expire them at, so the replacing batch carries them over
+// and clients keep reaching destinations they were already told about.
+// Only sets whose name, key type and flags match the new layout's are
+// read: the name holds the group id and the set kind, the key type the
+// scope. It returns the names of the sets read, the sets to carry over.
+func (n *NFT) inheritElements(lay layout, now time.Time) (map[string]bool, error) {
+	t := lay.nftTable()
+	old, err := n.conn.GetSets(t)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil // no earlier table: nothing to inherit
+		}
+		return nil, fmt.Errorf("list sets of table %s: %w", lay.table, err)
+	}
+	byName := make(map[string]*nftables.Set, len(old))
+	for _, s := range old {
+		byName[s.Name] = s
+	}
+	keep := map[string]bool{}
+	for _, def := range lay.sets {
+		if def.kind == setClients {
+			continue
+		}
+		prev := byName[def.name]
+		if prev == nil || !sameSetShape(prev, def.nftSet(t)) {
+			continue
+		}
+		elems, err := n.conn.GetSetElements(prev)
+		if err != nil {
+			return nil, fmt.Errorf("list set %s: %w", def.name, err)
+		}
+		for _, e := range elems {
+			// An element without an expiry was not added by egressd and
+			// would never leave the new table; interval end markers are
+			// not elements of their own.
+			if e.Expires <= 0 || e.IntervalEnd {
+				continue
+			}
+			n.index.put(element{set: def.name, key: e.Key, keyEnd: e.KeyEnd}, now.Add(e.Expires))
+		}
+		keep[def.name] = true
+	}
+	return keep, nil
+}
+
+// sameSetShape reports whether elements of have can be added to want
+// unchanged.
+func sameSetShape(have, want *nftables.Set) bool {
+	return have.KeyType.Name == want.KeyType.Name &&
+		have.KeyType.Bytes == want.KeyType.Bytes &&
+		have.HasTimeout == want.HasTimeout &&
+		have.Interval == want.Interval &&
+		have.Concatenation == want.Concatenation &&
+		!have.Constant
+}

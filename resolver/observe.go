@@ -49,9 +49,9 @@ func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome
 	elapsed := time.Since(start)
 	rcode := o.ans.rcode | int(o.ans.extRcode)<<4
 	if m := s.opts.Metrics; m != nil {
-		m.Queries.WithLabelValues(o.group, o.decision, qtypeLabel(q.qtype)).Inc()
-		m.Responses.WithLabelValues(rcodeLabel(rcode)).Inc()
-		m.RequestDuration.WithLabelValues(cachedLabel(o.cached)).Observe(elapsed.Seconds())
+		s.handles.query(m, queryLabels{o.group, o.decision, qtypeLabel(q.qtype)}).Inc()
+		s.handles.response(m, rcodeLabel(rcode)).Inc()
+		s.handles.duration(m, cachedLabel(o.cached)).Observe(elapsed.Seconds())
 	}
 	if s.opts.QueryLog == nil {
 		return

@@ -108,6 +108,7 @@ type Server struct {
 	inFlight inFlight
 
 	fwDeadline sharedDeadline // contexts for firewall pushes
+	handles    metricHandles  // per-query metric series, looked up once
 
 	mu         sync.Mutex
 	servers    []*dns.Server

@@ -15,8 +15,10 @@ import (
 // startEchoAuthority serves A queries on a loopback UDP port with one A
 // record of TTL 0, built in place from the query, so nothing is ever
 // cached and the upstream costs as little as possible: a miss benchmark
-// then measures egressd, not its upstream.
-func startEchoAuthority(tb testing.TB) string {
+// then measures egressd, not its upstream. The address is 192.0.2.7, or
+// with distinct a new one in 198.18.0.0/15 for every answer, so a firewall
+// has something new to add each time.
+func startEchoAuthority(tb testing.TB, distinct bool) string {
 	tb.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -26,15 +28,19 @@ func startEchoAuthority(tb testing.TB) string {
 	go func() {
 		defer close(done)
 		buf := make([]byte, dns.MaxMsgSize)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
+		addr := [4]byte{192, 0, 2, 7}
+		for n := 0; ; n++ {
+			if distinct {
+				addr = [4]byte{198, 18 + byte(n>>16&1), byte(n >> 8), byte(n)}
+			}
+			size, from, err := conn.ReadFromUDPAddrPort(buf)
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			if err != nil {
 				continue
 			}
-			if reply, ok := echoAnswer(buf[:n]); ok {
+			if reply, ok := echoAnswer(buf[:size], addr); ok {
 				conn.WriteToUDPAddrPort(reply, from)
 			}
 		}
@@ -47,9 +53,9 @@ func startEchoAuthority(tb testing.TB) string {
 }
 
 // echoAnswer turns a query in msg into its answer, in place: header and
-// question kept, additional records dropped, one A record 192.0.2.7 with
+// question kept, additional records dropped, one A record for addr with
 // TTL 0 pointing back at the question name.
-func echoAnswer(msg []byte) ([]byte, bool) {
+func echoAnswer(msg []byte, addr [4]byte) ([]byte, bool) {
 	end, err := questionEnd(msg)
 	if err != nil || binary.BigEndian.Uint16(msg[offQD:]) != 1 {
 		return nil, false
@@ -63,7 +69,7 @@ func echoAnswer(msg []byte) ([]byte, bool) {
 		0xC0, headerLen, // name: pointer to the question
 		0, 1, 0, 1, // A, IN
 		0, 0, 0, 0, // TTL 0
-		0, 4, 192, 0, 2, 7,
+		0, 4, addr[0], addr[1], addr[2], addr[3],
 	}
 	return append(msg[:end], rr...), true
 }
@@ -79,7 +85,7 @@ func BenchmarkCacheMiss(b *testing.B) {
 	}{{"bare", false}, {"metrics+querylog", true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			o := Options{
-				Upstreams: []string{startEchoAuthority(b)},
+				Upstreams: []string{startEchoAuthority(b, false)},
 				CacheSize: 1000,
 				Timeout:   2 * time.Second,
 				Enforcer:  nopEnforcer{},

@@ -29,7 +29,7 @@ func exchangeOnce(t *testing.T, u *plainUpstream, timeout time.Duration) error {
 }
 
 func TestUDPSocketsReusedThenRotated(t *testing.T) {
-	u := newPlainUpstream(startEchoAuthority(t), 0, nil)
+	u := newPlainUpstream(startEchoAuthority(t, false), 0, nil)
 	defer u.closeIdle()
 	var first []int
 	for i := range udpSocketMaxUses - 1 {

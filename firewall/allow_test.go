@@ -433,7 +433,9 @@ func TestFailingRequestDoesNotFailItsBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = n.Close() })
+	// Both chains that look the set up must let go of it first.
 	ns.exec(t, "nft", "flush", "chain", "inet", "egressd", "g_lab")
+	ns.exec(t, "nft", "flush", "chain", "inet", "egressd", "prenat_forward")
 	ns.exec(t, "nft", "delete", "set", "inet", "egressd", "g_lab_d4")
 
 	// The owner goroutine is idle (its last answer ordered its writes before

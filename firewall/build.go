@@ -111,11 +111,20 @@ func (l layout) queueReplace(c *nftables.Conn) (map[string]*nftables.Set, error)
 		if cd.hook != "" {
 			ch.Type = nftables.ChainTypeFilter
 			ch.Priority = nftables.ChainPriorityFilter
+			if cd.priority == priorityMangle {
+				ch.Priority = nftables.ChainPriorityMangle
+			}
 			policy := nftables.ChainPolicyAccept
 			ch.Policy = &policy
-			ch.Hooknum = nftables.ChainHookForward
-			if cd.hook == HookOutput {
+			switch cd.hook {
+			case HookForward:
+				ch.Hooknum = nftables.ChainHookForward
+			case HookOutput:
 				ch.Hooknum = nftables.ChainHookOutput
+			case "prerouting":
+				ch.Hooknum = nftables.ChainHookPrerouting
+			default:
+				return nil, fmt.Errorf("firewall: chain %s: unknown hook %q", cd.name, cd.hook)
 			}
 		}
 		chains[i] = c.AddChain(ch)

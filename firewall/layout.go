@@ -53,10 +53,17 @@ func (s setDef) lookup() setLookup {
 
 // chainDef is a chain; hook is empty for a regular (jump target) chain.
 type chainDef struct {
-	name  string
-	hook  string
-	rules [][]stmt
+	name     string
+	hook     string // nft hook name: forward, output or prerouting
+	priority string // nft priority name of a base chain: filter or mangle
+	rules    [][]stmt
 }
+
+// nft priority names of the base chains.
+const (
+	priorityFilter = "filter" // 0: after destination NAT
+	priorityMangle = "mangle" // -150: after conntrack, before destination NAT
+)
 
 // groupSets names the dynamic sets of one group.
 type groupSets struct {
@@ -166,6 +173,7 @@ func groupIDs(groups []GroupSpec) []string {
 type groupJump struct {
 	chain  string
 	c4, c6 setDef
+	dests  []setDef // the group's dynamic sets
 }
 
 // buildLayout turns a validated spec into the table layout.
@@ -191,10 +199,12 @@ func buildLayout(s Spec) layout {
 
 		rules := groupRules(ids[i], s.Audit || g.Audit, []setDef{d4, d6, p4, p6})
 		groupChains = append(groupChains, chainDef{name: prefix, rules: rules})
-		jumps = append(jumps, groupJump{chain: prefix, c4: c4set, c6: c6set})
+		jumps = append(jumps, groupJump{chain: prefix, c4: c4set, c6: c6set, dests: []setDef{d4, d6, p4, p6}})
 	}
 	for _, hook := range s.Hooks {
-		l.chains = append(l.chains, chainDef{name: hook, hook: hook, rules: baseRules(s, hook, jumps)})
+		l.chains = append(l.chains,
+			chainDef{name: hook, hook: hook, priority: priorityFilter, rules: baseRules(s, hook, jumps)},
+			chainDef{name: "prenat_" + hook, hook: prenatHook(hook), priority: priorityMangle, rules: prenatRules(jumps)})
 	}
 	l.chains = append(l.chains, groupChains...)
 	return l
@@ -214,6 +224,8 @@ func groupRules(id string, audit bool, sets []setDef) [][]stmt {
 			[]stmt{l4Dport{proto: protoUDP, port: 853}, drop},
 		)
 	}
+	// Approved before destination NAT (see prenatRules).
+	rules = append(rules, []stmt{ctLabelIs(approvedLabel), accept})
 	for _, set := range sets {
 		rules = append(rules, []stmt{set.lookup(), accept})
 	}
@@ -240,6 +252,14 @@ func baseRules(s Spec, hook string, jumps []groupJump) [][]stmt {
 		for _, p := range linkScoped {
 			rules = append(rules, []stmt{daddrIn(p), accept})
 		}
+		// Neighbour discovery also goes to global unicast addresses: an
+		// advertisement answers a solicitation from the peer's global
+		// address, unreachability probes go to a neighbour's. Conntrack
+		// leaves these untracked, so nothing above accepts them. Forwarded
+		// traffic gets no such rule: discovery is never routed.
+		for _, typ := range []uint8{icmpv6NeighborSolicit, icmpv6NeighborAdvert} {
+			rules = append(rules, []stmt{icmpv6Type(typ), accept})
+		}
 		if s.Mark != 0 {
 			rules = append(rules, []stmt{metaMark(s.Mark), accept})
 		}
@@ -259,6 +279,38 @@ func baseRules(s Spec, hook string, jumps []groupJump) [][]stmt {
 		rules = append(rules,
 			[]stmt{j.c4.lookup(), jump(j.chain)},
 			[]stmt{j.c6.lookup(), jump(j.chain)})
+	}
+	return rules
+}
+
+// approvedLabel is the conntrack label bit egressd sets on a connection
+// whose destination, as the client addressed it, is in its group's sets.
+const approvedLabel = 23
+
+// prenatHook is where a hook's packets still carry the destination the
+// client addressed: forwarded packets are rewritten in prerouting (dstnat),
+// local ones in output (dstnat), both at priority -100.
+func prenatHook(hook string) string {
+	if hook == HookForward {
+		return "prerouting"
+	}
+	return HookOutput
+}
+
+// prenatRules label new connections of grouped clients whose destination
+// is approved before any DNAT rewrites it (a Kubernetes Service address
+// turned into a pod address, say). The group chain accepts the label, so
+// a destination counts as approved as addressed or as rewritten.
+func prenatRules(jumps []groupJump) [][]stmt {
+	rules := [][]stmt{{ctEstablished{}, accept}}
+	for _, j := range jumps {
+		for _, d := range j.dests {
+			clients := j.c6
+			if d.is4 {
+				clients = j.c4
+			}
+			rules = append(rules, []stmt{bothIn{clients.lookup(), d.lookup()}, ctLabelSet(approvedLabel)})
+		}
 	}
 	return rules
 }

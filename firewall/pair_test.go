@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -60,4 +61,27 @@ func expectDial(t *testing.T, ns *testNS, addr string, passes bool) {
 	case !passes && !isTimeout(err):
 		t.Errorf("connect to %s: %v, want timeout (dropped)", addr, err)
 	}
+}
+
+func writeFile(path, content string) error {
+	return os.WriteFile(path, []byte(content), 0o600)
+}
+
+// gatewayTopology puts a gateway namespace between a client (10.97.0.1,
+// default route via the gateway) and the server of linkedPair (10.98.0.2
+// and .3, default route via the gateway); the gateway forwards IPv4.
+func gatewayTopology(t *testing.T, ports ...string) (client, gw, server *testNS) {
+	t.Helper()
+	gw, server = linkedPair(t, ports...)
+	client = newTestNS(t)
+	gw.exec(t, "ip", "addr", "add", "10.98.0.254/24", "dev", "c0")
+	server.exec(t, "ip", "route", "add", "default", "via", "10.98.0.254")
+	gw.exec(t, "ip", "link", "add", "g1", "type", "veth", "peer", "name", "k0", "netns", client.name)
+	gw.exec(t, "ip", "addr", "add", "10.97.0.254/24", "dev", "g1")
+	gw.exec(t, "ip", "link", "set", "g1", "up")
+	gw.exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	client.exec(t, "ip", "addr", "add", "10.97.0.1/24", "dev", "k0")
+	client.exec(t, "ip", "link", "set", "k0", "up")
+	client.exec(t, "ip", "route", "add", "default", "via", "10.97.0.254")
+	return client, gw, server
 }

@@ -80,7 +80,7 @@ func (c chainDef) render() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\tchain %s {\n", c.name)
 	if c.hook != "" {
-		fmt.Fprintf(&b, "\t\ttype filter hook %s priority filter; policy accept;\n", c.hook)
+		fmt.Fprintf(&b, "\t\ttype filter hook %s priority %s; policy accept;\n", c.hook, c.priority)
 	}
 	for _, r := range c.rules {
 		parts := make([]string, len(r))

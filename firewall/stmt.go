@@ -173,7 +173,12 @@ func (s setLookup) text() string {
 }
 
 func (s setLookup) exprs(sets map[string]uint32) []expr.Any {
-	out := nfproto(s.is4)
+	return append(nfproto(s.is4), s.match(sets)...)
+}
+
+// match is the lookup without the address family check in front.
+func (s setLookup) match(sets map[string]uint32) []expr.Any {
+	var out []expr.Any
 	addrWords := uint32(1)
 	if !s.is4 {
 		addrWords = 4
@@ -199,6 +204,74 @@ func (s setLookup) exprs(sets map[string]uint32) []expr.Any {
 		}
 	}
 	return append(out, &expr.Lookup{SourceRegister: regSingle, SetName: s.set, SetID: sets[s.set]})
+}
+
+// ICMPv6 neighbour discovery message types (RFC 4861).
+const (
+	icmpv6NeighborSolicit = 135
+	icmpv6NeighborAdvert  = 136
+)
+
+// icmpv6Type matches one ICMPv6 message type.
+type icmpv6Type uint8
+
+func (i icmpv6Type) text() string {
+	switch i {
+	case icmpv6NeighborSolicit:
+		return "icmpv6 type nd-neighbor-solicit"
+	case icmpv6NeighborAdvert:
+		return "icmpv6 type nd-neighbor-advert"
+	}
+	return fmt.Sprintf("icmpv6 type %d", uint8(i))
+}
+func (i icmpv6Type) exprs(map[string]uint32) []expr.Any {
+	return append(nfproto(false),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: []byte{unix.IPPROTO_ICMPV6}},
+		&expr.Payload{DestRegister: regSingle, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: []byte{uint8(i)}},
+	)
+}
+
+// bothIn matches when both lookups (of one address family) match; the
+// family is checked once, as nft does.
+type bothIn [2]setLookup
+
+func (b bothIn) text() string { return b[0].text() + " " + b[1].text() }
+func (b bothIn) exprs(sets map[string]uint32) []expr.Any {
+	return append(b[0].exprs(sets), b[1].match(sets)...)
+}
+
+// labelBits is a conntrack label bitmap with one bit set, in the kernel's
+// layout (an array of native-endian longs; little-endian hosts assumed, as
+// nft's own encoding on them).
+func labelBits(bit uint) []byte {
+	b := make([]byte, 16)
+	b[bit/8] = 1 << (bit % 8)
+	return b
+}
+
+// ctLabelIs matches connections carrying a conntrack label bit.
+type ctLabelIs uint
+
+func (l ctLabelIs) text() string { return fmt.Sprintf("ct label %d", uint(l)) }
+func (l ctLabelIs) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: regSingle, Key: expr.CtKeyLABELS},
+		&expr.Bitwise{SourceRegister: regSingle, DestRegister: regSingle, Len: 16, Mask: labelBits(uint(l)), Xor: make([]byte, 16)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: regSingle, Data: make([]byte, 16)},
+	}
+}
+
+// ctLabelSet adds a conntrack label bit to the packet's connection.
+type ctLabelSet uint
+
+func (l ctLabelSet) text() string { return fmt.Sprintf("ct label set %d", uint(l)) }
+func (l ctLabelSet) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: regSingle, Data: labelBits(uint(l))},
+		&expr.Ct{Register: regSingle, Key: expr.CtKeyLABELS, SourceRegister: true},
+	}
 }
 
 // rateLog logs at most ratePerSecond packets a second with prefix.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/test/internal/netnstest"
 	"github.com/miekg/dns"
 )
 
@@ -43,7 +44,7 @@ func egressdBinary(t *testing.T) string {
 			buildPath = bin
 			return
 		}
-		gomod, err := run("go", "env", "GOMOD")
+		gomod, err := netnstest.Run("go", "env", "GOMOD")
 		if err != nil {
 			buildErr = err
 			return
@@ -178,7 +179,7 @@ func startEgressd(t *testing.T, ns *netns, c egressdConfig, probeFrom *netns, pr
 	bin := egressdBinary(t)
 	p := &egressdProc{ns: ns, exited: make(chan struct{}), config: writeConfig(t, c)}
 	// `ip netns exec` execs egressd in place, so the PID is egressd's.
-	p.cmd = exec.Command("ip", "netns", "exec", ns.name, bin, "serve", "-config", p.config)
+	p.cmd = ns.Command(bin, "serve", "-config", p.config)
 	p.cmd.Stdout = &p.stdout
 	p.cmd.Stderr = &p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -198,7 +199,7 @@ func startEgressd(t *testing.T, ns *netns, c egressdConfig, probeFrom *netns, pr
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("nft list ruleset in %s:\n%s", ns.name, ns.ruleset())
+			t.Logf("nft list ruleset in %s:\n%s", ns.Name, ns.ruleset())
 		}
 	})
 	if err := p.waitReady(probeFrom, probe, 20*time.Second); err != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/test/internal/netnstest"
 	"github.com/miekg/dns"
 )
 
@@ -23,20 +24,20 @@ func TestGateway(t *testing.T) {
 
 	t.Run("nft-rules prints the table egressd installs", func(t *testing.T) {
 		t.Parallel()
-		rules, err := run(egressdBinary(t), "nft-rules", "-config", p.config)
+		rules, err := netnstest.Run(egressdBinary(t), "nft-rules", "-config", p.config)
 		if err != nil {
 			t.Fatal(err)
 		}
 		scratch := newNetns(t, uniqueID(t), "scratch")
-		if _, err := runInput([]byte(rules), "ip", "netns", "exec", scratch.name, "nft", "-f", "-"); err != nil {
+		if _, err := scratch.ExecInput([]byte(rules), "nft", "-f", "-"); err != nil {
 			t.Fatalf("loading nft-rules output: %v", err)
 		}
 		// Terse and stateless: set elements and counters differ by design.
-		printed, err := scratch.exec("nft", "-t", "-s", "list", "table", "inet", tableName)
+		printed, err := scratch.Exec("nft", "-t", "-s", "list", "table", "inet", tableName)
 		if err != nil {
 			t.Fatal(err)
 		}
-		installed, err := g.gw.exec("nft", "-t", "-s", "list", "table", "inet", tableName)
+		installed, err := g.gw.Exec("nft", "-t", "-s", "list", "table", "inet", tableName)
 		if err != nil {
 			t.Fatal(err)
 		}

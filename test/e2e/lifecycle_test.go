@@ -37,7 +37,7 @@ func TestExit(t *testing.T) {
 			if err := p.stop(); err != nil {
 				t.Errorf("egressd exit after SIGTERM: %v", err)
 			}
-			out, err := g.gw.exec("nft", "list", "table", "inet", tableName)
+			out, err := g.gw.Exec("nft", "list", "table", "inet", tableName)
 			present := err == nil && strings.Contains(out, "table inet "+tableName)
 			if present == tc.removeOnExit {
 				t.Errorf("after exit with remove_on_exit=%t: table inet %s present=%t, want %t\n%s",

@@ -41,13 +41,13 @@ func TestNftRulesLoads(t *testing.T) {
 				t.Fatalf("egressd nft-rules: %v\n%s", err, stderrOf(err))
 			}
 			ns := newNetns(t, id, string(rune('a'+i)))
-			if out, err := runInput(rules, "ip", "netns", "exec", ns.name, "nft", "-c", "-f", "-"); err != nil {
+			if out, err := ns.ExecInput(rules, "nft", "-c", "-f", "-"); err != nil {
 				t.Fatalf("nft -c rejects the ruleset: %v\n%s\nruleset:\n%s", err, out, rules)
 			}
-			if out, err := runInput(rules, "ip", "netns", "exec", ns.name, "nft", "-f", "-"); err != nil {
+			if out, err := ns.ExecInput(rules, "nft", "-f", "-"); err != nil {
 				t.Fatalf("nft -f rejects the ruleset: %v\n%s\nruleset:\n%s", err, out, rules)
 			}
-			listed, err := ns.exec("nft", "list", "table", "inet", tableName)
+			listed, err := ns.Exec("nft", "list", "table", "inet", tableName)
 			if err != nil {
 				t.Fatalf("table not loaded: %v\nruleset:\n%s", err, rules)
 			}

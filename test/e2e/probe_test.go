@@ -43,7 +43,7 @@ type flow struct {
 // openFlow connects from ns to dst and reads the banner.
 func openFlow(ns *netns, dst netip.AddrPort) (*flow, error) {
 	var c net.Conn
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		var err error
 		d := net.Dialer{Timeout: dialTimeout}
 		c, err = d.Dial("tcp", dst.String())
@@ -94,7 +94,7 @@ func isDrop(err error) bool {
 func expectReach(t *testing.T, ns *netns, dst netip.AddrPort, why string) {
 	t.Helper()
 	if err := connect(ns, dst); err != nil {
-		t.Errorf("%s: connect %s from %s: want success, got %v", why, dst, ns.name, err)
+		t.Errorf("%s: connect %s from %s: want success, got %v", why, dst, ns.Name, err)
 	}
 }
 
@@ -105,9 +105,9 @@ func expectDropped(t *testing.T, ns *netns, dst netip.AddrPort, why string) {
 	err := connect(ns, dst)
 	switch {
 	case err == nil:
-		t.Errorf("%s: connect %s from %s: want dropped (timeout), but it connected", why, dst, ns.name)
+		t.Errorf("%s: connect %s from %s: want dropped (timeout), but it connected", why, dst, ns.Name)
 	case !isDrop(err):
-		t.Errorf("%s: connect %s from %s: want dropped (timeout), got %v", why, dst, ns.name, err)
+		t.Errorf("%s: connect %s from %s: want dropped (timeout), got %v", why, dst, ns.Name, err)
 	}
 }
 
@@ -123,15 +123,15 @@ func expectDNSDropped(t *testing.T, ns *netns, server netip.AddrPort, proto, why
 	resp, err := queryWithin(ns, server, proto, "allowed.test", dns.TypeA, dialTimeout)
 	switch {
 	case err == nil:
-		t.Errorf("%s: DNS to %s over %s from %s: want dropped, got %s", why, server, proto, ns.name, describe(resp))
+		t.Errorf("%s: DNS to %s over %s from %s: want dropped, got %s", why, server, proto, ns.Name, describe(resp))
 	case !isDrop(err):
-		t.Errorf("%s: DNS to %s over %s from %s: want dropped (timeout), got %v", why, server, proto, ns.name, err)
+		t.Errorf("%s: DNS to %s over %s from %s: want dropped (timeout), got %v", why, server, proto, ns.Name, err)
 	}
 }
 
 func queryWithin(ns *netns, server netip.AddrPort, proto, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
 	var c net.Conn
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		var err error
 		d := net.Dialer{Timeout: dialTimeout}
 		c, err = d.Dial(proto, server.String())
@@ -154,7 +154,7 @@ func resolve(t *testing.T, ns *netns, server netip.AddrPort, name string, qtype 
 	t.Helper()
 	resp, err := query(ns, server, "udp", name, qtype)
 	if err != nil {
-		t.Fatalf("resolving %s %s via %s from %s: %v", name, dns.TypeToString[qtype], server, ns.name, err)
+		t.Fatalf("resolving %s %s via %s from %s: %v", name, dns.TypeToString[qtype], server, ns.Name, err)
 	}
 	if resp.Rcode != dns.RcodeSuccess {
 		t.Fatalf("resolving %s %s via %s: rcode %s, want NOERROR\n%v", name, dns.TypeToString[qtype], server, dns.RcodeToString[resp.Rcode], resp)

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/egressd/egressd/test/internal/netnstest"
 	"github.com/miekg/dns"
 )
 
@@ -118,21 +119,17 @@ func newSidecar(t *testing.T) *sidecarNet {
 // veth connects two namespaces and brings both ends up.
 func veth(t *testing.T, a *netns, aName string, b *netns, bName string) {
 	t.Helper()
-	a.mustIP(t, "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.name)
-	a.mustIP(t, "link", "set", aName, "up")
-	b.mustIP(t, "link", "set", bName, "up")
+	if err := netnstest.Veth(a.Namespace, aName, b.Namespace, bName); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // addrs assigns addresses; IPv6 ones skip duplicate address detection so
 // they work at once.
 func addrs(t *testing.T, ns *netns, dev string, prefixes ...string) {
 	t.Helper()
-	for _, p := range prefixes {
-		args := []string{"addr", "add", p, "dev", dev}
-		if netip.MustParsePrefix(p).Addr().Is6() {
-			args = append(args, "nodad")
-		}
-		ns.mustIP(t, args...)
+	if err := ns.AddAddrs(dev, prefixes...); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -154,7 +151,7 @@ func requireOpenPath(t *testing.T, from *netns, dst netip.AddrPort) {
 			return
 		}
 	}
-	t.Fatalf("topology broken before egressd started: connect %s from %s: %v", dst, from.name, err)
+	t.Fatalf("topology broken before egressd started: connect %s from %s: %v", dst, from.Name, err)
 }
 
 func requireOpenResolver(t *testing.T, from *netns, server netip.AddrPort) {
@@ -163,6 +160,6 @@ func requireOpenResolver(t *testing.T, from *netns, server netip.AddrPort) {
 	// asked covers only what egressd forwarded.
 	resp, err := query(from, server, "udp", "topology-check.test", dns.TypeA)
 	if err != nil || resp.Rcode != dns.RcodeNameError {
-		t.Fatalf("topology broken before egressd started: query %s from %s: %v %s", server, from.name, err, describe(resp))
+		t.Fatalf("topology broken before egressd started: query %s from %s: %v %s", server, from.Name, err, describe(resp))
 	}
 }

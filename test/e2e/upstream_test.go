@@ -150,7 +150,7 @@ func startInternet(t *testing.T, ns *netns) *upstream {
 	u := &upstream{seen: map[string]int{}}
 	var pc net.PacketConn
 	var listeners []net.Listener
-	err := ns.do(func() error {
+	err := ns.Do(func() error {
 		var err error
 		// "[::]" is dual-stack: one socket serves both families.
 		if pc, err = net.ListenPacket("udp", "[::]:53"); err != nil {

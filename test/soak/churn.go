@@ -8,12 +8,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/test/internal/netnstest"
 	"github.com/miekg/dns"
 )
 
 // upstreams runs the two authoritative servers; the first one flaps.
 type upstreams struct {
-	ns     netns
+	ns     netnstest.Namespace
 	addrs  []netip.AddrPort
 	bin    string
 	logDir string
@@ -242,7 +243,7 @@ func (r *reloader) snapshot() []reloadResult {
 
 // waitAnswering polls server with a query for name from ns until it
 // gets any reply, p exits or limit passes.
-func waitAnswering(ns netns, server netip.AddrPort, name string, p *proc, limit time.Duration) error {
+func waitAnswering(ns netnstest.Namespace, server netip.AddrPort, name string, p *proc, limit time.Duration) error {
 	ex := newExchanger(ns, server, "udp")
 	defer ex.close()
 	deadline := time.Now().Add(limit)

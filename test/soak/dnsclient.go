@@ -9,13 +9,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/test/internal/netnstest"
 	"github.com/miekg/dns"
 )
 
 // exchanger sends one query and waits for its reply on a socket opened in
 // the client namespace. One exchanger serves one goroutine.
 type exchanger struct {
-	ns      netns
+	ns      netnstest.Namespace
 	server  netip.AddrPort
 	network string // "udp" or "tcp"
 	conn    *dns.Conn
@@ -26,13 +27,13 @@ type exchanger struct {
 	reconnects uint64
 }
 
-func newExchanger(ns netns, server netip.AddrPort, network string) *exchanger {
+func newExchanger(ns netnstest.Namespace, server netip.AddrPort, network string) *exchanger {
 	return &exchanger{ns: ns, server: server, network: network}
 }
 
 func (e *exchanger) dial() error {
 	var c net.Conn
-	err := e.ns.do(func() error {
+	err := e.ns.Do(func() error {
 		var err error
 		c, err = net.DialTimeout(e.network, e.server.String(), 2*time.Second)
 		return err

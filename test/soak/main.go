@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -28,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/test/internal/netnstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -137,38 +137,6 @@ func envInt(key string, def int) (int, error) {
 	return n, nil
 }
 
-// namespaceProblems says why namespace mode cannot run; empty means it can.
-func namespaceProblems() []string {
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "not root")
-	} else if err := haveCaps(unix.CAP_NET_ADMIN, unix.CAP_SYS_ADMIN); err != nil {
-		missing = append(missing, err.Error())
-	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool+" not in PATH")
-		}
-	}
-	return missing
-}
-
-// haveCaps reports the first of caps missing from the effective set.
-func haveCaps(caps ...int) error {
-	var hdr unix.CapUserHeader
-	hdr.Version = unix.LINUX_CAPABILITY_VERSION_3
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return err
-	}
-	for _, c := range caps {
-		if data[c/32].Effective&(1<<(uint(c)%32)) == 0 {
-			return fmt.Errorf("capability %d missing", c)
-		}
-	}
-	return nil
-}
-
 func main() {
 	os.Exit(soak())
 }
@@ -203,7 +171,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	var topo *topology
 	var err error
 	mode := "network namespaces, firewall backend nftables"
-	problems := namespaceProblems()
+	problems := netnstest.Missing()
 	if o.loopback {
 		problems = append(problems, "loopback mode asked for")
 	}

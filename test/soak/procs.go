@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/egressd/egressd/test/internal/netnstest"
 )
 
 // proc is one program the soak started. Everything it starts is stopped
@@ -25,14 +27,14 @@ type proc struct {
 // pidFile lists "PID NAME" lines of every program started.
 var pidFile string
 
-func startProc(ns netns, name, logDir, bin string, args ...string) (*proc, error) {
+func startProc(ns netnstest.Namespace, name, logDir, bin string, args ...string) (*proc, error) {
 	logPath := filepath.Join(logDir, name+".log")
 	out, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer out.Close()
-	cmd := ns.command(bin, args...)
+	cmd := ns.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group: Ctrl-C reaches the soak only, which then
 	// stops the program in order by PID.

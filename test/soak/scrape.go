@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/test/internal/netnstest"
 )
 
 // scraper reads egressd's /metrics from inside the gateway namespace.
@@ -19,10 +21,10 @@ type scraper struct {
 	client *http.Client
 }
 
-func newScraper(ns netns, addr netip.AddrPort) *scraper {
+func newScraper(ns netnstest.Namespace, addr netip.AddrPort) *scraper {
 	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
 		var c net.Conn
-		err := ns.do(func() error {
+		err := ns.Do(func() error {
 			var err error
 			c, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, address)
 			return err

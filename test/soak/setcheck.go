@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/test/internal/netnstest"
 	"github.com/mdlayher/netlink"
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
@@ -33,8 +34,8 @@ type setChecker struct {
 
 const maxExamples = 5
 
-func newSetChecker(gw netns, table, group string, start time.Time) (*setChecker, error) {
-	f, err := os.Open("/run/netns/" + gw.name)
+func newSetChecker(gw netnstest.Namespace, table, group string, start time.Time) (*setChecker, error) {
+	f, err := os.Open("/run/netns/" + gw.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +44,7 @@ func newSetChecker(gw netns, table, group string, start time.Time) (*setChecker,
 	// can be closed afterwards.
 	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(f.Fd())})
 	if err != nil {
-		return nil, fmt.Errorf("netfilter netlink socket in %s: %w", gw.name, err)
+		return nil, fmt.Errorf("netfilter netlink socket in %s: %w", gw.Name, err)
 	}
 	return &setChecker{conn: conn, table: table, d4: "g_" + group + "_d4", d6: "g_" + group + "_d6", start: start}, nil
 }
@@ -151,7 +152,7 @@ func (c *setChecker) counts() (int, int, []string) {
 // selfTest proves the lookup can say both yes and no before the load
 // relies on it: the address of a freshly resolved allowed name must be
 // found, an address no name resolves to must not.
-func (c *setChecker) selfTest(client netns, server netip.AddrPort) error {
+func (c *setChecker) selfTest(client netnstest.Namespace, server netip.AddrPort) error {
 	ex := newExchanger(client, server, "udp")
 	defer ex.close()
 	q := new(dns.Msg)

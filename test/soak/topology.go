@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/egressd/egressd/test/internal/netnstest"
 )
 
 // topology says where everything runs and which addresses it uses.
@@ -16,14 +18,14 @@ import (
 // with free ports, and egressd's firewall backend "none".
 type topology struct {
 	namespaces bool
-	client     netns
-	gateway    netns
-	internet   netns
-	dns        netip.AddrPort   // egressd as the client reaches it
-	upstreams  []netip.AddrPort // primary (flaps) first, then the stable one
-	metrics    netip.AddrPort   // inside the gateway namespace
-	clientNets []string         // server.clients and the group's clients
-	created    []netns          // deleted at teardown, last first
+	client     netnstest.Namespace
+	gateway    netnstest.Namespace
+	internet   netnstest.Namespace
+	dns        netip.AddrPort        // egressd as the client reaches it
+	upstreams  []netip.AddrPort      // primary (flaps) first, then the stable one
+	metrics    netip.AddrPort        // inside the gateway namespace
+	clientNets []string              // server.clients and the group's clients
+	created    []netnstest.Namespace // deleted at teardown, last first
 }
 
 // buildNamespaces creates the three namespaces and their links. On error
@@ -37,11 +39,11 @@ func buildNamespaces(id string) (*topology, error) {
 		clientNets: []string{"10.201.1.0/24"},
 	}
 	for _, role := range []struct {
-		dst  *netns
+		dst  *netnstest.Namespace
 		name string
 	}{{&t.client, "client"}, {&t.gateway, "gw"}, {&t.internet, "inet"}} {
-		ns, err := createNetns(fmt.Sprintf("soak-%s-%s", id, role.name))
-		if ns.name != "" {
+		ns, err := netnstest.Create(fmt.Sprintf("soak-%s-%s", id, role.name))
+		if ns.Name != "" {
 			t.created = append(t.created, ns)
 		}
 		if err != nil {
@@ -50,18 +52,18 @@ func buildNamespaces(id string) (*topology, error) {
 		*role.dst = ns
 	}
 	steps := []func() error{
-		func() error { return veth(t.gateway, "to-client", t.client, "eth0") },
-		func() error { return veth(t.gateway, "to-inet", t.internet, "eth0") },
-		func() error { return addrs(t.client, "eth0", "10.201.1.10/24") },
-		func() error { return addrs(t.gateway, "to-client", "10.201.1.1/24") },
-		func() error { return addrs(t.gateway, "to-inet", "10.201.2.1/24") },
-		func() error { return addrs(t.internet, "eth0", "10.201.2.2/24", "10.201.2.3/24") },
-		func() error { _, err := t.client.ip("route", "add", "default", "via", "10.201.1.1"); return err },
+		func() error { return netnstest.Veth(t.gateway, "to-client", t.client, "eth0") },
+		func() error { return netnstest.Veth(t.gateway, "to-inet", t.internet, "eth0") },
+		func() error { return t.client.AddAddrs("eth0", "10.201.1.10/24") },
+		func() error { return t.gateway.AddAddrs("to-client", "10.201.1.1/24") },
+		func() error { return t.gateway.AddAddrs("to-inet", "10.201.2.1/24") },
+		func() error { return t.internet.AddAddrs("eth0", "10.201.2.2/24", "10.201.2.3/24") },
+		func() error { _, err := t.client.IP("route", "add", "default", "via", "10.201.1.1"); return err },
 		func() error {
-			_, err := t.internet.ip("route", "add", "10.201.1.0/24", "via", "10.201.2.1")
+			_, err := t.internet.IP("route", "add", "10.201.1.0/24", "via", "10.201.2.1")
 			return err
 		},
-		func() error { _, err := t.gateway.exec("sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); return err },
+		func() error { _, err := t.gateway.Exec("sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); return err },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -117,30 +119,10 @@ func freePorts(n int) ([]uint16, error) {
 func (t *topology) teardown() []error {
 	var errs []error
 	for i := len(t.created) - 1; i >= 0; i-- {
-		if err := t.created[i].delete(); err != nil {
+		if err := t.created[i].Delete(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	t.created = nil
 	return errs
-}
-
-func veth(a netns, aName string, b netns, bName string) error {
-	if _, err := a.ip("link", "add", aName, "type", "veth", "peer", "name", bName, "netns", b.name); err != nil {
-		return err
-	}
-	if _, err := a.ip("link", "set", aName, "up"); err != nil {
-		return err
-	}
-	_, err := b.ip("link", "set", bName, "up")
-	return err
-}
-
-func addrs(ns netns, dev string, prefixes ...string) error {
-	for _, p := range prefixes {
-		if _, err := ns.ip("addr", "add", p, "dev", dev); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -45,7 +45,7 @@ func (s *Server) udpServer(pc net.PacketConn) *dns.Server {
 		Handler:        s,
 		UDPSize:        dns.MaxMsgSize,
 		MsgAcceptFunc:  acceptQueries,
-		DecorateReader: s.outsiderFilter,
+		DecorateReader: s.udpWorkersFilter,
 	}
 }
 

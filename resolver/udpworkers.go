@@ -1,0 +1,150 @@
+package resolver
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// maxIdleUDPWorkers is how many workers wait for datagrams between bursts;
+// workers beyond it end when their datagram is answered.
+const maxIdleUDPWorkers = 64
+
+// udpWorkers replaces miekg/dns's UDP dispatch, which starts a goroutine
+// per datagram: each new goroutine grows its stack while handling the
+// query, and copying stacks cost more than the whole cache-hit path. Here
+// ReadUDP hands each datagram to a long-lived worker (starting one only
+// when none is idle) and returns to miekg/dns only when reading fails,
+// which is how miekg/dns's Shutdown stops it; before returning it waits
+// for the datagrams being handled, so they are still answered.
+//
+// Workers apply what miekg/dns would have: the outsider filter, responses
+// ignored (acceptQueries), FORMERR for a query that does not parse.
+type udpWorkers struct {
+	outsiderReader // reads TCP and generic packet conns as before
+
+	jobs chan udpJob   // unbuffered: a send succeeds only to an idle worker
+	stop chan struct{} // closed when reading fails: idle workers end
+	once sync.Once
+	idle atomic.Int32
+	busy atomic.Int32
+	wg   sync.WaitGroup // datagrams being handled
+}
+
+type udpJob struct {
+	conn    *net.UDPConn
+	bufp    *[]byte
+	n       int
+	session *dns.SessionUDP
+}
+
+// udpReadBuffers hold one datagram each, of any size a client may send.
+var udpReadBuffers = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
+
+// udpWorkersFilter is a dns.DecorateReader for the UDP server.
+func (s *Server) udpWorkersFilter(r dns.Reader) dns.Reader {
+	return &udpWorkers{outsiderReader: outsiderReader{Reader: r, s: s}, jobs: make(chan udpJob), stop: make(chan struct{})}
+}
+
+// ReadUDP serves datagrams until reading fails, then waits for the ones in
+// hand and returns the error.
+func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
+	for {
+		bufp := udpReadBuffers.Get().(*[]byte)
+		n, session, err := dns.ReadFromSessionUDP(conn, *bufp)
+		if err != nil {
+			udpReadBuffers.Put(bufp)
+			u.wg.Wait()
+			u.once.Do(func() { close(u.stop) })
+			return nil, nil, err
+		}
+		if u.busy.Load() >= maxInFlight {
+			// ServeDNS would drop it too; do not start a goroutine for it.
+			udpReadBuffers.Put(bufp)
+			u.s.inFlight.dropped.Add(1)
+			continue
+		}
+		u.busy.Add(1)
+		u.wg.Add(1)
+		job := udpJob{conn: conn, bufp: bufp, n: n, session: session}
+		select {
+		case u.jobs <- job:
+		default:
+			go u.work(job)
+		}
+	}
+}
+
+// work handles job and then others until enough workers are idle.
+func (u *udpWorkers) work(job udpJob) {
+	for {
+		u.handle(job)
+		udpReadBuffers.Put(job.bufp)
+		u.busy.Add(-1)
+		u.wg.Done()
+		if u.idle.Add(1) > maxIdleUDPWorkers {
+			u.idle.Add(-1)
+			return
+		}
+		select {
+		case job = <-u.jobs:
+			u.idle.Add(-1)
+		case <-u.stop:
+			u.idle.Add(-1)
+			return
+		}
+	}
+}
+
+func (u *udpWorkers) handle(job udpJob) {
+	m := (*job.bufp)[:job.n]
+	if len(m) < headerLen || !u.s.admitMessage(m, job.session.RemoteAddr()) {
+		return
+	}
+	w := &udpResponse{conn: job.conn, session: job.session}
+	var h dns.Header
+	h.Bits = uint16(m[offFlags])<<8 | uint16(m[offFlags+1])
+	if acceptQueries(h) != dns.MsgAccept {
+		return
+	}
+	req := new(dns.Msg)
+	if err := req.Unpack(m); err != nil {
+		// What miekg/dns answers: the header echoed with FORMERR.
+		req.SetRcodeFormatError(req)
+		req.Zero = false
+		req.Ns, req.Answer, req.Extra = nil, nil, nil
+		w.WriteMsg(req)
+		return
+	}
+	u.s.ServeDNS(w, req)
+}
+
+// udpResponse is the dns.ResponseWriter for one datagram.
+type udpResponse struct {
+	conn    *net.UDPConn
+	session *dns.SessionUDP
+}
+
+func (w *udpResponse) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
+func (w *udpResponse) RemoteAddr() net.Addr { return w.session.RemoteAddr() }
+
+func (w *udpResponse) Write(b []byte) (int, error) {
+	return dns.WriteToSessionUDP(w.conn, b, w.session)
+}
+
+func (w *udpResponse) WriteMsg(m *dns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+func (w *udpResponse) Close() error        { return nil }
+func (w *udpResponse) TsigStatus() error   { return nil }
+func (w *udpResponse) TsigTimersOnly(bool) {}
+func (w *udpResponse) Hijack()             {}

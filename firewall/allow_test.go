@@ -58,7 +58,10 @@ func startUnwatchedNFT(t *testing.T, ns *testNS, spec Spec, clock *fakeClock) *N
 
 func startNFTWith(t *testing.T, ns *testNS, spec Spec, clock *fakeClock, opts Options) *NFT {
 	t.Helper()
-	opts.NetNS, opts.Logger = ns.fd, quietLogger
+	opts.NetNS = ns.fd
+	if opts.Logger == nil {
+		opts.Logger = quietLogger
+	}
 	if clock != nil {
 		opts.Now = clock.Now
 	}

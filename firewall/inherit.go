@@ -1,12 +1,11 @@
 package firewall
 
 import (
-	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
-	"golang.org/x/sys/unix"
 )
 
 // inheritElements reads the dynamic set elements of a table an earlier
@@ -18,11 +17,16 @@ import (
 // scope. It returns the names of the sets read, the sets to carry over.
 func (n *NFT) inheritElements(lay layout, now time.Time) (map[string]bool, error) {
 	t := lay.nftTable()
+	// The library reports a missing table as plain text, so look first.
+	tables, err := n.conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	if !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == lay.table }) {
+		return nil, nil // no earlier table: nothing to inherit
+	}
 	old, err := n.conn.GetSets(t)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil, nil // no earlier table: nothing to inherit
-		}
 		return nil, fmt.Errorf("list sets of table %s: %w", lay.table, err)
 	}
 	byName := make(map[string]*nftables.Set, len(old))

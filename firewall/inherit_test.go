@@ -1,7 +1,9 @@
 package firewall
 
 import (
+	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,9 +23,14 @@ func TestRestartCarriesElementsOver(t *testing.T) {
 			{Name: "clients", Clients: prefixes("10.98.0.0/24", "fd00:98::/64")},
 			{Name: "retired", Clients: prefixes("10.97.0.0/24")},
 		}}
-	first, err := NewNFTables(spec, Options{NetNS: client.fd, Logger: quietLogger})
+	logs := &lockedBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, nil))
+	first, err := NewNFTables(spec, Options{NetNS: client.fd, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "level=WARN") || strings.Contains(logs.String(), "carried over") {
+		t.Errorf("first install in an empty namespace logged:\n%s", logs)
 	}
 	allowances := []Allowance{
 		{Group: "clients", IPs: addrs("10.98.0.2", "2001:db8::2"), TTL: time.Minute},
@@ -61,7 +68,10 @@ func TestRestartCarriesElementsOver(t *testing.T) {
 	expectDial(t, client, "10.98.0.2:8080", true)
 
 	spec.Groups = spec.Groups[:1]
-	second := startNFT(t, client, spec, nil)
+	second := startNFTWith(t, client, spec, nil, Options{Logger: logger})
+	if got := logs.String(); !strings.Contains(got, "carried_elements=3") {
+		t.Errorf("restart logged no carry-over of 3 elements:\n%s", got)
+	}
 	for _, p := range probes {
 		e, ok := findElement(elements(t, client, "egressd", p.set), p.key, p.keyEnd)
 		if !ok {

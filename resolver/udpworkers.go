@@ -10,8 +10,12 @@ import (
 )
 
 // maxIdleUDPWorkers is how many workers wait for datagrams between bursts;
-// workers beyond it end when their datagram is answered.
-const maxIdleUDPWorkers = 64
+// workers beyond it end when their datagram is answered. The reader keeps
+// reading while datagrams are queued, so a burst meets as many idle
+// workers as it has datagrams only when this is above the number of
+// queries clients keep in flight; a few KiB of stack each is cheap next to
+// starting goroutines whose stacks grow again.
+const maxIdleUDPWorkers = 1024
 
 // udpWorkers replaces miekg/dns's UDP dispatch, which starts a goroutine
 // per datagram: each new goroutine grows its stack while handling the

@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,8 +17,11 @@ import (
 const (
 	udpSocketMaxUses = 100
 	udpSocketMaxAge  = 5 * time.Second
-	// udpSocketsIdle bounds the sockets kept open between bursts.
-	udpSocketsIdle = 64
+	// udpSocketsIdle bounds the sockets kept open between bursts. It is
+	// above the exchanges usually in flight at once (misses a second times
+	// the upstream's round trip), so a busy pool rarely opens sockets for
+	// any other reason than retiring old ones.
+	udpSocketsIdle = 512
 )
 
 // udpSockets keeps connected UDP sockets to one upstream between
@@ -75,14 +79,23 @@ func (p *udpSockets) put(s *udpSocket, clean bool, now time.Time) {
 		s.conn.Close()
 		return
 	}
+	var stale *udpSocket
 	p.mu.Lock()
+	// The least recently used socket is picked last; retire it here once
+	// it is too old, so idle sockets beyond the current load close too.
+	if len(p.idle) > 0 && now.Sub(p.idle[0].opened) >= udpSocketMaxAge {
+		stale = p.idle[0]
+		p.idle = slices.Delete(p.idle, 0, 1)
+	}
 	if len(p.idle) < udpSocketsIdle {
 		p.idle = append(p.idle, s)
 		s = nil
 	}
 	p.mu.Unlock()
-	if s != nil {
-		s.conn.Close()
+	for _, c := range []*udpSocket{stale, s} {
+		if c != nil {
+			c.conn.Close()
+		}
 	}
 }
 

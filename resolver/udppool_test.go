@@ -131,3 +131,26 @@ func TestUDPSocketsIdleBounded(t *testing.T) {
 		t.Fatalf("%d idle sockets kept, want at most %d", n, udpSocketsIdle)
 	}
 }
+
+func TestUDPSocketsSweepOldIdle(t *testing.T) {
+	p := newUDPSockets(func(context.Context) (net.Conn, error) { return net.Dial("udp", "127.0.0.1:9") })
+	defer p.closeIdle()
+	start := time.Now()
+	old, err := p.get(context.Background(), start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := start.Add(udpSocketMaxAge)
+	young, err := p.get(context.Background(), later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.put(old, true, start)
+	p.put(young, true, later)
+	if len(p.idle) != 1 || p.idle[0] != young {
+		t.Fatalf("idle after sweep: %d sockets, want only the young one", len(p.idle))
+	}
+	if _, err := old.conn.Write([]byte{0}); err == nil {
+		t.Fatal("the old idle socket is still open")
+	}
+}

@@ -120,6 +120,10 @@ func (f *driftFixture) waitRestored(t *testing.T) time.Duration {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The table is visible before the owner goroutine counts the restore;
+	// a request it answers afterwards orders the count before the caller's
+	// reads.
+	f.n.flushCount()
 	return time.Since(start)
 }
 

@@ -41,7 +41,7 @@ func (s *Server) forwardOrStale(key cacheKey, q *query, o *outcome) (*answer, er
 		err    error
 	}
 	done := make(chan result, 1) // buffered: the sender never waits for a reader that gave up
-	detached := *q // a copy, so q itself stays on the caller's stack
+	detached := *q               // a copy, so q itself stays on the caller's stack
 	go func() {
 		ans, server, err := s.forward(key, &detached)
 		done <- result{ans, server, err}

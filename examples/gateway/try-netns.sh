@@ -47,17 +47,11 @@ ip -n "$net" route add 10.20.0.0/16 via 198.51.100.1
 ip -n "$net" route add 10.30.0.0/24 via 198.51.100.1
 
 # The "internet": fixed names, HTTP on 198.51.100.2:443.
-fake_dns_toml 198.51.100.2:53 198.51.100.2:443 '"mirror.example.net" = ["198.51.100.2"]
-"example.org" = ["198.51.100.2"]' >"$work/net.toml"
-start_in "$net" "$work/net.log" "$bin" serve -config "$work/net.toml"
+serve_fake "$net" net 198.51.100.2:53 198.51.100.2:443 '"mirror.example.net" = ["198.51.100.2"]
+"example.org" = ["198.51.100.2"]'
 
 # The example, pointed at the fake internet, in enforce mode.
-sed -e 's#^servers = .*#servers = ["198.51.100.2:53"]#' \
-	-e 's#^mode = "audit"#mode = "enforce"#' \
-	-e "s#/var/log/egressd/queries.jsonl#$work/queries.jsonl#" \
-	-e "s#\\.\\./\\.\\./blocklists/#$root/blocklists/#" \
-	"$here/egressd.toml" >"$work/egressd.toml"
-check_config "$work/egressd.toml"
+enforcing_example 198.51.100.2:53 -e "s#\\.\\./\\.\\./blocklists/#$root/blocklists/#"
 start_in "$gw" "$work/gw.log" env STATE_DIRECTORY="$work" "$bin" serve -config "$work/egressd.toml"
 
 require_ready "$net" http://198.51.100.2:443/healthz "fake internet not up" "$work/net.log"

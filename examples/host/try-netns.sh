@@ -21,18 +21,12 @@ ip -n "$ns_host" addr add 198.51.100.1/24 dev eg-h0 && ip -n "$ns_host" link set
 ip -n "$ns_net" addr add 198.51.100.2/24 dev eg-n0 && ip -n "$ns_net" link set eg-n0 up
 
 # The "internet": fixed names, HTTP on 198.51.100.2:443.
-fake_dns_toml 198.51.100.2:53 198.51.100.2:443 '"github.com" = ["198.51.100.2"]
-"example.org" = ["198.51.100.2"]' >"$work/net.toml"
-start_in "$ns_net" "$work/net.log" "$bin" serve -config "$work/net.toml"
+serve_fake "$ns_net" net 198.51.100.2:53 198.51.100.2:443 '"github.com" = ["198.51.100.2"]
+"example.org" = ["198.51.100.2"]'
 
 # The example, pointed at the fake internet, in enforce mode, with the
 # repository's sample lists standing in for the built-in ones.
-sed -e 's#^servers = .*#servers = ["198.51.100.2:53"]#' \
-	-e 's#^mode = "audit"#mode = "enforce"#' \
-	-e "s#/var/log/egressd/queries.jsonl#$work/queries.jsonl#" \
-	-e "s#builtin:#$root/blocklists/#" \
-	"$here/egressd.toml" >"$work/egressd.toml"
-check_config "$work/egressd.toml"
+enforcing_example 198.51.100.2:53 -e "s#builtin:#$root/blocklists/#"
 start_in "$ns_host" "$work/host.log" env STATE_DIRECTORY="$work" "$bin" serve -config "$work/egressd.toml"
 
 require_ready "$ns_net" http://198.51.100.2:443/healthz "fake internet not up" "$work/net.log"

@@ -28,10 +28,9 @@ ip -n "$cluster" addr add 10.96.0.10/32 dev lo
 ip -n "$cluster" addr add 10.96.5.5/32 dev lo
 ip -n "$cluster" addr add 198.51.100.2/32 dev lo
 
-fake_dns_toml 10.96.0.10:53 0.0.0.0:443 '"orders.shop.svc.cluster.local" = ["10.96.5.5"]
+serve_fake "$cluster" cluster 10.96.0.10:53 0.0.0.0:443 '"orders.shop.svc.cluster.local" = ["10.96.5.5"]
 "api.stripe.com" = ["198.51.100.2"]
-"example.org" = ["198.51.100.2"]' 'allow_private_answers = true' >"$work/cluster.toml"
-start_in "$cluster" "$work/cluster.log" "$bin" serve -config "$work/cluster.toml"
+"example.org" = ["198.51.100.2"]' 'allow_private_answers = true'
 
 # The sidecar policy as the ConfigMap carries it, with the repository's
 # sample lists standing in for the built-in ones.

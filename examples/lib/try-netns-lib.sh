@@ -78,8 +78,29 @@ EOT
 	[ -z "${4:-}" ] || printf '%s\n' "$4"
 }
 
+serve_fake() { # namespace, name (of $work/NAME.toml and NAME.log), then fake_dns_toml's arguments
+	local ns=$1 name=$2
+	shift 2
+	fake_dns_toml "$@" >"$work/$name.toml"
+	start_in "$ns" "$work/$name.log" "$bin" serve -config "$work/$name.toml"
+}
+
 check_config() { # config file
 	"$bin" check -config "$1" || { echo "FAIL: check"; exit 1; }
+}
+
+# enforcing_example upstream [sed-args...] writes $work/egressd.toml: the
+# script's example ($here/egressd.toml) pointed at the fake upstream, in
+# enforce mode, logging queries to $work/queries.jsonl, adapted further by
+# the sed arguments; then checks it.
+enforcing_example() {
+	local upstream=$1
+	shift
+	sed -e "s#^servers = .*#servers = [\"$upstream\"]#" \
+		-e 's#^mode = "audit"#mode = "enforce"#' \
+		-e "s#/var/log/egressd/queries.jsonl#$work/queries.jsonl#" \
+		"$@" "${here:?set by the sourcing script}/egressd.toml" >"$work/egressd.toml"
+	check_config "$work/egressd.toml"
 }
 
 start_in() { # namespace, stderr log, command...: runs in the background until exit

@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"strings"
 	"testing"
 
 	"github.com/egressd/egressd/test/internal/netnstest"
@@ -15,15 +11,7 @@ import (
 // nftables rules; with EGRESSD_REQUIRE_NETNS=1 it fails instead.
 func requireNetns(t *testing.T) {
 	t.Helper()
-	missing := netnstest.Missing()
-	if len(missing) == 0 {
-		return
-	}
-	msg := "end-to-end test needs network namespaces and nftables: " + strings.Join(missing, "; ")
-	if os.Getenv("EGRESSD_REQUIRE_NETNS") == "1" {
-		t.Fatal(msg + " (EGRESSD_REQUIRE_NETNS=1)")
-	}
-	t.Skip(msg)
+	netnstest.Require(t, "end-to-end test")
 }
 
 // netns is a named network namespace created for one test.
@@ -31,32 +19,11 @@ type netns struct {
 	netnstest.Namespace
 }
 
-// uniqueID keeps namespace names apart across parallel tests and runs.
-func uniqueID(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 // newNetns creates "eg-<id>-<role>" with loopback up and deletes it when
 // the test ends.
 func newNetns(t *testing.T, id, role string) *netns {
 	t.Helper()
-	created, err := netnstest.Create(fmt.Sprintf("eg-%s-%s", id, role))
-	if created.Name != "" {
-		t.Cleanup(func() {
-			if err := created.Delete(); err != nil {
-				t.Errorf("removing namespace: %v", err)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := &netns{Namespace: created}
+	ns := &netns{Namespace: netnstest.New(t, fmt.Sprintf("eg-%s-%s", id, role))}
 	// Without duplicate address detection, link-local addresses are usable
 	// as soon as a link is up, so neighbour discovery does not stall the
 	// first IPv6 connections.

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/egressd/egressd/test/internal/netnstest"
 )
 
 // TestNftRulesLoads feeds `egressd nft-rules` output to nft, first as a
@@ -30,7 +32,7 @@ func TestNftRulesLoads(t *testing.T) {
 		}},
 		{"audit mode", func(c *egressdConfig) { c.Mode = "audit" }},
 	}
-	id := uniqueID(t)
+	id := netnstest.RandomID()
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base

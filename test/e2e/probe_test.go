@@ -166,6 +166,20 @@ func resolve(t *testing.T, ns *netns, server netip.AddrPort, name string, qtype 
 	return addrs, resp
 }
 
+// expectNoAnswer asks for name's A records and wants the reply to carry
+// rcode and no addresses; no reply at all fails the test. what names the
+// case in messages.
+func expectNoAnswer(t *testing.T, ns *netns, server netip.AddrPort, proto, name string, rcode int, what string) {
+	t.Helper()
+	resp, err := query(ns, server, proto, name, dns.TypeA)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if resp.Rcode != rcode || len(answerAddrs(resp)) != 0 {
+		t.Errorf("%s: got %s, want %s without addresses", what, describe(resp), dns.RcodeToString[rcode])
+	}
+}
+
 func answerAddrs(m *dns.Msg) []netip.Addr {
 	var out []netip.Addr
 	for _, rr := range m.Answer {

@@ -50,7 +50,7 @@ func (g *gatewayNet) egressdConfig() egressdConfig {
 func newGateway(t *testing.T) *gatewayNet {
 	t.Helper()
 	requireNetns(t)
-	id := uniqueID(t)
+	id := netnstest.RandomID()
 	g := &gatewayNet{
 		client1: newNetns(t, id, "client1"),
 		client2: newNetns(t, id, "client2"),
@@ -100,7 +100,7 @@ type sidecarNet struct {
 func newSidecar(t *testing.T) *sidecarNet {
 	t.Helper()
 	requireNetns(t)
-	id := uniqueID(t)
+	id := netnstest.RandomID()
 	s := &sidecarNet{pod: newNetns(t, id, "pod"), inet: newNetns(t, id, "inet")}
 	veth(t, s.pod, "eth0", s.inet, "eth0")
 	addrs(t, s.pod, "eth0", "10.200.2.1/24", "fd00:200:2::1/64")

@@ -130,6 +130,18 @@ type kindStats struct {
 	rcodes                                     map[int]uint64
 }
 
+// add counts o's queries into k, whose rcodes map must exist.
+func (k *kindStats) add(o *kindStats) {
+	k.sent += o.sent
+	k.answered += o.answered
+	k.retried += o.retried
+	k.unanswered += o.unanswered
+	k.wrong += o.wrong
+	for rc, n := range o.rcodes {
+		k.rcodes[rc] += n
+	}
+}
+
 // loadStats is the client's view of the whole run.
 type loadStats struct {
 	kinds      [numKinds]kindStats
@@ -157,15 +169,7 @@ func newLoadStats() *loadStats {
 
 func (s *loadStats) merge(o *loadStats) {
 	for i := range s.kinds {
-		a, b := &s.kinds[i], &o.kinds[i]
-		a.sent += b.sent
-		a.answered += b.answered
-		a.retried += b.retried
-		a.unanswered += b.unanswered
-		a.wrong += b.wrong
-		for rc, n := range b.rcodes {
-			a.rcodes[rc] += n
-		}
+		s.kinds[i].add(&o.kinds[i])
 	}
 	s.udp += o.udp
 	s.reconnects += o.reconnects
@@ -199,15 +203,8 @@ func appendBounded(list []string, items ...string) []string {
 
 func (s *loadStats) total() (k kindStats) {
 	k.rcodes = map[int]uint64{}
-	for _, ks := range s.kinds {
-		k.sent += ks.sent
-		k.answered += ks.answered
-		k.retried += ks.retried
-		k.unanswered += ks.unanswered
-		k.wrong += ks.wrong
-		for rc, n := range ks.rcodes {
-			k.rcodes[rc] += n
-		}
+	for i := range s.kinds {
+		k.add(&s.kinds[i])
 	}
 	return k
 }

@@ -12,8 +12,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,11 +55,11 @@ type options struct {
 func parseOptions() (options, error) {
 	var o options
 	var err error
-	durationDefault, err := envDuration("SOAK_DURATION", 3*time.Minute)
+	durationDefault, err := envOr("SOAK_DURATION", 3*time.Minute, time.ParseDuration)
 	if err != nil {
 		return o, err
 	}
-	qpsDefault, err := envInt("SOAK_QPS", 2000)
+	qpsDefault, err := envOr("SOAK_QPS", 2000, strconv.Atoi)
 	if err != nil {
 		return o, err
 	}
@@ -113,28 +111,19 @@ func parseOptions() (options, error) {
 	return o, nil
 }
 
-func envDuration(key string, def time.Duration) (time.Duration, error) {
+// envOr parses the environment variable key, or returns def when it is
+// unset or empty.
+func envOr[T any](key string, def T, parse func(string) (T, error)) (T, error) {
 	v := os.Getenv(key)
 	if v == "" {
 		return def, nil
 	}
-	d, err := time.ParseDuration(v)
+	parsed, err := parse(v)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", key, err)
+		var zero T
+		return zero, fmt.Errorf("%s: %w", key, err)
 	}
-	return d, nil
-}
-
-func envInt(key string, def int) (int, error) {
-	v := os.Getenv(key)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", key, err)
-	}
-	return n, nil
+	return parsed, nil
 }
 
 func main() {
@@ -178,9 +167,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	if len(problems) == 0 {
 		id := o.id
 		if id == "" {
-			b := make([]byte, 3)
-			_, _ = rand.Read(b)
-			id = hex.EncodeToString(b)
+			id = netnstest.RandomID()
 		}
 		topo, err = buildNamespaces(id)
 	} else {

@@ -253,3 +253,63 @@ func TestBuildChecks(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeAndTotal(t *testing.T) {
+	worker := func(sent, answered, wrong uint64, rcode int) *loadStats {
+		s := newLoadStats()
+		s.kinds[kindHot] = kindStats{sent: sent, answered: answered, wrong: wrong, rcodes: map[int]uint64{rcode: answered}}
+		s.kinds[kindDenied] = kindStats{sent: 1, unanswered: 1, retried: 1, rcodes: map[int]uint64{}}
+		s.udp = sent
+		return s
+	}
+	all := newLoadStats()
+	all.merge(worker(10, 9, 1, dns.RcodeSuccess))
+	all.merge(worker(5, 5, 0, dns.RcodeServerFailure))
+
+	hot := all.kinds[kindHot]
+	if hot.sent != 15 || hot.answered != 14 || hot.wrong != 1 {
+		t.Errorf("hot after merge: sent %d answered %d wrong %d, want 15 14 1", hot.sent, hot.answered, hot.wrong)
+	}
+	if hot.rcodes[dns.RcodeSuccess] != 9 || hot.rcodes[dns.RcodeServerFailure] != 5 {
+		t.Errorf("hot rcodes after merge: %v", hot.rcodes)
+	}
+	if all.udp != 15 {
+		t.Errorf("udp after merge: %d, want 15", all.udp)
+	}
+	total := all.total()
+	want := kindStats{sent: 17, answered: 14, retried: 2, unanswered: 2, wrong: 1}
+	if total.sent != want.sent || total.answered != want.answered || total.retried != want.retried ||
+		total.unanswered != want.unanswered || total.wrong != want.wrong {
+		t.Errorf("total = %+v, want counts of %+v", total, want)
+	}
+	if total.rcodes[dns.RcodeSuccess] != 9 || total.rcodes[dns.RcodeServerFailure] != 5 {
+		t.Errorf("total rcodes: %v", total.rcodes)
+	}
+}
+
+func TestEnvOr(t *testing.T) {
+	tests := []struct {
+		name, value string
+		want        time.Duration
+		wantErr     bool
+	}{
+		{name: "unset", value: "", want: time.Minute},
+		{name: "set", value: "20s", want: 20 * time.Second},
+		{name: "malformed", value: "soon", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("SOAK_TEST_ENV_OR", tt.value)
+			got, err := envOr("SOAK_TEST_ENV_OR", time.Minute, time.ParseDuration)
+			if tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "SOAK_TEST_ENV_OR") {
+					t.Fatalf("error %v, want one naming the variable", err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -1,6 +1,8 @@
 package netnstest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"net/netip"
 	"os/exec"
 )
@@ -95,4 +97,12 @@ func (ns Namespace) AddAddrs(dev string, prefixes ...string) error {
 		}
 	}
 	return nil
+}
+
+// RandomID is six hex digits that keep the namespace names of parallel
+// tests and runs apart.
+func RandomID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b) // never fails: crypto/rand aborts the program instead
+	return hex.EncodeToString(b)
 }

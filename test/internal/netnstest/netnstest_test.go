@@ -1,8 +1,6 @@
 package netnstest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"os"
 	"strings"
@@ -11,37 +9,9 @@ import (
 	"time"
 )
 
-func requireNamespaces(t *testing.T) {
-	t.Helper()
-	missing := Missing()
-	if len(missing) == 0 {
-		return
-	}
-	msg := "needs network namespaces: " + strings.Join(missing, "; ")
-	if os.Getenv("EGRESSD_REQUIRE_NETNS") == "1" {
-		t.Fatal(msg + " (EGRESSD_REQUIRE_NETNS=1)")
-	}
-	t.Skip(msg)
-}
-
 func scratchNamespace(t *testing.T, role string) Namespace {
 	t.Helper()
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	ns, err := Create("egt-" + hex.EncodeToString(b) + "-" + role)
-	if ns.Name != "" {
-		t.Cleanup(func() {
-			if err := ns.Delete(); err != nil {
-				t.Errorf("removing namespace: %v", err)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ns
+	return New(t, "egt-"+RandomID()+"-"+role)
 }
 
 // threadNetns names the network namespace of the calling thread.
@@ -115,7 +85,7 @@ func TestAddAddrsRejectsBadPrefix(t *testing.T) {
 // TestDoEntersAndLeaves checks that fn runs in the namespace and that no
 // thread the scheduler gets back is left there.
 func TestDoEntersAndLeaves(t *testing.T) {
-	requireNamespaces(t)
+	Require(t, "this test")
 	ns := scratchNamespace(t, "do")
 	home := threadNetns(t)
 	var inside string
@@ -153,7 +123,7 @@ func TestDoEntersAndLeaves(t *testing.T) {
 }
 
 func TestVethAndAddrs(t *testing.T) {
-	requireNamespaces(t)
+	Require(t, "this test")
 	a, b := scratchNamespace(t, "a"), scratchNamespace(t, "b")
 	if err := Veth(a, "va", b, "vb"); err != nil {
 		t.Fatal(err)

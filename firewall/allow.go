@@ -22,6 +22,7 @@ func (n *NFT) applyAllows(reqs []request) {
 		return
 	}
 	now := n.now()
+	trusted := n.indexTrusted()
 	plan := map[string]*plannedElement{}
 	var order []string // deterministic message order
 	waiting := reqs[:0:0]
@@ -42,8 +43,9 @@ func (n *NFT) applyAllows(reqs []request) {
 			r.result <- err
 			continue
 		}
+		need := freshFor(r.allow.TTL, n.spec.Grace)
 		for _, e := range elems {
-			n.planElement(plan, &order, e, now)
+			n.planElement(plan, &order, e, need, trusted, now)
 		}
 		waiting = append(waiting, r)
 	}
@@ -77,17 +79,33 @@ func (n *NFT) applyAllows(reqs []request) {
 	answerAll(waiting, nil)
 }
 
+// freshFor is how long an element must still live for an Allow with ttl
+// to send nothing. All of ttl, so no client keeps an answer longer than
+// its element lives; plus half the grace, so that a hot element, asked for
+// again and again with the same (clamped) TTL, is re-sent at most about
+// once per grace/2 and not each time its lifetime drops below TTL+grace.
+// A refresh asks for TTL+grace, more than this, so it never shortens an
+// element.
+func freshFor(ttl, grace time.Duration) time.Duration {
+	return ttl + grace/2
+}
+
 // planElement decides whether e must be sent: not when the index says it
-// already lives at least as long as wanted (minus a small slack).
-func (n *NFT) planElement(plan map[string]*plannedElement, order *[]string, e element, now time.Time) {
+// still lives at least need (see freshFor). An untrusted index (others
+// changed the table and it is not repaired yet) is not believed: every
+// element is sent, keeping at least the lifetime the index knows of.
+func (n *NFT) planElement(plan map[string]*plannedElement, order *[]string, e element, need time.Duration, trusted bool, now time.Time) {
 	k := e.indexKey()
 	if p, ok := plan[k]; ok {
 		p.timeout = max(p.timeout, e.timeout)
 		return
 	}
 	cur := n.index.get(e)
-	if cur != nil && cur.deadline.Sub(now) >= e.timeout-freshSlack {
+	if cur != nil && trusted && cur.deadline.Sub(now) >= need {
 		return
+	}
+	if cur != nil && !trusted {
+		e.timeout = max(e.timeout, ceilMillis(cur.deadline.Sub(now)))
 	}
 	// Anything the index has not seen expire (with margin) may still be in
 	// the kernel and needs a real refresh.

@@ -211,10 +211,12 @@ func TestAllowWithinLifetimeSendsNothing(t *testing.T) {
 		ttl     time.Duration
 		flushes int
 	}{
+		// 65s left after the first push; fresh needs TTL + 2.5s.
 		{"same answer again", 0, 60 * time.Second, 0},
 		{"cached answer with lower TTL later", 20 * time.Second, 40 * time.Second, 0},
-		{"within slack", 0, 41 * time.Second, 0},
-		{"needs more than is left", 0, 50 * time.Second, 1},
+		{"45s left cover TTL plus half the grace exactly", 0, 42500 * time.Millisecond, 0},
+		{"45s left fall short of TTL plus half the grace", 0, 42501 * time.Millisecond, 1},
+		{"needs more than the refresh left", 0, 50 * time.Second, 1},
 		{"again after refresh", 0, 50 * time.Second, 0},
 	}
 	for _, tc := range cases {
@@ -226,6 +228,60 @@ func TestAllowWithinLifetimeSendsNothing(t *testing.T) {
 			t.Errorf("%s: %d flushes, want %d", tc.name, got, tc.flushes)
 		}
 		base += got
+	}
+}
+
+// TestHotElementRefreshPace re-allows one destination every second, as a
+// resolver answering a hot cached name does, with TTLs clamped to 5m and a
+// 30s grace. Each element must be refreshed about once per grace/2, never
+// once per second, and must always outlive the TTL the client is told.
+func TestHotElementRefreshPace(t *testing.T) {
+	const (
+		maxTTL = 5 * time.Minute
+		grace  = 30 * time.Second
+		period = 2 * time.Minute
+	)
+	// A refresh comes due once the 5m30s element has less than 5m15s left.
+	paced := [2]int{int(period / grace), int(period/(grace/2)) + 1}
+	cases := []struct {
+		name      string
+		ttl       func(elapsed time.Duration) time.Duration
+		refreshes [2]int // at least, at most
+	}{
+		{"clamped TTL every time", func(time.Duration) time.Duration { return maxTTL }, paced},
+		// The TTL shrinks as fast as the element's lifetime: never due.
+		{"cached TTL counting down", func(e time.Duration) time.Duration { return maxTTL - e%maxTTL }, [2]int{0, 0}},
+		{"clamped and short TTLs mixed", func(e time.Duration) time.Duration {
+			if e%(7*time.Second) == 0 {
+				return 10 * time.Second
+			}
+			return maxTTL
+		}, paced},
+	}
+	ns := newTestNS(t)
+	spec := allowSpec()
+	spec.Grace = grace
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			n := startNFT(t, ns, spec, clock)
+			a := Allowance{Group: "servers", IPs: addrs(fmt.Sprintf("192.0.2.%d", 100+i))}
+			a.TTL = tc.ttl(0)
+			mustAllow(t, n, a)
+			base := n.flushCount()
+			for elapsed := time.Second; elapsed <= period; elapsed += time.Second {
+				clock.Advance(time.Second)
+				a.TTL = tc.ttl(elapsed)
+				mustAllow(t, n, a)
+				if left := n.lifetimeLeft(t, "g_servers_d4", a.IPs[0].AsSlice()); left < a.TTL {
+					t.Fatalf("at %v: element lives %v more, less than the %v TTL handed out", elapsed, left, a.TTL)
+				}
+			}
+			refreshes := n.flushCount() - base
+			if refreshes < tc.refreshes[0] || refreshes > tc.refreshes[1] {
+				t.Errorf("%d refreshes in %v, want %d..%d", refreshes, period, tc.refreshes[0], tc.refreshes[1])
+			}
+		})
 	}
 }
 

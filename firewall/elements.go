@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/egressd/egressd/policy"
@@ -16,61 +17,103 @@ type element struct {
 }
 
 func (e element) indexKey() string {
-	return e.set + "\x00" + string(e.key) + "\x00" + string(e.keyEnd)
+	return string(appendIndexKey(nil, e.set, e.key, e.keyEnd))
+}
+
+// appendIndexKey appends the expiry index's key of an element.
+func appendIndexKey(dst []byte, set string, key, keyEnd []byte) []byte {
+	dst = append(dst, set...)
+	dst = append(dst, 0)
+	dst = append(dst, key...)
+	dst = append(dst, 0)
+	return append(dst, keyEnd...)
 }
 
 // ErrUnknownGroup is returned by Allow for a group the ruleset does not have.
 var ErrUnknownGroup = errors.New("firewall: unknown group")
 
-// elementsFor expands an allowance into set elements. IPv4-mapped IPv6
-// addresses count as IPv4. With client scope, a destination whose family
-// differs from the client's cannot be keyed and is skipped: the client
-// could not use it from that source address anyway.
-func elementsFor(gs groupSets, a Allowance, timeout time.Duration) ([]element, error) {
-	client := a.Client.Unmap().WithZone("")
+// checkAllowance rejects what no set can hold and returns the client
+// address as the sets key it.
+func checkAllowance(gs groupSets, a Allowance) (client netip.Addr, err error) {
+	client = a.Client.Unmap().WithZone("")
 	if gs.scoped && !client.IsValid() {
-		return nil, fmt.Errorf("firewall: scope %q needs the client address", ScopeClient)
+		return client, fmt.Errorf("firewall: scope %q needs the client address", ScopeClient)
 	}
 	for _, p := range a.Ports {
 		if p.From > p.To {
-			return nil, fmt.Errorf("firewall: port range %d-%d is reversed", p.From, p.To)
+			return client, fmt.Errorf("firewall: port range %d-%d is reversed", p.From, p.To)
 		}
 		if p.Proto != 0 && p.Proto != policy.ProtoTCP && p.Proto != policy.ProtoUDP {
-			return nil, fmt.Errorf("firewall: unsupported protocol %d", p.Proto)
+			return client, fmt.Errorf("firewall: unsupported protocol %d", p.Proto)
 		}
+	}
+	return client, nil
+}
+
+// destination normalizes ip (IPv4-mapped IPv6 counts as IPv4) and reports
+// whether it yields elements: with client scope, a destination whose
+// family differs from the client's cannot be keyed and is skipped, as the
+// client could not use it from that source address anyway.
+func destination(gs groupSets, client, ip netip.Addr) (netip.Addr, bool) {
+	ip = ip.Unmap().WithZone("")
+	if !ip.IsValid() || (gs.scoped && client.Is4() != ip.Is4()) {
+		return ip, false
+	}
+	return ip, true
+}
+
+// setFor names the set a destination of this family goes to.
+func (gs groupSets) setFor(is4, ported bool) string {
+	switch {
+	case ported && is4:
+		return gs.p4
+	case ported:
+		return gs.p6
+	case is4:
+		return gs.d4
+	}
+	return gs.d6
+}
+
+// appendDestKey appends the address part of a key: the client first with
+// client scope, then the destination.
+func appendDestKey(dst []byte, gs groupSets, client, ip netip.Addr) []byte {
+	if gs.scoped {
+		dst = appendAddr(dst, client)
+	}
+	return appendAddr(dst, ip)
+}
+
+// appendAddr appends the address's 4 or 16 bytes.
+func appendAddr(dst []byte, a netip.Addr) []byte {
+	if a.Is4() {
+		b := a.As4()
+		return append(dst, b[:]...)
+	}
+	b := a.As16()
+	return append(dst, b[:]...)
+}
+
+// elementsFor expands an allowance into set elements.
+func elementsFor(gs groupSets, a Allowance, timeout time.Duration) ([]element, error) {
+	client, err := checkAllowance(gs, a)
+	if err != nil {
+		return nil, err
 	}
 	var out []element
 	for _, ip := range a.IPs {
-		ip = ip.Unmap().WithZone("")
-		if !ip.IsValid() {
+		ip, ok := destination(gs, client, ip)
+		if !ok {
 			continue
 		}
-		is4 := ip.Is4()
-		if gs.scoped && client.Is4() != is4 {
-			continue
-		}
-		var prefix []byte
-		if gs.scoped {
-			prefix = client.AsSlice()
-		}
-		prefix = append(prefix, ip.AsSlice()...)
+		prefix := appendDestKey(nil, gs, client, ip)
 		if len(a.Ports) == 0 {
-			set := gs.d6
-			if is4 {
-				set = gs.d4
-			}
-			out = append(out, element{set: set, key: prefix, timeout: timeout})
+			out = append(out, element{set: gs.setFor(ip.Is4(), false), key: prefix, timeout: timeout})
 			continue
 		}
-		set := gs.p6
-		if is4 {
-			set = gs.p4
-		}
+		set := gs.setFor(ip.Is4(), true)
 		for _, p := range a.Ports {
-			proto := p.Proto
-			if proto == 0 {
-				proto = policy.ProtoTCP
-			}
+			proto := protoOf(p)
 			out = append(out, element{
 				set:     set,
 				key:     portKey(prefix, proto, p.From),
@@ -82,11 +125,24 @@ func elementsFor(gs groupSets, a Allowance, timeout time.Duration) ([]element, e
 	return out, nil
 }
 
-// portKey appends protocol and port, each padded to a 4-byte register as
-// concatenated set keys require.
+// protoOf defaults a port range without protocol to TCP.
+func protoOf(p policy.PortRange) uint8 {
+	if p.Proto == 0 {
+		return policy.ProtoTCP
+	}
+	return p.Proto
+}
+
+// portKey returns prefix followed by protocol and port.
 func portKey(prefix []byte, proto uint8, port uint16) []byte {
 	k := make([]byte, 0, len(prefix)+8)
 	k = append(k, prefix...)
-	k = append(k, proto, 0, 0, 0)
-	return append(k, byte(port>>8), byte(port), 0, 0)
+	return appendPortKey(k, proto, port)
+}
+
+// appendPortKey appends protocol and port, each padded to a 4-byte
+// register as concatenated set keys require.
+func appendPortKey(dst []byte, proto uint8, port uint16) []byte {
+	dst = append(dst, proto, 0, 0, 0)
+	return append(dst, byte(port>>8), byte(port), 0, 0)
 }

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -14,9 +15,12 @@ type indexEntry struct {
 }
 
 // expiryIndex remembers element deadlines so an Allow whose destinations
-// are already live long enough costs no netlink round trip. It is owned by
-// the goroutine that owns the netlink connection.
+// are already live long enough costs no netlink round trip. Only the
+// goroutine that owns the netlink connection changes it, and only to
+// record what the kernel acknowledged (or to forget); Allow reads it from
+// any goroutine under mu.
 type expiryIndex struct {
+	mu      sync.RWMutex
 	entries map[string]*indexEntry
 	perSet  map[string]int // entries per set, for the elements gauge
 }
@@ -25,6 +29,7 @@ func newExpiryIndex() *expiryIndex {
 	return &expiryIndex{entries: map[string]*indexEntry{}, perSet: map[string]int{}}
 }
 
+// remove needs mu held for writing.
 func (x *expiryIndex) remove(k string, e *indexEntry) {
 	delete(x.entries, k)
 	x.perSet[e.set]--
@@ -33,10 +38,24 @@ func (x *expiryIndex) remove(k string, e *indexEntry) {
 	}
 }
 
-func (x *expiryIndex) get(e element) *indexEntry { return x.entries[e.indexKey()] }
+func (x *expiryIndex) get(e element) *indexEntry {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.entries[e.indexKey()]
+}
 
+func (x *expiryIndex) count(set string) int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.perSet[set]
+}
+
+// put records a deadline the kernel has acknowledged; it never shortens
+// one already known.
 func (x *expiryIndex) put(e element, deadline time.Time) {
 	k := e.indexKey()
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	if cur, ok := x.entries[k]; ok {
 		if deadline.After(cur.deadline) {
 			cur.deadline = deadline
@@ -49,6 +68,8 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 
 // sweep forgets elements the kernel has expired, with margin to spare.
 func (x *expiryIndex) sweep(now time.Time, margin time.Duration) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	for k, e := range x.entries {
 		if e.deadline.Before(now.Add(-margin)) {
 			x.remove(k, e)
@@ -60,6 +81,8 @@ func (x *expiryIndex) sweep(now time.Time, margin time.Duration) {
 // remaining lifetime, and forgets every other element. Reload uses it to
 // refill a freshly built table.
 func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, minLeft time.Duration) map[string][]nftables.SetElement {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	out := map[string][]nftables.SetElement{}
 	for k, e := range x.entries {
 		left := e.deadline.Sub(now)
@@ -67,7 +90,7 @@ func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, minLeft tim
 			x.remove(k, e)
 			continue
 		}
-		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: left.Round(time.Millisecond)})
+		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: ceilMillis(left)})
 	}
 	return out
 }
@@ -76,13 +99,24 @@ func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, minLeft tim
 // live, with their remaining lifetime, to add them back after someone else
 // deleted them.
 func (x *expiryIndex) live(now time.Time, sets map[string]bool, minLeft time.Duration) map[string][]nftables.SetElement {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
 	out := map[string][]nftables.SetElement{}
 	for _, e := range x.entries {
 		left := e.deadline.Sub(now)
 		if !sets[e.set] || left < minLeft {
 			continue
 		}
-		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: left.Round(time.Millisecond)})
+		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: ceilMillis(left)})
 	}
 	return out
+}
+
+// ceilMillis rounds up to the milliseconds netlink carries, so the kernel
+// never expires a carried element before the index's deadline.
+func ceilMillis(d time.Duration) time.Duration {
+	if r := d % time.Millisecond; r > 0 {
+		d += time.Millisecond - r
+	}
+	return d
 }

@@ -40,9 +40,6 @@ const (
 	// elementsPerMessage keeps each element list well under the 64 KiB a
 	// netlink attribute can hold.
 	elementsPerMessage = 256
-	// freshSlack: an element living at least (wanted - freshSlack) longer
-	// is not re-sent.
-	freshSlack = time.Second
 	// expiryMargin covers clock skew between egressd's index and the
 	// kernel's timers when deciding whether an element may still exist.
 	expiryMargin = 2 * time.Second
@@ -76,6 +73,7 @@ type NFT struct {
 	lay       layout
 	sets      map[string]*nftables.Set
 	index     *expiryIndex
+	view      atomic.Pointer[allowView] // for Allow's check without the owner
 	lastSweep time.Time
 	flushes   int // netlink batches sent, for tests and benchmarks
 
@@ -86,6 +84,12 @@ type NFT struct {
 	restores    *prometheus.CounterVec
 	baseline    tableState                 // the table as listed right after install
 	published   atomic.Pointer[tableState] // baseline for Check
+	// driftSettled is the watcher's report count up to which the owner has
+	// repaired everything; repairing is set while a change by others is
+	// known but not yet repaired. Either way the index may list elements
+	// the kernel lost, so Allow does not answer from it.
+	driftSettled atomic.Uint64
+	repairing    atomic.Bool
 	restoreGate
 	// flushHook, when set, runs before each batch is sent; tests use it to
 	// queue a message the kernel rejects, or to fail the batch outright.
@@ -182,8 +186,21 @@ func (n *NFT) dial() error {
 // timeout TTL + Grace and returns once the kernel has them (or ctx ends).
 // An empty group means the client is in no group, which the firewall does
 // not filter, so there is nothing to do.
+//
+// When the expiry index shows every element live long enough, Allow
+// returns at once without involving the goroutine that owns the netlink
+// connection; the hot path of cached answers costs a map lookup per
+// element under a read lock.
 func (n *NFT) Allow(ctx context.Context, a Allowance) error {
 	if a.Group == "" || len(a.IPs) == 0 {
+		return nil
+	}
+	select {
+	case <-n.closed:
+		return errClosed
+	default:
+	}
+	if ctx.Err() == nil && n.alreadyInEffect(a) {
 		return nil
 	}
 	return n.submit(ctx, request{ctx: ctx, allow: a})
@@ -284,11 +301,11 @@ func (n *NFT) run() {
 	for {
 		select {
 		case <-changed:
-			n.handleDrift(n.watch.take())
+			n.repairDrift()
 		case <-verify:
-			n.handleDrift(drift{})
+			n.repairDrift()
 		case <-n.retry.C:
-			n.handleDrift(drift{})
+			n.repairDrift()
 		case <-n.quit:
 			n.failPending()
 			return
@@ -306,6 +323,13 @@ func (n *NFT) run() {
 				default:
 					break drain
 				}
+			}
+			// Changes by others reported meanwhile are repaired first, so
+			// no answer relies on elements someone else deleted.
+			select {
+			case <-changed:
+				n.repairDrift()
+			default:
 			}
 			n.serve(batch)
 		}
@@ -406,6 +430,7 @@ func (n *NFT) replace(spec Spec, logReload bool) error {
 	}
 	n.forgetGauges(lay)
 	n.spec, n.lay, n.sets = spec, lay, sets
+	n.view.Store(&allowView{groups: lay.groups, grace: spec.Grace})
 	n.updateGauges(now, true)
 	return n.takeBaseline()
 }
@@ -477,7 +502,7 @@ func (n *NFT) updateGauges(now time.Time, force bool) {
 	}
 	for _, s := range n.lay.sets {
 		if s.kind != setClients {
-			n.metrics.FirewallElements.WithLabelValues(s.name).Set(float64(n.index.perSet[s.name]))
+			n.metrics.FirewallElements.WithLabelValues(s.name).Set(float64(n.index.count(s.name)))
 		}
 	}
 }

@@ -25,6 +25,7 @@ type restoreGate struct {
 	lastRestore time.Time
 	restoreGap  time.Duration
 	deferred    drift // reported while waiting for the gap to pass
+	awaiting    bool  // a retry is scheduled: something is not repaired yet
 	retry       *time.Timer
 }
 
@@ -42,6 +43,7 @@ func (g *restoreGate) noteRestore(now time.Time) {
 // later keeps d for a retry after wait.
 func (g *restoreGate) later(d drift, wait time.Duration) {
 	g.deferred.merge(d)
+	g.awaiting = true
 	g.retry.Reset(wait)
 }
 
@@ -75,6 +77,32 @@ func (n *NFT) takeBaseline() error {
 	return nil
 }
 
+// repairDrift takes what the watcher reported and handles it. Once
+// nothing is left to retry, the index is trusted again up to the reports
+// taken.
+func (n *NFT) repairDrift() {
+	var d drift
+	var seen uint64
+	if n.watch != nil {
+		seen = n.watch.reported.Load()
+		d = n.watch.take()
+	}
+	n.handleDrift(d)
+	if !n.awaiting {
+		n.driftSettled.Store(seen)
+		n.repairing.Store(false)
+	}
+}
+
+// indexTrusted reports whether the index may be believed: no change by
+// others is reported or known and unrepaired.
+func (n *NFT) indexTrusted() bool {
+	if n.repairing.Load() {
+		return false
+	}
+	return n.watch == nil || n.watch.reported.Load() == n.driftSettled.Load()
+}
+
 // handleDrift runs on the owner goroutine when the watcher reported
 // changes by others, on the periodic check, and on retries. The table's
 // structure is compared with the baseline: any difference restores the
@@ -83,7 +111,7 @@ func (n *NFT) takeBaseline() error {
 // (add-only, so another egressd sharing the table is not disturbed).
 func (n *NFT) handleDrift(d drift) {
 	d.merge(n.deferred)
-	n.deferred = drift{}
+	n.deferred, n.awaiting = drift{}, false
 	got, err := readTableState(n.conn, n.spec.Table)
 	if err != nil {
 		n.log.Warn("firewall: cannot check the table", "table", n.spec.Table, "err", err)
@@ -99,6 +127,7 @@ func (n *NFT) handleDrift(d drift) {
 	if len(found) == 0 && len(sets) == 0 {
 		return
 	}
+	n.repairing.Store(true)
 	now := time.Now()
 	if wait := n.lastRestore.Add(n.restoreGap).Sub(now); wait > 0 {
 		n.later(d, wait)
@@ -143,7 +172,8 @@ func (n *NFT) refill(d drift, sets map[string]bool, now time.Time) {
 	for name, elems := range missing {
 		if err := queueElements(n.conn, n.sets[name], elems, false); err != nil {
 			n.resetConn()
-			n.log.Error("firewall: re-adding elements failed", "err", err)
+			n.log.Error("firewall: re-adding elements failed; retrying", "err", err)
+			n.later(d, max(verifyRetry, n.restoreGap))
 			return
 		}
 		total += len(elems)

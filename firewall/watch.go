@@ -33,6 +33,9 @@ type watcher struct {
 
 	mu      sync.Mutex
 	pending drift
+	// reported counts reports; the owner notes up to which one it has
+	// repaired (NFT.driftSettled).
+	reported atomic.Uint64
 }
 
 // drift is what the notifications say changed since the owner last looked.
@@ -205,6 +208,7 @@ func (w *watcher) report(d drift) {
 	}
 	w.mu.Lock()
 	w.pending.merge(d)
+	w.reported.Add(1)
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:

@@ -1,0 +1,120 @@
+package firewall
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// lifetimeLeft is how long, by the injected clock, the index believes the
+// element of set with key lives on.
+func (n *NFT) lifetimeLeft(t *testing.T, set string, key []byte) time.Duration {
+	t.Helper()
+	n.index.mu.RLock()
+	defer n.index.mu.RUnlock()
+	e, ok := n.index.entries[element{set: set, key: key}.indexKey()]
+	if !ok {
+		t.Fatalf("index lacks %s element %x", set, key)
+	}
+	return e.deadline.Sub(n.now())
+}
+
+// TestIndexCovers checks the lock-free check of Allow against the elements
+// the owner records: covered only when every element is known and has
+// enough left.
+func TestIndexCovers(t *testing.T) {
+	group := groupSets{d4: "d4", d6: "d6", p4: "p4", p6: "p6"}
+	scoped := group
+	scoped.scoped = true
+	now := time.Unix(1_700_000_000, 0)
+	client := netip.MustParseAddr("10.0.0.9")
+	web := []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}, {From: 8000, To: 8080}}
+	known := []Allowance{
+		{IPs: addrs("192.0.2.1", "2001:db8::1")},
+		{IPs: addrs("198.51.100.1"), Ports: web},
+	}
+	knownScoped := Allowance{Client: client, IPs: addrs("192.0.2.1")}
+	x := newExpiryIndex()
+	record := func(gs groupSets, a Allowance, left time.Duration) {
+		elems, err := elementsFor(gs, a, left)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range elems {
+			x.put(e, now.Add(left))
+		}
+	}
+	for _, a := range known {
+		record(group, a, time.Minute)
+	}
+	record(scoped, knownScoped, time.Minute)
+
+	cases := []struct {
+		name string
+		gs   groupSets
+		a    Allowance
+		need time.Duration
+		want bool
+	}{
+		{"both families known", group, known[0], time.Minute, true},
+		{"mapped address is the IPv4 one", group, Allowance{IPs: addrs("::ffff:192.0.2.1")}, time.Minute, true},
+		{"needs more than is left", group, known[0], time.Minute + time.Millisecond, false},
+		{"one address unknown", group, Allowance{IPs: addrs("192.0.2.1", "192.0.2.2")}, time.Second, false},
+		{"port ranges known", group, known[1], time.Minute, true},
+		{"one port range unknown", group, Allowance{IPs: addrs("198.51.100.1"), Ports: append(web[:1:1], policy.PortRange{Proto: policy.ProtoUDP, From: 443, To: 443})}, time.Second, false},
+		{"any-port element does not cover a port", group, Allowance{IPs: addrs("192.0.2.1"), Ports: web[:1]}, time.Second, false},
+		{"client scope keyed by client", scoped, knownScoped, time.Minute, true},
+		{"client scope, another client", scoped, Allowance{Client: netip.MustParseAddr("10.0.0.10"), IPs: addrs("192.0.2.1")}, time.Second, false},
+		{"client scope skips the other family", scoped, Allowance{Client: client, IPs: addrs("192.0.2.1", "2001:db8::99")}, time.Second, true},
+		{"invalid port range goes to the owner", group, Allowance{IPs: addrs("198.51.100.1"), Ports: []policy.PortRange{{From: 90, To: 80}}}, 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := x.covers(tc.gs, tc.a, tc.need, now); got != tc.want {
+				t.Errorf("covers = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	allocs := testing.AllocsPerRun(100, func() { x.covers(group, known[1], time.Second, now) })
+	if allocs != 0 {
+		t.Errorf("covers allocates %v times per call, want 0", allocs)
+	}
+}
+
+// TestAllowDuringPostponedRestore deletes an element while the restore
+// backoff postpones re-adding it: the index still lists the element as
+// live, but Allow must not believe it and must put the element back
+// before returning.
+func TestAllowDuringPostponedRestore(t *testing.T) {
+	f := newDriftFixture(t, Options{VerifyEvery: -1})
+	deleteIt := func() {
+		f.ns.exec(t, "nft", "delete", "element", "inet", "egressd", "g_servers_d4", "{ 192.0.2.10 }")
+	}
+	// Two restores in a row: the next one waits at least a second.
+	for range 2 {
+		deleteIt()
+		f.waitRestored(t)
+	}
+	before := f.n.watch.reported.Load()
+	deleteIt()
+	for deadline := time.Now().Add(restoreLimit); f.n.watch.reported.Load() == before; {
+		if time.Now().After(deadline) {
+			t.Fatal("the deletion was never reported")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mustAllow(t, f.n, Allowance{Group: "servers", IPs: addrs("192.0.2.10"), TTL: time.Minute})
+	d4, _ := f.setElements(t, "g_servers_d4")
+	e, ok := findElement(d4, f.d4, nil)
+	if !ok {
+		t.Fatalf("Allow returned while the deleted element was still missing: %v", d4)
+	}
+	if e.Expires < time.Minute {
+		t.Errorf("re-added element expires in %v, less than the 1m TTL", e.Expires)
+	}
+	if got := f.restores(t, restoreElements); got != 2 {
+		t.Logf("restores{elements} = %v: the postponed restore already ran", got)
+	}
+}

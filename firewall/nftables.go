@@ -52,7 +52,8 @@ const (
 )
 
 // NFT is the nftables backend. One goroutine owns the netlink connection;
-// Allow and Reload hand it requests and wait for the answer.
+// Allow and Reload hand it requests and wait for the answer, except an
+// Allow the expiry index shows already in effect, which returns at once.
 type NFT struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics

@@ -1,7 +1,10 @@
 package firewall
 
 import (
+	"context"
+	"errors"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,5 +119,70 @@ func TestAllowDuringPostponedRestore(t *testing.T) {
 	}
 	if got := f.restores(t, restoreElements); got != 2 {
 		t.Logf("restores{elements} = %v: the postponed restore already ran", got)
+	}
+}
+
+// TestFreshAllowsAcrossReloads keeps answering fresh allowances from other
+// goroutines while the table is reloaded: a group the reload removed must
+// be unknown as soon as Reload returns (not answered from the index), and
+// one that comes back must really be added again.
+func TestFreshAllowsAcrossReloads(t *testing.T) {
+	ns := newTestNS(t)
+	specA := allowSpec()
+	specA.Grace = 30 * time.Second
+	specA.Groups = append(specA.Groups, GroupSpec{Name: "lab", Clients: prefixes("10.2.0.0/16")})
+	specB := specA
+	specB.Groups = specA.Groups[:1]
+	n := startNFT(t, ns, specA, nil)
+	servers := Allowance{Group: "servers", IPs: addrs("192.0.2.60", "2001:db8::60"), TTL: time.Minute}
+	lab := Allowance{Group: "lab", IPs: addrs("192.0.2.62"), TTL: time.Minute}
+	mustAllow(t, n, servers)
+	mustAllow(t, n, lab)
+
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if err := n.Allow(ctx, servers); err != nil && ctx.Err() == nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	steps := []struct {
+		spec    Spec
+		labErr  error
+		labSets bool
+	}{
+		{specB, ErrUnknownGroup, false},
+		{specA, nil, true},
+	}
+	for _, st := range steps {
+		if err := n.Reload(st.spec); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Allow(context.Background(), lab); !errors.Is(err, st.labErr) {
+			t.Errorf("Allow(lab) after reload = %v, want %v", err, st.labErr)
+		}
+		if _, ok := findElement(elements(t, ns, "egressd", "g_servers_d4"), servers.IPs[0].AsSlice(), nil); !ok {
+			t.Error("servers element lost across the reload")
+		}
+		if st.labSets {
+			if _, ok := findElement(elements(t, ns, "egressd", "g_lab_d4"), lab.IPs[0].AsSlice(), nil); !ok {
+				t.Error("lab element not added again after its group came back")
+			}
+		}
+	}
+	stop()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Allow of a fresh allowance during reloads: %v", err)
 	}
 }

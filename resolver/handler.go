@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
@@ -35,25 +36,56 @@ type outcome struct {
 	action   string
 	cached   bool
 	upstream string
+	// mustWait: the query is cacheOnly and its answer needs an upstream
+	// exchange or a firewall push; nothing has been sent or counted.
+	mustWait bool
 }
 
 // ServeDNS implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	start := time.Now()
-	client, udp := remote(w.RemoteAddr())
-	if s.limiter != nil && !s.limiter.allow(client, s.now()) {
-		s.rateLimited(w, req, udp)
-		return
+	if c, ok := s.admitQuery(w, req); ok {
+		s.serve(w, req, c, false)
 	}
+}
+
+// caller is who sent a query, over what, and when it arrived.
+type caller struct {
+	start time.Time
+	addr  netip.Addr
+	udp   bool
+}
+
+// admitQuery applies the rate limit, which must run once per query even
+// when a query is served in two attempts (see serve).
+func (s *Server) admitQuery(w dns.ResponseWriter, req *dns.Msg) (caller, bool) {
+	c := caller{start: time.Now()}
+	c.addr, c.udp = remote(w.RemoteAddr())
+	if s.limiter != nil && !s.limiter.allow(c.addr, s.now()) {
+		s.rateLimited(w, req, c.udp)
+		return c, false
+	}
+	return c, true
+}
+
+// serve runs the request path for an admitted query, writes the answer and
+// records it. With cacheOnly the path stops before anything that may wait
+// (an upstream exchange, a firewall push) and serve then returns false
+// having sent and recorded nothing, so the UDP reader can answer cache hits
+// itself and pass only the rest to a worker, which serves them again.
+func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, c caller, cacheOnly bool) bool {
 	if !s.inFlight.acquire() {
-		if n, ok := s.inFlight.warnDue(start); ok {
+		if n, ok := s.inFlight.warnDue(c.start); ok {
 			s.log.Warn("too many queries in flight; dropping", "limit", maxInFlight, "dropped", n)
 		}
-		return
+		return true
 	}
 	defer s.inFlight.release()
-	q := parseQuery(req, udp)
-	o := s.resolve(client, req, &q)
+	q := parseQuery(req, c.udp)
+	q.cacheOnly = cacheOnly
+	o := s.resolve(c.addr, req, &q)
+	if o.mustWait {
+		return false
+	}
 	out, err := o.ans.render(&q, o.age, s.maxTTL)
 	if err != nil {
 		s.log.Error("cannot render answer", "qname", q.qname, "err", err)
@@ -61,9 +93,10 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		out, _ = o.ans.render(&q, 0, s.maxTTL)
 	}
 	if _, err := w.Write(out); err != nil {
-		s.log.Debug("cannot write answer", "client", client, "err", err)
+		s.log.Debug("cannot write answer", "client", c.addr, "err", err)
 	}
-	s.record(start, client, &q, &o)
+	s.record(c.start, c.addr, &q, &o)
+	return true
 }
 
 // resolve is the whole request path, in order. Each step either produces
@@ -100,6 +133,9 @@ func (s *Server) resolve(client netip.Addr, req *dns.Msg, q *query) outcome {
 	}
 
 	ans, err := s.lookup(q, &o)
+	if err == errMustWait {
+		return outcome{mustWait: true}
+	}
 	if err != nil {
 		s.log.Warn("upstream failed", "qname", q.qname, "qtype", dns.TypeToString[q.qtype], "err", err)
 		o.ans = rcodeAnswer(q, dns.RcodeServerFailure)
@@ -145,7 +181,12 @@ func (s *Server) resolve(client netip.Addr, req *dns.Msg, q *query) outcome {
 
 // lookup finds the answer for a permitted query: RFC 8482 for ANY, static
 // hosts, the cache, then the upstream servers (or a stale cache entry).
+// A cacheOnly query gets errMustWait instead of an upstream exchange, and
+// before the cache counts it, so the second attempt counts it once.
 func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
+	if q.cacheOnly && s.pushesToFirewall() {
+		return nil, errMustWait
+	}
 	if q.qtype == dns.TypeANY {
 		return anyAnswer(q), nil
 	}
@@ -160,22 +201,38 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 			o.cached, o.age = true, age
 			return ans, nil
 		}
+		if q.cacheOnly {
+			return nil, errMustWait
+		}
 		s.countCache(false)
 		s.countCacheEntries() // get drops expired entries
+	} else if q.cacheOnly {
+		return nil, errMustWait
 	}
 	return s.forwardOrStale(key, q, o)
+}
+
+// errMustWait stops a cacheOnly query that needs the upstream.
+var errMustWait = errors.New("answer needs an upstream exchange or a firewall push")
+
+// pushesToFirewall reports whether allowed answers go to an enforcer that
+// may have to wait for the kernel.
+func (s *Server) pushesToFirewall() bool {
+	enf := s.currentEnforcer()
+	if enf == nil {
+		return false
+	}
+	_, none := enf.(*firewall.None)
+	return !none
 }
 
 // allowDestinations pushes the answer's addresses into the firewall and
 // returns once they are in effect. Answers without addresses need nothing.
 func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *answer, age uint32) error {
+	if len(ans.addrs) == 0 || !s.pushesToFirewall() {
+		return nil
+	}
 	enf := s.currentEnforcer()
-	if enf == nil || len(ans.addrs) == 0 {
-		return nil
-	}
-	if _, none := enf.(*firewall.None); none {
-		return nil
-	}
 	// A context shared with other queries: a timer per query costs more
 	// than the push itself when the firewall already has the addresses.
 	ctx := s.fwDeadline.context(time.Now())

@@ -30,6 +30,10 @@ type query struct {
 	// over UDP without EDNS, its advertised size (up to ours) with it, and
 	// 64 KiB over TCP.
 	maxSize int
+
+	// cacheOnly stops the path before an upstream exchange or a firewall
+	// push (see Server.serve).
+	cacheOnly bool
 }
 
 func parseQuery(req *dns.Msg, udp bool) query {

@@ -20,13 +20,17 @@ const maxIdleUDPWorkers = 1024
 // udpWorkers replaces miekg/dns's UDP dispatch, which starts a goroutine
 // per datagram: each new goroutine grows its stack while handling the
 // query, and copying stacks cost more than the whole cache-hit path. Here
-// ReadUDP hands each datagram to a long-lived worker (starting one only
-// when none is idle) and returns to miekg/dns only when reading fails,
-// which is how miekg/dns's Shutdown stops it; before returning it waits
-// for the datagrams being handled, so they are still answered.
+// ReadUDP parses each datagram and answers it itself when it needs neither
+// an upstream nor a firewall push (cache hits, denials), which spares the
+// hand-off to another goroutine; the rest go to long-lived workers
+// (starting one only when none is idle). ReadUDP returns to miekg/dns only
+// when reading fails, which is how miekg/dns's Shutdown stops it; before
+// returning it waits for the queries being handled, so they are still
+// answered.
 //
-// Workers apply what miekg/dns would have: the outsider filter, responses
-// ignored (acceptQueries), FORMERR for a query that does not parse.
+// The reader applies what miekg/dns would have: the outsider filter,
+// responses ignored (acceptQueries), FORMERR for a query that does not
+// parse.
 type udpWorkers struct {
 	outsiderReader // reads TCP and generic packet conns as before
 
@@ -35,18 +39,15 @@ type udpWorkers struct {
 	once sync.Once
 	idle atomic.Int32
 	busy atomic.Int32
-	wg   sync.WaitGroup // datagrams being handled
+	wg   sync.WaitGroup // queries being handled by workers
 }
 
+// udpJob is a query the reader could not answer from the cache.
 type udpJob struct {
-	conn    *net.UDPConn
-	bufp    *[]byte
-	n       int
-	session *dns.SessionUDP
+	w      *udpResponse
+	req    *dns.Msg
+	caller caller
 }
-
-// udpReadBuffers hold one datagram each, of any size a client may send.
-var udpReadBuffers = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
 
 // udpWorkersFilter is a dns.DecorateReader for the UDP server.
 func (s *Server) udpWorkersFilter(r dns.Reader) dns.Reader {
@@ -56,24 +57,32 @@ func (s *Server) udpWorkersFilter(r dns.Reader) dns.Reader {
 // ReadUDP serves datagrams until reading fails, then waits for the ones in
 // hand and returns the error.
 func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
+	buf := make([]byte, dns.MaxMsgSize) // free again once the datagram is parsed
+	inline := &udpResponse{conn: conn}  // only the reader writes through it
 	for {
-		bufp := udpReadBuffers.Get().(*[]byte)
-		n, session, err := dns.ReadFromSessionUDP(conn, *bufp)
+		n, session, err := dns.ReadFromSessionUDP(conn, buf)
 		if err != nil {
-			udpReadBuffers.Put(bufp)
 			u.wg.Wait()
 			u.once.Do(func() { close(u.stop) })
 			return nil, nil, err
 		}
+		inline.session = session
+		req, ok := u.parse(inline, buf[:n])
+		if !ok {
+			continue
+		}
+		c, ok := u.s.admitQuery(inline, req)
+		if !ok || u.s.serve(inline, req, c, true) {
+			continue
+		}
 		if u.busy.Load() >= maxInFlight {
-			// ServeDNS would drop it too; do not start a goroutine for it.
-			udpReadBuffers.Put(bufp)
+			// serve would drop it too; do not start a goroutine for it.
 			u.s.inFlight.dropped.Add(1)
 			continue
 		}
 		u.busy.Add(1)
 		u.wg.Add(1)
-		job := udpJob{conn: conn, bufp: bufp, n: n, session: session}
+		job := udpJob{w: &udpResponse{conn: conn, session: session}, req: req, caller: c}
 		select {
 		case u.jobs <- job:
 		default:
@@ -82,11 +91,33 @@ func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 	}
 }
 
-// work handles job and then others until enough workers are idle.
+// parse returns the query in m, or false when it is dropped or has been
+// answered FORMERR.
+func (u *udpWorkers) parse(w *udpResponse, m []byte) (*dns.Msg, bool) {
+	if len(m) < headerLen || !u.s.admitMessage(m, w.RemoteAddr()) {
+		return nil, false
+	}
+	var h dns.Header
+	h.Bits = uint16(m[offFlags])<<8 | uint16(m[offFlags+1])
+	if acceptQueries(h) != dns.MsgAccept {
+		return nil, false
+	}
+	req := new(dns.Msg)
+	if err := req.Unpack(m); err != nil {
+		// What miekg/dns answers: the header echoed with FORMERR.
+		req.SetRcodeFormatError(req)
+		req.Zero = false
+		req.Ns, req.Answer, req.Extra = nil, nil, nil
+		w.WriteMsg(req)
+		return nil, false
+	}
+	return req, true
+}
+
+// work serves job and then others until enough workers are idle.
 func (u *udpWorkers) work(job udpJob) {
 	for {
-		u.handle(job)
-		udpReadBuffers.Put(job.bufp)
+		u.s.serve(job.w, job.req, job.caller, false)
 		u.busy.Add(-1)
 		u.wg.Done()
 		if u.idle.Add(1) > maxIdleUDPWorkers {
@@ -101,29 +132,6 @@ func (u *udpWorkers) work(job udpJob) {
 			return
 		}
 	}
-}
-
-func (u *udpWorkers) handle(job udpJob) {
-	m := (*job.bufp)[:job.n]
-	if len(m) < headerLen || !u.s.admitMessage(m, job.session.RemoteAddr()) {
-		return
-	}
-	w := &udpResponse{conn: job.conn, session: job.session}
-	var h dns.Header
-	h.Bits = uint16(m[offFlags])<<8 | uint16(m[offFlags+1])
-	if acceptQueries(h) != dns.MsgAccept {
-		return
-	}
-	req := new(dns.Msg)
-	if err := req.Unpack(m); err != nil {
-		// What miekg/dns answers: the header echoed with FORMERR.
-		req.SetRcodeFormatError(req)
-		req.Zero = false
-		req.Ns, req.Answer, req.Extra = nil, nil, nil
-		w.WriteMsg(req)
-		return
-	}
-	u.s.ServeDNS(w, req)
 }
 
 // udpResponse is the dns.ResponseWriter for one datagram.

@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/metrics"
 )
 
 // TestUDPWorkersAnswerBurstsAndEnd sends bursts of concurrent queries over
@@ -51,4 +55,99 @@ func TestUDPWorkersAnswerBurstsAndEnd(t *testing.T) {
 	}
 	// The upstream test server is still running; allow for its goroutines.
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+8 })
+}
+
+// A query served in two attempts (the reader's cache-only one, then a
+// worker's) must be rate limited, counted, logged and pushed once, with or
+// without a firewall push sending hits to the workers too.
+func TestUDPQueriesCountedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		enforcer firewall.Enforcer
+		pushes   int // firewall pushes for the three answered queries
+	}{
+		{"firewall push", &fakeEnforcer{}, 3},
+		{"none backend", &firewall.None{}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"once.example. 300 IN A 192.0.2.7"}, nil))
+			m := metrics.New()
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Metrics: m, Enforcer: tc.enforcer, RateLimit: 0.001, RateBurst: 3})
+			addr := env.start(t)
+			for i := range 3 { // a miss, then two hits
+				if resp := exchange(t, "udp", addr, question("once.example.", dns.TypeA)); len(resp.Answer) != 1 {
+					t.Fatalf("query %d: %v", i, resp)
+				}
+			}
+			c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
+			if resp, _, err := c.Exchange(question("once.example.", dns.TypeA), addr); err == nil {
+				t.Fatalf("fourth query over a burst of 3 answered: %v", resp)
+			}
+			env.log.mu.Lock()
+			logged := len(env.log.entries)
+			env.log.mu.Unlock()
+			for _, c := range []struct {
+				name      string
+				got, want float64
+			}{
+				{"cache hits", testutil.ToFloat64(m.CacheHits), 2},
+				{"cache misses", testutil.ToFloat64(m.CacheMisses), 1},
+				{"rate limited", testutil.ToFloat64(m.RateLimited), 1},
+				{"upstream queries", float64(up.queries.Load()), 1},
+				{"query log entries", float64(logged), 3},
+			} {
+				if c.got != c.want {
+					t.Errorf("%s: %v, want %v", c.name, c.got, c.want)
+				}
+			}
+			if fe, ok := tc.enforcer.(*fakeEnforcer); ok {
+				fe.mu.Lock()
+				defer fe.mu.Unlock()
+				if len(fe.allows) != tc.pushes {
+					t.Errorf("firewall pushes: %d, want %d", len(fe.allows), tc.pushes)
+				}
+			}
+		})
+	}
+}
+
+// The reader answers cache hits itself; a miss waiting for a slow upstream
+// must not hold them up.
+func TestUDPCacheHitsNotBlockedByMiss(t *testing.T) {
+	release := make(chan struct{})
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg, udp bool) {
+		if r.Question[0].Name == "slow.example." {
+			<-release
+		}
+		resp := new(dns.Msg)
+		resp.SetReply(r)
+		resp.Answer = mustRRs(t, []string{r.Question[0].Name + " 300 IN A 192.0.2.8"})
+		w.WriteMsg(resp)
+	})
+	defer close(release)
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Timeout: 3 * time.Second, Enforcer: &firewall.None{}})
+	addr := env.start(t)
+	exchange(t, "udp", addr, question("fast.example.", dns.TypeA))
+
+	slow := make(chan error, 1)
+	go func() {
+		c := &dns.Client{Net: "udp", Timeout: 4 * time.Second}
+		_, _, err := c.Exchange(question("slow.example.", dns.TypeA), addr)
+		slow <- err
+	}()
+	waitFor(t, func() bool { return up.queries.Load() == 2 }) // the miss is upstream
+	start := time.Now()
+	for range 20 {
+		if resp := exchange(t, "udp", addr, question("fast.example.", dns.TypeA)); len(resp.Answer) != 1 {
+			t.Fatalf("hit answered %v", resp)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("20 cache hits took %v while a miss waited upstream", d)
+	}
+	select {
+	case err := <-slow:
+		t.Fatalf("slow query finished before the upstream answered: %v", err)
+	default:
+	}
 }

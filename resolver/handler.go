@@ -59,7 +59,11 @@ type caller struct {
 // when a query is served in two attempts (see serve).
 func (s *Server) admitQuery(w dns.ResponseWriter, req *dns.Msg) (caller, bool) {
 	c := caller{start: time.Now()}
-	c.addr, c.udp = remote(w.RemoteAddr())
+	if u, ok := w.(*udpResponse); ok {
+		c.addr, c.udp = u.client(), true
+	} else {
+		c.addr, c.udp = remote(w.RemoteAddr())
+	}
 	if s.limiter != nil && !s.limiter.allow(c.addr, s.now()) {
 		s.rateLimited(w, req, c.udp)
 		return c, false

@@ -3,6 +3,7 @@ package resolver
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/miekg/dns"
@@ -64,6 +65,10 @@ func (r outsiderReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, e
 // will be answered REFUSED).
 func (s *Server) admitMessage(m []byte, addr net.Addr) bool {
 	client, _ := remote(addr)
+	return s.admitMessageFrom(m, client)
+}
+
+func (s *Server) admitMessageFrom(m []byte, client netip.Addr) bool {
 	if s.clientAllowed(client) {
 		return true
 	}

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,14 +60,23 @@ func (s *Server) udpWorkersFilter(r dns.Reader) dns.Reader {
 func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
 	buf := make([]byte, dns.MaxMsgSize) // free again once the datagram is parsed
 	inline := &udpResponse{conn: conn}  // only the reader writes through it
+	bound := !isWildcard(conn)
 	for {
-		n, session, err := dns.ReadFromSessionUDP(conn, buf)
+		var n int
+		var err error
+		if bound {
+			n, inline.peer, err = conn.ReadFromUDPAddrPort(buf)
+		} else {
+			n, inline.session, err = dns.ReadFromSessionUDP(conn, buf)
+			if err == nil {
+				inline.peer = inline.session.RemoteAddr().(*net.UDPAddr).AddrPort()
+			}
+		}
 		if err != nil {
 			u.wg.Wait()
 			u.once.Do(func() { close(u.stop) })
 			return nil, nil, err
 		}
-		inline.session = session
 		req, ok := u.parse(inline, buf[:n])
 		if !ok {
 			continue
@@ -82,7 +92,7 @@ func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 		}
 		u.busy.Add(1)
 		u.wg.Add(1)
-		job := udpJob{w: &udpResponse{conn: conn, session: session}, req: req, caller: c}
+		job := udpJob{w: &udpResponse{conn: conn, peer: inline.peer, session: inline.session}, req: req, caller: c}
 		select {
 		case u.jobs <- job:
 		default:
@@ -94,7 +104,7 @@ func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 // parse returns the query in m, or false when it is dropped or has been
 // answered FORMERR.
 func (u *udpWorkers) parse(w *udpResponse, m []byte) (*dns.Msg, bool) {
-	if len(m) < headerLen || !u.s.admitMessage(m, w.RemoteAddr()) {
+	if len(m) < headerLen || !u.s.admitMessageFrom(m, w.client()) {
 		return nil, false
 	}
 	var h dns.Header
@@ -112,6 +122,12 @@ func (u *udpWorkers) parse(w *udpResponse, m []byte) (*dns.Msg, bool) {
 		return nil, false
 	}
 	return req, true
+}
+
+// isWildcard reports whether conn listens on every address (0.0.0.0, ::).
+func isWildcard(conn *net.UDPConn) bool {
+	a, ok := conn.LocalAddr().(*net.UDPAddr)
+	return !ok || a.IP.IsUnspecified()
 }
 
 // work serves job and then others until enough workers are idle.
@@ -134,18 +150,35 @@ func (u *udpWorkers) work(job udpJob) {
 	}
 }
 
-// udpResponse is the dns.ResponseWriter for one datagram.
+// udpResponse is the dns.ResponseWriter for one datagram. A socket bound
+// to one address answers from it without control messages (session nil);
+// a wildcard socket needs the session's destination address so the answer
+// leaves from the address the query came to.
 type udpResponse struct {
 	conn    *net.UDPConn
+	peer    netip.AddrPort
 	session *dns.SessionUDP
 }
 
-func (w *udpResponse) LocalAddr() net.Addr  { return w.conn.LocalAddr() }
-func (w *udpResponse) RemoteAddr() net.Addr { return w.session.RemoteAddr() }
+func (w *udpResponse) LocalAddr() net.Addr { return w.conn.LocalAddr() }
+
+func (w *udpResponse) RemoteAddr() net.Addr {
+	if w.session != nil {
+		return w.session.RemoteAddr()
+	}
+	return net.UDPAddrFromAddrPort(w.peer)
+}
 
 func (w *udpResponse) Write(b []byte) (int, error) {
-	return dns.WriteToSessionUDP(w.conn, b, w.session)
+	if w.session != nil {
+		return dns.WriteToSessionUDP(w.conn, b, w.session)
+	}
+	return w.conn.WriteToUDPAddrPort(b, w.peer)
 }
+
+// client is RemoteAddr as the ACL and rate limiter see it, without
+// allocating a net.UDPAddr.
+func (w *udpResponse) client() netip.Addr { return w.peer.Addr().Unmap() }
 
 func (w *udpResponse) WriteMsg(m *dns.Msg) error {
 	b, err := m.Pack()

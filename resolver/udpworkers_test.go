@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
@@ -149,5 +150,42 @@ func TestUDPCacheHitsNotBlockedByMiss(t *testing.T) {
 	case err := <-slow:
 		t.Fatalf("slow query finished before the upstream answered: %v", err)
 	default:
+	}
+}
+
+// A socket bound to one address answers without control messages; a
+// wildcard socket must answer from the address the query came to, or the
+// client's connected socket drops the answer. Both the reader's cache hits
+// and the workers' misses are checked.
+func TestUDPAnswersFromQueriedAddress(t *testing.T) {
+	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"addr.example. 300 IN A 192.0.2.10"}, nil))
+	for _, listen := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+		t.Run(listen, func(t *testing.T) {
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Listen: []string{listen}})
+			if err := env.srv.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				env.srv.Shutdown(ctx)
+			})
+			port := env.srv.Addrs()[0].(*net.UDPAddr).Port
+			addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+			for i, want := range []bool{false, true} { // a miss, then a hit
+				resp := exchange(t, "udp", addr, question("addr.example.", dns.TypeA))
+				if len(resp.Answer) != 1 {
+					t.Fatalf("query %d: %v", i, resp)
+				}
+				waitFor(t, func() bool { // recorded after the answer is sent
+					env.log.mu.Lock()
+					defer env.log.mu.Unlock()
+					return len(env.log.entries) == i+1
+				})
+				if got := env.log.last(t).Cached; got != want {
+					t.Errorf("query %d: cached %v, want %v", i, got, want)
+				}
+			}
+		})
 	}
 }

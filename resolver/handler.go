@@ -77,6 +77,9 @@ func (s *Server) admitQuery(w dns.ResponseWriter, req *dns.Msg) (caller, bool) {
 // having sent and recorded nothing, so the UDP reader can answer cache hits
 // itself and pass only the rest to a worker, which serves them again.
 func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, c caller, cacheOnly bool) bool {
+	if cacheOnly && s.pushesToFirewall() {
+		return false // every allowed answer may wait for the push: no policy decision twice
+	}
 	if !s.inFlight.acquire() {
 		if n, ok := s.inFlight.warnDue(c.start); ok {
 			s.log.Warn("too many queries in flight; dropping", "limit", maxInFlight, "dropped", n)

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/egressd/egressd/firewall"
 )
 
@@ -92,18 +90,7 @@ func BenchmarkCacheMissFirewall(b *testing.B) {
 				QueryLog:  nopLog{},
 			})
 			env.srv.opts.QueryLog = nil
-			req := question("push.example.com.", dns.TypeA)
-			req.SetEdns0(1232, false)
-			w := &fakeWriter{remote: udpClient("127.0.0.1")}
-			b.ReportAllocs()
-			for b.Loop() {
-				env.srv.ServeDNS(w, req)
-			}
-			b.StopTimer()
-			var resp dns.Msg
-			if err := resp.Unpack(w.out); err != nil || len(resp.Answer) != 1 || resp.Rcode != dns.RcodeSuccess {
-				b.Fatalf("last answer %v (%v)", resp, err)
-			}
+			serveUncachedLoop(b, env, "push.example.com.")
 		})
 	}
 }

@@ -80,3 +80,8 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	return fs
 }
+
+// configFlag declares the -config flag every config-reading command takes.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", "", "config file (default: the embedded example config, configs/default.toml)")
+}

@@ -23,7 +23,7 @@ import (
 
 func serveCmd(args []string, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
-	path := fs.String("config", "", "config file (default: the embedded example config)")
+	path := configFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

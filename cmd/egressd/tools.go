@@ -20,7 +20,7 @@ import (
 // checkCmd validates a config and its category lists without serving.
 func checkCmd(args []string, stdout io.Writer) error {
 	fs := newFlagSet("check", stdout)
-	path := fs.String("config", "", "config file to check (default: the embedded default)")
+	path := configFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,7 +47,7 @@ func checkCmd(args []string, stdout io.Writer) error {
 // explainCmd prints how one query would be decided and why.
 func explainCmd(args []string, stdout io.Writer) error {
 	fs := newFlagSet("explain", stdout)
-	path := fs.String("config", "", "config file (default: the embedded default)")
+	path := configFlag(fs)
 	client := fs.String("client", "127.0.0.1", "client address the query comes from")
 	qtype := fs.String("type", "A", "query type")
 	if err := fs.Parse(args); err != nil {
@@ -150,7 +150,7 @@ func formatPorts(ps []policy.PortRange) string {
 // nftRulesCmd prints the ruleset egressd would install.
 func nftRulesCmd(args []string, stdout io.Writer) error {
 	fs := newFlagSet("nft-rules", stdout)
-	path := fs.String("config", "", "config file (default: the embedded default)")
+	path := configFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -87,15 +87,11 @@ func loadLists(ctx context.Context, cfg *config.Config, path string, m *metrics.
 }
 
 func compilePolicy(cfg *config.Config, lists *blocklists.Manager) (*policy.Engine, error) {
-	var m policy.CategoryMatcher
-	if lists != nil {
-		m = lists
+	if lists == nil {
+		// Passed as an untyped nil: a nil *Manager in the interface would not be nil.
+		return policy.Compile(cfg.PolicyGroups(), nil, nil)
 	}
-	var bits map[string]int
-	if lists != nil {
-		bits = lists.Bits()
-	}
-	return policy.Compile(cfg.PolicyGroups(), bits, m)
+	return policy.Compile(cfg.PolicyGroups(), lists.Bits(), lists)
 }
 
 // firewallSpec is the nftables layout cfg asks for.

@@ -8,7 +8,8 @@ import (
 )
 
 // Metrics holds all collectors. Label values are bounded: group, decision,
-// qtype, rcode, category, set, result, server; never a query name.
+// qtype, rcode, category, set, result, server, and a list source as
+// configured; never a query name.
 type Metrics struct {
 	Registry *prometheus.Registry
 
@@ -25,6 +26,7 @@ type Metrics struct {
 	FirewallDuration prometheus.Histogram
 	ListDomains      *prometheus.GaugeVec   // category
 	ListRefreshes    *prometheus.CounterVec // category, result
+	ListLastSuccess  *prometheus.GaugeVec   // category, source
 	ConfigReloads    *prometheus.CounterVec // result
 	RateLimited      prometheus.Counter
 }
@@ -73,8 +75,12 @@ func New() *Metrics {
 		Name: "egressd_list_domains", Help: "Domains loaded per category.",
 	}, []string{"category"})
 	m.ListRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "egressd_list_refresh_total", Help: "Category list refreshes by result (ok, error, empty, kept).",
+		Name: "egressd_list_refresh_total", Help: "Category list refreshes by result (ok, unchanged, error, empty).",
 	}, []string{"category", "result"})
+	m.ListLastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "egressd_list_last_success_timestamp_seconds",
+		Help: "Unix time a list source was last fetched and parsed, or confirmed unchanged, into its category's current lists.",
+	}, []string{"category", "source"})
 	m.ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egressd_config_reloads_total", Help: "Configuration reloads by result.",
 	}, []string{"result"})
@@ -86,7 +92,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Queries, m.Responses, m.RequestDuration, m.CacheHits, m.CacheMisses, m.CacheEntries,
 		m.UpstreamRequests, m.UpstreamDuration, m.FirewallUpdates, m.FirewallElements,
-		m.FirewallDuration, m.ListDomains, m.ListRefreshes, m.ConfigReloads, m.RateLimited,
+		m.FirewallDuration, m.ListDomains, m.ListRefreshes, m.ListLastSuccess, m.ConfigReloads, m.RateLimited,
 	)
 	return m
 }

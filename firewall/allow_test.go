@@ -88,6 +88,17 @@ func elements(t testing.TB, ns *testNS, table, set string) []nftables.SetElement
 	return elems
 }
 
+// onlyElement lists a set of table egressd and fails the test unless it
+// holds exactly one element.
+func onlyElement(t *testing.T, ns *testNS, set string) nftables.SetElement {
+	t.Helper()
+	elems := elements(t, ns, "egressd", set)
+	if len(elems) != 1 {
+		t.Fatalf("%s = %v, want exactly one element", set, elems)
+	}
+	return elems[0]
+}
+
 func findElement(elems []nftables.SetElement, key, keyEnd []byte) (nftables.SetElement, bool) {
 	for _, e := range elems {
 		if bytes.Equal(e.Key, key) && (keyEnd == nil || bytes.Equal(e.KeyEnd, keyEnd)) {
@@ -302,16 +313,8 @@ func TestRefreshExtendsTimeout(t *testing.T) {
 	clock.Advance(6 * time.Second)
 	mustAllow(t, n, Allowance{Group: "servers", IPs: []netip.Addr{ip}, TTL: 40 * time.Second})
 	mustAllow(t, n, Allowance{Group: "servers", IPs: []netip.Addr{ip}, Ports: ports, TTL: 40 * time.Second})
-	d4 := elements(t, ns, "egressd", "g_servers_d4")
-	if len(d4) != 1 {
-		t.Fatalf("d4 = %v, want one element", d4)
-	}
-	checkTimeout(t, d4[0], 40*time.Second)
-	p4 := elements(t, ns, "egressd", "g_servers_p4")
-	if len(p4) != 1 {
-		t.Fatalf("p4 = %v, want one element", p4)
-	}
-	checkTimeout(t, p4[0], 40*time.Second)
+	checkTimeout(t, onlyElement(t, ns, "g_servers_d4"), 40*time.Second)
+	checkTimeout(t, onlyElement(t, ns, "g_servers_p4"), 40*time.Second)
 }
 
 // TestRefreshOfVanishedElement covers the race the add-delete-add refresh
@@ -327,11 +330,7 @@ func TestRefreshOfVanishedElement(t *testing.T) {
 	clock.Advance(10 * time.Second)
 	a.TTL = 60 * time.Second
 	mustAllow(t, n, a)
-	d4 := elements(t, ns, "egressd", "g_servers_d4")
-	if len(d4) != 1 {
-		t.Fatalf("d4 = %v, want the element back", d4)
-	}
-	checkTimeout(t, d4[0], 65*time.Second)
+	checkTimeout(t, onlyElement(t, ns, "g_servers_d4"), 65*time.Second) // the element is back
 }
 
 func TestElementsExpire(t *testing.T) {
@@ -344,16 +343,12 @@ func TestElementsExpire(t *testing.T) {
 	if got := elements(t, ns, "egressd", "g_servers_d4"); len(got) != 2 {
 		t.Fatalf("d4 = %v, want 2 elements", got)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := elements(t, ns, "egressd", "g_servers_d4")
-		if len(got) == 1 && bytes.Equal(got[0].Key, netip.MustParseAddr("192.0.2.41").AsSlice()) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("short-lived element did not expire: %v", got)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var got []nftables.SetElement
+	if !waitUntil(5*time.Second, 100*time.Millisecond, func() bool {
+		got = elements(t, ns, "egressd", "g_servers_d4")
+		return len(got) == 1 && bytes.Equal(got[0].Key, netip.MustParseAddr("192.0.2.41").AsSlice())
+	}) {
+		t.Fatalf("short-lived element did not expire: %v", got)
 	}
 	// Once expired, a new Allow must really add it again (the index must not
 	// claim it is still fresh).

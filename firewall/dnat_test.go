@@ -58,16 +58,7 @@ func TestForwardHookMatchesDestinationBeforeDNAT(t *testing.T) {
 	client, gw, _ := gatewayTopology(t, "8080", "9050")
 	nftLoad(t, gw, serviceNAT("prerouting"))
 	waitDial(t, client, "10.96.0.10:80")
-
-	spec := Spec{Table: "egressd", Hooks: []string{HookForward}, Grace: 5 * time.Second,
-		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.97.0.0/24")}}}
-	n := startNFT(t, gw, spec, nil)
-	for _, a := range dnatAllowances() {
-		mustAllow(t, n, a)
-	}
-	for _, tc := range dnatCases {
-		t.Run(tc.name, func(t *testing.T) { expectDial(t, client, tc.addr, tc.passes) })
-	}
+	checkDNATCases(t, client, gw, HookForward, "10.97.0.0/24")
 }
 
 // TestOutputHookMatchesDestinationBeforeDNAT: the same for the host's own
@@ -77,10 +68,17 @@ func TestOutputHookMatchesDestinationBeforeDNAT(t *testing.T) {
 	client.exec(t, "ip", "route", "add", "10.96.0.0/12", "dev", "c0")
 	nftLoad(t, client, serviceNAT("output"))
 	waitDial(t, client, "10.96.0.10:80")
+	checkDNATCases(t, client, client, HookOutput, "10.98.0.0/24")
+}
 
-	spec := Spec{Table: "egressd", Hooks: []string{HookOutput}, Grace: 5 * time.Second,
-		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24")}}}
-	n := startNFT(t, client, spec, nil)
+// checkDNATCases enforces hook in the enforcer namespace for a group of
+// the given clients, approves dnatAllowances and dials every dnatCase
+// from client.
+func checkDNATCases(t *testing.T, client, enforcer *testNS, hook, clients string) {
+	t.Helper()
+	spec := Spec{Table: "egressd", Hooks: []string{hook}, Grace: 5 * time.Second,
+		Groups: []GroupSpec{{Name: "clients", Clients: prefixes(clients)}}}
+	n := startNFT(t, enforcer, spec, nil)
 	for _, a := range dnatAllowances() {
 		mustAllow(t, n, a)
 	}
@@ -96,20 +94,4 @@ func nftLoad(t *testing.T, ns *testNS, ruleset string) {
 		t.Fatal(err)
 	}
 	ns.exec(t, "nft", "-f", path)
-}
-
-// waitDial waits until addr is reachable from ns (before any filtering).
-func waitDial(t *testing.T, ns *testNS, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		err := dialFrom(t, ns, addr, 0)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s unreachable without egressd: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

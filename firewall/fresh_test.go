@@ -102,11 +102,8 @@ func TestAllowDuringPostponedRestore(t *testing.T) {
 	}
 	before := f.n.watch.reported.Load()
 	deleteIt()
-	for deadline := time.Now().Add(restoreLimit); f.n.watch.reported.Load() == before; {
-		if time.Now().After(deadline) {
-			t.Fatal("the deletion was never reported")
-		}
-		time.Sleep(time.Millisecond)
+	if !waitUntil(restoreLimit, time.Millisecond, func() bool { return f.n.watch.reported.Load() != before }) {
+		t.Fatal("the deletion was never reported")
 	}
 	mustAllow(t, f.n, Allowance{Group: "servers", IPs: addrs("192.0.2.10"), TTL: time.Minute})
 	d4, _ := f.setElements(t, "g_servers_d4")

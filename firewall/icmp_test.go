@@ -17,23 +17,7 @@ func TestICMPv6NeverDropped(t *testing.T) {
 	client.exec(t, "ip", "addr", "add", "fd00:98::1/64", "dev", "c0", "nodad")
 	server.exec(t, "ip", "addr", "add", "fd00:98::2/64", "dev", "s0", "nodad")
 	server.exec(t, "ip", "addr", "add", "fd00:98::3/64", "dev", "s0", "nodad")
-	var ln net.Listener
-	if err := inNetNS(client.fd, func() (err error) {
-		ln, err = net.Listen("tcp6", "[fd00:98::1]:7000")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	acceptAndClose(t, client, "tcp6", "[fd00:98::1]:7000")
 	spec := Spec{Table: "egressd", Hooks: []string{HookOutput}, Grace: 5 * time.Second,
 		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24", "fd00:98::/64")}}}
 	startNFT(t, client, spec, nil)

@@ -9,7 +9,8 @@ import (
 
 // linkedPair joins a new client namespace (10.98.0.1) and server namespace
 // (10.98.0.2 and 10.98.0.3) with a veth pair; the server accepts and closes
-// TCP connections on every given port of both addresses.
+// TCP connections on every given port of both addresses, and both are
+// reachable on the first port before the pair is returned.
 func linkedPair(t *testing.T, ports ...string) (client, server *testNS) {
 	t.Helper()
 	client, server = newTestNS(t), newTestNS(t)
@@ -21,40 +22,62 @@ func linkedPair(t *testing.T, ports ...string) (client, server *testNS) {
 	}
 	server.exec(t, "ip", "link", "set", "s0", "up")
 	for _, port := range ports {
-		var ln net.Listener
-		if err := inNetNS(server.fd, func() (err error) {
-			ln, err = net.Listen("tcp4", "0.0.0.0:"+port)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
+		acceptAndClose(t, server, "tcp4", "0.0.0.0:"+port)
 	}
 	// The path works before any firewall (the link may need a moment).
-	deadline := time.Now().Add(3 * time.Second)
-	for dialFrom(t, client, "10.98.0.2:"+ports[0], 0) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no connectivity between namespaces without a firewall")
-		}
-		time.Sleep(50 * time.Millisecond)
+	for _, dst := range []string{"10.98.0.2", "10.98.0.3"} {
+		waitDial(t, client, dst+":"+ports[0])
 	}
 	return client, server
+}
+
+// acceptAndClose listens on addr inside ns and closes every connection it
+// accepts, until the test ends.
+func acceptAndClose(t *testing.T, ns *testNS, network, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := inNetNS(ns.fd, func() (err error) {
+		ln, err = net.Listen(network, addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
+
+// waitDial waits until addr is reachable from ns (before any filtering).
+func waitDial(t *testing.T, ns *testNS, addr string) {
+	t.Helper()
+	var err error
+	if !waitUntil(3*time.Second, 50*time.Millisecond, func() bool {
+		err = dialFrom(t, ns, addr, 0)
+		return err == nil
+	}) {
+		t.Fatalf("%s unreachable without egressd: %v", addr, err)
+	}
 }
 
 // expectDial asserts that a TCP connect from ns to addr succeeds (passes)
 // or times out, i.e. is dropped.
 func expectDial(t *testing.T, ns *testNS, addr string, passes bool) {
 	t.Helper()
-	err := dialFrom(t, ns, addr, 0)
+	expectMarkedDial(t, ns, addr, 0, passes)
+}
+
+// expectMarkedDial is expectDial from a socket with SO_MARK set to mark
+// (none when 0).
+func expectMarkedDial(t *testing.T, ns *testNS, addr string, mark uint32, passes bool) {
+	t.Helper()
+	err := dialFrom(t, ns, addr, mark)
 	switch {
 	case passes && err != nil:
 		t.Errorf("connect to %s: %v, want success", addr, err)

@@ -3,8 +3,6 @@ package firewall
 import (
 	"bytes"
 	"net/netip"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +11,12 @@ import (
 
 	"github.com/egressd/egressd/metrics"
 )
+
+// hasForwardChain reports whether the table's forward chain can be listed.
+func hasForwardChain(c *nftables.Conn) bool {
+	ch, err := c.ListChain(&nftables.Table{Family: nftables.TableFamilyINet, Name: "egressd"}, "forward")
+	return err == nil && ch != nil
+}
 
 func TestReloadKeepsEnforcementAndLiveElements(t *testing.T) {
 	ns := newTestNS(t)
@@ -43,30 +47,7 @@ func TestReloadKeepsEnforcementAndLiveElements(t *testing.T) {
 
 	// Watch the table from another socket while reloading: it must never
 	// be missing, not even for one listing.
-	var missing, polls atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c, err := nftables.New(nftables.WithNetNSFd(ns.fd))
-		if err != nil {
-			missing.Add(1)
-			return
-		}
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ch, err := c.ListChain(&nftables.Table{Family: nftables.TableFamilyINet, Name: "egressd"}, "forward")
-			if err != nil || ch == nil {
-				missing.Add(1)
-			}
-			polls.Add(1)
-		}
-	}()
+	poller := pollTable(t, ns, everyReading, hasForwardChain)
 	clock.Advance(40 * time.Second)
 	for i := range 20 {
 		spec := specB
@@ -77,10 +58,9 @@ func TestReloadKeepsEnforcementAndLiveElements(t *testing.T) {
 			t.Fatalf("reload %d: %v", i, err)
 		}
 	}
-	close(stop)
-	wg.Wait()
-	if missing.Load() != 0 || polls.Load() == 0 {
-		t.Errorf("table missing in %d of %d listings during reloads", missing.Load(), polls.Load())
+	poller.stopPolling()
+	if missing, polls := poller.failures.Load(), poller.polls.Load(); missing != 0 || polls == 0 {
+		t.Errorf("table missing in %d of %d listings during reloads", missing, polls)
 	}
 
 	// The last reload installed specA; servers' elements survived every

@@ -1,8 +1,6 @@
 package firewall
 
 import (
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,57 +56,9 @@ func TestRestartKeepsEnforcement(t *testing.T) {
 	}
 	n := start()
 
-	var polls, gaps, torn atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c, err := nftables.New(nftables.WithNetNSFd(ns.fd))
-		if err != nil {
-			gaps.Add(1)
-			return
-		}
-		gen, err := newGenReader(ns.fd)
-		if err != nil {
-			gaps.Add(1)
-			return
-		}
-		defer gen.Close()
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			// A listing that overlaps a commit may be torn (the kernel
-			// flags such dumps, the library does not report it): only a
-			// reading within one ruleset generation counts.
-			before, err1 := gen.id()
-			ok := enforcing(c)
-			after, err2 := gen.id()
-			switch {
-			case err1 != nil || err2 != nil:
-				gaps.Add(1)
-			case before != after:
-				torn.Add(1)
-				continue
-			case !ok:
-				gaps.Add(1)
-			}
-			polls.Add(1)
-		}
-	}()
-	// waitPolls lets the poller finish k more readings (bounded in time).
-	waitPolls := func(k int64) {
-		deadline := time.Now().Add(2 * time.Second)
-		for p := polls.Load(); polls.Load() < p+k && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
-		}
-	}
+	poller := pollTable(t, ns, withinOneGeneration, enforcing)
 	for i := range 20 {
-		waitPolls(1)
+		poller.waitPolls(1)
 		if i%2 == 0 {
 			// The old process is gone; its table stayed.
 			_ = n.Close()
@@ -121,15 +71,15 @@ func TestRestartKeepsEnforcement(t *testing.T) {
 		}
 	}
 	// Give the poller a few rounds on the final table too.
-	waitPolls(3)
-	close(stop)
-	wg.Wait()
+	poller.waitPolls(3)
+	poller.stopPolling()
 	_ = n.Close()
-	if polls.Load() < 20 {
-		t.Fatalf("only %d polls; the test proved nothing", polls.Load())
+	polls := poller.polls.Load()
+	if polls < 20 {
+		t.Fatalf("only %d polls; the test proved nothing", polls)
 	}
-	if g := gaps.Load(); g != 0 {
-		t.Errorf("enforcement missing in %d of %d polls during restarts", g, polls.Load())
+	if g := poller.failures.Load(); g != 0 {
+		t.Errorf("enforcement missing in %d of %d polls during restarts", g, polls)
 	}
-	t.Logf("%d polls, no gap (%d readings overlapped a commit)", polls.Load(), torn.Load())
+	t.Logf("%d polls, no gap (%d readings overlapped a commit)", polls, poller.torn.Load())
 }

@@ -114,11 +114,8 @@ func (f *driftFixture) restored(t *testing.T) bool {
 func (f *driftFixture) waitRestored(t *testing.T) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !f.restored(t) {
-		if time.Since(start) > restoreLimit {
-			t.Fatalf("not restored within %s; Check: %v\nlogs:\n%s", restoreLimit, f.n.Check(), f.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !waitUntil(restoreLimit, 20*time.Millisecond, func() bool { return f.restored(t) }) {
+		t.Fatalf("not restored within %s; Check: %v\nlogs:\n%s", restoreLimit, f.n.Check(), f.logs.String())
 	}
 	// The table is visible before the owner goroutine counts the restore;
 	// a request it answers afterwards orders the count before the caller's
@@ -402,12 +399,10 @@ func TestRestoreRetriesAfterFailure(t *testing.T) {
 	f := newDriftFixture(t, Options{VerifyEvery: -1})
 	failFlushes(f.n, unix.ENOBUFS)
 	f.ns.exec(t, "nft", "delete", "table", "inet", "egressd")
-	deadline := time.Now().Add(restoreLimit)
-	for !strings.Contains(f.logs.String(), "restoring the table failed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no failed restore logged:\n%s", f.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !waitUntil(restoreLimit, 20*time.Millisecond, func() bool {
+		return strings.Contains(f.logs.String(), "restoring the table failed")
+	}) {
+		t.Fatalf("no failed restore logged:\n%s", f.logs.String())
 	}
 	if err := f.n.Check(); err == nil {
 		t.Error("Check reports no drift while the table is missing")

@@ -62,95 +62,56 @@ func dialFrom(t *testing.T, ns *testNS, addr string, mark uint32) error {
 // and shows that only allowed destinations (and ports) can be connected to,
 // that DNS goes to egressd only, and that marked upstream traffic passes.
 func TestTrafficReachesOnlyAllowedDestinations(t *testing.T) {
-	client, server := newTestNS(t), newTestNS(t)
-	client.exec(t, "ip", "link", "add", "c0", "type", "veth", "peer", "name", "s0", "netns", server.name)
-	client.exec(t, "ip", "addr", "add", "10.99.0.1/24", "dev", "c0")
-	client.exec(t, "ip", "link", "set", "c0", "up")
-	server.exec(t, "ip", "addr", "add", "10.99.0.2/24", "dev", "s0")
-	server.exec(t, "ip", "addr", "add", "10.99.0.3/24", "dev", "s0")
-	server.exec(t, "ip", "link", "set", "s0", "up")
-
-	for _, port := range []string{"8080", "9050", "53"} {
-		var ln net.Listener
-		err := inNetNS(server.fd, func() (err error) {
-			ln, err = net.Listen("tcp4", "0.0.0.0:"+port)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-	}
-	// The path works before any firewall (the server may need a moment).
-	deadline := time.Now().Add(3 * time.Second)
-	for dialFrom(t, client, "10.99.0.3:8080", 0) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no connectivity between namespaces without a firewall")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	client, _ := linkedPair(t, "8080", "9050", "53")
 
 	const mark = 0x2a
 	spec := Spec{Table: "egressd", Hooks: []string{HookOutput}, Grace: 5 * time.Second, Mark: mark,
 		// B plays egressd's listen address: DNS to it must pass.
-		DNS:    addrPorts("10.99.0.3:53"),
-		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.99.0.0/24")}}}
+		DNS:    addrPorts("10.98.0.3:53"),
+		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24")}}}
 	n := startNFT(t, client, spec, nil)
 
-	if err := dialFrom(t, client, "10.99.0.2:8080", 0); !isTimeout(err) {
+	if err := dialFrom(t, client, "10.98.0.2:8080", 0); !isTimeout(err) {
 		t.Fatalf("before Allow, connect to A: %v, want timeout", err)
 	}
 	ctx := context.Background()
-	if err := n.Allow(ctx, Allowance{Group: "clients", IPs: addrs("10.99.0.2"), TTL: time.Minute}); err != nil {
+	if err := n.Allow(ctx, Allowance{Group: "clients", IPs: addrs("10.98.0.2"), TTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Allow(ctx, Allowance{Group: "clients", IPs: addrs("10.99.0.3"), TTL: time.Minute,
+	if err := n.Allow(ctx, Allowance{Group: "clients", IPs: addrs("10.98.0.3"), TTL: time.Minute,
 		Ports: []policy.PortRange{{Proto: policy.ProtoTCP, From: 9000, To: 9100}}}); err != nil {
 		t.Fatal(err)
 	}
-	cases := []struct {
+	type dialCase struct {
 		name   string
 		addr   string
 		mark   uint32
 		passes bool
-	}{
-		{"allowed destination, any port", "10.99.0.2:8080", 0, true},
-		{"allowed destination, port outside its allowance", "10.99.0.3:8080", 0, false},
-		{"allowed destination, port inside its allowance", "10.99.0.3:9050", 0, true},
-		{"DNS to an allowed destination is a bypass", "10.99.0.2:53", 0, false},
-		{"DNS to egressd itself", "10.99.0.3:53", 0, true},
-		{"egressd's own marked upstream traffic", "10.99.0.3:8080", mark, true},
-		{"a different mark", "10.99.0.3:8080", mark + 1, false},
 	}
-	check := func(t *testing.T, name, addr string, mark uint32, passes bool) {
-		err := dialFrom(t, client, addr, mark)
-		switch {
-		case passes && err != nil:
-			t.Errorf("%s: connect to %s: %v, want success", name, addr, err)
-		case !passes && !isTimeout(err):
-			t.Errorf("%s: connect to %s: %v, want timeout", name, addr, err)
+	check := func(cases ...dialCase) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) { expectMarkedDial(t, client, tc.addr, tc.mark, tc.passes) })
 		}
 	}
-	for _, tc := range cases {
-		check(t, tc.name, tc.addr, tc.mark, tc.passes)
-	}
+	check(
+		dialCase{"allowed destination, any port", "10.98.0.2:8080", 0, true},
+		dialCase{"allowed destination, port outside its allowance", "10.98.0.3:8080", 0, false},
+		dialCase{"allowed destination, port inside its allowance", "10.98.0.3:9050", 0, true},
+		dialCase{"DNS to an allowed destination is a bypass", "10.98.0.2:53", 0, false},
+		dialCase{"DNS to egressd itself", "10.98.0.3:53", 0, true},
+		dialCase{"egressd's own marked upstream traffic", "10.98.0.3:8080", mark, true},
+		dialCase{"a different mark", "10.98.0.3:8080", mark + 1, false},
+	)
 
 	// Audit mode logs instead of dropping: everything connects.
 	spec.Audit = true
 	if err := n.Reload(spec); err != nil {
 		t.Fatal(err)
 	}
-	check(t, "audit mode, unallowed port", "10.99.0.3:8080", 0, true)
-	check(t, "audit mode, DNS bypass", "10.99.0.2:53", 0, true)
+	check(
+		dialCase{"audit mode, unallowed port", "10.98.0.3:8080", 0, true},
+		dialCase{"audit mode, DNS bypass", "10.98.0.2:53", 0, true},
+	)
 }
 
 func isTimeout(err error) bool {

@@ -202,31 +202,38 @@ func startEgressd(t *testing.T, ns *netns, c egressdConfig, probeFrom *netns, pr
 			t.Logf("nft list ruleset in %s:\n%s", ns.Name, ns.ruleset())
 		}
 	})
-	if err := p.waitReady(probeFrom, probe, 20*time.Second); err != nil {
+	// A name no rule allows: any DNS answer means the server is up, and
+	// the firewall is installed before the server starts.
+	anyAnswer := func(*dns.Msg) bool { return true }
+	if _, err := p.pollDNS(probeFrom, probe, "readiness-probe.test", 20*time.Second, anyAnswer); err != nil {
 		t.Fatalf("egressd did not come up: %v", err)
 	}
 	return p
 }
 
-// waitReady polls with a name no rule allows: any DNS answer means the
-// server is up, and the firewall is installed before the server starts.
-func (p *egressdProc) waitReady(from *netns, server netip.AddrPort, limit time.Duration) error {
+// pollDNS asks server from ns for name's A records every 100ms until a
+// reply satisfies accept, and returns that reply. It gives up with an
+// error, and the last reply or failure, when egressd exits or limit
+// passes.
+func (p *egressdProc) pollDNS(from *netns, server netip.AddrPort, name string, limit time.Duration, accept func(*dns.Msg) bool) (*dns.Msg, error) {
 	deadline := time.Now().Add(limit)
-	var lastErr error
+	var last string
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("egressd exited: %v", p.waitErr)
+			return nil, fmt.Errorf("egressd exited: %v", p.waitErr)
 		default:
 		}
-		resp, err := query(from, server, "udp", "readiness-probe.test", dns.TypeA)
-		if err == nil && resp != nil {
-			return nil
+		resp, err := query(from, server, "udp", name, dns.TypeA)
+		if err == nil && resp != nil && accept(resp) {
+			return resp, nil
 		}
-		lastErr = err
+		if last = describe(resp); err != nil {
+			last = err.Error()
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("no DNS answer at %s within %s: %v", server, limit, lastErr)
+	return nil, fmt.Errorf("no acceptable answer for %s at %s within %s; last: %s", name, server, limit, last)
 }
 
 // reload rewrites the config file and sends SIGHUP.

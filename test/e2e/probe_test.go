@@ -148,9 +148,9 @@ func queryWithin(ns *netns, server netip.AddrPort, proto, name string, qtype uin
 	return resp, err
 }
 
-// resolve asks egressd for name and returns the addresses of the answer;
-// anything but NOERROR fails the test.
-func resolve(t *testing.T, ns *netns, server netip.AddrPort, name string, qtype uint16) ([]netip.Addr, *dns.Msg) {
+// resolve asks egressd for name and returns the answer; anything but
+// NOERROR with exactly the address want fails the test.
+func resolve(t *testing.T, ns *netns, server netip.AddrPort, name string, qtype uint16, want netip.Addr) *dns.Msg {
 	t.Helper()
 	resp, err := query(ns, server, "udp", name, qtype)
 	if err != nil {
@@ -163,7 +163,8 @@ func resolve(t *testing.T, ns *netns, server netip.AddrPort, name string, qtype 
 	if len(addrs) == 0 {
 		t.Fatalf("resolving %s %s via %s: no addresses in the answer\n%v", name, dns.TypeToString[qtype], server, resp)
 	}
-	return addrs, resp
+	requireAddrs(t, fmt.Sprintf("resolving %s %s via %s from %s", name, dns.TypeToString[qtype], server, ns.Name), addrs, want)
+	return resp
 }
 
 // expectNoAnswer asks for name's A records and wants the reply to carry

@@ -44,6 +44,13 @@ func (g *gatewayNet) egressdConfig() egressdConfig {
 	}
 }
 
+// startEgressd runs egressd on the gateway with cfg, ready once client1
+// gets answers from it.
+func (g *gatewayNet) startEgressd(t *testing.T, cfg egressdConfig) *egressdProc {
+	t.Helper()
+	return startEgressd(t, g.gw, cfg, g.client1, g.dns1())
+}
+
 // newGateway builds the topology and checks that, before egressd runs,
 // every path the tests later expect to be dropped is open: a drop seen
 // later is then egressd's doing.

@@ -122,18 +122,30 @@ func startDaemon(t *testing.T, conf, dnsAddr, httpAddr string) *daemonProc {
 			t.Logf("egressd stderr:\n%s", d.stderr.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	answers := func() bool {
 		c := &dns.Client{Timeout: 200 * time.Millisecond}
 		m := new(dns.Msg)
 		m.SetQuestion("probe.invalid.", dns.TypeA)
-		if _, _, err := c.Exchange(m, dnsAddr); err == nil {
-			return d
-		}
-		time.Sleep(50 * time.Millisecond)
+		_, _, err := c.Exchange(m, dnsAddr)
+		return err == nil
 	}
-	t.Fatalf("egressd did not answer on %s", dnsAddr)
-	return nil
+	if !eventually(10*time.Second, 50*time.Millisecond, answers) {
+		t.Fatalf("egressd did not answer on %s", dnsAddr)
+	}
+	return d
+}
+
+// eventually checks cond every interval until it holds (true) or limit
+// has passed (false).
+func eventually(limit, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(interval)
+	}
+	return false
 }
 
 func (d *daemonProc) query(t *testing.T, name string) *dns.Msg {
@@ -150,14 +162,9 @@ func (d *daemonProc) query(t *testing.T, name string) *dns.Msg {
 
 func (d *daemonProc) waitLog(t *testing.T, fragment string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if strings.Contains(d.stderr.String(), fragment) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !eventually(5*time.Second, 20*time.Millisecond, func() bool { return strings.Contains(d.stderr.String(), fragment) }) {
+		t.Fatalf("daemon log lacks %q", fragment)
 	}
-	t.Fatalf("daemon log lacks %q", fragment)
 }
 
 func (d *daemonProc) metric(t *testing.T, line string) bool {

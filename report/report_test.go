@@ -15,11 +15,30 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 const sampleLog = "testdata/queries.log"
 
-func TestGolden(t *testing.T) {
-	r, err := Run([]string{sampleLog}, Options{})
+// mustRun reports on the given files with default options.
+func mustRun(t *testing.T, files ...string) *Report {
+	t.Helper()
+	r, err := Run(files, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// requireSampleReport fails unless got, apart from its file list, is the
+// report on sampleLog; what names the other way of reading it.
+func requireSampleReport(t *testing.T, got *Report, what string) {
+	t.Helper()
+	want := mustRun(t, sampleLog)
+	same := *got
+	same.Files = want.Files
+	if !reflect.DeepEqual(&same, want) {
+		t.Errorf("%s gave a different report", what)
+	}
+}
+
+func TestGolden(t *testing.T) {
+	r := mustRun(t, sampleLog)
 	tests := []struct {
 		golden string
 		write  func(*bytes.Buffer) error
@@ -62,29 +81,12 @@ func TestGzipReadsLikePlain(t *testing.T) {
 	if err := os.WriteFile(gzPath, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want, err := Run([]string{sampleLog}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := Run([]string{gzPath}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got.Files = want.Files
-	if !reflect.DeepEqual(got, want) {
-		t.Error("gzip-compressed log gave a different report")
-	}
+	requireSampleReport(t, mustRun(t, gzPath), "gzip-compressed log")
 }
 
 func TestSeveralFilesAccumulate(t *testing.T) {
-	once, err := Run([]string{sampleLog}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	twice, err := Run([]string{sampleLog, sampleLog}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	once := mustRun(t, sampleLog)
+	twice := mustRun(t, sampleLog, sampleLog)
 	if twice.Entries != 2*once.Entries || twice.Malformed != 2*once.Malformed || twice.Refused != 2*once.Refused {
 		t.Errorf("totals %d/%d/%d, want double %d/%d/%d", twice.Entries, twice.Malformed, twice.Refused,
 			once.Entries, once.Malformed, once.Refused)
@@ -197,16 +199,5 @@ func TestDashReadsStandardInput(t *testing.T) {
 	saved := os.Stdin
 	os.Stdin = f
 	defer func() { os.Stdin = saved }()
-	got, err := Run([]string{"-"}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := Run([]string{sampleLog}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got.Files = want.Files
-	if !reflect.DeepEqual(got, want) {
-		t.Error("reading the log from standard input gave a different report")
-	}
+	requireSampleReport(t, mustRun(t, "-"), "reading the log from standard input")
 }

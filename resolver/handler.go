@@ -43,8 +43,10 @@ type outcome struct {
 
 // ServeDNS implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	if c, ok := s.admitQuery(w, req); ok {
-		s.serve(w, req, c, false)
+	c := s.callerOf(w)
+	q := parseQuery(req, c.udp)
+	if s.admitQuery(w, &q, c) {
+		s.serve(w, &q, c, false)
 	}
 }
 
@@ -55,20 +57,25 @@ type caller struct {
 	udp   bool
 }
 
-// admitQuery applies the rate limit, which must run once per query even
-// when a query is served in two attempts (see serve).
-func (s *Server) admitQuery(w dns.ResponseWriter, req *dns.Msg) (caller, bool) {
+// callerOf describes the sender of the message w answers, as it arrives.
+func (s *Server) callerOf(w dns.ResponseWriter) caller {
 	c := caller{start: time.Now()}
 	if u, ok := w.(*udpResponse); ok {
 		c.addr, c.udp = u.client(), true
 	} else {
 		c.addr, c.udp = remote(w.RemoteAddr())
 	}
+	return c
+}
+
+// admitQuery applies the rate limit, which must run once per query even
+// when a query is served in two attempts (see serve).
+func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
 	if s.limiter != nil && !s.limiter.allow(c.addr, s.now()) {
-		s.rateLimited(w, req, c.udp)
-		return c, false
+		s.rateLimited(w, q, c.udp)
+		return false
 	}
-	return c, true
+	return true
 }
 
 // serve runs the request path for an admitted query, writes the answer and
@@ -76,7 +83,7 @@ func (s *Server) admitQuery(w dns.ResponseWriter, req *dns.Msg) (caller, bool) {
 // (an upstream exchange, a firewall push) and serve then returns false
 // having sent and recorded nothing, so the UDP reader can answer cache hits
 // itself and pass only the rest to a worker, which serves them again.
-func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, c caller, cacheOnly bool) bool {
+func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool) bool {
 	if cacheOnly && s.pushesToFirewall() {
 		return false // every allowed answer may wait for the push: no policy decision twice
 	}
@@ -87,33 +94,32 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, c caller, cacheOnly b
 		return true
 	}
 	defer s.inFlight.release()
-	q := parseQuery(req, c.udp)
 	q.cacheOnly = cacheOnly
-	o := s.resolve(c.addr, req, &q)
+	o := s.resolve(c.addr, q)
 	if o.mustWait {
 		return false
 	}
-	out, err := o.ans.render(&q, o.age, s.maxTTL)
+	out, err := o.ans.render(q, o.age, s.maxTTL)
 	if err != nil {
 		s.log.Error("cannot render answer", "qname", q.qname, "err", err)
-		o.ans, o.age = rcodeAnswer(&q, dns.RcodeServerFailure), 0
-		out, _ = o.ans.render(&q, 0, s.maxTTL)
+		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
+		out, _ = o.ans.render(q, 0, s.maxTTL)
 	}
 	if _, err := w.Write(out); err != nil {
 		s.log.Debug("cannot write answer", "client", c.addr, "err", err)
 	}
-	s.record(c.start, c.addr, &q, &o)
+	s.record(c.start, c.addr, q, &o)
 	return true
 }
 
 // resolve is the whole request path, in order. Each step either produces
 // the final outcome or hands on to the next; the firewall push happens
 // after the answer is known and before anything is sent.
-func (s *Server) resolve(client netip.Addr, req *dns.Msg, q *query) outcome {
+func (s *Server) resolve(client netip.Addr, q *query) outcome {
 	if !s.clientAllowed(client) {
 		return outcome{ans: rcodeAnswer(q, dns.RcodeRefused), decision: decisionRefused}
 	}
-	if rcode, ok := checkRequest(req, q); !ok {
+	if rcode, ok := checkRequest(q); !ok {
 		return outcome{ans: rcodeAnswer(q, rcode), decision: decisionRefused}
 	}
 

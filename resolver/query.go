@@ -16,6 +16,8 @@ const advertisedUDPSize = 1232
 // query is what the request path needs from a client's message.
 type query struct {
 	id         uint16
+	opcode     int
+	questions  int // how many the message held; only one is served
 	rd, cd, ad bool
 	name       string // question name as the client spelled it
 	qname      string // normalized: lower case, trailing dot
@@ -38,10 +40,12 @@ type query struct {
 
 func parseQuery(req *dns.Msg, udp bool) query {
 	q := query{
-		id: req.Id,
-		rd: req.RecursionDesired,
-		cd: req.CheckingDisabled,
-		ad: req.AuthenticatedData,
+		id:        req.Id,
+		opcode:    req.Opcode,
+		questions: len(req.Question),
+		rd:        req.RecursionDesired,
+		cd:        req.CheckingDisabled,
+		ad:        req.AuthenticatedData,
 	}
 	if len(req.Question) == 1 {
 		qq := req.Question[0]

@@ -133,15 +133,14 @@ func shardOf(a netip.Addr) int {
 // reflection attack. Over TCP the client's address is proven and it would
 // otherwise wait for its timeout, so it gets REFUSED. Neither is logged
 // per query; egressd_ratelimited_total counts them.
-func (s *Server) rateLimited(w dns.ResponseWriter, req *dns.Msg, udp bool) {
+func (s *Server) rateLimited(w dns.ResponseWriter, q *query, udp bool) {
 	if m := s.opts.Metrics; m != nil {
 		m.RateLimited.Inc()
 	}
 	if udp {
 		return
 	}
-	q := parseQuery(req, udp)
-	out, err := rcodeAnswer(&q, dns.RcodeRefused).render(&q, 0, 0)
+	out, err := rcodeAnswer(q, dns.RcodeRefused).render(q, 0, 0)
 	if err == nil {
 		w.Write(out)
 	}

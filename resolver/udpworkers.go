@@ -48,10 +48,14 @@ type udpWorkers struct {
 // lets waiting workers run.
 const yieldEvery = 32
 
+// pollEvery is how many datagrams the reader answers in a row, with no
+// worker busy, before it lets the runtime poll the network anyway.
+const pollEvery = 1024
+
 // udpJob is a query the reader could not answer from the cache.
 type udpJob struct {
 	w      *udpResponse
-	req    *dns.Msg
+	q      query
 	caller caller
 }
 
@@ -67,6 +71,12 @@ func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 	inline := &udpResponse{conn: conn}  // only the reader writes through it
 	bound := !isWildcard(conn)
 	answered := 0
+	yielder, err := newPollYield()
+	if err != nil {
+		u.s.log.Warn("UDP reader cannot make its yield pipe; upstream answers may wait up to 10 ms under load", "err", err)
+	} else {
+		defer yielder.close()
+	}
 	for {
 		var n int
 		var err error
@@ -83,17 +93,14 @@ func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 			u.once.Do(func() { close(u.stop) })
 			return nil, nil, err
 		}
-		req, ok := u.parse(inline, buf[:n])
+		q, ok := u.parse(inline, buf[:n])
 		if !ok {
 			continue
 		}
-		c, ok := u.s.admitQuery(inline, req)
-		if !ok || u.s.serve(inline, req, c, true) {
+		c := caller{start: time.Now(), addr: inline.client(), udp: true}
+		if !u.s.admitQuery(inline, &q, c) || u.s.serve(inline, &q, c, true) {
 			if answered++; answered%yieldEvery == 0 {
-				// Under load the socket never runs dry and the reader never
-				// parks; without this, workers with upstream answers would
-				// wait for preemption (10 ms).
-				runtime.Gosched()
+				u.yield(yielder, answered)
 			}
 			continue
 		}
@@ -104,7 +111,7 @@ func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 		}
 		u.busy.Add(1)
 		u.wg.Add(1)
-		job := udpJob{w: &udpResponse{conn: conn, peer: inline.peer, session: inline.session}, req: req, caller: c}
+		job := udpJob{w: &udpResponse{conn: conn, peer: inline.peer, session: inline.session}, q: q, caller: c}
 		select {
 		case u.jobs <- job:
 		default:
@@ -113,27 +120,43 @@ func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 	}
 }
 
+// yield lets other goroutines run when the reader has answered yieldEvery
+// datagrams in a row: under load the socket never runs dry and the reader
+// never parks. Workers waiting for upstream answers need the runtime to
+// poll the network, which only a parked reader lets it do (see pollYield);
+// so does the metrics listener, less urgently.
+func (u *udpWorkers) yield(y *pollYield, answered int) {
+	if y != nil && (u.busy.Load() > 0 || answered%pollEvery == 0) {
+		y.yield()
+		return
+	}
+	runtime.Gosched()
+}
+
 // parse returns the query in m, or false when it is dropped or has been
 // answered FORMERR.
-func (u *udpWorkers) parse(w *udpResponse, m []byte) (*dns.Msg, bool) {
+func (u *udpWorkers) parse(w *udpResponse, m []byte) (query, bool) {
 	if len(m) < headerLen || !u.s.admitMessageFrom(m, w.client()) {
-		return nil, false
+		return query{}, false
 	}
 	var h dns.Header
 	h.Bits = uint16(m[offFlags])<<8 | uint16(m[offFlags+1])
 	if acceptQueries(h) != dns.MsgAccept {
-		return nil, false
+		return query{}, false
 	}
-	req := new(dns.Msg)
+	if q, ok := parseWireQuery(m, true); ok {
+		return q, true
+	}
+	var req dns.Msg
 	if err := req.Unpack(m); err != nil {
 		// What miekg/dns answers: the header echoed with FORMERR.
-		req.SetRcodeFormatError(req)
+		req.SetRcodeFormatError(&req)
 		req.Zero = false
 		req.Ns, req.Answer, req.Extra = nil, nil, nil
-		w.WriteMsg(req)
-		return nil, false
+		w.WriteMsg(&req)
+		return query{}, false
 	}
-	return req, true
+	return parseQuery(&req, true), true
 }
 
 // isWildcard reports whether conn listens on every address (0.0.0.0, ::).
@@ -145,7 +168,7 @@ func isWildcard(conn *net.UDPConn) bool {
 // work serves job and then others until enough workers are idle.
 func (u *udpWorkers) work(job udpJob) {
 	for {
-		u.s.serve(job.w, job.req, job.caller, false)
+		u.s.serve(job.w, &job.q, job.caller, false)
 		u.busy.Add(-1)
 		u.wg.Done()
 		if u.idle.Add(1) > maxIdleUDPWorkers {

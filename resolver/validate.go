@@ -7,11 +7,11 @@ import "github.com/miekg/dns"
 // does not implement with a clear RCODE rather than stay silent) and
 // RFC 6891 for EDNS. Unknown flags and EDNS options are ignored, as both
 // require.
-func checkRequest(req *dns.Msg, q *query) (rcode int, ok bool) {
+func checkRequest(q *query) (rcode int, ok bool) {
 	switch {
-	case req.Opcode != dns.OpcodeQuery:
+	case q.opcode != dns.OpcodeQuery:
 		return dns.RcodeNotImplemented, false
-	case len(req.Question) != 1:
+	case q.questions != 1:
 		return dns.RcodeFormatError, false
 	case q.optCount > 1: // RFC 6891 section 6.1.1
 		return dns.RcodeFormatError, false

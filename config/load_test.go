@@ -26,11 +26,18 @@ allow = ["example.com", "*.example.com:443"]
 deny_categories = ["malware"]
 `
 
-func TestParseValid(t *testing.T) {
-	cfg, err := Parse("ok.toml", []byte(validBase))
+// mustParse parses a config the test expects to be valid.
+func mustParse(t *testing.T, name string, text []byte) *Config {
+	t.Helper()
+	cfg, err := Parse(name, text)
 	if err != nil {
-		t.Fatalf("Parse: %v", err)
+		t.Fatalf("Parse %s: %v", name, err)
 	}
+	return cfg
+}
+
+func TestParseValid(t *testing.T) {
+	cfg := mustParse(t, "ok.toml", []byte(validBase))
 	if got := cfg.Upstream.TimeoutDur; got != 2*time.Second {
 		t.Errorf("upstream timeout default = %v, want 2s", got)
 	}
@@ -125,10 +132,7 @@ func TestLoadMissingFile(t *testing.T) {
 }
 
 func TestEmbeddedDefaultIsValid(t *testing.T) {
-	cfg, err := Parse(configs.DefaultName, configs.Default)
-	if err != nil {
-		t.Fatalf("embedded default: %v", err)
-	}
+	cfg := mustParse(t, configs.DefaultName, configs.Default)
 	if cfg.Server.Listen[0] != "127.0.0.1:5353" {
 		t.Errorf("default listens on %v, want 127.0.0.1:5353 first", cfg.Server.Listen)
 	}
@@ -152,11 +156,8 @@ func TestExampleConfigsAreValid(t *testing.T) {
 }
 
 func TestDiff(t *testing.T) {
-	old, err := Parse("old.toml", []byte(validBase))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := Parse("new.toml", []byte(`
+	old := mustParse(t, "old.toml", []byte(validBase))
+	cur := mustParse(t, "new.toml", []byte(`
 [categories.business]
 sources = ["b.txt"]
 
@@ -171,9 +172,6 @@ mode = "audit"
 name = "dmz"
 clients = ["192.168.0.0/24"]
 `))
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := strings.Join(Diff(old, cur), "\n")
 	want := strings.Join([]string{
 		"category added: business",

@@ -111,20 +111,40 @@ func openFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// Log queues e for writing and returns at once. It copies e, so the caller
-// may reuse it, but must not modify e.Answers afterwards. A zero Time is
-// set to now. When the queue is full the entry is counted in Dropped
-// instead of slowing down the DNS answer. Log on a nil Writer does nothing.
+// Log queues e for writing unless sampling or a discarding destination
+// drops it; it is Keep followed by Write.
 func (w *Writer) Log(e *Entry) {
-	if w == nil || w.discard {
-		return
+	if w.Keep(e.Decision) {
+		w.Write(e)
 	}
-	if e.Decision == DecisionAllow && w.sample > 1 {
+}
+
+// Keep reports whether the next entry with this decision is to be
+// written, counting it in SampledOut when sampling skips it. Callers that
+// ask first build only the entries that will be written, then pass them
+// to Write. Keep on a nil or discarding Writer is false.
+func (w *Writer) Keep(decision string) bool {
+	if w == nil || w.discard {
+		return false
+	}
+	if decision == DecisionAllow && w.sample > 1 {
 		// The first allowed entry is always kept, then every sample-th.
 		if (w.allowSeen.Add(1)-1)%w.sample != 0 {
 			w.sampledOut.Add(1)
-			return
+			return false
 		}
+	}
+	return true
+}
+
+// Write queues e for writing and returns at once, without sampling. It
+// copies e, so the caller may reuse it, but must not modify e.Answers
+// afterwards. A zero Time is set to now. When the queue is full the entry
+// is counted in Dropped instead of slowing down the DNS answer. Write on a
+// nil or discarding Writer does nothing.
+func (w *Writer) Write(e *Entry) {
+	if w == nil || w.discard {
+		return
 	}
 	entry := *e
 	if entry.Time.IsZero() {

@@ -2,11 +2,13 @@ package querylog
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -346,4 +348,31 @@ func BenchmarkWriterFile(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(w.Dropped())/float64(b.N), "dropped/op")
+}
+
+// TestWriterKeep: Keep applies the sampling of allowed entries and the
+// discarding destinations, so callers can skip building entries.
+func TestWriterKeep(t *testing.T) {
+	var out bytes.Buffer
+	w := newWriter(&out, nil, "", Options{SampleAllowed: 3})
+	defer w.Close()
+	var got []bool
+	for _, d := range []string{DecisionAllow, DecisionAllow, DecisionDeny, DecisionAllow, DecisionAllow, DecisionWouldDeny} {
+		got = append(got, w.Keep(d))
+	}
+	want := []bool{true, false, true, false, true, true}
+	if !slices.Equal(got, want) {
+		t.Errorf("Keep = %v, want %v", got, want)
+	}
+	if n := w.SampledOut(); n != 2 {
+		t.Errorf("SampledOut = %d, want 2", n)
+	}
+	discard, err := Open("none", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nilWriter *Writer
+	if discard.Keep(DecisionDeny) || nilWriter.Keep(DecisionDeny) {
+		t.Error("a discarding or nil Writer keeps entries")
+	}
 }

@@ -81,7 +81,9 @@ type fakeLog struct {
 	entries []querylog.Entry
 }
 
-func (l *fakeLog) Log(e *querylog.Entry) {
+func (l *fakeLog) Keep(string) bool { return true }
+
+func (l *fakeLog) Write(e *querylog.Entry) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.entries = append(l.entries, *e)

@@ -53,7 +53,7 @@ func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome
 		s.handles.response(m, rcodeLabel(rcode)).Inc()
 		s.handles.duration(m, cachedLabel(o.cached)).Observe(elapsed.Seconds())
 	}
-	if s.opts.QueryLog == nil {
+	if s.opts.QueryLog == nil || !s.opts.QueryLog.Keep(o.decision) {
 		return
 	}
 	e := &querylog.Entry{
@@ -81,7 +81,7 @@ func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome
 	for _, a := range o.ans.addrs {
 		e.Answers = append(e.Answers, a.String())
 	}
-	s.opts.QueryLog.Log(e)
+	s.opts.QueryLog.Write(e)
 }
 
 // typeName is the query type as written in zone files, TYPEnnn when

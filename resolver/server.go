@@ -32,9 +32,12 @@ type Policy interface {
 	DeniesTarget(group, name string) (policy.Decision, bool)
 }
 
-// QueryLogger records one entry per query. Log must not block for long.
+// QueryLogger records one entry per query. Keep is asked first, so
+// entries that sampling or a discarding destination would drop are never
+// built; Write must not block for long.
 type QueryLogger interface {
-	Log(e *querylog.Entry)
+	Keep(decision string) bool
+	Write(e *querylog.Entry)
 }
 
 // Options configures a Server.

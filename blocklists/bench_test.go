@@ -112,6 +112,23 @@ func BenchmarkLoad2M(b *testing.B) {
 	b.ReportMetric(perDomain, "heap-B/domain")
 }
 
+// BenchmarkRefreshUnchanged2M refreshes the 2M list when nothing changed:
+// the source is hashed and compared, and nothing is parsed or rebuilt.
+func BenchmarkRefreshUnchanged2M(b *testing.B) {
+	m := loadBench(b, benchList(b))
+	loaded := m.byName["big"].cur.Load()
+	b.ResetTimer()
+	for range b.N {
+		if err := m.Refresh(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if m.byName["big"].cur.Load() != loaded {
+		b.Fatal("an unchanged refresh rebuilt the lists")
+	}
+}
+
 // BenchmarkMatch looks up a mix of listed names (below listed entries)
 // and unlisted ones against the 2M list.
 func BenchmarkMatch(b *testing.B) {

@@ -22,12 +22,30 @@ func isURL(s string) bool {
 }
 
 // cacheMeta is kept beside a downloaded list so the next fetch can be
-// conditional and the file can be traced back to its URL.
+// conditional (also after a restart), the file can be traced back to its
+// URL, and a restart knows how fresh the copy is.
 type cacheMeta struct {
 	URL          string    `json:"url"`
 	ETag         string    `json:"etag,omitempty"`
 	LastModified string    `json:"last_modified,omitempty"`
 	Fetched      time.Time `json:"fetched"`
+	// SHA256 is the digest of the list file, so a 304 answer can be
+	// compared with what the current lists were built from.
+	SHA256 string `json:"sha256,omitempty"`
+	// Checked is when the server last confirmed the copy: a download, a
+	// 304 or a byte-identical body.
+	Checked time.Time `json:"checked,omitzero"`
+}
+
+// hasValidators reports whether a conditional request can be made.
+func (m cacheMeta) hasValidators() bool { return m.ETag != "" || m.LastModified != "" }
+
+// confirmed is when the copy was last known to be current.
+func (m cacheMeta) confirmed() time.Time {
+	if m.Checked.After(m.Fetched) {
+		return m.Checked
+	}
+	return m.Fetched
 }
 
 // cachePaths returns where the last good copy of url lives in stateDir.
@@ -68,7 +86,7 @@ func download(ctx context.Context, client *http.Client, url, dir string, prev ca
 		return "", meta, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotModified && (prev.ETag != "" || prev.LastModified != "") {
+	if resp.StatusCode == http.StatusNotModified && prev.hasValidators() {
 		return "", prev, errNotModified
 	}
 	if resp.StatusCode != http.StatusOK {
@@ -81,7 +99,8 @@ func download(ctx context.Context, client *http.Client, url, dir string, prev ca
 	if err != nil {
 		return "", meta, err
 	}
-	n, err := io.Copy(f, io.LimitReader(resp.Body, maxBytes+1))
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(resp.Body, maxBytes+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -92,11 +111,14 @@ func download(ctx context.Context, client *http.Client, url, dir string, prev ca
 		os.Remove(f.Name())
 		return "", meta, err
 	}
+	now := time.Now().UTC()
 	meta = cacheMeta{
 		URL:          url,
 		ETag:         resp.Header.Get("ETag"),
 		LastModified: resp.Header.Get("Last-Modified"),
-		Fetched:      time.Now().UTC(),
+		Fetched:      now,
+		SHA256:       digestFromHash(h).String(),
+		Checked:      now,
 	}
 	return f.Name(), meta, nil
 }
@@ -107,6 +129,11 @@ func keepCopy(tmp, listPath, metaPath string, meta cacheMeta) error {
 	if err := os.Rename(tmp, listPath); err != nil {
 		return err
 	}
+	return writeMeta(metaPath, meta)
+}
+
+// writeMeta replaces the sidecar of a cached list.
+func writeMeta(metaPath string, meta cacheMeta) error {
 	b, err := json.Marshal(meta)
 	if err != nil {
 		return err

@@ -38,9 +38,10 @@ const (
 
 // Refresh results, as counted in egressd_list_refresh_total.
 const (
-	resultOK    = "ok"
-	resultError = "error"
-	resultEmpty = "empty"
+	resultOK        = "ok"
+	resultUnchanged = "unchanged" // every source was what the lists were built from; nothing rebuilt
+	resultError     = "error"
+	resultEmpty     = "empty"
 )
 
 // Manager owns the configured categories and answers Match for policy.
@@ -56,12 +57,18 @@ type Manager struct {
 
 type category struct {
 	resolvedSpec
-	cur atomic.Pointer[listMatcher]
-	mu  sync.Mutex // serializes refreshes of this category
+	sourceLabels []string // sources as metrics show them
+	cur          atomic.Pointer[listMatcher]
+	mu           sync.Mutex // serializes refreshes of this category
 
 	statusMu   sync.Mutex
 	lastResult string
 	lastErr    string
+	checked    time.Time // end of the last refresh, whatever its result
+	succeeded  time.Time // end of the last refresh with result ok or unchanged
+	// sourceSuccess is, per source, when it was last fetched and parsed or
+	// confirmed unchanged into the lists in use.
+	sourceSuccess []time.Time
 }
 
 // NewManager validates specs; nothing is loaded until Load.
@@ -84,7 +91,10 @@ func NewManager(specs []CategorySpec, opts Options) (*Manager, error) {
 		m.client = &http.Client{Timeout: opts.FetchTimeout}
 	}
 	for _, r := range resolved {
-		c := &category{resolvedSpec: r}
+		c := &category{resolvedSpec: r, sourceSuccess: make([]time.Time, len(r.sources))}
+		for _, src := range r.sources {
+			c.sourceLabels = append(c.sourceLabels, sourceLabel(src))
+		}
 		m.cats = append(m.cats, c)
 		m.byName[r.name] = c
 	}
@@ -133,8 +143,11 @@ func (m *Manager) refreshAll(ctx context.Context, report func(*category, error) 
 }
 
 // Start refreshes each category with a Refresh interval in the
-// background until ctx ends. Call it once, after Load.
+// background until ctx ends. Call it once, after Load, when this Manager
+// becomes the one in use: it also drops the last-success series of
+// sources only a replaced Manager had.
 func (m *Manager) Start(ctx context.Context) {
+	m.forgetOtherSources()
 	for _, c := range m.cats {
 		if c.refresh <= 0 {
 			continue
@@ -240,12 +253,14 @@ type CategoryStats struct {
 	Domains     int // distinct listed names
 	Exceptions  int
 	Sources     int
-	Invalid     int // invalid lines across sources
-	Unsupported int // rules egressd cannot apply
-	Bytes       int // memory held by the lookup tables
-	Loaded      time.Time
-	LastResult  string // ok, error or empty
+	Invalid     int       // invalid lines across sources
+	Unsupported int       // rules egressd cannot apply
+	Bytes       int       // memory held by the lookup tables
+	Loaded      time.Time // when the lists in use were built
+	LastResult  string    // ok, unchanged, error or empty
 	LastError   string
+	Checked     time.Time // when the last refresh ended, whatever its result
+	Succeeded   time.Time // when the last refresh with result ok or unchanged ended
 }
 
 // Stats reports every category.
@@ -265,6 +280,7 @@ func (m *Manager) Stats() map[string]CategoryStats {
 		}
 		c.statusMu.Lock()
 		st.LastResult, st.LastError = c.lastResult, c.lastErr
+		st.Checked, st.Succeeded = c.checked, c.succeeded
 		c.statusMu.Unlock()
 		out[c.name] = st
 	}

@@ -18,16 +18,19 @@ import (
 	"github.com/egressd/egressd/metrics"
 )
 
-// listServer serves whatever body and status are set, counting requests
-// and honouring If-None-Match against the current ETag.
+// listServer serves whatever body and status are set, counting requests.
+// While the status is 200 it honours If-None-Match against the current
+// ETag and If-Modified-Since against the current Last-Modified.
 type listServer struct {
 	*httptest.Server
-	mu          sync.Mutex
-	status      int
-	body        string
-	etag        string
-	requests    int
-	notModified int
+	mu           sync.Mutex
+	status       int
+	body         string
+	etag         string
+	lastModified string
+	requests     int
+	notModified  int
+	lastRequest  http.Header // headers of the latest request
 }
 
 func newListServer(t *testing.T, body string) *listServer {
@@ -36,19 +39,40 @@ func newListServer(t *testing.T, body string) *listServer {
 		ls.mu.Lock()
 		defer ls.mu.Unlock()
 		ls.requests++
+		ls.lastRequest = r.Header.Clone()
+		etagMatches := ls.etag != "" && r.Header.Get("If-None-Match") == ls.etag
+		dateMatches := ls.lastModified != "" && r.Header.Get("If-Modified-Since") == ls.lastModified
+		if ls.status == http.StatusOK && (etagMatches || (dateMatches && r.Header.Get("If-None-Match") == "")) {
+			ls.notModified++
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
 		if ls.etag != "" {
-			if r.Header.Get("If-None-Match") == ls.etag {
-				ls.notModified++
-				w.WriteHeader(http.StatusNotModified)
-				return
-			}
 			w.Header().Set("ETag", ls.etag)
+		}
+		if ls.lastModified != "" {
+			w.Header().Set("Last-Modified", ls.lastModified)
 		}
 		w.WriteHeader(ls.status)
 		fmt.Fprint(w, ls.body)
 	}))
 	t.Cleanup(ls.Close)
 	return ls
+}
+
+// validators sets the ETag and Last-Modified the server announces.
+func (ls *listServer) validators(etag, lastModified string) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.etag, ls.lastModified = etag, lastModified
+}
+
+// counts returns the requests and 304 answers so far, and the headers of
+// the latest request.
+func (ls *listServer) counts() (requests, notModified int, last http.Header) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.requests, ls.notModified, ls.lastRequest
 }
 
 func (ls *listServer) serve(status int, body string) {

@@ -18,6 +18,9 @@ type listMatcher struct {
 	sources []string
 	loaded  time.Time
 	results []ParseResult // per source, problems dropped
+	// digests are, per source, of the bytes parsed; zero for a source
+	// that could not be read, so the next refresh rebuilds.
+	digests []contentDigest
 }
 
 // applies reports whether an entry with flags decides for a suffix that

@@ -3,10 +3,10 @@ package blocklists
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io"
 	"time"
 )
 
@@ -43,30 +43,67 @@ var errEmpty = errors.New("list has no usable entries")
 // sourceOutcome is what loading one source produced.
 type sourceOutcome struct {
 	res ParseResult
-	err error // nil when the source loaded fresh
-	// fallback is set when err != nil but the last good copy was used.
-	fallback bool
+	// digest is of the bytes parsed: the new download, the file, or the
+	// last good copy.
+	digest contentDigest
+	err    error // nil when the source loaded fresh
+	// fallback is set when err != nil but the last good copy was used;
+	// confirmed is then when that copy was last known to be current.
+	fallback  bool
+	confirmed time.Time
 }
 
-// refreshCategory reloads all sources of c and swaps the result in,
-// unless that would lose data: when a source failed without a copy to
-// fall back on, or everything parsed to nothing, the current lists stay.
+// refreshCategory fetches all sources of c. When every one is byte for
+// byte what the current lists were built from, they stay as they are;
+// otherwise all sources are parsed and the result swapped in, unless that
+// would lose data: when a source failed without a copy to fall back on,
+// or everything parsed to nothing, the current lists stay.
 func (m *Manager) refreshCategory(ctx context.Context, c *category) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	start := time.Now()
 	old := c.cur.Load()
 
+	fetched := make([]fetchedSource, len(c.sources))
+	for i, src := range c.sources {
+		fetched[i] = m.fetchSource(ctx, src, old != nil)
+	}
+	defer func() {
+		for i := range fetched {
+			fetched[i].discard()
+		}
+	}()
+	if old != nil && unchangedSince(old, fetched) {
+		m.keepUnchanged(c, fetched)
+		m.log.Debug("category unchanged; lists kept", "category", c.name,
+			"duration", time.Since(start).Round(time.Millisecond))
+		success := make([]time.Time, len(c.sources))
+		for i, f := range fetched {
+			success[i] = f.at
+		}
+		m.finishRefresh(c, resultUnchanged, nil, success)
+		return nil
+	}
+
 	b := &listBuilder{}
 	results := make([]ParseResult, len(c.sources))
+	digests := make([]contentDigest, len(c.sources))
+	success := make([]time.Time, len(c.sources))
 	var errs []error
 	lost, allEmpty := false, true
 	for i, src := range c.sources {
 		b.src = i
-		out := m.loadSource(ctx, c, src, b)
+		out := m.loadSource(c, &fetched[i], b)
 		m.logSource(c, src, out)
 		results[i] = out.res
 		results[i].Problems, results[i].Skipped = nil, nil
+		digests[i] = out.digest
+		switch {
+		case out.err == nil:
+			success[i] = fetched[i].at
+		case out.fallback:
+			success[i] = out.confirmed
+		}
 		if out.err != nil {
 			errs = append(errs, out.err)
 			if !out.fallback {
@@ -90,14 +127,16 @@ func (m *Manager) refreshCategory(ctx context.Context, c *category) error {
 	switch {
 	case haveOld && lost:
 		m.log.Warn("list refresh failed; keeping the previous lists", "category", c.name, "err", err)
+		success = nil
 	case haveOld && b.block.len() == 0:
 		result = resultEmpty
 		if err == nil {
 			err = errEmpty
 		}
 		m.log.Warn("list refresh found no entries; keeping the previous lists", "category", c.name)
+		success = nil
 	default:
-		lm := &listMatcher{exact: c.exact, sources: c.sources, loaded: time.Now(), results: results}
+		lm := &listMatcher{exact: c.exact, sources: c.sources, loaded: time.Now(), results: results, digests: digests}
 		lm.block = b.block.build()
 		lm.except = b.except.build()
 		c.cur.Store(lm)
@@ -110,17 +149,37 @@ func (m *Manager) refreshCategory(ctx context.Context, c *category) error {
 			"exceptions", lm.except.count, "invalid_lines", invalid, "unsupported_rules", unsupported,
 			"bytes", lm.block.bytes()+lm.except.bytes(), "duration", time.Since(start).Round(time.Millisecond))
 	}
-	c.statusMu.Lock()
-	c.lastResult, c.lastErr = result, ""
-	if err != nil {
-		c.lastErr = err.Error()
-	}
-	c.statusMu.Unlock()
-	if mt := m.opts.Metrics; mt != nil {
-		mt.ListRefreshes.WithLabelValues(c.name, result).Inc()
-		mt.ListDomains.WithLabelValues(c.name).Set(float64(c.cur.Load().block.count))
-	}
+	m.finishRefresh(c, result, err, success)
 	return err
+}
+
+// unchangedSince reports whether every fetched source has exactly the
+// bytes old was built from.
+func unchangedSince(old *listMatcher, fetched []fetchedSource) bool {
+	if len(old.digests) != len(fetched) {
+		return false
+	}
+	for i, f := range fetched {
+		if f.err != nil || !f.digest.known() || f.digest != old.digests[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// keepUnchanged records that the server confirmed each cached copy, so
+// the validators of an identical body are used next time and a restart
+// knows how fresh the copies are.
+func (m *Manager) keepUnchanged(c *category, fetched []fetchedSource) {
+	for i := range fetched {
+		f := &fetched[i]
+		switch {
+		case f.tmp != "":
+			m.keepDownload(c, f)
+		case f.notModified:
+			m.confirmCopy(c, f)
+		}
+	}
 }
 
 func (m *Manager) logSource(c *category, src string, out sourceOutcome) {
@@ -136,70 +195,69 @@ func (m *Manager) logSource(c *category, src string, out sourceOutcome) {
 	}
 }
 
-func (m *Manager) loadSource(ctx context.Context, c *category, src string, b *listBuilder) sourceOutcome {
-	if !isURL(src) {
-		res, err := parseFile(src, src, c.format, b)
-		return sourceOutcome{res: res, err: err}
+func (m *Manager) loadSource(c *category, f *fetchedSource, b *listBuilder) sourceOutcome {
+	if !isURL(f.src) {
+		res, d, err := parseFile(f.src, f.src, c.format, b)
+		return sourceOutcome{res: res, digest: d, err: err}
 	}
-	return m.loadURL(ctx, c, src, b)
+	return m.loadURL(c, f, b)
 }
 
-func parseFile(path, name string, format Format, b *listBuilder) (ParseResult, error) {
+// parseFile parses one source into b and returns the digest of the bytes
+// it read.
+func parseFile(path, name string, format Format, b *listBuilder) (ParseResult, contentDigest, error) {
 	f, err := openSource(path)
 	if err != nil {
-		return ParseResult{}, err
+		return ParseResult{}, contentDigest{}, err
 	}
 	defer f.Close()
-	return Parse(f, name, format, b.emit)
+	h := sha256.New()
+	res, err := Parse(io.TeeReader(f, h), name, format, b.emit)
+	if err == nil {
+		// The parser may stop short of the end, after a gzip trailer.
+		_, err = io.Copy(h, f)
+	}
+	if err != nil {
+		return res, contentDigest{}, err
+	}
+	return res, digestFromHash(h), nil
 }
 
-// loadURL downloads src, parses it and makes it the last good copy; if
-// the download fails or has no entries, the last good copy is parsed
-// instead.
-func (m *Manager) loadURL(ctx context.Context, c *category, src string, b *listBuilder) sourceOutcome {
-	var listPath, metaPath string
-	var prev cacheMeta
-	haveCopy := false
-	dir := os.TempDir()
-	if m.opts.StateDir != "" {
-		listPath, metaPath = cachePaths(m.opts.StateDir, src)
-		dir = filepath.Dir(listPath)
-		if _, err := os.Stat(listPath); err == nil {
-			haveCopy = true
-			prev = readMeta(metaPath)
-		}
-	}
-	tmp, meta, err := download(ctx, m.client, src, dir, prev, m.opts.MaxBodyBytes)
+// loadURL parses what fetchSource got for a URL and makes a good download
+// the last good copy; if the download failed or has no entries, the last
+// good copy is parsed instead.
+func (m *Manager) loadURL(c *category, f *fetchedSource, b *listBuilder) sourceOutcome {
+	var err error
 	switch {
-	case errors.Is(err, errNotModified):
-		res, err := parseFile(listPath, src, c.format, b)
-		return sourceOutcome{res: res, err: err}
-	case err == nil:
-		mark := b.mark()
-		res, perr := parseFile(tmp, src, c.format, b)
-		if perr == nil && res.Entries > 0 {
-			if listPath == "" {
-				os.Remove(tmp)
-			} else if kerr := keepCopy(tmp, listPath, metaPath, meta); kerr != nil {
-				os.Remove(tmp)
-				m.log.Warn("cannot keep downloaded list", "category", c.name, "source", src, "err", kerr)
-			}
-			return sourceOutcome{res: res}
+	case f.notModified:
+		res, d, err := parseFile(f.listPath, f.src, c.format, b)
+		if err == nil {
+			m.confirmCopy(c, f)
 		}
-		os.Remove(tmp)
+		return sourceOutcome{res: res, digest: d, err: err}
+	case f.err != nil:
+		err = f.err
+	default:
+		mark := b.mark()
+		res, d, perr := parseFile(f.tmp, f.src, c.format, b)
+		if perr == nil && res.Entries > 0 {
+			m.keepDownload(c, f)
+			return sourceOutcome{res: res, digest: d}
+		}
+		f.discard()
 		b.rollback(mark)
 		err = perr
 		if err == nil {
 			err = errEmpty
 		}
+		err = fmt.Errorf("%s: %w", f.src, err)
 	}
-	err = fmt.Errorf("%s: %w", src, err)
-	if !haveCopy {
+	if !f.haveCopy {
 		return sourceOutcome{err: err}
 	}
-	res, cerr := parseFile(listPath, src, c.format, b)
+	res, d, cerr := parseFile(f.listPath, f.src, c.format, b)
 	if cerr != nil {
 		return sourceOutcome{res: res, err: errors.Join(err, cerr)}
 	}
-	return sourceOutcome{res: res, err: err, fallback: true}
+	return sourceOutcome{res: res, digest: d, err: err, fallback: true, confirmed: f.prev.confirmed()}
 }

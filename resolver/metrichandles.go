@@ -9,33 +9,37 @@ import (
 	"github.com/egressd/egressd/metrics"
 )
 
-// queryLabels are the labels of egressd_queries_total.
-type queryLabels struct {
-	group, decision, qtype string
+// recordKey is what decides the series a query is counted in.
+type recordKey struct {
+	group, decision string
+	qtype           uint16
+	rcode           int
+	cached          bool
+}
+
+// recordHandles are the series one query is counted in.
+type recordHandles struct {
+	query    prometheus.Counter  // egressd_queries_total
+	response prometheus.Counter  // egressd_responses_total
+	duration prometheus.Observer // egressd_request_duration_seconds
 }
 
 // metricHandles remembers the per-query series once looked up: finding a
 // labelled series hashes every label value, and the combinations seen in
-// practice are few (groups x decisions x query types, RCODEs, cached or
-// not). The zero value is ready.
+// practice are few (groups x decisions x query types x RCODEs x cached or
+// not). One map lookup finds all three. The zero value is ready.
 type metricHandles struct {
-	queries   handleMap[queryLabels, prometheus.Counter]
-	responses handleMap[string, prometheus.Counter]  // by RCODE label
-	durations handleMap[string, prometheus.Observer] // by cached label
+	records handleMap[recordKey, recordHandles]
 }
 
-func (h *metricHandles) query(m *metrics.Metrics, l queryLabels) prometheus.Counter {
-	return h.queries.get(l, func() prometheus.Counter {
-		return m.Queries.WithLabelValues(l.group, l.decision, l.qtype)
+func (h *metricHandles) forRecord(m *metrics.Metrics, k recordKey) recordHandles {
+	return h.records.get(k, func() recordHandles {
+		return recordHandles{
+			query:    m.Queries.WithLabelValues(k.group, k.decision, qtypeLabel(k.qtype)),
+			response: m.Responses.WithLabelValues(rcodeLabel(k.rcode)),
+			duration: m.RequestDuration.WithLabelValues(cachedLabel(k.cached)),
+		}
 	})
-}
-
-func (h *metricHandles) response(m *metrics.Metrics, rcode string) prometheus.Counter {
-	return h.responses.get(rcode, func() prometheus.Counter { return m.Responses.WithLabelValues(rcode) })
-}
-
-func (h *metricHandles) duration(m *metrics.Metrics, cached string) prometheus.Observer {
-	return h.durations.get(cached, func() prometheus.Observer { return m.RequestDuration.WithLabelValues(cached) })
 }
 
 // handleMap is a map read without locks or allocation and copied on the

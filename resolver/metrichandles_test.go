@@ -3,6 +3,7 @@ package resolver
 import (
 	"testing"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/egressd/egressd/metrics"
@@ -11,28 +12,44 @@ import (
 func TestMetricHandlesCountEachSeries(t *testing.T) {
 	m := metrics.New()
 	var h metricHandles
-	queries := []queryLabels{
-		{"office", "allow", "A"},
-		{"office", "allow", "A"},
-		{"office", "deny", "A"},
-		{"lab", "allow", "AAAA"},
-		{"office", "allow", "A"},
+	records := []recordKey{
+		{"office", "allow", dns.TypeA, dns.RcodeSuccess, true},
+		{"office", "allow", dns.TypeA, dns.RcodeSuccess, true},
+		{"office", "deny", dns.TypeA, dns.RcodeNameError, false},
+		{"lab", "allow", dns.TypeAAAA, dns.RcodeSuccess, false},
+		{"office", "allow", 65280, dns.RcodeServerFailure, false},
+		{"office", "allow", dns.TypeA, dns.RcodeSuccess, true},
 	}
-	want := map[queryLabels]float64{}
-	for _, l := range queries {
-		h.query(m, l).Inc()
-		h.response(m, "NOERROR").Inc()
-		want[l]++
+	for _, k := range records {
+		rh := h.forRecord(m, k)
+		rh.query.Inc()
+		rh.response.Inc()
+		rh.duration.Observe(0.001)
 	}
-	for l, n := range want {
-		if got := testutil.ToFloat64(m.Queries.WithLabelValues(l.group, l.decision, l.qtype)); got != n {
-			t.Errorf("queries %v = %v, want %v", l, got, n)
+	queries := []struct {
+		group, decision, qtype string
+		want                   float64
+	}{
+		{"office", "allow", "A", 3},
+		{"office", "deny", "A", 1},
+		{"lab", "allow", "AAAA", 1},
+		{"office", "allow", "other", 1},
+	}
+	for _, q := range queries {
+		if got := testutil.ToFloat64(m.Queries.WithLabelValues(q.group, q.decision, q.qtype)); got != q.want {
+			t.Errorf("queries{%s,%s,%s} = %v, want %v", q.group, q.decision, q.qtype, got, q.want)
 		}
 	}
-	if got := testutil.ToFloat64(m.Responses.WithLabelValues("NOERROR")); got != float64(len(queries)) {
-		t.Errorf("responses = %v, want %d", got, len(queries))
+	responses := map[string]float64{"NOERROR": 4, "NXDOMAIN": 1, "SERVFAIL": 1}
+	for rcode, want := range responses {
+		if got := testutil.ToFloat64(m.Responses.WithLabelValues(rcode)); got != want {
+			t.Errorf("responses{%s} = %v, want %v", rcode, got, want)
+		}
 	}
-	if h.query(m, queries[0]) != h.query(m, queries[1]) {
+	if n := testutil.CollectAndCount(m.RequestDuration); n != 2 {
+		t.Errorf("request duration series = %d, want 2 (cached true and false)", n)
+	}
+	if h.forRecord(m, records[0]) != h.forRecord(m, records[1]) {
 		t.Error("the same labels gave two different handles")
 	}
 }

@@ -49,9 +49,10 @@ func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome
 	elapsed := time.Since(start)
 	rcode := o.ans.rcode | int(o.ans.extRcode)<<4
 	if m := s.opts.Metrics; m != nil {
-		s.handles.query(m, queryLabels{o.group, o.decision, qtypeLabel(q.qtype)}).Inc()
-		s.handles.response(m, rcodeLabel(rcode)).Inc()
-		s.handles.duration(m, cachedLabel(o.cached)).Observe(elapsed.Seconds())
+		h := s.handles.forRecord(m, recordKey{o.group, o.decision, q.qtype, rcode, o.cached})
+		h.query.Inc()
+		h.response.Inc()
+		h.duration.Observe(elapsed.Seconds())
 	}
 	if s.opts.QueryLog == nil || !s.opts.QueryLog.Keep(o.decision) {
 		return

@@ -219,8 +219,16 @@ const optLen = 11
 // maxTTL, an OPT record when the client sent one, and truncation to the
 // size the client can receive.
 func (a *answer) render(q *query, age, maxTTL uint32) ([]byte, error) {
-	buf := make([]byte, len(a.wire), len(a.wire)+optLen)
-	copy(buf, a.wire)
+	return a.renderTo(nil, q, age, maxTTL)
+}
+
+// renderTo is render writing into dst's array when it has room, so a
+// caller that sends the bytes before rendering again can reuse one buffer.
+func (a *answer) renderTo(dst []byte, q *query, age, maxTTL uint32) ([]byte, error) {
+	if cap(dst) < len(a.wire)+optLen {
+		dst = make([]byte, 0, len(a.wire)+optLen)
+	}
+	buf := append(dst[:0], a.wire...)
 	binary.BigEndian.PutUint16(buf, q.id)
 	flags := binary.BigEndian.Uint16(buf[offFlags:])
 	flags &^= flagAA | flagZ | flagRD | flagCD

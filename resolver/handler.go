@@ -99,7 +99,7 @@ func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool)
 	if o.mustWait {
 		return false
 	}
-	out, err := o.ans.render(q, o.age, s.maxTTL)
+	out, err := o.ans.renderTo(answerBuffer(w), q, o.age, s.maxTTL)
 	if err != nil {
 		s.log.Error("cannot render answer", "qname", q.qname, "err", err)
 		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
@@ -110,6 +110,14 @@ func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool)
 	}
 	s.record(c.start, c.addr, q, &o)
 	return true
+}
+
+// answerBuffer returns the buffer w lends for rendering answers, if any.
+func answerBuffer(w dns.ResponseWriter) []byte {
+	if b, ok := w.(interface{ answerBuffer() []byte }); ok {
+		return b.answerBuffer()
+	}
+	return nil
 }
 
 // resolve is the whole request path, in order. Each step either produces

@@ -67,8 +67,8 @@ func (s *Server) udpWorkersFilter(r dns.Reader) dns.Reader {
 // ReadUDP serves datagrams until reading fails, then waits for the ones in
 // hand and returns the error.
 func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
-	buf := make([]byte, dns.MaxMsgSize) // free again once the datagram is parsed
-	inline := &udpResponse{conn: conn}  // only the reader writes through it
+	buf := make([]byte, dns.MaxMsgSize)                                                // free again once the datagram is parsed
+	inline := &udpResponse{conn: conn, buf: make([]byte, 0, advertisedUDPSize+optLen)} // only the reader writes through it
 	bound := !isWildcard(conn)
 	answered := 0
 	yielder, err := newPollYield()
@@ -193,7 +193,12 @@ type udpResponse struct {
 	conn    *net.UDPConn
 	peer    netip.AddrPort
 	session *dns.SessionUDP
+	buf     []byte // lent for rendering; only the reader's own response has one
 }
+
+// answerBuffer lends w's buffer: Write sends before the next answer is
+// rendered.
+func (w *udpResponse) answerBuffer() []byte { return w.buf }
 
 func (w *udpResponse) LocalAddr() net.Addr { return w.conn.LocalAddr() }
 

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"runtime"
@@ -45,7 +46,7 @@ type udpWorkers struct {
 }
 
 // yieldEvery is how many datagrams the reader answers in a row before it
-// lets waiting workers run.
+// lets waiting workers run. The batch reader checks after each batch.
 const yieldEvery = 32
 
 // pollEvery is how many datagrams the reader answers in a row, with no
@@ -67,70 +68,152 @@ func (s *Server) udpWorkersFilter(r dns.Reader) dns.Reader {
 // ReadUDP serves datagrams until reading fails, then waits for the ones in
 // hand and returns the error.
 func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
-	buf := make([]byte, dns.MaxMsgSize)                                                // free again once the datagram is parsed
-	inline := &udpResponse{conn: conn, buf: make([]byte, 0, advertisedUDPSize+optLen)} // only the reader writes through it
-	bound := !isWildcard(conn)
-	answered := 0
-	yielder, err := newPollYield()
-	if err != nil {
+	r := udpReader{u: u}
+	var err error
+	if r.yielder, err = newPollYield(); err != nil {
 		u.s.log.Warn("UDP reader cannot make its yield pipe; upstream answers may wait up to 10 ms under load", "err", err)
 	} else {
-		defer yielder.close()
+		defer r.yielder.close()
 	}
+	if isWildcard(conn) {
+		err = r.serveSessions(conn)
+	} else if b, berr := newUDPBatch(conn); berr == nil {
+		err = r.serveBatches(conn, b)
+	} else {
+		err = r.serveSingly(conn)
+	}
+	u.wg.Wait()
+	u.once.Do(func() { close(u.stop) })
+	return nil, nil, err
+}
+
+// udpReader is the state of one reading goroutine.
+type udpReader struct {
+	u        *udpWorkers
+	yielder  *pollYield
+	answered int // in a row since the last yield
+	yields   int
+}
+
+// serveBatches reads and answers an address-bound socket a batch of
+// datagrams at a time (recvmmsg, sendmmsg).
+func (r *udpReader) serveBatches(conn *net.UDPConn, b *udpBatch) error {
+	inline := &udpResponse{conn: conn, batch: b}
 	for {
-		var n int
-		var err error
-		if bound {
-			n, inline.peer, err = conn.ReadFromUDPAddrPort(buf)
-		} else {
-			n, inline.session, err = dns.ReadFromSessionUDP(conn, buf)
-			if err == nil {
-				inline.peer = inline.session.RemoteAddr().(*net.UDPAddr).AddrPort()
-			}
-		}
+		n, err := b.read()
 		if err != nil {
-			u.wg.Wait()
-			u.once.Do(func() { close(u.stop) })
-			return nil, nil, err
+			return err
 		}
-		q, ok := u.parse(inline, buf[:n])
-		if !ok {
-			continue
-		}
-		c := caller{start: time.Now(), addr: inline.client(), udp: true}
-		if !u.s.admitQuery(inline, &q, c) || u.s.serve(inline, &q, c, true) {
-			if answered++; answered%yieldEvery == 0 {
-				u.yield(yielder, answered)
+		for i := range n {
+			msg, from, whole := b.datagram(i)
+			inline.peer, inline.slot = from, i
+			if !whole {
+				r.u.tooLong(inline, msg)
+				continue
 			}
-			continue
+			r.handle(inline, msg)
 		}
-		if u.busy.Load() >= maxInFlight {
-			// serve would drop it too; do not start a goroutine for it.
-			u.s.inFlight.dropped.Add(1)
-			continue
+		for _, err := range b.flush() {
+			r.u.s.log.Debug("cannot write answer", "err", err)
 		}
-		u.busy.Add(1)
-		u.wg.Add(1)
-		job := udpJob{w: &udpResponse{conn: conn, peer: inline.peer, session: inline.session}, q: q, caller: c}
-		select {
-		case u.jobs <- job:
-		default:
-			go u.work(job)
-		}
+		r.maybeYield()
 	}
 }
 
-// yield lets other goroutines run when the reader has answered yieldEvery
-// datagrams in a row: under load the socket never runs dry and the reader
-// never parks. Workers waiting for upstream answers need the runtime to
-// poll the network, which only a parked reader lets it do (see pollYield);
-// so does the metrics listener, less urgently.
-func (u *udpWorkers) yield(y *pollYield, answered int) {
-	if y != nil && (u.busy.Load() > 0 || answered%pollEvery == 0) {
-		y.yield()
+// serveSingly reads and answers an address-bound socket a datagram at a
+// time, where batches are not available.
+func (r *udpReader) serveSingly(conn *net.UDPConn) error {
+	buf := make([]byte, dns.MaxMsgSize)                                                // free again once the datagram is parsed
+	inline := &udpResponse{conn: conn, buf: make([]byte, 0, advertisedUDPSize+optLen)} // only the reader writes through it
+	for {
+		n, peer, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return err
+		}
+		inline.peer = peer
+		r.handle(inline, buf[:n])
+		r.maybeYield()
+	}
+}
+
+// serveSessions reads a wildcard socket, whose answers must leave from the
+// address each query came to (control messages), a datagram at a time.
+func (r *udpReader) serveSessions(conn *net.UDPConn) error {
+	buf := make([]byte, dns.MaxMsgSize)
+	inline := &udpResponse{conn: conn, buf: make([]byte, 0, advertisedUDPSize+optLen)}
+	for {
+		n, session, err := dns.ReadFromSessionUDP(conn, buf)
+		if err != nil {
+			return err
+		}
+		inline.session, inline.peer = session, session.RemoteAddr().(*net.UDPAddr).AddrPort()
+		r.handle(inline, buf[:n])
+		r.maybeYield()
+	}
+}
+
+// handle answers one datagram through inline when it needs neither an
+// upstream nor a firewall push, and otherwise passes it to a worker.
+func (r *udpReader) handle(inline *udpResponse, msg []byte) {
+	u := r.u
+	q, ok := u.parse(inline, msg)
+	if !ok {
+		return
+	}
+	c := caller{start: time.Now(), addr: inline.client(), udp: true}
+	if !u.s.admitQuery(inline, &q, c) || u.s.serve(inline, &q, c, true) {
+		r.answered++
+		return
+	}
+	if u.busy.Load() >= maxInFlight {
+		// serve would drop it too; do not start a goroutine for it.
+		u.s.inFlight.dropped.Add(1)
+		return
+	}
+	u.busy.Add(1)
+	u.wg.Add(1)
+	job := udpJob{w: &udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c}
+	select {
+	case u.jobs <- job:
+	default:
+		go u.work(job)
+	}
+}
+
+// maybeYield lets other goroutines run once the reader has answered
+// yieldEvery datagrams in a row: under load the socket never runs dry and
+// the reader never parks. Workers waiting for upstream answers need the
+// runtime to poll the network, which only a parked reader lets it do (see
+// pollYield); so does the metrics listener, less urgently.
+func (r *udpReader) maybeYield() {
+	if r.answered < yieldEvery {
+		return
+	}
+	r.answered = 0
+	r.yields++
+	if r.yielder != nil && (r.u.busy.Load() > 0 || r.yields%(pollEvery/yieldEvery) == 0) {
+		r.yielder.yield()
 		return
 	}
 	runtime.Gosched()
+}
+
+// tooLong answers FORMERR to a datagram longer than the reader keeps, from
+// its header, if the sender is a client; outsiders get nothing.
+func (u *udpWorkers) tooLong(w *udpResponse, msg []byte) {
+	if len(msg) < headerLen || !u.s.clientAllowed(w.client()) {
+		return
+	}
+	var h dns.Header
+	h.Bits = uint16(msg[offFlags])<<8 | uint16(msg[offFlags+1])
+	if acceptQueries(h) != dns.MsgAccept {
+		return
+	}
+	reply := make([]byte, headerLen)
+	copy(reply, msg[:offFlags])
+	flags := h.Bits&(0xF<<11|flagRD) | flagQR | dns.RcodeFormatError
+	binary.BigEndian.PutUint16(reply[offFlags:], flags)
+	w.Write(reply)
 }
 
 // parse returns the query in m, or false when it is dropped or has been
@@ -194,11 +277,21 @@ type udpResponse struct {
 	peer    netip.AddrPort
 	session *dns.SessionUDP
 	buf     []byte // lent for rendering; only the reader's own response has one
+
+	// batch, when set, queues writes for the batch's next flush, as the
+	// answer to the slot-th datagram of the batch.
+	batch *udpBatch
+	slot  int
 }
 
-// answerBuffer lends w's buffer: Write sends before the next answer is
-// rendered.
-func (w *udpResponse) answerBuffer() []byte { return w.buf }
+// answerBuffer lends a buffer that stays untouched until the answer
+// rendered into it has been sent.
+func (w *udpResponse) answerBuffer() []byte {
+	if w.batch != nil {
+		return w.batch.answerBuffer()
+	}
+	return w.buf
+}
 
 func (w *udpResponse) LocalAddr() net.Addr { return w.conn.LocalAddr() }
 
@@ -210,6 +303,10 @@ func (w *udpResponse) RemoteAddr() net.Addr {
 }
 
 func (w *udpResponse) Write(b []byte) (int, error) {
+	if w.batch != nil {
+		w.batch.queue(w.slot, b)
+		return len(b), nil
+	}
 	if w.session != nil {
 		return dns.WriteToSessionUDP(w.conn, b, w.session)
 	}

@@ -176,8 +176,9 @@ type groupJump struct {
 	dests  []setDef // the group's dynamic sets
 }
 
-// buildLayout turns a validated spec into the table layout.
-func buildLayout(s Spec) layout {
+// buildLayout turns a validated spec into the table layout for a kernel
+// with features f.
+func buildLayout(s Spec, f Features) layout {
 	l := layout{table: s.Table, groups: map[string]groupSets{}}
 	scoped := s.Scope == ScopeClient
 	ids := groupIDs(s.Groups)
@@ -197,22 +198,24 @@ func buildLayout(s Spec) layout {
 		l.sets = append(l.sets, c4set, c6set, d4, d6, p4, p6)
 		l.groups[g.Name] = groupSets{d4: d4.name, d6: d6.name, p4: p4.name, p6: p6.name, scoped: scoped}
 
-		rules := groupRules(ids[i], s.Audit || g.Audit, []setDef{d4, d6, p4, p6})
+		rules := groupRules(ids[i], s.Audit || g.Audit, f.CtLabels, []setDef{d4, d6, p4, p6})
 		groupChains = append(groupChains, chainDef{name: prefix, rules: rules})
 		jumps = append(jumps, groupJump{chain: prefix, c4: c4set, c6: c6set, dests: []setDef{d4, d6, p4, p6}})
 	}
 	for _, hook := range s.Hooks {
-		l.chains = append(l.chains,
-			chainDef{name: hook, hook: hook, priority: priorityFilter, rules: baseRules(s, hook, jumps)},
-			chainDef{name: "prenat_" + hook, hook: prenatHook(hook), priority: priorityMangle, rules: prenatRules(jumps)})
+		l.chains = append(l.chains, chainDef{name: hook, hook: hook, priority: priorityFilter, rules: baseRules(s, hook, jumps)})
+		if f.CtLabels {
+			l.chains = append(l.chains, chainDef{name: "prenat_" + hook, hook: prenatHook(hook), priority: priorityMangle, rules: prenatRules(jumps)})
+		}
 	}
 	l.chains = append(l.chains, groupChains...)
 	return l
 }
 
 // groupRules: block DNS bypass, accept what the sets allow, then log and
-// drop, or in audit mode log and accept.
-func groupRules(id string, audit bool, sets []setDef) [][]stmt {
+// drop, or in audit mode log and accept. labels adds the match on the
+// label the prenat chains set.
+func groupRules(id string, audit, labels bool, sets []setDef) [][]stmt {
 	var rules [][]stmt
 	if !audit {
 		// Bypass prevention: clients resolve through egressd only. 853 is
@@ -224,8 +227,10 @@ func groupRules(id string, audit bool, sets []setDef) [][]stmt {
 			[]stmt{l4Dport{proto: protoUDP, port: 853}, drop},
 		)
 	}
-	// Approved before destination NAT (see prenatRules).
-	rules = append(rules, []stmt{ctLabelIs(approvedLabel), accept})
+	if labels {
+		// Approved before destination NAT (see prenatRules).
+		rules = append(rules, []stmt{ctLabelIs(approvedLabel), accept})
+	}
 	for _, set := range sets {
 		rules = append(rules, []stmt{set.lookup(), accept})
 	}

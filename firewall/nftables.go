@@ -31,6 +31,10 @@ type Options struct {
 	// NoWatch skips subscribing to nftables change notifications; drift is
 	// then found only by the periodic check.
 	NoWatch bool
+
+	// probeSend replaces the kernel's answer to the feature probe in tests;
+	// nil probes the kernel once per process (DetectFeatures).
+	probeSend func(*nftables.Conn) error
 }
 
 const (
@@ -70,6 +74,7 @@ type NFT struct {
 
 	// Owned by the run goroutine after construction.
 	conn      *nftables.Conn
+	features  Features // fixed at construction; read from any goroutine
 	spec      Spec
 	lay       layout
 	sets      map[string]*nftables.Set
@@ -144,6 +149,9 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 	if n.now == nil {
 		n.now = time.Now
 	}
+	if n.features, err = detectFeatures(opts); err != nil {
+		return nil, err
+	}
 	if err := n.dial(); err != nil {
 		return nil, err
 	}
@@ -163,6 +171,7 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 	}
 	n.log.Info("firewall table installed", "backend", "nftables", "table", spec.Table,
 		"hooks", spec.Hooks, "groups", len(spec.Groups), "scope", scopeName(spec.Scope), "audit", spec.Audit)
+	n.reportFeatures()
 	go n.run()
 	return n, nil
 }
@@ -374,7 +383,7 @@ func (n *NFT) serve(batch []request) {
 // replace installs spec's layout in one batch, carrying over live elements.
 // logReload logs the outcome as a config reload.
 func (n *NFT) replace(spec Spec, logReload bool) error {
-	lay := buildLayout(spec)
+	lay := buildLayout(spec, n.features)
 	now := n.now()
 	keep := map[string]bool{}
 	inherited := n.sets == nil

@@ -1,19 +1,49 @@
 package firewall
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
 
-// Render returns the table egressd would install, in the text format
-// `nft list table inet NAME` prints (and `nft -f` accepts). It returns an
-// error text comment when the spec is invalid, so callers printing rules
-// for a human still get an explanation; use Spec.Validate to check first.
+// Render returns the table egressd installs on a kernel with every
+// optional feature (AllFeatures), in the text format `nft list table inet
+// NAME` prints (and `nft -f` accepts). It does not look at the kernel; see
+// RenderFor and RenderForKernel. It returns an error text comment when the
+// spec is invalid, so callers printing rules for a human still get an
+// explanation; use Spec.Validate to check first.
 func Render(spec Spec) string {
+	return RenderFor(spec, AllFeatures())
+}
+
+// RenderFor is Render for a kernel with features f: the table NewNFTables
+// installs there. Rules left out for a missing feature are named in a
+// leading `#` comment, which `nft -f` ignores.
+func RenderFor(spec Spec, f Features) string {
 	if err := spec.Validate(); err != nil {
 		return "# " + err.Error() + "\n"
 	}
-	return buildLayout(spec).render()
+	var note string
+	if !f.CtLabels {
+		note = "# " + missingLabelsNote + "\n"
+	}
+	return note + buildLayout(spec, f).render()
+}
+
+// RenderForKernel is RenderFor with the features of the kernel egressd runs
+// on (DetectFeatures). Without the privilege to probe it renders every
+// feature, after a `#` comment saying the kernel was not checked.
+func RenderForKernel(spec Spec) string {
+	f, err := DetectFeatures(0)
+	if err != nil {
+		why := err.Error()
+		if errors.Is(err, ErrNoNetAdmin) {
+			why = "probing needs CAP_NET_ADMIN"
+		}
+		return "# kernel not checked for conntrack labels (" + why + "); " +
+			"without them egressd leaves out the prenat chains and ct label matches\n" + Render(spec)
+	}
+	return RenderFor(spec, f)
 }
 
 func (l layout) render() string {

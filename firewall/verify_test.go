@@ -47,7 +47,7 @@ func TestTableStateDifferences(t *testing.T) {
 }
 
 func TestTableStateMatchesLayout(t *testing.T) {
-	lay := buildLayout(allowSpec())
+	lay := buildLayout(allowSpec(), AllFeatures())
 	good := tableState{table: lay.table, present: true, objects: map[string]string{}}
 	for _, ch := range lay.chains {
 		good.objects["chain "+ch.name] = "x"

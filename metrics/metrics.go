@@ -24,6 +24,7 @@ type Metrics struct {
 	FirewallUpdates  *prometheus.CounterVec   // result
 	FirewallElements *prometheus.GaugeVec     // set
 	FirewallDuration prometheus.Histogram
+	FirewallFeatures *prometheus.GaugeVec   // feature
 	ListDomains      *prometheus.GaugeVec   // category
 	ListRefreshes    *prometheus.CounterVec // category, result
 	ListLastSuccess  *prometheus.GaugeVec   // category, source
@@ -71,6 +72,10 @@ func New() *Metrics {
 		Name: "egressd_firewall_update_duration_seconds", Help: "Time to apply one firewall batch.",
 		Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1},
 	})
+	m.FirewallFeatures = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "egressd_firewall_features",
+		Help: "Optional kernel features the installed firewall table uses (1) or does without (0); ct_label: destinations are also matched as addressed before DNAT.",
+	}, []string{"feature"})
 	m.ListDomains = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "egressd_list_domains", Help: "Domains loaded per category.",
 	}, []string{"category"})
@@ -92,7 +97,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Queries, m.Responses, m.RequestDuration, m.CacheHits, m.CacheMisses, m.CacheEntries,
 		m.UpstreamRequests, m.UpstreamDuration, m.FirewallUpdates, m.FirewallElements,
-		m.FirewallDuration, m.ListDomains, m.ListRefreshes, m.ListLastSuccess, m.ConfigReloads, m.RateLimited,
+		m.FirewallDuration, m.FirewallFeatures, m.ListDomains, m.ListRefreshes, m.ListLastSuccess, m.ConfigReloads, m.RateLimited,
 	)
 	return m
 }

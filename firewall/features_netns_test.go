@@ -50,6 +50,15 @@ func TestProbeAgreesWithNftAndLeavesNothing(t *testing.T) {
 		ns.exec(t, "nft", "delete", "table", "inet", "labelcheck")
 	}
 
+	// Filled from this namespace (or earlier tests), the process cache
+	// answers RenderForKernel without probing the host.
+	if f, err := DetectFeatures(ns.fd); err != nil || f != got {
+		t.Fatalf("DetectFeatures = %+v, %v; want %+v", f, err, got)
+	}
+	if RenderForKernel(allowSpec()) != RenderFor(allowSpec(), got) {
+		t.Errorf("RenderForKernel does not render for this kernel's features %+v", got)
+	}
+
 	m := metrics.New()
 	n := startNFTWith(t, ns, allowSpec(), nil, Options{Metrics: m})
 	if n.Features() != got {

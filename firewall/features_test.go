@@ -182,3 +182,36 @@ func TestRenderForNamesWhatIsLeftOut(t *testing.T) {
 		t.Errorf("invalid spec: %q", got)
 	}
 }
+
+func TestRenderDetected(t *testing.T) {
+	spec := goldenSpecs["output"]
+	cases := []struct {
+		name      string
+		f         Features
+		err       error
+		firstLine string // "" when the table comes first
+		labels    bool
+	}{
+		{"kernel with labels", AllFeatures(), nil, "", true},
+		{"kernel without labels", Features{}, nil, "# " + missingLabelsNote, false},
+		{"no privilege to probe", Features{}, wrapPermission(kernelRejects(unix.EPERM)),
+			"# kernel not checked for conntrack labels (probing needs CAP_NET_ADMIN); without them egressd leaves out the prenat chains and ct label matches", true},
+		{"probe failed otherwise", Features{}, kernelRejects(unix.EBUSY),
+			"# kernel not checked for conntrack labels (conn.Receive: netlink receive: device or resource busy); without them egressd leaves out the prenat chains and ct label matches", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := renderDetected(spec, func() (Features, error) { return tc.f, tc.err })
+			first, rest, _ := strings.Cut(got, "\n")
+			switch {
+			case tc.firstLine == "" && got != RenderFor(spec, tc.f):
+				t.Errorf("got\n%s\nwant RenderFor(%+v)", got, tc.f)
+			case tc.firstLine != "" && first != tc.firstLine:
+				t.Errorf("first line %q, want %q", first, tc.firstLine)
+			}
+			if strings.Contains(rest, "ct label set 23") != tc.labels {
+				t.Errorf("label rules rendered: %t, want %t", !tc.labels, tc.labels)
+			}
+		})
+	}
+}

@@ -34,7 +34,11 @@ func RenderFor(spec Spec, f Features) string {
 // on (DetectFeatures). Without the privilege to probe it renders every
 // feature, after a `#` comment saying the kernel was not checked.
 func RenderForKernel(spec Spec) string {
-	f, err := DetectFeatures(0)
+	return renderDetected(spec, func() (Features, error) { return DetectFeatures(0) })
+}
+
+func renderDetected(spec Spec, detect func() (Features, error)) string {
+	f, err := detect()
 	if err != nil {
 		why := err.Error()
 		if errors.Is(err, ErrNoNetAdmin) {

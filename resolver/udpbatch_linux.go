@@ -24,6 +24,13 @@ const udpReadBuffer = 4096
 // batches, with recvmmsg and sendmmsg. Answers go to the address the query
 // came from, reusing the received socket address as is. Only the reader
 // goroutine uses it.
+//
+// Both calls are made with RawSyscall: they never block (MSG_DONTWAIT),
+// but a sendmmsg of 32 answers over loopback delivers each one before it
+// returns and can take tens of microseconds. Made as ordinary system
+// calls, sysmon would take the reader's P away during them and hand it to
+// another thread, and the reader would wait for a P afterwards: a thread
+// switch per batch, which cost more than the batching saved.
 type udpBatch struct {
 	rc syscall.RawConn
 
@@ -84,7 +91,7 @@ func (b *udpBatch) recv(fd uintptr) bool {
 		b.in[i].Hdr.Flags = 0
 		b.in[i].Len = 0
 	}
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), udpBatchSize, unix.MSG_DONTWAIT, 0, 0)
+	n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), udpBatchSize, unix.MSG_DONTWAIT, 0, 0)
 	switch errno {
 	case 0:
 		b.n, b.readErr = int(n), 0
@@ -163,7 +170,7 @@ func (b *udpBatch) flush() []error {
 
 func (b *udpBatch) send(fd uintptr) bool {
 	for b.sent < b.queued {
-		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.queued-b.sent), unix.MSG_DONTWAIT, 0, 0)
+		n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.queued-b.sent), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:
 			b.sent += int(n)

@@ -41,7 +41,7 @@ var kernelFeatures featureCache
 // for egressd's own) on the first successful call of the process and
 // answering later calls from that result. Probing needs CAP_NET_ADMIN
 // (ErrNoNetAdmin otherwise); it adds and deletes a throwaway table in one
-// batch, so no ruleset, egressd's included, ever sees it.
+// batch, so no listing ever shows it (change notifications do).
 func DetectFeatures(netns int) (Features, error) {
 	return kernelFeatures.get(func() (Features, error) { return probeFeatures(netns, nil) })
 }

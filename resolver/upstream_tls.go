@@ -7,45 +7,58 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
 )
 
-// Idle DNS-over-TLS connections are kept for reuse, a few per upstream,
-// and dropped once idle longer than servers commonly keep them open. At
-// most maxTLSConns queries are on the wire at once per upstream (one per
-// connection); more wait for a turn, so a burst of misses cannot turn into
-// a burst of handshakes.
+// A DNS-over-TLS upstream keeps a few connections open and pipelines
+// queries on them (RFC 7766 section 6.2.1.1, RFC 7858 section 3.4): up to
+// maxTLSPending queries wait for replies on one connection, a second
+// connection opens only when the first is full, and at most maxTLSConns
+// exist, so a burst of misses costs a handshake or two, not one each.
+// A connection idle for tlsIdleTimeout is closed; servers commonly close
+// theirs after 10 to 30 seconds anyway.
 const (
-	maxIdleTLSConns = 8
-	maxTLSConns     = 32
-	tlsIdleTimeout  = 20 * time.Second
+	maxTLSConns    = 8
+	maxTLSPending  = 64
+	tlsIdleTimeout = 20 * time.Second
+	// maxTLSBadFrames consecutive frames that do not parse, or that carry
+	// a pending ID with the wrong question, end a connection: the server
+	// is broken or something is injecting into the stream.
+	maxTLSBadFrames = 8
 )
 
-var errTLSMismatch = errors.New("upstream sent no matching reply over TLS")
+var (
+	// errTLSConnLost wraps why a connection ended under a query; such a
+	// query is retried once on another connection.
+	errTLSConnLost = errors.New("DNS-over-TLS connection lost")
+	errTLSStalled  = errors.New("no reply on the connection within a query's timeout")
+	errTLSIdle     = errors.New("idle")
+	errTLSGarbage  = errors.New("upstream sent too many unusable replies over TLS")
+)
 
 // tlsUpstream speaks DNS over TLS (RFC 7858): length-prefixed messages as
-// over TCP, one query at a time per connection, connections reused.
+// over TCP, many queries in flight per connection, replies matched by ID
+// and question in whatever order they come.
 type tlsUpstream struct {
 	name string // as configured, for logs and metrics
 	ep   *endpoint
 	conf *tls.Config
 	log  *slog.Logger
-	now  func() time.Time
-	busy chan struct{} // one token per connection in use
 
-	mu   sync.Mutex
-	idle []idleTLSConn // oldest first
-}
+	// Limits, fixed before the first query (tests make them smaller).
+	maxConns    int
+	maxPending  int
+	idleTimeout time.Duration
 
-type idleTLSConn struct {
-	conn  *tls.Conn
-	since time.Time
+	mu      sync.Mutex
+	conns   []*dotConn    // open or opening, oldest first
+	waiting int           // queries waiting for a free slot
+	freed   chan struct{} // closed, then replaced, when a slot frees up
 }
 
 func newTLSUpstream(name string, ep *endpoint, serverName string, roots *x509.CertPool, log *slog.Logger) *tlsUpstream {
@@ -56,99 +69,128 @@ func newTLSUpstream(name string, ep *endpoint, serverName string, roots *x509.Ce
 			ServerName:         serverName,
 			RootCAs:            roots,
 			MinVersion:         tls.VersionTLS12,
-			ClientSessionCache: tls.NewLRUClientSessionCache(maxIdleTLSConns),
+			ClientSessionCache: tls.NewLRUClientSessionCache(maxTLSConns),
 		},
-		log:  log,
-		now:  time.Now,
-		busy: make(chan struct{}, maxTLSConns),
+		log:         log,
+		maxConns:    maxTLSConns,
+		maxPending:  maxTLSPending,
+		idleTimeout: tlsIdleTimeout,
+		freed:       make(chan struct{}),
 	}
 }
 
 func (u *tlsUpstream) String() string { return u.name }
 
-// Exchange sends query, padded and with a fresh random ID, over a pooled
-// connection or a new one. A pooled connection may have been closed by the
-// server in the meantime, so a failure on one is retried once on a fresh
-// connection.
+// Exchange sends query, padded and with an ID unique on its connection,
+// and waits for the reply. A query whose connection ends before the reply
+// (the server closed it, a read failed) is retried once on another
+// connection while time is left.
 func (u *tlsUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		return nil, errNoDeadline
 	}
-	q := *query
-	q.Id = dns.Id()
-	packed, err := packPadded(&q)
+	packed, err := packPadded(query)
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case u.busy <- struct{}{}:
-		defer func() { <-u.busy }()
-	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for a connection: %w", ctx.Err())
+	reply, err := u.attempt(ctx, query, packed)
+	if err != nil && errors.Is(err, errTLSConnLost) && ctx.Err() == nil {
+		u.log.Debug("DNS-over-TLS connection lost under a query; retrying", "upstream", u.name, "err", err)
+		reply, err = u.attempt(ctx, query, packed)
 	}
-	if conn := u.pooled(); conn != nil {
-		reply, err := u.roundTrip(ctx, conn, packed, &q)
-		if err == nil || ctx.Err() != nil {
-			return reply, err
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+			err = fmt.Errorf("%w: %w", ctxErr, err)
 		}
-		u.log.Debug("reused DNS-over-TLS connection failed; reconnecting", "upstream", u.name, "err", err)
-	}
-	conn, err := u.connect(ctx)
-	if err != nil {
 		return nil, err
 	}
-	return u.roundTrip(ctx, conn, packed, &q)
-}
-
-// roundTrip writes one query and reads until the matching reply. The
-// connection goes back to the pool after a clean exchange and is closed
-// after anything else.
-func (u *tlsUpstream) roundTrip(ctx context.Context, conn *tls.Conn, packed []byte, q *dns.Msg) (*dns.Msg, error) {
-	deadline, _ := ctx.Deadline()
-	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	reply, err := exchangeFramed(conn, packed, q)
-	if !stop() || err != nil {
-		// The context ended (and the deadline was spoiled) or the stream
-		// is in an unknown state.
-		conn.Close()
-		return nil, contextError(ctx, err)
-	}
-	conn.SetDeadline(time.Time{})
-	u.release(conn)
 	return reply, nil
 }
 
-// exchangeFramed writes packed with its two-byte length prefix and reads
-// framed messages until one answers q. Messages that do not parse or
-// answer something else are skipped, a few of them.
-func exchangeFramed(conn net.Conn, packed []byte, q *dns.Msg) (*dns.Msg, error) {
-	frame := make([]byte, 2+len(packed))
-	binary.BigEndian.PutUint16(frame, uint16(len(packed)))
-	copy(frame[2:], packed)
-	if _, err := conn.Write(frame); err != nil {
+// attempt sends the query once, on a connection with a free slot.
+func (u *tlsUpstream) attempt(ctx context.Context, query *dns.Msg, packed []byte) (*dns.Msg, error) {
+	c, pq, err := u.reserve(ctx, query)
+	if err != nil {
 		return nil, err
 	}
-	bufp := udpBuffers.Get().(*[]byte)
-	defer udpBuffers.Put(bufp)
-	buf := *bufp
-	for range maxSkippedTCP {
-		if _, err := io.ReadFull(conn, buf[:2]); err != nil {
-			return nil, err
+	if err := c.waitReady(ctx); err != nil {
+		u.abandon(c, pq)
+		return nil, err
+	}
+	if err := c.write(ctx, pq, packed); err != nil {
+		u.abandon(c, pq)
+		return nil, err
+	}
+	select {
+	case r := <-pq.done:
+		return r.reply, r.err
+	case <-ctx.Done():
+		u.abandon(c, pq)
+		return nil, fmt.Errorf("waiting for the reply: %w", ctx.Err())
+	}
+}
+
+// reserve registers query on the oldest connection with a free slot,
+// opening a new connection when all are full and the pool has room, and
+// otherwise waits for a slot.
+func (u *tlsUpstream) reserve(ctx context.Context, query *dns.Msg) (*dotConn, *dotQuery, error) {
+	for {
+		u.mu.Lock()
+		var c *dotConn
+		if i := slices.IndexFunc(u.conns, func(c *dotConn) bool { return len(c.pending) < u.maxPending }); i >= 0 {
+			c = u.conns[i]
 		}
-		n := binary.BigEndian.Uint16(buf)
-		if _, err := io.ReadFull(conn, buf[:n]); err != nil {
-			return nil, err
+		opening := c == nil && len(u.conns) < u.maxConns
+		if opening {
+			c = newDotConn(u)
+			u.conns = append(u.conns, c)
 		}
-		reply := new(dns.Msg)
-		if err := reply.Unpack(buf[:n]); err != nil {
-			continue
+		if c != nil {
+			pq := c.addLocked(query)
+			u.mu.Unlock()
+			if opening {
+				c.open(ctx)
+			}
+			return c, pq, nil
 		}
-		if answers(reply, q) {
-			return reply, nil
+		u.waiting++
+		freed := u.freed
+		u.mu.Unlock()
+		select {
+		case <-freed:
+			u.mu.Lock()
+			u.waiting--
+			u.mu.Unlock()
+		case <-ctx.Done():
+			u.mu.Lock()
+			u.waiting--
+			u.mu.Unlock()
+			return nil, nil, fmt.Errorf("waiting for a free DNS-over-TLS connection: %w", ctx.Err())
 		}
 	}
-	return nil, errTLSMismatch
+}
+
+// slotFreedLocked wakes the queries waiting for a slot.
+func (u *tlsUpstream) slotFreedLocked() {
+	if u.waiting > 0 {
+		close(u.freed)
+		u.freed = make(chan struct{})
+	}
+}
+
+// abandon gives up on pq, which timed out or never got sent. If nothing at
+// all arrived on the connection since pq was written, the connection is
+// taken for dead and closed; its other queries retry elsewhere.
+func (u *tlsUpstream) abandon(c *dotConn, pq *dotQuery) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if c.pending[pq.q.Id] != pq {
+		return // answered or failed meanwhile
+	}
+	c.removeLocked(pq.q.Id)
+	if c.err == nil && !pq.sent.IsZero() && !c.lastRead.After(pq.sent) {
+		c.failLocked(fmt.Errorf("%w: %w", errTLSConnLost, errTLSStalled))
+	}
 }
 
 // connect dials the server and completes the TLS handshake, verifying the
@@ -166,40 +208,23 @@ func (u *tlsUpstream) connect(ctx context.Context) (*tls.Conn, error) {
 	return conn, nil
 }
 
-// pooled takes the most recently used idle connection, closing those that
-// have been idle too long.
-func (u *tlsUpstream) pooled() *tls.Conn {
-	now := u.now()
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for len(u.idle) > 0 && now.Sub(u.idle[0].since) > tlsIdleTimeout {
-		u.idle[0].conn.Close()
-		u.idle = u.idle[1:]
-	}
-	if len(u.idle) == 0 {
-		return nil
-	}
-	last := u.idle[len(u.idle)-1]
-	u.idle = u.idle[:len(u.idle)-1]
-	return last.conn
-}
-
-func (u *tlsUpstream) release(conn *tls.Conn) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if len(u.idle) >= maxIdleTLSConns {
-		conn.Close()
-		return
-	}
-	u.idle = append(u.idle, idleTLSConn{conn, u.now()})
-}
-
-// closeIdle closes every pooled connection.
+// closeIdle closes every connection without queries in flight.
 func (u *tlsUpstream) closeIdle() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for _, c := range u.idle {
-		c.conn.Close()
+	for _, c := range slices.Clone(u.conns) {
+		if c.tc != nil && len(c.pending) == 0 {
+			c.failLocked(errTLSIdle)
+		}
 	}
-	u.idle = nil
+}
+
+// frame returns packed with its two-byte length prefix and id in place
+// of the ID it was packed with.
+func frame(packed []byte, id uint16) []byte {
+	f := make([]byte, 2+len(packed))
+	binary.BigEndian.PutUint16(f, uint16(len(packed)))
+	copy(f[2:], packed)
+	binary.BigEndian.PutUint16(f[2:], id)
+	return f
 }

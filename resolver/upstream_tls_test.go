@@ -8,13 +8,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"log/slog"
 	"math/big"
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,46 +186,6 @@ func TestTLSUpstreamAnswersOverOneConnection(t *testing.T) {
 	}
 }
 
-// Concurrent queries each get a connection, up to maxTLSConns; the rest
-// wait their turn. Afterwards at most maxIdleTLSConns stay open.
-func TestTLSUpstreamConcurrentQueries(t *testing.T) {
-	pki := newTestPKI(t)
-	slow := staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)
-	srv := startDoT(t, pki, func(w dns.ResponseWriter, r *dns.Msg, udp bool) {
-		time.Sleep(20 * time.Millisecond) // keep the queries overlapping
-		slow(w, r, udp)
-	})
-	u := newTestUpstreams(t, Options{RootCAs: pki.roots}, srv.url("127.0.0.1", ""))[0].(*tlsUpstream)
-	const workers = maxTLSConns + 8
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			resp, err := exchangeWithin(u, 3*time.Second, "a.example.", dns.TypeA)
-			if err == nil && len(resp.Answer) != 1 {
-				err = errors.New("no answer")
-			}
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Error(err)
-		}
-	}
-	u.mu.Lock()
-	idle := len(u.idle)
-	u.mu.Unlock()
-	if idle == 0 || idle > maxIdleTLSConns {
-		t.Errorf("%d idle connections after the burst, want 1 to %d", idle, maxIdleTLSConns)
-	}
-	if n := srv.accepted.Load(); n < 2 || n > maxTLSConns {
-		t.Errorf("%d connections for %d overlapping queries, want 2 to %d", n, workers, maxTLSConns)
-	}
-}
-
 // A server that closes the connection after each answer: the pooled
 // connection fails and the query is retried once on a fresh one.
 func TestTLSUpstreamReconnectsAfterServerClose(t *testing.T) {
@@ -332,27 +290,58 @@ func TestServerDoTFailover(t *testing.T) {
 	}
 }
 
-// BenchmarkUpstreamExchange measures one upstream round trip over loopback:
-// plain UDP (fresh socket each time) against DoT and DoH over reused
-// connections.
+// BenchmarkUpstreamExchange measures upstream round trips over loopback:
+// plain UDP against DoT and DoH over reused connections, one query at a
+// time and many at once. conns/run is how many connections the server
+// accepted from the upstream during one run.
 func BenchmarkUpstreamExchange(b *testing.B) {
 	pki := newTestPKI(b)
 	answer := staticAnswer(b, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)
 	dot, doh := startDoT(b, pki, answer), startDoH(b, pki, answer, nil)
-	for _, bc := range []struct{ name, addr string }{
-		{"plain", startUpstream(b, answer).addr},
-		{"tls", dot.url("127.0.0.1", testServerName)},
-		{"https", doh.url("127.0.0.1", "/dns-query")},
+	for _, bc := range []struct {
+		name, addr string
+		accepted   *atomic.Int32 // nil for plain DNS
+	}{
+		{"plain", startUpstream(b, answer).addr, nil},
+		{"tls", dot.url("127.0.0.1", testServerName), &dot.accepted},
+		{"https", doh.url("127.0.0.1", "/dns-query"), &doh.accepted},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
+		run := func(b *testing.B, loop func(b *testing.B, u Upstream)) {
 			u := newTestUpstreams(b, Options{RootCAs: pki.roots}, bc.addr)[0]
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := exchangeWithin(u, 2*time.Second, "a.example.", dns.TypeA)
-				if err != nil || len(resp.Answer) != 1 {
-					b.Fatalf("%v %v", resp, err)
-				}
+			var before int32
+			if bc.accepted != nil {
+				before = bc.accepted.Load()
 			}
+			b.ReportAllocs()
+			loop(b, u)
+			if bc.accepted != nil {
+				b.ReportMetric(float64(bc.accepted.Load()-before), "conns/run")
+			}
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			run(b, func(b *testing.B, u Upstream) {
+				for b.Loop() {
+					resp, err := exchangeWithin(u, 2*time.Second, "a.example.", dns.TypeA)
+					if err != nil || len(resp.Answer) != 1 {
+						b.Fatalf("%v %v", resp, err)
+					}
+				}
+			})
+		})
+		// Many misses at once, as under load: 16 goroutines per core.
+		b.Run(bc.name+"-concurrent", func(b *testing.B) {
+			run(b, func(b *testing.B, u Upstream) {
+				b.SetParallelism(16)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						resp, err := exchangeWithin(u, 2*time.Second, "a.example.", dns.TypeA)
+						if err != nil || len(resp.Answer) != 1 {
+							b.Errorf("%v %v", resp, err)
+							return
+						}
+					}
+				})
+			})
 		})
 	}
 }

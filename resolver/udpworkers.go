@@ -45,6 +45,10 @@ type udpWorkers struct {
 	wg   sync.WaitGroup // queries being handled by workers
 }
 
+// udpWorkerIdle is how long a worker waits for another query before it
+// ends. A variable so tests can shorten it.
+var udpWorkerIdle = 10 * time.Second
+
 // yieldEvery is how many datagrams the reader answers in a row before it
 // lets waiting workers run. The batch reader checks after each batch.
 const yieldEvery = 32
@@ -250,6 +254,7 @@ func isWildcard(conn *net.UDPConn) bool {
 
 // work serves job and then others until enough workers are idle.
 func (u *udpWorkers) work(job udpJob) {
+	var idle *time.Timer
 	for {
 		u.s.serve(job.w, &job.q, job.caller, false)
 		u.busy.Add(-1)
@@ -258,10 +263,20 @@ func (u *udpWorkers) work(job udpJob) {
 			u.idle.Add(-1)
 			return
 		}
+		if idle == nil {
+			idle = time.NewTimer(udpWorkerIdle)
+		} else {
+			idle.Reset(udpWorkerIdle)
+		}
 		select {
 		case job = <-u.jobs:
 			u.idle.Add(-1)
 		case <-u.stop:
+			u.idle.Add(-1)
+			return
+		case <-idle.C:
+			// A burst has passed: give back its goroutines (and their
+			// stacks) instead of keeping up to maxIdleUDPWorkers forever.
 			u.idle.Add(-1)
 			return
 		}

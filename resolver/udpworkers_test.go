@@ -189,3 +189,44 @@ func TestUDPAnswersFromQueriedAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPWorkersEndWhenIdle: the workers a burst started end once they
+// have waited udpWorkerIdle for more, while the server keeps serving.
+func TestUDPWorkersEndWhenIdle(t *testing.T) {
+	defer func(d time.Duration) { udpWorkerIdle = d }(udpWorkerIdle)
+	udpWorkerIdle = 100 * time.Millisecond
+	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"idle.example. 300 IN A 192.0.2.10"}, nil))
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100}) // fakeEnforcer: every answer goes to a worker
+	addr := env.start(t)
+	exchange(t, "udp", addr, question("idle.example.", dns.TypeA))
+	time.Sleep(3 * udpWorkerIdle) // the first worker has ended
+	before := runtime.NumGoroutine()
+
+	const clients = 64
+	var wg sync.WaitGroup
+	peak := make(chan int, clients)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &dns.Client{Net: "udp", Timeout: 3 * time.Second}
+			if _, _, err := c.Exchange(question("idle.example.", dns.TypeA), addr); err != nil {
+				t.Error(err)
+			}
+			peak <- runtime.NumGoroutine()
+		}()
+	}
+	wg.Wait()
+	close(peak)
+	most := 0
+	for n := range peak {
+		most = max(most, n)
+	}
+	if most <= before+1 {
+		t.Fatalf("the burst started no workers (goroutines %d before, at most %d during)", before, most)
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
+	if resp := exchange(t, "udp", addr, question("idle.example.", dns.TypeA)); len(resp.Answer) != 1 {
+		t.Fatalf("after the workers ended: %v", resp)
+	}
+}

@@ -147,7 +147,7 @@ func formatPorts(ps []policy.PortRange) string {
 	return strings.Join(parts, ", ")
 }
 
-// nftRulesCmd prints the ruleset egressd would install.
+// nftRulesCmd prints the ruleset egressd would install on this kernel.
 func nftRulesCmd(args []string, stdout io.Writer) error {
 	fs := newFlagSet("nft-rules", stdout)
 	path := configFlag(fs)
@@ -162,7 +162,9 @@ func nftRulesCmd(args []string, stdout io.Writer) error {
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", cfg.File, err)
 	}
-	_, err = io.WriteString(stdout, firewall.Render(spec))
+	// For this kernel: without conntrack labels the table leaves out the
+	// prenat chains, and piping this into nft must not fail there.
+	_, err = io.WriteString(stdout, firewall.RenderForKernel(spec))
 	return err
 }
 

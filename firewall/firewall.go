@@ -26,6 +26,15 @@ type Enforcer interface {
 	Close() error
 }
 
+// InEffectChecker is an Enforcer that can tell, without waiting, that
+// Allow(a) would return at once because every element a asks for is
+// already live long enough. A caller that must not wait (the UDP reader
+// answering cache hits) asks first and passes the query on otherwise.
+// InEffect neither keeps nor modifies a.IPs.
+type InEffectChecker interface {
+	InEffect(a Allowance) bool
+}
+
 // Hook names accepted in Spec.Hooks.
 const (
 	HookForward = "forward"

@@ -12,6 +12,16 @@ type allowView struct {
 	grace  time.Duration
 }
 
+// InEffect implements InEffectChecker.
+func (n *NFT) InEffect(a Allowance) bool {
+	select {
+	case <-n.closed:
+		return false
+	default:
+	}
+	return a.Group != "" && len(a.IPs) > 0 && n.alreadyInEffect(a)
+}
+
 // alreadyInEffect reports whether, by the expiry index, every element of
 // a is live long enough (freshFor) that Allow can return at once, without
 // a round trip through the owner goroutine. Anything in doubt answers

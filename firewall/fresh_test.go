@@ -183,3 +183,36 @@ func TestFreshAllowsAcrossReloads(t *testing.T) {
 		t.Errorf("Allow of a fresh allowance during reloads: %v", err)
 	}
 }
+
+// TestInEffect: InEffect answers true only for what Allow has put in place
+// for long enough, and false once the backend is closed.
+func TestInEffect(t *testing.T) {
+	ns := newTestNS(t)
+	spec := allowSpec()
+	spec.Grace = 30 * time.Second
+	n := startNFT(t, ns, spec, nil)
+	allowed := Allowance{Group: "servers", IPs: addrs("192.0.2.70", "2001:db8::70"), TTL: time.Minute}
+	mustAllow(t, n, allowed)
+	for _, tc := range []struct {
+		name string
+		a    Allowance
+		want bool
+	}{
+		{"allowed", allowed, true},
+		{"one address of it", Allowance{Group: "servers", IPs: addrs("2001:db8::70"), TTL: time.Minute}, true},
+		{"a longer TTL than was allowed", Allowance{Group: "servers", IPs: addrs("192.0.2.70"), TTL: time.Hour}, false},
+		{"an address never allowed", Allowance{Group: "servers", IPs: addrs("192.0.2.70", "192.0.2.71"), TTL: time.Minute}, false},
+		{"an unknown group", Allowance{Group: "nobody", IPs: addrs("192.0.2.70"), TTL: time.Minute}, false},
+		{"no addresses", Allowance{Group: "servers", TTL: time.Minute}, false},
+	} {
+		if got := n.InEffect(tc.a); got != tc.want {
+			t.Errorf("%s: InEffect = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n.InEffect(allowed) {
+		t.Error("InEffect is true after Close")
+	}
+}

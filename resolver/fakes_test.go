@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,6 +70,19 @@ func (e *fakeEnforcer) Allow(ctx context.Context, a firewall.Allowance) error {
 }
 
 func (e *fakeEnforcer) Close() error { return nil }
+
+// checkingEnforcer is a fakeEnforcer that also answers InEffect, with
+// inEffect, and counts the questions.
+type checkingEnforcer struct {
+	fakeEnforcer
+	inEffect bool
+	checks   atomic.Int32
+}
+
+func (e *checkingEnforcer) InEffect(firewall.Allowance) bool {
+	e.checks.Add(1)
+	return e.inEffect
+}
 
 func (e *fakeEnforcer) allowances() []firewall.Allowance {
 	e.mu.Lock()

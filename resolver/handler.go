@@ -35,6 +35,7 @@ type outcome struct {
 	source   string
 	action   string
 	cached   bool
+	cacheHit bool // a fresh cache entry, not a stale one
 	upstream string
 	// mustWait: the query is cacheOnly and its answer needs an upstream
 	// exchange or a firewall push; nothing has been sent or counted.
@@ -80,13 +81,11 @@ func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
 
 // serve runs the request path for an admitted query, writes the answer and
 // records it. With cacheOnly the path stops before anything that may wait
-// (an upstream exchange, a firewall push) and serve then returns false
-// having sent and recorded nothing, so the UDP reader can answer cache hits
-// itself and pass only the rest to a worker, which serves them again.
+// (an upstream exchange, a firewall push of addresses not yet in effect)
+// and serve then returns false having sent and recorded nothing, so the UDP
+// reader can answer cache hits itself and pass only the rest to a worker,
+// which serves them again.
 func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool) bool {
-	if cacheOnly && s.pushesToFirewall() {
-		return false // every allowed answer may wait for the push: no policy decision twice
-	}
 	if !s.inFlight.acquire() {
 		if n, ok := s.inFlight.warnDue(c.start); ok {
 			s.log.Warn("too many queries in flight; dropping", "limit", maxInFlight, "dropped", n)
@@ -189,7 +188,9 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 		o.decision = decisionWouldDeny
 	}
 
-	if err := s.allowDestinations(client, d, ans, o.age); err != nil {
+	if err := s.allowDestinations(client, d, ans, o.age, q.cacheOnly); err == errMustWait {
+		return outcome{mustWait: true}
+	} else if err != nil {
 		s.log.Error("firewall update failed", "group", d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", s.opts.FailOpen)
 		if !s.opts.FailOpen {
 			o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
@@ -205,9 +206,6 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 // A cacheOnly query gets errMustWait instead of an upstream exchange, and
 // before the cache counts it, so the second attempt counts it once.
 func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
-	if q.cacheOnly && s.pushesToFirewall() {
-		return nil, errMustWait
-	}
 	if q.qtype == dns.TypeANY {
 		return anyAnswer(q), nil
 	}
@@ -218,8 +216,7 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 	key := keyOf(q)
 	if s.cache != nil {
 		if ans, age, ok := s.cache.get(key, s.now()); ok {
-			s.countCache(true)
-			o.cached, o.age = true, age
+			o.cached, o.cacheHit, o.age = true, true, age // counted in record, once
 			return ans, nil
 		}
 		if q.cacheOnly {
@@ -249,11 +246,21 @@ func (s *Server) pushesToFirewall() bool {
 
 // allowDestinations pushes the answer's addresses into the firewall and
 // returns once they are in effect. Answers without addresses need nothing.
-func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *answer, age uint32) error {
+// With cacheOnly it only checks, without waiting, that they already are,
+// and returns errMustWait when they are not or it cannot tell.
+func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *answer, age uint32, cacheOnly bool) error {
 	if len(ans.addrs) == 0 || !s.pushesToFirewall() {
 		return nil
 	}
 	enf := s.currentEnforcer()
+	ttl := time.Duration(ans.remainingTTL(age, s.maxTTL)) * time.Second
+	if cacheOnly {
+		c, ok := enf.(firewall.InEffectChecker)
+		if ok && c.InEffect(firewall.Allowance{Group: d.Group, Client: client, IPs: ans.addrs, Ports: d.Ports, TTL: ttl}) {
+			return nil
+		}
+		return errMustWait
+	}
 	// A context shared with other queries: a timer per query costs more
 	// than the push itself when the firewall already has the addresses.
 	ctx := s.fwDeadline.context(time.Now())
@@ -262,7 +269,7 @@ func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *an
 		Client: client,
 		IPs:    slices.Clone(ans.addrs), // the answer is shared; the enforcer may sort or keep its copy
 		Ports:  d.Ports,
-		TTL:    time.Duration(ans.remainingTTL(age, s.maxTTL)) * time.Second,
+		TTL:    ttl,
 	})
 }
 

@@ -48,6 +48,9 @@ func cachedLabel(cached bool) string {
 func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome) {
 	elapsed := time.Since(start)
 	rcode := o.ans.rcode | int(o.ans.extRcode)<<4
+	if o.cacheHit {
+		s.countCache(true)
+	}
 	if m := s.opts.Metrics; m != nil {
 		h := s.handles.forRecord(m, recordKey{o.group, o.decision, q.qtype, rcode, o.cached})
 		h.query.Inc()

@@ -68,6 +68,9 @@ func TestUDPQueriesCountedOnce(t *testing.T) {
 		pushes   int // firewall pushes for the three answered queries
 	}{
 		{"firewall push", &fakeEnforcer{}, 3},
+		{"firewall push, hits not yet in effect", &checkingEnforcer{}, 3},
+		// The reader answers the hits itself: only the miss is pushed.
+		{"firewall push, hits already in effect", &checkingEnforcer{inEffect: true}, 1},
 		{"none backend", &firewall.None{}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -101,7 +104,17 @@ func TestUDPQueriesCountedOnce(t *testing.T) {
 					t.Errorf("%s: %v, want %v", c.name, c.got, c.want)
 				}
 			}
-			if fe, ok := tc.enforcer.(*fakeEnforcer); ok {
+			var fe *fakeEnforcer
+			switch e := tc.enforcer.(type) {
+			case *fakeEnforcer:
+				fe = e
+			case *checkingEnforcer:
+				fe = &e.fakeEnforcer
+				if n := e.checks.Load(); n != 2 {
+					t.Errorf("InEffect asked %d times, want 2 (once per hit)", n)
+				}
+			}
+			if fe != nil {
 				fe.mu.Lock()
 				defer fe.mu.Unlock()
 				if len(fe.allows) != tc.pushes {

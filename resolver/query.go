@@ -83,12 +83,46 @@ func (q *query) patchQuestion(msg []byte) {
 	if err != nil {
 		return
 	}
-	var spelled [256]byte
-	n, err := dns.PackDomainName(q.name, spelled[:], 0, nil, false)
-	if err != nil || n != end-headerLen || !equalFoldASCII(spelled[:n], msg[headerLen:end]) {
+	var buf [256]byte
+	spelled, ok := plainWireName(buf[:0], q.name)
+	if !ok {
+		n, err := dns.PackDomainName(q.name, buf[:], 0, nil, false)
+		if err != nil {
+			return
+		}
+		spelled = buf[:n]
+	}
+	if len(spelled) != end-headerLen || !equalFoldASCII(spelled, msg[headerLen:end]) {
 		return
 	}
-	copy(msg[headerLen:end], spelled[:n])
+	copy(msg[headerLen:end], spelled)
+}
+
+// plainWireName appends the wire form of a fully qualified name written
+// without escapes, or reports false for anything else (escapes, empty
+// labels, labels over 63 bytes, a missing trailing dot).
+func plainWireName(dst []byte, name string) ([]byte, bool) {
+	if name == "." {
+		return append(dst, 0), true
+	}
+	if len(name) > maxWireName-1 || len(name) == 0 || name[len(name)-1] != '.' {
+		return nil, false
+	}
+	start := 0
+	for i := 0; i < len(name); i++ {
+		switch name[i] {
+		case '\\':
+			return nil, false
+		case '.':
+			if n := i - start; n == 0 || n > 63 {
+				return nil, false
+			}
+			dst = append(dst, byte(i-start))
+			dst = append(dst, name[start:i]...)
+			start = i + 1
+		}
+	}
+	return append(dst, 0), true
 }
 
 func equalFoldASCII(a, b []byte) bool {

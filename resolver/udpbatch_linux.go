@@ -56,7 +56,15 @@ func newUDPBatch(conn *net.UDPConn) (*udpBatch, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &udpBatch{rc: rc}
+	b := newBatchBuffers()
+	b.rc = rc
+	return b, nil
+}
+
+// newBatchBuffers is a udpBatch with its buffers and headers linked, not
+// yet tied to a socket.
+func newBatchBuffers() *udpBatch {
+	b := &udpBatch{}
 	backing := make([]byte, udpBatchSize*udpReadBuffer)
 	for i := range udpBatchSize {
 		b.bufs[i] = backing[i*udpReadBuffer : (i+1)*udpReadBuffer : (i+1)*udpReadBuffer]
@@ -69,7 +77,7 @@ func newUDPBatch(conn *net.UDPConn) (*udpBatch, error) {
 		b.outBuf[i] = make([]byte, 0, advertisedUDPSize+optLen)
 	}
 	b.readFn, b.writeFn = b.recv, b.send
-	return b, nil
+	return b
 }
 
 // read waits for at least one datagram and returns how many it read.

@@ -108,6 +108,7 @@ func (r *udpReader) serveBatches(conn *net.UDPConn, b *udpBatch) error {
 		if err != nil {
 			return err
 		}
+		received := time.Now() // one clock read for the batch: they arrived together
 		for i := range n {
 			msg, from, whole := b.datagram(i)
 			inline.peer, inline.slot = from, i
@@ -115,7 +116,7 @@ func (r *udpReader) serveBatches(conn *net.UDPConn, b *udpBatch) error {
 				r.u.tooLong(inline, msg)
 				continue
 			}
-			r.handle(inline, msg)
+			r.handle(inline, msg, received)
 		}
 		for _, err := range b.flush() {
 			r.u.s.log.Debug("cannot write answer", "err", err)
@@ -135,7 +136,7 @@ func (r *udpReader) serveSingly(conn *net.UDPConn) error {
 			return err
 		}
 		inline.peer = peer
-		r.handle(inline, buf[:n])
+		r.handle(inline, buf[:n], time.Now())
 		r.maybeYield()
 	}
 }
@@ -151,20 +152,20 @@ func (r *udpReader) serveSessions(conn *net.UDPConn) error {
 			return err
 		}
 		inline.session, inline.peer = session, session.RemoteAddr().(*net.UDPAddr).AddrPort()
-		r.handle(inline, buf[:n])
+		r.handle(inline, buf[:n], time.Now())
 		r.maybeYield()
 	}
 }
 
 // handle answers one datagram through inline when it needs neither an
 // upstream nor a firewall push, and otherwise passes it to a worker.
-func (r *udpReader) handle(inline *udpResponse, msg []byte) {
+func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) {
 	u := r.u
 	q, ok := u.parse(inline, msg)
 	if !ok {
 		return
 	}
-	c := caller{start: time.Now(), addr: inline.client(), udp: true}
+	c := caller{start: received, addr: inline.client(), udp: true}
 	if !u.s.admitQuery(inline, &q, c) || u.s.serve(inline, &q, c, true) {
 		r.answered++
 		return

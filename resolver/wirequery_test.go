@@ -1,6 +1,8 @@
 package resolver
 
 import (
+	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -174,6 +176,26 @@ func BenchmarkParseWireQuery(b *testing.B) {
 	for b.Loop() {
 		if _, ok := parseWireQuery(wire, true); !ok {
 			b.Fatal("fell back")
+		}
+	}
+}
+
+func TestPlainWireNameMatchesPackDomainName(t *testing.T) {
+	for _, name := range []string{".", "a.", "www.Example.COM.", "_sip._tcp.x-y.test.", strings.Repeat("a", 63) + ".b."} {
+		got, ok := plainWireName(nil, name)
+		if !ok {
+			t.Errorf("%q: not plain", name)
+			continue
+		}
+		var buf [256]byte
+		n, err := dns.PackDomainName(name, buf[:], 0, nil, false)
+		if err != nil || !bytes.Equal(got, buf[:n]) {
+			t.Errorf("%q: %v, PackDomainName gives %v (%v)", name, got, buf[:n], err)
+		}
+	}
+	for _, name := range []string{"", "a", "a..b.", `a\.b.`, strings.Repeat("a", 64) + ".", strings.Repeat("abc.", 64)} {
+		if got, ok := plainWireName(nil, name); ok {
+			t.Errorf("%q: accepted as %v", name, got)
 		}
 	}
 }

@@ -30,11 +30,14 @@ const (
 	// a pending ID with the wrong question, end a connection: the server
 	// is broken or something is injecting into the stream.
 	maxTLSBadFrames = 8
+	// maxTLSAttempts bounds how often one query is sent when connections
+	// end under it.
+	maxTLSAttempts = 3
 )
 
 var (
-	// errTLSConnLost wraps why a connection ended under a query; such a
-	// query is retried once on another connection.
+	// errTLSConnLost is why a query's connection ended under it (see
+	// connLostError); such a query is sent again.
 	errTLSConnLost = errors.New("DNS-over-TLS connection lost")
 	errTLSStalled  = errors.New("no reply on the connection within a query's timeout")
 	errTLSIdle     = errors.New("idle")
@@ -81,10 +84,27 @@ func newTLSUpstream(name string, ep *endpoint, serverName string, roots *x509.Ce
 
 func (u *tlsUpstream) String() string { return u.name }
 
+// connLostError says when and why a connection ended with queries on it.
+type connLostError struct {
+	at    time.Time
+	cause error
+}
+
+func newConnLostError(cause error) *connLostError {
+	return &connLostError{at: time.Now(), cause: cause}
+}
+
+func (e *connLostError) Error() string        { return errTLSConnLost.Error() + ": " + e.cause.Error() }
+func (e *connLostError) Unwrap() error        { return e.cause }
+func (e *connLostError) Is(target error) bool { return target == errTLSConnLost }
+
 // Exchange sends query, padded and with an ID unique on its connection,
 // and waits for the reply. A query whose connection ends before the reply
-// (the server closed it, a read failed) is retried once on another
-// connection while time is left.
+// (the server closed it, a read or write failed) is sent again on a
+// connection opened after that happened, up to maxTLSAttempts times in
+// all: a server may close after a fixed number of queries (miekg/dns-based
+// ones after 128 by default), and under load a retried query can land past
+// that number on its new connection too.
 func (u *tlsUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		return nil, errNoDeadline
@@ -93,10 +113,16 @@ func (u *tlsUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, e
 	if err != nil {
 		return nil, err
 	}
-	reply, err := u.attempt(ctx, query, packed)
-	if err != nil && errors.Is(err, errTLSConnLost) && ctx.Err() == nil {
+	var reply *dns.Msg
+	var openedAfter time.Time
+	for range maxTLSAttempts {
+		reply, err = u.attempt(ctx, query, packed, openedAfter)
+		lost := (*connLostError)(nil)
+		if !errors.As(err, &lost) || ctx.Err() != nil {
+			break
+		}
 		u.log.Debug("DNS-over-TLS connection lost under a query; retrying", "upstream", u.name, "err", err)
-		reply, err = u.attempt(ctx, query, packed)
+		openedAfter = lost.at
 	}
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
@@ -107,9 +133,10 @@ func (u *tlsUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, e
 	return reply, nil
 }
 
-// attempt sends the query once, on a connection with a free slot.
-func (u *tlsUpstream) attempt(ctx context.Context, query *dns.Msg, packed []byte) (*dns.Msg, error) {
-	c, pq, err := u.reserve(ctx, query)
+// attempt sends the query once, on a connection with a free slot opened
+// after openedAfter if the pool has room for one.
+func (u *tlsUpstream) attempt(ctx context.Context, query *dns.Msg, packed []byte, openedAfter time.Time) (*dns.Msg, error) {
+	c, pq, err := u.reserve(ctx, query, openedAfter)
 	if err != nil {
 		return nil, err
 	}
@@ -131,16 +158,17 @@ func (u *tlsUpstream) attempt(ctx context.Context, query *dns.Msg, packed []byte
 }
 
 // reserve registers query on the oldest connection with a free slot,
-// opening a new connection when all are full and the pool has room, and
-// otherwise waits for a slot.
-func (u *tlsUpstream) reserve(ctx context.Context, query *dns.Msg) (*dotConn, *dotQuery, error) {
+// opening a new connection when all are full (or, with openedAfter set,
+// none was opened after it) and the pool has room, and otherwise waits
+// for a slot.
+func (u *tlsUpstream) reserve(ctx context.Context, query *dns.Msg, openedAfter time.Time) (*dotConn, *dotQuery, error) {
 	for {
 		u.mu.Lock()
-		var c *dotConn
-		if i := slices.IndexFunc(u.conns, func(c *dotConn) bool { return len(c.pending) < u.maxPending }); i >= 0 {
-			c = u.conns[i]
-		}
+		c := u.withRoomLocked(openedAfter)
 		opening := c == nil && len(u.conns) < u.maxConns
+		if c == nil && !opening {
+			c = u.withRoomLocked(time.Time{})
+		}
 		if opening {
 			c = newDotConn(u)
 			u.conns = append(u.conns, c)
@@ -170,6 +198,17 @@ func (u *tlsUpstream) reserve(ctx context.Context, query *dns.Msg) (*dotConn, *d
 	}
 }
 
+// withRoomLocked returns the oldest connection opened after openedAfter
+// with a free slot, or nil.
+func (u *tlsUpstream) withRoomLocked(openedAfter time.Time) *dotConn {
+	for _, c := range u.conns {
+		if len(c.pending) < u.maxPending && c.opened.After(openedAfter) {
+			return c
+		}
+	}
+	return nil
+}
+
 // slotFreedLocked wakes the queries waiting for a slot.
 func (u *tlsUpstream) slotFreedLocked() {
 	if u.waiting > 0 {
@@ -189,7 +228,7 @@ func (u *tlsUpstream) abandon(c *dotConn, pq *dotQuery) {
 	}
 	c.removeLocked(pq.q.Id)
 	if c.err == nil && !pq.sent.IsZero() && !c.lastRead.After(pq.sent) {
-		c.failLocked(fmt.Errorf("%w: %w", errTLSConnLost, errTLSStalled))
+		c.failLocked(newConnLostError(errTLSStalled))
 	}
 }
 

@@ -20,6 +20,7 @@ type dotConn struct {
 	ready   chan struct{} // closed once the handshake succeeded or failed
 	writing chan struct{} // one token: frames are written whole, one at a time
 	idle    *time.Timer   // closes the connection after idleTimeout without queries
+	opened  time.Time
 
 	// Guarded by up.mu.
 	tc        *tls.Conn // set once the handshake succeeded
@@ -48,6 +49,7 @@ func newDotConn(u *tlsUpstream) *dotConn {
 		ready:   make(chan struct{}),
 		writing: make(chan struct{}, 1),
 		pending: make(map[uint16]*dotQuery),
+		opened:  time.Now(),
 	}
 	c.idle = time.AfterFunc(time.Hour, c.idleExpired)
 	c.idle.Stop()
@@ -144,7 +146,7 @@ func (c *dotConn) write(ctx context.Context, pq *dotQuery, packed []byte) error 
 	deadline, _ := ctx.Deadline()
 	c.tc.SetWriteDeadline(deadline)
 	if _, err := c.tc.Write(frame(packed, pq.q.Id)); err != nil {
-		err = fmt.Errorf("%w: write: %w", errTLSConnLost, err)
+		err = newConnLostError(fmt.Errorf("write: %w", err))
 		u.mu.Lock()
 		c.failLocked(err)
 		u.mu.Unlock()
@@ -219,7 +221,7 @@ func (c *dotConn) readLoop() {
 func (c *dotConn) readFailed(err error) {
 	c.up.mu.Lock()
 	defer c.up.mu.Unlock()
-	c.failLocked(fmt.Errorf("%w: read: %w", errTLSConnLost, err))
+	c.failLocked(newConnLostError(fmt.Errorf("read: %w", err)))
 }
 
 // deliver hands reply (nil when the frame did not parse) to its query and

@@ -368,10 +368,8 @@ func TestTLSUpstreamServerHangsUp(t *testing.T) {
 				}
 			}
 			if tt.wantErr {
-				// Each query is tried twice at most: once, and once again
-				// after its connection was lost.
-				if got := srv.queries.Load(); got > int32(2*n) {
-					t.Errorf("server read %d queries for %d, want at most one retry each", got, n)
+				if got := srv.queries.Load(); got > int32(maxTLSAttempts*n) {
+					t.Errorf("server read %d queries for %d, want each sent at most %d times", got, n, maxTLSAttempts)
 				}
 			}
 		})
@@ -454,4 +452,32 @@ func TestTLSUpstreamCloseIdle(t *testing.T) {
 		t.Errorf("%d connections in the pool after closeIdle", n)
 	}
 	waitFor(t, func() bool { return srv.ended.Load() == 1 })
+}
+
+// Some servers close a connection after so many queries, with more
+// already sent on it. Those are retried on a connection opened after the
+// close, never on an older one about to reach the same limit, so all of
+// them are answered.
+func TestTLSUpstreamServerQueryLimit(t *testing.T) {
+	const perConn, queries = 16, 200
+	pki := newTestPKI(t)
+	srv := startRawDoT(t, pki, func(c *rawDoTConn) {
+		for range perConn {
+			q, err := c.read()
+			if err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond) // let queries pile up
+			if c.reply(q) != nil {
+				return
+			}
+		}
+	})
+	u := testTLSUpstream(t, pki, srv)
+	u.maxPending = perConn - 2
+	replies, errs := exchangeAll(u, queries, 5*time.Second)
+	checkReplies(t, replies, errs)
+	if got := srv.accepted.Load(); got < queries/perConn {
+		t.Errorf("%d connections for %d queries at %d a connection", got, queries, perConn)
+	}
 }

@@ -1,10 +1,8 @@
 package resolver
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,9 +22,11 @@ const maxIdleUDPWorkers = 1024
 // per datagram: each new goroutine grows its stack while handling the
 // query, and copying stacks cost more than the whole cache-hit path. Here
 // ReadUDP parses each datagram and answers it itself when it needs neither
-// an upstream nor a firewall push (cache hits, denials), which spares the
-// hand-off to another goroutine; the rest go to long-lived workers
-// (starting one only when none is idle). ReadUDP returns to miekg/dns only
+// an upstream nor a firewall push that could wait (cache hits whose
+// addresses the firewall already holds, denials), which spares the hand-off
+// to another goroutine; the rest go to long-lived workers (starting one
+// only when none is idle, ending after udpWorkerIdle without work). The
+// reading loops are in udpreader.go. ReadUDP returns to miekg/dns only
 // when reading fails, which is how miekg/dns's Shutdown stops it; before
 // returning it waits for the queries being handled, so they are still
 // answered.
@@ -89,136 +89,6 @@ func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 	u.wg.Wait()
 	u.once.Do(func() { close(u.stop) })
 	return nil, nil, err
-}
-
-// udpReader is the state of one reading goroutine.
-type udpReader struct {
-	u        *udpWorkers
-	yielder  *pollYield
-	answered int // in a row since the last yield
-	yields   int
-}
-
-// serveBatches reads and answers an address-bound socket a batch of
-// datagrams at a time (recvmmsg, sendmmsg).
-func (r *udpReader) serveBatches(conn *net.UDPConn, b *udpBatch) error {
-	inline := &udpResponse{conn: conn, batch: b}
-	for {
-		n, err := b.read()
-		if err != nil {
-			return err
-		}
-		received := time.Now() // one clock read for the batch: they arrived together
-		for i := range n {
-			msg, from, whole := b.datagram(i)
-			inline.peer, inline.slot = from, i
-			if !whole {
-				r.u.tooLong(inline, msg)
-				continue
-			}
-			r.handle(inline, msg, received)
-		}
-		for _, err := range b.flush() {
-			r.u.s.log.Debug("cannot write answer", "err", err)
-		}
-		r.maybeYield()
-	}
-}
-
-// serveSingly reads and answers an address-bound socket a datagram at a
-// time, where batches are not available.
-func (r *udpReader) serveSingly(conn *net.UDPConn) error {
-	buf := make([]byte, dns.MaxMsgSize)                                                // free again once the datagram is parsed
-	inline := &udpResponse{conn: conn, buf: make([]byte, 0, advertisedUDPSize+optLen)} // only the reader writes through it
-	for {
-		n, peer, err := conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return err
-		}
-		inline.peer = peer
-		r.handle(inline, buf[:n], time.Now())
-		r.maybeYield()
-	}
-}
-
-// serveSessions reads a wildcard socket, whose answers must leave from the
-// address each query came to (control messages), a datagram at a time.
-func (r *udpReader) serveSessions(conn *net.UDPConn) error {
-	buf := make([]byte, dns.MaxMsgSize)
-	inline := &udpResponse{conn: conn, buf: make([]byte, 0, advertisedUDPSize+optLen)}
-	for {
-		n, session, err := dns.ReadFromSessionUDP(conn, buf)
-		if err != nil {
-			return err
-		}
-		inline.session, inline.peer = session, session.RemoteAddr().(*net.UDPAddr).AddrPort()
-		r.handle(inline, buf[:n], time.Now())
-		r.maybeYield()
-	}
-}
-
-// handle answers one datagram through inline when it needs neither an
-// upstream nor a firewall push, and otherwise passes it to a worker.
-func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) {
-	u := r.u
-	q, ok := u.parse(inline, msg)
-	if !ok {
-		return
-	}
-	c := caller{start: received, addr: inline.client(), udp: true}
-	if !u.s.admitQuery(inline, &q, c) || u.s.serve(inline, &q, c, true) {
-		r.answered++
-		return
-	}
-	if u.busy.Load() >= maxInFlight {
-		// serve would drop it too; do not start a goroutine for it.
-		u.s.inFlight.dropped.Add(1)
-		return
-	}
-	u.busy.Add(1)
-	u.wg.Add(1)
-	job := udpJob{w: &udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c}
-	select {
-	case u.jobs <- job:
-	default:
-		go u.work(job)
-	}
-}
-
-// maybeYield lets other goroutines run once the reader has answered
-// yieldEvery datagrams in a row: under load the socket never runs dry and
-// the reader never parks. Workers waiting for upstream answers need the
-// runtime to poll the network, which only a parked reader lets it do (see
-// pollYield); so does the metrics listener, less urgently.
-func (r *udpReader) maybeYield() {
-	if r.answered < yieldEvery {
-		return
-	}
-	r.answered = 0
-	r.yields++
-	if r.yielder != nil && (r.u.busy.Load() > 0 || r.yields%(pollEvery/yieldEvery) == 0) {
-		r.yielder.yield()
-		return
-	}
-	runtime.Gosched()
-}
-
-// tooLong answers FORMERR to a datagram longer than the reader keeps, from
-// its header, if the sender is a client; outsiders get nothing.
-func (u *udpWorkers) tooLong(w *udpResponse, msg []byte) {
-	if len(msg) < headerLen || !u.s.clientAllowed(w.client()) {
-		return
-	}
-	var h dns.Header
-	h.Bits = uint16(msg[offFlags])<<8 | uint16(msg[offFlags+1])
-	if acceptQueries(h) != dns.MsgAccept {
-		return
-	}
-	reply := make([]byte, headerLen)
-	copy(reply, msg[:offFlags])
-	flags := h.Bits&(0xF<<11|flagRD) | flagQR | dns.RcodeFormatError
-	binary.BigEndian.PutUint16(reply[offFlags:], flags)
-	w.Write(reply)
 }
 
 // parse returns the query in m, or false when it is dropped or has been

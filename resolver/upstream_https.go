@@ -19,9 +19,17 @@ import (
 const (
 	dnsMessageType    = "application/dns-message"
 	maxIdleHTTPSConns = 4
-	httpsIdleTimeout  = 60 * time.Second
-	httpsPingAfter    = 15 * time.Second
-	httpsPingTimeout  = 5 * time.Second
+	// maxHTTPSConns bounds the connections per upstream, counting those
+	// being dialed. Without it a burst of queries before the first
+	// connection is up dials one connection each (net/http only shares an
+	// HTTP/2 connection once it exists); with it the burst waits for the
+	// first few and multiplexes on them. An HTTP/2 connection whose stream
+	// limit is reached no longer counts, so a busy upstream still gets
+	// more; an HTTP/1.1-only server gets at most this many queries at once.
+	maxHTTPSConns    = 4
+	httpsIdleTimeout = 60 * time.Second
+	httpsPingAfter   = 15 * time.Second
+	httpsPingTimeout = 5 * time.Second
 )
 
 var (
@@ -30,7 +38,9 @@ var (
 )
 
 // httpsUpstream speaks DNS over HTTPS (RFC 8484): one POST per query over
-// a reused HTTP/2 (or HTTP/1.1) connection.
+// a reused HTTP/2 (or HTTP/1.1) connection. One transport serves all
+// queries to the upstream, so concurrent queries are streams on the same
+// HTTP/2 connection.
 type httpsUpstream struct {
 	url       string
 	transport *http.Transport
@@ -58,6 +68,7 @@ func newHTTPSUpstream(url string, ep *endpoint, roots *x509.CertPool) *httpsUpst
 		HTTP2:                  &http.HTTP2Config{SendPingTimeout: httpsPingAfter, PingTimeout: httpsPingTimeout},
 		MaxIdleConns:           maxIdleHTTPSConns,
 		MaxIdleConnsPerHost:    maxIdleHTTPSConns,
+		MaxConnsPerHost:        maxHTTPSConns,
 		IdleConnTimeout:        httpsIdleTimeout,
 		MaxResponseHeaderBytes: 16 << 10,
 		DisableCompression:     true,

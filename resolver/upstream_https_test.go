@@ -40,6 +40,13 @@ type dohReply func(w http.ResponseWriter, packed []byte)
 
 func startDoH(t testing.TB, pki *testPKI, h upstreamHandler, reply dohReply) *dohServer {
 	t.Helper()
+	return startDoHServer(t, pki, h, reply, true)
+}
+
+// startDoHServer starts a DoH server that speaks HTTP/2 or, without
+// http2, HTTP/1.1 only.
+func startDoHServer(t testing.TB, pki *testPKI, h upstreamHandler, reply dohReply, http2 bool) *dohServer {
+	t.Helper()
 	d := &dohServer{}
 	d.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -63,7 +70,7 @@ func startDoH(t testing.TB, pki *testPKI, h upstreamHandler, reply dohReply) *do
 		w.Header().Set("Content-Type", dnsMessageType)
 		w.Write(fw.out)
 	}))
-	d.srv.EnableHTTP2 = true
+	d.srv.EnableHTTP2 = http2
 	d.srv.TLS = pki.serverConfig()
 	d.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
@@ -121,6 +128,49 @@ func TestHTTPSUpstreamAnswersOverOneConnection(t *testing.T) {
 	}
 	if n := d.accepted.Load(); n != 1 {
 		t.Errorf("server accepted %d connections for %d queries, want 1", n, queries)
+	}
+}
+
+// Queries at once share one HTTP/2 connection, or a few: a burst before
+// any connection is up must not dial one each. Over HTTP/1.1 (one query
+// per connection at a time) the burst waits for the few connections the
+// upstream may open rather than opening more.
+func TestHTTPSUpstreamBurstSharesConnections(t *testing.T) {
+	tests := []struct {
+		name      string
+		http2     bool
+		wantProto int
+	}{
+		{"HTTP/2", true, 2},
+		{"HTTP/1.1 only", false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pki := newTestPKI(t)
+			answer := addressFor(t, "192.0.2.1")
+			d := startDoHServer(t, pki, func(w dns.ResponseWriter, r *dns.Msg, udp bool) {
+				time.Sleep(20 * time.Millisecond) // keep the queries overlapping
+				answer(w, r, udp)
+			}, nil, tt.http2)
+			u := newTestUpstreams(t, Options{RootCAs: pki.roots}, d.url("127.0.0.1", "/dns-query"))[0]
+			const queries = 40
+			replies, errs := exchangeAll(u, queries, 3*time.Second)
+			checkReplies(t, replies, errs)
+			first := d.accepted.Load()
+			if first < 1 || first > maxHTTPSConns {
+				t.Errorf("%d connections for %d queries, want 1 to %d", first, queries, maxHTTPSConns)
+			}
+			replies, errs = exchangeAll(u, queries, 3*time.Second)
+			checkReplies(t, replies, errs)
+			if n := d.accepted.Load(); n != first {
+				t.Errorf("a second burst opened %d more connections, want the open ones reused", n-first)
+			}
+			for _, r := range d.seen() {
+				if r.protoMajor != tt.wantProto {
+					t.Fatalf("request over HTTP/%d, want HTTP/%d", r.protoMajor, tt.wantProto)
+				}
+			}
+		})
 	}
 }
 

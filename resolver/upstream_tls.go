@@ -37,10 +37,10 @@ const (
 
 var (
 	// errTLSConnLost is why a query's connection ended under it (see
-	// connLostError); such a query is sent again.
+	// tlsConnLostError); such a query is sent again.
 	errTLSConnLost = errors.New("DNS-over-TLS connection lost")
 	errTLSStalled  = errors.New("no reply on the connection within a query's timeout")
-	errTLSIdle     = errors.New("idle")
+	errTLSIdle     = errors.New("closed after being idle")
 	errTLSGarbage  = errors.New("upstream sent too many unusable replies over TLS")
 )
 
@@ -84,19 +84,19 @@ func newTLSUpstream(name string, ep *endpoint, serverName string, roots *x509.Ce
 
 func (u *tlsUpstream) String() string { return u.name }
 
-// connLostError says when and why a connection ended with queries on it.
-type connLostError struct {
+// tlsConnLostError says when and why a connection ended with queries on it.
+type tlsConnLostError struct {
 	at    time.Time
 	cause error
 }
 
-func newConnLostError(cause error) *connLostError {
-	return &connLostError{at: time.Now(), cause: cause}
+func newTLSConnLostError(cause error) *tlsConnLostError {
+	return &tlsConnLostError{at: time.Now(), cause: cause}
 }
 
-func (e *connLostError) Error() string        { return errTLSConnLost.Error() + ": " + e.cause.Error() }
-func (e *connLostError) Unwrap() error        { return e.cause }
-func (e *connLostError) Is(target error) bool { return target == errTLSConnLost }
+func (e *tlsConnLostError) Error() string        { return errTLSConnLost.Error() + ": " + e.cause.Error() }
+func (e *tlsConnLostError) Unwrap() error        { return e.cause }
+func (e *tlsConnLostError) Is(target error) bool { return target == errTLSConnLost }
 
 // Exchange sends query, padded and with an ID unique on its connection,
 // and waits for the reply. A query whose connection ends before the reply
@@ -115,10 +115,10 @@ func (u *tlsUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, e
 	}
 	var reply *dns.Msg
 	var openedAfter time.Time
-	for range maxTLSAttempts {
+	for attempt := 1; ; attempt++ {
 		reply, err = u.attempt(ctx, query, packed, openedAfter)
-		lost := (*connLostError)(nil)
-		if !errors.As(err, &lost) || ctx.Err() != nil {
+		lost := (*tlsConnLostError)(nil)
+		if !errors.As(err, &lost) || ctx.Err() != nil || attempt == maxTLSAttempts {
 			break
 		}
 		u.log.Debug("DNS-over-TLS connection lost under a query; retrying", "upstream", u.name, "err", err)
@@ -228,7 +228,7 @@ func (u *tlsUpstream) abandon(c *dotConn, pq *dotQuery) {
 	}
 	c.removeLocked(pq.q.Id)
 	if c.err == nil && !pq.sent.IsZero() && !c.lastRead.After(pq.sent) {
-		c.failLocked(newConnLostError(errTLSStalled))
+		c.failLocked(newTLSConnLostError(errTLSStalled))
 	}
 }
 
@@ -258,9 +258,9 @@ func (u *tlsUpstream) closeIdle() {
 	}
 }
 
-// frame returns packed with its two-byte length prefix and id in place
+// dotFrame returns packed with its two-byte length prefix and id in place
 // of the ID it was packed with.
-func frame(packed []byte, id uint16) []byte {
+func dotFrame(packed []byte, id uint16) []byte {
 	f := make([]byte, 2+len(packed))
 	binary.BigEndian.PutUint16(f, uint16(len(packed)))
 	copy(f[2:], packed)

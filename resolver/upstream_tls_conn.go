@@ -145,8 +145,8 @@ func (c *dotConn) write(ctx context.Context, pq *dotQuery, packed []byte) error 
 	u.mu.Unlock()
 	deadline, _ := ctx.Deadline()
 	c.tc.SetWriteDeadline(deadline)
-	if _, err := c.tc.Write(frame(packed, pq.q.Id)); err != nil {
-		err = newConnLostError(fmt.Errorf("write: %w", err))
+	if _, err := c.tc.Write(dotFrame(packed, pq.q.Id)); err != nil {
+		err = newTLSConnLostError(fmt.Errorf("write: %w", err))
 		u.mu.Lock()
 		c.failLocked(err)
 		u.mu.Unlock()
@@ -221,7 +221,7 @@ func (c *dotConn) readLoop() {
 func (c *dotConn) readFailed(err error) {
 	c.up.mu.Lock()
 	defer c.up.mu.Unlock()
-	c.failLocked(newConnLostError(fmt.Errorf("read: %w", err)))
+	c.failLocked(newTLSConnLostError(fmt.Errorf("read: %w", err)))
 }
 
 // deliver hands reply (nil when the frame did not parse) to its query and

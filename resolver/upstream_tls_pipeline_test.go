@@ -138,8 +138,8 @@ func (c *rawDoTConn) write(m *dns.Msg) error {
 	return err
 }
 
-// answerAll answers every query as it comes, in order.
-func answerAll(c *rawDoTConn) {
+// rawAnswerAll answers every query as it comes, in order.
+func rawAnswerAll(c *rawDoTConn) {
 	for {
 		q, err := c.read()
 		if err != nil {
@@ -151,19 +151,19 @@ func answerAll(c *rawDoTConn) {
 	}
 }
 
-// queryName is a distinct name per query, so replies can be told apart.
-func queryName(i int) string { return fmt.Sprintf("q%d.example.", i) }
+// burstName is a distinct name per query, so replies can be told apart.
+func burstName(i int) string { return fmt.Sprintf("q%d.example.", i) }
 
-// exchangeAll sends n queries at once, each with its own name, and returns
+// exchangeBurst sends n queries at once, each with its own name, and returns
 // the replies and errors by query.
-func exchangeAll(u Upstream, n int, timeout time.Duration) ([]*dns.Msg, []error) {
+func exchangeBurst(u Upstream, n int, timeout time.Duration) ([]*dns.Msg, []error) {
 	replies, errs := make([]*dns.Msg, n), make([]error, n)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			replies[i], errs[i] = exchangeWithin(u, timeout, queryName(i), dns.TypeA)
+			replies[i], errs[i] = exchangeWithin(u, timeout, burstName(i), dns.TypeA)
 		})
 	}
 	close(start)
@@ -171,16 +171,16 @@ func exchangeAll(u Upstream, n int, timeout time.Duration) ([]*dns.Msg, []error)
 	return replies, errs
 }
 
-// checkReplies fails unless every query got the reply to its own name.
-func checkReplies(t *testing.T, replies []*dns.Msg, errs []error) {
+// checkBurstReplies fails unless every query got the reply to its own name.
+func checkBurstReplies(t *testing.T, replies []*dns.Msg, errs []error) {
 	t.Helper()
 	for i := range replies {
 		if errs[i] != nil {
 			t.Errorf("query %d: %v", i, errs[i])
 			continue
 		}
-		if len(replies[i].Answer) != 1 || replies[i].Answer[0].Header().Name != queryName(i) {
-			t.Errorf("query %d for %s got %v", i, queryName(i), replies[i].Answer)
+		if len(replies[i].Answer) != 1 || replies[i].Answer[0].Header().Name != burstName(i) {
+			t.Errorf("query %d for %s got %v", i, burstName(i), replies[i].Answer)
 		}
 	}
 }
@@ -216,11 +216,11 @@ func TestTLSUpstreamPipelinesOutOfOrder(t *testing.T) {
 				return
 			}
 		}
-		answerAll(c)
+		rawAnswerAll(c)
 	})
 	u := testTLSUpstream(t, pki, srv)
-	replies, errs := exchangeAll(u, n, 5*time.Second)
-	checkReplies(t, replies, errs)
+	replies, errs := exchangeBurst(u, n, 5*time.Second)
+	checkBurstReplies(t, replies, errs)
 	if got := srv.accepted.Load(); got != 1 {
 		t.Errorf("%d connections for %d queries, want 1", got, n)
 	}
@@ -269,8 +269,8 @@ func TestTLSUpstreamPoolLimits(t *testing.T) {
 			})
 			u := testTLSUpstream(t, pki, srv)
 			u.maxConns, u.maxPending = tt.maxConns, tt.maxPending
-			replies, errs := exchangeAll(u, tt.queries, 5*time.Second)
-			checkReplies(t, replies, errs)
+			replies, errs := exchangeBurst(u, tt.queries, 5*time.Second)
+			checkBurstReplies(t, replies, errs)
 			if got := srv.accepted.Load(); got != tt.wantConns {
 				t.Errorf("%d connections, want %d", got, tt.wantConns)
 			}
@@ -311,7 +311,7 @@ func TestTLSUpstreamServerHangsUp(t *testing.T) {
 			name: "closes with queries outstanding once",
 			serve: func(c *rawDoTConn) {
 				if c.n > 1 {
-					answerAll(c)
+					rawAnswerAll(c)
 					return
 				}
 				for range 10 {
@@ -339,16 +339,16 @@ func TestTLSUpstreamServerHangsUp(t *testing.T) {
 			n := tt.queries
 			if tt.idleFirst {
 				for i := range n {
-					resp, err := exchangeWithin(u, timeout, queryName(i), dns.TypeA)
+					resp, err := exchangeWithin(u, timeout, burstName(i), dns.TypeA)
 					if err != nil || len(resp.Answer) != 1 {
 						t.Fatalf("query %d: %v %v", i, resp, err)
 					}
 					waitFor(t, func() bool { return u.openConns() == 0 }) // the client saw the hang-up
 				}
 			} else {
-				replies, errs := exchangeAll(u, n, timeout)
+				replies, errs := exchangeBurst(u, n, timeout)
 				if !tt.wantErr {
-					checkReplies(t, replies, errs)
+					checkBurstReplies(t, replies, errs)
 				}
 				for i, err := range errs {
 					if tt.wantErr && (err == nil || !errors.Is(err, errTLSConnLost) || classify(nil, err) != resultError) {
@@ -410,7 +410,7 @@ func TestTLSUpstreamDropsStalledConnection(t *testing.T) {
 // query opens a new one.
 func TestTLSUpstreamIdleTimeout(t *testing.T) {
 	pki := newTestPKI(t)
-	srv := startRawDoT(t, pki, answerAll)
+	srv := startRawDoT(t, pki, rawAnswerAll)
 	u := testTLSUpstream(t, pki, srv)
 	u.idleTimeout = 150 * time.Millisecond
 	for i := range 2 {
@@ -442,7 +442,7 @@ func TestTLSUpstreamIdleTimeout(t *testing.T) {
 // closeIdle (at shutdown) closes connections without queries in flight.
 func TestTLSUpstreamCloseIdle(t *testing.T) {
 	pki := newTestPKI(t)
-	srv := startRawDoT(t, pki, answerAll)
+	srv := startRawDoT(t, pki, rawAnswerAll)
 	u := testTLSUpstream(t, pki, srv)
 	if _, err := exchangeWithin(u, 2*time.Second, "a.example.", dns.TypeA); err != nil {
 		t.Fatal(err)
@@ -475,9 +475,56 @@ func TestTLSUpstreamServerQueryLimit(t *testing.T) {
 	})
 	u := testTLSUpstream(t, pki, srv)
 	u.maxPending = perConn - 2
-	replies, errs := exchangeAll(u, queries, 5*time.Second)
-	checkReplies(t, replies, errs)
+	replies, errs := exchangeBurst(u, queries, 5*time.Second)
+	checkBurstReplies(t, replies, errs)
 	if got := srv.accepted.Load(); got < queries/perConn {
 		t.Errorf("%d connections for %d queries at %d a connection", got, queries, perConn)
+	}
+}
+
+// A reply that comes after its query gave up is dropped, and since other
+// replies kept arriving the connection stays in use.
+func TestTLSUpstreamLateReply(t *testing.T) {
+	pki := newTestPKI(t)
+	srv := startRawDoT(t, pki, func(c *rawDoTConn) {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		for {
+			q, err := c.read()
+			if err != nil {
+				return
+			}
+			delay := time.Duration(0)
+			switch q.Question[0].Name {
+			case "slow.example.":
+				delay = 300 * time.Millisecond
+			case "quick.example.":
+				delay = 50 * time.Millisecond
+			}
+			wg.Go(func() {
+				time.Sleep(delay)
+				c.reply(q)
+			})
+		}
+	})
+	u := testTLSUpstream(t, pki, srv)
+	var slowErr, quickErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { _, slowErr = exchangeWithin(u, 150*time.Millisecond, "slow.example.", dns.TypeA) })
+	wg.Go(func() { _, quickErr = exchangeWithin(u, 2*time.Second, "quick.example.", dns.TypeA) })
+	wg.Wait()
+	if classify(nil, slowErr) != resultTimeout {
+		t.Errorf("slow query: %v, want a timeout", slowErr)
+	}
+	if quickErr != nil {
+		t.Errorf("quick query: %v", quickErr)
+	}
+	time.Sleep(250 * time.Millisecond) // the slow reply arrives, late
+	resp, err := exchangeWithin(u, 2*time.Second, "next.example.", dns.TypeA)
+	if err != nil || len(resp.Answer) != 1 || resp.Answer[0].Header().Name != "next.example." {
+		t.Fatalf("next query: %v %v", resp, err)
+	}
+	if got := srv.accepted.Load(); got != 1 {
+		t.Errorf("%d connections, want the first kept", got)
 	}
 }

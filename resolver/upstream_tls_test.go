@@ -222,6 +222,14 @@ func TestTLSUpstreamSkipsMismatchedReplies(t *testing.T) {
 	}
 }
 
+// garbage answers with frames that do not parse, more than a connection
+// puts up with.
+func garbage(w dns.ResponseWriter, _ *dns.Msg, _ bool) {
+	for range maxTLSBadFrames + 2 {
+		w.Write([]byte{0xde, 0xad, 0xbe, 0xef, 0x81, 0x80, 0, 1})
+	}
+}
+
 func TestTLSUpstreamErrors(t *testing.T) {
 	pki := newTestPKI(t)
 	good := staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)
@@ -237,6 +245,7 @@ func TestTLSUpstreamErrors(t *testing.T) {
 		{"unknown authority", good, func(s *dotServer) string { return s.url("127.0.0.1", testServerName) }, x509.NewCertPool(), resultError, "certificate"},
 		{"only spoofed replies", spoofingUpstream(t, false), func(s *dotServer) string { return s.url("127.0.0.1", testServerName) }, pki.roots, resultTimeout, ""},
 		{"silent", silent, func(s *dotServer) string { return s.url("127.0.0.1", testServerName) }, pki.roots, resultTimeout, ""},
+		{"only garbage", garbage, func(s *dotServer) string { return s.url("127.0.0.1", testServerName) }, pki.roots, resultError, "unusable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -118,6 +118,9 @@ func startDoT(t testing.TB, pki *testPKI, h upstreamHandler) *dotServer {
 			h(w, r, false)
 		}),
 		ReadTimeout: 5 * time.Second,
+		// Unlimited: by default miekg/dns closes a connection after 128
+		// queries, which would hide how connections are reused.
+		MaxTCPQueries: -1,
 	}
 	started := make(chan struct{})
 	srv.NotifyStartedFunc = func() { close(started) }

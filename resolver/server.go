@@ -102,6 +102,9 @@ type Server struct {
 	flights   singleflight.Group
 	now       func() time.Time
 	probe     bool // probe upstreams for readiness after Start
+	// workerIdle is how long a UDP worker waits for another query before
+	// it ends; a field so tests can shorten it.
+	workerIdle time.Duration
 
 	limiter *rateLimiter // nil when rate limiting is off
 
@@ -141,7 +144,7 @@ func New(o Options) (*Server, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = defaultTimeout
 	}
-	s := &Server{opts: o, log: o.Logger, now: time.Now, probe: true}
+	s := &Server{opts: o, log: o.Logger, now: time.Now, probe: true, workerIdle: udpWorkerIdle}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

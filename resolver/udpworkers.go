@@ -43,11 +43,13 @@ type udpWorkers struct {
 	idle atomic.Int32
 	busy atomic.Int32
 	wg   sync.WaitGroup // queries being handled by workers
+
+	idleFor time.Duration // a worker without work for this long ends
 }
 
 // udpWorkerIdle is how long a worker waits for another query before it
-// ends. A variable so tests can shorten it.
-var udpWorkerIdle = 10 * time.Second
+// ends.
+const udpWorkerIdle = 10 * time.Second
 
 // yieldEvery is how many datagrams the reader answers in a row before it
 // lets waiting workers run. The batch reader checks after each batch.
@@ -66,7 +68,7 @@ type udpJob struct {
 
 // udpWorkersFilter is a dns.DecorateReader for the UDP server.
 func (s *Server) udpWorkersFilter(r dns.Reader) dns.Reader {
-	return &udpWorkers{outsiderReader: outsiderReader{Reader: r, s: s}, jobs: make(chan udpJob), stop: make(chan struct{})}
+	return &udpWorkers{outsiderReader: outsiderReader{Reader: r, s: s}, jobs: make(chan udpJob), stop: make(chan struct{}), idleFor: s.workerIdle}
 }
 
 // ReadUDP serves datagrams until reading fails, then waits for the ones in
@@ -135,9 +137,9 @@ func (u *udpWorkers) work(job udpJob) {
 			return
 		}
 		if idle == nil {
-			idle = time.NewTimer(udpWorkerIdle)
+			idle = time.NewTimer(u.idleFor)
 		} else {
-			idle.Reset(udpWorkerIdle)
+			idle.Reset(u.idleFor)
 		}
 		select {
 		case job = <-u.jobs:

@@ -204,15 +204,14 @@ func TestUDPAnswersFromQueriedAddress(t *testing.T) {
 }
 
 // TestUDPWorkersEndWhenIdle: the workers a burst started end once they
-// have waited udpWorkerIdle for more, while the server keeps serving.
+// have waited workerIdle for more, while the server keeps serving.
 func TestUDPWorkersEndWhenIdle(t *testing.T) {
-	defer func(d time.Duration) { udpWorkerIdle = d }(udpWorkerIdle)
-	udpWorkerIdle = 100 * time.Millisecond
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"idle.example. 300 IN A 192.0.2.10"}, nil))
 	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100}) // fakeEnforcer: every answer goes to a worker
+	env.srv.workerIdle = 100 * time.Millisecond
 	addr := env.start(t)
 	exchange(t, "udp", addr, question("idle.example.", dns.TypeA))
-	time.Sleep(3 * udpWorkerIdle) // the first worker has ended
+	time.Sleep(3 * env.srv.workerIdle) // the first worker has ended
 	before := runtime.NumGoroutine()
 
 	const clients = 64

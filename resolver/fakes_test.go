@@ -218,7 +218,14 @@ func (env *testEnv) serve(t testing.TB, client string, req *dns.Msg) *dns.Msg {
 // start binds the server on a loopback port and returns its address.
 func (env *testEnv) start(t testing.TB) string {
 	t.Helper()
-	env.srv.opts.Listen = []string{"127.0.0.1:0"}
+	return env.startOn(t, "127.0.0.1:0")
+}
+
+// startOn starts the server on listen, stops it when the test ends, and
+// returns the address it bound first.
+func (env *testEnv) startOn(t testing.TB, listen string) string {
+	t.Helper()
+	env.srv.opts.Listen = []string{listen}
 	if err := env.srv.Start(); err != nil {
 		t.Fatal(err)
 	}

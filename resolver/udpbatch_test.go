@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -27,21 +26,6 @@ func numberedAnswer(w dns.ResponseWriter, r *dns.Msg, _ bool) {
 		}}
 	}
 	w.WriteMsg(m)
-}
-
-// startOn starts env's server on listen and returns its UDP address.
-func (env *testEnv) startOn(t *testing.T, listen string) string {
-	t.Helper()
-	env.srv.opts.Listen = []string{listen}
-	if err := env.srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		env.srv.Shutdown(ctx)
-	})
-	return env.srv.Addrs()[0].String()
 }
 
 // TestUDPBatchesAnswerEachClient floods the reader from many sockets at

@@ -174,15 +174,8 @@ func TestUDPAnswersFromQueriedAddress(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"addr.example. 300 IN A 192.0.2.10"}, nil))
 	for _, listen := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
 		t.Run(listen, func(t *testing.T) {
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Listen: []string{listen}})
-			if err := env.srv.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				defer cancel()
-				env.srv.Shutdown(ctx)
-			})
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100})
+			env.startOn(t, listen)
 			port := env.srv.Addrs()[0].(*net.UDPAddr).Port
 			addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
 			for i, want := range []bool{false, true} { // a miss, then a hit

@@ -497,7 +497,7 @@ func TestTLSUpstreamLateReply(t *testing.T) {
 			delay := time.Duration(0)
 			switch q.Question[0].Name {
 			case "slow.example.":
-				delay = 300 * time.Millisecond
+				delay = 600 * time.Millisecond
 			case "quick.example.":
 				delay = 50 * time.Millisecond
 			}
@@ -510,7 +510,7 @@ func TestTLSUpstreamLateReply(t *testing.T) {
 	u := testTLSUpstream(t, pki, srv)
 	var slowErr, quickErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { _, slowErr = exchangeWithin(u, 150*time.Millisecond, "slow.example.", dns.TypeA) })
+	wg.Go(func() { _, slowErr = exchangeWithin(u, 300*time.Millisecond, "slow.example.", dns.TypeA) })
 	wg.Go(func() { _, quickErr = exchangeWithin(u, 2*time.Second, "quick.example.", dns.TypeA) })
 	wg.Wait()
 	if classify(nil, slowErr) != resultTimeout {
@@ -519,7 +519,7 @@ func TestTLSUpstreamLateReply(t *testing.T) {
 	if quickErr != nil {
 		t.Errorf("quick query: %v", quickErr)
 	}
-	time.Sleep(250 * time.Millisecond) // the slow reply arrives, late
+	time.Sleep(400 * time.Millisecond) // the slow reply arrives, late
 	resp, err := exchangeWithin(u, 2*time.Second, "next.example.", dns.TypeA)
 	if err != nil || len(resp.Answer) != 1 || resp.Answer[0].Header().Name != "next.example." {
 		t.Fatalf("next query: %v %v", resp, err)

@@ -154,14 +154,14 @@ func TestHTTPSUpstreamBurstSharesConnections(t *testing.T) {
 			}, nil, tt.http2)
 			u := newTestUpstreams(t, Options{RootCAs: pki.roots}, d.url("127.0.0.1", "/dns-query"))[0]
 			const queries = 40
-			replies, errs := exchangeAll(u, queries, 3*time.Second)
-			checkReplies(t, replies, errs)
+			replies, errs := exchangeBurst(u, queries, 3*time.Second)
+			checkBurstReplies(t, replies, errs)
 			first := d.accepted.Load()
 			if first < 1 || first > maxHTTPSConns {
 				t.Errorf("%d connections for %d queries, want 1 to %d", first, queries, maxHTTPSConns)
 			}
-			replies, errs = exchangeAll(u, queries, 3*time.Second)
-			checkReplies(t, replies, errs)
+			replies, errs = exchangeBurst(u, queries, 3*time.Second)
+			checkBurstReplies(t, replies, errs)
 			if n := d.accepted.Load(); n != first {
 				t.Errorf("a second burst opened %d more connections, want the open ones reused", n-first)
 			}

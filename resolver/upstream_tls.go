@@ -177,7 +177,9 @@ func (u *tlsUpstream) reserve(ctx context.Context, query *dns.Msg, openedAfter t
 			pq := c.addLocked(query)
 			u.mu.Unlock()
 			if opening {
-				c.open(ctx)
+				// On its own goroutine, so this query can still give up
+				// on ctx while the handshake goes on for the others.
+				go c.open(ctx)
 			}
 			return c, pq, nil
 		}

@@ -84,7 +84,7 @@ func (c *dotConn) removeLocked(id uint16) {
 
 // open dials and completes the handshake for the query that created the
 // connection. The attempt is bounded by that query's deadline but not cut
-// short if it gives up earlier: other queries may be waiting on it.
+// short if it is cancelled earlier: other queries may be waiting on it.
 func (c *dotConn) open(ctx context.Context) {
 	deadline, _ := ctx.Deadline()
 	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)

@@ -43,24 +43,9 @@ func (r *udpReader) serveBatches(conn *net.UDPConn, b *udpBatch) error {
 	}
 }
 
-// serveSingly reads and answers an address-bound socket a datagram at a
-// time, where batches are not available.
-func (r *udpReader) serveSingly(conn *net.UDPConn) error {
-	buf := make([]byte, dns.MaxMsgSize)                                                // free again once the datagram is parsed
-	inline := &udpResponse{conn: conn, buf: make([]byte, 0, advertisedUDPSize+optLen)} // only the reader writes through it
-	for {
-		n, peer, err := conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return err
-		}
-		inline.peer = peer
-		r.handle(inline, buf[:n], time.Now())
-		r.maybeYield()
-	}
-}
-
-// serveSessions reads a wildcard socket, whose answers must leave from the
-// address each query came to (control messages), a datagram at a time.
+// serveSessions reads a datagram at a time with miekg/dns's sessions:
+// for wildcard sockets, whose answers must leave from the address each
+// query came to (control messages), and for any socket batches cannot use.
 func (r *udpReader) serveSessions(conn *net.UDPConn) error {
 	buf := make([]byte, dns.MaxMsgSize)
 	inline := &udpResponse{conn: conn, buf: make([]byte, 0, advertisedUDPSize+optLen)}

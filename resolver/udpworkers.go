@@ -81,12 +81,10 @@ func (u *udpWorkers) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.S
 	} else {
 		defer r.yielder.close()
 	}
-	if isWildcard(conn) {
-		err = r.serveSessions(conn)
-	} else if b, berr := newUDPBatch(conn); berr == nil {
+	if b := batchFor(conn); b != nil {
 		err = r.serveBatches(conn, b)
 	} else {
-		err = r.serveSingly(conn)
+		err = r.serveSessions(conn)
 	}
 	u.wg.Wait()
 	u.once.Do(func() { close(u.stop) })
@@ -117,6 +115,19 @@ func (u *udpWorkers) parse(w *udpResponse, m []byte) (query, bool) {
 		return query{}, false
 	}
 	return parseQuery(&req, true), true
+}
+
+// batchFor returns batched I/O for conn, or nil for a wildcard socket
+// (its answers need control messages) or one batches cannot use.
+func batchFor(conn *net.UDPConn) *udpBatch {
+	if isWildcard(conn) {
+		return nil
+	}
+	b, err := newUDPBatch(conn)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // isWildcard reports whether conn listens on every address (0.0.0.0, ::).

@@ -141,7 +141,14 @@ func networkPort(p *uint16) uint16 {
 }
 
 // answerBuffer lends the buffer the next queued answer is rendered into.
-func (b *udpBatch) answerBuffer() []byte { return b.outBuf[b.queued][:0] }
+// Each datagram gets at most one answer, so the batch never runs out; if it
+// did, the answer would be rendered into a fresh slice and not queued.
+func (b *udpBatch) answerBuffer() []byte {
+	if b.queued == udpBatchSize {
+		return nil
+	}
+	return b.outBuf[b.queued][:0]
+}
 
 // queue adds an answer to the i-th datagram of the last read to the batch
 // flush sends. p is kept, not copied: it is the lent buffer or a slice the

@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
 )
 
 // Error is one problem in a config file, printed as FILE:LINE: message.
@@ -102,12 +103,13 @@ func applyDefaults(c *Config) {
 		c.Server.Clients = []string{"127.0.0.0/8", "::1/128"}
 	}
 	def(&c.Server.Mode, "enforce")
-	def(&c.Server.TCPIdleTimeout, "10s")
+	// The TCP defaults are the resolver's own.
+	def(&c.Server.TCPIdleTimeout, resolver.DefaultTCPIdleTimeout.String())
 	if c.Server.TCPMaxConns == 0 {
-		c.Server.TCPMaxConns = 1000
+		c.Server.TCPMaxConns = resolver.DefaultTCPMaxConns
 	}
 	if c.Server.TCPMaxPerIP == 0 {
-		c.Server.TCPMaxPerIP = 20
+		c.Server.TCPMaxPerIP = resolver.DefaultTCPMaxConnsPerClient
 	}
 	if c.Server.DoHCanary == nil {
 		t := true

@@ -10,6 +10,7 @@ import (
 
 	"github.com/egressd/egressd/configs"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
 )
 
 const validBase = `
@@ -185,5 +186,31 @@ clients = ["192.168.0.0/24"]
 	}, "\n")
 	if got != want {
 		t.Errorf("Diff:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// The TCP defaults are the resolver's, and configs/reference.toml (which
+// shows every default) agrees with them.
+func TestTCPDefaultsAreTheResolvers(t *testing.T) {
+	ref, err := Load("../configs/reference.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  *Config
+	}{
+		{"unset", mustParse(t, "ok.toml", []byte(validBase))},
+		{"reference.toml", ref},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.cfg.Server
+			if s.TCPIdle != resolver.DefaultTCPIdleTimeout || s.TCPMaxConns != resolver.DefaultTCPMaxConns ||
+				s.TCPMaxPerIP != resolver.DefaultTCPMaxConnsPerClient {
+				t.Errorf("tcp idle %v, max %d, per client %d; the resolver's defaults are %v, %d, %d",
+					s.TCPIdle, s.TCPMaxConns, s.TCPMaxPerIP,
+					resolver.DefaultTCPIdleTimeout, resolver.DefaultTCPMaxConns, resolver.DefaultTCPMaxConnsPerClient)
+			}
+		})
 	}
 }

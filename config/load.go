@@ -134,6 +134,15 @@ func applyDefaults(c *Config) {
 	}
 	def(&c.Log.Queries, "stdout")
 	def(&c.Log.Level, "info")
+	def(&c.Log.MaxSize, "100MB")
+	if c.Log.MaxFiles == nil {
+		n := 3
+		c.Log.MaxFiles = &n
+	}
+	if c.Log.DeniedPerClientRate == nil {
+		r := 50.0
+		c.Log.DeniedPerClientRate = &r
+	}
 	for _, cat := range c.Categories {
 		def(&cat.Refresh, "24h")
 		def(&cat.Match, "subdomains")
@@ -321,6 +330,13 @@ func (v *validator) validate(c *Config) {
 		v.err("log.sample_allowed", "log.sample_allowed must not be negative")
 	}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	c.Log.MaxSizeBytes = v.byteSize("log.max_size", c.Log.MaxSize, minLogSize)
+	if n := *c.Log.MaxFiles; n < 0 || n > maxLogFiles {
+		v.err("log.max_files", "log.max_files must be between 0 and %d", maxLogFiles)
+	}
+	if *c.Log.DeniedPerClientRate < 0 {
+		v.err("log.denied_per_client_rate", "log.denied_per_client_rate must not be negative")
+	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			v.err("metrics.listen", "metrics.listen: invalid address %q (want HOST:PORT)", c.Metrics.Listen)

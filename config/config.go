@@ -98,7 +98,7 @@ type Firewall struct {
 
 type Log struct {
 	Queries string `toml:"queries"` // stdout | none | file path
-	// SampleAllowed logs one in N allowed queries (denied ones always); 0 or 1 logs all.
+	// SampleAllowed logs one in N allowed queries (denied ones are not sampled); 0 or 1 logs all.
 	SampleAllowed int    `toml:"sample_allowed"`
 	Level         string `toml:"level"`
 	// MaxSize caps a query log file ("100MB", "64MiB", bytes; "0": no

@@ -26,8 +26,9 @@ const DefaultBuffer = 8192
 // Options tunes a Writer.
 type Options struct {
 	// SampleAllowed logs one in N entries whose decision is "allow"; 0 and
-	// 1 log all of them. Every other decision is always logged, because
-	// denials are what operators and `egressd report` need to see.
+	// 1 log all of them. Every other decision is never sampled (only
+	// DeniedPerClientRate bounds it), because denials are what operators
+	// and `egressd report` need to see.
 	SampleAllowed int
 	// Buffer is the queue length between Log and the writer goroutine;
 	// 0 means DefaultBuffer.

@@ -237,21 +237,24 @@ func TestTCPOutsidersTakeNoMemberSlots(t *testing.T) {
 	if got := l.open(); got != len(members) {
 		t.Errorf("%d member connections counted, want %d", got, len(members))
 	}
+	// What the metrics read: the server's totals over its listeners.
+	if clients, outsiders := env.srv.TCPConnections(); clients != len(members) || outsiders != l.outsidersOpen() {
+		t.Errorf("TCPConnections() = %d, %d; want %d, %d", clients, outsiders, len(members), l.outsidersOpen())
+	}
+	if clients, outsiders := env.srv.TCPRejected(); clients != 0 || outsiders == 0 {
+		t.Errorf("TCPRejected() = %d clients, %d outsiders; want none and some", clients, outsiders)
+	}
 }
 
 // tcpLimiter returns the connection limiter of the server's only TCP
 // listener.
 func (s *Server) tcpLimiter(t *testing.T) *connLimiter {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, srv := range s.servers {
-		if l, ok := srv.Listener.(*connLimiter); ok {
-			return l
-		}
+	ls := s.tcpLimiters()
+	if len(ls) != 1 {
+		t.Fatalf("%d TCP listeners, want 1", len(ls))
 	}
-	t.Fatal("no TCP listener")
-	return nil
+	return ls[0]
 }
 
 // An outsider gets REFUSED for its first query and the connection ends;
@@ -362,5 +365,8 @@ func TestConnLimiterPools(t *testing.T) {
 	}
 	if got, want := l.outsidersOpen(), 4; got != want {
 		t.Errorf("%d outsider connections counted, want %d", got, want)
+	}
+	if clients, outsiders := l.rejectedTotals(); clients != 2 || outsiders != 3 {
+		t.Errorf("rejected %d client and %d outsider connections, want 2 and 3", clients, outsiders)
 	}
 }

@@ -54,9 +54,10 @@ type connLimiter struct {
 	byClient  map[netip.Addr]int
 	outsiders int
 	byPrefix  map[netip.Prefix]int
-	// closed over a limit since the last warning
-	rejectedClients, rejectedOutsiders int
-	lastWarn                           time.Time
+	// closed over a limit since the last warning, and ever
+	rejectedClients, rejectedOutsiders           int
+	totalRejectedClients, totalRejectedOutsiders uint64
+	lastWarn                                     time.Time
 }
 
 func newConnLimiter(l net.Listener, limits tcpLimits, member func(netip.Addr) bool, log *slog.Logger) *connLimiter {
@@ -102,6 +103,7 @@ func (l *connLimiter) admit(client netip.Addr) *countedConn {
 	if member {
 		if l.total >= l.limits.max || l.byClient[client] >= l.limits.perClient {
 			l.rejectedClients++
+			l.totalRejectedClients++
 			l.warn(client)
 			return nil
 		}
@@ -112,6 +114,7 @@ func (l *connLimiter) admit(client netip.Addr) *countedConn {
 	prefix := outsiderPrefix(client)
 	if l.outsiders >= l.limits.outsiders || l.byPrefix[prefix] >= l.limits.perOutsider {
 		l.rejectedOutsiders++
+		l.totalRejectedOutsiders++
 		l.warn(client)
 		return nil
 	}
@@ -152,14 +155,54 @@ func (l *connLimiter) release(c *countedConn) {
 	}
 }
 
-// open reports the client connections counted now, for tests.
+// open reports the client connections counted now.
 func (l *connLimiter) open() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.total
 }
 
-// outsidersOpen reports the outsider connections counted now, for tests.
+// rejectedTotals reports the connections closed over a limit, per pool.
+func (l *connLimiter) rejectedTotals() (clients, outsiders uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.totalRejectedClients, l.totalRejectedOutsiders
+}
+
+// TCPConnections reports the open TCP connections from clients and from
+// outsiders, over every listener; zero once Shutdown has begun.
+func (s *Server) TCPConnections() (clients, outsiders int) {
+	for _, l := range s.tcpLimiters() {
+		clients += l.open()
+		outsiders += l.outsidersOpen()
+	}
+	return clients, outsiders
+}
+
+// TCPRejected reports the TCP connections closed over a limit, per pool,
+// since Start.
+func (s *Server) TCPRejected() (clients, outsiders uint64) {
+	for _, l := range s.tcpLimiters() {
+		c, o := l.rejectedTotals()
+		clients += c
+		outsiders += o
+	}
+	return clients, outsiders
+}
+
+func (s *Server) tcpLimiters() []*connLimiter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*connLimiter
+	for _, srv := range s.servers {
+		if l, ok := srv.Listener.(*connLimiter); ok {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// outsidersOpen reports the outsider connections counted now.
 func (l *connLimiter) outsidersOpen() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

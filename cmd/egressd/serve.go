@@ -149,6 +149,9 @@ func (d *daemon) start(parent context.Context) error {
 		if err := d.metrics.WatchQueryLog(func() metrics.QueryLogCounters { return d.qlog }); err != nil {
 			return err
 		}
+		if err := d.metrics.WatchTCP(func() metrics.TCPCounters { return d.server }); err != nil {
+			return err
+		}
 	}
 	d.startLists(ctx, d.lists)
 	d.logger.Info("egressd serving", "listen", cfg.Server.Listen, "upstreams", ups,

@@ -98,9 +98,18 @@ type Firewall struct {
 
 type Log struct {
 	Queries string `toml:"queries"` // stdout | none | file path
-	// SampleAllowed logs one in N allowed queries (denied ones always); 0 or 1 logs all.
+	// SampleAllowed logs one in N allowed queries (denied ones are not sampled); 0 or 1 logs all.
 	SampleAllowed int    `toml:"sample_allowed"`
 	Level         string `toml:"level"`
+	// MaxSize caps a query log file ("100MB", "64MiB", bytes; "0": no
+	// cap); MaxFiles rotated files are kept, 0 drops lines past the cap.
+	MaxSize  string `toml:"max_size"`
+	MaxFiles *int   `toml:"max_files"`
+	// DeniedPerClientRate bounds the lines of one client's queries not
+	// allowed, per second; 0 leaves them unbounded.
+	DeniedPerClientRate *float64 `toml:"denied_per_client_rate"`
+
+	MaxSizeBytes int64 `toml:"-"`
 }
 
 type Metrics struct {

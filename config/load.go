@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
 )
 
 // Error is one problem in a config file, printed as FILE:LINE: message.
@@ -102,12 +103,13 @@ func applyDefaults(c *Config) {
 		c.Server.Clients = []string{"127.0.0.0/8", "::1/128"}
 	}
 	def(&c.Server.Mode, "enforce")
-	def(&c.Server.TCPIdleTimeout, "10s")
+	// The TCP defaults are the resolver's own.
+	def(&c.Server.TCPIdleTimeout, resolver.DefaultTCPIdleTimeout.String())
 	if c.Server.TCPMaxConns == 0 {
-		c.Server.TCPMaxConns = 1000
+		c.Server.TCPMaxConns = resolver.DefaultTCPMaxConns
 	}
 	if c.Server.TCPMaxPerIP == 0 {
-		c.Server.TCPMaxPerIP = 20
+		c.Server.TCPMaxPerIP = resolver.DefaultTCPMaxConnsPerClient
 	}
 	if c.Server.DoHCanary == nil {
 		t := true
@@ -132,6 +134,15 @@ func applyDefaults(c *Config) {
 	}
 	def(&c.Log.Queries, "stdout")
 	def(&c.Log.Level, "info")
+	def(&c.Log.MaxSize, "100MB")
+	if c.Log.MaxFiles == nil {
+		n := 3
+		c.Log.MaxFiles = &n
+	}
+	if c.Log.DeniedPerClientRate == nil {
+		r := 50.0
+		c.Log.DeniedPerClientRate = &r
+	}
 	for _, cat := range c.Categories {
 		def(&cat.Refresh, "24h")
 		def(&cat.Match, "subdomains")
@@ -319,6 +330,13 @@ func (v *validator) validate(c *Config) {
 		v.err("log.sample_allowed", "log.sample_allowed must not be negative")
 	}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	c.Log.MaxSizeBytes = v.byteSize("log.max_size", c.Log.MaxSize, minLogSize)
+	if n := *c.Log.MaxFiles; n < 0 || n > maxLogFiles {
+		v.err("log.max_files", "log.max_files must be between 0 and %d", maxLogFiles)
+	}
+	if *c.Log.DeniedPerClientRate < 0 {
+		v.err("log.denied_per_client_rate", "log.denied_per_client_rate must not be negative")
+	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			v.err("metrics.listen", "metrics.listen: invalid address %q (want HOST:PORT)", c.Metrics.Listen)

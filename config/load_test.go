@@ -10,6 +10,7 @@ import (
 
 	"github.com/egressd/egressd/configs"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
 )
 
 const validBase = `
@@ -94,6 +95,10 @@ func TestParseErrors(t *testing.T) {
 		{"bad group mode", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\nmode = \"watch\"\n", "bad.toml:4: group[a].mode: invalid value \"watch\""},
 		{"bad table name", "[firewall]\ntable = \"my table\"\n", "bad.toml:2: firewall.table: invalid table name"},
 		{"bad hosts address", "[hosts]\n\"printer.lan\" = [\"10.0.0.300\"]\n", "bad.toml:2: hosts.printer.lan: invalid address \"10.0.0.300\""},
+		{"bad log size", "[log]\nmax_size = \"100 megs\"\n", "bad.toml:2: log.max_size: invalid size \"100 megs\""},
+		{"log size too small", "[log]\nmax_size = \"1KB\"\n", "bad.toml:2: log.max_size: \"1KB\" is less than 64KiB"},
+		{"negative log files", "[log]\nmax_files = -1\n", "bad.toml:2: log.max_files must be between 0 and 1000"},
+		{"negative denied rate", "[log]\ndenied_per_client_rate = -1.0\n", "bad.toml:2: log.denied_per_client_rate must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,5 +190,56 @@ clients = ["192.168.0.0/24"]
 	}, "\n")
 	if got != want {
 		t.Errorf("Diff:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// The TCP defaults are the resolver's, and configs/reference.toml (which
+// shows every default) agrees with them.
+func TestTCPDefaultsAreTheResolvers(t *testing.T) {
+	ref, err := Load("../configs/reference.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  *Config
+	}{
+		{"unset", mustParse(t, "ok.toml", []byte(validBase))},
+		{"reference.toml", ref},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.cfg.Server
+			if s.TCPIdle != resolver.DefaultTCPIdleTimeout || s.TCPMaxConns != resolver.DefaultTCPMaxConns ||
+				s.TCPMaxPerIP != resolver.DefaultTCPMaxConnsPerClient {
+				t.Errorf("tcp idle %v, max %d, per client %d; the resolver's defaults are %v, %d, %d",
+					s.TCPIdle, s.TCPMaxConns, s.TCPMaxPerIP,
+					resolver.DefaultTCPIdleTimeout, resolver.DefaultTCPMaxConns, resolver.DefaultTCPMaxConnsPerClient)
+			}
+		})
+	}
+}
+
+func TestLogBounds(t *testing.T) {
+	tests := []struct {
+		name      string
+		conf      string
+		wantSize  int64
+		wantFiles int
+		wantRate  float64
+	}{
+		{"defaults", "", 100_000_000, 3, 50},
+		{"binary units, rotation off, rate off", "[log]\nmax_size = \"64MiB\"\nmax_files = 0\ndenied_per_client_rate = 0.0\n", 64 << 20, 0, 0},
+		{"decimal units", "[log]\nmax_size = \"2 GB\"\nmax_files = 10\ndenied_per_client_rate = 2.5\n", 2_000_000_000, 10, 2.5},
+		{"bytes", "[log]\nmax_size = \"65536\"\n", 65536, 3, 50},
+		{"cap off", "[log]\nmax_size = \"0\"\n", 0, 3, 50},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := mustParse(t, "log.toml", []byte(validBase+tc.conf)).Log
+			if l.MaxSizeBytes != tc.wantSize || *l.MaxFiles != tc.wantFiles || *l.DeniedPerClientRate != tc.wantRate {
+				t.Errorf("max_size %d, max_files %d, denied_per_client_rate %v; want %d, %d, %v",
+					l.MaxSizeBytes, *l.MaxFiles, *l.DeniedPerClientRate, tc.wantSize, tc.wantFiles, tc.wantRate)
+			}
+		})
 	}
 }

@@ -11,13 +11,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// populated returns New(), with the query log counters watched, and one
+// populated returns New(), with the query log and TCP counters watched, and one
 // child created in every labelled vector, because a vector without
 // children is not gathered at all and would escape linting.
 func populated(t *testing.T) *Metrics {
 	t.Helper()
 	m := New()
 	if err := m.WatchQueryLog(func() QueryLogCounters { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WatchTCP(func() TCPCounters { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	v := reflect.ValueOf(m).Elem()

@@ -49,6 +49,8 @@ func AppendJSON(b []byte, e *Entry) []byte {
 	b = appendString(b, e.Upstream)
 	b = append(b, `,"duration_ms":`...)
 	b = appendDuration(b, e.DurationMS)
+	b = append(b, `,"suppressed":`...)
+	b = strconv.AppendUint(b, e.Suppressed, 10)
 	return append(b, "}\n"...)
 }
 

@@ -20,4 +20,7 @@ type Entry struct {
 	Cached     bool      `json:"cached"`
 	Upstream   string    `json:"upstream,omitempty"`
 	DurationMS float64   `json:"duration_ms"`
+	// Suppressed counts this client's lines of denied queries left out by
+	// the per-client rate since its last line was written.
+	Suppressed uint64 `json:"suppressed"`
 }

@@ -26,12 +26,28 @@ const DefaultBuffer = 8192
 // Options tunes a Writer.
 type Options struct {
 	// SampleAllowed logs one in N entries whose decision is "allow"; 0 and
-	// 1 log all of them. Every other decision is always logged, because
-	// denials are what operators and `egressd report` need to see.
+	// 1 log all of them. Every other decision is never sampled (only
+	// DeniedPerClientRate bounds it), because denials are what operators
+	// and `egressd report` need to see.
 	SampleAllowed int
 	// Buffer is the queue length between Log and the writer goroutine;
 	// 0 means DefaultBuffer.
 	Buffer int
+	// MaxSize caps a file destination in bytes; 0 leaves it unbounded.
+	// A line that would take the file past it first rotates the file when
+	// MaxFiles > 0 (path to path.1, path.1 to path.2, ..., the one past
+	// MaxFiles removed), and is otherwise dropped and counted in
+	// DroppedOverSize until Reopen finds room.
+	MaxSize  int64
+	MaxFiles int
+	// DeniedPerClientRate limits the lines of queries not allowed (deny,
+	// would_deny, refused) to this many a second per client, after a
+	// burst of one second's worth; 0 leaves them unlimited. Lines left out
+	// are counted in Suppressed and in the suppressed field of the
+	// client's next line.
+	DeniedPerClientRate float64
+
+	now func() time.Time // for tests; time.Now when nil
 }
 
 // Writer writes entries as JSON lines from one goroutine so that Log never
@@ -40,6 +56,11 @@ type Writer struct {
 	path    string // "" unless the destination is a file
 	discard bool
 	sample  uint64
+	now     func() time.Time
+	denied  *clientRate // nil when denied lines are not limited
+
+	maxSize  int64 // 0: no cap
+	maxFiles int
 
 	// mu guards closed against a concurrent Close: Log holds it for reading
 	// while it enqueues, so after Close takes it no entry can slip into the
@@ -57,12 +78,19 @@ type Writer struct {
 	f   *os.File // nil for stdout
 	bw  *bufio.Writer
 	err error // first write error since the last open, reported by Close
+	// size is the current file's length plus what bw holds for it.
+	size int64
+	// sizeChecked is when a full file was last looked at again (it may
+	// have been truncated by copytruncate).
+	sizeChecked time.Time
 
 	allowSeen  atomic.Uint64
 	sampledOut atomic.Uint64
 	dropped    atomic.Uint64
 	written    atomic.Uint64
 	writeErrs  atomic.Uint64
+	overSize   atomic.Uint64
+	suppressed atomic.Uint64
 }
 
 // Open returns a Writer for dest: "stdout", "none" or "" (discard
@@ -75,20 +103,31 @@ func Open(dest string, opts Options) (*Writer, error) {
 	case "stdout":
 		return newWriter(os.Stdout, nil, "", opts), nil
 	default:
-		f, err := openFile(dest)
+		f, size, err := openFile(dest)
 		if err != nil {
 			return nil, err
 		}
-		return newWriter(f, f, dest, opts), nil
+		w := newWriter(f, f, dest, opts)
+		w.size = size
+		return w, nil
 	}
 }
 
 // newWriter starts the writer goroutine on out; f and path are set when
 // out is a file that Reopen and Close manage.
 func newWriter(out io.Writer, f *os.File, path string, opts Options) *Writer {
-	w := &Writer{path: path, out: out, f: f, sample: 1}
+	w := &Writer{path: path, out: out, f: f, sample: 1, now: opts.now}
+	if w.now == nil {
+		w.now = time.Now
+	}
 	if opts.SampleAllowed > 1 {
 		w.sample = uint64(opts.SampleAllowed)
+	}
+	if opts.DeniedPerClientRate > 0 {
+		w.denied = newClientRate(opts.DeniedPerClientRate, w.now)
+	}
+	if f != nil && opts.MaxSize > 0 {
+		w.maxSize, w.maxFiles = opts.MaxSize, max(opts.MaxFiles, 0)
 	}
 	n := opts.Buffer
 	if n <= 0 {
@@ -103,12 +142,18 @@ func newWriter(out io.Writer, f *os.File, path string, opts Options) *Writer {
 	return w
 }
 
-func openFile(path string) (*os.File, error) {
+// openFile opens path for appending and returns its current size.
+func openFile(path string) (*os.File, int64, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("query log: %w", err)
+		return nil, 0, fmt.Errorf("query log: %w", err)
 	}
-	return f, nil
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("query log: %w", err)
+	}
+	return f, st.Size(), nil
 }
 
 // Log queues e for writing unless sampling or a discarding destination
@@ -148,7 +193,15 @@ func (w *Writer) Write(e *Entry) {
 	}
 	entry := *e
 	if entry.Time.IsZero() {
-		entry.Time = time.Now()
+		entry.Time = w.now()
+	}
+	if w.denied != nil && entry.Decision != DecisionAllow {
+		ok, suppressed := w.denied.allow(entry.Client)
+		if !ok {
+			w.suppressed.Add(1)
+			return
+		}
+		entry.Suppressed = suppressed
 	}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
@@ -170,6 +223,24 @@ func (w *Writer) Dropped() uint64 {
 		return 0
 	}
 	return w.dropped.Load()
+}
+
+// DroppedOverSize is how many lines were left out because the file had
+// reached MaxSize and could not be rotated.
+func (w *Writer) DroppedOverSize() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.overSize.Load()
+}
+
+// Suppressed is how many lines of denied queries DeniedPerClientRate left
+// out.
+func (w *Writer) Suppressed() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.suppressed.Load()
 }
 
 // SampledOut is how many allowed entries sampling skipped on purpose.

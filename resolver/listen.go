@@ -56,27 +56,31 @@ func (s *Server) udpServer(pc net.PacketConn) *dns.Server {
 	}
 }
 
-// tcpServer caps concurrent connections, in total and per client: miekg/dns
-// starts a goroutine per connection without limit and answers one query
-// per connection at a time.
+// tcpServer caps concurrent connections, in total and per client, with
+// outsiders in a pool of their own: miekg/dns starts a goroutine per
+// connection without limit and answers one query per connection at a time.
+// The first query may take as long as a later one (the idle timeout);
+// outsider.go shortens both for outsiders.
 func (s *Server) tcpServer(l net.Listener) *dns.Server {
 	idle := s.opts.TCPIdleTimeout
 	if idle <= 0 {
-		idle = tcpIdleTimeout
+		idle = DefaultTCPIdleTimeout
 	}
-	maxConns := s.opts.TCPMaxConns
-	if maxConns <= 0 {
-		maxConns = maxTCPConns
+	limits := tcpLimits{
+		max: s.opts.TCPMaxConns, perClient: s.opts.TCPMaxConnsPerClient,
+		outsiders: outsiderTCPMaxConns, perOutsider: outsiderTCPPerPrefix,
 	}
-	perClient := s.opts.TCPMaxConnsPerClient
-	if perClient <= 0 {
-		perClient = defaultTCPMaxConnsPerClient
+	if limits.max <= 0 {
+		limits.max = DefaultTCPMaxConns
+	}
+	if limits.perClient <= 0 {
+		limits.perClient = DefaultTCPMaxConnsPerClient
 	}
 	return &dns.Server{
-		Listener:       newConnLimiter(l, maxConns, perClient, s.log),
+		Listener:       newConnLimiter(l, limits, s.clientAllowed, s.log),
 		Handler:        s,
-		ReadTimeout:    tcpReadTimeout,
-		WriteTimeout:   tcpReadTimeout,
+		ReadTimeout:    idle,
+		WriteTimeout:   tcpWriteTimeout,
 		IdleTimeout:    func() time.Duration { return idle },
 		MaxTCPQueries:  maxTCPQueries,
 		MsgAcceptFunc:  acceptQueries,

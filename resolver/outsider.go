@@ -13,6 +13,10 @@ import (
 // a message that does not parse.
 var errOutsiderGarbage = errors.New("unparsable message from a client outside the ACL")
 
+// errOutsiderDone ends a TCP connection from outside the ACL after its
+// first message.
+var errOutsiderDone = errors.New("one message per connection from a client outside the ACL")
+
 // outsiderFilter wraps miekg/dns's reader. miekg/dns answers FORMERR
 // itself to a message it cannot parse, before egressd's handler and its
 // ACL see it; the filter drops such messages from addresses outside
@@ -52,7 +56,17 @@ func (r outsiderReader) ReadPacketConn(conn net.PacketConn, timeout time.Duratio
 	}
 }
 
+// ReadTCP gives an outsider's connection one message, read within
+// tcpReadTimeout (not the clients' idle timeout): the answer is REFUSED
+// anyway, and the slot goes back to the outsiders' pool at once.
 func (r outsiderReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
+	if c, ok := conn.(*countedConn); ok && c.outsider {
+		if c.read {
+			return nil, errOutsiderDone
+		}
+		c.read = true
+		timeout = min(timeout, tcpReadTimeout)
+	}
 	m, err := r.Reader.ReadTCP(conn, timeout)
 	if err == nil && !r.s.admitMessage(m, conn.RemoteAddr()) {
 		return nil, errOutsiderGarbage

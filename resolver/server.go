@@ -69,8 +69,10 @@ type Options struct {
 	// bucket size (RateLimit rounded up when 0); RateLimit 0 disables it.
 	RateLimit float64
 	RateBurst int
-	// TCP connections: idle timeout, total and per client address limits
-	// (0 picks the defaults: 10 s, 1024 and 64).
+	// TCP connections from Clients: idle timeout (also for the first
+	// query), total and per client address limits (0 picks
+	// DefaultTCPIdleTimeout, DefaultTCPMaxConns and
+	// DefaultTCPMaxConnsPerClient). Outsiders have a pool of their own.
 	TCPIdleTimeout       time.Duration
 	TCPMaxConns          int
 	TCPMaxConnsPerClient int
@@ -127,9 +129,8 @@ type Server struct {
 const (
 	defaultTimeout  = 2 * time.Second
 	firewallTimeout = 3 * time.Second
-	tcpReadTimeout  = 2 * time.Second
-	tcpIdleTimeout  = 10 * time.Second
-	maxTCPConns     = 1024
+	tcpWriteTimeout = 2 * time.Second
+	tcpReadTimeout  = 2 * time.Second // outsiders' one query
 	maxTCPQueries   = 256
 )
 

@@ -99,7 +99,12 @@ func (d *daemon) start(parent context.Context) error {
 	if err := d.startFirewall(cfg); err != nil {
 		return err
 	}
-	if d.qlog, err = querylog.Open(cfg.Log.Queries, querylog.Options{SampleAllowed: cfg.Log.SampleAllowed}); err != nil {
+	if d.qlog, err = querylog.Open(cfg.Log.Queries, querylog.Options{
+		SampleAllowed:       cfg.Log.SampleAllowed,
+		MaxSize:             cfg.Log.MaxSizeBytes,
+		MaxFiles:            *cfg.Log.MaxFiles,
+		DeniedPerClientRate: *cfg.Log.DeniedPerClientRate,
+	}); err != nil {
 		return fmt.Errorf("log.queries: %w", err)
 	}
 	d.server, err = resolver.New(resolver.Options{
@@ -142,6 +147,9 @@ func (d *daemon) start(parent context.Context) error {
 			return fmt.Errorf("metrics.listen: %w", err)
 		}
 		if err := d.metrics.WatchQueryLog(func() metrics.QueryLogCounters { return d.qlog }); err != nil {
+			return err
+		}
+		if err := d.metrics.WatchTCP(func() metrics.TCPCounters { return d.server }); err != nil {
 			return err
 		}
 	}
@@ -240,6 +248,10 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 			equalStrings(d.cfg.Upstream.Bootstrap, cfg.Upstream.Bootstrap) && equalZones(d.cfg, cfg)},
 		{"firewall.backend", d.cfg.Firewall.Backend == cfg.Firewall.Backend},
 		{"log.queries", d.cfg.Log.Queries == cfg.Log.Queries},
+		{"log.sample_allowed", d.cfg.Log.SampleAllowed == cfg.Log.SampleAllowed},
+		{"log.max_size", d.cfg.Log.MaxSizeBytes == cfg.Log.MaxSizeBytes},
+		{"log.max_files", *d.cfg.Log.MaxFiles == *cfg.Log.MaxFiles},
+		{"log.denied_per_client_rate", *d.cfg.Log.DeniedPerClientRate == *cfg.Log.DeniedPerClientRate},
 		{"metrics.listen", d.cfg.Metrics.Listen == cfg.Metrics.Listen},
 	}
 	for _, r := range restartOnly {

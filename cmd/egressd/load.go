@@ -71,6 +71,12 @@ func categorySpecs(cfg *config.Config) []blocklists.CategorySpec {
 
 // loadLists builds and loads the category lists of cfg.
 func loadLists(ctx context.Context, cfg *config.Config, path string, m *metrics.Metrics, logger *slog.Logger) (*blocklists.Manager, error) {
+	return loadListsFrom(ctx, cfg, path, m, logger, nil)
+}
+
+// loadListsFrom builds the category lists of cfg, taking over from prev
+// (the lists in use, or nil) every category whose sources did not change.
+func loadListsFrom(ctx context.Context, cfg *config.Config, path string, m *metrics.Metrics, logger *slog.Logger, prev *blocklists.Manager) (*blocklists.Manager, error) {
 	lists, err := blocklists.NewManager(categorySpecs(cfg), blocklists.Options{
 		BaseDir:  baseDir(cfg, path),
 		StateDir: stateDir(cfg),
@@ -80,7 +86,7 @@ func loadLists(ctx context.Context, cfg *config.Config, path string, m *metrics.
 	if err != nil {
 		return nil, err
 	}
-	if err := lists.Load(ctx); err != nil {
+	if err := lists.LoadFrom(ctx, prev); err != nil {
 		return nil, err
 	}
 	return lists, nil
@@ -94,15 +100,18 @@ func compilePolicy(cfg *config.Config, lists *blocklists.Manager) (*policy.Engin
 	return policy.Compile(cfg.PolicyGroups(), lists.Bits(), lists)
 }
 
-// firewallSpec is the nftables layout cfg asks for.
-func firewallSpec(cfg *config.Config) firewall.Spec {
+// firewallSpec is the nftables layout cfg asks for. The table's name and
+// the mark are restart-only: they come from started, the config the
+// process started with, so the rule matches the mark the upstream sockets
+// carry.
+func firewallSpec(cfg, started *config.Config) firewall.Spec {
 	spec := firewall.Spec{
-		Table:        cfg.Firewall.Table,
+		Table:        started.Firewall.Table,
 		Hooks:        cfg.Firewall.Hooks,
 		Grace:        cfg.Firewall.GraceDur,
 		Scope:        cfg.Firewall.Scope,
 		Audit:        cfg.Server.Audit,
-		Mark:         cfg.Firewall.Mark,
+		Mark:         started.Firewall.Mark,
 		RemoveOnExit: cfg.Firewall.RemoveOnExit,
 	}
 	for _, g := range cfg.Groups {

@@ -158,7 +158,7 @@ func nftRulesCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	spec := firewallSpec(cfg)
+	spec := firewallSpec(cfg, cfg)
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", cfg.File, err)
 	}

@@ -93,6 +93,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad scope", "[firewall]\nscope = \"host\"\n", "bad.toml:2: firewall.scope: invalid value \"host\""},
 		{"bad group mode", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\nmode = \"watch\"\n", "bad.toml:4: group[a].mode: invalid value \"watch\""},
 		{"bad table name", "[firewall]\ntable = \"my table\"\n", "bad.toml:2: firewall.table: invalid table name"},
+		{"table name too long", "[firewall]\ntable = \"t" + strings.Repeat("x", 64) + "\"\n", "bad.toml:2: firewall.table: invalid table name"},
+		{"tls upstream without host", "[upstream]\nservers = [\"tls://\"]\n", "bad.toml:2: upstream.servers: invalid upstream \"tls://\""},
 		{"bad hosts address", "[hosts]\n\"printer.lan\" = [\"10.0.0.300\"]\n", "bad.toml:2: hosts.printer.lan: invalid address \"10.0.0.300\""},
 	}
 	for _, tt := range tests {
@@ -185,5 +187,17 @@ clients = ["192.168.0.0/24"]
 	}, "\n")
 	if got != want {
 		t.Errorf("Diff:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// Config accepts exactly what the resolver and the firewall accept: the
+// upstream grammar and the table name rule live in those packages.
+func TestParseAcceptsWhatTheOwnersAccept(t *testing.T) {
+	for _, extra := range []string{
+		"[upstream]\nservers = [\"https://dns.example\"]\nbootstrap = [\"127.0.0.1\"]\n",
+		"[upstream]\nservers = [\"tls://[2001:db8::1]:8853#dns.example\"]\n",
+		"[firewall]\ntable = \"t" + strings.Repeat("x", 63) + "\"\n",
+	} {
+		mustParse(t, "ok.toml", []byte(validBase+"\n"+extra))
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/resolver"
+	"github.com/egressd/egressd/resolver/upstream"
 )
 
 // loadConfig reads path, or the embedded default when path is empty.
@@ -185,12 +186,11 @@ func zones(cfg *config.Config) []resolver.Zone {
 	return out
 }
 
+// withDefaultPort gives a plain DNS server its port; tls:// and https://
+// addresses stay as written, since they name the server in metrics.
 func withDefaultPort(s string) string {
-	if strings.Contains(s, "://") {
-		return s
-	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.AddrPortFrom(a, 53).String()
+	if a, err := upstream.ParseAddr(s); err == nil && a.Proto == upstream.Plain {
+		return a.HostPort()
 	}
 	return s
 }

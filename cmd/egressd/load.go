@@ -72,15 +72,16 @@ func categorySpecs(cfg *config.Config) []blocklists.CategorySpec {
 
 // loadLists builds and loads the category lists of cfg.
 func loadLists(ctx context.Context, cfg *config.Config, path string, m *metrics.Metrics, logger *slog.Logger) (*blocklists.Manager, error) {
-	return loadListsFrom(ctx, cfg, path, m, logger, nil)
+	return loadListsFrom(ctx, cfg, path, stateDir(cfg), m, logger, nil)
 }
 
 // loadListsFrom builds the category lists of cfg, taking over from prev
 // (the lists in use, or nil) every category whose sources did not change.
-func loadListsFrom(ctx context.Context, cfg *config.Config, path string, m *metrics.Metrics, logger *slog.Logger, prev *blocklists.Manager) (*blocklists.Manager, error) {
+// state is the state directory in use (server.state_dir is restart-only).
+func loadListsFrom(ctx context.Context, cfg *config.Config, path, state string, m *metrics.Metrics, logger *slog.Logger, prev *blocklists.Manager) (*blocklists.Manager, error) {
 	lists, err := blocklists.NewManager(categorySpecs(cfg), blocklists.Options{
 		BaseDir:  baseDir(cfg, path),
-		StateDir: stateDir(cfg),
+		StateDir: state,
 		Metrics:  m,
 		Logger:   logger,
 	})
@@ -118,7 +119,7 @@ func firewallSpec(cfg, started *config.Config) firewall.Spec {
 	for _, g := range cfg.Groups {
 		spec.Groups = append(spec.Groups, firewall.GroupSpec{Name: g.Name, Clients: g.Spec.Clients, Audit: g.Spec.Mode == policy.ModeAudit})
 	}
-	for _, l := range cfg.Server.Listen {
+	for _, l := range started.Server.Listen { // the sockets bound at start
 		if ap, err := netip.ParseAddrPort(l); err == nil {
 			spec.DNS = append(spec.DNS, ap)
 		}

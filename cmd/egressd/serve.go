@@ -247,7 +247,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	lists := d.lists
 	if !equalCategories(d.cfg, cfg) {
 		var err error
-		if lists, err = loadListsFrom(ctx, cfg, d.path, d.metrics, d.logger, d.lists); err != nil {
+		if lists, err = loadListsFrom(ctx, cfg, d.path, stateDir(d.started), d.metrics, d.logger, d.lists); err != nil {
 			return err
 		}
 	}
@@ -255,17 +255,17 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	next := newRunning(cfg, d.started)
 	if d.nft != nil {
 		// The table is replaced in one transaction before the new policy
 		// answers, so no answer refers to a set that does not exist yet.
-		if err := d.nft.Reload(firewallSpec(cfg, d.started)); err != nil {
+		if err := d.nft.Reload(next.firewall); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
 	}
-	private := privateAnswerGroups(cfg)
-	d.privateGroups.Store(&private)
+	d.privateGroups.Store(&next.resolver.PrivateAnswers)
 	d.server.SetPolicy(engine)
-	d.logLevel.Set(logLevel(cfg.Log.Level))
+	d.logLevel.Set(next.logLevel)
 	if lists != d.lists {
 		d.startLists(ctx, lists)
 	}

@@ -125,10 +125,18 @@ const loadParallelism = 2
 
 // refreshAll refreshes every category and joins the errors report keeps.
 func (m *Manager) refreshAll(ctx context.Context, report func(*category, error) bool) error {
+	return m.refreshSome(ctx, func(*category) bool { return true }, report)
+}
+
+// refreshSome refreshes the categories want picks.
+func (m *Manager) refreshSome(ctx context.Context, want func(*category) bool, report func(*category, error) bool) error {
 	errs := make([]error, len(m.cats))
 	sem := make(chan struct{}, loadParallelism)
 	var wg sync.WaitGroup
 	for i, c := range m.cats {
+		if !want(c) {
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {

@@ -15,8 +15,10 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/resolver"
+	"github.com/egressd/egressd/resolver/upstream"
 )
 
 // Error is one problem in a config file, printed as FILE:LINE: message.
@@ -228,27 +230,10 @@ func (v *validator) addrPort(key, s string) {
 	}
 }
 
-// upstream accepts host:port (IP literal; port 53 when omitted),
-// tls://host[:port][#server-name] and https://host[:port]/path.
+// upstream checks one server address in the resolver's grammar.
 func (v *validator) upstream(key, s string) {
-	switch {
-	case strings.HasPrefix(s, "tls://"):
-		hostport, _, _ := strings.Cut(strings.TrimPrefix(s, "tls://"), "#")
-		if hostport == "" {
-			v.errValue(key, s, "%s: invalid DNS-over-TLS upstream %q", key, s)
-		}
-	case strings.HasPrefix(s, "https://"):
-		if len(s) <= len("https://") || !strings.Contains(strings.TrimPrefix(s, "https://"), "/") {
-			v.errValue(key, s, "%s: invalid DNS-over-HTTPS upstream %q (want https://host/dns-query)", key, s)
-		}
-	default:
-		if _, err := netip.ParseAddrPort(s); err == nil {
-			return
-		}
-		if _, err := netip.ParseAddr(s); err == nil {
-			return
-		}
-		v.errValue(key, s, "%s: invalid upstream %q (want IP[:PORT], tls://HOST[:PORT][#NAME] or https://HOST/PATH)", key, s)
+	if _, err := upstream.ParseAddr(s); err != nil {
+		v.errValue(key, s, "%s: invalid upstream %q (want %s)", key, s, upstream.Syntax)
 	}
 }
 
@@ -311,8 +296,8 @@ func (v *validator) validate(c *Config) {
 
 	f := &c.Firewall
 	v.oneOf("firewall.backend", f.Backend, "nftables", "none")
-	if !regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,31}$`).MatchString(f.Table) {
-		v.err("firewall.table", "firewall.table: invalid table name %q (letters, digits, _ and -, at most 32)", f.Table)
+	if err := firewall.CheckTableName(f.Table); err != nil {
+		v.err("firewall.table", "firewall.table: %v", err)
 	}
 	if len(f.Hooks) == 0 {
 		v.err("firewall.hooks", "firewall.hooks: at least one of \"forward\", \"output\" is needed")

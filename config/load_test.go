@@ -94,6 +94,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad scope", "[firewall]\nscope = \"host\"\n", "bad.toml:2: firewall.scope: invalid value \"host\""},
 		{"bad group mode", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\nmode = \"watch\"\n", "bad.toml:4: group[a].mode: invalid value \"watch\""},
 		{"bad table name", "[firewall]\ntable = \"my table\"\n", "bad.toml:2: firewall.table: invalid table name"},
+		{"table name too long", "[firewall]\ntable = \"t" + strings.Repeat("x", 64) + "\"\n", "bad.toml:2: firewall.table: invalid table name"},
+		{"tls upstream without host", "[upstream]\nservers = [\"tls://\"]\n", "bad.toml:2: upstream.servers: invalid upstream \"tls://\""},
 		{"bad hosts address", "[hosts]\n\"printer.lan\" = [\"10.0.0.300\"]\n", "bad.toml:2: hosts.printer.lan: invalid address \"10.0.0.300\""},
 		{"bad log size", "[log]\nmax_size = \"100 megs\"\n", "bad.toml:2: log.max_size: invalid size \"100 megs\""},
 		{"log size too small", "[log]\nmax_size = \"1KB\"\n", "bad.toml:2: log.max_size: \"1KB\" is less than 64KiB"},
@@ -241,5 +243,17 @@ func TestLogBounds(t *testing.T) {
 					l.MaxSizeBytes, *l.MaxFiles, *l.DeniedPerClientRate, tc.wantSize, tc.wantFiles, tc.wantRate)
 			}
 		})
+	}
+}
+
+// Config accepts exactly what the resolver and the firewall accept: the
+// upstream grammar and the table name rule live in those packages.
+func TestParseAcceptsWhatTheOwnersAccept(t *testing.T) {
+	for _, extra := range []string{
+		"[upstream]\nservers = [\"https://dns.example\"]\nbootstrap = [\"127.0.0.1\"]\n",
+		"[upstream]\nservers = [\"tls://[2001:db8::1]:8853#dns.example\"]\n",
+		"[firewall]\ntable = \"t" + strings.Repeat("x", 63) + "\"\n",
+	} {
+		mustParse(t, "ok.toml", []byte(validBase+"\n"+extra))
 	}
 }

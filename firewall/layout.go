@@ -82,8 +82,8 @@ type layout struct {
 // Validate reports the first problem that would stop the table from being
 // built.
 func (s Spec) Validate() error {
-	if !validTableName(s.Table) {
-		return fmt.Errorf("firewall: invalid table name %q (letters, digits, _ and -, starting with a letter)", s.Table)
+	if err := CheckTableName(s.Table); err != nil {
+		return fmt.Errorf("firewall: %w", err)
 	}
 	for _, ap := range s.DNS {
 		if !ap.Addr().IsValid() || ap.Port() == 0 {
@@ -127,18 +127,24 @@ func (s Spec) Validate() error {
 	return nil
 }
 
-func validTableName(name string) bool {
-	if name == "" || len(name) > 64 {
-		return false
+// maxTableName is the longest table name egressd uses; the kernel takes
+// more, but set and chain names are derived from group names, not this.
+const maxTableName = 64
+
+// CheckTableName says why name cannot be egressd's table: letters first,
+// then letters, digits, _ and -, at most maxTableName bytes.
+func CheckTableName(name string) error {
+	if name == "" || len(name) > maxTableName {
+		return fmt.Errorf("invalid table name %q (1 to %d characters)", name, maxTableName)
 	}
 	for i, r := range name {
 		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
 		ok := letter || i > 0 && (r >= '0' && r <= '9' || r == '_' || r == '-')
 		if !ok {
-			return false
+			return fmt.Errorf("invalid table name %q (a letter first, then letters, digits, _ and -)", name)
 		}
 	}
-	return true
+	return nil
 }
 
 // groupIDs turns group names into unique identifiers made of letters,

@@ -163,14 +163,15 @@ func TestUpstreamAddresses(t *testing.T) {
 		{"https://dns.example/dns-query", boot, "https https://dns.example/dns-query"},
 		{"tls://dns.example:853", nil, "error: bootstrap"},
 		{"https://dns.example/dns-query", nil, "error: bootstrap"},
-		{"tls://", nil, "error: invalid host"},
+		{"tls://", nil, "error: no host"},
 		{"tls://127.0.0.1:0", nil, "error: invalid port"},
 		{"tls://127.0.0.1:dot", nil, "error: invalid port"},
 		{"tls://a:b:c", nil, "error: invalid host"},
 		{"https://user@127.0.0.1/dns-query", nil, "error: want https://"},
 		{"https:///dns-query", nil, "error: want https://"},
 		{"quic://127.0.0.1:853", nil, "error: not supported"},
-		{"127.0.0.1", nil, "error: missing port"},
+		{"127.0.0.1", nil, "plain 127.0.0.1:53"},
+		{"dns.example:53", nil, "error: want IP[:PORT]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
@@ -197,7 +198,8 @@ func TestUpstreamAddresses(t *testing.T) {
 			} else if got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
-			if err == nil && u.String() != tt.addr && !strings.HasPrefix(tt.addr, "https://") {
+			// A plain server is named with its port, as in the metrics.
+			if err == nil && u.String() != tt.addr && !strings.HasPrefix(tt.addr, "https://") && "plain "+u.String() != tt.want {
 				t.Errorf("String() = %q, want the configured %q", u.String(), tt.addr)
 			}
 		})

@@ -7,15 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
-	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/resolver/upstream"
 )
 
 // Upstream is one server queries are forwarded to. Exchange must not
@@ -167,92 +165,35 @@ func (b *upstreamBuilder) list(addrs []string) ([]Upstream, error) {
 	return ups, nil
 }
 
-// upstream parses one address: HOST:PORT for plain DNS,
-// tls://HOST[:PORT][#SERVERNAME] for DNS over TLS (port 853) and
-// https://HOST[:PORT]/PATH for DNS over HTTPS (path /dns-query when empty).
+// upstream builds the client for one address (upstream.ParseAddr's
+// grammar).
 func (b *upstreamBuilder) upstream(addr string) (Upstream, error) {
 	if u, ok := b.built[addr]; ok {
 		return u, nil
 	}
-	var u Upstream
-	var err error
-	switch scheme, _, found := strings.Cut(addr, "://"); {
-	case !found:
-		if _, _, err = net.SplitHostPort(addr); err == nil {
-			u = newPlainUpstream(addr, b.mark, b.log)
-		}
-	case scheme == "tls":
-		u, err = b.tlsUpstream(addr)
-	case scheme == "https":
-		u, err = b.httpsUpstream(addr)
-	default:
-		err = fmt.Errorf("scheme %q not supported (want tls or https)", scheme)
-	}
+	a, err := upstream.ParseAddr(addr)
 	if err != nil {
-		return nil, fmt.Errorf("resolver: upstream %q: %w", addr, err)
+		return nil, fmt.Errorf("resolver: %w", err)
+	}
+	var u Upstream
+	switch a.Proto {
+	case upstream.Plain:
+		u = newPlainUpstream(a.HostPort(), b.mark, b.log)
+	case upstream.TLS:
+		ep, err := newEndpoint(a.Host, a.Port, b.boot, b.mark, b.log)
+		if err != nil {
+			return nil, fmt.Errorf("resolver: upstream %q: %w", addr, err)
+		}
+		u = newTLSUpstream(addr, ep, a.ServerName, b.roots, b.log)
+	case upstream.HTTPS:
+		ep, err := newEndpoint(a.Host, a.Port, b.boot, b.mark, b.log)
+		if err != nil {
+			return nil, fmt.Errorf("resolver: upstream %q: %w", addr, err)
+		}
+		u = newHTTPSUpstream(a.URL, ep, b.roots)
 	}
 	b.built[addr] = u
 	return u, nil
-}
-
-func (b *upstreamBuilder) tlsUpstream(addr string) (Upstream, error) {
-	hostport, serverName, _ := strings.Cut(strings.TrimPrefix(addr, "tls://"), "#")
-	host, port, err := splitHostPortDefault(hostport, "853")
-	if err != nil {
-		return nil, err
-	}
-	ep, err := newEndpoint(host, port, b.boot, b.mark, b.log)
-	if err != nil {
-		return nil, err
-	}
-	if serverName == "" {
-		serverName = host
-	}
-	return newTLSUpstream(addr, ep, serverName, b.roots, b.log), nil
-}
-
-func (b *upstreamBuilder) httpsUpstream(addr string) (Upstream, error) {
-	u, err := url.Parse(addr)
-	if err != nil {
-		return nil, err
-	}
-	if u.Host == "" || u.User != nil || u.Fragment != "" {
-		return nil, errors.New("want https://HOST[:PORT]/PATH")
-	}
-	port := u.Port()
-	if port == "" {
-		port = "443"
-	}
-	host, port, err := splitHostPortDefault(net.JoinHostPort(u.Hostname(), port), "443")
-	if err != nil {
-		return nil, err
-	}
-	ep, err := newEndpoint(host, port, b.boot, b.mark, b.log)
-	if err != nil {
-		return nil, err
-	}
-	if u.Path == "" {
-		u.Path = "/dns-query"
-	}
-	return newHTTPSUpstream(u.String(), ep, b.roots), nil
-}
-
-// splitHostPortDefault splits HOST[:PORT], where an IPv6 HOST with a port
-// is in brackets, and checks the port.
-func splitHostPortDefault(hostport, defaultPort string) (host, port string, err error) {
-	host, port, err = net.SplitHostPort(hostport)
-	if err != nil {
-		host, port = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), defaultPort
-	}
-	if strings.Contains(host, ":") {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return "", "", fmt.Errorf("invalid host %q", host)
-		}
-	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return "", "", fmt.Errorf("invalid port %q", port)
-	}
-	return host, port, nil
 }
 
 // idleCloser is an Upstream that keeps connections open between queries.

@@ -19,6 +19,7 @@ import (
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/resolver"
+	"github.com/egressd/egressd/resolver/upstream"
 )
 
 // loadConfig reads path, or the embedded default when path is empty.
@@ -71,16 +72,23 @@ func categorySpecs(cfg *config.Config) []blocklists.CategorySpec {
 
 // loadLists builds and loads the category lists of cfg.
 func loadLists(ctx context.Context, cfg *config.Config, path string, m *metrics.Metrics, logger *slog.Logger) (*blocklists.Manager, error) {
+	return loadListsFrom(ctx, cfg, path, stateDir(cfg), m, logger, nil)
+}
+
+// loadListsFrom builds the category lists of cfg, taking over from prev
+// (the lists in use, or nil) every category whose sources did not change.
+// state is the state directory in use (server.state_dir is restart-only).
+func loadListsFrom(ctx context.Context, cfg *config.Config, path, state string, m *metrics.Metrics, logger *slog.Logger, prev *blocklists.Manager) (*blocklists.Manager, error) {
 	lists, err := blocklists.NewManager(categorySpecs(cfg), blocklists.Options{
 		BaseDir:  baseDir(cfg, path),
-		StateDir: stateDir(cfg),
+		StateDir: state,
 		Metrics:  m,
 		Logger:   logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := lists.Load(ctx); err != nil {
+	if err := lists.LoadFrom(ctx, prev); err != nil {
 		return nil, err
 	}
 	return lists, nil
@@ -94,21 +102,24 @@ func compilePolicy(cfg *config.Config, lists *blocklists.Manager) (*policy.Engin
 	return policy.Compile(cfg.PolicyGroups(), lists.Bits(), lists)
 }
 
-// firewallSpec is the nftables layout cfg asks for.
-func firewallSpec(cfg *config.Config) firewall.Spec {
+// firewallSpec is the nftables layout cfg asks for. The table's name and
+// the mark are restart-only: they come from started, the config the
+// process started with, so the rule matches the mark the upstream sockets
+// carry.
+func firewallSpec(cfg, started *config.Config) firewall.Spec {
 	spec := firewall.Spec{
-		Table:        cfg.Firewall.Table,
+		Table:        started.Firewall.Table,
 		Hooks:        cfg.Firewall.Hooks,
 		Grace:        cfg.Firewall.GraceDur,
 		Scope:        cfg.Firewall.Scope,
 		Audit:        cfg.Server.Audit,
-		Mark:         cfg.Firewall.Mark,
+		Mark:         started.Firewall.Mark,
 		RemoveOnExit: cfg.Firewall.RemoveOnExit,
 	}
 	for _, g := range cfg.Groups {
 		spec.Groups = append(spec.Groups, firewall.GroupSpec{Name: g.Name, Clients: g.Spec.Clients, Audit: g.Spec.Mode == policy.ModeAudit})
 	}
-	for _, l := range cfg.Server.Listen {
+	for _, l := range started.Server.Listen { // the sockets bound at start
 		if ap, err := netip.ParseAddrPort(l); err == nil {
 			spec.DNS = append(spec.DNS, ap)
 		}
@@ -176,12 +187,11 @@ func zones(cfg *config.Config) []resolver.Zone {
 	return out
 }
 
+// withDefaultPort gives a plain DNS server its port; tls:// and https://
+// addresses stay as written, since they name the server in metrics.
 func withDefaultPort(s string) string {
-	if strings.Contains(s, "://") {
-		return s
-	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.AddrPortFrom(a, 53).String()
+	if a, err := upstream.ParseAddr(s); err == nil && a.Proto == upstream.Plain {
+		return a.HostPort()
 	}
 	return s
 }

@@ -54,6 +54,7 @@ func TestCommands(t *testing.T) {
 	dir := t.TempDir()
 	conf := writeFile(t, dir, "egressd.toml", testConfig)
 	writeFile(t, dir, "malware.txt", testList)
+	moved := writeFile(t, dir, "moved.toml", strings.Replace(testConfig, "127.0.0.1:5353", "127.0.0.1:5454", 1))
 	bad := writeFile(t, dir, "bad.toml", "[server]\nlisten = [\"127.0.0.1:53\"]\nmode = \"loud\"\n\n[[group]]\nname = \"x\"\nclients = [\"10.0.0.0/33\"]\n")
 
 	tests := []struct {
@@ -70,6 +71,10 @@ func TestCommands(t *testing.T) {
 		{name: "check ok", args: []string{"check", "-config", conf}, stdout: []string{"egressd.toml: ok: 2 groups, 4 rules, 1 categories"}},
 		{name: "check bad", args: []string{"check", "-config", bad}, code: 1,
 			stderr: []string{bad + `:3: server.mode: invalid value "loud"`, bad + `:7: group.0.clients: invalid CIDR "10.0.0.0/33"`}},
+		{name: "check against the running config", args: []string{"check", "-config", moved, "-running", conf},
+			stdout: []string{"moved.toml: warning: server.listen differs from " + conf + " and applies only on restart", "moved.toml: ok"}},
+		{name: "check against itself", args: []string{"check", "-config", conf, "-running", conf},
+			stdout: []string{"egressd.toml: ok"}, noStdout: []string{"applies only on restart"}},
 		{name: "check missing", args: []string{"check", "-config", filepath.Join(dir, "nope.toml")}, code: 1, stderr: []string{"no such file"}},
 		{name: "explain allow", args: []string{"explain", "-config", conf, "-client", "10.1.2.3", "www.example.com"},
 			stdout: []string{"group:    lan", "decision: allow", "rule:     *.example.com", "group[lan].allow in " + conf, "any port"}},
@@ -98,6 +103,11 @@ func TestCommands(t *testing.T) {
 			}
 			assertInOrder(t, "stdout", out.String(), tt.stdout)
 			assertInOrder(t, "stderr", errOut.String(), tt.stderr)
+			for _, f := range tt.noStdout {
+				if strings.Contains(out.String(), f) {
+					t.Errorf("stdout has %q:\n%s", f, out.String())
+				}
+			}
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -57,16 +58,20 @@ type daemon struct {
 	stderr io.Writer
 	logger *slog.Logger
 
-	mu       sync.Mutex // serializes reloads
-	cfg      *config.Config
-	metrics  *metrics.Metrics
-	lists    *blocklists.Manager
-	stopList context.CancelFunc // ends the current lists' background refresh
-	nft      *firewall.NFT      // nil with backend none
-	enforcer firewall.Enforcer
-	qlog     *querylog.Writer
-	server   *resolver.Server
-	http     *metrics.Server
+	mu sync.Mutex // serializes reloads
+	// cfg is the config in use. started is the one the process started
+	// with: it holds the running value of every restart-only key.
+	cfg, started *config.Config
+	logLevel     slog.LevelVar
+	listCtx      context.Context // ends with the current lists
+	metrics      *metrics.Metrics
+	lists        *blocklists.Manager
+	stopList     context.CancelFunc // ends the current lists' background refresh
+	nft          *firewall.NFT      // nil with backend none
+	enforcer     firewall.Enforcer
+	qlog         *querylog.Writer
+	server       *resolver.Server
+	http         *metrics.Server
 	// privateGroups may get private addresses in answers; swapped on reload.
 	privateGroups atomic.Pointer[map[string]bool]
 	cancel        context.CancelFunc
@@ -77,8 +82,9 @@ func (d *daemon) start(parent context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.cfg = cfg
-	d.logger = newLogger(d.stderr, cfg.Log.Level)
+	d.cfg, d.started = cfg, cfg
+	d.logLevel.Set(logLevel(cfg.Log.Level))
+	d.logger = slog.New(slog.NewTextHandler(d.stderr, &slog.HandlerOptions{Level: &d.logLevel}))
 	ctx, cancel := context.WithCancel(parent)
 	d.cancel = cancel
 	d.metrics = metrics.New()
@@ -188,7 +194,7 @@ func (d *daemon) startFirewall(cfg *config.Config) error {
 		d.enforcer = firewall.NewNone(d.logger)
 		return nil
 	}
-	nft, err := firewall.NewNFTables(firewallSpec(cfg), firewall.Options{Metrics: d.metrics, Logger: d.logger})
+	nft, err := firewall.NewNFTables(firewallSpec(cfg, cfg), firewall.Options{Metrics: d.metrics, Logger: d.logger})
 	if err != nil {
 		return fmt.Errorf("firewall: %w", err)
 	}
@@ -239,54 +245,52 @@ func (d *daemon) reload(ctx context.Context) {
 }
 
 func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
-	restartOnly := []struct {
-		what string
-		same bool
-	}{
-		{"server.listen", equalStrings(d.cfg.Server.Listen, cfg.Server.Listen)},
-		{"upstream", equalStrings(d.cfg.Upstream.Servers, cfg.Upstream.Servers) &&
-			equalStrings(d.cfg.Upstream.Bootstrap, cfg.Upstream.Bootstrap) && equalZones(d.cfg, cfg)},
-		{"firewall.backend", d.cfg.Firewall.Backend == cfg.Firewall.Backend},
-		{"log.queries", d.cfg.Log.Queries == cfg.Log.Queries},
-		{"log.sample_allowed", d.cfg.Log.SampleAllowed == cfg.Log.SampleAllowed},
-		{"log.max_size", d.cfg.Log.MaxSizeBytes == cfg.Log.MaxSizeBytes},
-		{"log.max_files", *d.cfg.Log.MaxFiles == *cfg.Log.MaxFiles},
-		{"log.denied_per_client_rate", *d.cfg.Log.DeniedPerClientRate == *cfg.Log.DeniedPerClientRate},
-		{"metrics.listen", d.cfg.Metrics.Listen == cfg.Metrics.Listen},
+	for _, key := range config.RestartOnly(d.started, cfg) {
+		d.logger.Warn("this setting changes only on restart; the running value stays", "key", key)
 	}
-	for _, r := range restartOnly {
-		if !r.same {
-			d.logger.Warn("this setting changes only on restart", "key", r.what)
-		}
-	}
+	// Lists are never fetched before the new config applies: categories
+	// whose sources did not change keep the lists in use, and all of them
+	// are refreshed in the background afterwards. Only a category that is
+	// new or reads other sources is loaded first, as at start.
 	lists := d.lists
 	if !equalCategories(d.cfg, cfg) {
 		var err error
-		if lists, err = loadLists(ctx, cfg, d.path, d.metrics, d.logger); err != nil {
+		if lists, err = loadListsFrom(ctx, cfg, d.path, stateDir(d.started), d.metrics, d.logger, d.lists); err != nil {
 			return err
 		}
-	} else if err := lists.Refresh(ctx); err != nil {
-		// The last good copy of each failing list stays in use.
-		d.logger.Warn("list refresh had errors", "err", err.Error())
 	}
 	engine, err := compilePolicy(cfg, lists)
 	if err != nil {
 		return err
 	}
+	next := newRunning(cfg, d.started)
 	if d.nft != nil {
 		// The table is replaced in one transaction before the new policy
 		// answers, so no answer refers to a set that does not exist yet.
-		if err := d.nft.Reload(firewallSpec(cfg)); err != nil {
+		if err := d.nft.Reload(next.firewall); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
 	}
-	private := privateAnswerGroups(cfg)
-	d.privateGroups.Store(&private)
+	d.privateGroups.Store(&next.resolver.PrivateAnswers)
 	d.server.SetPolicy(engine)
+	d.logLevel.Set(next.logLevel)
 	if lists != d.lists {
 		d.startLists(ctx, lists)
 	}
+	d.refreshLists(lists)
 	return nil
+}
+
+// refreshLists refreshes every list of lists now, in the background; the
+// refresh ends when lists are replaced.
+func (d *daemon) refreshLists(lists *blocklists.Manager) {
+	ctx, logger := d.listCtx, d.logger
+	go func() {
+		if err := lists.Refresh(ctx); err != nil && ctx.Err() == nil {
+			// The last good copy of each failing list stays in use.
+			logger.Warn("list refresh had errors", "err", err.Error())
+		}
+	}()
 }
 
 func (d *daemon) close() error {
@@ -319,39 +323,15 @@ func (d *daemon) startLists(ctx context.Context, lists *blocklists.Manager) {
 		d.stopList()
 	}
 	lctx, cancel := context.WithCancel(ctx)
-	d.lists, d.stopList = lists, cancel
+	d.lists, d.stopList, d.listCtx = lists, cancel, lctx
 	lists.Start(lctx)
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// logLevel parses a validated log.level.
+func logLevel(level string) slog.Level {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalZones(a, b *config.Config) bool {
-	if len(a.Upstream.Zones) != len(b.Upstream.Zones) {
-		return false
-	}
-	for i, za := range a.Upstream.Zones {
-		zb := b.Upstream.Zones[i]
-		if za.Name != zb.Name || !equalStrings(za.Servers, zb.Servers) {
-			return false
-		}
-	}
-	return true
+	return l
 }
 
 func equalCategories(a, b *config.Config) bool {
@@ -360,7 +340,7 @@ func equalCategories(a, b *config.Config) bool {
 	}
 	for name, ca := range a.Categories {
 		cb, ok := b.Categories[name]
-		if !ok || ca.Refresh != cb.Refresh || ca.Match != cb.Match || ca.Format != cb.Format || !equalStrings(ca.Sources, cb.Sources) {
+		if !ok || ca.Refresh != cb.Refresh || ca.Match != cb.Match || ca.Format != cb.Format || !slices.Equal(ca.Sources, cb.Sources) {
 			return false
 		}
 	}

@@ -21,12 +21,22 @@ import (
 func checkCmd(args []string, stdout io.Writer) error {
 	fs := newFlagSet("check", stdout)
 	path := configFlag(fs)
+	running := fs.String("running", "", "the config egressd runs with: name the keys whose change needs a restart")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		return err
+	}
+	if *running != "" {
+		cur, err := loadConfig(*running)
+		if err != nil {
+			return fmt.Errorf("-running: %w", err)
+		}
+		for _, key := range config.RestartOnly(cur, cfg) {
+			fmt.Fprintf(stdout, "%s: warning: %s differs from %s and applies only on restart; SIGHUP keeps the running value\n", cfg.File, key, cur.File)
+		}
 	}
 	problems, err := blocklists.CheckSources(categorySpecs(cfg), baseDir(cfg, *path))
 	if err != nil {
@@ -158,7 +168,7 @@ func nftRulesCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	spec := firewallSpec(cfg)
+	spec := firewallSpec(cfg, cfg)
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", cfg.File, err)
 	}

@@ -1,0 +1,87 @@
+package blocklists
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// A Manager built for a reload takes over the lists of categories whose
+// sources did not change without asking their server, so a stalled list
+// server cannot hold a reload back; new categories are loaded.
+func TestLoadFromAdoptsUnchangedCategories(t *testing.T) {
+	release := make(chan struct{})
+	var stalledRequests atomic.Int32
+	var stall atomic.Bool
+	arrived := make(chan struct{}, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if stall.Load() {
+			stalledRequests.Add(1)
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+			<-release
+		}
+		w.Write([]byte("ads.example\n"))
+	}))
+	defer srv.Close()
+	defer close(release)
+	file := t.TempDir() + "/extra.txt"
+	writeFile(t, file, "extra.example\n")
+
+	specs := []CategorySpec{{Name: "ads", Sources: []string{srv.URL + "/ads.txt"}}}
+	first := newTestManager(t, specs, Options{})
+	if err := first.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stall.Store(true) // every later request hangs until the test ends
+
+	tests := []struct {
+		name  string
+		specs []CategorySpec
+		match map[string]string // name -> category it must be in
+	}{
+		{"same sources, new refresh", []CategorySpec{{Name: "ads", Sources: []string{srv.URL + "/ads.txt"}, Refresh: 3600e9}},
+			map[string]string{"ads.example": "ads"}},
+		{"category added from a file", []CategorySpec{{Name: "ads", Sources: []string{srv.URL + "/ads.txt"}}, {Name: "extra", Sources: []string{file}}},
+			map[string]string{"ads.example": "ads", "extra.example": "extra"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			next := newTestManager(t, tt.specs, Options{})
+			if err := next.LoadFrom(context.Background(), first); err != nil {
+				t.Fatalf("LoadFrom: %v", err)
+			}
+			bits := next.Bits()
+			for name, cat := range tt.match {
+				if next.Match(name)&(1<<bits[cat]) == 0 {
+					t.Errorf("%s not in category %s after LoadFrom", name, cat)
+				}
+			}
+			if n := stalledRequests.Load(); n != 0 {
+				t.Errorf("LoadFrom asked the list server %d times; adopted lists need no fetch", n)
+			}
+		})
+	}
+
+	// A category whose sources changed is loaded again: with the server
+	// stalled that is the one case that waits, and a cancelled context
+	// ends it.
+	changed := newTestManager(t, []CategorySpec{{Name: "ads", Sources: []string{srv.URL + "/other.txt"}}}, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- changed.LoadFrom(ctx, first) }()
+	select {
+	case <-arrived:
+	case err := <-done:
+		t.Fatalf("LoadFrom of changed sources returned %v without fetching", err)
+	}
+	cancel()
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "ads") {
+		t.Fatalf("LoadFrom of a changed, unreachable source: %v, want an error naming the category", err)
+	}
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// A reload applies a rule change at once, however long a list server
+// takes: lists whose sources did not change are refreshed after the new
+// config is in use. Before, SIGHUP fetched every list first, so a stalled
+// server held the change back for the whole fetch timeout (2 minutes).
+func TestReloadDoesNotWaitForListServers(t *testing.T) {
+	release := make(chan struct{})
+	var stall atomic.Bool
+	var stalled atomic.Int32
+	lists := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if stall.Load() {
+			stalled.Add(1)
+			<-release
+		}
+		w.Write([]byte("blocked.test\n"))
+	}))
+	defer lists.Close()
+	defer close(release)
+
+	dir := t.TempDir()
+	upstream := startUpstream(t)
+	listen, metricsAddr := freePort(t), freePort(t)
+	base := serveConfig(upstream, listen, metricsAddr, "none", `state_dir = "`+filepath.Join(dir, "state")+`"`) + `deny_categories = ["ads"]
+
+[categories.ads]
+sources = ["` + lists.URL + `/ads.txt"]
+`
+	conf := writeFile(t, dir, "egressd.toml", base)
+	d := startDaemon(t, conf, listen, metricsAddr)
+	if r := d.query(t, "other.test"); r.Rcode != dns.RcodeNameError {
+		t.Fatalf("before reload other.test: rcode %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+
+	stall.Store(true)
+	writeFile(t, dir, "egressd.toml", strings.Replace(base, `allow = ["allowed.test", "*.allowed.test"]`, `allow = ["other.test", "blocked.test"]`, 1))
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	// The list fetch timeout is 2 minutes; the reload must not wait for it.
+	if !eventually(time.Minute, 20*time.Millisecond, func() bool { return strings.Contains(d.stderr.String(), "config reloaded") }) {
+		t.Fatalf("no reload while the list server stalls; log:\n%s", d.stderr.String())
+	}
+	if r := d.query(t, "other.test"); r.Rcode != dns.RcodeSuccess {
+		t.Errorf("after reload other.test: rcode %s, want NOERROR", dns.RcodeToString[r.Rcode])
+	}
+	// The deny category still holds its last good list: an explicit allow
+	// beats it (rules before categories), so query a name below it instead.
+	if r := d.query(t, "www.blocked.test"); r.Rcode != dns.RcodeNameError {
+		t.Errorf("after reload www.blocked.test: rcode %s, want NXDOMAIN from the kept list", dns.RcodeToString[r.Rcode])
+	}
+	if !eventually(time.Minute, 20*time.Millisecond, func() bool { return stalled.Load() > 0 }) {
+		t.Error("the lists were not refreshed in the background after the reload")
+	}
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/egressd/egressd/config"
+)
+
+// keyEdits gives every key of config.Keys a valid value other than the one
+// in configs/reference.toml. Keys in tables the operator names
+// (categories.*, hosts.*, group[], upstream.zone[]) edit the first entry.
+var keyEdits = map[string]any{
+	"server.listen":                   []any{"127.0.0.1:5354"},
+	"server.clients":                  []any{"127.0.0.1/32"},
+	"server.mode":                     "audit",
+	"server.rate_limit":               10.0,
+	"server.rate_burst":               int64(20),
+	"server.tcp_idle_timeout":         "20s",
+	"server.tcp_max_conns":            int64(500),
+	"server.tcp_max_conns_per_client": int64(5),
+	"server.doh_canary":               false,
+	"server.state_dir":                "/var/tmp/egressd-other",
+
+	"upstream.servers":        []any{"127.0.0.2:53"},
+	"upstream.timeout":        "3s",
+	"upstream.bootstrap":      []any{"127.0.0.3"},
+	"upstream.zone[].name":    "other.internal",
+	"upstream.zone[].servers": []any{"10.0.0.54"},
+
+	"cache.size":        int64(10),
+	"cache.max_ttl":     "30m",
+	"cache.serve_stale": "1h",
+
+	"firewall.backend":          "none",
+	"firewall.fallback_to_none": true,
+	"firewall.table":            "other",
+	"firewall.hooks":            []any{"output"},
+	"firewall.grace":            "10s",
+	"firewall.max_ttl":          "1m",
+	"firewall.scope":            "client",
+	"firewall.fail_open":        true,
+	"firewall.mark":             int64(42),
+	"firewall.remove_on_exit":   true,
+
+	"log.queries":                "none",
+	"log.sample_allowed":         int64(5),
+	"log.max_size":               "10MB",
+	"log.max_files":              int64(7),
+	"log.denied_per_client_rate": 5.0,
+	"log.level":                  "debug",
+
+	"metrics.listen": "127.0.0.1:9154",
+
+	"categories.*.sources": []any{"../blocklists/anonymizers.txt"},
+	"categories.*.refresh": "1h",
+	"categories.*.match":   "exact",
+	"categories.*.format":  "domains",
+
+	"hosts.*": []any{"10.0.0.21"},
+
+	"group[].name":                  "other",
+	"group[].clients":               []any{"10.2.0.0/16"},
+	"group[].allow":                 []any{"example.org"},
+	"group[].deny":                  []any{"x.example.com"},
+	"group[].allow_categories":      []any{"malware"},
+	"group[].deny_categories":       []any{},
+	"group[].default":               "allow",
+	"group[].action":                "refused",
+	"group[].sinkhole":              []any{"192.0.2.2"},
+	"group[].mode":                  "audit",
+	"group[].allow_private_answers": true,
+}
+
+// together lists edits a key needs beside its own to stay valid.
+var together = map[string]map[string]any{
+	"group[].allow_categories": {"group[].deny_categories": []any{}},
+}
+
+// Every key of configs/reference.toml is either applied by SIGHUP (the
+// running configuration a reload installs changes) or reported as
+// restart-only (and then the running configuration keeps its value).
+func TestEveryKeyIsAppliedOrReported(t *testing.T) {
+	const ref = "../../configs/reference.toml"
+	data, err := os.ReadFile(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := config.Parse(ref, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := newRunning(base, base)
+	keys := make([]string, 0, len(config.Keys))
+	for k := range config.Keys {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, key := range keys {
+		t.Run(key, func(t *testing.T) {
+			value, ok := keyEdits[key]
+			if !ok {
+				t.Fatalf("no edit for %s in keyEdits: add a value, and make SIGHUP apply the key or classify it restart-only", key)
+			}
+			var doc map[string]any
+			if _, err := toml.Decode(string(data), &doc); err != nil {
+				t.Fatal(err)
+			}
+			setKey(t, doc, key, value)
+			for k, v := range together[key] {
+				setKey(t, doc, k, v)
+			}
+			var buf bytes.Buffer
+			if err := toml.NewEncoder(&buf).Encode(doc); err != nil {
+				t.Fatal(err)
+			}
+			cur, err := config.Parse(ref, buf.Bytes())
+			if err != nil {
+				t.Fatalf("edited config does not load: %v", err)
+			}
+			var changed []string
+			for _, c := range config.Changes(base, cur) {
+				changed = append(changed, c.Pattern)
+			}
+			if !slices.Contains(changed, key) {
+				t.Fatalf("editing %s changed %v", key, changed)
+			}
+			after := newRunning(cur, base)
+			restart := config.RestartOnly(base, cur)
+			switch config.Keys[key] {
+			case config.OnReload:
+				if reflect.DeepEqual(before, after) {
+					t.Errorf("%s is classified as applied on reload, but the running configuration a reload installs does not change", key)
+				}
+				if len(restart) != 0 {
+					t.Errorf("reload of %s reports restart-only keys %v", key, restart)
+				}
+			case config.OnRestart:
+				if !reflect.DeepEqual(before, after) {
+					t.Errorf("%s is restart-only, but a reload would change the running configuration", key)
+				}
+				if len(restart) == 0 {
+					t.Errorf("reload of restart-only %s reports nothing", key)
+				}
+			}
+		})
+	}
+}
+
+// setKey sets a Keys pattern in a decoded document, in the first entry of
+// operator-named tables and arrays of tables.
+func setKey(t *testing.T, doc map[string]any, pattern string, value any) {
+	t.Helper()
+	parts := strings.Split(pattern, ".")
+	var cur any = doc
+	for i, p := range parts {
+		last := i == len(parts)-1
+		array := strings.HasSuffix(p, "[]")
+		p = strings.TrimSuffix(p, "[]")
+		m, ok := cur.(map[string]any)
+		if !ok {
+			t.Fatalf("%s: %T at %q", pattern, cur, p)
+		}
+		if p == "*" {
+			names := make([]string, 0, len(m))
+			for n := range m {
+				names = append(names, n)
+			}
+			if len(names) == 0 {
+				t.Fatalf("%s: empty table", pattern)
+			}
+			slices.Sort(names)
+			p = names[0]
+		}
+		if last {
+			m[p] = value
+			return
+		}
+		cur = m[p]
+		if array {
+			tables, ok := cur.([]map[string]any)
+			if !ok || len(tables) == 0 {
+				t.Fatalf("%s: no [[%s]] tables", pattern, p)
+			}
+			cur = tables[0]
+		}
+	}
+}

@@ -77,16 +77,17 @@ func (x *expiryIndex) sweep(now time.Time, margin time.Duration) {
 	}
 }
 
-// carryOver lists the still-live elements of the sets in keep, with their
-// remaining lifetime, and forgets every other element. Reload uses it to
-// refill a freshly built table.
-func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, minLeft time.Duration) map[string][]nftables.SetElement {
+// carryOver lists every still-live element of the sets in keep, with its
+// remaining lifetime however short, and forgets every other element.
+// Reload uses it to refill a freshly built table: an element with a
+// moment left still backs an answer a client holds.
+func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool) map[string][]nftables.SetElement {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	out := map[string][]nftables.SetElement{}
 	for k, e := range x.entries {
 		left := e.deadline.Sub(now)
-		if !keep[e.set] || left < minLeft {
+		if !keep[e.set] || left <= 0 {
 			x.remove(k, e)
 			continue
 		}
@@ -95,16 +96,15 @@ func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, minLeft tim
 	return out
 }
 
-// live lists the elements of the given sets that have at least minLeft to
-// live, with their remaining lifetime, to add them back after someone else
-// deleted them.
-func (x *expiryIndex) live(now time.Time, sets map[string]bool, minLeft time.Duration) map[string][]nftables.SetElement {
+// live lists the still-live elements of the given sets, with their
+// remaining lifetime, to add them back after someone else deleted them.
+func (x *expiryIndex) live(now time.Time, sets map[string]bool) map[string][]nftables.SetElement {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	out := map[string][]nftables.SetElement{}
 	for _, e := range x.entries {
 		left := e.deadline.Sub(now)
-		if !sets[e.set] || left < minLeft {
+		if !sets[e.set] || left <= 0 {
 			continue
 		}
 		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: ceilMillis(left)})

@@ -420,7 +420,7 @@ func (n *NFT) replace(spec Spec, logReload bool) error {
 		n.resetConn()
 		return err
 	}
-	carried := n.index.carryOver(now, keep, expiryMargin)
+	carried := n.index.carryOver(now, keep)
 	for name, elems := range carried {
 		if err := queueElements(n.conn, sets[name], elems, false); err != nil {
 			n.resetConn()

@@ -197,7 +197,7 @@ func (n *NFT) refill(d drift, sets map[string]bool, now time.Time) {
 // missingElements lists, per set, the index's live elements that the
 // kernel does not have.
 func (n *NFT) missingElements(sets map[string]bool) (map[string][]nftables.SetElement, error) {
-	live := n.index.live(n.now(), sets, expiryMargin)
+	live := n.index.live(n.now(), sets)
 	for name, want := range live {
 		set := n.sets[name]
 		if set == nil {

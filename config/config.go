@@ -25,6 +25,18 @@ type Config struct {
 	File string `toml:"-"`
 	// HostAddrs is Hosts parsed, keyed by FQDN in lower case.
 	HostAddrs map[string][]netip.Addr `toml:"-"`
+
+	pos *positions // key lines, for Line
+}
+
+// Line is the line of a key ("firewall.fail_open", "group.0.mode") in the
+// file the config was read from, or of its nearest enclosing table; 0 when
+// neither is written there.
+func (c *Config) Line(key string) int {
+	if c.pos == nil {
+		return 0
+	}
+	return c.pos.line(key)
 }
 
 type Server struct {

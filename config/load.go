@@ -75,7 +75,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		}
 		return nil, Errors{{File: name, Msg: err.Error()}}
 	}
-	cfg.File = name
+	cfg.File, cfg.pos = name, pos
 	v := &validator{file: name, pos: pos}
 	for _, k := range md.Undecoded() {
 		v.errAt(pos.firstKeyIn(k[:len(k)-1], k[len(k)-1]), "unknown key %q", k.String())

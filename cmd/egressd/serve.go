@@ -64,6 +64,9 @@ type daemon struct {
 	stopList context.CancelFunc // ends the current lists' background refresh
 	nft      *firewall.NFT      // nil with backend none
 	enforcer firewall.Enforcer
+	// fellBack says why backend "nftables" fell back to "none"; set, the
+	// daemon never reports ready, since it enforces nothing.
+	fellBack string
 	qlog     *querylog.Writer
 	server   *resolver.Server
 	http     *metrics.Server
@@ -166,18 +169,22 @@ func (d *daemon) backendName() string {
 	return "none"
 }
 
+// canAdminNetwork is firewall.CanAdminNetwork; tests replace it.
+var canAdminNetwork = firewall.CanAdminNetwork
+
 // startFirewall installs the nftables table, or the log-only backend.
 func (d *daemon) startFirewall(cfg *config.Config) error {
 	if cfg.Firewall.Backend == "none" {
 		d.enforcer = firewall.NewNone(d.logger)
 		return nil
 	}
-	if err := firewall.CanAdminNetwork(); err != nil {
+	if err := canAdminNetwork(); err != nil {
 		if !cfg.Firewall.Fallback {
 			return err
 		}
 		d.logger.Warn("firewall falls back to backend \"none\": NOTHING IS ENFORCED, answers are only logged", "reason", err.Error())
 		d.enforcer = firewall.NewNone(d.logger)
+		d.fellBack = err.Error()
 		return nil
 	}
 	nft, err := firewall.NewNFTables(firewallSpec(cfg), firewall.Options{Metrics: d.metrics, Logger: d.logger})
@@ -193,6 +200,9 @@ func (d *daemon) readiness() []string {
 	var problems []string
 	if d.server == nil || !d.server.Ready() {
 		problems = append(problems, "no upstream has answered yet")
+	}
+	if d.fellBack != "" {
+		problems = append(problems, `firewall fell back to backend "none", nothing is enforced: `+d.fellBack)
 	}
 	if d.nft != nil {
 		if err := d.nft.Check(); err != nil {

@@ -26,6 +26,12 @@ func (n *NFT) applyAllows(reqs []request) {
 	plan := map[string]*plannedElement{}
 	var order []string // deterministic message order
 	waiting := reqs[:0:0]
+	maxElems := n.spec.maxElements()
+	if n.index.fullest() >= maxElems {
+		// Count only what may still be in the kernel before refusing.
+		n.index.sweep(now, expiryMargin)
+	}
+	added := map[string]int{} // new elements per set in this batch
 	for _, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
 			r.result <- err
@@ -41,6 +47,12 @@ func (n *NFT) applyAllows(reqs []request) {
 		elems, err := elementsFor(gs, r.allow, timeout)
 		if err != nil {
 			r.result <- err
+			continue
+		}
+		if set, have, over := n.overfills(plan, elems, added, maxElems); over {
+			r.result <- n.rejected.reject(rejectSetFull,
+				fmt.Errorf("%w: set %s holds %d elements, max_elements_per_set is %d", ErrLimit, set, have, maxElems),
+				"group", r.allow.Group, "set", set)
 			continue
 		}
 		need := freshFor(r.allow.TTL, n.spec.Grace)
@@ -77,6 +89,32 @@ func (n *NFT) applyAllows(reqs []request) {
 	n.count("ok")
 	n.updateGauges(now, false)
 	answerAll(waiting, nil)
+}
+
+// overfills reports whether adding elems would take a set past limit
+// elements: those the index knows of (live or not yet swept), those new
+// in this batch (added), and those of elems new to both. If not, elems'
+// new ones are counted into added.
+func (n *NFT) overfills(plan map[string]*plannedElement, elems []element, added map[string]int, limit int) (set string, have int, over bool) {
+	var fresh map[string]int
+	for _, e := range elems {
+		if _, ok := plan[e.indexKey()]; ok || n.index.get(e) != nil {
+			continue
+		}
+		if fresh == nil {
+			fresh = map[string]int{}
+		}
+		fresh[e.set]++
+	}
+	for s, k := range fresh {
+		if have := n.index.count(s) + added[s]; have+k > limit {
+			return s, have, true
+		}
+	}
+	for s, k := range fresh {
+		added[s] += k
+	}
+	return "", 0, false
 }
 
 // freshFor is how long an element must still live for an Allow with ttl

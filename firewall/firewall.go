@@ -66,6 +66,12 @@ type Spec struct {
 	// RemoveOnExit deletes the table on Close (fail open). By default the
 	// table stays, so a stopped egressd keeps failing closed.
 	RemoveOnExit bool
+	// MaxAddressesPerAnswer caps the addresses of one Allowance (zero:
+	// DefaultMaxAddressesPerAnswer); MaxElementsPerSet caps the elements
+	// Allow puts in one set (zero: DefaultMaxElementsPerSet). Past either,
+	// Allow fails with ErrLimit and adds nothing.
+	MaxAddressesPerAnswer int
+	MaxElementsPerSet     int
 }
 
 // GroupSpec is one client group as the firewall sees it.

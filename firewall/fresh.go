@@ -10,6 +10,7 @@ import (
 type allowView struct {
 	groups map[string]groupSets
 	grace  time.Duration
+	limits limitView
 }
 
 // InEffect implements InEffectChecker.
@@ -19,7 +20,7 @@ func (n *NFT) InEffect(a Allowance) bool {
 		return false
 	default:
 	}
-	return a.Group != "" && len(a.IPs) > 0 && n.alreadyInEffect(a)
+	return a.Group != "" && len(a.IPs) > 0 && len(a.IPs) <= n.limits().maxAddr && n.alreadyInEffect(a)
 }
 
 // alreadyInEffect reports whether, by the expiry index, every element of

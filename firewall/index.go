@@ -44,6 +44,17 @@ func (x *expiryIndex) get(e element) *indexEntry {
 	return x.entries[e.indexKey()]
 }
 
+// fullest is the element count of the fullest set.
+func (x *expiryIndex) fullest() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	most := 0
+	for _, c := range x.perSet {
+		most = max(most, c)
+	}
+	return most
+}
+
 func (x *expiryIndex) count(set string) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()

@@ -88,6 +88,7 @@ type NFT struct {
 	watch       *watcher // nil with Options.NoWatch
 	verifyEvery time.Duration
 	restores    *prometheus.CounterVec
+	rejected    *rejections // allowances refused by a cap
 	baseline    tableState                 // the table as listed right after install
 	published   atomic.Pointer[tableState] // baseline for Check
 	// driftSettled is the watcher's report count up to which the owner has
@@ -149,6 +150,9 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 	if n.now == nil {
 		n.now = time.Now
 	}
+	if n.rejected, err = newRejections(reg, n.log, n.now); err != nil {
+		return nil, fmt.Errorf("firewall: metrics: %w", err)
+	}
 	if n.features, err = detectFeatures(opts); err != nil {
 		return nil, err
 	}
@@ -209,6 +213,9 @@ func (n *NFT) Allow(ctx context.Context, a Allowance) error {
 	case <-n.closed:
 		return errClosed
 	default:
+	}
+	if err := n.checkAddresses(a); err != nil {
+		return err
 	}
 	if ctx.Err() == nil && n.alreadyInEffect(a) {
 		return nil
@@ -440,7 +447,8 @@ func (n *NFT) replace(spec Spec, logReload bool) error {
 	}
 	n.forgetGauges(lay)
 	n.spec, n.lay, n.sets = spec, lay, sets
-	n.view.Store(&allowView{groups: lay.groups, grace: spec.Grace})
+	n.view.Store(&allowView{groups: lay.groups, grace: spec.Grace,
+		limits: limitView{maxAddr: spec.maxAddresses(), maxElems: spec.maxElements()}})
 	n.updateGauges(now, true)
 	return n.takeBaseline()
 }

@@ -190,6 +190,11 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 
 	if err := s.allowDestinations(client, d, ans, o.age, q.cacheOnly); err == errMustWait {
 		return outcome{mustWait: true}
+	} else if errors.Is(err, firewall.ErrLimit) {
+		// A cap keeps clients from filling the sets: fail closed whatever
+		// fail_open says. The firewall counts and logs it, rate-limited.
+		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
+		return o
 	} else if err != nil {
 		s.log.Error("firewall update failed", "group", d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", s.opts.FailOpen)
 		if !s.opts.FailOpen {

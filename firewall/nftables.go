@@ -88,7 +88,7 @@ type NFT struct {
 	watch       *watcher // nil with Options.NoWatch
 	verifyEvery time.Duration
 	restores    *prometheus.CounterVec
-	rejected    *rejections // allowances refused by a cap
+	rejected    *rejections                // allowances refused by a cap
 	baseline    tableState                 // the table as listed right after install
 	published   atomic.Pointer[tableState] // baseline for Check
 	// driftSettled is the watcher's report count up to which the owner has

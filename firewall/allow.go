@@ -32,6 +32,7 @@ func (n *NFT) applyAllows(reqs []request) {
 		n.index.sweep(now, expiryMargin)
 	}
 	added := map[string]int{} // new elements per set in this batch
+	var served []servedAllow    // per waiting request: what to remember
 	for _, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
 			r.result <- err
@@ -60,8 +61,10 @@ func (n *NFT) applyAllows(reqs []request) {
 			n.planElement(plan, &order, e, need, trusted, now)
 		}
 		waiting = append(waiting, r)
+		served = append(served, servedAllow{elems: elems, from: originOf(gs, r.allow)})
 	}
 	if len(plan) == 0 {
+		n.remember(served)
 		answerAll(waiting, nil)
 		return
 	}
@@ -88,7 +91,42 @@ func (n *NFT) applyAllows(reqs []request) {
 	}
 	n.count("ok")
 	n.updateGauges(now, false)
+	n.remember(served)
 	answerAll(waiting, nil)
+}
+
+// servedAllow is an allowance served: its elements and the answer that
+// asked for them.
+type servedAllow struct {
+	elems []element
+	from  origin
+}
+
+// originOf is the answer behind a: its names (copied once, shared by all
+// its elements) and, with client scope, the client. nil names: nothing to
+// remember.
+func originOf(gs groupSets, a Allowance) origin {
+	var o origin
+	if a.Name != "" {
+		o.names = append(append(make([]string, 0, 1+len(a.Targets)), a.Name), a.Targets...)
+	}
+	if gs.scoped {
+		o.client = a.Client.Unmap().WithZone("")
+	}
+	return o
+}
+
+// remember records, after the kernel has them, which answers asked for
+// the elements served.
+func (n *NFT) remember(served []servedAllow) {
+	for _, s := range served {
+		if s.from.names == nil {
+			continue
+		}
+		for _, e := range s.elems {
+			n.index.note(e, s.from)
+		}
+	}
 }
 
 // overfills reports whether adding elems would take a set past limit

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -54,9 +55,15 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need time.Duration, now 
 	var indexBuf [160]byte
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	var asker netip.Addr // the client an origin names: only with client scope
+	if gs.scoped {
+		asker = client
+	}
 	fresh := func(set string, key, keyEnd []byte) bool {
 		e, ok := x.entries[string(appendIndexKey(indexBuf[:0], set, key, keyEnd))]
-		return ok && e.deadline.Sub(now) >= need
+		// An answer for names the element does not remember yet goes to
+		// the owner once, which records them (ReloadRecheck needs them).
+		return ok && e.deadline.Sub(now) >= need && (a.Name == "" || e.remembers(a.Name, a.Targets, asker, need, now))
 	}
 	for _, ip := range a.IPs {
 		ip, ok := destination(gs, client, ip)

@@ -104,9 +104,10 @@ type NFT struct {
 }
 
 type request struct {
-	ctx    context.Context
-	allow  Allowance
-	reload *Spec
+	ctx     context.Context
+	allow   Allowance
+	reload  *Spec
+	recheck Recheck // with reload: re-check live elements
 	stats  chan int // test hook: reports the flush count
 	result chan error
 }
@@ -166,7 +167,7 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 			return nil, err
 		}
 	}
-	if err := n.replace(spec, false); err != nil {
+	if err := n.replace(spec, false, nil); err != nil {
 		if n.watch != nil {
 			n.watch.close()
 		}
@@ -231,6 +232,19 @@ func (n *NFT) Reload(spec Spec) error {
 		return err
 	}
 	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec})
+}
+
+// ReloadRecheck is Reload for a changed policy: each live element is
+// carried over only if check still approves one of the answers it
+// remembers (see Allowance.Names), on the element's ports. The others are
+// left out of the new table, in the same atomic batch. Elements whose
+// names are unknown (carried over from an earlier process) are carried
+// as Reload does.
+func (n *NFT) ReloadRecheck(spec Spec, check Recheck) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec, recheck: check})
 }
 
 // flushCount reports how many netlink batches have been sent.
@@ -374,7 +388,7 @@ func (n *NFT) serve(batch []request) {
 		case r.reload != nil:
 			n.applyAllows(allows)
 			allows = nil
-			r.result <- n.replace(*r.reload, true)
+			r.result <- n.replace(*r.reload, true, r.recheck)
 		case r.stats != nil:
 			n.applyAllows(allows)
 			allows = nil
@@ -387,9 +401,10 @@ func (n *NFT) serve(batch []request) {
 	n.applyAllows(allows)
 }
 
-// replace installs spec's layout in one batch, carrying over live elements.
-// logReload logs the outcome as a config reload.
-func (n *NFT) replace(spec Spec, logReload bool) error {
+// replace installs spec's layout in one batch, carrying over live elements
+// (only those check approves, when set). logReload logs the outcome as a
+// config reload.
+func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
 	lay := buildLayout(spec, n.features)
 	now := n.now()
 	keep := map[string]bool{}
@@ -427,7 +442,11 @@ func (n *NFT) replace(spec Spec, logReload bool) error {
 		n.resetConn()
 		return err
 	}
-	carried := n.index.carryOver(now, keep)
+	var approved func(*indexEntry) bool
+	if check != nil {
+		approved = approvedBy(lay, check, now)
+	}
+	carried, dropped := n.index.carryOver(now, keep, approved)
 	for name, elems := range carried {
 		if err := queueElements(n.conn, sets[name], elems, false); err != nil {
 			n.resetConn()
@@ -440,7 +459,8 @@ func (n *NFT) replace(spec Spec, logReload bool) error {
 	}
 	n.count("ok")
 	if logReload {
-		n.log.Info("firewall table reloaded", "table", spec.Table, "groups", len(spec.Groups), "carried_sets", len(carried))
+		n.log.Info("firewall table reloaded", "table", spec.Table, "groups", len(spec.Groups), "carried_sets", len(carried),
+			"carried_elements", countElements(carried), "dropped_by_policy", dropped)
 	} else if inherited && len(carried) > 0 {
 		n.log.Info("firewall elements carried over from the previous table", "table", spec.Table,
 			"carried_sets", len(carried), "carried_elements", countElements(carried))

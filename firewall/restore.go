@@ -148,7 +148,7 @@ func (n *NFT) restoreTable(d drift, found []string, present bool, now time.Time)
 	n.log.Warn("firewall table changed outside egressd; restoring it",
 		"table", n.spec.Table, "found", strings.Join(found, ", "), "events", d.String())
 	n.noteRestore(now)
-	if err := n.replace(n.spec, false); err != nil {
+	if err := n.replace(n.spec, false, nil); err != nil {
 		n.log.Error("firewall: restoring the table failed; retrying", "table", n.spec.Table, "err", err)
 		n.later(d, max(verifyRetry, n.restoreGap))
 		return

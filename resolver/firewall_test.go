@@ -195,3 +195,32 @@ func TestFirewallLimitFailsClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestAllowanceNamesTheAnswer: the enforcer learns which names an answer
+// was approved for (query name, then CNAME targets), so that a reload can
+// re-check its elements against the new policy.
+func TestAllowanceNamesTheAnswer(t *testing.T) {
+	tests := []struct {
+		name    string
+		qname   string
+		records []string
+		targets []string
+	}{
+		{"plain answer", "a.example.", []string{"a.example. 60 IN A 192.0.2.1"}, nil},
+		{"CNAME chain", "a.example.", []string{"a.example. 60 IN CNAME b.example.", "b.example. 60 IN CNAME c.example.", "c.example. 60 IN A 192.0.2.1"},
+			[]string{"b.example.", "c.example."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, tt.records, nil))
+			env := newEnv(t, Options{Upstreams: []string{up.addr}})
+			if resp := env.serve(t, "127.0.0.1", question(tt.qname, dns.TypeA)); resp.Rcode != dns.RcodeSuccess {
+				t.Fatalf("rcode %s", dns.RcodeToString[resp.Rcode])
+			}
+			got := env.enforcer.allowances()
+			if len(got) != 1 || got[0].Name != tt.qname || !slices.Equal(got[0].Targets, tt.targets) {
+				t.Fatalf("allowances %+v, want one for %s via %v", got, tt.qname, tt.targets)
+			}
+		})
+	}
+}

@@ -274,7 +274,9 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	if d.nft != nil {
 		// The table is replaced in one transaction before the new policy
 		// answers, so no answer refers to a set that does not exist yet.
-		if err := d.nft.Reload(firewallSpec(cfg)); err != nil {
+		// Live elements the new policy no longer approves (a group now
+		// enforcing, a rule removed) are left out of it.
+		if err := d.nft.ReloadRecheck(firewallSpec(cfg), engine.Recheck); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
 	}

@@ -219,3 +219,51 @@ func TestOriginsAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadRecheckOverTCP: with a real policy engine and real TCP, a
+// switch from audit to enforce drops what audit approved for a denied
+// name, a removed rule drops its address, and an address another name
+// still approves stays reachable.
+func TestReloadRecheckOverTCP(t *testing.T) {
+	client, server := linkedPair(t, "8080")
+	server.exec(t, "ip", "addr", "add", "10.98.0.4/24", "dev", "s0")
+	waitDial(t, client, "10.98.0.4:8080")
+	group := func(mode policy.Mode, allow ...string) *policy.Engine {
+		e, err := policy.Compile([]policy.GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24"), Allow: allow, Mode: mode}}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	before := group(policy.ModeAudit, "rule.example", "kept.example")
+	after := group(policy.ModeEnforce, "kept.example")
+	spec := Spec{Table: "egressd", Hooks: []string{HookOutput}, Grace: 5 * time.Second,
+		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24"), Audit: true}}}
+	n := startNFT(t, client, spec, nil)
+	for _, a := range []Allowance{
+		{IPs: addrs("10.98.0.2"), Name: "denied.example."}, // would_deny in audit, approved anyway
+		{IPs: addrs("10.98.0.3"), Name: "rule.example."},
+		{IPs: addrs("10.98.0.4"), Name: "rule.example."},
+		{IPs: addrs("10.98.0.4"), Name: "kept.example."},
+	} {
+		if _, ok := before.Recheck("clients", netip.Addr{}, []string{a.Name}); !ok {
+			t.Fatalf("audit policy does not approve %s", a.Name)
+		}
+		a.Group, a.TTL = "clients", time.Minute
+		mustAllow(t, n, a)
+	}
+	spec.Groups[0].Audit = false
+	if err := n.ReloadRecheck(spec, after.Recheck); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, addr string
+		passes     bool
+	}{
+		{"approved in audit for a denied name", "10.98.0.2:8080", false},
+		{"approved by a removed rule", "10.98.0.3:8080", false},
+		{"approved by a removed rule and a kept one", "10.98.0.4:8080", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { expectDial(t, client, tc.addr, tc.passes) })
+	}
+}

@@ -32,7 +32,7 @@ func (n *NFT) applyAllows(reqs []request) {
 		n.index.sweep(now, expiryMargin)
 	}
 	added := map[string]int{} // new elements per set in this batch
-	var served []servedAllow    // per waiting request: what to remember
+	var served []servedAllow  // per waiting request: what to remember
 	for _, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
 			r.result <- err

@@ -107,9 +107,9 @@ type request struct {
 	ctx     context.Context
 	allow   Allowance
 	reload  *Spec
-	recheck Recheck // with reload: re-check live elements
-	stats  chan int // test hook: reports the flush count
-	result chan error
+	recheck Recheck  // with reload: re-check live elements
+	stats   chan int // test hook: reports the flush count
+	result  chan error
 }
 
 // NewNFTables installs spec's table atomically (replacing any table of the

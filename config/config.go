@@ -25,6 +25,18 @@ type Config struct {
 	File string `toml:"-"`
 	// HostAddrs is Hosts parsed, keyed by FQDN in lower case.
 	HostAddrs map[string][]netip.Addr `toml:"-"`
+
+	pos *positions // key lines, for Line
+}
+
+// Line is the line of a key ("firewall.fail_open", "group.0.mode") in the
+// file the config was read from, or of its nearest enclosing table; 0 when
+// neither is written there.
+func (c *Config) Line(key string) int {
+	if c.pos == nil {
+		return 0
+	}
+	return c.pos.line(key)
 }
 
 type Server struct {
@@ -91,6 +103,11 @@ type Firewall struct {
 	// Fallback lets a missing CAP_NET_ADMIN downgrade to backend none with a
 	// warning instead of failing start-up. Set in the embedded default.
 	Fallback bool `toml:"fallback_to_none"`
+	// MaxAddressesPerAnswer and MaxElementsPerSet cap what one answer and
+	// all answers together put into the sets; past them the answer is
+	// SERVFAIL.
+	MaxAddressesPerAnswer int `toml:"max_addresses_per_answer"`
+	MaxElementsPerSet     int `toml:"max_elements_per_set"`
 
 	GraceDur  time.Duration `toml:"-"`
 	MaxTTLDur time.Duration `toml:"-"`

@@ -68,6 +68,9 @@ var Keys = map[string]Apply{
 	"firewall.mark":             OnRestart,
 	"firewall.remove_on_exit":   OnReload,
 
+	"firewall.max_addresses_per_answer": OnReload,
+	"firewall.max_elements_per_set":     OnReload,
+
 	"log.queries":                OnRestart,
 	"log.sample_allowed":         OnRestart,
 	"log.max_size":               OnRestart,

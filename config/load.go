@@ -78,7 +78,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		}
 		return nil, Errors{{File: name, Msg: err.Error()}}
 	}
-	cfg.File = name
+	cfg.File, cfg.pos = name, pos
 	v := &validator{file: name, pos: pos}
 	for _, k := range md.Undecoded() {
 		v.errAt(pos.firstKeyIn(k[:len(k)-1], k[len(k)-1]), "unknown key %q", k.String())
@@ -133,6 +133,12 @@ func applyDefaults(c *Config) {
 	def(&c.Firewall.Scope, "group")
 	if c.Firewall.Mark == 0 {
 		c.Firewall.Mark = 0x4547 // "EG"
+	}
+	if c.Firewall.MaxAddressesPerAnswer == 0 {
+		c.Firewall.MaxAddressesPerAnswer = 64 // firewall.DefaultMaxAddressesPerAnswer
+	}
+	if c.Firewall.MaxElementsPerSet == 0 {
+		c.Firewall.MaxElementsPerSet = 65536 // firewall.DefaultMaxElementsPerSet
 	}
 	def(&c.Log.Queries, "stdout")
 	def(&c.Log.Level, "info")
@@ -245,6 +251,10 @@ func validName(s string) bool {
 	return ok && !strings.ContainsAny(s, " \t*")
 }
 
+// maxElementsPerSet is the largest firewall.max_elements_per_set: a
+// reload re-adds every live element in one netlink batch.
+const maxElementsPerSet = 1 << 20
+
 func (v *validator) validate(c *Config) {
 	s := &c.Server
 	if len(s.Listen) == 0 {
@@ -310,6 +320,11 @@ func (v *validator) validate(c *Config) {
 	f.GraceDur = v.duration("firewall.grace", f.Grace, 0)
 	f.MaxTTLDur = v.duration("firewall.max_ttl", f.MaxTTL, time.Second)
 	v.oneOf("firewall.scope", f.Scope, "group", "client")
+	if f.MaxElementsPerSet < 1 || f.MaxElementsPerSet > maxElementsPerSet {
+		v.err("firewall.max_elements_per_set", "firewall.max_elements_per_set: %d is out of range (1 to %d)", f.MaxElementsPerSet, maxElementsPerSet)
+	} else if f.MaxAddressesPerAnswer < 1 || f.MaxAddressesPerAnswer > f.MaxElementsPerSet {
+		v.err("firewall.max_addresses_per_answer", "firewall.max_addresses_per_answer: %d is out of range (1 to max_elements_per_set, %d)", f.MaxAddressesPerAnswer, f.MaxElementsPerSet)
+	}
 
 	if c.Log.SampleAllowed < 0 {
 		v.err("log.sample_allowed", "log.sample_allowed must not be negative")

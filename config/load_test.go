@@ -45,6 +45,9 @@ func TestParseValid(t *testing.T) {
 	if got := cfg.Firewall.MaxTTLDur; got != 5*time.Minute {
 		t.Errorf("firewall max_ttl default = %v, want 5m", got)
 	}
+	if f := cfg.Firewall; f.MaxAddressesPerAnswer != 64 || f.MaxElementsPerSet != 65536 {
+		t.Errorf("firewall caps default = %d per answer, %d per set; want 64, 65536", f.MaxAddressesPerAnswer, f.MaxElementsPerSet)
+	}
 	if got := cfg.Categories["malware"].RefreshDur; got != 24*time.Hour {
 		t.Errorf("category refresh default = %v, want 24h", got)
 	}
@@ -92,6 +95,10 @@ func TestParseErrors(t *testing.T) {
 		{"empty category sources", "[categories.x]\nsources = []\n", "bad.toml:2: categories.x: sources must not be empty"},
 		{"bad category match", "[categories.x]\nsources = [\"a\"]\nmatch = \"prefix\"\n", "bad.toml:3: categories.x.match: invalid value \"prefix\""},
 		{"bad scope", "[firewall]\nscope = \"host\"\n", "bad.toml:2: firewall.scope: invalid value \"host\""},
+		{"negative set cap", "[firewall]\nmax_elements_per_set = -1\n", "bad.toml:2: firewall.max_elements_per_set: -1 is out of range"},
+		{"huge set cap", "[firewall]\nmax_elements_per_set = 2000000\n", "bad.toml:2: firewall.max_elements_per_set: 2000000 is out of range"},
+		{"answer cap above set cap", "[firewall]\nmax_elements_per_set = 100\nmax_addresses_per_answer = 101\n", "bad.toml:3: firewall.max_addresses_per_answer: 101 is out of range"},
+		{"negative answer cap", "[firewall]\nmax_addresses_per_answer = -5\n", "bad.toml:2: firewall.max_addresses_per_answer: -5 is out of range"},
 		{"bad group mode", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\nmode = \"watch\"\n", "bad.toml:4: group[a].mode: invalid value \"watch\""},
 		{"bad table name", "[firewall]\ntable = \"my table\"\n", "bad.toml:2: firewall.table: invalid table name"},
 		{"table name too long", "[firewall]\ntable = \"t" + strings.Repeat("x", 64) + "\"\n", "bad.toml:2: firewall.table: invalid table name"},

@@ -26,6 +26,13 @@ func (n *NFT) applyAllows(reqs []request) {
 	plan := map[string]*plannedElement{}
 	var order []string // deterministic message order
 	waiting := reqs[:0:0]
+	maxElems := n.spec.maxElements()
+	if n.index.fullest() >= maxElems {
+		// Count only what may still be in the kernel before refusing.
+		n.index.sweep(now, expiryMargin)
+	}
+	added := map[string]int{} // new elements per set in this batch
+	var served []servedAllow  // per waiting request: what to remember
 	for _, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
 			r.result <- err
@@ -43,13 +50,21 @@ func (n *NFT) applyAllows(reqs []request) {
 			r.result <- err
 			continue
 		}
+		if set, have, over := n.overfills(plan, elems, added, maxElems); over {
+			r.result <- n.rejected.reject(rejectSetFull,
+				fmt.Errorf("%w: set %s holds %d elements, max_elements_per_set is %d", ErrLimit, set, have, maxElems),
+				"group", r.allow.Group, "set", set)
+			continue
+		}
 		need := freshFor(r.allow.TTL, n.spec.Grace)
 		for _, e := range elems {
 			n.planElement(plan, &order, e, need, trusted, now)
 		}
 		waiting = append(waiting, r)
+		served = append(served, servedAllow{elems: elems, from: originOf(gs, r.allow)})
 	}
 	if len(plan) == 0 {
+		n.remember(served)
 		answerAll(waiting, nil)
 		return
 	}
@@ -76,7 +91,68 @@ func (n *NFT) applyAllows(reqs []request) {
 	}
 	n.count("ok")
 	n.updateGauges(now, false)
+	n.remember(served)
 	answerAll(waiting, nil)
+}
+
+// servedAllow is an allowance served: its elements and the answer that
+// asked for them.
+type servedAllow struct {
+	elems []element
+	from  origin
+}
+
+// originOf is the answer behind a: its names (copied once, shared by all
+// its elements) and, with client scope, the client. nil names: nothing to
+// remember.
+func originOf(gs groupSets, a Allowance) origin {
+	var o origin
+	if a.Name != "" {
+		o.names = append(append(make([]string, 0, 1+len(a.Targets)), a.Name), a.Targets...)
+	}
+	if gs.scoped {
+		o.client = a.Client.Unmap().WithZone("")
+	}
+	return o
+}
+
+// remember records, after the kernel has them, which answers asked for
+// the elements served.
+func (n *NFT) remember(served []servedAllow) {
+	for _, s := range served {
+		if s.from.names == nil {
+			continue
+		}
+		for _, e := range s.elems {
+			n.index.note(e, s.from)
+		}
+	}
+}
+
+// overfills reports whether adding elems would take a set past limit
+// elements: those the index knows of (live or not yet swept), those new
+// in this batch (added), and those of elems new to both. If not, elems'
+// new ones are counted into added.
+func (n *NFT) overfills(plan map[string]*plannedElement, elems []element, added map[string]int, limit int) (set string, have int, over bool) {
+	var fresh map[string]int
+	for _, e := range elems {
+		if _, ok := plan[e.indexKey()]; ok || n.index.get(e) != nil {
+			continue
+		}
+		if fresh == nil {
+			fresh = map[string]int{}
+		}
+		fresh[e.set]++
+	}
+	for s, k := range fresh {
+		if have := n.index.count(s) + added[s]; have+k > limit {
+			return s, have, true
+		}
+	}
+	for s, k := range fresh {
+		added[s] += k
+	}
+	return "", 0, false
 }
 
 // freshFor is how long an element must still live for an Allow with ttl

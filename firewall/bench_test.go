@@ -10,7 +10,10 @@ import (
 
 func benchNFT(b *testing.B) *NFT {
 	b.Helper()
-	return benchNFTWith(b, allowSpec())
+	spec := allowSpec()
+	// Benchmarks add new destinations for as long as they run.
+	spec.MaxAddressesPerAnswer, spec.MaxElementsPerSet = 1000, 1<<30
+	return benchNFTWith(b, spec)
 }
 
 func benchNFTWith(b *testing.B, spec Spec) *NFT {
@@ -119,7 +122,8 @@ func BenchmarkAllowFresh(b *testing.B) {
 	const hot = 1000
 	allowances := make([]Allowance, hot)
 	for i := range allowances {
-		allowances[i] = Allowance{Group: "servers", Client: netip.MustParseAddr("10.1.0.5"), IPs: []netip.Addr{seqAddr(i)}, TTL: 5 * time.Minute}
+		allowances[i] = Allowance{Group: "servers", Client: netip.MustParseAddr("10.1.0.5"), IPs: []netip.Addr{seqAddr(i)}, TTL: 5 * time.Minute,
+			Name: "www.example.com.", Targets: []string{"cdn.example.net."}}
 		if err := n.Allow(ctx, allowances[i]); err != nil {
 			b.Fatal(err)
 		}

@@ -17,7 +17,20 @@ type Allowance struct {
 	IPs    []netip.Addr
 	Ports  []policy.PortRange
 	TTL    time.Duration
+	// Name is the query name the answer was approved for and Targets the
+	// names it led to (CNAME targets), in order. Elements remember them
+	// (and, with client scope, the client) so that ReloadRecheck can ask
+	// the new policy about them; empty Name: nothing to remember. The
+	// enforcer keeps its own copy.
+	Name    string
+	Targets []string
 }
+
+// Recheck tells ReloadRecheck whether group may still reach what names
+// resolved to, from client with client scope (the zero Addr otherwise),
+// and on which ports (nil: any). names is the query name, then the names
+// it led to.
+type Recheck func(group string, client netip.Addr, names []string) (ports []policy.PortRange, ok bool)
 
 // Enforcer installs allowances. Allow returns only once the allowance is in
 // effect, so the answer may be sent afterwards.
@@ -66,6 +79,12 @@ type Spec struct {
 	// RemoveOnExit deletes the table on Close (fail open). By default the
 	// table stays, so a stopped egressd keeps failing closed.
 	RemoveOnExit bool
+	// MaxAddressesPerAnswer caps the addresses of one Allowance (zero:
+	// DefaultMaxAddressesPerAnswer); MaxElementsPerSet caps the elements
+	// Allow puts in one set (zero: DefaultMaxElementsPerSet). Past either,
+	// Allow fails with ErrLimit and adds nothing.
+	MaxAddressesPerAnswer int
+	MaxElementsPerSet     int
 }
 
 // GroupSpec is one client group as the firewall sees it.

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -10,6 +11,7 @@ import (
 type allowView struct {
 	groups map[string]groupSets
 	grace  time.Duration
+	limits limitView
 }
 
 // InEffect implements InEffectChecker.
@@ -19,7 +21,7 @@ func (n *NFT) InEffect(a Allowance) bool {
 		return false
 	default:
 	}
-	return a.Group != "" && len(a.IPs) > 0 && n.alreadyInEffect(a)
+	return a.Group != "" && len(a.IPs) > 0 && len(a.IPs) <= n.limits().maxAddr && n.alreadyInEffect(a)
 }
 
 // alreadyInEffect reports whether, by the expiry index, every element of
@@ -53,9 +55,15 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need time.Duration, now 
 	var indexBuf [160]byte
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	var asker netip.Addr // the client an origin names: only with client scope
+	if gs.scoped {
+		asker = client
+	}
 	fresh := func(set string, key, keyEnd []byte) bool {
 		e, ok := x.entries[string(appendIndexKey(indexBuf[:0], set, key, keyEnd))]
-		return ok && e.deadline.Sub(now) >= need
+		// An answer for names the element does not remember yet goes to
+		// the owner once, which records them (ReloadRecheck needs them).
+		return ok && e.deadline.Sub(now) >= need && (a.Name == "" || e.remembers(a.Name, a.Targets, asker, need, now))
 	}
 	for _, ip := range a.IPs {
 		ip, ok := destination(gs, client, ip)

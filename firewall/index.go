@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +14,70 @@ type indexEntry struct {
 	set         string
 	key, keyEnd []byte
 	deadline    time.Time // when the kernel will expire it
+	// origins are the answers that asked for the element, at most
+	// maxOrigins, for ReloadRecheck. None: the names are unknown (an
+	// element carried over from an earlier process).
+	origins []origin
+}
+
+// maxOrigins bounds the answers one element remembers. Past it, the one
+// that ends first is forgotten: should a reload deny every name left, the
+// element goes although the forgotten answer may still be valid (fail
+// closed; the client's next query adds it back).
+const maxOrigins = 8
+
+// origin is one answer that asked for an element.
+type origin struct {
+	names  []string   // the query name, then the names it led to; shared, never modified
+	client netip.Addr // the client, with client scope only
+	until  time.Time  // the element's deadline when this answer last asked for it
+}
+
+// same reports whether o is the answer for name and targets (from
+// client).
+func (o origin) same(name string, targets []string, client netip.Addr) bool {
+	return o.client == client && len(o.names) == 1+len(targets) && o.names[0] == name && slices.Equal(o.names[1:], targets)
+}
+
+// remembers reports whether an answer for name and targets (from client)
+// is among the origins with at least need left at now.
+func (e *indexEntry) remembers(name string, targets []string, client netip.Addr, need time.Duration, now time.Time) bool {
+	for _, o := range e.origins {
+		if o.same(name, targets, client) && o.until.Sub(now) >= need {
+			return true
+		}
+	}
+	return false
+}
+
+// note records that an answer (o.names, o.client) asked for the known
+// element e; o.until becomes the element's current deadline.
+func (x *expiryIndex) note(e element, o origin) {
+	k := e.indexKey()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	cur, ok := x.entries[k]
+	if !ok {
+		return
+	}
+	o.until = cur.deadline
+	first := -1
+	for i, have := range cur.origins {
+		if have.same(o.names[0], o.names[1:], o.client) {
+			if o.until.After(have.until) {
+				cur.origins[i].until = o.until
+			}
+			return
+		}
+		if first < 0 || have.until.Before(cur.origins[first].until) {
+			first = i
+		}
+	}
+	if len(cur.origins) < maxOrigins {
+		cur.origins = append(cur.origins, o)
+		return
+	}
+	cur.origins[first] = o
 }
 
 // expiryIndex remembers element deadlines so an Allow whose destinations
@@ -42,6 +108,17 @@ func (x *expiryIndex) get(e element) *indexEntry {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.entries[e.indexKey()]
+}
+
+// fullest is the element count of the fullest set.
+func (x *expiryIndex) fullest() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	most := 0
+	for _, c := range x.perSet {
+		most = max(most, c)
+	}
+	return most
 }
 
 func (x *expiryIndex) count(set string) int {
@@ -77,34 +154,40 @@ func (x *expiryIndex) sweep(now time.Time, margin time.Duration) {
 	}
 }
 
-// carryOver lists the still-live elements of the sets in keep, with their
-// remaining lifetime, and forgets every other element. Reload uses it to
-// refill a freshly built table.
-func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, minLeft time.Duration) map[string][]nftables.SetElement {
+// carryOver lists every still-live element of the sets in keep, with its
+// remaining lifetime however short, and forgets every other element.
+// Reload uses it to refill a freshly built table: an element with a
+// moment left still backs an answer a client holds. With approved set,
+// only elements it approves are carried; dropped counts the others.
+func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, approved func(*indexEntry) bool) (out map[string][]nftables.SetElement, dropped int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	out := map[string][]nftables.SetElement{}
+	out = map[string][]nftables.SetElement{}
 	for k, e := range x.entries {
 		left := e.deadline.Sub(now)
-		if !keep[e.set] || left < minLeft {
+		if !keep[e.set] || left <= 0 {
 			x.remove(k, e)
+			continue
+		}
+		if approved != nil && !approved(e) {
+			x.remove(k, e)
+			dropped++
 			continue
 		}
 		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: ceilMillis(left)})
 	}
-	return out
+	return out, dropped
 }
 
-// live lists the elements of the given sets that have at least minLeft to
-// live, with their remaining lifetime, to add them back after someone else
-// deleted them.
-func (x *expiryIndex) live(now time.Time, sets map[string]bool, minLeft time.Duration) map[string][]nftables.SetElement {
+// live lists the still-live elements of the given sets, with their
+// remaining lifetime, to add them back after someone else deleted them.
+func (x *expiryIndex) live(now time.Time, sets map[string]bool) map[string][]nftables.SetElement {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	out := map[string][]nftables.SetElement{}
 	for _, e := range x.entries {
 		left := e.deadline.Sub(now)
-		if !sets[e.set] || left < minLeft {
+		if !sets[e.set] || left <= 0 {
 			continue
 		}
 		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: ceilMillis(left)})

@@ -88,6 +88,7 @@ type NFT struct {
 	watch       *watcher // nil with Options.NoWatch
 	verifyEvery time.Duration
 	restores    *prometheus.CounterVec
+	rejected    *rejections                // allowances refused by a cap
 	baseline    tableState                 // the table as listed right after install
 	published   atomic.Pointer[tableState] // baseline for Check
 	// driftSettled is the watcher's report count up to which the owner has
@@ -103,11 +104,12 @@ type NFT struct {
 }
 
 type request struct {
-	ctx    context.Context
-	allow  Allowance
-	reload *Spec
-	stats  chan int // test hook: reports the flush count
-	result chan error
+	ctx     context.Context
+	allow   Allowance
+	reload  *Spec
+	recheck Recheck  // with reload: re-check live elements
+	stats   chan int // test hook: reports the flush count
+	result  chan error
 }
 
 // NewNFTables installs spec's table atomically (replacing any table of the
@@ -149,6 +151,9 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 	if n.now == nil {
 		n.now = time.Now
 	}
+	if n.rejected, err = newRejections(reg, n.log, n.now); err != nil {
+		return nil, fmt.Errorf("firewall: metrics: %w", err)
+	}
 	if n.features, err = detectFeatures(opts); err != nil {
 		return nil, err
 	}
@@ -162,7 +167,7 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 			return nil, err
 		}
 	}
-	if err := n.replace(spec, false); err != nil {
+	if err := n.replace(spec, false, nil); err != nil {
 		if n.watch != nil {
 			n.watch.close()
 		}
@@ -210,6 +215,9 @@ func (n *NFT) Allow(ctx context.Context, a Allowance) error {
 		return errClosed
 	default:
 	}
+	if err := n.checkAddresses(a); err != nil {
+		return err
+	}
 	if ctx.Err() == nil && n.alreadyInEffect(a) {
 		return nil
 	}
@@ -224,6 +232,19 @@ func (n *NFT) Reload(spec Spec) error {
 		return err
 	}
 	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec})
+}
+
+// ReloadRecheck is Reload for a changed policy: each live element is
+// carried over only if check still approves one of the answers it
+// remembers (see Allowance.Names), on the element's ports. The others are
+// left out of the new table, in the same atomic batch. Elements whose
+// names are unknown (carried over from an earlier process) are carried
+// as Reload does.
+func (n *NFT) ReloadRecheck(spec Spec, check Recheck) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec, recheck: check})
 }
 
 // flushCount reports how many netlink batches have been sent.
@@ -367,7 +388,7 @@ func (n *NFT) serve(batch []request) {
 		case r.reload != nil:
 			n.applyAllows(allows)
 			allows = nil
-			r.result <- n.replace(*r.reload, true)
+			r.result <- n.replace(*r.reload, true, r.recheck)
 		case r.stats != nil:
 			n.applyAllows(allows)
 			allows = nil
@@ -380,9 +401,10 @@ func (n *NFT) serve(batch []request) {
 	n.applyAllows(allows)
 }
 
-// replace installs spec's layout in one batch, carrying over live elements.
-// logReload logs the outcome as a config reload.
-func (n *NFT) replace(spec Spec, logReload bool) error {
+// replace installs spec's layout in one batch, carrying over live elements
+// (only those check approves, when set). logReload logs the outcome as a
+// config reload.
+func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
 	lay := buildLayout(spec, n.features)
 	now := n.now()
 	keep := map[string]bool{}
@@ -420,7 +442,11 @@ func (n *NFT) replace(spec Spec, logReload bool) error {
 		n.resetConn()
 		return err
 	}
-	carried := n.index.carryOver(now, keep, expiryMargin)
+	var approved func(*indexEntry) bool
+	if check != nil {
+		approved = approvedBy(lay, check, now)
+	}
+	carried, dropped := n.index.carryOver(now, keep, approved)
 	for name, elems := range carried {
 		if err := queueElements(n.conn, sets[name], elems, false); err != nil {
 			n.resetConn()
@@ -433,14 +459,16 @@ func (n *NFT) replace(spec Spec, logReload bool) error {
 	}
 	n.count("ok")
 	if logReload {
-		n.log.Info("firewall table reloaded", "table", spec.Table, "groups", len(spec.Groups), "carried_sets", len(carried))
+		n.log.Info("firewall table reloaded", "table", spec.Table, "groups", len(spec.Groups), "carried_sets", len(carried),
+			"carried_elements", countElements(carried), "dropped_by_policy", dropped)
 	} else if inherited && len(carried) > 0 {
 		n.log.Info("firewall elements carried over from the previous table", "table", spec.Table,
 			"carried_sets", len(carried), "carried_elements", countElements(carried))
 	}
 	n.forgetGauges(lay)
 	n.spec, n.lay, n.sets = spec, lay, sets
-	n.view.Store(&allowView{groups: lay.groups, grace: spec.Grace})
+	n.view.Store(&allowView{groups: lay.groups, grace: spec.Grace,
+		limits: limitView{maxAddr: spec.maxAddresses(), maxElems: spec.maxElements()}})
 	n.updateGauges(now, true)
 	return n.takeBaseline()
 }

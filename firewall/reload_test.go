@@ -147,3 +147,27 @@ func TestReloadNeverHandsElementsToAnotherGroup(t *testing.T) {
 		t.Errorf("group a.b inherited a-b's elements: %v", got)
 	}
 }
+
+// TestReloadCarriesShortLivedElements: an element with less than the
+// index's expiry margin left still backs an answer a client holds; a
+// reload must carry it with the lifetime it has left, not drop it.
+func TestReloadCarriesShortLivedElements(t *testing.T) {
+	ns := newTestNS(t)
+	clock := newFakeClock()
+	spec := allowSpec()
+	spec.Grace = 500 * time.Millisecond
+	n := startNFT(t, ns, spec, clock)
+	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.70"), TTL: 10 * time.Second})
+	// By the index's clock 1.9s are left (the kernel's timer has ~10.5s).
+	clock.Advance(8600 * time.Millisecond)
+	if err := n.Reload(spec); err != nil {
+		t.Fatal(err)
+	}
+	e := onlyElement(t, ns, "g_servers_d4")
+	if e.Timeout != 1900*time.Millisecond || e.Expires > 1900*time.Millisecond {
+		t.Errorf("carried element timeout %v, expires in %v; want 1.9s, at most 1.9s left", e.Timeout, e.Expires)
+	}
+	if left := n.lifetimeLeft(t, "g_servers_d4", netip.MustParseAddr("192.0.2.70").AsSlice()); left != 1900*time.Millisecond {
+		t.Errorf("index lifetime after reload = %v, want 1.9s", left)
+	}
+}

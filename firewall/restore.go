@@ -148,7 +148,7 @@ func (n *NFT) restoreTable(d drift, found []string, present bool, now time.Time)
 	n.log.Warn("firewall table changed outside egressd; restoring it",
 		"table", n.spec.Table, "found", strings.Join(found, ", "), "events", d.String())
 	n.noteRestore(now)
-	if err := n.replace(n.spec, false); err != nil {
+	if err := n.replace(n.spec, false, nil); err != nil {
 		n.log.Error("firewall: restoring the table failed; retrying", "table", n.spec.Table, "err", err)
 		n.later(d, max(verifyRetry, n.restoreGap))
 		return
@@ -197,7 +197,7 @@ func (n *NFT) refill(d drift, sets map[string]bool, now time.Time) {
 // missingElements lists, per set, the index's live elements that the
 // kernel does not have.
 func (n *NFT) missingElements(sets map[string]bool) (map[string][]nftables.SetElement, error) {
-	live := n.index.live(n.now(), sets, expiryMargin)
+	live := n.index.live(n.now(), sets)
 	for name, want := range live {
 		set := n.sets[name]
 		if set == nil {

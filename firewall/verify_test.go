@@ -111,13 +111,18 @@ func TestIndexLiveElements(t *testing.T) {
 		x.put(element{set: set, key: []byte(key)}, now.Add(left))
 	}
 	put("a", "long", time.Minute)
-	put("a", "short", time.Second) // below minLeft
-	put("b", "other", time.Minute) // set not asked for
-	got := x.live(now, map[string]bool{"a": true}, 2*time.Second)
-	if len(got) != 1 || len(got["a"]) != 1 || string(got["a"][0].Key) != "long" || got["a"][0].Timeout != time.Minute {
-		t.Errorf("live = %+v, want only a/long with 1m left", got)
+	put("a", "short", 300*time.Millisecond) // still live: kept
+	put("a", "gone", -time.Millisecond)     // expired
+	put("b", "other", time.Minute)          // set not asked for
+	got := x.live(now, map[string]bool{"a": true})
+	left := map[string]time.Duration{}
+	for _, e := range got["a"] {
+		left[string(e.Key)] = e.Timeout
 	}
-	if len(x.entries) != 3 {
+	if len(got) != 1 || len(left) != 2 || left["long"] != time.Minute || left["short"] != 300*time.Millisecond {
+		t.Errorf("live = %+v, want a/long with 1m and a/short with 300ms left", got)
+	}
+	if len(x.entries) != 4 {
 		t.Errorf("live must not forget entries; %d left", len(x.entries))
 	}
 }

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -161,5 +162,65 @@ func TestHTTPSHintsPushed(t *testing.T) {
 	want := []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}
 	if len(allows) != 1 || !slices.Equal(allows[0].IPs, want) {
 		t.Errorf("allowances %v, want hints %v", allows, want)
+	}
+}
+
+// TestFirewallLimitFailsClosed: an answer the firewall refuses because a
+// cap is reached is SERVFAIL even with fail_open, which is about a broken
+// firewall, not about limits that keep clients from filling the sets.
+func TestFirewallLimitFailsClosed(t *testing.T) {
+	limit := fmt.Errorf("%w: set g_lan_d4 holds 65536 elements", firewall.ErrLimit)
+	tests := []struct {
+		name     string
+		failOpen bool
+		err      error
+		rcode    int
+	}{
+		{"limit, fail closed", false, limit, dns.RcodeServerFailure},
+		{"limit, fail open", true, limit, dns.RcodeServerFailure},
+		{"other error, fail open", true, errors.New("netlink: operation not permitted"), dns.RcodeSuccess},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, FailOpen: tt.failOpen})
+			env.enforcer.err = tt.err
+			resp := env.serve(t, "127.0.0.1", question("a.example.", dns.TypeA))
+			if resp.Rcode != tt.rcode {
+				t.Errorf("rcode %s, want %s", dns.RcodeToString[resp.Rcode], dns.RcodeToString[tt.rcode])
+			}
+			if tt.rcode == dns.RcodeServerFailure && len(resp.Answer) != 0 {
+				t.Errorf("refused push still answered %v", resp.Answer)
+			}
+		})
+	}
+}
+
+// TestAllowanceNamesTheAnswer: the enforcer learns which names an answer
+// was approved for (query name, then CNAME targets), so that a reload can
+// re-check its elements against the new policy.
+func TestAllowanceNamesTheAnswer(t *testing.T) {
+	tests := []struct {
+		name    string
+		qname   string
+		records []string
+		targets []string
+	}{
+		{"plain answer", "a.example.", []string{"a.example. 60 IN A 192.0.2.1"}, nil},
+		{"CNAME chain", "a.example.", []string{"a.example. 60 IN CNAME b.example.", "b.example. 60 IN CNAME c.example.", "c.example. 60 IN A 192.0.2.1"},
+			[]string{"b.example.", "c.example."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, tt.records, nil))
+			env := newEnv(t, Options{Upstreams: []string{up.addr}})
+			if resp := env.serve(t, "127.0.0.1", question(tt.qname, dns.TypeA)); resp.Rcode != dns.RcodeSuccess {
+				t.Fatalf("rcode %s", dns.RcodeToString[resp.Rcode])
+			}
+			got := env.enforcer.allowances()
+			if len(got) != 1 || got[0].Name != tt.qname || !slices.Equal(got[0].Targets, tt.targets) {
+				t.Fatalf("allowances %+v, want one for %s via %v", got, tt.qname, tt.targets)
+			}
+		})
 	}
 }

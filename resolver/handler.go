@@ -188,8 +188,13 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 		o.decision = decisionWouldDeny
 	}
 
-	if err := s.allowDestinations(client, d, ans, o.age, q.cacheOnly); err == errMustWait {
+	if err := s.allowDestinations(client, q.qname, d, ans, o.age, q.cacheOnly); err == errMustWait {
 		return outcome{mustWait: true}
+	} else if errors.Is(err, firewall.ErrLimit) {
+		// A cap keeps clients from filling the sets: fail closed whatever
+		// fail_open says. The firewall counts and logs it, rate-limited.
+		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
+		return o
 	} else if err != nil {
 		s.log.Error("firewall update failed", "group", d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", s.opts.FailOpen)
 		if !s.opts.FailOpen {
@@ -248,7 +253,7 @@ func (s *Server) pushesToFirewall() bool {
 // returns once they are in effect. Answers without addresses need nothing.
 // With cacheOnly it only checks, without waiting, that they already are,
 // and returns errMustWait when they are not or it cannot tell.
-func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *answer, age uint32, cacheOnly bool) error {
+func (s *Server) allowDestinations(client netip.Addr, qname string, d policy.Decision, ans *answer, age uint32, cacheOnly bool) error {
 	if len(ans.addrs) == 0 || !s.pushesToFirewall() {
 		return nil
 	}
@@ -256,7 +261,7 @@ func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *an
 	ttl := time.Duration(ans.remainingTTL(age, s.maxTTL)) * time.Second
 	if cacheOnly {
 		c, ok := enf.(firewall.InEffectChecker)
-		if ok && c.InEffect(firewall.Allowance{Group: d.Group, Client: client, IPs: ans.addrs, Ports: d.Ports, TTL: ttl}) {
+		if ok && c.InEffect(firewall.Allowance{Group: d.Group, Client: client, IPs: ans.addrs, Ports: d.Ports, TTL: ttl, Name: qname, Targets: ans.targets}) {
 			return nil
 		}
 		return errMustWait
@@ -270,6 +275,9 @@ func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *an
 		IPs:    slices.Clone(ans.addrs), // the answer is shared; the enforcer may sort or keep its copy
 		Ports:  d.Ports,
 		TTL:    ttl,
+		// What the answer was approved for, so a reload can re-check it.
+		Name:    qname,
+		Targets: ans.targets, // shared; the enforcer copies what it keeps
 	})
 }
 

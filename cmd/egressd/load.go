@@ -115,6 +115,9 @@ func firewallSpec(cfg, started *config.Config) firewall.Spec {
 		Audit:        cfg.Server.Audit,
 		Mark:         started.Firewall.Mark,
 		RemoveOnExit: cfg.Firewall.RemoveOnExit,
+
+		MaxAddressesPerAnswer: cfg.Firewall.MaxAddressesPerAnswer,
+		MaxElementsPerSet:     cfg.Firewall.MaxElementsPerSet,
 	}
 	for _, g := range cfg.Groups {
 		spec.Groups = append(spec.Groups, firewall.GroupSpec{Name: g.Name, Clients: g.Spec.Clients, Audit: g.Spec.Mode == policy.ModeAudit})

@@ -49,6 +49,9 @@ var keyEdits = map[string]any{
 	"firewall.mark":             int64(42),
 	"firewall.remove_on_exit":   true,
 
+	"firewall.max_addresses_per_answer": int64(8),
+	"firewall.max_elements_per_set":     int64(1000),
+
 	"log.queries":                "none",
 	"log.sample_allowed":         int64(5),
 	"log.max_size":               "10MB",

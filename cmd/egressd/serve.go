@@ -69,9 +69,12 @@ type daemon struct {
 	stopList     context.CancelFunc // ends the current lists' background refresh
 	nft          *firewall.NFT      // nil with backend none
 	enforcer     firewall.Enforcer
-	qlog         *querylog.Writer
-	server       *resolver.Server
-	http         *metrics.Server
+	// fellBack says why backend "nftables" fell back to "none"; set, the
+	// daemon never reports ready, since it enforces nothing.
+	fellBack string
+	qlog     *querylog.Writer
+	server   *resolver.Server
+	http     *metrics.Server
 	// privateGroups may get private addresses in answers; swapped on reload.
 	privateGroups atomic.Pointer[map[string]bool]
 	cancel        context.CancelFunc
@@ -180,18 +183,22 @@ func (d *daemon) backendName() string {
 	return "none"
 }
 
+// canAdminNetwork is firewall.CanAdminNetwork; tests replace it.
+var canAdminNetwork = firewall.CanAdminNetwork
+
 // startFirewall installs the nftables table, or the log-only backend.
 func (d *daemon) startFirewall(cfg *config.Config) error {
 	if cfg.Firewall.Backend == "none" {
 		d.enforcer = firewall.NewNone(d.logger)
 		return nil
 	}
-	if err := firewall.CanAdminNetwork(); err != nil {
+	if err := canAdminNetwork(); err != nil {
 		if !cfg.Firewall.Fallback {
 			return err
 		}
 		d.logger.Warn("firewall falls back to backend \"none\": NOTHING IS ENFORCED, answers are only logged", "reason", err.Error())
 		d.enforcer = firewall.NewNone(d.logger)
+		d.fellBack = err.Error()
 		return nil
 	}
 	nft, err := firewall.NewNFTables(firewallSpec(cfg, cfg), firewall.Options{Metrics: d.metrics, Logger: d.logger})
@@ -207,6 +214,9 @@ func (d *daemon) readiness() []string {
 	var problems []string
 	if d.server == nil || !d.server.Ready() {
 		problems = append(problems, "no upstream has answered yet")
+	}
+	if d.fellBack != "" {
+		problems = append(problems, `firewall fell back to backend "none", nothing is enforced: `+d.fellBack)
 	}
 	if d.nft != nil {
 		if err := d.nft.Check(); err != nil {
@@ -267,7 +277,9 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	if d.nft != nil {
 		// The table is replaced in one transaction before the new policy
 		// answers, so no answer refers to a set that does not exist yet.
-		if err := d.nft.Reload(next.firewall); err != nil {
+		// Live elements the new policy no longer approves (a group now
+		// enforcing, a rule removed) are left out of it.
+		if err := d.nft.ReloadRecheck(next.firewall, engine.Recheck); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
 	}

@@ -79,8 +79,9 @@ type egressdConfig struct {
 	MaxTTL       string // "" is 60s
 	Scope        string // "" is group
 	RemoveOnExit bool
-	QueryLog     string   // "" is stdout
-	Allow, Deny  []string // nil is allowRules, denyRules
+	QueryLog     string                // "" is stdout
+	Allow, Deny  []string              // nil is allowRules, denyRules
+	Hosts        map[string]netip.Addr // [hosts]: name answered locally with one address
 }
 
 // The policy every test uses: default deny, explicit allows, and a
@@ -113,6 +114,12 @@ func (c egressdConfig) render() string {
 	b.WriteString("[metrics]\nlisten = \"\"\n\n")
 	fmt.Fprintf(&b, "[[group]]\nname = \"clients\"\nclients = %s\nallow = %s\ndeny = %s\ndefault = \"deny\"\naction = \"nxdomain\"\nallow_private_answers = true\n",
 		tomlList(orList(c.GroupClients, c.Clients)), tomlList(orList(c.Allow, allowRules)), tomlList(orList(c.Deny, denyRules)))
+	if len(c.Hosts) > 0 {
+		b.WriteString("\n[hosts]\n")
+		for name, a := range c.Hosts {
+			fmt.Fprintf(&b, "%q = [%q]\n", name, a.String())
+		}
+	}
 	return b.String()
 }
 

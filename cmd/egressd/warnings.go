@@ -1,0 +1,31 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/egressd/egressd/config"
+)
+
+// weakSettings lists settings that let traffic past the firewall, for
+// `egressd check`: each is a deliberate choice, never a safe default.
+func weakSettings(cfg *config.Config) []config.Error {
+	var out []config.Error
+	warn := func(key, format string, args ...any) {
+		out = append(out, config.Error{File: cfg.File, Line: cfg.Line(key), Msg: fmt.Sprintf(format, args...)})
+	}
+	if cfg.Server.Mode == "audit" {
+		warn("server.mode", `server.mode = "audit": denied names are resolved and their addresses approved; nothing is blocked, only logged`)
+	}
+	for i, g := range cfg.Groups {
+		if g.Mode == "audit" {
+			warn(fmt.Sprintf("group.%d.mode", i), `group[%s].mode = "audit": denied names are resolved and their addresses approved; nothing is blocked, only logged`, g.Name)
+		}
+	}
+	if cfg.Firewall.FailOpen {
+		warn("firewall.fail_open", "firewall.fail_open = true: when the firewall cannot be updated the answer is sent anyway")
+	}
+	if cfg.Firewall.Fallback {
+		warn("firewall.fallback_to_none", `firewall.fallback_to_none = true: without CAP_NET_ADMIN egressd starts with backend "none" and enforces nothing`)
+	}
+	return out
+}

@@ -1,0 +1,109 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/egressd/egressd/metrics"
+	"github.com/egressd/egressd/policy"
+)
+
+// TestAllowCaps: an allowance past a cap fails with ErrLimit, adds
+// nothing, leaves every live element in place, is counted by reason and
+// logged at most once per limitLogEvery.
+func TestAllowCaps(t *testing.T) {
+	ns := newTestNS(t)
+	clock := newFakeClock()
+	m := metrics.New()
+	var logs lockedBuffer
+	spec := allowSpec()
+	spec.MaxAddressesPerAnswer, spec.MaxElementsPerSet = 4, 6
+	n := startNFTWith(t, ns, spec, clock, Options{Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	rejected := func(reason string) float64 {
+		return testutil.ToFloat64(n.rejected.counter.WithLabelValues(reason))
+	}
+	web := []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}, {Proto: policy.ProtoTCP, From: 80, To: 80}}
+	steps := []struct {
+		name    string
+		a       Allowance
+		limited bool
+		d4, p4  int // kernel elements afterwards
+	}{
+		{"five addresses, cap four", Allowance{IPs: addrs("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5")}, true, 0, 0},
+		{"four addresses", Allowance{IPs: addrs("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4")}, false, 4, 0},
+		{"three more would make seven", Allowance{IPs: addrs("192.0.2.5", "192.0.2.6", "192.0.2.7")}, true, 4, 0},
+		{"two more fill the set", Allowance{IPs: addrs("192.0.2.5", "192.0.2.6")}, false, 6, 0},
+		{"known ones are refreshed, not counted", Allowance{IPs: addrs("192.0.2.1", "192.0.2.6"), TTL: time.Hour}, false, 6, 0},
+		{"one more is refused", Allowance{IPs: addrs("192.0.2.9")}, true, 6, 0},
+		{"other sets have their own room", Allowance{IPs: addrs("192.0.2.9", "192.0.2.10", "192.0.2.11"), Ports: web}, false, 6, 6},
+	}
+	for _, st := range steps {
+		st.a.Group = "servers"
+		if st.a.TTL == 0 {
+			st.a.TTL = time.Minute
+		}
+		err := n.Allow(context.Background(), st.a)
+		if st.limited != errors.Is(err, ErrLimit) || (!st.limited && err != nil) {
+			t.Fatalf("%s: Allow = %v, want limited %v", st.name, err, st.limited)
+		}
+		if d4, p4 := len(elements(t, ns, "egressd", "g_servers_d4")), len(elements(t, ns, "egressd", "g_servers_p4")); d4 != st.d4 || p4 != st.p4 {
+			t.Fatalf("%s: kernel holds %d d4, %d p4 elements; want %d, %d", st.name, d4, p4, st.d4, st.p4)
+		}
+	}
+	if got := rejected(rejectAddresses); got != 1 {
+		t.Errorf("rejected{%s} = %v, want 1", rejectAddresses, got)
+	}
+	if got := rejected(rejectSetFull); got != 2 {
+		t.Errorf("rejected{%s} = %v, want 2", rejectSetFull, got)
+	}
+	if c := strings.Count(logs.String(), "a cap is reached"); c != 2 {
+		t.Errorf("%d log lines for 3 refusals of 2 reasons in one instant, want 2:\n%s", c, logs.String())
+	}
+	// A third set-full refusal in the same instant is not logged; after
+	// limitLogEvery the next one is, with the count it stood for.
+	if err := n.Allow(context.Background(), Allowance{Group: "servers", IPs: addrs("192.0.2.12"), TTL: time.Minute}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("Allow past the cap = %v", err)
+	}
+	clock.Advance(limitLogEvery)
+	if err := n.Allow(context.Background(), Allowance{Group: "servers", IPs: addrs("192.0.2.12"), TTL: time.Minute}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("Allow past the cap = %v", err)
+	}
+	if c := strings.Count(logs.String(), "a cap is reached"); c != 3 || !strings.Contains(logs.String(), "suppressed_since_last=2") {
+		t.Errorf("want a third line saying 2 refusals were not logged:\n%s", logs.String())
+	}
+	// Elements expired (by the index's clock) no longer count.
+	clock.Advance(time.Hour + expiryMargin + spec.Grace)
+	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.12"), TTL: time.Minute})
+	// Allow for a cache hit refuses past the address cap too.
+	if n.InEffect(Allowance{Group: "servers", IPs: addrs("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5")}) {
+		t.Error("InEffect true for an allowance past the address cap")
+	}
+}
+
+// TestSetCapKeepsEarlierDestinations: over TCP, the destinations allowed
+// before a set reached its cap stay reachable, the one refused is not,
+// and the kernel set holds exactly the cap.
+func TestSetCapKeepsEarlierDestinations(t *testing.T) {
+	client, _ := linkedPair(t, "8080")
+	spec := Spec{Table: "egressd", Hooks: []string{HookOutput}, Grace: 5 * time.Second, MaxElementsPerSet: 3,
+		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24")}}}
+	n := startNFT(t, client, spec, nil)
+	ctx := context.Background()
+	if err := n.Allow(ctx, Allowance{Group: "clients", IPs: addrs("10.98.0.2", "10.98.0.20", "10.98.0.21"), TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Allow(ctx, Allowance{Group: "clients", IPs: addrs("10.98.0.3"), TTL: time.Minute}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("Allow past the set cap = %v, want ErrLimit", err)
+	}
+	if got := len(elements(t, client, "egressd", "g_clients_d4")); got != 3 {
+		t.Errorf("kernel set holds %d elements, want the cap, 3", got)
+	}
+	expectDial(t, client, "10.98.0.2:8080", true)
+	expectDial(t, client, "10.98.0.3:8080", false)
+}

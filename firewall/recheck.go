@@ -1,0 +1,63 @@
+package firewall
+
+import (
+	"time"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// approvedBy returns, for carryOver, whether an element of lay's sets is
+// still approved by check: by one of the live answers it remembers, on
+// its ports. Elements whose answers are unknown are approved (see
+// indexEntry.origins).
+func approvedBy(lay layout, check Recheck, now time.Time) func(*indexEntry) bool {
+	defs := make(map[string]setDef, len(lay.sets))
+	for _, s := range lay.sets {
+		defs[s.name] = s
+	}
+	return func(e *indexEntry) bool {
+		if len(e.origins) == 0 {
+			return true
+		}
+		def, ok := defs[e.set]
+		if !ok {
+			return false
+		}
+		for _, o := range e.origins {
+			if !o.until.After(now) {
+				continue // that answer is no longer valid anywhere
+			}
+			if ports, ok := check(def.group, o.client, o.names); ok && portsCover(def, e, ports) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// portsCover reports whether ports (none: any) admit the element: an
+// any-port element needs any port; a port-range element must lie within
+// one range of its protocol.
+func portsCover(def setDef, e *indexEntry, ports []policy.PortRange) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	if def.kind != setPorts || len(e.key) < 8 || len(e.keyEnd) < 8 {
+		return false
+	}
+	proto, from := portOfKey(e.key)
+	_, to := portOfKey(e.keyEnd)
+	for _, p := range ports {
+		if protoOf(p) == proto && p.From <= from && to <= p.To {
+			return true
+		}
+	}
+	return false
+}
+
+// portOfKey reads protocol and port back from the end of a key made by
+// appendPortKey.
+func portOfKey(k []byte) (proto uint8, port uint16) {
+	tail := k[len(k)-8:]
+	return tail[0], uint16(tail[4])<<8 | uint16(tail[5])
+}

@@ -1,0 +1,35 @@
+package policy
+
+import "net/netip"
+
+// Recheck reports whether the named group still approves an answer for
+// names, the query name first and then the names it led to (CNAME
+// targets), as the resolver would approve it now: the query name is
+// allowed (or denied in audit mode) and none of the names it led to is
+// denied by an enforced rule or category. With a valid client, that
+// client must still belong to the group. ports are those an answer would
+// be allowed on now (nil: any). It has the shape of firewall.Recheck, so a
+// config reload can re-check the firewall's live elements.
+func (e *Engine) Recheck(group string, client netip.Addr, names []string) (ports []PortRange, ok bool) {
+	g := e.byName[group]
+	if g == nil || len(names) == 0 {
+		return nil, false
+	}
+	if client.IsValid() && e.clients.lookup(client) != g {
+		return nil, false
+	}
+	var storage [nameStorage]byte
+	d, found := e.decideIn(g, foldName(storage[:0], names[0]), names[0])
+	if !found {
+		d = g.fallback
+	}
+	if d.Verdict == Deny && d.Mode == ModeEnforce {
+		return nil, false
+	}
+	for _, target := range names[1:] {
+		if td, denied := e.DeniesTarget(group, target); denied && td.Mode == ModeEnforce {
+			return nil, false
+		}
+	}
+	return d.Ports, true
+}

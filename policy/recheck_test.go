@@ -1,0 +1,43 @@
+package policy
+
+import (
+	"net/netip"
+	"reflect"
+	"testing"
+)
+
+func TestRecheck(t *testing.T) {
+	e := compileTestEngine(t)
+	srv := netip.MustParseAddr("10.1.2.3")
+	lab := netip.MustParseAddr("10.1.5.7")
+	tests := []struct {
+		name   string
+		group  string
+		client netip.Addr
+		names  []string
+		ok     bool
+		ports  []PortRange
+	}{
+		{"allowed name, any port", "servers", netip.Addr{}, []string{"example.com."}, true, nil},
+		{"allowed name with ports", "servers", netip.Addr{}, []string{"api.x.com."}, true, []PortRange{tcp(443, 443), tcp(8443, 8444)}},
+		{"denied name", "servers", netip.Addr{}, []string{"files.example.com."}, false, nil},
+		{"default deny", "servers", netip.Addr{}, []string{"unlisted.org."}, false, nil},
+		{"denied category", "servers", netip.Addr{}, []string{"x.malware.test."}, false, nil},
+		{"allowed name leading to a denied one", "servers", netip.Addr{}, []string{"www.example.com.", "files.example.com."}, false, nil},
+		{"allowed name leading to a name the default denies", "servers", netip.Addr{}, []string{"www.example.com.", "unlisted.org."}, true, nil},
+		{"audit group: denied name still approved", "lab", netip.Addr{}, []string{"x.ru."}, true, nil},
+		{"audit group: denied target still approved", "lab", netip.Addr{}, []string{"a.org.", "x.ru."}, true, nil},
+		{"client still in the group", "servers", srv, []string{"example.com."}, true, nil},
+		{"client now in another group", "servers", lab, []string{"example.com."}, false, nil},
+		{"unknown group", "gone", netip.Addr{}, []string{"example.com."}, false, nil},
+		{"no names", "servers", netip.Addr{}, nil, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ports, ok := e.Recheck(tt.group, tt.client, tt.names)
+			if ok != tt.ok || (ok && !reflect.DeepEqual(ports, tt.ports)) {
+				t.Errorf("Recheck = %v, %v; want %v, %v", ports, ok, tt.ports, tt.ok)
+			}
+		})
+	}
+}

@@ -130,6 +130,8 @@ func applyDefaults(c *Config) {
 	if c.Firewall.Mark == 0 {
 		c.Firewall.Mark = 0x4547 // "EG"
 	}
+	def(&c.Firewall.Inbound, "drop")
+	def(&c.Firewall.UnlistedSources, "drop")
 	def(&c.Log.Queries, "stdout")
 	def(&c.Log.Level, "info")
 	for _, cat := range c.Categories {
@@ -314,6 +316,8 @@ func (v *validator) validate(c *Config) {
 	f.GraceDur = v.duration("firewall.grace", f.Grace, 0)
 	f.MaxTTLDur = v.duration("firewall.max_ttl", f.MaxTTL, time.Second)
 	v.oneOf("firewall.scope", f.Scope, "group", "client")
+	v.oneOf("firewall.inbound", f.Inbound, "drop", "accept")
+	v.oneOf("firewall.unlisted_sources", f.UnlistedSources, "drop", "accept")
 
 	if c.Log.SampleAllowed < 0 {
 		v.err("log.sample_allowed", "log.sample_allowed must not be negative")

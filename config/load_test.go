@@ -44,6 +44,12 @@ func TestParseValid(t *testing.T) {
 	if got := cfg.Firewall.MaxTTLDur; got != 5*time.Minute {
 		t.Errorf("firewall max_ttl default = %v, want 5m", got)
 	}
+	if got := cfg.Firewall.Inbound; got != "drop" {
+		t.Errorf("firewall inbound default = %q, want drop", got)
+	}
+	if got := cfg.Firewall.UnlistedSources; got != "drop" {
+		t.Errorf("firewall unlisted_sources default = %q, want drop", got)
+	}
 	if got := cfg.Categories["malware"].RefreshDur; got != 24*time.Hour {
 		t.Errorf("category refresh default = %v, want 24h", got)
 	}
@@ -93,6 +99,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad scope", "[firewall]\nscope = \"host\"\n", "bad.toml:2: firewall.scope: invalid value \"host\""},
 		{"bad group mode", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\nmode = \"watch\"\n", "bad.toml:4: group[a].mode: invalid value \"watch\""},
 		{"bad table name", "[firewall]\ntable = \"my table\"\n", "bad.toml:2: firewall.table: invalid table name"},
+		{"bad inbound", "[firewall]\ninbound = \"allow\"\n", "bad.toml:2: firewall.inbound: invalid value \"allow\" (one of drop, accept)"},
+		{"bad unlisted_sources", "[firewall]\n\nunlisted_sources = \"pass\"\n", "bad.toml:3: firewall.unlisted_sources: invalid value \"pass\" (one of drop, accept)"},
 		{"bad hosts address", "[hosts]\n\"printer.lan\" = [\"10.0.0.300\"]\n", "bad.toml:2: hosts.printer.lan: invalid address \"10.0.0.300\""},
 	}
 	for _, tt := range tests {

@@ -104,6 +104,11 @@ func firewallSpec(cfg *config.Config) firewall.Spec {
 		Audit:        cfg.Server.Audit,
 		Mark:         cfg.Firewall.Mark,
 		RemoveOnExit: cfg.Firewall.RemoveOnExit,
+		// The upstream sockets are this process's: the own-traffic rule
+		// matches its uid as well as the mark.
+		UID:            uint32(os.Geteuid()),
+		AcceptInbound:  cfg.Firewall.Inbound == "accept",
+		AcceptUnlisted: cfg.Firewall.UnlistedSources == "accept",
 	}
 	for _, g := range cfg.Groups {
 		spec.Groups = append(spec.Groups, firewall.GroupSpec{Name: g.Name, Clients: g.Spec.Clients, Audit: g.Spec.Mode == policy.ModeAudit})

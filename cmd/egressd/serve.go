@@ -185,7 +185,16 @@ func (d *daemon) startFirewall(cfg *config.Config) error {
 		return fmt.Errorf("firewall: %w", err)
 	}
 	d.nft, d.enforcer = nft, nft
+	d.warnFirewall(cfg)
 	return nil
+}
+
+// warnFirewall logs what the table leaves to unlisted_sources or lets
+// through by choice (firewallWarnings).
+func (d *daemon) warnFirewall(cfg *config.Config) {
+	for _, w := range firewallWarnings(cfg) {
+		d.logger.Warn(w)
+	}
 }
 
 // readiness lists what keeps the daemon from being ready.
@@ -267,6 +276,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		if err := d.nft.Reload(firewallSpec(cfg)); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
+		d.warnFirewall(cfg)
 	}
 	private := privateAnswerGroups(cfg)
 	d.privateGroups.Store(&private)

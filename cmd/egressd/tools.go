@@ -35,6 +35,9 @@ func checkCmd(args []string, stdout io.Writer) error {
 	for _, p := range problems {
 		fmt.Fprintf(stdout, "%s:%d: warning: %s\n", p.File, p.Line, p.Msg)
 	}
+	for _, w := range firewallWarnings(cfg) {
+		fmt.Fprintf(stdout, "%s: warning: %s\n", cfg.File, w)
+	}
 	rules := 0
 	for _, g := range cfg.Groups {
 		rules += len(g.Allow) + len(g.Deny)

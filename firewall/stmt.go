@@ -52,16 +52,6 @@ func (o oifName) exprs(map[string]uint32) []expr.Any {
 	}
 }
 
-type metaMark uint32
-
-func (m metaMark) text() string { return fmt.Sprintf("meta mark 0x%08x", uint32(m)) }
-func (m metaMark) exprs(map[string]uint32) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: regSingle},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: binaryutil.NativeEndian.PutUint32(uint32(m))},
-	}
-}
-
 // nfproto restricts an inet-family rule to one address family; nft adds it
 // implicitly in front of every ip/ip6 payload match.
 func nfproto(is4 bool) []expr.Any {

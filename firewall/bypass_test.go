@@ -1,11 +1,13 @@
 package firewall
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -259,5 +261,91 @@ func TestUnlistedSources(t *testing.T) {
 			expectDial(t, client, "10.98.0.2:8080", false)     // its IPv4 is grouped: never approved
 			expectDial(t, host, "10.98.0.2:8080", accept)      // host whose only group is loopback
 		})
+	}
+}
+
+// TestNDShapedDatagramFromProcessIsJudged: a process with a raw socket
+// sends an ICMPv6 neighbour solicitation, hop limit 255, to a global
+// address nobody approved, carrying data. Only the kernel's own
+// solicitations pass to global addresses, so this one is dropped; in audit
+// mode it arrives, which shows the path is open.
+func TestNDShapedDatagramFromProcessIsJudged(t *testing.T) {
+	client, server := linkedPair(t, "8080")
+	client.exec(t, "ip", "addr", "add", "fd00:98::1/64", "dev", "c0", "nodad")
+	server.exec(t, "ip", "addr", "add", "fd00:98::2/64", "dev", "s0", "nodad")
+	acceptAndClose(t, server, "tcp6", "[::]:7000")
+	waitDial(t, client, "[fd00:98::2]:7000")
+	spec := Spec{Table: "egressd", Hooks: []string{HookOutput}, Grace: 5 * time.Second,
+		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24", "fd00:98::/64")}}}
+	n := startNFT(t, client, spec, nil)
+
+	var rx net.PacketConn
+	if err := inNetNS(server.fd, func() (err error) {
+		rx, err = net.ListenPacket("ip6:ipv6-icmp", "::")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	marker := []byte("egressd-nd-probe")
+	// Neighbour solicitation: type, code, checksum (the kernel fills it
+	// in), reserved, target, then the data.
+	msg := append([]byte{icmpv6NeighborSolicit, 0, 0, 0, 0, 0, 0, 0}, netip.MustParseAddr("fd00:98::2").AsSlice()...)
+	msg = append(msg, marker...)
+	// send returns EPERM when the output hook dropped the datagram.
+	send := func() error {
+		return inNetNS(client.fd, func() error {
+			c, err := net.Dial("ip6:ipv6-icmp", "fd00:98::2")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			raw, err := c.(*net.IPConn).SyscallConn()
+			if err != nil {
+				return err
+			}
+			var serr error
+			if err := raw.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, 255)
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return serr
+			}
+			_, err = c.Write(msg)
+			return err
+		})
+	}
+	// received reports whether the marked solicitation arrives within
+	// 500ms of being sent (ignoring the kernels' own ND traffic).
+	received := func() bool {
+		t.Helper()
+		if err := send(); errors.Is(err, syscall.EPERM) {
+			return false // dropped on the local output path
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1500)
+		_ = rx.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		for {
+			nr, _, err := rx.ReadFrom(buf)
+			if err != nil {
+				return false
+			}
+			if bytes.Contains(buf[:nr], marker) {
+				return true
+			}
+		}
+	}
+	if received() {
+		t.Error("an ND-shaped datagram from a process reached an unapproved global address")
+	}
+	spec.Audit = true
+	if err := n.Reload(spec); err != nil {
+		t.Fatal(err)
+	}
+	if !received() {
+		t.Error("in audit mode the datagram did not arrive either: the test proves nothing")
 	}
 }

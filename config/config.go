@@ -100,6 +100,14 @@ type Firewall struct {
 	Mark uint32 `toml:"mark"`
 	// RemoveOnExit deletes the table at shutdown (fail open). Default false.
 	RemoveOnExit bool `toml:"remove_on_exit"`
+	// Inbound decides, on the forward hook, what happens to a grouped
+	// client's packets in a connection opened to it from outside: "drop"
+	// (default) judges them by its group chain, "accept" lets them pass as
+	// established. The output hook always accepts them.
+	Inbound string `toml:"inbound"`
+	// UnlistedSources is what happens to new traffic from addresses in no
+	// group: "drop" (default, logged) or "accept".
+	UnlistedSources string `toml:"unlisted_sources"`
 	// Fallback lets a missing CAP_NET_ADMIN downgrade to backend none with a
 	// warning instead of failing start-up. Set in the embedded default.
 	Fallback bool `toml:"fallback_to_none"`

@@ -68,6 +68,8 @@ var Keys = map[string]Apply{
 	"firewall.mark":             OnRestart,
 	"firewall.remove_on_exit":   OnReload,
 
+	"firewall.inbound":                  OnReload,
+	"firewall.unlisted_sources":         OnReload,
 	"firewall.max_addresses_per_answer": OnReload,
 	"firewall.max_elements_per_set":     OnReload,
 

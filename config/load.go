@@ -140,6 +140,8 @@ func applyDefaults(c *Config) {
 	if c.Firewall.MaxElementsPerSet == 0 {
 		c.Firewall.MaxElementsPerSet = 65536 // firewall.DefaultMaxElementsPerSet
 	}
+	def(&c.Firewall.Inbound, "drop")
+	def(&c.Firewall.UnlistedSources, "drop")
 	def(&c.Log.Queries, "stdout")
 	def(&c.Log.Level, "info")
 	def(&c.Log.MaxSize, "100MB")
@@ -325,6 +327,8 @@ func (v *validator) validate(c *Config) {
 	} else if f.MaxAddressesPerAnswer < 1 || f.MaxAddressesPerAnswer > f.MaxElementsPerSet {
 		v.err("firewall.max_addresses_per_answer", "firewall.max_addresses_per_answer: %d is out of range (1 to max_elements_per_set, %d)", f.MaxAddressesPerAnswer, f.MaxElementsPerSet)
 	}
+	v.oneOf("firewall.inbound", f.Inbound, "drop", "accept")
+	v.oneOf("firewall.unlisted_sources", f.UnlistedSources, "drop", "accept")
 
 	if c.Log.SampleAllowed < 0 {
 		v.err("log.sample_allowed", "log.sample_allowed must not be negative")

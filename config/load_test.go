@@ -48,6 +48,12 @@ func TestParseValid(t *testing.T) {
 	if f := cfg.Firewall; f.MaxAddressesPerAnswer != 64 || f.MaxElementsPerSet != 65536 {
 		t.Errorf("firewall caps default = %d per answer, %d per set; want 64, 65536", f.MaxAddressesPerAnswer, f.MaxElementsPerSet)
 	}
+	if got := cfg.Firewall.Inbound; got != "drop" {
+		t.Errorf("firewall inbound default = %q, want drop", got)
+	}
+	if got := cfg.Firewall.UnlistedSources; got != "drop" {
+		t.Errorf("firewall unlisted_sources default = %q, want drop", got)
+	}
 	if got := cfg.Categories["malware"].RefreshDur; got != 24*time.Hour {
 		t.Errorf("category refresh default = %v, want 24h", got)
 	}
@@ -103,6 +109,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad table name", "[firewall]\ntable = \"my table\"\n", "bad.toml:2: firewall.table: invalid table name"},
 		{"table name too long", "[firewall]\ntable = \"t" + strings.Repeat("x", 64) + "\"\n", "bad.toml:2: firewall.table: invalid table name"},
 		{"tls upstream without host", "[upstream]\nservers = [\"tls://\"]\n", "bad.toml:2: upstream.servers: invalid upstream \"tls://\""},
+		{"bad inbound", "[firewall]\ninbound = \"allow\"\n", "bad.toml:2: firewall.inbound: invalid value \"allow\" (one of drop, accept)"},
+		{"bad unlisted_sources", "[firewall]\n\nunlisted_sources = \"pass\"\n", "bad.toml:3: firewall.unlisted_sources: invalid value \"pass\" (one of drop, accept)"},
 		{"bad hosts address", "[hosts]\n\"printer.lan\" = [\"10.0.0.300\"]\n", "bad.toml:2: hosts.printer.lan: invalid address \"10.0.0.300\""},
 		{"bad log size", "[log]\nmax_size = \"100 megs\"\n", "bad.toml:2: log.max_size: invalid size \"100 megs\""},
 		{"log size too small", "[log]\nmax_size = \"1KB\"\n", "bad.toml:2: log.max_size: \"1KB\" is less than 64KiB"},

@@ -74,8 +74,22 @@ type Spec struct {
 	// DNS are egressd's own listen addresses; DNS to them is always allowed.
 	DNS []netip.AddrPort
 	// Mark is the SO_MARK on egressd's upstream sockets; the output hook
-	// lets packets carrying it pass. Zero disables the rule.
+	// lets packets carrying it pass when their socket also belongs to UID.
+	// Zero disables the rule.
 	Mark uint32
+	// UID is the user egressd runs as (its effective uid at start). A mark
+	// alone can be set by any process with CAP_NET_RAW; the socket owner
+	// cannot be forged without becoming that user.
+	UID uint32
+	// AcceptInbound lets a grouped client answer connections opened to it
+	// from outside on the forward hook (as established traffic). By default
+	// its packets in a connection it did not open are judged by its group
+	// chain like new ones. The output hook always accepts them, so a host's
+	// own services keep answering.
+	AcceptInbound bool
+	// AcceptUnlisted lets new traffic from sources in no group pass. By
+	// default the base chains drop it (and log, or only log in audit mode).
+	AcceptUnlisted bool
 	// RemoveOnExit deletes the table on Close (fail open). By default the
 	// table stays, so a stopped egressd keeps failing closed.
 	RemoveOnExit bool

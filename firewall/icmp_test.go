@@ -41,10 +41,15 @@ func TestICMPv6NeverDropped(t *testing.T) {
 // TestICMPErrorsOfTrackedFlowsPass: an ICMP error a grouped client sends
 // about a flow conntrack knows (here port unreachable for an inbound
 // datagram; packet too big is handled alike) is `related` and passes the
-// forward hook, though its destination was never approved.
+// forward hook, though its destination was never approved. The flow is
+// one the server opened, so this needs inbound flows accepted (and the
+// server, in no group, let through); by default the client's error is
+// judged like its other packets in that flow
+// (TestInboundConnectionsToGroupedClients).
 func TestICMPErrorsOfTrackedFlowsPass(t *testing.T) {
 	client, gw, server := gatewayTopology(t, "8080")
 	spec := Spec{Table: "egressd", Hooks: []string{HookForward}, Grace: 5 * time.Second,
+		AcceptInbound: true, AcceptUnlisted: true,
 		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.97.0.0/24")}}}
 	startNFT(t, gw, spec, nil)
 	expectDial(t, client, "10.98.0.2:8080", false) // enforcement is on

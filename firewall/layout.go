@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 )
 
 // logRatePerSecond bounds kernel log lines per group chain.
@@ -214,6 +217,11 @@ func buildLayout(s Spec, f Features) layout {
 			l.chains = append(l.chains, chainDef{name: "prenat_" + hook, hook: prenatHook(hook), priority: priorityMangle, rules: prenatRules(jumps)})
 		}
 	}
+	for _, hook := range s.Hooks {
+		if hook == HookOutput {
+			l.chains = append(l.chains, chainDef{name: ipv6LinkChain, rules: ipv6LinkRules()})
+		}
+	}
 	l.chains = append(l.chains, groupChains...)
 	return l
 }
@@ -251,28 +259,29 @@ func groupRules(id string, audit, labels bool, sets []setDef) [][]stmt {
 }
 
 // baseRules is a hook's chain: established flows, traffic that is always
-// fine, DNS to egressd, then a jump per group.
+// fine, DNS to egressd, a jump per group, then sources in no group.
 func baseRules(s Spec, hook string, jumps []groupJump) [][]stmt {
-	rules := [][]stmt{{ctEstablished{}, accept}}
+	// On the forward hook a grouped client's packets in a connection it did
+	// not open (one opened to it from outside) are judged by its group
+	// chain like new ones, unless inbound connections are accepted: the
+	// established shortcut then covers only the direction the connection
+	// was opened in, until the group jumps have had their say.
+	judgeInbound := hook == HookForward && !s.AcceptInbound
+	var rules [][]stmt
+	if judgeInbound {
+		rules = append(rules, []stmt{ctOriginal, ctEstablished{}, accept})
+	} else {
+		rules = append(rules, []stmt{ctEstablished{}, accept})
+	}
 	if hook == HookOutput {
 		// Loopback never leaves the host; this also covers DNS to a local
 		// egressd.
 		rules = append(rules, []stmt{oifName("lo"), accept})
-		// Link-scoped IPv6 (neighbour and router discovery) never leaves
-		// the link; dropping it would break IPv6 itself.
-		for _, p := range linkScoped {
-			rules = append(rules, []stmt{daddrIn(p), accept})
-		}
-		// Neighbour discovery also goes to global unicast addresses: an
-		// advertisement answers a solicitation from the peer's global
-		// address, unreachability probes go to a neighbour's. Conntrack
-		// leaves these untracked, so nothing above accepts them. Forwarded
-		// traffic gets no such rule: discovery is never routed.
-		for _, typ := range []uint8{icmpv6NeighborSolicit, icmpv6NeighborAdvert} {
-			rules = append(rules, []stmt{icmpv6Type(typ), accept})
-		}
+		// What IPv6 needs on the link: neighbour and router discovery and
+		// MLD (see ipv6LinkRules).
+		rules = append(rules, []stmt{l4protoIs(unix.IPPROTO_ICMPV6), jump(ipv6LinkChain)})
 		if s.Mark != 0 {
-			rules = append(rules, []stmt{metaMark(s.Mark), accept})
+			rules = append(rules, []stmt{ownSocket{uid: s.UID, mark: s.Mark}, accept})
 		}
 	}
 	for _, ap := range s.DNS {
@@ -291,7 +300,48 @@ func baseRules(s Spec, hook string, jumps []groupJump) [][]stmt {
 			[]stmt{j.c4.lookup(), jump(j.chain)},
 			[]stmt{j.c6.lookup(), jump(j.chain)})
 	}
+	if judgeInbound {
+		// Replies to grouped clients, and everything established of
+		// sources in no group.
+		rules = append(rules, []stmt{ctEstablished{}, accept})
+	}
+	if !s.AcceptUnlisted {
+		if s.Audit {
+			rules = append(rules, []stmt{rateLog{logRatePerSecond, "egressd would_deny unlisted: "}})
+		} else {
+			rules = append(rules,
+				[]stmt{rateLog{logRatePerSecond, "egressd drop unlisted: "}},
+				[]stmt{drop})
+		}
+	}
 	return rules
+}
+
+// ipv6LinkChain holds what the output hook lets through for IPv6 itself.
+const ipv6LinkChain = "ipv6_link"
+
+// ipv6LinkRules: neighbour and router discovery (RFC 4861: hop limit 255)
+// and MLD reports (hop limit 1) from anyone, as long as they cannot leave
+// the link: ND to link-local or link-scope multicast destinations, which
+// are never routed, MLD with a hop limit no router forwards. Neighbour
+// solicitations and advertisements also go to a neighbour's global address
+// (unreachability probes, answers to a solicitation from a global
+// address); those are accepted only when the kernel sends them. A packet a
+// process sends (a socket with an owner) returns to the base chain and is
+// judged like any other, so an ND-shaped datagram from a raw socket is no
+// way to an unapproved global address.
+func ipv6LinkRules() [][]stmt {
+	linkLocal := netip.MustParsePrefix("fe80::/10")
+	linkMulticast := netip.MustParsePrefix("ff02::/16")
+	multicast := netip.MustParsePrefix("ff00::/8")
+	return [][]stmt{
+		{linkICMPv6{from: icmpv6RouterSolicit, to: icmpv6NeighborAdvert, hopLimit: 255, dst: linkLocal}, accept},
+		{linkICMPv6{from: icmpv6RouterSolicit, to: icmpv6NeighborAdvert, hopLimit: 255, dst: linkMulticast}, accept},
+		{linkICMPv6{from: icmpv6MLDReport, to: icmpv6MLDDone, hopLimit: 1, dst: multicast}, accept},
+		{linkICMPv6{from: icmpv6MLD2Report, to: icmpv6MLD2Report, hopLimit: 1, dst: multicast}, accept},
+		{userSocket{}, verdict{kind: expr.VerdictReturn}},
+		{linkICMPv6{from: icmpv6NeighborSolicit, to: icmpv6NeighborAdvert, hopLimit: 255}, accept},
+	}
 }
 
 // approvedLabel is the conntrack label bit egressd sets on a connection
@@ -324,11 +374,6 @@ func prenatRules(jumps []groupJump) [][]stmt {
 		}
 	}
 	return rules
-}
-
-var linkScoped = []netip.Prefix{
-	netip.MustParsePrefix("fe80::/10"),
-	netip.MustParsePrefix("ff02::/16"),
 }
 
 const (

@@ -34,7 +34,7 @@ var goldenSpecs = map[string]Spec{
 		},
 	},
 	"output": {
-		Table: "egressd", Hooks: []string{HookOutput}, Grace: 30 * time.Second, Mark: 0x2a,
+		Table: "egressd", Hooks: []string{HookOutput}, Grace: 30 * time.Second, Mark: 0x2a, UID: 998,
 		DNS:    addrPorts("127.0.0.1:5353", "[::1]:5353"),
 		Groups: []GroupSpec{{Name: "host", Clients: prefixes("0.0.0.0/0", "::/0")}},
 	},
@@ -49,6 +49,12 @@ var goldenSpecs = map[string]Spec{
 			{Name: "office", Clients: prefixes("10.2.0.0/16")},
 			{Name: "guests.wifi", Clients: prefixes("10.3.0.0/16"), Audit: true},
 		},
+	},
+	// Inbound connections and sources in no group accepted, as before
+	// either could be chosen.
+	"forward_open": {
+		Table: "egressd", Hooks: []string{HookForward}, AcceptInbound: true, AcceptUnlisted: true,
+		Groups: []GroupSpec{{Name: "office", Clients: prefixes("10.2.0.0/16")}},
 	},
 	"group_audit": {
 		Table: "egressd", Hooks: []string{HookForward},

@@ -52,16 +52,6 @@ func (o oifName) exprs(map[string]uint32) []expr.Any {
 	}
 }
 
-type metaMark uint32
-
-func (m metaMark) text() string { return fmt.Sprintf("meta mark 0x%08x", uint32(m)) }
-func (m metaMark) exprs(map[string]uint32) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: regSingle},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: binaryutil.NativeEndian.PutUint32(uint32(m))},
-	}
-}
-
 // nfproto restricts an inet-family rule to one address family; nft adds it
 // implicitly in front of every ip/ip6 payload match.
 func nfproto(is4 bool) []expr.Any {
@@ -206,10 +196,16 @@ func (s setLookup) match(sets map[string]uint32) []expr.Any {
 	return append(out, &expr.Lookup{SourceRegister: regSingle, SetName: s.set, SetID: sets[s.set]})
 }
 
-// ICMPv6 neighbour discovery message types (RFC 4861).
+// ICMPv6 message types IPv6 needs on a link: neighbour discovery (RFC
+// 4861) and multicast listener reports (RFC 2710, RFC 3810).
 const (
+	icmpv6MLDReport       = 131
+	icmpv6MLDDone         = 132
+	icmpv6RouterSolicit   = 133
+	icmpv6RouterAdvert    = 134
 	icmpv6NeighborSolicit = 135
 	icmpv6NeighborAdvert  = 136
+	icmpv6MLD2Report      = 143
 )
 
 // icmpv6Type matches one ICMPv6 message type.
@@ -217,10 +213,20 @@ type icmpv6Type uint8
 
 func (i icmpv6Type) text() string {
 	switch i {
+	case icmpv6MLDReport:
+		return "icmpv6 type mld-listener-report"
+	case icmpv6MLDDone:
+		return "icmpv6 type mld-listener-done"
+	case icmpv6RouterSolicit:
+		return "icmpv6 type nd-router-solicit"
+	case icmpv6RouterAdvert:
+		return "icmpv6 type nd-router-advert"
 	case icmpv6NeighborSolicit:
 		return "icmpv6 type nd-neighbor-solicit"
 	case icmpv6NeighborAdvert:
 		return "icmpv6 type nd-neighbor-advert"
+	case icmpv6MLD2Report:
+		return "icmpv6 type mld2-listener-report"
 	}
 	return fmt.Sprintf("icmpv6 type %d", uint8(i))
 }
@@ -314,6 +320,8 @@ func (v verdict) text() string {
 		return "drop"
 	case expr.VerdictJump:
 		return "jump " + v.chain
+	case expr.VerdictReturn:
+		return "return"
 	}
 	return ""
 }
@@ -349,4 +357,127 @@ func (d daddrIn) exprs(map[string]uint32) []expr.Any {
 		&expr.Bitwise{SourceRegister: regSingle, DestRegister: regSingle, Len: uint32(len(addr)), Mask: mask, Xor: make([]byte, len(addr))},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: addr},
 	)
+}
+
+// ctDirection matches the direction of a packet in its connection: the
+// original one (sent by the side that opened it) or the reply.
+type ctDirection bool
+
+const (
+	ctOriginal ctDirection = false
+	ctReply    ctDirection = true
+)
+
+func (d ctDirection) text() string {
+	if d == ctReply {
+		return "ct direction reply"
+	}
+	return "ct direction original"
+}
+func (d ctDirection) exprs(map[string]uint32) []expr.Any {
+	v := byte(0)
+	if d == ctReply {
+		v = 1
+	}
+	return []expr.Any{
+		&expr.Ct{Register: regSingle, Key: expr.CtKeyDIRECTION},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: []byte{v}},
+	}
+}
+
+// ownSocket matches packets of sockets that belong to uid and carry mark:
+// egressd's own upstream sockets. The mark alone can be set by any process
+// with CAP_NET_RAW (Linux 5.17 and later); the owner is the uid of the
+// process that opened the socket and cannot be forged without becoming
+// that user.
+type ownSocket struct {
+	uid  uint32
+	mark uint32
+}
+
+func (o ownSocket) text() string {
+	return fmt.Sprintf("meta skuid %d meta mark 0x%08x", o.uid, o.mark)
+}
+func (o ownSocket) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySKUID, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: binaryutil.NativeEndian.PutUint32(o.uid)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: binaryutil.NativeEndian.PutUint32(o.mark)},
+	}
+}
+
+// userSocket matches packets sent from a socket a process owns. Packets
+// the kernel sends itself (neighbour discovery, MLD) have no owner and do
+// not match: the meta skuid load fails and ends the rule. No real uid is
+// 4294967295 ((uid_t)-1).
+type userSocket struct{}
+
+func (userSocket) text() string { return "meta skuid != 4294967295" }
+func (userSocket) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySKUID, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: regSingle, Data: binaryutil.NativeEndian.PutUint32(^uint32(0))},
+	}
+}
+
+// l4protoIs matches the transport protocol alone.
+type l4protoIs uint8
+
+func (l l4protoIs) text() string {
+	if l == unix.IPPROTO_ICMPV6 {
+		return "meta l4proto ipv6-icmp"
+	}
+	return fmt.Sprintf("meta l4proto %d", uint8(l))
+}
+func (l l4protoIs) exprs(map[string]uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: []byte{uint8(l)}},
+	}
+}
+
+// linkICMPv6 matches ICMPv6 messages of types from..to (one type when
+// equal) with the given hop limit, to a destination in prefix when it is
+// valid: the shape of the messages IPv6 needs on a link. nft lists the
+// match in this order (type, hop limit, destination).
+type linkICMPv6 struct {
+	from, to uint8
+	hopLimit uint8
+	dst      netip.Prefix
+}
+
+func (l linkICMPv6) text() string {
+	typ := icmpv6Type(l.from).text()
+	if l.to != l.from {
+		typ = fmt.Sprintf("icmpv6 type %d-%d", l.from, l.to)
+	}
+	s := fmt.Sprintf("%s ip6 hoplimit %d", typ, l.hopLimit)
+	if l.dst.IsValid() {
+		s += " " + daddrIn(l.dst).text()
+	}
+	return s
+}
+
+func (l linkICMPv6) exprs(map[string]uint32) []expr.Any {
+	out := append(nfproto(false),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: regSingle},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: []byte{unix.IPPROTO_ICMPV6}},
+		&expr.Payload{DestRegister: regSingle, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+	)
+	if l.to == l.from {
+		out = append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: []byte{l.from}})
+	} else {
+		out = append(out,
+			&expr.Cmp{Op: expr.CmpOpGte, Register: regSingle, Data: []byte{l.from}},
+			&expr.Cmp{Op: expr.CmpOpLte, Register: regSingle, Data: []byte{l.to}})
+	}
+	out = append(out,
+		&expr.Payload{DestRegister: regSingle, Base: expr.PayloadBaseNetworkHeader, Offset: 7, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: regSingle, Data: []byte{l.hopLimit}})
+	if l.dst.IsValid() {
+		// daddrIn without its family check, which is already done.
+		out = append(out, daddrIn(l.dst).exprs(nil)[2:]...)
+	}
+	return out
 }

@@ -118,6 +118,11 @@ func firewallSpec(cfg, started *config.Config) firewall.Spec {
 
 		MaxAddressesPerAnswer: cfg.Firewall.MaxAddressesPerAnswer,
 		MaxElementsPerSet:     cfg.Firewall.MaxElementsPerSet,
+		// The upstream sockets are this process's: the own-traffic rule
+		// matches its uid as well as the mark.
+		UID:            uint32(os.Geteuid()),
+		AcceptInbound:  cfg.Firewall.Inbound == "accept",
+		AcceptUnlisted: cfg.Firewall.UnlistedSources == "accept",
 	}
 	for _, g := range cfg.Groups {
 		spec.Groups = append(spec.Groups, firewall.GroupSpec{Name: g.Name, Clients: g.Spec.Clients, Audit: g.Spec.Mode == policy.ModeAudit})

@@ -49,6 +49,8 @@ var keyEdits = map[string]any{
 	"firewall.mark":             int64(42),
 	"firewall.remove_on_exit":   true,
 
+	"firewall.inbound":                  "accept",
+	"firewall.unlisted_sources":         "accept",
 	"firewall.max_addresses_per_answer": int64(8),
 	"firewall.max_elements_per_set":     int64(1000),
 

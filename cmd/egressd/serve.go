@@ -206,7 +206,16 @@ func (d *daemon) startFirewall(cfg *config.Config) error {
 		return fmt.Errorf("firewall: %w", err)
 	}
 	d.nft, d.enforcer = nft, nft
+	d.warnFirewall(cfg)
 	return nil
+}
+
+// warnFirewall logs what the table leaves to unlisted_sources or lets
+// through by choice (firewallWarnings).
+func (d *daemon) warnFirewall(cfg *config.Config) {
+	for _, w := range firewallWarnings(cfg) {
+		d.logger.Warn(w)
+	}
 }
 
 // readiness lists what keeps the daemon from being ready.
@@ -282,6 +291,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		if err := d.nft.ReloadRecheck(next.firewall, engine.Recheck); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
+		d.warnFirewall(cfg)
 	}
 	d.privateGroups.Store(&next.resolver.PrivateAnswers)
 	d.server.SetPolicy(engine)

@@ -48,6 +48,9 @@ func checkCmd(args []string, stdout io.Writer) error {
 	for _, w := range weakSettings(cfg) {
 		fmt.Fprintf(stdout, "%s:%d: warning: %s\n", w.File, w.Line, w.Msg)
 	}
+	for _, w := range firewallWarnings(cfg) {
+		fmt.Fprintf(stdout, "%s: warning: %s\n", cfg.File, w)
+	}
 	rules := 0
 	for _, g := range cfg.Groups {
 		rules += len(g.Allow) + len(g.Deny)

@@ -33,7 +33,11 @@ func checkCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	for _, p := range problems {
-		fmt.Fprintf(stdout, "%s:%d: warning: %s\n", p.File, p.Line, p.Msg)
+		loc := p.File // a whole-file problem, or a URL source, has no line
+		if p.Line > 0 {
+			loc = fmt.Sprintf("%s:%d", p.File, p.Line)
+		}
+		fmt.Fprintf(stdout, "%s: warning: %s\n", loc, p.Msg)
 	}
 	rules := 0
 	for _, g := range cfg.Groups {

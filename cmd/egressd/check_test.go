@@ -44,3 +44,29 @@ allow_categories = ["saas"]
 		}
 	}
 }
+
+// egressd report -config never proposes what the group's deny categories
+// deny (audit logs from before the category was added say "allow"), and
+// proposes nothing for a group whose default is allow.
+func TestReportWithConfig(t *testing.T) {
+	dir := t.TempDir()
+	conf := writeFile(t, dir, "egressd.toml", testConfig)
+	writeFile(t, dir, "malware.txt", testList)
+	log := writeFile(t, dir, "q.log", strings.Join([]string{
+		`{"time":"2026-01-01T10:00:00Z","client":"10.0.0.5","group":"lan","qname":"cdn.evil.test.","qtype":"A","decision":"allow","rule":"default"}`,
+		`{"time":"2026-01-01T10:00:01Z","client":"10.0.0.5","group":"lan","qname":"ok.example.net.","qtype":"A","decision":"would_deny","rule":"default"}`,
+		`{"time":"2026-01-01T10:00:02Z","client":"10.9.0.5","group":"ops","qname":"x.example.org.","qtype":"A","decision":"allow","rule":"default"}`,
+	}, "\n")+"\n")
+	var out, errOut bytes.Buffer
+	if code := run([]string{"report", "-config", conf, log}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	got := out.String()
+	assertInOrder(t, "report", got, []string{
+		`group "lan"`, "denied by the group's policy, not proposed:", "cdn.evil.test (category:malware)", `"ok.example.net"`,
+		`group "ops"`, "default is allow: nothing to propose",
+	})
+	if strings.Contains(got, `"cdn.evil.test"`) || strings.Contains(got, `"x.example.org"`) {
+		t.Errorf("proposed a denied name or for a default-allow group:\n%s", got)
+	}
+}

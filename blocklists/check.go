@@ -8,7 +8,8 @@ import (
 // `egressd check`. Invalid lines come back as problems (at most
 // maxProblems per file); rules that are well-formed but unsupported, such
 // as cosmetic AdBlock filters, are not problems. URL sources are checked
-// for syntax only: check never touches the network. The error is for
+// for syntax only: check never touches the network; a plain http:// one
+// is a problem, since anyone on the path can rewrite it. The error is for
 // specs that cannot be used at all.
 func CheckSources(specs []CategorySpec, baseDir string) ([]Problem, error) {
 	resolved, err := resolveSpecs(specs, baseDir)
@@ -18,6 +19,9 @@ func CheckSources(specs []CategorySpec, baseDir string) ([]Problem, error) {
 	var problems []Problem
 	for _, r := range resolved {
 		for _, src := range r.sources {
+			if isPlainHTTP(src) {
+				problems = append(problems, Problem{File: sourceLabel(src), Msg: fmt.Sprintf("category %q: %s", r.name, plainHTTPWarning)})
+			}
 			if isURL(src) {
 				continue
 			}

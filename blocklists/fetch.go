@@ -21,6 +21,14 @@ func isURL(s string) bool {
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
+// isPlainHTTP reports a source fetched without TLS.
+func isPlainHTTP(s string) bool { return strings.HasPrefix(s, "http://") }
+
+// plainHTTPWarning is what check and start-up say about a plain http://
+// source: the list decides what clients may reach, so whoever can change
+// it in transit (any router, proxy or Wi-Fi on the way) changes the policy.
+const plainHTTPWarning = "plain http:// source: anyone on the network path can rewrite this list, and with it the policy; use https://"
+
 // cacheMeta is kept beside a downloaded list so the next fetch can be
 // conditional (also after a restart), the file can be traced back to its
 // URL, and a restart knows how fresh the copy is.

@@ -94,7 +94,7 @@ func (m *Manager) keepDownload(c *category, f *fetchedSource) {
 		return
 	}
 	if err := keepCopy(f.tmp, f.listPath, f.metaPath, f.meta); err != nil {
-		m.log.Warn("cannot keep downloaded list", "category", c.name, "source", f.src, "err", err)
+		m.log.Warn("cannot keep downloaded list", "category", c.name, "source", sourceLabel(f.src), "err", err)
 		f.discard()
 		return
 	}
@@ -109,6 +109,6 @@ func (m *Manager) confirmCopy(c *category, f *fetchedSource) {
 		meta.SHA256 = f.digest.String()
 	}
 	if err := writeMeta(f.metaPath, meta); err != nil {
-		m.log.Warn("cannot update cached list metadata", "category", c.name, "source", f.src, "err", err)
+		m.log.Warn("cannot update cached list metadata", "category", c.name, "source", sourceLabel(f.src), "err", err)
 	}
 }

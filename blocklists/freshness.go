@@ -1,7 +1,10 @@
 package blocklists
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,17 +50,47 @@ func unixSeconds(t time.Time) float64 {
 	return float64(t.UnixMilli()) / 1e3
 }
 
-// sourceLabel is how a source appears in metrics: a URL loses the
-// password it may carry, since scrapes reach more people than the config.
+// sourceLabel is how a source appears in metrics and logs: a URL loses
+// the password it may carry and the values of its query string (API
+// tokens travel there as often), and its fragment, since scrapes reach
+// more people than the config. Parameter names stay, so the label still
+// tells the sources apart, and its length is bounded.
 func sourceLabel(src string) string {
-	if !isURL(src) {
-		return src
+	label := src
+	if isURL(src) {
+		if u, err := url.Parse(src); err == nil {
+			u.Fragment, u.RawFragment = "", ""
+			u.RawQuery = redactQuery(u.RawQuery)
+			label = u.Redacted()
+		}
 	}
-	u, err := url.Parse(src)
-	if err != nil {
-		return src
+	if len(label) > maxSourceLabel {
+		// Cut, with a digest of the whole source so that two long
+		// sources with the same beginning keep different labels.
+		sum := sha256.Sum256([]byte(src))
+		label = label[:maxSourceLabel-len("...")-8] + "..." + hex.EncodeToString(sum[:4])
 	}
-	return u.Redacted()
+	return label
+}
+
+// redactQuery replaces every value of a raw query string with "xxxxx",
+// and every part without a name too.
+func redactQuery(q string) string {
+	if q == "" {
+		return ""
+	}
+	parts := strings.Split(q, "&")
+	for i, p := range parts {
+		if p == "" {
+			continue
+		}
+		if name, _, ok := strings.Cut(p, "="); ok {
+			parts[i] = name + "=xxxxx"
+		} else {
+			parts[i] = "xxxxx"
+		}
+	}
+	return strings.Join(parts, "&")
 }
 
 // forgetOtherSources drops last-success series of categories and sources
@@ -102,3 +135,6 @@ func (m *Manager) forgetOtherSources() {
 		mt.ListLastSuccess.DeleteLabelValues(k[0], k[1])
 	}
 }
+
+// maxSourceLabel bounds the length of a source's metric label.
+const maxSourceLabel = 160

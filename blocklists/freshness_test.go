@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,9 +120,22 @@ func TestSourceLabel(t *testing.T) {
 		"/etc/egressd/malware.txt":                       "/etc/egressd/malware.txt",
 		"builtin:doh-resolvers.txt":                      "builtin:doh-resolvers.txt",
 		"https://lists.example/ads.txt":                  "https://lists.example/ads.txt",
-		"https://user:secret@lists.example/ads.txt?v=1":  "https://user:xxxxx@lists.example/ads.txt?v=1",
+		"https://user:secret@lists.example/ads.txt?v=1":  "https://user:xxxxx@lists.example/ads.txt?v=xxxxx",
 		"http://user@lists.example:8080/a.txt":           "http://user@lists.example:8080/a.txt",
 		"https://lists.example/path%20with%20spaces.txt": "https://lists.example/path%20with%20spaces.txt",
+		// Query strings carry API tokens as often as passwords do.
+		"https://lists.example/ads.txt?token=s3cret&v=1":        "https://lists.example/ads.txt?token=xxxxx&v=xxxxx",
+		"https://lists.example/ads.txt?s3cret":                  "https://lists.example/ads.txt?xxxxx",
+		"https://lists.example/ads.txt?key=a%3Db&&flag":         "https://lists.example/ads.txt?key=xxxxx&&xxxxx",
+		"https://lists.example/ads.txt#s3cret":                  "https://lists.example/ads.txt",
+		"https://u:p@lists.example/a.txt?access_token=s3cret#x": "https://u:xxxxx@lists.example/a.txt?access_token=xxxxx",
+	}
+	// A long URL makes a label of bounded length that still tells sources
+	// apart.
+	long := "https://lists.example/" + strings.Repeat("d/", 200)
+	a, b := sourceLabel(long+"a.txt"), sourceLabel(long+"b.txt")
+	if len(a) > maxSourceLabel || len(b) > maxSourceLabel || a == b || !strings.HasPrefix(a, "https://lists.example/d/") {
+		t.Errorf("long sources labelled %q (%d bytes) and %q", a, len(a), b)
 	}
 	for src, want := range tests {
 		if got := sourceLabel(src); got != want {

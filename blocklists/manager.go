@@ -94,6 +94,9 @@ func NewManager(specs []CategorySpec, opts Options) (*Manager, error) {
 		c := &category{resolvedSpec: r, sourceSuccess: make([]time.Time, len(r.sources))}
 		for _, src := range r.sources {
 			c.sourceLabels = append(c.sourceLabels, sourceLabel(src))
+			if isPlainHTTP(src) {
+				m.log.Warn(plainHTTPWarning, "category", r.name, "source", sourceLabel(src))
+			}
 		}
 		m.cats = append(m.cats, c)
 		m.byName[r.name] = c

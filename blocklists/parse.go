@@ -170,6 +170,9 @@ func (p *parser) addName(name []byte, exception bool) string {
 	if reason != "" {
 		return reason
 	}
+	if reason := suffixReason(d); reason != "" {
+		return reason
+	}
 	if exception {
 		p.res.Exceptions++
 	} else {

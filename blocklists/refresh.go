@@ -185,9 +185,9 @@ func (m *Manager) keepUnchanged(c *category, fetched []fetchedSource) {
 func (m *Manager) logSource(c *category, src string, out sourceOutcome) {
 	r := out.res
 	if out.err != nil {
-		m.log.Warn("list source failed", "category", c.name, "source", src, "fallback", out.fallback, "err", out.err)
+		m.log.Warn("list source failed", "category", c.name, "source", sourceLabel(src), "fallback", out.fallback, "err", out.err)
 	}
-	m.log.Debug("list source parsed", "category", c.name, "source", src, "format", r.Format.String(),
+	m.log.Debug("list source parsed", "category", c.name, "source", sourceLabel(src), "format", r.Format.String(),
 		"lines", r.Lines, "entries", r.Entries, "exceptions", r.Exceptions,
 		"invalid", r.Invalid, "unsupported", r.Unsupported)
 	for _, p := range r.Problems[:min(len(r.Problems), 3)] {

@@ -416,6 +416,8 @@ func (v *validator) groups(c *Config) {
 					v.errValue(key+"."+field.name, r, "%s.%s: %v", label, field.name, err)
 				} else if field.name == "deny" && len(rule.Ports) > 0 {
 					v.errValue(key+".deny", r, "%s.deny: rule %q has a port; deny rules apply to the whole name (scope allow rules with ports instead)", label, r)
+				} else if field.name == "allow" && rule.Wildcard && isPublicSuffix(rule.Name) {
+					v.errValue(key+".allow", r, "%s.allow: rule %q allows every name under the public suffix %q; list the registrable domains instead", label, rule.Text, strings.TrimSuffix(rule.Name, "."))
 				}
 			}
 		}

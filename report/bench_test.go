@@ -89,7 +89,7 @@ func FuzzRead(f *testing.F) {
 		if agg.r.Entries+agg.r.Malformed > lines {
 			t.Errorf("%d entries + %d malformed from %d lines", agg.r.Entries, agg.r.Malformed, lines)
 		}
-		r := agg.report(DefaultThreshold)
+		r := agg.report(DefaultThreshold, nil)
 		var sb strings.Builder
 		if err := r.WriteText(&sb); err != nil {
 			t.Fatal(err)

@@ -23,6 +23,20 @@ type Options struct {
 	// instead of each name. 0 means DefaultThreshold; negative never
 	// collapses.
 	Threshold int
+	// Policy, when set, is the running configuration: names its deny
+	// rules or deny categories cover are never proposed, and groups whose
+	// default is allow get no proposal. Without it the report goes by the
+	// rule each log line names.
+	Policy Policy
+}
+
+// Policy is what the report needs of the configuration.
+type Policy interface {
+	// DeniedBy returns the deny rule or deny category of group that
+	// covers name (lower case, no trailing dot), or "".
+	DeniedBy(group, name string) string
+	// DefaultAllow reports whether group allows the names no rule covers.
+	DefaultAllow(group string) bool
 }
 
 // Report is the summary of a set of query logs.
@@ -55,6 +69,30 @@ type Group struct {
 	// DeniedNames were blocked in enforce mode. They are never proposed:
 	// a rule denied them on purpose.
 	DeniedNames []string `json:"denied_names"`
+	// PolicyDenied are names a deny rule or deny category of the group
+	// covers (audit mode logs them would_deny, or the configuration now
+	// denies them). They are never proposed either.
+	PolicyDenied []PolicyDenial `json:"policy_denied"`
+	// Tunnelling lists domains with a burst of random-looking subdomains,
+	// the shape of DNS tunnelling; nothing under them is proposed.
+	Tunnelling []Burst `json:"possible_tunnelling"`
+	// DefaultAllow: the group allows unlisted names, so nothing is
+	// proposed for it.
+	DefaultAllow bool `json:"default_allow"`
+}
+
+// PolicyDenial is a name kept out of the proposal and the rule that
+// denies it.
+type PolicyDenial struct {
+	QName string `json:"qname"`
+	Rule  string `json:"rule"`
+}
+
+// Burst is a domain whose subdomains look like encoded data.
+type Burst struct {
+	Domain        string `json:"domain"`
+	Subdomains    int    `json:"subdomains"`
+	RandomLooking int    `json:"random_looking"`
 }
 
 // Name is one query name's tally within a group.
@@ -65,6 +103,9 @@ type Name struct {
 	WouldDeny int       `json:"would_deny"`
 	FirstSeen time.Time `json:"first_seen,omitzero"`
 	LastSeen  time.Time `json:"last_seen,omitzero"`
+	// DeniedBy is the deny rule or category that covers the name ("" for
+	// none): from the log's rule, or from Options.Policy.
+	DeniedBy string `json:"denied_by,omitempty"`
 }
 
 // Total is the number of queries for the name.
@@ -92,7 +133,7 @@ func Run(files []string, opts Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	r := agg.report(threshold)
+	r := agg.report(threshold, opts.Policy)
 	r.Files = slices.Clone(files)
 	if r.Files == nil {
 		r.Files = []string{}
@@ -106,6 +147,7 @@ type logLine struct {
 	Group    string    `json:"group"`
 	QName    string    `json:"qname"`
 	Decision string    `json:"decision"`
+	Rule     string    `json:"rule"`
 }
 
 type aggregator struct {
@@ -116,6 +158,8 @@ type aggregator struct {
 type groupAgg struct {
 	g     Group
 	names map[string]*Name
+	// defaultAllowed: the log shows a name allowed by the group's default.
+	defaultAllowed bool
 }
 
 func newAggregator() *aggregator {
@@ -154,12 +198,16 @@ func (a *aggregator) add(l *logLine) bool {
 	case querylog.DecisionAllow:
 		ga.g.Allowed++
 		n.Allowed++
+		ga.defaultAllowed = ga.defaultAllowed || l.Rule == ruleDefault
 	case querylog.DecisionDeny:
 		ga.g.Denied++
 		n.Denied++
 	case querylog.DecisionWouldDeny:
 		ga.g.WouldDeny++
 		n.WouldDeny++
+		if l.Rule != ruleDefault && l.Rule != "" && n.DeniedBy == "" {
+			n.DeniedBy = l.Rule // a deny rule or category, not the default
+		}
 	}
 	if !l.Time.IsZero() {
 		if n.FirstSeen.IsZero() || l.Time.Before(n.FirstSeen) {
@@ -184,7 +232,10 @@ func (a *aggregator) seen(t time.Time) {
 	}
 }
 
-func (a *aggregator) report(threshold int) *Report {
+// ruleDefault is the query log's rule for a group's default decision.
+const ruleDefault = "default"
+
+func (a *aggregator) report(threshold int, pol Policy) *Report {
 	r := a.r
 	r.From, r.To = utc(r.From), utc(r.To)
 	r.Groups = []*Group{}
@@ -198,7 +249,22 @@ func (a *aggregator) report(threshold int) *Report {
 		slices.SortFunc(g.Names, func(x, y *Name) int {
 			return cmp.Or(cmp.Compare(y.Total(), x.Total()), compareDomains(x.QName, y.QName))
 		})
-		g.Allow, g.Collapsed, g.DeniedNames = propose(g.Names, threshold)
+		g.DefaultAllow = ga.defaultAllowed
+		if pol != nil {
+			g.DefaultAllow = pol.DefaultAllow(g.Name)
+			for _, n := range g.Names {
+				if n.DeniedBy == "" && n.Denied == 0 {
+					n.DeniedBy = pol.DeniedBy(g.Name, n.QName)
+				}
+			}
+		}
+		p := propose(g.Names, threshold)
+		g.Allow, g.Collapsed, g.DeniedNames, g.PolicyDenied, g.Tunnelling = p.allow, p.collapsed, p.denied, p.policy, p.tunnelling
+		if g.DefaultAllow {
+			// Allow rules change nothing for such a group; proposing
+			// them would only suggest the policy is being narrowed.
+			g.Allow, g.Collapsed = []string{}, []Collapse{}
+		}
 		r.Groups = append(r.Groups, &g)
 	}
 	slices.SortFunc(r.Groups, func(x, y *Group) int { return strings.Compare(x.Name, y.Name) })

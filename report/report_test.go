@@ -157,7 +157,7 @@ func TestNormalizeMergesSpellings(t *testing.T) {
 	if err := read(strings.NewReader(input), agg); err != nil {
 		t.Fatal(err)
 	}
-	g := agg.report(DefaultThreshold).Groups[0]
+	g := agg.report(DefaultThreshold, nil).Groups[0]
 	if len(g.Names) != 2 {
 		t.Fatalf("names %v, want www.example.com and the root", g.Names)
 	}

@@ -45,6 +45,20 @@ func writeGroup(ew *errWriter, g *Group) {
 			ew.printf("    %s\n", n)
 		}
 	}
+	if len(g.PolicyDenied) > 0 {
+		ew.printf("\n  denied by the group's policy, not proposed:\n")
+		for _, d := range g.PolicyDenied {
+			ew.printf("    %s (%s)\n", d.QName, d.Rule)
+		}
+	}
+	for _, b := range g.Tunnelling {
+		ew.printf("\n  possible DNS tunnelling, not proposed: %s: %d subdomains, %d random-looking; review the clients that asked before allowing any of it\n",
+			b.Domain, b.Subdomains, b.RandomLooking)
+	}
+	if g.DefaultAllow {
+		ew.printf("\n  default is allow: nothing to propose (allow rules would change nothing)\n")
+		return
+	}
 	ew.printf("\n  proposed allow rules:\n\n")
 	writeTOML(ew, g)
 }

@@ -218,6 +218,10 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 		o.upstream = upstreamHosts
 		return addressAnswer(q, addrs), nil
 	}
+	if ans, ok := s.localAnswer(q); ok {
+		o.upstream = upstreamLocal
+		return ans, nil
+	}
 	key := keyOf(q)
 	if s.cache != nil {
 		if ans, age, ok := s.cache.get(key, s.now()); ok {

@@ -25,12 +25,12 @@ const udpReceiveBuffer = 1 << 20
 func bindPair(addr string) (net.Listener, net.PacketConn, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("resolver: listen %q: %w", addr, err)
+		return nil, nil, listenError("", addr, err)
 	}
 	for range bindAttempts {
 		tcp, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, nil, fmt.Errorf("resolver: listen tcp %s: %w", addr, err)
+			return nil, nil, listenError("tcp", addr, err)
 		}
 		bound := tcp.Addr().(*net.TCPAddr).Port
 		udp, err := net.ListenPacket("udp", net.JoinHostPort(host, fmt.Sprint(bound)))
@@ -40,10 +40,47 @@ func bindPair(addr string) (net.Listener, net.PacketConn, error) {
 		}
 		tcp.Close()
 		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) {
-			return nil, nil, fmt.Errorf("resolver: listen udp %s: %w", addr, err)
+			return nil, nil, listenError("udp", addr, err)
 		}
 	}
 	return nil, nil, fmt.Errorf("resolver: listen %s: no port free on both udp and tcp", addr)
+}
+
+// bindError is a failed bind, said once: net's errors already name the
+// operation and address ("listen tcp A: bind: ..."), which wrapping them
+// again would repeat.
+type bindError struct {
+	network, addr string
+	err           error // the cause without net's own prefix
+}
+
+func (e *bindError) Error() string {
+	where := e.addr
+	if e.network != "" {
+		where += " (" + e.network + ")"
+	}
+	msg := "resolver: cannot listen on " + where + ": " + e.err.Error()
+	switch {
+	case errors.Is(e.err, syscall.EADDRINUSE):
+		msg += " (is another DNS server, such as systemd-resolved or dnsmasq, using it?)"
+	case errors.Is(e.err, syscall.EACCES):
+		msg += " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+	}
+	return msg
+}
+
+func (e *bindError) Unwrap() error { return e.err }
+
+func listenError(network, addr string, err error) error {
+	var op *net.OpError
+	var ae *net.AddrError
+	switch {
+	case errors.As(err, &op) && op.Err != nil:
+		err = op.Err // e.g. "bind: address already in use"
+	case errors.As(err, &ae):
+		err = errors.New(ae.Err)
+	}
+	return &bindError{network: network, addr: addr, err: err}
 }
 
 func (s *Server) udpServer(pc net.PacketConn) *dns.Server {

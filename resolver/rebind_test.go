@@ -30,7 +30,7 @@ func rebindUpstream(t *testing.T) *testUpstream {
 		"db.corp.internal.":         {"db.corp.internal. 60 IN A 10.0.0.7"},
 		"tv.local.":                 {"tv.local. 60 IN A 169.254.1.1"},
 		"db.corp.example.":          {"db.corp.example. 60 IN A 10.0.0.8"},
-		"5.1.168.192.in-addr.arpa.": {"5.1.168.192.in-addr.arpa. 60 IN A 192.168.1.5"},
+		"5.10.18.198.in-addr.arpa.": {"5.10.18.198.in-addr.arpa. 60 IN A 192.168.1.5"},
 	}
 	return startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg, _ bool) {
 		m := new(dns.Msg)
@@ -69,7 +69,7 @@ func TestRebindingProtection(t *testing.T) {
 		{"nas.home.arpa.", dns.TypeA, false},
 		{"db.corp.internal.", dns.TypeA, false},
 		{"tv.local.", dns.TypeA, false},
-		{"5.1.168.192.in-addr.arpa.", dns.TypeA, false},
+		{"5.10.18.198.in-addr.arpa.", dns.TypeA, false}, // outside the locally served zones
 		// Zones forwarded to the operator's own servers are trusted.
 		{"db.corp.example.", dns.TypeA, false},
 		// Static hosts entries are egressd's own answers.

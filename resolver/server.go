@@ -98,6 +98,7 @@ type Server struct {
 	upstreams []Upstream
 	health    *upstreamHealth
 	zones     zoneRoutes   // nil without Options.Zones
+	reverse   reverseHosts // PTR records from Options.Hosts (localzones.go)
 	cache     *answerCache // nil when disabled
 	hosts     map[string][]netip.Addr
 	maxTTL    uint32 // seconds; 0 means no clamp
@@ -174,6 +175,7 @@ func New(o Options) (*Server, error) {
 		key := normalizeName(name)
 		s.hosts[key] = append(s.hosts[key], addrs...)
 	}
+	s.reverse = newReverseHosts(s.hosts)
 	s.maxTTL = seconds(o.MaxTTL)
 	s.SetPolicy(o.Policy)
 	s.SetEnforcer(o.Enforcer)

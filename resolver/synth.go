@@ -25,11 +25,15 @@ const (
 )
 
 // reply starts a response to q carrying q's question (when it had exactly
-// one) and rcode.
+// one), q's opcode and rcode. The opcode is copied from the request as
+// RFC 1035 section 4.1.1 requires (dig and nsupdate discard a reply
+// whose opcode differs); RA is set only on answers to QUERY, the one
+// opcode recursion applies to, as unbound does.
 func reply(q *query, rcode int) *dns.Msg {
 	m := &dns.Msg{}
 	m.Response = true
-	m.RecursionAvailable = true
+	m.Opcode = q.opcode
+	m.RecursionAvailable = q.opcode == dns.OpcodeQuery
 	m.Rcode = rcode
 	if q.name != "" {
 		m.Question = []dns.Question{{Name: q.qname, Qtype: q.qtype, Qclass: q.qclass}}
@@ -43,6 +47,10 @@ func packed(m *dns.Msg, q *query) *answer {
 	a, err := newAnswer(m, q.qname)
 	if err != nil {
 		return headerOnly(dns.RcodeServerFailure)
+	}
+	if q.opcode != dns.OpcodeQuery { // newAnswer sets RA, right for QUERY only
+		flags := binary.BigEndian.Uint16(a.wire[offFlags:])
+		binary.BigEndian.PutUint16(a.wire[offFlags:], flags&^flagRA)
 	}
 	return a
 }

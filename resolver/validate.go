@@ -9,7 +9,11 @@ import "github.com/miekg/dns"
 // require.
 func checkRequest(q *query) (rcode int, ok bool) {
 	switch {
-	case q.opcode != dns.OpcodeQuery:
+	case q.opcode == dns.OpcodeUpdate:
+		// RFC 2136: egressd is no primary for any zone. REFUSED tells
+		// nsupdate plainly ("update failed: REFUSED").
+		return dns.RcodeRefused, false
+	case q.opcode != dns.OpcodeQuery: // IQUERY, STATUS, NOTIFY, DSO, unassigned
 		return dns.RcodeNotImplemented, false
 	case q.questions != 1:
 		return dns.RcodeFormatError, false

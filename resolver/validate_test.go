@@ -25,7 +25,7 @@ func TestRequestValidation(t *testing.T) {
 		{"plain query", func() *dns.Msg { return question("a.example.", dns.TypeA) }, dns.RcodeSuccess},
 		{"unknown type", func() *dns.Msg { return question("a.example.", 65280) }, dns.RcodeSuccess},
 		{"opcode notify", func() *dns.Msg { m := question("a.example.", dns.TypeSOA); m.Opcode = dns.OpcodeNotify; return m }, dns.RcodeNotImplemented},
-		{"opcode update", func() *dns.Msg { m := question("a.example.", dns.TypeSOA); m.Opcode = dns.OpcodeUpdate; return m }, dns.RcodeNotImplemented},
+		{"opcode update", func() *dns.Msg { m := question("a.example.", dns.TypeSOA); m.Opcode = dns.OpcodeUpdate; return m }, dns.RcodeRefused},
 		{"opcode status", func() *dns.Msg { m := question("a.example.", dns.TypeA); m.Opcode = dns.OpcodeStatus; return m }, dns.RcodeNotImplemented},
 		{"no question", func() *dns.Msg { m := question("a.example.", dns.TypeA); m.Question = nil; return m }, dns.RcodeFormatError},
 		{"two questions", func() *dns.Msg {

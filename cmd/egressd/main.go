@@ -21,8 +21,9 @@ Usage:
   egressd explain -config FILE [-client IP] [-type A] NAME
                                         show how a query would be decided
   egressd nft-rules -config FILE        print the nftables ruleset egressd installs
-  egressd report [-json] [-threshold N] LOGFILE...
+  egressd report [-json] [-threshold N] [-config FILE] LOGFILE...
                                         summarize query logs and propose allow rules
+                                        (never what FILE's deny rules or categories deny)
   egressd version                       print the version
 
 Signals (serve): SIGHUP reloads the config and lists and reopens the query

@@ -43,7 +43,11 @@ func checkCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	for _, p := range problems {
-		fmt.Fprintf(stdout, "%s:%d: warning: %s\n", p.File, p.Line, p.Msg)
+		loc := p.File // a whole-file problem, or a URL source, has no line
+		if p.Line > 0 {
+			loc = fmt.Sprintf("%s:%d", p.File, p.Line)
+		}
+		fmt.Fprintf(stdout, "%s: warning: %s\n", loc, p.Msg)
 	}
 	for _, w := range weakSettings(cfg) {
 		fmt.Fprintf(stdout, "%s:%d: warning: %s\n", w.File, w.Line, w.Msg)
@@ -189,13 +193,22 @@ func reportCmd(args []string, stdout io.Writer) error {
 	fs := newFlagSet("report", stdout)
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
 	threshold := fs.Int("threshold", 3, "collapse more than N subdomains of one registrable domain into a wildcard")
+	path := fs.String("config", "", "the running config: never propose what its deny rules or categories deny, nor for groups whose default is allow")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		return fmt.Errorf("%w: want one or more query log files", errUsage)
 	}
-	rep, err := report.Run(fs.Args(), report.Options{Threshold: *threshold})
+	opts := report.Options{Threshold: *threshold}
+	if *path != "" {
+		pol, err := reportPolicy(*path)
+		if err != nil {
+			return err
+		}
+		opts.Policy = pol
+	}
+	rep, err := report.Run(fs.Args(), opts)
 	if err != nil {
 		return err
 	}
@@ -204,3 +217,39 @@ func reportCmd(args []string, stdout io.Writer) error {
 	}
 	return rep.WriteText(stdout)
 }
+
+// reportPolicy is the configuration at path as the report consults it.
+func reportPolicy(path string) (report.Policy, error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	lists, err := loadLists(context.Background(), cfg, path, nil, logger)
+	if err != nil {
+		return nil, err
+	}
+	engine, err := compilePolicy(cfg, lists)
+	if err != nil {
+		return nil, err
+	}
+	p := configPolicy{engine: engine, defaultAllow: map[string]bool{}}
+	for _, g := range cfg.PolicyGroups() {
+		p.defaultAllow[g.Name] = g.DefaultAllow
+	}
+	return p, nil
+}
+
+type configPolicy struct {
+	engine       *policy.Engine
+	defaultAllow map[string]bool
+}
+
+func (p configPolicy) DeniedBy(group, name string) string {
+	if d, denied := p.engine.DeniesTarget(group, policy.NormalizeName(name)); denied {
+		return d.Rule
+	}
+	return ""
+}
+
+func (p configPolicy) DefaultAllow(group string) bool { return p.defaultAllow[group] }

@@ -3,7 +3,55 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 )
+
+// What egressd may hold once the load has stopped, beyond what it had
+// before the load began. The goroutine check allows exactly this, so it
+// fails on a leak and not on a busy machine:
+//
+//   - UDP workers: one per query handed off while none was idle, up to
+//     8,192 busy and 1,024 idle (resolver: maxInFlight, maxIdleUDPWorkers).
+//     A worker ends after udpWorkerIdle without a query, so none is left
+//     once that long has passed since the last query; the end figure is
+//     taken then (settleDeadline), not 3 s after the load.
+//   - Queries in flight (up to 8,192): each ends within the upstream
+//     timeout per server tried, before that wait is over.
+//   - TCP connections: one goroutine each, at most [server] tcp_max_conns
+//     (soakTCPMaxConns). The load closes its connections when it stops,
+//     so this part is normally empty; it is allowed because egressd may
+//     hold that many.
+//   - DoT and DoH connections: a reader goroutine per pooled connection;
+//     the soak's upstreams are plain DNS, so none.
+//   - /metrics: the scrape being answered is in the pre-load figure too;
+//     one earlier connection may still be closing (net/http: its goroutine
+//     and its background reader).
+//
+// Everything else egressd runs (listeners, the UDP readers, the firewall
+// owner, the query log writer, the upstream prober, signal handling) is
+// there before the load and does not grow with it; a reload replaces it.
+const (
+	// udpWorkerIdle is resolver/udpworkers.go's udpWorkerIdle.
+	udpWorkerIdle         = 10 * time.Second
+	goroutinesPerTCPConn  = 1
+	metricsConnGoroutines = 2
+	closingMetricsConns   = 1
+)
+
+// goroutineBound is the most goroutines egressd may have once idle after
+// the load: the pre-load figure plus what its limits let it keep.
+func goroutineBound(pre float64, tcpMaxConns int) float64 {
+	return pre + float64(tcpMaxConns*goroutinesPerTCPConn+closingMetricsConns*metricsConnGoroutines)
+}
+
+// settleDeadline is how long after the load the end figures may wait for
+// egressd to be within the bound: every query handed off has ended (the
+// upstream timeout for each server), and then every idle UDP worker
+// (udpWorkerIdle), with the same again for a machine busy enough to delay
+// timers. A healthy egressd is within the bound well before.
+func settleDeadline(upstreamTimeout time.Duration, upstreams int) time.Duration {
+	return 2 * (udpWorkerIdle + upstreamTimeout*time.Duration(upstreams))
+}
 
 // checkInputs are the end-of-run facts that are not in the summary.
 type checkInputs struct {
@@ -40,16 +88,23 @@ func buildChecks(o options, s summary, in checkInputs) []check {
 		"%d of %d queries not sent because every worker was waiting (limit %.1f%%)", s.load.notSent, offered, o.notSentPct)
 
 	m := s.mon
+	gBound := goroutineBound(m.preGoroutines, soakTCPMaxConns)
 	switch {
-	case !m.haveBase:
-		add("goroutines bounded", false, "no baseline: run shorter than the warm-up or /metrics failing (%s)", m.lastErr)
-		add("RSS bounded", false, "no baseline")
+	case !m.havePre:
+		add("goroutines bounded", false, "no pre-load figure: /metrics failing (%s)", m.lastErr)
 	case in.endScrapeErr != nil:
 		add("goroutines bounded", false, "end scrape failed: %v", in.endScrapeErr)
+	default:
+		add("goroutines bounded", m.lastGoroutines <= gBound,
+			"end %.0f ≤ %.0f (before the load %.0f + tcp_max_conns %d × %d + closing /metrics connection %d), %s after the load (UDP workers end after %s idle)",
+			m.lastGoroutines, gBound, m.preGoroutines, soakTCPMaxConns, goroutinesPerTCPConn, closingMetricsConns*metricsConnGoroutines, m.settled, udpWorkerIdle)
+	}
+	switch {
+	case !m.haveBase:
+		add("RSS bounded", false, "no baseline: run shorter than the warm-up or /metrics failing (%s)", m.lastErr)
+	case in.endScrapeErr != nil:
 		add("RSS bounded", false, "end scrape failed: %v", in.endScrapeErr)
 	default:
-		gLimit := m.baseGoroutines + o.goroutineGrow
-		add("goroutines bounded", m.lastGoroutines < gLimit, "end %.0f < %.0f (warm-up %.0f + %.0f)", m.lastGoroutines, gLimit, m.baseGoroutines, o.goroutineGrow)
 		rLimit := m.baseRSS*o.rssFactor + o.rssSlackMiB*(1<<20)
 		add("RSS bounded", m.lastRSS < rLimit, "end %.1f MiB < %.1f MiB (warm-up %.1f MiB × %.1f + %.0f MiB); peak %.1f MiB",
 			m.lastRSS/(1<<20), rLimit/(1<<20), m.baseRSS/(1<<20), o.rssFactor, o.rssSlackMiB, m.peakRSS/(1<<20))

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Names the policy is about. authd answers h<N>.bench.test; everything
@@ -19,6 +20,15 @@ const (
 	groupName = "soak"
 	tableName = "egressd_soak"
 )
+
+// soakTCPMaxConns is egressd's [server] tcp_max_conns in the soak: the
+// load's 8 TCP connections, room for the ones replacing those egressd
+// closes after 256 queries, and no more, since every connection egressd
+// may hold counts in the goroutine bound (see goroutineLimits).
+const soakTCPMaxConns = 16
+
+// soakUpstreamTimeout is egressd's [upstream] timeout in the soak.
+const soakUpstreamTimeout = time.Second
 
 // policyVariant selects one of the configs the soak reloads between.
 type policyVariant int
@@ -60,9 +70,9 @@ func (c configParams) render() string {
 	if c.variant == variantBroken {
 		action = "teleport" // not an action egressd knows
 	}
-	fmt.Fprintf(&b, "[server]\nlisten = %s\nclients = %s\ntcp_idle_timeout = \"30s\"\n\n",
-		tomlList([]string{c.topo.dns.String()}), tomlList(c.topo.clientNets))
-	fmt.Fprintf(&b, "[upstream]\nservers = %s\ntimeout = \"1s\"\n\n", tomlList(ups))
+	fmt.Fprintf(&b, "[server]\nlisten = %s\nclients = %s\ntcp_idle_timeout = \"30s\"\ntcp_max_conns = %d\n\n",
+		tomlList([]string{c.topo.dns.String()}), tomlList(c.topo.clientNets), soakTCPMaxConns)
+	fmt.Fprintf(&b, "[upstream]\nservers = %s\ntimeout = %q\n\n", tomlList(ups), soakUpstreamTimeout.String())
 	b.WriteString("[cache]\nsize = 50000\nmax_ttl = \"1h\"\n\n")
 	fmt.Fprintf(&b, "[firewall]\nbackend = %q\ntable = %q\nhooks = [\"forward\"]\ngrace = \"15s\"\nmax_ttl = \"5m\"\nremove_on_exit = true\n\n",
 		backend, tableName)

@@ -30,26 +30,25 @@ import (
 )
 
 type options struct {
-	duration      time.Duration
-	warmup        time.Duration
-	qps           int
-	maxQueries    uint64
-	flapEvery     time.Duration
-	reloadEvery   time.Duration
-	sampleEvery   uint64
-	unanswered    uint64
-	notSentPct    float64
-	workers       int
-	wrong         uint64
-	goroutineGrow float64
-	rssFactor     float64
-	rssSlackMiB   float64
-	egressdBin    string
-	authdBin      string
-	pidFile       string
-	keep          bool
-	loopback      bool
-	id            string
+	duration    time.Duration
+	warmup      time.Duration
+	qps         int
+	maxQueries  uint64
+	flapEvery   time.Duration
+	reloadEvery time.Duration
+	sampleEvery uint64
+	unanswered  uint64
+	notSentPct  float64
+	workers     int
+	wrong       uint64
+	rssFactor   float64
+	rssSlackMiB float64
+	egressdBin  string
+	authdBin    string
+	pidFile     string
+	keep        bool
+	loopback    bool
+	id          string
 }
 
 func parseOptions() (options, error) {
@@ -74,7 +73,6 @@ func parseOptions() (options, error) {
 	flag.Float64Var(&o.notSentPct, "not-sent-limit", 5, "percent of the load that may go unsent because every worker waited on egressd")
 	flag.IntVar(&o.workers, "workers", 512, "UDP client sockets, one query in flight each (plus 8 TCP connections)")
 	flag.Uint64Var(&o.wrong, "wrong-budget", 0, "answers allowed to differ from what the policy promises (SERVFAIL, wrong rcode)")
-	flag.Float64Var(&o.goroutineGrow, "goroutine-slack", 50, "end goroutines must be below warm-up goroutines + this")
 	flag.Float64Var(&o.rssFactor, "rss-factor", 2, "end RSS must be below warm-up RSS × this + -rss-slack")
 	flag.Float64Var(&o.rssSlackMiB, "rss-slack", 50, "see -rss-factor, in MiB")
 	flag.StringVar(&o.egressdBin, "egressd", os.Getenv("SOAK_EGRESSD"), "egressd binary (env SOAK_EGRESSD)")
@@ -280,15 +278,17 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 		return 130
 	}
 
-	// Let connections and their goroutines wind down before the end figures.
-	time.Sleep(3 * time.Second)
-	endErr := mon.sample()
+	// The end figures wait until egressd holds no more goroutines than its
+	// limits allow once idle (see goroutineBound), or the deadline passes.
+	pre := mon.figures().preGoroutines
+	settled, endErr := mon.settle(goroutineBound(pre, soakTCPMaxConns), settleDeadline(soakUpstreamTimeout, len(topo.upstreams)))
 	alive := egressd.running() && egressd.pid == egressdPID
 	exitState := egressd.exitErr()
 	cleanExit := stopEgressd()
 
 	flaps, flapErrs := ups.flapCount()
 	s := summary{soakCPU: ownCPUSeconds(), seconds: time.Since(start).Seconds(), loadavg: fmt.Sprintf("%s at the start, %s at the end, %d CPUs", loadBefore, loadAverage(), runtime.NumCPU()), mode: mode, elapsed: elapsed.String(), load: load, reloads: rel.snapshot(), flaps: flaps, mon: mon.figures(), setSkip: checker == nil}
+	s.mon.settled = settled
 	var setExamples []string
 	if checker != nil {
 		s.setPassed, s.setFailed, setExamples = checker.counts()

@@ -15,6 +15,8 @@ type monitor struct {
 	warmup  time.Duration
 
 	mu                sync.Mutex
+	preGoroutines     float64 // at the first scrape, before the load
+	havePre           bool
 	baseGoroutines    float64
 	baseRSS           float64
 	haveBase          bool
@@ -59,6 +61,9 @@ func (m *monitor) sample() error {
 		}
 		m.lastCPU = cpu
 	}
+	if !m.havePre {
+		m.preGoroutines, m.havePre = g, true
+	}
 	m.peakRSS = max(m.peakRSS, rss)
 	m.peakGoroutines = max(m.peakGoroutines, g)
 	if !m.haveBase && time.Since(m.start) >= m.warmup {
@@ -83,7 +88,29 @@ func (m *monitor) loop(ctx context.Context, interval, report time.Duration, prog
 	}
 }
 
+// settle samples every half second until egressd's goroutines are within
+// bound or deadline passes, and returns how long it waited and the last
+// sample's error. Waiting instead of sampling once is what lets the bound
+// leave out goroutines egressd only keeps for a while (idle UDP workers);
+// a busy machine makes the wait longer, never the verdict different.
+func (m *monitor) settle(bound float64, deadline time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for {
+		err := m.sample()
+		m.mu.Lock()
+		within := err == nil && m.lastGoroutines <= bound
+		m.mu.Unlock()
+		if within || time.Since(start) >= deadline {
+			return time.Since(start).Round(100 * time.Millisecond), err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 type monitorFigures struct {
+	havePre                 bool
+	preGoroutines           float64
+	settled                 time.Duration // waited after the load for the end figures
 	haveBase                bool
 	baseGoroutines, baseRSS float64
 	peakRSS, peakGoroutines float64
@@ -96,6 +123,6 @@ type monitorFigures struct {
 func (m *monitor) figures() monitorFigures {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return monitorFigures{m.haveBase, m.baseGoroutines, m.baseRSS, m.peakRSS, m.peakGoroutines,
+	return monitorFigures{m.havePre, m.preGoroutines, 0, m.haveBase, m.baseGoroutines, m.baseRSS, m.peakRSS, m.peakGoroutines,
 		m.lastGoroutines, m.lastRSS, m.scrapes, m.failures, m.lastErr, m.lastCPU - m.firstCPU}
 }

@@ -93,7 +93,7 @@ func printSummary(w io.Writer, s summary) {
 		{"reloads", fmt.Sprintf("%d ok, %d failed (broken config offered %d time(s))", okReloads, failedReloads, countBroken(s.reloads))},
 		{"upstream flaps", fmt.Sprint(s.flaps)},
 		{"peak RSS", fmt.Sprintf("%.1f MiB (after warm-up %.1f MiB, end %.1f MiB)", s.mon.peakRSS/(1<<20), s.mon.baseRSS/(1<<20), s.mon.lastRSS/(1<<20))},
-		{"goroutines", fmt.Sprintf("after warm-up %.0f, end %.0f, peak %.0f", s.mon.baseGoroutines, s.mon.lastGoroutines, s.mon.peakGoroutines)},
+		{"goroutines", fmt.Sprintf("before the load %.0f, after warm-up %.0f, peak %.0f, end %.0f (%s after the load)", s.mon.preGoroutines, s.mon.baseGoroutines, s.mon.peakGoroutines, s.mon.lastGoroutines, s.mon.settled)},
 		{"set presence", sets},
 		{"bad answers", badWindow(s.load)},
 		{"machine load", s.loadavg},

@@ -40,6 +40,7 @@ type answer struct {
 	svcTargets []string     // HTTPS/SVCB target names on the chain, normalized
 	addrs      []netip.Addr // every address a client can take from the answer
 	push       []netip.Addr // addrs without those never pushed (see neverPushed)
+	local      bool         // an address in addrs is local (see localAddr)
 	// overlong: the CNAME chain goes on past maxChainHops.
 	overlong bool
 }
@@ -71,7 +72,7 @@ func newAnswer(m *dns.Msg, qname string) (*answer, error) {
 	}
 	a := &answer{wire: wire, rcode: m.Rcode & 0xF, extRcode: uint8(m.Rcode >> 4)}
 	a.targets, a.svcTargets, a.addrs, a.overlong = c.targets, c.svcTargets, c.addrs, c.overlong
-	a.push = pushable(c.addrs)
+	a.push, a.local = pushable(c.addrs), anyLocal(c.addrs)
 	a.answerTTL, a.cacheTTL = answerTTLs(&out)
 	if c.found {
 		a.answerTTL = c.ttl

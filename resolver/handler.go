@@ -194,7 +194,7 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 		o.decision = decisionWouldDeny
 	}
 
-	if o.upstream != upstreamHosts && s.rebinding(d.Group, q.qname, ans.addrs) {
+	if o.upstream != upstreamHosts && s.rebinding(d.Group, q.qname, ans.local) {
 		s.log.Info("answer with local addresses denied", "rule", ruleRebinding, "group", d.Group, "client", client, "qname", q.qname, "addrs", ans.addrs)
 		o.rule, o.source, o.action = ruleRebinding, sourceRebinding, d.Action.String()
 		if d.Mode == policy.ModeEnforce {
@@ -274,8 +274,8 @@ func (s *Server) pushesToFirewall() bool {
 }
 
 // allowDestinations pushes the answer's addresses (but those never pushed,
-// see neverPushed) into the firewall and returns once they are in effect. Answers without addresses need nothing.
-// With cacheOnly it only checks, without waiting, that they already are,
+// see neverPushed) into the firewall and returns once they are in effect.
+// Answers without addresses need nothing. With cacheOnly it only checks, without waiting, that they already are,
 // and returns errMustWait when they are not or it cannot tell.
 func (s *Server) allowDestinations(client netip.Addr, d policy.Decision, ans *answer, age uint32, cacheOnly bool) error {
 	if len(ans.push) == 0 || !s.pushesToFirewall() {

@@ -101,16 +101,20 @@ func privateName(qname string) bool {
 	return false
 }
 
-// rebinding reports whether an upstream answer for qname to group must be
-// denied because it points at local addresses.
-func (s *Server) rebinding(group, qname string, addrs []netip.Addr) bool {
-	local := false
+// anyLocal reports whether one of addrs is a local address (localAddr).
+// Answers record it once, when built, so cache hits need not look again.
+func anyLocal(addrs []netip.Addr) bool {
 	for _, a := range addrs {
 		if localAddr(a) {
-			local = true
-			break
+			return true
 		}
 	}
+	return false
+}
+
+// rebinding reports whether an upstream answer for qname to group, with
+// local addresses when local is set, must be denied.
+func (s *Server) rebinding(group, qname string, local bool) bool {
 	// Zones the operator forwards to its own servers are trusted like the
 	// local suffixes.
 	if !local || privateName(qname) || s.zones.match(qname) != nil {

@@ -267,7 +267,7 @@ func TestTTLsAtMostTheAllowance(t *testing.T) {
 			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, MaxTTL: time.Hour, Enforcer: enf})
 			addr := env.start(t)
 			start := env.clock.now()
-			for _, age := range []uint32{0, 10, 29} {
+			for i, age := range []uint32{0, 10, 29} {
 				env.clock.advance(start.Add(time.Duration(age)*time.Second).Sub(env.clock.now()))
 				resp := exchange(t, "udp", addr, question("www.example.", dns.TypeA))
 				if len(resp.Answer) != len(answer) {
@@ -279,6 +279,12 @@ func TestTTLsAtMostTheAllowance(t *testing.T) {
 						t.Errorf("age %d: %v has TTL %d, more than the allowance's %d", age, rr, rr.Header().Ttl, limit)
 					}
 				}
+				// The entry is written after the answer is sent.
+				waitFor(t, func() bool {
+					env.log.mu.Lock()
+					defer env.log.mu.Unlock()
+					return len(env.log.entries) == i+1
+				})
 				if e := env.log.last(t); e.TTL != limit {
 					t.Errorf("age %d: logged TTL %d, want %d", age, e.TTL, limit)
 				}

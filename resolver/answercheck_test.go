@@ -268,7 +268,7 @@ func TestTTLsAtMostTheAllowance(t *testing.T) {
 			addr := env.start(t)
 			start := env.clock.now()
 			for i, age := range []uint32{0, 10, 29} {
-				env.clock.advance(start.Add(time.Duration(age)*time.Second).Sub(env.clock.now()))
+				env.clock.advance(start.Add(time.Duration(age) * time.Second).Sub(env.clock.now()))
 				resp := exchange(t, "udp", addr, question("www.example.", dns.TypeA))
 				if len(resp.Answer) != len(answer) {
 					t.Fatalf("age %d: answer %v", age, resp.Answer)

@@ -398,3 +398,65 @@ func TestNeverPushedAddresses(t *testing.T) {
 		t.Errorf("pushed %v, want %v", got, want)
 	}
 }
+
+// FuzzNewAnswer holds newAnswer to what the request path relies on, for
+// any upstream message: every address a client can find in the packed
+// answer is one the path checks (answer.addrs), no TTL exceeds the
+// allowance TTL, and an overlong chain is never cached.
+func FuzzNewAnswer(f *testing.F) {
+	seeds := [][]string{
+		{"x.example. 60 IN A 10.0.0.5", "x.example. 60 IN CNAME pub.example.", "pub.example. 30 IN A 198.51.100.1", "other.example. 600 IN A 203.0.113.1"},
+		{"x.example. 60 IN HTTPS 1 . ipv4hint=198.51.100.7", "y.example. 60 IN SVCB 1 . ipv6hint=2001:db8::1"},
+		longChain("x.example.", maxChainHops+1, "end.example.", "10.0.0.5"),
+	}
+	for _, rrs := range seeds {
+		m := new(dns.Msg)
+		m.SetQuestion("x.example.", dns.TypeA)
+		m.Response = true
+		m.Answer = mustRRs(f, rrs)
+		m.Extra = mustRRs(f, []string{"glue.example. 60 IN A 192.0.2.1"})
+		raw, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var m dns.Msg
+		if m.Unpack(raw) != nil || len(m.Question) != 1 {
+			return
+		}
+		a, err := newAnswer(&m, normalizeName(m.Question[0].Name))
+		if err != nil {
+			return
+		}
+		var out dns.Msg
+		if err := out.Unpack(a.wire); err != nil {
+			t.Fatalf("packed answer does not parse: %v", err)
+		}
+		for _, rr := range slices.Concat(out.Answer, out.Ns, out.Extra) {
+			if rr.Header().Ttl > a.answerTTL {
+				t.Errorf("%v: TTL over the allowance's %d", rr, a.answerTTL)
+			}
+			var found []netip.Addr
+			switch v := rr.(type) {
+			case *dns.A:
+				found = appendIP(nil, v.A)
+			case *dns.AAAA:
+				found = appendIP(nil, v.AAAA)
+			case *dns.HTTPS:
+				found = appendHints(nil, &v.SVCB)
+			case *dns.SVCB:
+				found = appendHints(nil, v)
+			}
+			for _, ip := range found {
+				if !slices.Contains(a.addrs, ip) {
+					t.Errorf("%v: address %s reaches the client unchecked (checked: %v)", rr, ip, a.addrs)
+				}
+			}
+		}
+		if a.overlong && a.cacheTTL != 0 {
+			t.Errorf("overlong chain cached for %ds", a.cacheTTL)
+		}
+	})
+}

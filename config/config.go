@@ -165,6 +165,9 @@ type Group struct {
 	// AllowPrivate permits answers that put private/loopback addresses
 	// behind a name (rebinding protection off for this group).
 	AllowPrivate bool `toml:"allow_private_answers"`
+	// DenyAddresses are CIDRs (or bare addresses) never approved for the
+	// group whatever the name: an answer with one is denied.
+	DenyAddresses []string `toml:"deny_addresses"`
 
 	// Spec is the group parsed for the policy engine.
 	Spec policy.GroupSpec `toml:"-"`

@@ -37,6 +37,7 @@ func Diff(old, cur *Config) []string {
 			{"allow_categories", prev.AllowCategories, g.AllowCategories},
 			{"deny_categories", prev.DenyCategories, g.DenyCategories},
 			{"clients", prev.Clients, g.Clients},
+			{"deny_addresses", prev.DenyAddresses, g.DenyAddresses},
 		} {
 			for _, r := range minus(f.cur, f.old) {
 				out = append(out, fmt.Sprintf("group[%s].%s added: %s", g.Name, f.what, r))

@@ -100,6 +100,7 @@ var Keys = map[string]Apply{
 	"group[].sinkhole":              OnReload,
 	"group[].mode":                  OnReload,
 	"group[].allow_private_answers": OnReload,
+	"group[].deny_addresses":        OnReload,
 }
 
 // Change is one key whose value differs between two configs.

@@ -448,6 +448,7 @@ func (v *validator) groups(c *Config) {
 			}
 			spec.Sinkhole = append(spec.Sinkhole, ip.Unmap())
 		}
+		spec.DenyAddresses = v.prefixes(key+".deny_addresses", g.DenyAddresses)
 		if spec.Action == policy.ActionSinkhole && len(spec.Sinkhole) == 0 {
 			v.err(key+".action", "%s: action \"sinkhole\" needs sinkhole addresses", label)
 		}

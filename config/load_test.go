@@ -66,6 +66,21 @@ func TestParseValid(t *testing.T) {
 	}
 }
 
+func TestParseDenyAddresses(t *testing.T) {
+	cfg := mustParse(t, "ok.toml", []byte(validBase+`deny_addresses = ["169.254.169.254", "192.0.2.0/24", "2001:db8:53::1/48"]
+`))
+	got := cfg.PolicyGroups()[0].DenyAddresses
+	want := []string{"169.254.169.254/32", "192.0.2.0/24", "2001:db8:53::/48"}
+	if len(got) != len(want) {
+		t.Fatalf("deny addresses %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Errorf("deny address %d = %s, want %s", i, got[i], want[i])
+		}
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -111,6 +126,7 @@ func TestParseErrors(t *testing.T) {
 		{"tls upstream without host", "[upstream]\nservers = [\"tls://\"]\n", "bad.toml:2: upstream.servers: invalid upstream \"tls://\""},
 		{"bad inbound", "[firewall]\ninbound = \"allow\"\n", "bad.toml:2: firewall.inbound: invalid value \"allow\" (one of drop, accept)"},
 		{"bad unlisted_sources", "[firewall]\n\nunlisted_sources = \"pass\"\n", "bad.toml:3: firewall.unlisted_sources: invalid value \"pass\" (one of drop, accept)"},
+		{"bad deny_addresses", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\ndeny_addresses = [\n  \"169.254.169.254\",\n  \"192.0.2.0/33\",\n]\n", "bad.toml:6: group.0.deny_addresses: invalid CIDR \"192.0.2.0/33\""},
 		{"bad hosts address", "[hosts]\n\"printer.lan\" = [\"10.0.0.300\"]\n", "bad.toml:2: hosts.printer.lan: invalid address \"10.0.0.300\""},
 		{"bad log size", "[log]\nmax_size = \"100 megs\"\n", "bad.toml:2: log.max_size: invalid size \"100 megs\""},
 		{"log size too small", "[log]\nmax_size = \"1KB\"\n", "bad.toml:2: log.max_size: \"1KB\" is less than 64KiB"},
@@ -188,6 +204,7 @@ name = "lan"
 clients = ["10.0.0.0/8"]
 allow = ["example.com", "api.partner.net:443"]
 allow_categories = ["business"]
+deny_addresses = ["169.254.169.254"]
 mode = "audit"
 
 [[group]]
@@ -202,6 +219,7 @@ clients = ["192.168.0.0/24"]
 		"group[lan].allow removed: *.example.com:443",
 		"group[lan].allow_categories added: business",
 		"group[lan].deny_categories removed: malware",
+		"group[lan].deny_addresses added: 169.254.169.254",
 		"group[lan].mode: enforce -> audit",
 		"group added: dmz",
 	}, "\n")

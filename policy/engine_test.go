@@ -233,3 +233,40 @@ func TestGroups(t *testing.T) {
 		t.Errorf("HasGroup gives wrong answers")
 	}
 }
+
+// Every decision of a group carries its deny_addresses, whichever rule
+// decided, so the resolver checks answers against them; other groups'
+// decisions carry their own.
+func TestDecisionsCarryDenyAddresses(t *testing.T) {
+	deny := prefixes("169.254.169.254/32", "2001:db8:53::/48")
+	groups := []GroupSpec{
+		{Name: "servers", Clients: prefixes("10.1.0.0/16"), Allow: []string{"ok.example.com"}, Deny: []string{"bad.example.com"},
+			AllowCategories: []string{"business"}, DenyCategories: []string{"malware"}, DenyAddresses: deny},
+		{Name: "office", Clients: prefixes("10.2.0.0/16"), DefaultAllow: true},
+	}
+	e, err := Compile(groups, testCategoryBits, testDomains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := netip.MustParseAddr("10.1.2.3")
+	for _, tc := range []struct {
+		name, rule string
+	}{
+		{"ok.example.com.", "ok.example.com"},
+		{"bad.example.com.", "bad.example.com"},
+		{"biz.test.", "category:business"},
+		{"malware.test.", "category:malware"},
+		{"other.example.org.", "default"},
+	} {
+		d := e.Decide(client, tc.name, 1)
+		if d.Rule != tc.rule || !reflect.DeepEqual(d.DenyAddresses, deny) {
+			t.Errorf("Decide(%s) = rule %q, deny addresses %v; want %q, %v", tc.name, d.Rule, d.DenyAddresses, tc.rule, deny)
+		}
+	}
+	if d, ok := e.DeniesTarget("servers", "bad.example.com."); !ok || !reflect.DeepEqual(d.DenyAddresses, deny) {
+		t.Errorf("DeniesTarget = %v, %+v; want the group's deny addresses", ok, d)
+	}
+	if d := e.Decide(netip.MustParseAddr("10.2.0.1"), "x.example.", 1); d.DenyAddresses != nil {
+		t.Errorf("office decision carries %v, want none", d.DenyAddresses)
+	}
+}

@@ -43,6 +43,9 @@ func compileGroup(spec GroupSpec, categoryBits map[string]int) (*group, error) {
 		Action:   spec.Action,
 		Sinkhole: slices.Clone(spec.Sinkhole),
 		Mode:     spec.Mode,
+		// Answers are checked against them after the name: see
+		// Decision.DenyAddresses.
+		DenyAddresses: slices.Clone(spec.DenyAddresses),
 	}
 	src := func(key string) string { return "group[" + spec.Name + "]." + key }
 

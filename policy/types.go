@@ -108,6 +108,10 @@ type Decision struct {
 	// Ports limits the firewall allowance; nil means any port.
 	Ports []PortRange
 	Mode  Mode
+	// DenyAddresses are the group's deny_addresses: an answer with an
+	// address inside one of them is denied whatever the name. Shared
+	// between calls; must not be modified.
+	DenyAddresses []netip.Prefix
 }
 
 // GroupSpec is a group as written in the config, already parsed.
@@ -122,6 +126,9 @@ type GroupSpec struct {
 	Action          Action
 	Sinkhole        []netip.Addr
 	Mode            Mode
+	// DenyAddresses are never approved for the group, whatever the name
+	// (deny_addresses); every Decision of the group carries them.
+	DenyAddresses []netip.Prefix
 }
 
 // CategoryMatcher reports which categories contain a name or one of its

@@ -4,12 +4,20 @@ import (
 	"encoding/binary"
 	"math"
 	"net/netip"
+	"slices"
 
 	"github.com/miekg/dns"
 )
 
-// maxChainHops bounds the CNAME chain walk, so a looping chain ends.
+// maxChainHops bounds the CNAME chain walk. An answer whose chain goes on
+// past it (a loop does) cannot be checked to its end and is never sent:
+// the client gets SERVFAIL, logged with rule ruleChainTooLong.
 const maxChainHops = 16
+
+const (
+	ruleChainTooLong   = "cname-chain-too-long"
+	sourceChainTooLong = "server.max_cname_hops"
+)
 
 // answer is a response in wire form, independent of the client that asked:
 // ID zero, no OPT record. Answers are immutable once built, so one can be
@@ -22,35 +30,65 @@ type answer struct {
 
 	// answerTTL is the smallest TTL on the CNAME chain from the query name
 	// (see chain.ttl), else the smallest in the answer section, else the
-	// negative caching TTL. It is the TTL of the firewall allowance.
+	// negative caching TTL. It is the TTL of the firewall allowance, and
+	// no record in wire carries a larger one.
 	answerTTL uint32
 	// cacheTTL is how long the answer may be cached; 0 means never.
 	cacheTTL uint32
 
-	targets []string     // CNAME targets from the query name, normalized
-	addrs   []netip.Addr // addresses at the end of the CNAME chain
+	targets    []string // CNAME targets from the query name, normalized
+	svcTargets []string // HTTPS/SVCB target names on the chain, normalized
+	// approvedBy is targets and svcTargets together: besides the query
+	// name, the names the firewall remembers an element by for re-checks.
+	approvedBy []string
+	addrs      []netip.Addr // every address a client can take from the answer
+	push       []netip.Addr // addrs without those never pushed (see neverPushed)
+	local      bool         // an address in addrs is local (see localAddr)
+	// overlong: the CNAME chain goes on past maxChainHops.
+	overlong bool
 }
 
 // newAnswer packs m (which it does not modify) for qname and records what
 // the request path needs to know about it without unpacking again.
+//
+// Only addresses the request path checks may reach a client: the address
+// records (A, AAAA, HTTPS, SVCB and their RRSIGs) kept are those of the
+// names on the CNAME chain from qname, in the answer section. Address
+// records of other names, and every address record in the authority and
+// additional sections, are stripped. Every TTL is clamped to answerTTL, so
+// no record outlives the firewall allowance the answer creates; rendering
+// only ages and lowers TTLs, so this holds for cache hits too.
 func newAnswer(m *dns.Msg, qname string) (*answer, error) {
+	c := followChain(m.Answer, qname)
 	out := *m
 	out.Id = 0
 	out.Response = true
 	out.RecursionAvailable = true
 	out.Compress = true
 	out.Rcode = m.Rcode & 0xF
-	out.Extra = withoutOPT(m.Extra)
+	out.Answer = onChainOnly(m.Answer, c.names)
+	out.Ns = onChainOnly(m.Ns, nil)
+	out.Extra = onChainOnly(withoutOPT(m.Extra), nil)
 	wire, err := out.Pack()
 	if err != nil {
 		return nil, err
 	}
 	a := &answer{wire: wire, rcode: m.Rcode & 0xF, extRcode: uint8(m.Rcode >> 4)}
-	c := followChain(m.Answer, qname)
-	a.targets, a.addrs = c.targets, c.addrs
+	a.targets, a.svcTargets, a.addrs, a.overlong = c.targets, c.svcTargets, c.addrs, c.overlong
+	a.push, a.local = pushable(c.addrs), anyLocal(c.addrs)
+	a.approvedBy = c.targets
+	if len(c.svcTargets) > 0 {
+		a.approvedBy = append(slices.Clip(c.targets), c.svcTargets...)
+	}
 	a.answerTTL, a.cacheTTL = answerTTLs(&out)
 	if c.found {
 		a.answerTTL = c.ttl
+	}
+	if a.overlong {
+		a.cacheTTL = 0
+	}
+	if err := rewriteTTLs(a.wire, func(ttl uint32) uint32 { return min(ttl, a.answerTTL) }); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -65,25 +103,71 @@ func withoutOPT(rrs []dns.RR) []dns.RR {
 	return kept
 }
 
+// addressType reports whether records of type t carry addresses a client
+// may connect to.
+func addressType(t uint16) bool {
+	switch t {
+	case dns.TypeA, dns.TypeAAAA, dns.TypeHTTPS, dns.TypeSVCB:
+		return true
+	}
+	return false
+}
+
+// onChainOnly returns rrs without the address records (and the signatures
+// over them) whose owner is not one of names. It returns rrs itself when
+// nothing goes.
+func onChainOnly(rrs []dns.RR, names []string) []dns.RR {
+	strip := func(rr dns.RR) bool {
+		t := rr.Header().Rrtype
+		if sig, ok := rr.(*dns.RRSIG); ok {
+			t = sig.TypeCovered
+		}
+		return addressType(t) && !onChain(names, rr.Header().Name)
+	}
+	if !slices.ContainsFunc(rrs, strip) {
+		return rrs
+	}
+	kept := make([]dns.RR, 0, len(rrs))
+	for _, rr := range rrs {
+		if !strip(rr) {
+			kept = append(kept, rr)
+		}
+	}
+	return kept
+}
+
+func onChain(names []string, owner string) bool {
+	for _, n := range names {
+		if equalName(owner, n) {
+			return true
+		}
+	}
+	return false
+}
+
 // chain is what an answer says about the name the client asked for.
 type chain struct {
-	targets []string     // CNAME targets, in order, normalized
-	addrs   []netip.Addr // addresses owned by the last name
+	names      []string     // the query name and every CNAME target, in order
+	targets    []string     // CNAME targets, in order, normalized
+	svcTargets []string     // HTTPS/SVCB targets of names on the chain, normalized
+	addrs      []netip.Addr // addresses owned by names on the chain
 	// ttl is the smallest TTL of the records on the chain: the CNAMEs
-	// followed and the records of the last name. A client must ask again
+	// followed and the records of the names on it. A client must ask again
 	// once any of them expires, so the answer is usable for that long.
-	ttl   uint32
-	found bool // at least one record on the chain
+	ttl      uint32
+	found    bool // at least one record on the chain
+	overlong bool // a CNAME goes on past maxChainHops
 }
 
 // followChain walks the CNAME chain that starts at qname and collects the
-// addresses owned by its last name: A and AAAA records and the address
-// hints of HTTPS and SVCB records. Records owned by other names are not
-// what the client will connect to and are ignored.
+// addresses owned by the names on it: A and AAAA records and the address
+// hints of HTTPS and SVCB records, whose target names it collects too. A
+// stub resolver may take the address records of any name on the chain,
+// so all of them count; records of other names are stripped (onChainOnly).
 func followChain(rrs []dns.RR, qname string) chain {
-	c := chain{ttl: math.MaxUint32}
+	c := chain{ttl: math.MaxUint32, names: []string{qname}}
 	name := qname
-	for range maxChainHops {
+	for hop := 0; ; hop++ {
 		next := ""
 		for _, rr := range rrs {
 			if cname, ok := rr.(*dns.CNAME); ok && equalName(cname.Hdr.Name, name) {
@@ -95,11 +179,17 @@ func followChain(rrs []dns.RR, qname string) chain {
 		if next == "" {
 			break
 		}
+		if hop == maxChainHops {
+			c.overlong = true
+			break
+		}
 		c.targets = append(c.targets, next)
+		c.names = append(c.names, next)
 		name = next
 	}
 	for _, rr := range rrs {
-		if !equalName(rr.Header().Name, name) {
+		owner := rr.Header().Name
+		if !onChain(c.names, owner) {
 			continue
 		}
 		c.ttl, c.found = min(c.ttl, rr.Header().Ttl), true
@@ -110,11 +200,25 @@ func followChain(rrs []dns.RR, qname string) chain {
 			c.addrs = appendIP(c.addrs, v.AAAA)
 		case *dns.HTTPS:
 			c.addrs = appendHints(c.addrs, &v.SVCB)
+			c.svcTargets = appendTarget(c.svcTargets, &v.SVCB)
 		case *dns.SVCB:
 			c.addrs = appendHints(c.addrs, v)
+			c.svcTargets = appendTarget(c.svcTargets, v)
 		}
 	}
 	return c
+}
+
+// appendTarget adds the target name of s, in ServiceMode (where the hints
+// are its addresses) and AliasMode (an alias like a CNAME) alike. "." means
+// the owner itself in ServiceMode and "no service" in AliasMode; neither
+// adds a name.
+func appendTarget(targets []string, s *dns.SVCB) []string {
+	t := normalizeName(s.Target)
+	if t == "." || equalName(t, s.Hdr.Name) || slices.Contains(targets, t) {
+		return targets
+	}
+	return append(targets, t)
 }
 
 func appendHints(addrs []netip.Addr, s *dns.SVCB) []netip.Addr {

@@ -181,7 +181,7 @@ func TestCNAMEToDeniedTarget(t *testing.T) {
 }
 
 func TestDoHCanary(t *testing.T) {
-	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"x. 60 IN A 203.0.113.1"}, nil))
+	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{`x. 60 IN TXT "from upstream"`}, nil))
 	tests := []struct {
 		name   string
 		canary bool

@@ -162,23 +162,39 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 		return o
 	}
 
+	// A chain too long to follow to its end cannot be checked: never
+	// answer part of one.
+	if ans.overlong {
+		s.log.Warn("CNAME chain too long; answering SERVFAIL", "rule", ruleChainTooLong, "limit", maxChainHops, "client", client, "qname", q.qname)
+		o.decision, o.rule, o.source, o.action = decisionDeny, ruleChainTooLong, sourceChainTooLong, ""
+		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
+		return o
+	}
+
 	// A permitted name may alias a denied one; the client would connect to
-	// the target, so the target's policy counts.
-	for _, target := range ans.targets {
-		td, denied := pol.DeniesTarget(d.Group, target)
-		if !denied {
-			continue
-		}
+	// the target, so the target's policy counts. HTTPS/SVCB target names
+	// are where the client connects too.
+	if td, denied := deniedTarget(pol, d.Group, ans); denied {
 		o.rule, o.source, o.action = td.Rule, td.Source, td.Action.String()
 		if td.Mode == policy.ModeEnforce {
 			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, td), 0
 			return o
 		}
 		o.decision = decisionWouldDeny
-		break
 	}
 
-	if o.upstream != upstreamHosts && s.rebinding(d.Group, q.qname, ans.addrs) {
+	// The group's deny_addresses hold whatever name leads there.
+	if p, denied := deniedAddress(d.DenyAddresses, ans.addrs); denied {
+		s.log.Info("answer with a denied address", "rule", p.String(), "group", d.Group, "client", client, "qname", q.qname)
+		o.rule, o.source, o.action = p.String(), "group["+d.Group+"].deny_addresses", d.Action.String()
+		if d.Mode == policy.ModeEnforce {
+			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, d), 0
+			return o
+		}
+		o.decision = decisionWouldDeny
+	}
+
+	if o.upstream != upstreamHosts && s.rebinding(d.Group, q.qname, ans.local) {
 		s.log.Info("answer with local addresses denied", "rule", ruleRebinding, "group", d.Group, "client", client, "qname", q.qname, "addrs", ans.addrs)
 		o.rule, o.source, o.action = ruleRebinding, sourceRebinding, d.Action.String()
 		if d.Mode == policy.ModeEnforce {
@@ -204,6 +220,19 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 	}
 	o.ans = ans
 	return o
+}
+
+// deniedTarget reports the first CNAME or HTTPS/SVCB target name of ans
+// that group may not resolve.
+func deniedTarget(pol Policy, group string, ans *answer) (policy.Decision, bool) {
+	for _, targets := range [2][]string{ans.targets, ans.svcTargets} {
+		for _, target := range targets {
+			if td, denied := pol.DeniesTarget(group, target); denied {
+				return td, true
+			}
+		}
+	}
+	return policy.Decision{}, false
 }
 
 // lookup finds the answer for a permitted query: RFC 8482 for ANY, static
@@ -253,19 +282,19 @@ func (s *Server) pushesToFirewall() bool {
 	return !none
 }
 
-// allowDestinations pushes the answer's addresses into the firewall and
-// returns once they are in effect. Answers without addresses need nothing.
-// With cacheOnly it only checks, without waiting, that they already are,
+// allowDestinations pushes the answer's addresses (but those never pushed,
+// see neverPushed) into the firewall and returns once they are in effect.
+// Answers without addresses need nothing. With cacheOnly it only checks, without waiting, that they already are,
 // and returns errMustWait when they are not or it cannot tell.
 func (s *Server) allowDestinations(client netip.Addr, qname string, d policy.Decision, ans *answer, age uint32, cacheOnly bool) error {
-	if len(ans.addrs) == 0 || !s.pushesToFirewall() {
+	if len(ans.push) == 0 || !s.pushesToFirewall() {
 		return nil
 	}
 	enf := s.currentEnforcer()
 	ttl := time.Duration(ans.remainingTTL(age, s.maxTTL)) * time.Second
 	if cacheOnly {
 		c, ok := enf.(firewall.InEffectChecker)
-		if ok && c.InEffect(firewall.Allowance{Group: d.Group, Client: client, IPs: ans.addrs, Ports: d.Ports, TTL: ttl, Name: qname, Targets: ans.targets}) {
+		if ok && c.InEffect(firewall.Allowance{Group: d.Group, Client: client, IPs: ans.push, Ports: d.Ports, TTL: ttl, Name: qname, Targets: ans.approvedBy}) {
 			return nil
 		}
 		return errMustWait
@@ -276,12 +305,12 @@ func (s *Server) allowDestinations(client netip.Addr, qname string, d policy.Dec
 	return enf.Allow(ctx, firewall.Allowance{
 		Group:  d.Group,
 		Client: client,
-		IPs:    slices.Clone(ans.addrs), // the answer is shared; the enforcer may sort or keep its copy
+		IPs:    slices.Clone(ans.push), // the answer is shared; the enforcer may sort or keep its copy
 		Ports:  d.Ports,
 		TTL:    ttl,
 		// What the answer was approved for, so a reload can re-check it.
 		Name:    qname,
-		Targets: ans.targets, // shared; the enforcer copies what it keeps
+		Targets: ans.approvedBy, // shared; the enforcer copies what it keeps
 	})
 }
 

@@ -7,10 +7,12 @@ import (
 
 // DNS rebinding protection: a public name must not lead a client to an
 // address on its own network, or a web page from that name could talk to
-// services that trust the local network. Answers from upstream whose
-// addresses (at the end of the CNAME chain) are private, shared (CGNAT),
-// link-local, loopback or unspecified are denied like a policy denial,
-// with rule ruleRebinding, unless the group allows private answers.
+// services that trust the local network. Answers from upstream with any
+// address (anywhere on the CNAME chain, or in an HTTPS/SVCB hint) that is
+// private, shared (CGNAT), link-local, loopback, unspecified, multicast,
+// broadcast, or a NAT64 (64:ff9b::/96) address embedding one of those are
+// denied like a policy denial, with rule ruleRebinding, unless the group
+// allows private answers.
 const (
 	ruleRebinding   = "rebinding-protection"
 	sourceRebinding = "server.rebinding_protection"
@@ -18,22 +20,74 @@ const (
 
 // privateSuffixes are zones whose names are expected to resolve to local
 // addresses: the query name being under one of them exempts the answer.
+// None of them is delegated in the public DNS. The reverse zones
+// (in-addr.arpa., ip6.arpa.) are not here: they are delegated to whoever
+// holds an address block, who can put any record under its names. Reverse
+// zones the operator forwards ([[upstream.zone]]) are exempt like any
+// forwarded zone.
 var privateSuffixes = []string{
 	"local.", "internal.", "lan.", "home.arpa.", "localhost.",
-	"in-addr.arpa.", "ip6.arpa.",
 }
 
 var (
 	sharedSpace = netip.MustParsePrefix("100.64.0.0/10") // RFC 6598, carrier-grade NAT
 	thisNetwork = netip.MustParsePrefix("0.0.0.0/8")     // 0.0.0.0 reaches the host itself
+	broadcast   = netip.MustParseAddr("255.255.255.255")
+	nat64       = netip.MustParsePrefix("64:ff9b::/96") // RFC 6052 well-known prefix
 )
+
+// embeddedIPv4 returns the IPv4 address a NAT64 well-known-prefix address
+// carries in its last 32 bits: where a NAT64 gateway sends it.
+func embeddedIPv4(a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() || !nat64.Contains(a) {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	return netip.AddrFrom4([4]byte(b[12:])), true
+}
 
 // localAddr reports whether a is an address a public name should never
 // resolve to.
 func localAddr(a netip.Addr) bool {
 	a = a.Unmap()
-	return a.IsPrivate() || a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() ||
-		sharedSpace.Contains(a) || thisNetwork.Contains(a)
+	if v4, ok := embeddedIPv4(a); ok {
+		a = v4
+	}
+	return a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() ||
+		sharedSpace.Contains(a) || neverPushed(a)
+}
+
+// neverPushed reports whether a is no destination any group is granted,
+// even one that allows private answers: unspecified and "this network"
+// addresses (they reach the host itself), multicast and the limited
+// broadcast address, also behind NAT64.
+func neverPushed(a netip.Addr) bool {
+	a = a.Unmap()
+	if v4, ok := embeddedIPv4(a); ok {
+		a = v4
+	}
+	return a.IsUnspecified() || thisNetwork.Contains(a) || a.IsMulticast() || a == broadcast
+}
+
+// pushable returns addrs without the addresses never pushed; addrs itself
+// when none is.
+func pushable(addrs []netip.Addr) []netip.Addr {
+	n := 0
+	for _, a := range addrs {
+		if !neverPushed(a) {
+			n++
+		}
+	}
+	if n == len(addrs) {
+		return addrs
+	}
+	out := make([]netip.Addr, 0, n)
+	for _, a := range addrs {
+		if !neverPushed(a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // privateName reports whether qname (normalized) is under a zone that may
@@ -47,20 +101,42 @@ func privateName(qname string) bool {
 	return false
 }
 
-// rebinding reports whether an upstream answer for qname to group must be
-// denied because it points at local addresses.
-func (s *Server) rebinding(group, qname string, addrs []netip.Addr) bool {
-	local := false
+// anyLocal reports whether one of addrs is a local address (localAddr).
+// Answers record it once, when built, so cache hits need not look again.
+func anyLocal(addrs []netip.Addr) bool {
 	for _, a := range addrs {
 		if localAddr(a) {
-			local = true
-			break
+			return true
 		}
 	}
+	return false
+}
+
+// rebinding reports whether an upstream answer for qname to group, with
+// local addresses when local is set, must be denied.
+func (s *Server) rebinding(group, qname string, local bool) bool {
 	// Zones the operator forwards to its own servers are trusted like the
 	// local suffixes.
 	if !local || privateName(qname) || s.zones.match(qname) != nil {
 		return false
 	}
 	return s.opts.AllowPrivateAnswers == nil || !s.opts.AllowPrivateAnswers(group)
+}
+
+// deniedAddress returns the first of addrs inside one of deny, the group's
+// deny_addresses, and that prefix. A NAT64 address counts as the IPv4
+// address it embeds too.
+func deniedAddress(deny []netip.Prefix, addrs []netip.Addr) (netip.Prefix, bool) {
+	if len(deny) == 0 {
+		return netip.Prefix{}, false
+	}
+	for _, a := range addrs {
+		v4, nat := embeddedIPv4(a)
+		for _, p := range deny {
+			if p.Contains(a) || (nat && p.Contains(v4)) {
+				return p, true
+			}
+		}
+	}
+	return netip.Prefix{}, false
 }

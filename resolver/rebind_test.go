@@ -12,25 +12,34 @@ import (
 // rebindUpstream answers A and AAAA from a fixed table of names.
 func rebindUpstream(t *testing.T) *testUpstream {
 	zone := map[string][]string{
-		"public.example.":           {"public.example. 60 IN A 192.0.2.1"},
-		"rfc1918.example.":          {"rfc1918.example. 60 IN A 10.1.2.3"},
-		"cgnat.example.":            {"cgnat.example. 60 IN A 100.64.1.1"},
-		"linklocal.example.":        {"linklocal.example. 60 IN A 169.254.169.254"},
-		"loopback.example.":         {"loopback.example. 60 IN A 127.0.0.1"},
-		"unspecified.example.":      {"unspecified.example. 60 IN A 0.0.0.0"},
-		"mixed.example.":            {"mixed.example. 60 IN A 192.0.2.1", "mixed.example. 60 IN A 192.168.1.1"},
-		"cname.example.":            {"cname.example. 60 IN CNAME inside.example.", "inside.example. 60 IN A 172.16.0.1"},
-		"v6loopback.example.":       {"v6loopback.example. 60 IN AAAA ::1"},
-		"ula.example.":              {"ula.example. 60 IN AAAA fd12:3456::1"},
-		"v6linklocal.example.":      {"v6linklocal.example. 60 IN AAAA fe80::1"},
-		"mapped.example.":           {"mapped.example. 60 IN AAAA ::ffff:10.0.0.1"},
-		"v6public.example.":         {"v6public.example. 60 IN AAAA 2001:db8::1"},
-		"printer.lan.":              {"printer.lan. 60 IN A 192.168.1.5"},
-		"nas.home.arpa.":            {"nas.home.arpa. 60 IN A 192.168.1.6"},
-		"db.corp.internal.":         {"db.corp.internal. 60 IN A 10.0.0.7"},
-		"tv.local.":                 {"tv.local. 60 IN A 169.254.1.1"},
-		"db.corp.example.":          {"db.corp.example. 60 IN A 10.0.0.8"},
-		"5.10.18.198.in-addr.arpa.": {"5.10.18.198.in-addr.arpa. 60 IN A 192.168.1.5"},
+		"public.example.":             {"public.example. 60 IN A 192.0.2.1"},
+		"rfc1918.example.":            {"rfc1918.example. 60 IN A 10.1.2.3"},
+		"cgnat.example.":              {"cgnat.example. 60 IN A 100.64.1.1"},
+		"linklocal.example.":          {"linklocal.example. 60 IN A 169.254.169.254"},
+		"loopback.example.":           {"loopback.example. 60 IN A 127.0.0.1"},
+		"unspecified.example.":        {"unspecified.example. 60 IN A 0.0.0.0"},
+		"mixed.example.":              {"mixed.example. 60 IN A 192.0.2.1", "mixed.example. 60 IN A 192.168.1.1"},
+		"cname.example.":              {"cname.example. 60 IN CNAME inside.example.", "inside.example. 60 IN A 172.16.0.1"},
+		"v6loopback.example.":         {"v6loopback.example. 60 IN AAAA ::1"},
+		"ula.example.":                {"ula.example. 60 IN AAAA fd12:3456::1"},
+		"v6linklocal.example.":        {"v6linklocal.example. 60 IN AAAA fe80::1"},
+		"mapped.example.":             {"mapped.example. 60 IN AAAA ::ffff:10.0.0.1"},
+		"v6public.example.":           {"v6public.example. 60 IN AAAA 2001:db8::1"},
+		"printer.lan.":                {"printer.lan. 60 IN A 192.168.1.5"},
+		"nas.home.arpa.":              {"nas.home.arpa. 60 IN A 192.168.1.6"},
+		"db.corp.internal.":           {"db.corp.internal. 60 IN A 10.0.0.7"},
+		"tv.local.":                   {"tv.local. 60 IN A 169.254.1.1"},
+		"db.corp.example.":            {"db.corp.example. 60 IN A 10.0.0.8"},
+		"5.10.18.198.in-addr.arpa.":   {"5.10.18.198.in-addr.arpa. 60 IN A 192.168.1.5"},
+		"x.7.10.18.198.in-addr.arpa.": {"x.7.10.18.198.in-addr.arpa. 60 IN A 10.0.0.5"},
+		"x.0.0.0.0.0.0.a.2.ip6.arpa.": {"x.0.0.0.0.0.0.a.2.ip6.arpa. 60 IN AAAA fd00::5"},
+		"9.0.0.10.in-addr.arpa.":      {"9.0.0.10.in-addr.arpa. 60 IN A 10.0.0.9"},
+		"multicast.example.":          {"multicast.example. 60 IN A 224.0.0.251"},
+		"broadcast.example.":          {"broadcast.example. 60 IN A 255.255.255.255"},
+		"v6multicast.example.":        {"v6multicast.example. 60 IN AAAA ff02::fb"},
+		"v6unspecified.example.":      {"v6unspecified.example. 60 IN AAAA ::"},
+		"nat64private.example.":       {"nat64private.example. 60 IN AAAA 64:ff9b::a00:5"},
+		"nat64public.example.":        {"nat64public.example. 60 IN AAAA 64:ff9b::c633:6401"},
 	}
 	return startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg, _ bool) {
 		m := new(dns.Msg)
@@ -50,30 +59,42 @@ func TestRebindingProtection(t *testing.T) {
 		qname string
 		qtype uint16
 		deny  bool
+		never bool // never pushed, even where private answers are allowed
 	}{
-		{"public.example.", dns.TypeA, false},
-		{"v6public.example.", dns.TypeAAAA, false},
-		{"rfc1918.example.", dns.TypeA, true},
-		{"cgnat.example.", dns.TypeA, true},
-		{"linklocal.example.", dns.TypeA, true},
-		{"loopback.example.", dns.TypeA, true},
-		{"unspecified.example.", dns.TypeA, true},
-		{"mixed.example.", dns.TypeA, true},
-		{"cname.example.", dns.TypeA, true}, // the chain ends on a private address
-		{"v6loopback.example.", dns.TypeAAAA, true},
-		{"ula.example.", dns.TypeAAAA, true},
-		{"v6linklocal.example.", dns.TypeAAAA, true},
-		{"mapped.example.", dns.TypeAAAA, true},
+		{"public.example.", dns.TypeA, false, false},
+		{"v6public.example.", dns.TypeAAAA, false, false},
+		{"rfc1918.example.", dns.TypeA, true, false},
+		{"cgnat.example.", dns.TypeA, true, false},
+		{"linklocal.example.", dns.TypeA, true, false},
+		{"loopback.example.", dns.TypeA, true, false},
+		{"unspecified.example.", dns.TypeA, true, true},
+		{"multicast.example.", dns.TypeA, true, true},
+		{"broadcast.example.", dns.TypeA, true, true},
+		{"v6multicast.example.", dns.TypeAAAA, true, true},
+		{"v6unspecified.example.", dns.TypeAAAA, true, true},
+		{"nat64private.example.", dns.TypeAAAA, true, false}, // NAT64 reaches 10.0.0.5
+		{"nat64public.example.", dns.TypeAAAA, false, false},
+		{"mixed.example.", dns.TypeA, true, false},
+		{"cname.example.", dns.TypeA, true, false}, // the chain ends on a private address
+		{"v6loopback.example.", dns.TypeAAAA, true, false},
+		{"ula.example.", dns.TypeAAAA, true, false},
+		{"v6linklocal.example.", dns.TypeAAAA, true, false},
+		{"mapped.example.", dns.TypeAAAA, true, false},
 		// Local zones are exempt.
-		{"printer.lan.", dns.TypeA, false},
-		{"nas.home.arpa.", dns.TypeA, false},
-		{"db.corp.internal.", dns.TypeA, false},
-		{"tv.local.", dns.TypeA, false},
-		{"5.10.18.198.in-addr.arpa.", dns.TypeA, false}, // outside the locally served zones
+		{"printer.lan.", dns.TypeA, false, false},
+		{"nas.home.arpa.", dns.TypeA, false, false},
+		{"db.corp.internal.", dns.TypeA, false, false},
+		{"tv.local.", dns.TypeA, false, false},
+		// Reverse zones are delegated publicly: whoever holds an address
+		// block can put any record under its reverse name.
+		{"5.10.18.198.in-addr.arpa.", dns.TypeA, true, false},
+		{"x.7.10.18.198.in-addr.arpa.", dns.TypeA, true, false},
+		{"x.0.0.0.0.0.0.a.2.ip6.arpa.", dns.TypeAAAA, true, false},
 		// Zones forwarded to the operator's own servers are trusted.
-		{"db.corp.example.", dns.TypeA, false},
+		{"db.corp.example.", dns.TypeA, false, false},
+		{"9.0.0.10.in-addr.arpa.", dns.TypeA, false, false},
 		// Static hosts entries are egressd's own answers.
-		{"router.example.", dns.TypeA, false},
+		{"router.example.", dns.TypeA, false, false},
 	}
 	groups := []struct {
 		name        string
@@ -93,7 +114,7 @@ func TestRebindingProtection(t *testing.T) {
 				CacheSize:           100,
 				AllowPrivateAnswers: g.allowGroups,
 				Hosts:               map[string][]netip.Addr{"router.example.": {netip.MustParseAddr("10.0.0.1")}},
-				Zones:               []Zone{{Name: "corp.example", Upstreams: []string{up.addr}}},
+				Zones:               []Zone{{Name: "corp.example", Upstreams: []string{up.addr}}, {Name: "10.in-addr.arpa", Upstreams: []string{up.addr}}},
 			})
 			env.policy.names = map[string]policy.Decision{}
 			for _, tt := range tests {
@@ -115,7 +136,7 @@ func TestRebindingProtection(t *testing.T) {
 				if resp.Rcode != wantRcode {
 					t.Errorf("%s: rcode %s, want %s", tt.qname, dns.RcodeToString[resp.Rcode], dns.RcodeToString[wantRcode])
 				}
-				if pushed := len(env.enforcer.allowances()) > before; pushed == blocked {
+				if pushed := len(env.enforcer.allowances()) > before; pushed != (!blocked && !tt.never) {
 					t.Errorf("%s: firewall push %v, blocked %v", tt.qname, pushed, blocked)
 				}
 				wantDecision, wantRule := decisionAllow, "default"
@@ -143,6 +164,8 @@ func TestLocalAddr(t *testing.T) {
 		{"169.254.169.254", true}, {"127.1.2.3", true}, {"0.0.0.0", true}, {"0.1.2.3", true},
 		{"::", true}, {"::1", true}, {"fc00::1", true}, {"fdff::1", true}, {"fe80::1", true},
 		{"::ffff:192.168.1.1", true},
+		{"224.0.0.1", true}, {"239.255.255.250", true}, {"255.255.255.255", true}, {"ff02::1", true}, {"ff0e::1", true},
+		{"64:ff9b::a00:1", true}, {"64:ff9b::7f00:1", true}, {"64:ff9b::c0a8:101", true}, {"64:ff9b::c633:6401", false},
 		{"192.0.2.1", false}, {"8.8.8.8", false}, {"172.32.0.1", false}, {"2001:db8::1", false}, {"fe00::1", false},
 	} {
 		if got := localAddr(netip.MustParseAddr(tt.addr)); got != tt.local {

@@ -81,6 +81,7 @@ var keyEdits = map[string]any{
 	"group[].sinkhole":              []any{"192.0.2.2"},
 	"group[].mode":                  "audit",
 	"group[].allow_private_answers": true,
+	"group[].deny_addresses":        []any{"169.254.169.254"},
 }
 
 // together lists edits a key needs beside its own to stay valid.

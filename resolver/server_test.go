@@ -68,7 +68,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}{
 		{"no policy", Options{Upstreams: []string{"127.0.0.1:53"}}},
 		{"no upstreams", Options{Policy: pol}},
-		{"upstream without port", Options{Policy: pol, Upstreams: []string{"127.0.0.1"}}},
+		{"upstream by host name", Options{Policy: pol, Upstreams: []string{"dns.example:53"}}},
 		{"upstream scheme not supported", Options{Policy: pol, Upstreams: []string{"quic://127.0.0.1:853"}}},
 	}
 	for _, tt := range tests {

@@ -6,12 +6,13 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver/upstream"
 )
 
 // advertisedUDPSize is the EDNS payload size egressd offers clients and
 // asks of upstreams: 1232 bytes avoids IP fragmentation on common paths
 // (DNS flag day 2020).
-const advertisedUDPSize = 1232
+const advertisedUDPSize = upstream.AdvertisedUDPSize
 
 // query is what the request path needs from a client's message.
 type query struct {

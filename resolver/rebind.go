@@ -59,7 +59,7 @@ func (s *Server) rebinding(group, qname string, addrs []netip.Addr) bool {
 	}
 	// Zones the operator forwards to its own servers are trusted like the
 	// local suffixes.
-	if !local || privateName(qname) || s.zones.match(qname) != nil {
+	if !local || privateName(qname) || s.forwarder.InZone(qname) {
 		return false
 	}
 	return s.opts.AllowPrivateAnswers == nil || !s.opts.AllowPrivateAnswers(group)

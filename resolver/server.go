@@ -22,6 +22,7 @@ import (
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/querylog"
+	"github.com/egressd/egressd/resolver/upstream"
 )
 
 // Policy decides queries. The policy package's Engine satisfies it.
@@ -39,6 +40,10 @@ type QueryLogger interface {
 	Keep(decision string) bool
 	Write(e *querylog.Entry)
 }
+
+// Zone forwards queries for a domain and the names below it to its own
+// upstream servers (conditional forwarding).
+type Zone = upstream.Zone
 
 // Options configures a Server.
 type Options struct {
@@ -93,9 +98,7 @@ type Options struct {
 type Server struct {
 	opts      Options
 	log       *slog.Logger
-	upstreams []Upstream
-	health    *upstreamHealth
-	zones     zoneRoutes   // nil without Options.Zones
+	forwarder Forwarder    // the upstream servers
 	cache     *answerCache // nil when disabled
 	hosts     map[string][]netip.Addr
 	maxTTL    uint32 // seconds; 0 means no clamp
@@ -125,7 +128,7 @@ type Server struct {
 
 // Defaults used when Options leaves a value zero.
 const (
-	defaultTimeout  = 2 * time.Second
+	defaultTimeout  = upstream.DefaultTimeout
 	firewallTimeout = 3 * time.Second
 	tcpReadTimeout  = 2 * time.Second
 	tcpIdleTimeout  = 10 * time.Second
@@ -148,17 +151,22 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	build, err := newUpstreamBuilder(o, s.log)
+	fwd, err := upstream.New(upstream.Options{
+		Servers:   o.Upstreams,
+		Zones:     o.Zones,
+		Bootstrap: o.Bootstrap,
+		Timeout:   o.Timeout,
+		Mark:      o.Mark,
+		RootCAs:   o.RootCAs,
+		Metrics:   o.Metrics,
+		Logger:    s.log,
+		Now:       func() time.Time { return s.now() },
+		Answered:  func() { s.ready.Store(true) },
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("resolver: %w", err)
 	}
-	if s.upstreams, err = build.list(o.Upstreams); err != nil {
-		return nil, err
-	}
-	s.health = newUpstreamHealth(len(s.upstreams))
-	if s.zones, err = newZoneRoutes(o.Zones, build); err != nil {
-		return nil, err
-	}
+	s.forwarder = fwd
 	if o.CacheSize > 0 {
 		c, err := newAnswerCache(o.CacheSize, o.CacheMaxTTL)
 		if err != nil {
@@ -285,7 +293,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	// Pooled DoT/DoH connections are closed only once no query can use them.
-	s.closeIdleUpstreams()
+	s.forwarder.CloseIdle()
 	return errors.Join(errs...)
 }
 

@@ -201,3 +201,15 @@ func AnswerData(m *dns.Msg) []string {
 	}
 	return out
 }
+
+// WaitFor polls cond until it holds, failing the test after 3 seconds.
+func WaitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

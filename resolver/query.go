@@ -149,14 +149,4 @@ func lowerASCII(c byte) byte {
 func normalizeName(name string) string { return policy.NormalizeName(name) }
 
 // equalName compares DNS names in presentation form, ignoring ASCII case.
-func equalName(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		if lowerASCII(a[i]) != lowerASCII(b[i]) {
-			return false
-		}
-	}
-	return true
-}
+func equalName(a, b string) bool { return upstream.EqualName(a, b) }

@@ -170,7 +170,7 @@ func chainAddrs(reply *dns.Msg, name string, qtype uint16) ([]netip.Addr, time.D
 	for range maxCNAMEHops {
 		next := ""
 		for _, rr := range reply.Answer {
-			if c, ok := rr.(*dns.CNAME); ok && equalName(c.Hdr.Name, name) {
+			if c, ok := rr.(*dns.CNAME); ok && EqualName(c.Hdr.Name, name) {
 				next, ttl = c.Target, min(ttl, c.Hdr.Ttl)
 				break
 			}
@@ -183,7 +183,7 @@ func chainAddrs(reply *dns.Msg, name string, qtype uint16) ([]netip.Addr, time.D
 	var addrs []netip.Addr
 	for _, rr := range reply.Answer {
 		h := rr.Header()
-		if h.Rrtype != qtype || !equalName(h.Name, name) {
+		if h.Rrtype != qtype || !EqualName(h.Name, name) {
 			continue
 		}
 		var ip net.IP

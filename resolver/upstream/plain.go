@@ -115,7 +115,7 @@ func answers(reply, q *dns.Msg) bool {
 		return false
 	}
 	a, b := reply.Question[0], q.Question[0]
-	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && equalName(a.Name, b.Name)
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && EqualName(a.Name, b.Name)
 }
 
 // contextError prefers the context's reason over the socket's.

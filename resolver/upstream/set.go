@@ -197,8 +197,10 @@ func NewQuery(name string, qtype, qclass uint16, cd, do bool) *dns.Msg {
 // same as policy's.
 func normalizeName(name string) string { return policy.NormalizeName(name) }
 
-// equalName compares DNS names in presentation form, ignoring ASCII case.
-func equalName(a, b string) bool {
+// EqualName compares DNS names in presentation form, ignoring ASCII case:
+// the match a reply's question must meet, and the resolver's for names in
+// an answer.
+func EqualName(a, b string) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -8,7 +8,7 @@
 // (health.go), gives each attempt Options.Timeout, and returns the first
 // reply that is neither an error nor SERVFAIL or REFUSED, naming the
 // server that gave it. Every attempt is counted in
-// egressd_upstream_requests_total and egressd_upstream_request_duration_seconds.
+// egressd_upstream_requests_total and egressd_upstream_duration_seconds.
 //
 // Transports, one client per distinct configured address (build.go),
 // shared by the default list and the zones:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/internal/dnstest"
 )
 
 // requireNetAdmin skips a benchmark that needs root and a network
@@ -85,7 +86,7 @@ func BenchmarkCacheMissFirewall(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			env := newEnv(b, Options{
-				Upstreams: []string{startEchoAuthority(b, true)},
+				Upstreams: []string{dnstest.StartEcho(b, true)},
 				CacheSize: 1000,
 				Timeout:   2 * time.Second,
 				Enforcer:  bc.enforcer(b),

@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/internal/dnstest"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -19,20 +20,7 @@ func denied(action policy.Action) policy.Decision {
 }
 
 // answerData lists the answer records' data (addresses), for comparisons.
-func answerData(m *dns.Msg) []string {
-	var out []string
-	for _, rr := range m.Answer {
-		switch v := rr.(type) {
-		case *dns.A:
-			out = append(out, v.A.String())
-		case *dns.AAAA:
-			out = append(out, v.AAAA.String())
-		default:
-			out = append(out, rr.String())
-		}
-	}
-	return out
-}
+var answerData = dnstest.AnswerData
 
 func soaOf(m *dns.Msg) *dns.SOA {
 	for _, rr := range m.Ns {

@@ -15,9 +15,10 @@ import (
 // NXDOMAIN with an SOA for other types.
 type fuzzUpstream struct{}
 
-func (fuzzUpstream) String() string { return "fuzz" }
+func (fuzzUpstream) InZone(string) bool { return false }
+func (fuzzUpstream) CloseIdle()         {}
 
-func (fuzzUpstream) Exchange(_ context.Context, q *dns.Msg) (*dns.Msg, error) {
+func (fuzzUpstream) Exchange(_ context.Context, q *dns.Msg) (*dns.Msg, string, error) {
 	m := new(dns.Msg)
 	m.SetReply(q)
 	qq := q.Question[0]
@@ -43,7 +44,7 @@ func (fuzzUpstream) Exchange(_ context.Context, q *dns.Msg) (*dns.Msg, error) {
 	default:
 		m.Answer = []dns.RR{&dns.AAAA{Hdr: hdr(qq.Name, dns.TypeAAAA), AAAA: net.ParseIP("2001:db8::1")}}
 	}
-	return m, nil
+	return m, "fuzz", nil
 }
 
 // FuzzServeDNS feeds arbitrary bytes through what miekg/dns does with a
@@ -60,7 +61,7 @@ func FuzzServeDNS(f *testing.F) {
 		QueryLog:  nopLog{},
 		DoHCanary: true,
 	})
-	env.srv.upstreams = []Upstream{fuzzUpstream{}}
+	env.srv.forwarder = fuzzUpstream{}
 	udp := udpClient("127.0.0.1")
 	tcp := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 

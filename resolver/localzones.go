@@ -112,7 +112,7 @@ func newReverseHosts(hosts map[string][]netip.Addr) reverseHosts {
 // zones. It reports false for names neither covers, and for names an
 // [[upstream.zone]] covers: forwarding configured by the operator wins.
 func (s *Server) localAnswer(q *query) (*answer, bool) {
-	if s.zones.match(q.qname) != nil {
+	if s.forwarder.InZone(q.qname) {
 		return nil, false
 	}
 	if q.qtype == dns.TypePTR {

@@ -114,10 +114,3 @@ func (s *Server) countCacheEntries() {
 		m.CacheEntries.Set(float64(s.cache.len()))
 	}
 }
-
-func (s *Server) countUpstream(server, result string, d time.Duration) {
-	if m := s.opts.Metrics; m != nil {
-		m.UpstreamRequests.WithLabelValues(server, result).Inc()
-		m.UpstreamDuration.WithLabelValues(server).Observe(d.Seconds())
-	}
-}

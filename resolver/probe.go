@@ -16,7 +16,7 @@ const probeInterval = 2 * time.Second
 func (s *Server) probeUpstreams(ctx context.Context) {
 	probe := upstreamQuery(&query{qname: ".", qtype: dns.TypeNS, qclass: dns.ClassINET})
 	for !s.ready.Load() {
-		if _, _, err := s.exchange(ctx, probe); err != nil {
+		if _, _, err := s.forwarder.Exchange(ctx, probe); err != nil {
 			s.log.Debug("upstream readiness probe failed", "err", err)
 		}
 		if s.ready.Load() {

@@ -6,12 +6,13 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver/upstream"
 )
 
 // advertisedUDPSize is the EDNS payload size egressd offers clients and
 // asks of upstreams: 1232 bytes avoids IP fragmentation on common paths
 // (DNS flag day 2020).
-const advertisedUDPSize = 1232
+const advertisedUDPSize = upstream.AdvertisedUDPSize
 
 // query is what the request path needs from a client's message.
 type query struct {
@@ -148,14 +149,4 @@ func lowerASCII(c byte) byte {
 func normalizeName(name string) string { return policy.NormalizeName(name) }
 
 // equalName compares DNS names in presentation form, ignoring ASCII case.
-func equalName(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		if lowerASCII(a[i]) != lowerASCII(b[i]) {
-			return false
-		}
-	}
-	return true
-}
+func equalName(a, b string) bool { return upstream.EqualName(a, b) }

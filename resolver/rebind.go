@@ -117,7 +117,7 @@ func anyLocal(addrs []netip.Addr) bool {
 func (s *Server) rebinding(group, qname string, local bool) bool {
 	// Zones the operator forwards to its own servers are trusted like the
 	// local suffixes.
-	if !local || privateName(qname) || s.zones.match(qname) != nil {
+	if !local || privateName(qname) || s.forwarder.InZone(qname) {
 		return false
 	}
 	return s.opts.AllowPrivateAnswers == nil || !s.opts.AllowPrivateAnswers(group)

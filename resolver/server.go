@@ -22,6 +22,7 @@ import (
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/querylog"
+	"github.com/egressd/egressd/resolver/upstream"
 )
 
 // Policy decides queries. The policy package's Engine satisfies it.
@@ -39,6 +40,10 @@ type QueryLogger interface {
 	Keep(decision string) bool
 	Write(e *querylog.Entry)
 }
+
+// Zone forwards queries for a domain and the names below it to its own
+// upstream servers (conditional forwarding).
+type Zone = upstream.Zone
 
 // Options configures a Server.
 type Options struct {
@@ -95,9 +100,7 @@ type Options struct {
 type Server struct {
 	opts      Options
 	log       *slog.Logger
-	upstreams []Upstream
-	health    *upstreamHealth
-	zones     zoneRoutes   // nil without Options.Zones
+	forwarder Forwarder    // the upstream servers
 	reverse   reverseHosts // PTR records from Options.Hosts (localzones.go)
 	cache     *answerCache // nil when disabled
 	hosts     map[string][]netip.Addr
@@ -128,7 +131,7 @@ type Server struct {
 
 // Defaults used when Options leaves a value zero.
 const (
-	defaultTimeout  = 2 * time.Second
+	defaultTimeout  = upstream.DefaultTimeout
 	firewallTimeout = 3 * time.Second
 	tcpWriteTimeout = 2 * time.Second
 	tcpReadTimeout  = 2 * time.Second // outsiders' one query
@@ -150,17 +153,22 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	build, err := newUpstreamBuilder(o, s.log)
+	fwd, err := upstream.New(upstream.Options{
+		Servers:   o.Upstreams,
+		Zones:     o.Zones,
+		Bootstrap: o.Bootstrap,
+		Timeout:   o.Timeout,
+		Mark:      o.Mark,
+		RootCAs:   o.RootCAs,
+		Metrics:   o.Metrics,
+		Logger:    s.log,
+		Now:       func() time.Time { return s.now() },
+		Answered:  func() { s.ready.Store(true) },
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("resolver: %w", err)
 	}
-	if s.upstreams, err = build.list(o.Upstreams); err != nil {
-		return nil, err
-	}
-	s.health = newUpstreamHealth(len(s.upstreams))
-	if s.zones, err = newZoneRoutes(o.Zones, build); err != nil {
-		return nil, err
-	}
+	s.forwarder = fwd
 	if o.CacheSize > 0 {
 		c, err := newAnswerCache(o.CacheSize, o.CacheMaxTTL)
 		if err != nil {
@@ -288,7 +296,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	// Pooled DoT/DoH connections are closed only once no query can use them.
-	s.closeIdleUpstreams()
+	s.forwarder.CloseIdle()
 	return errors.Join(errs...)
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/dnstest"
 )
 
 func TestServeUDPAndTCP(t *testing.T) {
@@ -275,16 +277,8 @@ func TestConcurrentMissesCoalesce(t *testing.T) {
 	}
 }
 
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds, failing the test after 3 seconds.
+var waitFor = dnstest.WaitFor
 
 func TestServeIPv6Loopback(t *testing.T) {
 	probe, err := net.Listen("tcp", "[::1]:0")

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/dnstest"
 )
 
 // buildBinary compiles egressd once per test run.
@@ -37,11 +39,7 @@ var buildOnce = sync.OnceValues(func() (string, error) {
 // startUpstream serves A 192.0.2.7 for every name on a loopback port.
 func startUpstream(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+	return dnstest.Start(t, func(w dns.ResponseWriter, r *dns.Msg, _ bool) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		if r.Question[0].Qtype == dns.TypeA {
@@ -51,10 +49,7 @@ func startUpstream(t *testing.T) string {
 			})
 		}
 		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
+	}).Addr
 }
 
 func freePort(t *testing.T) string {

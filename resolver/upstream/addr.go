@@ -1,6 +1,3 @@
-// Package upstream holds what egressd knows about the servers it forwards
-// to, starting with the one grammar of their addresses that config
-// validation and the resolver both use.
 package upstream
 
 import (

@@ -1,4 +1,4 @@
-package resolver
+package upstream
 
 import (
 	"crypto/tls"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/dnstest"
 )
 
 // rawDoT is a DNS-over-TLS server on a loopback port whose behaviour per
@@ -39,9 +41,9 @@ type rawDoTConn struct {
 	inFlight map[uint16]bool
 }
 
-func startRawDoT(t *testing.T, pki *testPKI, serve func(c *rawDoTConn)) *rawDoT {
+func startRawDoT(t *testing.T, pki *dnstest.PKI, serve func(c *rawDoTConn)) *rawDoT {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", pki.serverConfig())
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", pki.ServerConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +81,7 @@ func startRawDoT(t *testing.T, pki *testPKI, serve func(c *rawDoTConn)) *rawDoT 
 }
 
 func (s *rawDoT) url() string {
-	return "tls://" + net.JoinHostPort("127.0.0.1", s.port) + "#" + testServerName
+	return "tls://" + net.JoinHostPort("127.0.0.1", s.port) + "#" + dnstest.ServerName
 }
 
 // read returns the next query, or an error when the client closed the
@@ -156,7 +158,7 @@ func burstName(i int) string { return fmt.Sprintf("q%d.example.", i) }
 
 // exchangeBurst sends n queries at once, each with its own name, and returns
 // the replies and errors by query.
-func exchangeBurst(u Upstream, n int, timeout time.Duration) ([]*dns.Msg, []error) {
+func exchangeBurst(u server, n int, timeout time.Duration) ([]*dns.Msg, []error) {
 	replies, errs := make([]*dns.Msg, n), make([]error, n)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -185,9 +187,9 @@ func checkBurstReplies(t *testing.T, replies []*dns.Msg, errs []error) {
 	}
 }
 
-func testTLSUpstream(t *testing.T, pki *testPKI, s *rawDoT) *tlsUpstream {
+func testTLSUpstream(t *testing.T, pki *dnstest.PKI, s *rawDoT) *tlsUpstream {
 	t.Helper()
-	return newTestUpstreams(t, Options{RootCAs: pki.roots}, s.url())[0].(*tlsUpstream)
+	return newTestUpstreams(t, Options{RootCAs: pki.Roots}, s.url())[0].(*tlsUpstream)
 }
 
 func (u *tlsUpstream) openConns() int {
@@ -201,7 +203,7 @@ func (u *tlsUpstream) openConns() int {
 // each get its own reply.
 func TestTLSUpstreamPipelinesOutOfOrder(t *testing.T) {
 	const n = 50 // below maxTLSPending: one connection
-	pki := newTestPKI(t)
+	pki := dnstest.NewPKI(t)
 	srv := startRawDoT(t, pki, func(c *rawDoTConn) {
 		var held []*dns.Msg
 		for len(held) < n {
@@ -244,7 +246,7 @@ func TestTLSUpstreamPoolLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pki := newTestPKI(t)
+			pki := dnstest.NewPKI(t)
 			var mu sync.Mutex
 			maxSeen := 0
 			srv := startRawDoT(t, pki, func(c *rawDoTConn) {
@@ -332,7 +334,7 @@ func TestTLSUpstreamServerHangsUp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pki := newTestPKI(t)
+			pki := dnstest.NewPKI(t)
 			srv := startRawDoT(t, pki, tt.serve)
 			u := testTLSUpstream(t, pki, srv)
 			start := time.Now()
@@ -343,7 +345,7 @@ func TestTLSUpstreamServerHangsUp(t *testing.T) {
 					if err != nil || len(resp.Answer) != 1 {
 						t.Fatalf("query %d: %v %v", i, resp, err)
 					}
-					waitFor(t, func() bool { return u.openConns() == 0 }) // the client saw the hang-up
+					dnstest.WaitFor(t, func() bool { return u.openConns() == 0 }) // the client saw the hang-up
 				}
 			} else {
 				replies, errs := exchangeBurst(u, n, timeout)
@@ -380,7 +382,7 @@ func TestTLSUpstreamServerHangsUp(t *testing.T) {
 // time, and the connection, on which nothing arrived since, is dropped so
 // the next query does not queue behind a dead one.
 func TestTLSUpstreamDropsStalledConnection(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := dnstest.NewPKI(t)
 	srv := startRawDoT(t, pki, func(c *rawDoTConn) {
 		for {
 			if _, err := c.read(); err != nil {
@@ -399,7 +401,7 @@ func TestTLSUpstreamDropsStalledConnection(t *testing.T) {
 		if elapsed := time.Since(start); elapsed > timeout+200*time.Millisecond {
 			t.Errorf("query %d took %v with a %v timeout", i, elapsed, timeout)
 		}
-		waitFor(t, func() bool { return srv.ended.Load() == int32(i+1) })
+		dnstest.WaitFor(t, func() bool { return srv.ended.Load() == int32(i+1) })
 	}
 	if got := srv.accepted.Load(); got != 2 {
 		t.Errorf("%d connections, want a fresh one for the second query", got)
@@ -409,7 +411,7 @@ func TestTLSUpstreamDropsStalledConnection(t *testing.T) {
 // A connection without queries for the idle timeout is closed; the next
 // query opens a new one.
 func TestTLSUpstreamIdleTimeout(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := dnstest.NewPKI(t)
 	srv := startRawDoT(t, pki, rawAnswerAll)
 	u := testTLSUpstream(t, pki, srv)
 	u.idleTimeout = 150 * time.Millisecond
@@ -424,7 +426,7 @@ func TestTLSUpstreamIdleTimeout(t *testing.T) {
 		t.Fatalf("%d connections for queries %v apart, want 1", got, u.idleTimeout/3)
 	}
 	start := time.Now()
-	waitFor(t, func() bool { return srv.ended.Load() == 1 })
+	dnstest.WaitFor(t, func() bool { return srv.ended.Load() == 1 })
 	if elapsed := time.Since(start); elapsed < u.idleTimeout/2 {
 		t.Errorf("closed after %v idle, want about %v", elapsed, u.idleTimeout)
 	}
@@ -441,7 +443,7 @@ func TestTLSUpstreamIdleTimeout(t *testing.T) {
 
 // closeIdle (at shutdown) closes connections without queries in flight.
 func TestTLSUpstreamCloseIdle(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := dnstest.NewPKI(t)
 	srv := startRawDoT(t, pki, rawAnswerAll)
 	u := testTLSUpstream(t, pki, srv)
 	if _, err := exchangeWithin(u, 2*time.Second, "a.example.", dns.TypeA); err != nil {
@@ -451,7 +453,7 @@ func TestTLSUpstreamCloseIdle(t *testing.T) {
 	if n := u.openConns(); n != 0 {
 		t.Errorf("%d connections in the pool after closeIdle", n)
 	}
-	waitFor(t, func() bool { return srv.ended.Load() == 1 })
+	dnstest.WaitFor(t, func() bool { return srv.ended.Load() == 1 })
 }
 
 // Some servers close a connection after so many queries, with more
@@ -460,7 +462,7 @@ func TestTLSUpstreamCloseIdle(t *testing.T) {
 // them are answered.
 func TestTLSUpstreamServerQueryLimit(t *testing.T) {
 	const perConn, queries = 16, 200
-	pki := newTestPKI(t)
+	pki := dnstest.NewPKI(t)
 	srv := startRawDoT(t, pki, func(c *rawDoTConn) {
 		for range perConn {
 			q, err := c.read()
@@ -485,7 +487,7 @@ func TestTLSUpstreamServerQueryLimit(t *testing.T) {
 // A reply that comes after its query gave up is dropped, and since other
 // replies kept arriving the connection stays in use.
 func TestTLSUpstreamLateReply(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := dnstest.NewPKI(t)
 	srv := startRawDoT(t, pki, func(c *rawDoTConn) {
 		var wg sync.WaitGroup
 		defer wg.Wait()

@@ -1,4 +1,4 @@
-package resolver
+package upstream
 
 import (
 	"context"
@@ -11,51 +11,30 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-)
 
-// bootstrapAnswers answers dns.test through a CNAME to edge.test with
-// 127.0.0.1 (TTL 5, below the bootstrap minimum) and no AAAA; while mute
-// is set it does not answer at all.
-func bootstrapAnswers(t testing.TB, mute *atomic.Bool) upstreamHandler {
-	chain := mustRRs(t, []string{"dns.test. 5 IN CNAME edge.test.", "edge.test. 5 IN A 127.0.0.1", "other.test. 5 IN A 198.51.100.66"})
-	return func(w dns.ResponseWriter, r *dns.Msg, _ bool) {
-		if mute != nil && mute.Load() {
-			return
-		}
-		m := new(dns.Msg)
-		m.SetReply(r)
-		switch {
-		case !equalName(r.Question[0].Name, testServerName+"."):
-			m.Rcode = dns.RcodeNameError
-		case r.Question[0].Qtype == dns.TypeA:
-			m.Answer = chain
-		default:
-			m.Answer = chain[:1]
-		}
-		w.WriteMsg(m)
-	}
-}
+	"github.com/egressd/egressd/internal/dnstest"
+)
 
 // DoT and DoH upstreams given by host name are reached through the address
 // a bootstrap server gives, looked up once for several queries.
 func TestBootstrapResolvesUpstreamHost(t *testing.T) {
-	pki := newTestPKI(t)
-	answer := staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)
-	dot, doh := startDoT(t, pki, answer), startDoH(t, pki, answer, nil)
-	for _, addr := range []string{dot.url(testServerName, ""), doh.url(testServerName, "/dns-query")} {
+	pki := dnstest.NewPKI(t)
+	answer := dnstest.StaticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)
+	dot, doh := dnstest.StartDoT(t, pki, answer), dnstest.StartDoH(t, pki, answer, nil)
+	for _, addr := range []string{dot.URL(dnstest.ServerName, ""), doh.URL(dnstest.ServerName, "/dns-query")} {
 		t.Run(addr, func(t *testing.T) {
-			boot := startUpstream(t, bootstrapAnswers(t, nil))
-			u := newTestUpstreams(t, Options{RootCAs: pki.roots, Bootstrap: []string{boot.addr}}, addr)[0]
+			boot := dnstest.Start(t, dnstest.BootstrapAnswers(t, nil))
+			u := newTestUpstreams(t, Options{RootCAs: pki.Roots, Bootstrap: []string{boot.Addr}}, addr)[0]
 			for i := range 3 {
 				resp, err := exchangeWithin(u, 2*time.Second, "a.example.", dns.TypeA)
 				if err != nil {
 					t.Fatalf("query %d: %v", i, err)
 				}
-				if got := answerData(resp); !slices.Equal(got, []string{"192.0.2.1"}) {
+				if got := dnstest.AnswerData(resp); !slices.Equal(got, []string{"192.0.2.1"}) {
 					t.Fatalf("query %d: answers %v", i, got)
 				}
 			}
-			if n := boot.queries.Load(); n != 2 {
+			if n := boot.Queries.Load(); n != 2 {
 				t.Errorf("bootstrap server asked %d times, want 2 (A and AAAA once)", n)
 			}
 		})
@@ -64,13 +43,13 @@ func TestBootstrapResolvesUpstreamHost(t *testing.T) {
 
 func TestBootstrapCacheAndStaleFallback(t *testing.T) {
 	var mute atomic.Bool
-	srv := startUpstream(t, bootstrapAnswers(t, &mute))
-	b, err := newBootstrap([]string{srv.addr}, 0, slog.New(slog.DiscardHandler))
+	srv := dnstest.Start(t, dnstest.BootstrapAnswers(t, &mute))
+	b, err := newBootstrap([]string{srv.Addr}, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	b.now = clock.now
+	start, elapsed := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), atomic.Int64{}
+	b.now = func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
 	want := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	steps := []struct {
 		advance time.Duration
@@ -85,7 +64,7 @@ func TestBootstrapCacheAndStaleFallback(t *testing.T) {
 		{2 * time.Second, false, 8},                  // retried, and fresh again
 	}
 	for i, st := range steps {
-		clock.advance(st.advance)
+		elapsed.Add(int64(st.advance))
 		mute.Store(st.mute)
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		got, err := b.lookup(ctx, "DNS.test.")
@@ -96,17 +75,17 @@ func TestBootstrapCacheAndStaleFallback(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("step %d: addresses %v, want %v", i, got, want)
 		}
-		if n := srv.queries.Load(); n != st.asked {
+		if n := srv.Queries.Load(); n != st.asked {
 			t.Errorf("step %d: bootstrap server asked %d times, want %d", i, n, st.asked)
 		}
 	}
 }
 
 func TestBootstrapFailures(t *testing.T) {
-	quiet := func(t *testing.T) string { return startUpstream(t, silent).addr }
-	good := func(t *testing.T) string { return startUpstream(t, bootstrapAnswers(t, nil)).addr }
+	quiet := func(t *testing.T) string { return dnstest.Start(t, dnstest.Silent).Addr }
+	good := func(t *testing.T) string { return dnstest.Start(t, dnstest.BootstrapAnswers(t, nil)).Addr }
 	servfail := func(t *testing.T) string {
-		return startUpstream(t, staticAnswer(t, dns.RcodeServerFailure, nil, nil)).addr
+		return dnstest.Start(t, dnstest.StaticAnswer(t, dns.RcodeServerFailure, nil, nil)).Addr
 	}
 	tests := []struct {
 		name    string
@@ -114,10 +93,10 @@ func TestBootstrapFailures(t *testing.T) {
 		host    string
 		want    string // first address, "" for an error
 	}{
-		{"first silent, second answers", []func(*testing.T) string{quiet, good}, testServerName, "127.0.0.1"},
-		{"first servfail, second answers", []func(*testing.T) string{servfail, good}, testServerName, "127.0.0.1"},
+		{"first silent, second answers", []func(*testing.T) string{quiet, good}, dnstest.ServerName, "127.0.0.1"},
+		{"first servfail, second answers", []func(*testing.T) string{servfail, good}, dnstest.ServerName, "127.0.0.1"},
 		{"no such name", []func(*testing.T) string{good}, "missing.test", ""},
-		{"all silent", []func(*testing.T) string{quiet, quiet}, testServerName, ""},
+		{"all silent", []func(*testing.T) string{quiet, quiet}, dnstest.ServerName, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,26 +200,25 @@ func TestBootstrapServerAddresses(t *testing.T) {
 }
 
 func TestNewRejectsBadUpstreamOptions(t *testing.T) {
-	pol := &fakePolicy{}
 	tests := []struct {
 		name    string
 		o       Options
 		errText string
 	}{
-		{"host name without bootstrap", Options{Upstreams: []string{"tls://dns.example"}}, "bootstrap"},
-		{"bootstrap by name", Options{Upstreams: []string{"tls://dns.example"}, Bootstrap: []string{"dns.google:53"}}, "bootstrap server"},
-		{"bootstrap over TLS", Options{Upstreams: []string{"tls://dns.example"}, Bootstrap: []string{"tls://9.9.9.9"}}, "bootstrap server"},
-		{"zone without servers", Options{Upstreams: []string{"127.0.0.1:53"}, Zones: []Zone{{Name: "corp.internal"}}}, "no upstream"},
-		{"zone twice", Options{Upstreams: []string{"127.0.0.1:53"}, Zones: []Zone{
+		{"no servers", Options{}, "no upstream servers"},
+		{"host name without bootstrap", Options{Servers: []string{"tls://dns.example"}}, "bootstrap"},
+		{"bootstrap by name", Options{Servers: []string{"tls://dns.example"}, Bootstrap: []string{"dns.google:53"}}, "bootstrap server"},
+		{"bootstrap over TLS", Options{Servers: []string{"tls://dns.example"}, Bootstrap: []string{"tls://9.9.9.9"}}, "bootstrap server"},
+		{"zone without servers", Options{Servers: []string{"127.0.0.1:53"}, Zones: []Zone{{Name: "corp.internal"}}}, "no upstream"},
+		{"zone twice", Options{Servers: []string{"127.0.0.1:53"}, Zones: []Zone{
 			{Name: "corp.internal", Upstreams: []string{"127.0.0.2:53"}},
 			{Name: "Corp.Internal.", Upstreams: []string{"127.0.0.3:53"}},
 		}}, "twice"},
-		{"root zone", Options{Upstreams: []string{"127.0.0.1:53"}, Zones: []Zone{{Name: ".", Upstreams: []string{"127.0.0.2:53"}}}}, "root"},
-		{"bad zone server", Options{Upstreams: []string{"127.0.0.1:53"}, Zones: []Zone{{Name: "corp.internal", Upstreams: []string{"tls://corp-dns"}}}}, "bootstrap"},
+		{"root zone", Options{Servers: []string{"127.0.0.1:53"}, Zones: []Zone{{Name: ".", Upstreams: []string{"127.0.0.2:53"}}}}, "root"},
+		{"bad zone server", Options{Servers: []string{"127.0.0.1:53"}, Zones: []Zone{{Name: "corp.internal", Upstreams: []string{"tls://corp-dns"}}}}, "bootstrap"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.o.Policy = pol
 			_, err := New(tt.o)
 			if err == nil || !strings.Contains(err.Error(), tt.errText) {
 				t.Fatalf("New: %v, want an error mentioning %q", err, tt.errText)

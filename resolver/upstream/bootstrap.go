@@ -1,4 +1,4 @@
-package resolver
+package upstream
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func newBootstrap(servers []string, mark uint32, log *slog.Logger) (*bootstrap, 
 			ap, err = netip.AddrPortFrom(ip, 53), nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("resolver: bootstrap server %q: want IP[:PORT] of a plain DNS server", s)
+			return nil, fmt.Errorf("bootstrap server %q: want IP[:PORT] of a plain DNS server", s)
 		}
 		b.servers = append(b.servers, newPlainUpstream(ap.String(), mark, log))
 	}
@@ -141,7 +141,7 @@ func (b *bootstrap) resolve(ctx context.Context, host string) ([]netip.Addr, tim
 // resolveType asks the bootstrap servers in order, each with an equal
 // share of the time left, until one gives a usable answer.
 func (b *bootstrap) resolveType(ctx context.Context, host string, qtype uint16) ([]netip.Addr, time.Duration, error) {
-	m := upstreamQuery(&query{qname: host, qtype: qtype, qclass: dns.ClassINET})
+	m := NewQuery(host, qtype, dns.ClassINET, false, false)
 	var errs []error
 	for i, srv := range b.servers {
 		deadline, _ := ctx.Deadline()
@@ -170,7 +170,7 @@ func chainAddrs(reply *dns.Msg, name string, qtype uint16) ([]netip.Addr, time.D
 	for range maxCNAMEHops {
 		next := ""
 		for _, rr := range reply.Answer {
-			if c, ok := rr.(*dns.CNAME); ok && equalName(c.Hdr.Name, name) {
+			if c, ok := rr.(*dns.CNAME); ok && EqualName(c.Hdr.Name, name) {
 				next, ttl = c.Target, min(ttl, c.Hdr.Ttl)
 				break
 			}
@@ -183,7 +183,7 @@ func chainAddrs(reply *dns.Msg, name string, qtype uint16) ([]netip.Addr, time.D
 	var addrs []netip.Addr
 	for _, rr := range reply.Answer {
 		h := rr.Header()
-		if h.Rrtype != qtype || !equalName(h.Name, name) {
+		if h.Rrtype != qtype || !EqualName(h.Name, name) {
 			continue
 		}
 		var ip net.IP

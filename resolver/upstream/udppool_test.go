@@ -1,4 +1,4 @@
-package resolver
+package upstream
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/dnstest"
 )
 
 // idlePorts lists the source ports of the sockets idle in u's pool.
@@ -24,12 +26,12 @@ func exchangeOnce(t *testing.T, u *plainUpstream, timeout time.Duration) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_, err := u.Exchange(ctx, question("pool.example.", dns.TypeA))
+	_, err := u.Exchange(ctx, new(dns.Msg).SetQuestion("pool.example.", dns.TypeA))
 	return err
 }
 
 func TestUDPSocketsReusedThenRotated(t *testing.T) {
-	u := newPlainUpstream(startEchoAuthority(t, false), 0, nil)
+	u := newPlainUpstream(dnstest.StartEcho(t, false), 0, nil)
 	defer u.closeIdle()
 	var first []int
 	for i := range udpSocketMaxUses - 1 {

@@ -1,107 +1,26 @@
-package resolver
+package upstream
 
 import (
 	"bytes"
 	"context"
-	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/dnstest"
 )
 
-// dohServer is an in-process DNS-over-HTTPS server (HTTP/2 over TLS) on a
-// loopback port. It records what each request looked like.
-type dohServer struct {
-	srv      *httptest.Server
-	accepted atomic.Int32
-
-	mu       sync.Mutex
-	requests []dohRequest
-}
-
-type dohRequest struct {
-	method, path, contentType string
-	protoMajor                int
-	id                        uint16
-	size                      int
-}
-
-// dohReply turns a query into the HTTP response: status, content type and
-// body. nil uses the DNS handler's answer with 200 and dns-message.
-type dohReply func(w http.ResponseWriter, packed []byte)
-
-func startDoH(t testing.TB, pki *testPKI, h upstreamHandler, reply dohReply) *dohServer {
-	t.Helper()
-	return startDoHServer(t, pki, h, reply, true)
-}
-
-// startDoHServer starts a DoH server that speaks HTTP/2 or, without
-// http2, HTTP/1.1 only.
-func startDoHServer(t testing.TB, pki *testPKI, h upstreamHandler, reply dohReply, http2 bool) *dohServer {
-	t.Helper()
-	d := &dohServer{}
-	d.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		q := new(dns.Msg)
-		if err != nil || q.Unpack(body) != nil {
-			http.Error(w, "bad query", http.StatusBadRequest)
-			return
-		}
-		d.mu.Lock()
-		d.requests = append(d.requests, dohRequest{r.Method, r.URL.Path, r.Header.Get("Content-Type"), r.ProtoMajor, q.Id, len(body)})
-		d.mu.Unlock()
-		fw := &fakeWriter{remote: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}}
-		h(fw, q, false)
-		if fw.out == nil {
-			return
-		}
-		if reply != nil {
-			reply(w, fw.out)
-			return
-		}
-		w.Header().Set("Content-Type", dnsMessageType)
-		w.Write(fw.out)
-	}))
-	d.srv.EnableHTTP2 = http2
-	d.srv.TLS = pki.serverConfig()
-	d.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			d.accepted.Add(1)
-		}
-	}
-	d.srv.StartTLS()
-	t.Cleanup(d.srv.Close)
-	return d
-}
-
-// url is the server's address as an upstream, with host in place of the
-// listening IP.
-func (d *dohServer) url(host, path string) string {
-	_, port, _ := net.SplitHostPort(d.srv.Listener.Addr().String())
-	return "https://" + net.JoinHostPort(host, port) + path
-}
-
-func (d *dohServer) seen() []dohRequest {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.requests)
-}
-
 func TestHTTPSUpstreamAnswersOverOneConnection(t *testing.T) {
-	pki := newTestPKI(t)
-	d := startDoH(t, pki, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil), nil)
-	u := newTestUpstreams(t, Options{RootCAs: pki.roots}, d.url("127.0.0.1", "/dns-query"))[0]
+	pki := dnstest.NewPKI(t)
+	d := dnstest.StartDoH(t, pki, dnstest.StaticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil), nil)
+	u := newTestUpstreams(t, Options{RootCAs: pki.Roots}, d.URL("127.0.0.1", "/dns-query"))[0]
 	const queries = 5
 	for i := range queries {
-		q := upstreamQuery(&query{qname: "a.example.", qtype: dns.TypeA, qclass: dns.ClassINET})
+		q := NewQuery("a.example.", dns.TypeA, dns.ClassINET, false, false)
 		q.Id = uint16(1000 + i)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		resp, err := u.Exchange(ctx, q)
@@ -109,24 +28,24 @@ func TestHTTPSUpstreamAnswersOverOneConnection(t *testing.T) {
 		if err != nil {
 			t.Fatalf("query %d: %v", i, err)
 		}
-		if got := answerData(resp); !slices.Equal(got, []string{"192.0.2.1"}) {
+		if got := dnstest.AnswerData(resp); !slices.Equal(got, []string{"192.0.2.1"}) {
 			t.Fatalf("query %d: answers %v", i, got)
 		}
 		if resp.Id != q.Id {
 			t.Errorf("query %d: reply ID %d, want the query's %d back", i, resp.Id, q.Id)
 		}
 	}
-	reqs := d.seen()
+	reqs := d.Seen()
 	if len(reqs) != queries {
 		t.Fatalf("server saw %d requests, want %d", len(reqs), queries)
 	}
 	for i, r := range reqs {
-		want := dohRequest{http.MethodPost, "/dns-query", dnsMessageType, 2, 0, paddingBlock}
+		want := dnstest.DoHRequest{Method: http.MethodPost, Path: "/dns-query", ContentType: dnsMessageType, ProtoMajor: 2, ID: 0, Size: paddingBlock}
 		if r != want {
 			t.Errorf("request %d: %+v, want %+v", i, r, want)
 		}
 	}
-	if n := d.accepted.Load(); n != 1 {
+	if n := d.Accepted.Load(); n != 1 {
 		t.Errorf("server accepted %d connections for %d queries, want 1", n, queries)
 	}
 }
@@ -146,28 +65,28 @@ func TestHTTPSUpstreamBurstSharesConnections(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pki := newTestPKI(t)
-			answer := addressFor(t, "192.0.2.1")
-			d := startDoHServer(t, pki, func(w dns.ResponseWriter, r *dns.Msg, udp bool) {
+			pki := dnstest.NewPKI(t)
+			answer := dnstest.AddressFor(t, "192.0.2.1")
+			d := dnstest.StartDoHServer(t, pki, func(w dns.ResponseWriter, r *dns.Msg, udp bool) {
 				time.Sleep(20 * time.Millisecond) // keep the queries overlapping
 				answer(w, r, udp)
 			}, nil, tt.http2)
-			u := newTestUpstreams(t, Options{RootCAs: pki.roots}, d.url("127.0.0.1", "/dns-query"))[0]
+			u := newTestUpstreams(t, Options{RootCAs: pki.Roots}, d.URL("127.0.0.1", "/dns-query"))[0]
 			const queries = 40
 			replies, errs := exchangeBurst(u, queries, 3*time.Second)
 			checkBurstReplies(t, replies, errs)
-			first := d.accepted.Load()
+			first := d.Accepted.Load()
 			if first < 1 || first > maxHTTPSConns {
 				t.Errorf("%d connections for %d queries, want 1 to %d", first, queries, maxHTTPSConns)
 			}
 			replies, errs = exchangeBurst(u, queries, 3*time.Second)
 			checkBurstReplies(t, replies, errs)
-			if n := d.accepted.Load(); n != first {
+			if n := d.Accepted.Load(); n != first {
 				t.Errorf("a second burst opened %d more connections, want the open ones reused", n-first)
 			}
-			for _, r := range d.seen() {
-				if r.protoMajor != tt.wantProto {
-					t.Fatalf("request over HTTP/%d, want HTTP/%d", r.protoMajor, tt.wantProto)
+			for _, r := range d.Seen() {
+				if r.ProtoMajor != tt.wantProto {
+					t.Fatalf("request over HTTP/%d, want HTTP/%d", r.ProtoMajor, tt.wantProto)
 				}
 			}
 		})
@@ -177,16 +96,16 @@ func TestHTTPSUpstreamBurstSharesConnections(t *testing.T) {
 // Host names in https:// upstreams are verified against the certificate
 // (the test server's certificate is for dns.test and 127.0.0.1 only).
 func TestHTTPSUpstreamErrors(t *testing.T) {
-	pki := newTestPKI(t)
-	good := staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)
+	pki := dnstest.NewPKI(t)
+	good := dnstest.StaticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil)
 	wrongQuestion := func(w dns.ResponseWriter, r *dns.Msg, udp bool) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Question[0].Name = "evil.example."
-		m.Answer = mustRRs(t, []string{"evil.example. 300 IN A 198.51.100.66"})
+		m.Answer = dnstest.MustRRs(t, []string{"evil.example. 300 IN A 198.51.100.66"})
 		w.WriteMsg(m)
 	}
-	withType := func(status int, contentType string) dohReply {
+	withType := func(status int, contentType string) dnstest.DoHReply {
 		return func(w http.ResponseWriter, packed []byte) {
 			w.Header().Set("Content-Type", contentType)
 			w.WriteHeader(status)
@@ -195,8 +114,8 @@ func TestHTTPSUpstreamErrors(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		handler upstreamHandler
-		reply   dohReply
+		handler dnstest.Handler
+		reply   dnstest.DoHReply
 		errText string
 	}{
 		{"server error", good, withType(http.StatusInternalServerError, dnsMessageType), "HTTP status 500"},
@@ -218,8 +137,8 @@ func TestHTTPSUpstreamErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := startDoH(t, pki, tt.handler, tt.reply)
-			u := newTestUpstreams(t, Options{RootCAs: pki.roots}, d.url("127.0.0.1", "/dns-query"))[0]
+			d := dnstest.StartDoH(t, pki, tt.handler, tt.reply)
+			u := newTestUpstreams(t, Options{RootCAs: pki.Roots}, d.URL("127.0.0.1", "/dns-query"))[0]
 			resp, err := exchangeWithin(u, 2*time.Second, "a.example.", dns.TypeA)
 			if err == nil {
 				t.Fatalf("accepted %v", resp)
@@ -235,24 +154,24 @@ func TestHTTPSUpstreamErrors(t *testing.T) {
 }
 
 func TestHTTPSUpstreamVerifiesCertificate(t *testing.T) {
-	pki, other := newTestPKI(t), newTestPKI(t)
-	d := startDoH(t, pki, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil), nil)
-	u := newTestUpstreams(t, Options{RootCAs: other.roots}, d.url("127.0.0.1", "/dns-query"))[0]
+	pki, other := dnstest.NewPKI(t), dnstest.NewPKI(t)
+	d := dnstest.StartDoH(t, pki, dnstest.StaticAnswer(t, dns.RcodeSuccess, []string{"a.example. 300 IN A 192.0.2.1"}, nil), nil)
+	u := newTestUpstreams(t, Options{RootCAs: other.Roots}, d.URL("127.0.0.1", "/dns-query"))[0]
 	_, err := exchangeWithin(u, 2*time.Second, "a.example.", dns.TypeA)
 	if err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("error %v, want a certificate verification failure", err)
 	}
-	if n := len(d.seen()); n != 0 {
+	if n := len(d.Seen()); n != 0 {
 		t.Errorf("%d queries reached an unverified server", n)
 	}
 }
 
 func TestHTTPSUpstreamTimeout(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := dnstest.NewPKI(t)
 	release := make(chan struct{})
-	d := startDoH(t, pki, func(w dns.ResponseWriter, r *dns.Msg, _ bool) { <-release }, nil)
+	d := dnstest.StartDoH(t, pki, func(w dns.ResponseWriter, r *dns.Msg, _ bool) { <-release }, nil)
 	t.Cleanup(func() { close(release) }) // before the server's Close, which waits for the handler
-	u := newTestUpstreams(t, Options{RootCAs: pki.roots}, d.url("127.0.0.1", "/dns-query"))[0]
+	u := newTestUpstreams(t, Options{RootCAs: pki.Roots}, d.URL("127.0.0.1", "/dns-query"))[0]
 	const timeout = 300 * time.Millisecond
 	start := time.Now()
 	_, err := exchangeWithin(u, timeout, "a.example.", dns.TypeA)

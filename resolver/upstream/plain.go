@@ -1,25 +1,21 @@
-package resolver
+package upstream
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/egressd/egressd/resolver/upstream"
 )
 
-// Upstream is one server queries are forwarded to. Exchange must not
+// server is one server queries are forwarded to. Exchange must not
 // modify query, must verify that the reply answers it, and must return by
 // ctx's deadline.
-type Upstream interface {
+type server interface {
 	Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, error)
 	String() string
 }
@@ -119,7 +115,7 @@ func answers(reply, q *dns.Msg) bool {
 		return false
 	}
 	a, b := reply.Question[0], q.Question[0]
-	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && equalName(a.Name, b.Name)
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && EqualName(a.Name, b.Name)
 }
 
 // contextError prefers the context's reason over the socket's.
@@ -128,104 +124,4 @@ func contextError(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %w", ctxErr, err)
 	}
 	return err
-}
-
-// upstreamBuilder turns configured server addresses into Upstreams. Each
-// distinct address gets one Upstream, shared by the default list and the
-// zones, so they also share its connections.
-type upstreamBuilder struct {
-	mark  uint32
-	roots *x509.CertPool
-	boot  *bootstrap // nil without bootstrap servers
-	log   *slog.Logger
-	built map[string]Upstream
-}
-
-func newUpstreamBuilder(o Options, log *slog.Logger) (*upstreamBuilder, error) {
-	b := &upstreamBuilder{mark: o.Mark, roots: o.RootCAs, log: log, built: map[string]Upstream{}}
-	if len(o.Bootstrap) > 0 {
-		boot, err := newBootstrap(o.Bootstrap, o.Mark, log)
-		if err != nil {
-			return nil, err
-		}
-		b.boot = boot
-	}
-	return b, nil
-}
-
-func (b *upstreamBuilder) list(addrs []string) ([]Upstream, error) {
-	ups := make([]Upstream, 0, len(addrs))
-	for _, a := range addrs {
-		u, err := b.upstream(a)
-		if err != nil {
-			return nil, err
-		}
-		ups = append(ups, u)
-	}
-	return ups, nil
-}
-
-// upstream builds the client for one address (upstream.ParseAddr's
-// grammar).
-func (b *upstreamBuilder) upstream(addr string) (Upstream, error) {
-	if u, ok := b.built[addr]; ok {
-		return u, nil
-	}
-	a, err := upstream.ParseAddr(addr)
-	if err != nil {
-		return nil, fmt.Errorf("resolver: %w", err)
-	}
-	var u Upstream
-	switch a.Proto {
-	case upstream.Plain:
-		u = newPlainUpstream(a.HostPort(), b.mark, b.log)
-	case upstream.TLS:
-		ep, err := newEndpoint(a.Host, a.Port, b.boot, b.mark, b.log)
-		if err != nil {
-			return nil, fmt.Errorf("resolver: upstream %q: %w", addr, err)
-		}
-		u = newTLSUpstream(addr, ep, a.ServerName, b.roots, b.log)
-	case upstream.HTTPS:
-		ep, err := newEndpoint(a.Host, a.Port, b.boot, b.mark, b.log)
-		if err != nil {
-			return nil, fmt.Errorf("resolver: upstream %q: %w", addr, err)
-		}
-		u = newHTTPSUpstream(a.URL, ep, b.roots)
-	}
-	b.built[addr] = u
-	return u, nil
-}
-
-// idleCloser is an Upstream that keeps connections open between queries.
-type idleCloser interface {
-	closeIdle()
-}
-
-// paddingBlock is the size queries over encrypted transports are padded
-// to a multiple of (RFC 8467 section 4.1), so their length tells an
-// observer less about the name asked.
-const paddingBlock = 128
-
-// packPadded packs q with an EDNS(0) padding option (RFC 7830) that makes
-// the message a multiple of paddingBlock long. q is not modified; without
-// an OPT record it is packed as it is.
-func packPadded(q *dns.Msg) ([]byte, error) {
-	i := slices.IndexFunc(q.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeOPT })
-	if i < 0 {
-		return q.Pack()
-	}
-	orig, ok := q.Extra[i].(*dns.OPT)
-	if !ok {
-		return q.Pack()
-	}
-	opt := *orig
-	opt.Option = slices.DeleteFunc(slices.Clone(orig.Option), func(o dns.EDNS0) bool { return o.Option() == dns.EDNS0PADDING })
-	pad := &dns.EDNS0_PADDING{}
-	opt.Option = append(opt.Option, pad)
-	p := *q
-	p.Extra = slices.Clone(q.Extra)
-	p.Extra[i] = &opt
-	p.Compress = false
-	pad.Padding = make([]byte, (paddingBlock-p.Len()%paddingBlock)%paddingBlock)
-	return p.Pack()
 }

@@ -1,4 +1,4 @@
-package resolver
+package upstream
 
 import (
 	"sync/atomic"
@@ -12,7 +12,7 @@ const upstreamBackoff = 5 * time.Second
 
 // upstreamHealth remembers, per upstream, until when it is considered down.
 type upstreamHealth struct {
-	downUntil []atomic.Int64 // unix nanoseconds, indexed like Server.upstreams
+	downUntil []atomic.Int64 // unix nanoseconds, indexed like serverList.upstreams
 }
 
 func newUpstreamHealth(n int) *upstreamHealth {

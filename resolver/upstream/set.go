@@ -1,0 +1,220 @@
+package upstream
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/metrics"
+	"github.com/egressd/egressd/policy"
+)
+
+// Options configures a Set.
+type Options struct {
+	// Servers are tried in order for names in no zone: HOST:PORT, IP,
+	// tls://HOST[:PORT][#NAME] or https://HOST[:PORT]/PATH (ParseAddr).
+	Servers []string
+	// Zones send queries for a domain and the names below it to their own
+	// servers; the longest matching zone wins.
+	Zones []Zone
+	// Bootstrap lists plain DNS servers (IP[:PORT], port 53 by default)
+	// that resolve the host names of tls:// and https:// servers; IP
+	// literals need none.
+	Bootstrap []string
+	Timeout   time.Duration  // per attempt; DefaultTimeout when 0
+	Mark      uint32         // SO_MARK for every socket when non-zero
+	RootCAs   *x509.CertPool // verifies DoT and DoH servers; nil: system roots
+	Metrics   *metrics.Metrics
+	Logger    *slog.Logger
+	// Now is the clock of the servers' health (backoff); nil is time.Now.
+	Now func() time.Time
+	// Answered, when set, is called each time a server answers at all,
+	// whatever the RCODE: the server is reachable.
+	Answered func()
+}
+
+// DefaultTimeout is the per-attempt timeout when Options.Timeout is 0.
+const DefaultTimeout = 2 * time.Second
+
+// Set is the configured servers: the default list and one list per zone,
+// each with its health order. It is safe for concurrent use.
+type Set struct {
+	def      *serverList
+	zones    zoneRoutes // nil without zones
+	timeout  time.Duration
+	metrics  *metrics.Metrics
+	now      func() time.Time
+	answered func()
+}
+
+// New builds the clients for o. Nothing is dialed until the first
+// exchange.
+func New(o Options) (*Set, error) {
+	if len(o.Servers) == 0 {
+		return nil, errors.New("no upstream servers")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Set{timeout: o.Timeout, metrics: o.Metrics, now: o.Now, answered: o.Answered}
+	if s.timeout <= 0 {
+		s.timeout = DefaultTimeout
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	build, err := newUpstreamBuilder(o, log)
+	if err != nil {
+		return nil, err
+	}
+	ups, err := build.list(o.Servers)
+	if err != nil {
+		return nil, err
+	}
+	s.def = newServerList(ups)
+	if s.zones, err = newZoneRoutes(o.Zones, build); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Upstream results, as counted in egressd_upstream_requests_total.
+const (
+	resultOK       = "ok"
+	resultError    = "error"
+	resultTimeout  = "timeout"
+	resultServfail = "servfail"
+	resultRefused  = "refused"
+)
+
+// Exchange asks each server in order and returns the first usable reply
+// and the server (as configured) that gave it. A name in a configured
+// zone goes to that zone's servers, anything else to the default ones; m's
+// question name must be normalized (lower case, fully qualified). A server
+// that fails, times out, or answers SERVFAIL or REFUSED hands on to the
+// next, so the whole exchange takes at most Timeout per server. Servers
+// that recently failed to answer are tried last. m is not modified.
+func (s *Set) Exchange(parent context.Context, m *dns.Msg) (*dns.Msg, string, error) {
+	list := s.def
+	if z := s.zones.match(m.Question[0].Name); z != nil {
+		list = z
+	}
+	var errs []error
+	for _, i := range list.health.order(s.now()) {
+		u := list.upstreams[i]
+		if err := parent.Err(); err != nil {
+			return nil, "", err
+		}
+		ctx, cancel := context.WithTimeout(parent, s.timeout)
+		start := time.Now()
+		resp, err := u.Exchange(ctx, m)
+		cancel()
+		result := classify(resp, err)
+		s.count(u.String(), result, time.Since(start))
+		list.health.observe(i, err == nil, s.now())
+		if err == nil && s.answered != nil {
+			s.answered()
+		}
+		if result == resultOK {
+			return resp, u.String(), nil
+		}
+		if err == nil {
+			err = fmt.Errorf("rcode %s", dns.RcodeToString[resp.Rcode])
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", u, err))
+	}
+	return nil, "", errors.Join(errs...)
+}
+
+// InZone reports whether qname (normalized) is in or below a configured
+// zone, so its servers are the zone's.
+func (s *Set) InZone(qname string) bool { return s.zones.match(qname) != nil }
+
+func (s *Set) count(server, result string, d time.Duration) {
+	if m := s.metrics; m != nil {
+		m.UpstreamRequests.WithLabelValues(server, result).Inc()
+		m.UpstreamDuration.WithLabelValues(server).Observe(d.Seconds())
+	}
+}
+
+func classify(resp *dns.Msg, err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return resultTimeout
+	case err != nil:
+		return resultError
+	case resp.Rcode == dns.RcodeServerFailure:
+		return resultServfail
+	case resp.Rcode == dns.RcodeRefused:
+		return resultRefused
+	case resp.Rcode > 0xF:
+		// Extended RCODEs (BADVERS and friends) mean the exchange itself
+		// went wrong.
+		return resultError
+	}
+	return resultOK
+}
+
+// CloseIdle closes the connections DNS-over-TLS and DNS-over-HTTPS
+// clients and the plain UDP pools keep open between queries. The Set
+// stays usable: later queries open new ones.
+func (s *Set) CloseIdle() {
+	all := s.def.upstreams
+	for _, z := range s.zones {
+		all = append(all[:len(all):len(all)], z.upstreams...)
+	}
+	for _, u := range all {
+		if c, ok := u.(idleCloser); ok {
+			c.closeIdle()
+		}
+	}
+}
+
+// AdvertisedUDPSize is the EDNS(0) UDP payload size queries advertise:
+// 1232 bytes avoids IP fragmentation on common paths (DNS Flag Day 2020).
+const AdvertisedUDPSize = 1232
+
+// NewQuery is a recursive query for name (qtype, qclass) with an OPT
+// record advertising AdvertisedUDPSize, the DO bit set when do, and the
+// CD bit when cd. It carries no EDNS options.
+func NewQuery(name string, qtype, qclass uint16, cd, do bool) *dns.Msg {
+	m := new(dns.Msg)
+	m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: qclass}}
+	m.RecursionDesired = true
+	m.CheckingDisabled = cd
+	m.SetEdns0(AdvertisedUDPSize, do)
+	return m
+}
+
+// normalizeName is the form zones and bootstrap hosts are keyed on, the
+// same as policy's.
+func normalizeName(name string) string { return policy.NormalizeName(name) }
+
+// EqualName compares DNS names in presentation form, ignoring ASCII case:
+// the match a reply's question must meet, and the resolver's for names in
+// an answer.
+func EqualName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}

@@ -72,9 +72,11 @@ func (s *Server) callerOf(w dns.ResponseWriter) caller {
 // admitQuery applies the rate limit, which must run once per query even
 // when a query is served in two attempts (see serve).
 func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
-	if s.limiter != nil && !s.limiter.allow(c.addr, s.now()) {
-		s.rateLimited(w, q, c.udp)
-		return false
+	if s.limiter != nil {
+		if ok, report := s.limiter.allow(c.addr, s.now()); !ok {
+			s.rateLimited(w, q, c.addr, c.udp, report)
+			return false
+		}
 	}
 	return true
 }

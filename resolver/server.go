@@ -65,10 +65,15 @@ type Options struct {
 	// the system roots.
 	RootCAs *x509.CertPool
 
-	// RateLimit is queries per second per client address, RateBurst the
+	// RateLimit is queries per second per client, RateBurst the
 	// bucket size (RateLimit rounded up when 0); RateLimit 0 disables it.
 	RateLimit float64
 	RateBurst int
+	// RateLimitIPv4Prefix and RateLimitIPv6Prefix are the prefix lengths
+	// that make one client for the rate limit and the in-flight share
+	// (0 picks 32 and 64): every address in one IPv6 /64 shares a budget.
+	RateLimitIPv4Prefix int
+	RateLimitIPv6Prefix int
 	// TCP connections: idle timeout, total and per client address limits
 	// (0 picks the defaults: 10 s, 1024 and 64).
 	TCPIdleTimeout       time.Duration
@@ -167,7 +172,7 @@ func New(o Options) (*Server, error) {
 		c.stale = seconds(o.ServeStale)
 		s.cache = c
 	}
-	s.limiter = newRateLimiter(o.RateLimit, o.RateBurst)
+	s.limiter = newRateLimiter(o.RateLimit, o.RateBurst, newClientKeys(o.RateLimitIPv4Prefix, o.RateLimitIPv6Prefix))
 	s.hosts = make(map[string][]netip.Addr, len(o.Hosts))
 	for name, addrs := range o.Hosts {
 		key := normalizeName(name)

@@ -120,6 +120,8 @@ func (d *daemon) start(parent context.Context) error {
 
 		RateLimit:            cfg.Server.RateLimit,
 		RateBurst:            cfg.Server.RateBurst,
+		RateLimitIPv4Prefix:  cfg.Server.RateLimitIPv4Prefix,
+		RateLimitIPv6Prefix:  cfg.Server.RateLimitIPv6Prefix,
 		TCPIdleTimeout:       cfg.Server.TCPIdle,
 		TCPMaxConns:          cfg.Server.TCPMaxConns,
 		TCPMaxConnsPerClient: cfg.Server.TCPMaxPerIP,
@@ -241,6 +243,8 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		{"firewall.backend", d.cfg.Firewall.Backend == cfg.Firewall.Backend},
 		{"log.queries", d.cfg.Log.Queries == cfg.Log.Queries},
 		{"metrics.listen", d.cfg.Metrics.Listen == cfg.Metrics.Listen},
+		{"server.rate_limit (and its burst, prefixes, max_in_flight_per_client)", sameClientLimits(d.cfg, cfg)},
+		{"cache", d.cfg.Cache == cfg.Cache},
 	}
 	for _, r := range restartOnly {
 		if !r.same {
@@ -353,4 +357,12 @@ func equalCategories(a, b *config.Config) bool {
 		}
 	}
 	return true
+}
+
+// sameClientLimits reports whether the per-client limits are unchanged.
+func sameClientLimits(a, b *config.Config) bool {
+	x, y := &a.Server, &b.Server
+	return x.RateLimit == y.RateLimit && x.RateBurst == y.RateBurst &&
+		x.RateLimitIPv4Prefix == y.RateLimitIPv4Prefix && x.RateLimitIPv6Prefix == y.RateLimitIPv6Prefix &&
+		x.MaxInFlightPerClient == y.MaxInFlightPerClient
 }

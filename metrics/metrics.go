@@ -19,6 +19,7 @@ type Metrics struct {
 	CacheHits        prometheus.Counter
 	CacheMisses      prometheus.Counter
 	CacheEntries     prometheus.Gauge
+	CacheBytes       prometheus.Gauge
 	UpstreamRequests *prometheus.CounterVec   // server, result
 	UpstreamDuration *prometheus.HistogramVec // server
 	FirewallUpdates  *prometheus.CounterVec   // result
@@ -54,6 +55,9 @@ func New() *Metrics {
 	})
 	m.CacheEntries = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "egressd_cache_entries", Help: "Entries currently in the answer cache.",
+	})
+	m.CacheBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "egressd_cache_bytes", Help: "Memory accounted to the answer cache's entries, bounded by cache.max_bytes.",
 	})
 	m.UpstreamRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egressd_upstream_requests_total", Help: "Queries sent upstream, by server and result (ok, error, timeout, servfail, mismatch).",
@@ -95,7 +99,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.Queries, m.Responses, m.RequestDuration, m.CacheHits, m.CacheMisses, m.CacheEntries,
+		m.Queries, m.Responses, m.RequestDuration, m.CacheHits, m.CacheMisses, m.CacheEntries, m.CacheBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.FirewallUpdates, m.FirewallElements,
 		m.FirewallDuration, m.FirewallFeatures, m.ListDomains, m.ListRefreshes, m.ListLastSuccess, m.ConfigReloads, m.RateLimited,
 	)

@@ -74,6 +74,9 @@ type Options struct {
 	// (0 picks 32 and 64): every address in one IPv6 /64 shares a budget.
 	RateLimitIPv4Prefix int
 	RateLimitIPv6Prefix int
+	// CacheMaxBytes bounds the memory the cached answers take (see
+	// entryBytes); 0 picks 64 MiB.
+	CacheMaxBytes int64
 	// TCP connections: idle timeout, total and per client address limits
 	// (0 picks the defaults: 10 s, 1024 and 64).
 	TCPIdleTimeout       time.Duration
@@ -165,7 +168,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	if o.CacheSize > 0 {
-		c, err := newAnswerCache(o.CacheSize, o.CacheMaxTTL)
+		c, err := newAnswerCache(o.CacheSize, o.CacheMaxBytes, o.CacheMaxTTL)
 		if err != nil {
 			return nil, err
 		}

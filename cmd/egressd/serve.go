@@ -122,6 +122,7 @@ func (d *daemon) start(parent context.Context) error {
 		RateBurst:            cfg.Server.RateBurst,
 		RateLimitIPv4Prefix:  cfg.Server.RateLimitIPv4Prefix,
 		RateLimitIPv6Prefix:  cfg.Server.RateLimitIPv6Prefix,
+		CacheMaxBytes:        cfg.Cache.MaxBytes,
 		TCPIdleTimeout:       cfg.Server.TCPIdle,
 		TCPMaxConns:          cfg.Server.TCPMaxConns,
 		TCPMaxConnsPerClient: cfg.Server.TCPMaxPerIP,

@@ -31,6 +31,7 @@ type Metrics struct {
 	ListLastSuccess  *prometheus.GaugeVec   // category, source
 	ConfigReloads    *prometheus.CounterVec // result
 	RateLimited      prometheus.Counter
+	InFlightDropped  *prometheus.CounterVec // limit ("client"|"total")
 }
 
 // New builds the collectors and registers them, with the Go runtime and
@@ -96,6 +97,14 @@ func New() *Metrics {
 	m.RateLimited = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "egressd_ratelimited_total", Help: "Queries dropped by per-client rate limiting.",
 	})
+	m.InFlightDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_inflight_dropped_total",
+		Help: "Queries that needed an upstream or the firewall refused because their client's share (limit=client) or all clients' limit (limit=total) of queries in flight was taken.",
+	}, []string{"limit"})
+	for _, limit := range []string{"client", "total"} {
+		m.InFlightDropped.WithLabelValues(limit) // exported as 0 before the first drop
+	}
+	m.Registry.MustRegister(m.InFlightDropped)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

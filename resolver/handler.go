@@ -46,9 +46,17 @@ type outcome struct {
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	c := s.callerOf(w)
 	q := parseQuery(req, c.udp)
-	if s.admitQuery(w, &q, c) {
-		s.serve(w, &q, c, false)
+	if !s.admitQuery(w, &q, c) || s.serve(w, &q, c, true) {
+		return
 	}
+	// The answer needs an upstream or the firewall: wait for it in a slot.
+	key, refused := s.inFlight.acquire(c.addr)
+	if refused != "" {
+		s.overInFlight(w, &q, c, refused)
+		return
+	}
+	defer s.inFlight.release(key)
+	s.serve(w, &q, c, false)
 }
 
 // caller is who sent a query, over what, and when it arrived.
@@ -84,17 +92,11 @@ func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
 // serve runs the request path for an admitted query, writes the answer and
 // records it. With cacheOnly the path stops before anything that may wait
 // (an upstream exchange, a firewall push of addresses not yet in effect)
-// and serve then returns false having sent and recorded nothing, so the UDP
-// reader can answer cache hits itself and pass only the rest to a worker,
-// which serves them again.
+// and serve then returns false having sent and recorded nothing, so cache
+// hits are answered at once, by the UDP reader itself or the TCP
+// connection's goroutine, and only the rest take an in-flight slot (see
+// inFlight) and are served again.
 func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool) bool {
-	if !s.inFlight.acquire() {
-		if n, ok := s.inFlight.warnDue(c.start); ok {
-			s.log.Warn("too many queries in flight; dropping", "limit", maxInFlight, "dropped", n)
-		}
-		return true
-	}
-	defer s.inFlight.release()
 	q.cacheOnly = cacheOnly
 	o := s.resolve(c.addr, q)
 	if o.mustWait {

@@ -1,45 +1,150 @@
 package resolver
 
 import (
+	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
-// maxInFlight bounds the queries being handled at once. miekg/dns starts a
-// goroutine per UDP datagram without limit, and a query can wait seconds on
-// upstreams and the firewall, so a flood would otherwise pile up
-// goroutines. Queries beyond the bound are dropped; UDP clients retry.
+// maxInFlight bounds the queries waiting for an upstream or the firewall
+// at once (Options.MaxInFlight changes it). Each holds a goroutine (a UDP
+// worker or a TCP connection's) and may wait seconds, so a flood of slow
+// names would otherwise pile them up. Queries the cache answers at once
+// take no slot: they never wait behind misses.
 const maxInFlight = 8192
+
+// defaultInFlightPerClient is one client's share of maxInFlight: a
+// client flooding slow names can take 1/32 of the slots, not all of them.
+const defaultInFlightPerClient = 256
 
 // dropWarnInterval spaces out the warning about dropped queries.
 const dropWarnInterval = 10 * time.Second
 
-// inFlight counts queries being handled and rate-limits the drop warning.
+// inFlight counts the queries waiting for an upstream or the firewall, in
+// total and per client key, and rate-limits the drop warning. Per-client
+// counts live only while a client has queries in flight, so there are at
+// most limit of them.
 type inFlight struct {
-	n        atomic.Int64
-	dropped  atomic.Int64
-	lastWarn atomic.Int64 // unix nanoseconds
+	limit     int64
+	perClient int32
+	keys      clientKeys
+	n         atomic.Int64
+	shards    [rateShards]inFlightShard
+
+	droppedClient atomic.Int64 // since the last warning
+	droppedTotal  atomic.Int64
+	lastWarn      atomic.Int64 // unix nanoseconds
 }
 
-// acquire reports whether another query may start; release must follow a
-// true result.
-func (f *inFlight) acquire() bool {
-	if f.n.Add(1) > maxInFlight {
-		f.n.Add(-1)
-		f.dropped.Add(1)
-		return false
+type inFlightShard struct {
+	mu sync.Mutex
+	n  map[netip.Addr]int32
+}
+
+// Why acquire refused a slot, as egressd_inflight_dropped_total's label.
+const (
+	overClientShare = "client"
+	overTotal       = "total"
+)
+
+func (f *inFlight) init(limit, perClient int, keys clientKeys) {
+	if limit <= 0 {
+		limit = maxInFlight
 	}
-	return true
+	if perClient <= 0 {
+		perClient = defaultInFlightPerClient
+	}
+	f.limit, f.perClient, f.keys = int64(limit), int32(min(perClient, limit)), keys
+	for i := range f.shards {
+		f.shards[i].n = make(map[netip.Addr]int32)
+	}
 }
 
-func (f *inFlight) release() { f.n.Add(-1) }
+// acquire takes a slot for a query from client. It returns the key to
+// release it with, or why there was none: the client's share is checked
+// first, so a flooding client's excess counts against its share even when
+// the total is full too.
+func (f *inFlight) acquire(client netip.Addr) (key netip.Addr, refused string) {
+	key = f.keys.key(client)
+	sh := &f.shards[shardOf(key)]
+	sh.mu.Lock()
+	held := sh.n[key]
+	if held >= f.perClient {
+		sh.mu.Unlock()
+		f.droppedClient.Add(1)
+		return netip.Addr{}, overClientShare
+	}
+	if f.n.Add(1) > f.limit {
+		sh.mu.Unlock()
+		f.n.Add(-1)
+		f.droppedTotal.Add(1)
+		return netip.Addr{}, overTotal
+	}
+	sh.n[key] = held + 1
+	sh.mu.Unlock()
+	return key, ""
+}
+
+// release gives back a slot acquire returned.
+func (f *inFlight) release(key netip.Addr) {
+	sh := &f.shards[shardOf(key)]
+	sh.mu.Lock()
+	if held := sh.n[key]; held > 1 {
+		sh.n[key] = held - 1
+	} else {
+		delete(sh.n, key)
+	}
+	sh.mu.Unlock()
+	f.n.Add(-1)
+}
+
+// held is how many slots client's key holds.
+func (f *inFlight) held(client netip.Addr) int32 {
+	key := f.keys.key(client)
+	sh := &f.shards[shardOf(key)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.n[key]
+}
 
 // warnDue reports, at most once per interval, that drops should be logged,
-// and how many happened since the last report.
-func (f *inFlight) warnDue(now time.Time) (int64, bool) {
+// and how many happened since the last report over a client's share and
+// over the total.
+func (f *inFlight) warnDue(now time.Time) (client, total int64, due bool) {
 	last := f.lastWarn.Load()
 	if now.UnixNano()-last < int64(dropWarnInterval) || !f.lastWarn.CompareAndSwap(last, now.UnixNano()) {
-		return 0, false
+		return 0, 0, false
 	}
-	return f.dropped.Swap(0), true
+	return f.droppedClient.Swap(0), f.droppedTotal.Swap(0), true
 }
+
+// overInFlight handles a query refused a slot. Over UDP it is dropped like
+// a rate-limited one (the client retries; a reply to a forged source would
+// feed a reflection attack). Over TCP the client's address is proven and it
+// would otherwise wait for its timeout, so it gets SERVFAIL. A warning line
+// at most every dropWarnInterval tells how many were dropped, and names the
+// client whose share was full.
+func (s *Server) overInFlight(w dns.ResponseWriter, q *query, c caller, why string) {
+	if m := s.opts.Metrics; m != nil {
+		m.InFlightDropped.WithLabelValues(why).Inc()
+	}
+	if client, total, ok := s.inFlight.warnDue(c.start); ok {
+		f := &s.inFlight
+		s.log.Warn(msgInFlightDropped, "over_client_share", client, "over_total", total,
+			"last_client", f.keys.name(f.keys.key(c.addr)), "last_limit", why,
+			"max_in_flight_per_client", f.perClient, "max_in_flight", f.limit)
+	}
+	if c.udp {
+		return
+	}
+	out, err := rcodeAnswer(q, dns.RcodeServerFailure).render(q, 0, 0)
+	if err == nil {
+		w.Write(out)
+	}
+}
+
+// msgInFlightDropped is the log message for queries refused a slot.
+const msgInFlightDropped = "queries dropped: too many waiting for upstreams or the firewall"

@@ -77,6 +77,11 @@ type Options struct {
 	// CacheMaxBytes bounds the memory the cached answers take (see
 	// entryBytes); 0 picks 64 MiB.
 	CacheMaxBytes int64
+	// MaxInFlight bounds the queries waiting for an upstream or the
+	// firewall at once, MaxInFlightPerClient those of one client (keyed
+	// like the rate limit); 0 picks 8192 and 256.
+	MaxInFlight          int
+	MaxInFlightPerClient int
 	// TCP connections: idle timeout, total and per client address limits
 	// (0 picks the defaults: 10 s, 1024 and 64).
 	TCPIdleTimeout       time.Duration
@@ -175,7 +180,9 @@ func New(o Options) (*Server, error) {
 		c.stale = seconds(o.ServeStale)
 		s.cache = c
 	}
-	s.limiter = newRateLimiter(o.RateLimit, o.RateBurst, newClientKeys(o.RateLimitIPv4Prefix, o.RateLimitIPv6Prefix))
+	keys := newClientKeys(o.RateLimitIPv4Prefix, o.RateLimitIPv6Prefix)
+	s.inFlight.init(o.MaxInFlight, o.MaxInFlightPerClient, keys)
+	s.limiter = newRateLimiter(o.RateLimit, o.RateBurst, keys)
 	s.hosts = make(map[string][]netip.Addr, len(o.Hosts))
 	for name, addrs := range o.Hosts {
 		key := normalizeName(name)

@@ -46,17 +46,10 @@ type outcome struct {
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	c := s.callerOf(w)
 	q := parseQuery(req, c.udp)
-	if !s.admitQuery(w, &q, c) || s.serve(w, &q, c, true) {
-		return
+	if s.admitQuery(w, &q, c) {
+		q.slot = slotState{lazy: true, client: c.addr}
+		s.serve(w, &q, c, false)
 	}
-	// The answer needs an upstream or the firewall: wait for it in a slot.
-	key, refused := s.inFlight.acquire(c.addr)
-	if refused != "" {
-		s.overInFlight(w, &q, c, refused)
-		return
-	}
-	defer s.inFlight.release(key)
-	s.serve(w, &q, c, false)
 }
 
 // caller is who sent a query, over what, and when it arrived.
@@ -92,14 +85,23 @@ func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
 // serve runs the request path for an admitted query, writes the answer and
 // records it. With cacheOnly the path stops before anything that may wait
 // (an upstream exchange, a firewall push of addresses not yet in effect)
-// and serve then returns false having sent and recorded nothing, so cache
-// hits are answered at once, by the UDP reader itself or the TCP
-// connection's goroutine, and only the rest take an in-flight slot (see
-// inFlight) and are served again.
+// and serve then returns false having sent and recorded nothing, so the UDP
+// reader can answer cache hits itself and pass only the rest, each with an
+// in-flight slot (see inFlight), to a worker, which serves them again.
+// A query with a lazy slot (TCP, whose goroutines the connection limits
+// bound) takes one only before an upstream exchange, so its cache hits
+// never wait for one.
 func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool) bool {
 	q.cacheOnly = cacheOnly
 	o := s.resolve(c.addr, q)
+	if q.slot.held {
+		defer s.inFlight.release(q.slot.slot)
+	}
 	if o.mustWait {
+		if q.slot.refused != "" {
+			s.overInFlight(w, q, c, q.slot.refused)
+			return true
+		}
 		return false
 	}
 	out, err := o.ans.renderTo(answerBuffer(w), q, o.age, s.maxTTL)
@@ -229,6 +231,9 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 		s.countCache(false)
 		s.countCacheEntries() // get drops expired entries
 	} else if q.cacheOnly {
+		return nil, errMustWait
+	}
+	if !s.takeSlot(q) {
 		return nil, errMustWait
 	}
 	return s.forwardOrStale(key, q, o)

@@ -24,9 +24,7 @@ const defaultInFlightPerClient = 256
 const dropWarnInterval = 10 * time.Second
 
 // inFlight counts the queries waiting for an upstream or the firewall, in
-// total and per client key, and rate-limits the drop warning. Per-client
-// counts live only while a client has queries in flight, so there are at
-// most limit of them.
+// total and per client key, and rate-limits the drop warning.
 type inFlight struct {
 	limit     int64
 	perClient int32
@@ -39,9 +37,24 @@ type inFlight struct {
 	lastWarn      atomic.Int64 // unix nanoseconds
 }
 
+// inFlightShard holds the counters of the clients whose keys hash to it.
+// A counter stays after its client's last slot is released, so a client
+// with queries coming and going does not allocate; counters at zero are
+// swept once the shard has sweepAt of them, so there are at most limit
+// counters in use plus sweepAt idle ones per shard.
 type inFlightShard struct {
-	mu sync.Mutex
-	n  map[netip.Addr]int32
+	mu      sync.Mutex
+	n       map[netip.Addr]*atomic.Int32
+	sweepAt int
+}
+
+// inFlightIdleCounters is how many counters a shard holds before it drops
+// those at zero.
+const inFlightIdleCounters = 256
+
+// inFlightSlot is a slot acquire handed out; release gives it back.
+type inFlightSlot struct {
+	held *atomic.Int32 // the client's counter
 }
 
 // Why acquire refused a slot, as egressd_inflight_dropped_total's label.
@@ -59,45 +72,56 @@ func (f *inFlight) init(limit, perClient int, keys clientKeys) {
 	}
 	f.limit, f.perClient, f.keys = int64(limit), int32(min(perClient, limit)), keys
 	for i := range f.shards {
-		f.shards[i].n = make(map[netip.Addr]int32)
+		f.shards[i].n = make(map[netip.Addr]*atomic.Int32)
+		f.shards[i].sweepAt = inFlightIdleCounters
 	}
 }
 
-// acquire takes a slot for a query from client. It returns the key to
-// release it with, or why there was none: the client's share is checked
-// first, so a flooding client's excess counts against its share even when
-// the total is full too.
-func (f *inFlight) acquire(client netip.Addr) (key netip.Addr, refused string) {
-	key = f.keys.key(client)
+// acquire takes a slot for a query from client, or says why there was
+// none: the client's share is checked first, so a flooding client's
+// excess counts against its share even when the total is full too.
+func (f *inFlight) acquire(client netip.Addr) (slot inFlightSlot, refused string) {
+	key := f.keys.key(client)
 	sh := &f.shards[shardOf(key)]
 	sh.mu.Lock()
 	held := sh.n[key]
-	if held >= f.perClient {
+	if held == nil {
+		if len(sh.n) >= sh.sweepAt {
+			sh.sweep()
+		}
+		held = new(atomic.Int32)
+		sh.n[key] = held
+	}
+	if held.Load() >= f.perClient {
 		sh.mu.Unlock()
 		f.droppedClient.Add(1)
-		return netip.Addr{}, overClientShare
+		return inFlightSlot{}, overClientShare
 	}
 	if f.n.Add(1) > f.limit {
 		sh.mu.Unlock()
 		f.n.Add(-1)
 		f.droppedTotal.Add(1)
-		return netip.Addr{}, overTotal
+		return inFlightSlot{}, overTotal
 	}
-	sh.n[key] = held + 1
+	held.Add(1)
 	sh.mu.Unlock()
-	return key, ""
+	return inFlightSlot{held: held}, ""
+}
+
+// sweep drops the counters at zero; the next sweep waits until the shard
+// has twice as many counters as are left, so sweeps cost O(1) a query.
+func (sh *inFlightShard) sweep() {
+	for k, c := range sh.n {
+		if c.Load() == 0 {
+			delete(sh.n, k)
+		}
+	}
+	sh.sweepAt = max(inFlightIdleCounters, 2*len(sh.n))
 }
 
 // release gives back a slot acquire returned.
-func (f *inFlight) release(key netip.Addr) {
-	sh := &f.shards[shardOf(key)]
-	sh.mu.Lock()
-	if held := sh.n[key]; held > 1 {
-		sh.n[key] = held - 1
-	} else {
-		delete(sh.n, key)
-	}
-	sh.mu.Unlock()
+func (f *inFlight) release(slot inFlightSlot) {
+	slot.held.Add(-1)
 	f.n.Add(-1)
 }
 
@@ -107,7 +131,10 @@ func (f *inFlight) held(client netip.Addr) int32 {
 	sh := &f.shards[shardOf(key)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.n[key]
+	if c := sh.n[key]; c != nil {
+		return c.Load()
+	}
+	return 0
 }
 
 // warnDue reports, at most once per interval, that drops should be logged,
@@ -144,6 +171,35 @@ func (s *Server) overInFlight(w dns.ResponseWriter, q *query, c caller, why stri
 	if err == nil {
 		w.Write(out)
 	}
+}
+
+// slotState is how a query holds its in-flight slot. A UDP query that
+// needs an upstream or the firewall gets one from the reader before a
+// worker takes it (not lazy): a slot per worker goroutine. A TCP query
+// runs on its connection's goroutine, which the connection limits bound,
+// and is lazy: takeSlot gets it a slot just before an upstream exchange.
+type slotState struct {
+	lazy    bool
+	held    bool
+	client  netip.Addr
+	slot    inFlightSlot // what release needs, once held
+	refused string       // why takeSlot got none
+}
+
+// takeSlot makes sure q holds an in-flight slot before the request path
+// waits for an upstream. It reports false when q has a
+// lazy slot and none was free; q.slot.refused then tells why.
+func (s *Server) takeSlot(q *query) bool {
+	if !q.slot.lazy || q.slot.held {
+		return true
+	}
+	slot, refused := s.inFlight.acquire(q.slot.client)
+	if refused != "" {
+		q.slot.refused = refused
+		return false
+	}
+	q.slot.slot, q.slot.held = slot, true
+	return true
 }
 
 // msgInFlightDropped is the log message for queries refused a slot.

@@ -13,7 +13,7 @@ func TestInFlightBound(t *testing.T) {
 	f.init(6, 4, newClientKeys(0, 0))
 	a1, a2 := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2::2") // one /64
 	b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	var held []netip.Addr
+	var held []inFlightSlot
 	steps := []struct {
 		name   string
 		client netip.Addr
@@ -53,7 +53,7 @@ func TestInFlightBound(t *testing.T) {
 	}
 	give := func(i int) {
 		f.release(held[i])
-		held[i] = netip.Addr{}
+		held[i] = inFlightSlot{}
 	}
 	give(0)                   // a holds 3, 5 in all
 	take(b, "")               // b holds 2, 6 in all
@@ -63,7 +63,7 @@ func TestInFlightBound(t *testing.T) {
 	give(5)                   // c holds none, 5 in all
 	take(a2, overClientShare) // a's share is full before the total
 	for i, k := range held {
-		if k.IsValid() {
+		if k.held != nil {
 			give(i)
 		}
 	}
@@ -74,8 +74,10 @@ func TestInFlightBound(t *testing.T) {
 		t.Errorf("a holds %d slots after releasing all, want 0", h)
 	}
 	for i := range f.shards {
-		if n := len(f.shards[i].n); n != 0 {
-			t.Errorf("shard %d keeps %d clients with nothing in flight", i, n)
+		for k, c := range f.shards[i].n {
+			if n := c.Load(); n != 0 {
+				t.Errorf("%s holds %d slots after releasing all", k, n)
+			}
 		}
 	}
 
@@ -93,6 +95,42 @@ func TestInFlightBound(t *testing.T) {
 	f.acquire(a1)
 	if client, total, ok := f.warnDue(now.Add(dropWarnInterval)); !ok || client != 1 || total != 0 {
 		t.Errorf("next warning: %d over a share, %d over the total, due %v; want 1, 0, true", client, total, ok)
+	}
+}
+
+// However many clients come and go, the counters of those with nothing in
+// flight are swept: a shard keeps at most inFlightIdleCounters of them
+// besides the ones in use, and a client in flight keeps its count.
+func TestInFlightCountersBounded(t *testing.T) {
+	var f inFlight
+	f.init(0, 2, newClientKeys(0, 0))
+	busy := netip.MustParseAddr("192.0.2.1")
+	f.acquire(busy)
+	f.acquire(busy)
+	const clients = 200_000
+	for i := range clients {
+		slot, refused := f.acquire(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+		if refused != "" {
+			t.Fatalf("client %d refused: %s", i, refused)
+		}
+		f.release(slot)
+	}
+	total := 0
+	for i := range f.shards {
+		n := len(f.shards[i].n)
+		total += n
+		if n > 2*inFlightIdleCounters {
+			t.Errorf("shard %d keeps %d counters", i, n)
+		}
+	}
+	if total > rateShards*2*inFlightIdleCounters {
+		t.Errorf("%d counters after %d clients", total, clients)
+	}
+	if h := f.held(busy); h != 2 {
+		t.Errorf("busy client's count %d after the sweeps, want 2", h)
+	}
+	if _, refused := f.acquire(busy); refused != overClientShare {
+		t.Errorf("busy client got a third slot: refused %q", refused)
 	}
 }
 

@@ -64,7 +64,7 @@ type udpJob struct {
 	w      *udpResponse
 	q      query
 	caller caller
-	slot   netip.Addr // the in-flight slot the job holds (see inFlight)
+	slot   inFlightSlot // the in-flight slot the job holds
 }
 
 // udpWorkersFilter is a dns.DecorateReader for the UDP server.

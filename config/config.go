@@ -47,7 +47,7 @@ type Server struct {
 	RateLimitIPv4Prefix int `toml:"rate_limit_ipv4_prefix"`
 	RateLimitIPv6Prefix int `toml:"rate_limit_ipv6_prefix"`
 	// MaxInFlightPerClient caps one client's queries waiting for an
-	// upstream or the firewall at once.
+	// upstream or the firewall at once, while half the slots are taken.
 	MaxInFlightPerClient int `toml:"max_in_flight_per_client"`
 
 	TCPIdle time.Duration `toml:"-"`

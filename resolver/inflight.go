@@ -16,8 +16,11 @@ import (
 // take no slot: they never wait behind misses.
 const maxInFlight = 8192
 
-// defaultInFlightPerClient is one client's share of maxInFlight: a
-// client flooding slow names can take 1/32 of the slots, not all of them.
+// defaultInFlightPerClient is one client's share of the slots. A client
+// may go over its share only while fewer than half of all slots are
+// taken: a server with one client (a host, a pod) can use half of them,
+// and a client flooding slow names never takes more than half, whatever
+// the others do.
 const defaultInFlightPerClient = 256
 
 // dropWarnInterval spaces out the warning about dropped queries.
@@ -78,7 +81,8 @@ func (f *inFlight) init(limit, perClient int, keys clientKeys) {
 }
 
 // acquire takes a slot for a query from client, or says why there was
-// none: the client's share is checked first, so a flooding client's
+// none: the client's share is checked first (a client over it borrows
+// only while under half of the slots are taken), so a flooding client's
 // excess counts against its share even when the total is full too.
 func (f *inFlight) acquire(client netip.Addr) (slot inFlightSlot, refused string) {
 	key := f.keys.key(client)
@@ -92,7 +96,7 @@ func (f *inFlight) acquire(client netip.Addr) (slot inFlightSlot, refused string
 		held = new(atomic.Int32)
 		sh.n[key] = held
 	}
-	if held.Load() >= f.perClient {
+	if held.Load() >= f.perClient && f.n.Load() >= f.limit/2 {
 		sh.mu.Unlock()
 		f.droppedClient.Add(1)
 		return inFlightSlot{}, overClientShare

@@ -103,7 +103,7 @@ func TestInFlightBound(t *testing.T) {
 // besides the ones in use, and a client in flight keeps its count.
 func TestInFlightCountersBounded(t *testing.T) {
 	var f inFlight
-	f.init(0, 2, newClientKeys(0, 0))
+	f.init(4, 2, newClientKeys(0, 0))
 	busy := netip.MustParseAddr("192.0.2.1")
 	f.acquire(busy)
 	f.acquire(busy)
@@ -131,6 +131,35 @@ func TestInFlightCountersBounded(t *testing.T) {
 	}
 	if _, refused := f.acquire(busy); refused != overClientShare {
 		t.Errorf("busy client got a third slot: refused %q", refused)
+	}
+}
+
+// A client goes over its share only while fewer than half of the slots
+// are taken: alone it can use half of them, and no more.
+func TestInFlightBorrowsWhileHalfFree(t *testing.T) {
+	var f inFlight
+	f.init(8, 2, newClientKeys(0, 0))
+	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	for _, st := range []struct {
+		name   string
+		client netip.Addr
+		want   string
+	}{
+		{"a within its share", a, ""},
+		{"a within its share", a, ""},
+		{"a borrows: 2 of 8 taken", a, ""},
+		{"a borrows: 3 of 8 taken", a, ""},
+		{"half taken: a is over its share", a, overClientShare},
+		{"b within its share", b, ""},
+		{"b within its share", b, ""},
+		{"b cannot borrow past half", b, overClientShare},
+		{"c within its share", c, ""},
+		{"c within its share", c, ""},
+		{"every slot taken", netip.MustParseAddr("192.0.2.4"), overTotal},
+	} {
+		if _, refused := f.acquire(st.client); refused != st.want {
+			t.Fatalf("%s: refused %q, want %q", st.name, refused, st.want)
+		}
 	}
 }
 

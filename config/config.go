@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
 )
 
 // Config is the whole file. Durations are strings in the file ("2s") and
@@ -43,7 +44,7 @@ type Server struct {
 	Listen  []string `toml:"listen"`
 	Clients []string `toml:"clients"`
 	Mode    string   `toml:"mode"` // enforce | audit
-	// RateLimit is queries per second per client address; 0 disables it.
+	// RateLimit is queries per second per client; 0 disables it.
 	RateLimit      float64 `toml:"rate_limit"`
 	RateBurst      int     `toml:"rate_burst"`
 	TCPIdleTimeout string  `toml:"tcp_idle_timeout"`
@@ -53,6 +54,14 @@ type Server struct {
 	DoHCanary *bool `toml:"doh_canary"`
 	// StateDir keeps the last good copy of downloaded lists across restarts.
 	StateDir string `toml:"state_dir"`
+
+	// A client, for the rate limit and the in-flight share, is an address
+	// masked to these lengths (32 and 64 by default).
+	RateLimitIPv4Prefix int `toml:"rate_limit_ipv4_prefix"`
+	RateLimitIPv6Prefix int `toml:"rate_limit_ipv6_prefix"`
+	// MaxInFlightPerClient caps one client's queries waiting for an
+	// upstream or the firewall at once, while half the slots are taken.
+	MaxInFlightPerClient int `toml:"max_in_flight_per_client"`
 
 	TCPIdle time.Duration `toml:"-"`
 	Audit   bool          `toml:"-"`
@@ -76,12 +85,23 @@ type UpstreamZone struct {
 	Servers []string `toml:"servers"`
 }
 
+// Resource limits, owned by the resolver: the defaults for [cache]
+// max_bytes and [server] max_in_flight_per_client, and the fixed limit on
+// queries in flight for all clients together.
+const (
+	DefaultCacheMaxBytes        = resolver.DefaultCacheMaxBytes
+	DefaultMaxInFlightPerClient = resolver.DefaultMaxInFlightPerClient
+	MaxInFlight                 = resolver.MaxInFlight
+)
+
 type Cache struct {
 	Size   int    `toml:"size"`
 	MaxTTL string `toml:"max_ttl"`
 	// ServeStale is how long expired answers may be served when every
 	// upstream is down (RFC 8767); "0s" disables it.
 	ServeStale string `toml:"serve_stale"`
+	// MaxBytes bounds the memory the cached answers take.
+	MaxBytes int64 `toml:"max_bytes"`
 
 	MaxTTLDur     time.Duration `toml:"-"`
 	ServeStaleDur time.Duration `toml:"-"`

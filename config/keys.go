@@ -41,6 +41,9 @@ var Keys = map[string]Apply{
 	"server.mode":                     OnReload,
 	"server.rate_limit":               OnReload,
 	"server.rate_burst":               OnReload,
+	"server.rate_limit_ipv4_prefix":   OnRestart,
+	"server.rate_limit_ipv6_prefix":   OnRestart,
+	"server.max_in_flight_per_client": OnRestart,
 	"server.tcp_idle_timeout":         OnReload,
 	"server.tcp_max_conns":            OnRestart,
 	"server.tcp_max_conns_per_client": OnRestart,
@@ -54,6 +57,7 @@ var Keys = map[string]Apply{
 	"upstream.zone[].servers": OnRestart,
 
 	"cache.size":        OnRestart,
+	"cache.max_bytes":   OnRestart,
 	"cache.max_ttl":     OnReload,
 	"cache.serve_stale": OnReload,
 

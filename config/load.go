@@ -113,6 +113,15 @@ func applyDefaults(c *Config) {
 	if c.Server.TCPMaxPerIP == 0 {
 		c.Server.TCPMaxPerIP = resolver.DefaultTCPMaxConnsPerClient
 	}
+	if c.Server.RateLimitIPv4Prefix == 0 {
+		c.Server.RateLimitIPv4Prefix = 32
+	}
+	if c.Server.RateLimitIPv6Prefix == 0 {
+		c.Server.RateLimitIPv6Prefix = 64
+	}
+	if c.Server.MaxInFlightPerClient == 0 {
+		c.Server.MaxInFlightPerClient = DefaultMaxInFlightPerClient
+	}
 	if c.Server.DoHCanary == nil {
 		t := true
 		c.Server.DoHCanary = &t
@@ -120,6 +129,9 @@ func applyDefaults(c *Config) {
 	def(&c.Upstream.Timeout, "2s")
 	if c.Cache.Size == 0 {
 		c.Cache.Size = 100000
+	}
+	if c.Cache.MaxBytes == 0 {
+		c.Cache.MaxBytes = DefaultCacheMaxBytes
 	}
 	def(&c.Cache.MaxTTL, "1h")
 	def(&c.Cache.ServeStale, "0s")
@@ -272,6 +284,15 @@ func (v *validator) validate(c *Config) {
 	if s.RateLimit < 0 || s.RateBurst < 0 || s.TCPMaxConns < 0 || s.TCPMaxPerIP < 0 {
 		v.err("server", "server: rate_limit, rate_burst and tcp limits must not be negative")
 	}
+	if s.RateLimitIPv4Prefix < 0 || s.RateLimitIPv4Prefix > 32 {
+		v.err("server.rate_limit_ipv4_prefix", "server.rate_limit_ipv4_prefix: %d is not a prefix length (1 to 32)", s.RateLimitIPv4Prefix)
+	}
+	if s.RateLimitIPv6Prefix < 0 || s.RateLimitIPv6Prefix > 128 {
+		v.err("server.rate_limit_ipv6_prefix", "server.rate_limit_ipv6_prefix: %d is not a prefix length (1 to 128)", s.RateLimitIPv6Prefix)
+	}
+	if s.MaxInFlightPerClient < 0 || s.MaxInFlightPerClient > MaxInFlight {
+		v.err("server.max_in_flight_per_client", "server.max_in_flight_per_client: %d is out of range (1 to %d, the limit for all clients)", s.MaxInFlightPerClient, MaxInFlight)
+	}
 
 	u := &c.Upstream
 	for _, srv := range u.Servers {
@@ -302,6 +323,9 @@ func (v *validator) validate(c *Config) {
 
 	if c.Cache.Size < 0 {
 		v.err("cache.size", "cache.size must not be negative")
+	}
+	if c.Cache.MaxBytes < 0 {
+		v.err("cache.max_bytes", "cache.max_bytes must not be negative")
 	}
 	c.Cache.MaxTTLDur = v.duration("cache.max_ttl", c.Cache.MaxTTL, time.Second)
 	c.Cache.ServeStaleDur = v.duration("cache.serve_stale", c.Cache.ServeStale, 0)

@@ -19,6 +19,7 @@ type Metrics struct {
 	CacheHits        prometheus.Counter
 	CacheMisses      prometheus.Counter
 	CacheEntries     prometheus.Gauge
+	CacheBytes       prometheus.Gauge
 	UpstreamRequests *prometheus.CounterVec   // server, result
 	UpstreamDuration *prometheus.HistogramVec // server
 	FirewallUpdates  *prometheus.CounterVec   // result
@@ -30,6 +31,7 @@ type Metrics struct {
 	ListLastSuccess  *prometheus.GaugeVec   // category, source
 	ConfigReloads    *prometheus.CounterVec // result
 	RateLimited      prometheus.Counter
+	InFlightDropped  *prometheus.CounterVec // limit ("client"|"total")
 }
 
 // New builds the collectors and registers them, with the Go runtime and
@@ -54,6 +56,9 @@ func New() *Metrics {
 	})
 	m.CacheEntries = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "egressd_cache_entries", Help: "Entries currently in the answer cache.",
+	})
+	m.CacheBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "egressd_cache_bytes", Help: "Memory accounted to the answer cache's entries, bounded by cache.max_bytes.",
 	})
 	m.UpstreamRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egressd_upstream_requests_total", Help: "Queries sent upstream, by server and result (ok, error, timeout, servfail, mismatch).",
@@ -92,10 +97,18 @@ func New() *Metrics {
 	m.RateLimited = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "egressd_ratelimited_total", Help: "Queries dropped by per-client rate limiting.",
 	})
+	m.InFlightDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_inflight_dropped_total",
+		Help: "Queries that needed an upstream or the firewall refused because their client's share (limit=client) or all clients' limit (limit=total) of queries in flight was taken.",
+	}, []string{"limit"})
+	for _, limit := range []string{"client", "total"} {
+		m.InFlightDropped.WithLabelValues(limit) // exported as 0 before the first drop
+	}
+	m.Registry.MustRegister(m.InFlightDropped)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.Queries, m.Responses, m.RequestDuration, m.CacheHits, m.CacheMisses, m.CacheEntries,
+		m.Queries, m.Responses, m.RequestDuration, m.CacheHits, m.CacheMisses, m.CacheEntries, m.CacheBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.FirewallUpdates, m.FirewallElements,
 		m.FirewallDuration, m.FirewallFeatures, m.ListDomains, m.ListRefreshes, m.ListLastSuccess, m.ConfigReloads, m.RateLimited,
 	)

@@ -60,7 +60,7 @@ func BenchmarkCacheHit(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			env, req := benchEnv(b, bc.metrics)
 			if bc.rateLimit { // a limit no query reaches: the cost of the check
-				env.srv.limiter = newRateLimiter(1e12, 1e12)
+				env.srv.limiter = newRateLimiter(1e12, 1e12, newClientKeys(0, 0))
 			}
 			w := &fakeWriter{remote: udpClient("127.0.0.1")}
 			b.ReportAllocs()

@@ -47,6 +47,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	c := s.callerOf(w)
 	q := parseQuery(req, c.udp)
 	if s.admitQuery(w, &q, c) {
+		q.slot = slotState{lazy: true, client: c.addr}
 		s.serve(w, &q, c, false)
 	}
 }
@@ -72,9 +73,11 @@ func (s *Server) callerOf(w dns.ResponseWriter) caller {
 // admitQuery applies the rate limit, which must run once per query even
 // when a query is served in two attempts (see serve).
 func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
-	if s.limiter != nil && !s.limiter.allow(c.addr, s.now()) {
-		s.rateLimited(w, q, c.udp)
-		return false
+	if s.limiter != nil {
+		if ok, report := s.limiter.allow(c.addr, s.now()); !ok {
+			s.rateLimited(w, q, c.addr, c.udp, report)
+			return false
+		}
 	}
 	return true
 }
@@ -83,19 +86,22 @@ func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
 // records it. With cacheOnly the path stops before anything that may wait
 // (an upstream exchange, a firewall push of addresses not yet in effect)
 // and serve then returns false having sent and recorded nothing, so the UDP
-// reader can answer cache hits itself and pass only the rest to a worker,
-// which serves them again.
+// reader can answer cache hits itself and pass only the rest, each with an
+// in-flight slot (see inFlight), to a worker, which serves them again.
+// A query with a lazy slot (TCP, whose goroutines the connection limits
+// bound) takes one only before an upstream exchange, so its cache hits
+// never wait for one.
 func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool) bool {
-	if !s.inFlight.acquire() {
-		if n, ok := s.inFlight.warnDue(c.start); ok {
-			s.log.Warn("too many queries in flight; dropping", "limit", maxInFlight, "dropped", n)
-		}
-		return true
-	}
-	defer s.inFlight.release()
 	q.cacheOnly = cacheOnly
 	o := s.resolve(c.addr, q)
+	if q.slot.held {
+		defer s.inFlight.release(q.slot.slot)
+	}
 	if o.mustWait {
+		if q.slot.refused != "" {
+			s.overInFlight(w, q, c, q.slot.refused)
+			return true
+		}
 		return false
 	}
 	out, err := o.ans.renderTo(answerBuffer(w), q, o.age, s.maxTTL)
@@ -263,6 +269,9 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 		s.countCache(false)
 		s.countCacheEntries() // get drops expired entries
 	} else if q.cacheOnly {
+		return nil, errMustWait
+	}
+	if !s.takeSlot(q) {
 		return nil, errMustWait
 	}
 	return s.forwardOrStale(key, q, o)

@@ -112,5 +112,6 @@ func (s *Server) countCache(hit bool) {
 func (s *Server) countCacheEntries() {
 	if m := s.opts.Metrics; m != nil {
 		m.CacheEntries.Set(float64(s.cache.len()))
+		m.CacheBytes.Set(float64(s.cache.bytes()))
 	}
 }

@@ -37,6 +37,8 @@ type query struct {
 	// cacheOnly stops the path before an upstream exchange or a firewall
 	// push (see Server.serve).
 	cacheOnly bool
+	// slot is the query's in-flight slot (see Server.takeSlot).
+	slot slotState
 }
 
 func parseQuery(req *dns.Msg, udp bool) query {

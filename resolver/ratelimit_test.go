@@ -1,9 +1,12 @@
 package resolver
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,7 +78,7 @@ func TestRateLimitPerClient(t *testing.T) {
 
 func TestRateLimiterDisabled(t *testing.T) {
 	for _, qps := range []float64{0, -1} {
-		if l := newRateLimiter(qps, 10); l != nil {
+		if l := newRateLimiter(qps, 10, newClientKeys(0, 0)); l != nil {
 			t.Errorf("rate %v: limiter built, want none", qps)
 		}
 	}
@@ -91,12 +94,12 @@ func TestRateLimiterDisabled(t *testing.T) {
 }
 
 func TestRateLimiterDefaultsBurstToRate(t *testing.T) {
-	l := newRateLimiter(2.5, 0)
+	l := newRateLimiter(2.5, 0, newClientKeys(0, 0))
 	now := time.Unix(0, 0)
 	client := netip.MustParseAddr("192.0.2.1")
 	allowed := 0
 	for range 10 {
-		if l.allow(client, now) {
+		if ok, _ := l.allow(client, now); ok {
 			allowed++
 		}
 	}
@@ -105,23 +108,61 @@ func TestRateLimiterDefaultsBurstToRate(t *testing.T) {
 	}
 }
 
-// Every IPv6 address has its own bucket, even within one /64.
-func TestRateLimiterIPv6PerAddress(t *testing.T) {
-	l := newRateLimiter(1, 1)
-	now := time.Unix(0, 0)
-	a, b := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2::2")
-	if !l.allow(a, now) || l.allow(a, now) {
-		t.Fatal("burst of 1 not enforced")
+// A client is an IPv4 address or an IPv6 prefix (/64 by default): the
+// addresses one host can pick from share one budget, so 40 addresses from
+// one /64 get the burst once, not 40 times.
+func TestRateLimiterClientPrefix(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		v4, v6    int
+		addrs     []string // each sends one query, in order
+		wantAllow int
+	}{
+		{"40 addresses in one /64 share its budget", 0, 0, sixtyFour("2001:db8:1:2", 40), 10},
+		{"addresses in different /64s are different clients", 0, 0, []string{"2001:db8:1:2::1", "2001:db8:1:3::1", "2001:db8:1:4::1"}, 3},
+		{"a /56 key joins neighbouring /64s", 0, 56, []string{"2001:db8:1:2::1", "2001:db8:1:3::1", "2001:db8:1:4::1"}, 3},
+		{"a /128 key is per address", 0, 128, sixtyFour("2001:db8:1:2", 40), 40},
+		{"IPv4 addresses are clients by default", 0, 0, []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"}, 3},
+		{"an IPv4 /24 key joins a subnet", 24, 0, ipv4Hosts("192.0.2", 40), 10},
+		{"an IPv4 /24 key leaves other subnets alone", 24, 0, []string{"192.0.2.1", "192.0.3.1", "198.51.100.1"}, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newRateLimiter(1, 10, newClientKeys(tt.v4, tt.v6))
+			now := time.Unix(0, 0)
+			allowed := 0
+			for _, a := range tt.addrs {
+				if ok, _ := l.allow(netip.MustParseAddr(a), now); ok {
+					allowed++
+				}
+			}
+			if allowed != tt.wantAllow {
+				t.Errorf("%d of %d queries allowed, want %d", allowed, len(tt.addrs), tt.wantAllow)
+			}
+		})
 	}
-	if !l.allow(b, now) {
-		t.Error("a neighbour in the same /64 was limited")
+}
+
+// sixtyFour returns n addresses in the /64 that starts with prefix.
+func sixtyFour(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s:%x:%x::%x", prefix, (i*7919)&0xffff, i, i+1)
 	}
+	return out
+}
+
+func ipv4Hosts(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s.%d", prefix, i+1)
+	}
+	return out
 }
 
 // However many addresses send, the limiter keeps a bounded number of
 // buckets, and idle ones go first.
 func TestRateLimiterMemoryBound(t *testing.T) {
-	l := newRateLimiter(10, 10)
+	l := newRateLimiter(10, 10, newClientKeys(0, 0))
 	now := time.Unix(0, 0)
 	const bound = rateShards * bucketsPerShard
 	for i := range 2 * bound {
@@ -138,13 +179,13 @@ func TestRateLimiterMemoryBound(t *testing.T) {
 	for range 10 {
 		l.allow(busy, later)
 	}
-	if l.allow(busy, later) {
+	if ok, _ := l.allow(busy, later); ok {
 		t.Fatal("busy client not limited")
 	}
 	for i := range bound / 2 { // fits once the idle buckets are swept
 		l.allow(netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)}), later)
 	}
-	if l.allow(busy, later) {
+	if ok, _ := l.allow(busy, later); ok {
 		t.Error("busy client's bucket was forgotten while idle ones remained")
 	}
 	if n := l.len(); n > bound {
@@ -152,8 +193,72 @@ func TestRateLimiterMemoryBound(t *testing.T) {
 	}
 }
 
+// A client over its limit is reported at most once per rateLogInterval,
+// each report with the queries dropped since the previous one; the first
+// drop is reported at once. Clients are reported independently.
+func TestRateLimiterLogSummary(t *testing.T) {
+	const (
+		step     = 10 * time.Millisecond // 100 queries a second, far over 2
+		duration = time.Minute
+	)
+	l := newRateLimiter(2, 3, newClientKeys(0, 0))
+	start := time.Unix(1000, 0)
+	// Two addresses of one /64 are one client; the other /64 is another.
+	clients := []netip.Addr{netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2::2"), netip.MustParseAddr("2001:db8:9:9::1")}
+	type state struct {
+		dropped, reported, lines int
+		lastLine                 time.Time
+	}
+	seen := map[netip.Addr]*state{}
+	for now := start; now.Before(start.Add(duration)); now = now.Add(step) {
+		for _, c := range clients {
+			k := l.keys.key(c)
+			st := seen[k]
+			if st == nil {
+				st = &state{}
+				seen[k] = st
+			}
+			ok, report := l.allow(c, now)
+			if ok {
+				if report != 0 {
+					t.Fatalf("%v: an allowed query reported %d drops", now, report)
+				}
+				continue
+			}
+			st.dropped++
+			if report == 0 {
+				continue
+			}
+			if st.lines > 0 && now.Sub(st.lastLine) < rateLogInterval {
+				t.Fatalf("%s reported %v after its previous report, want at least %v", c, now.Sub(st.lastLine), rateLogInterval)
+			}
+			if st.lines == 0 && st.dropped != 1 {
+				t.Fatalf("%s: first report after %d drops, want at the first", c, st.dropped)
+			}
+			if want := st.dropped - st.reported; int(report) != want {
+				t.Fatalf("%s reported %d drops, want the %d since its previous report", c, report, want)
+			}
+			st.reported += int(report)
+			st.lines++
+			st.lastLine = now
+		}
+	}
+	if len(seen) != 2 {
+		t.Fatalf("%d client keys, want 2", len(seen))
+	}
+	maxLines := int(duration/rateLogInterval) + 1
+	for k, st := range seen {
+		if st.lines < 2 || st.lines > maxLines {
+			t.Errorf("%s: %d reports in %v, want between 2 and %d", k, st.lines, duration, maxLines)
+		}
+		if st.dropped-st.reported > int(rateLogInterval/step)*2 {
+			t.Errorf("%s: %d drops never reported", k, st.dropped-st.reported)
+		}
+	}
+}
+
 func BenchmarkRateLimiter(b *testing.B) {
-	l := newRateLimiter(1e9, 1e9)
+	l := newRateLimiter(1e9, 1e9, newClientKeys(0, 0))
 	now := time.Now()
 	addrs := make([]netip.Addr, 256)
 	for i := range addrs {
@@ -164,5 +269,88 @@ func BenchmarkRateLimiter(b *testing.B) {
 	for b.Loop() {
 		l.allow(addrs[i&255], now)
 		i++
+	}
+}
+
+// logRecorder is a slog.Handler that keeps every record's message and
+// attributes as text.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []map[string]string // "msg" and each attribute
+}
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler            { return h }
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	rec := map[string]string{"msg": r.Message, "level": r.Level.String()}
+	r.Attrs(func(a slog.Attr) bool {
+		rec[a.Key] = a.Value.String()
+		return true
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records = append(h.records, rec)
+	return nil
+}
+
+// with returns the records whose message is msg.
+func (h *logRecorder) with(msg string) []map[string]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []map[string]string
+	for _, r := range h.records {
+		if r["msg"] == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// A rate-limited client is logged, by its /64, at once and then at most
+// once per rateLogInterval with the count dropped since the last line.
+func TestRateLimitLogged(t *testing.T) {
+	rec := &logRecorder{}
+	env := newEnv(t, Options{
+		Upstreams: []string{"127.0.0.1:1"},
+		Clients:   []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")},
+		Hosts:     map[string][]netip.Addr{"a.example.": {netip.MustParseAddr("192.0.2.1")}},
+		// A token every 1000 s: the clock below never refills one.
+		RateLimit: 0.001, RateBurst: 1,
+		Logger: slog.New(rec),
+	})
+	a, b := udpClient("2001:db8:1:2::1"), udpClient("2001:db8:1:2::2")
+	steps := []struct {
+		name    string
+		remote  net.Addr
+		advance time.Duration
+		want    int
+		lines   int    // rate-limited lines so far
+		dropped string // dropped= on the last line
+	}{
+		{"burst", a, 0, dns.RcodeSuccess, 0, ""},
+		{"first drop is logged at once", b, 0, dropped, 1, "1"},
+		{"second drop waits", a, 0, dropped, 1, "1"},
+		{"third drop waits", b, 0, dropped, 1, "1"},
+		{"within the interval", a, rateLogInterval / 2, dropped, 1, "1"},
+		{"interval passed: the count since the last line", b, rateLogInterval / 2, dropped, 2, "4"},
+		{"just short of the next interval", a, rateLogInterval - time.Nanosecond, dropped, 2, "4"},
+		{"next interval", a, time.Nanosecond, dropped, 3, "2"},
+	}
+	for _, st := range steps {
+		env.clock.advance(st.advance)
+		if got := answered(t, env, st.remote); got != st.want {
+			t.Fatalf("%s: got %s, want %s", st.name, rcodeName(got), rcodeName(st.want))
+		}
+		lines := rec.with(msgRateLimited)
+		if len(lines) != st.lines {
+			t.Fatalf("%s: %d rate-limited lines, want %d", st.name, len(lines), st.lines)
+		}
+		if st.lines > 0 {
+			last := lines[len(lines)-1]
+			if last["client"] != "2001:db8:1:2::/64" || last["dropped"] != st.dropped {
+				t.Errorf("%s: line %v, want client=2001:db8:1:2::/64 dropped=%s", st.name, last, st.dropped)
+			}
+		}
 	}
 }

@@ -70,10 +70,23 @@ type Options struct {
 	// the system roots.
 	RootCAs *x509.CertPool
 
-	// RateLimit is queries per second per client address, RateBurst the
+	// RateLimit is queries per second per client, RateBurst the
 	// bucket size (RateLimit rounded up when 0); RateLimit 0 disables it.
 	RateLimit float64
 	RateBurst int
+	// RateLimitIPv4Prefix and RateLimitIPv6Prefix are the prefix lengths
+	// that make one client for the rate limit and the in-flight share
+	// (0 picks 32 and 64): every address in one IPv6 /64 shares a budget.
+	RateLimitIPv4Prefix int
+	RateLimitIPv6Prefix int
+	// CacheMaxBytes bounds the memory the cached answers take (see
+	// entryBytes); 0 picks 64 MiB.
+	CacheMaxBytes int64
+	// MaxInFlight bounds the queries waiting for an upstream or the
+	// firewall at once, MaxInFlightPerClient those of one client (keyed
+	// like the rate limit); 0 picks 8192 and 256.
+	MaxInFlight          int
+	MaxInFlightPerClient int
 	// TCP connections from Clients: idle timeout (also for the first
 	// query), total and per client address limits (0 picks
 	// DefaultTCPIdleTimeout, DefaultTCPMaxConns and
@@ -170,14 +183,16 @@ func New(o Options) (*Server, error) {
 	}
 	s.forwarder = fwd
 	if o.CacheSize > 0 {
-		c, err := newAnswerCache(o.CacheSize, o.CacheMaxTTL)
+		c, err := newAnswerCache(o.CacheSize, o.CacheMaxBytes, o.CacheMaxTTL)
 		if err != nil {
 			return nil, err
 		}
 		c.stale = seconds(o.ServeStale)
 		s.cache = c
 	}
-	s.limiter = newRateLimiter(o.RateLimit, o.RateBurst)
+	keys := newClientKeys(o.RateLimitIPv4Prefix, o.RateLimitIPv6Prefix)
+	s.inFlight.init(o.MaxInFlight, o.MaxInFlightPerClient, keys)
+	s.limiter = newRateLimiter(o.RateLimit, o.RateBurst, keys)
 	s.hosts = make(map[string][]netip.Addr, len(o.Hosts))
 	for name, addrs := range o.Hosts {
 		key := normalizeName(name)

@@ -103,7 +103,7 @@ func TestServeStale(t *testing.T) {
 }
 
 func TestCacheKeepsEntriesForTheStaleWindow(t *testing.T) {
-	c, err := newAnswerCache(10, 0)
+	c, err := newAnswerCache(10, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

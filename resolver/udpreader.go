@@ -73,14 +73,16 @@ func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) 
 		r.answered++
 		return
 	}
-	if u.busy.Load() >= maxInFlight {
-		// serve would drop it too; do not start a goroutine for it.
-		u.s.inFlight.dropped.Add(1)
+	// It needs an upstream or the firewall: a worker waits for it in an
+	// in-flight slot, if the client's share and the total leave one.
+	slot, refused := u.s.inFlight.acquire(c.addr)
+	if refused != "" {
+		u.s.overInFlight(inline, &q, c, refused)
 		return
 	}
 	u.busy.Add(1)
 	u.wg.Add(1)
-	job := udpJob{w: &udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c}
+	job := udpJob{w: &udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c, slot: slot}
 	select {
 	case u.jobs <- job:
 	default:

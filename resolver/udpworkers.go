@@ -64,6 +64,7 @@ type udpJob struct {
 	w      *udpResponse
 	q      query
 	caller caller
+	slot   inFlightSlot // the in-flight slot the job holds
 }
 
 // udpWorkersFilter is a dns.DecorateReader for the UDP server.
@@ -141,6 +142,7 @@ func (u *udpWorkers) work(job udpJob) {
 	var idle *time.Timer
 	for {
 		u.s.serve(job.w, &job.q, job.caller, false)
+		u.s.inFlight.release(job.slot)
 		u.busy.Add(-1)
 		u.wg.Done()
 		if u.idle.Add(1) > maxIdleUDPWorkers {

@@ -22,6 +22,9 @@ var keyEdits = map[string]any{
 	"server.mode":                     "audit",
 	"server.rate_limit":               10.0,
 	"server.rate_burst":               int64(20),
+	"server.rate_limit_ipv4_prefix":   int64(24),
+	"server.rate_limit_ipv6_prefix":   int64(56),
+	"server.max_in_flight_per_client": int64(64),
 	"server.tcp_idle_timeout":         "20s",
 	"server.tcp_max_conns":            int64(500),
 	"server.tcp_max_conns_per_client": int64(5),
@@ -35,6 +38,7 @@ var keyEdits = map[string]any{
 	"upstream.zone[].servers": []any{"10.0.0.54"},
 
 	"cache.size":        int64(10),
+	"cache.max_bytes":   int64(1 << 20),
 	"cache.max_ttl":     "30m",
 	"cache.serve_stale": "1h",
 

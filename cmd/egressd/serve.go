@@ -134,6 +134,10 @@ func (d *daemon) start(parent context.Context) error {
 
 		RateLimit:            cfg.Server.RateLimit,
 		RateBurst:            cfg.Server.RateBurst,
+		RateLimitIPv4Prefix:  cfg.Server.RateLimitIPv4Prefix,
+		RateLimitIPv6Prefix:  cfg.Server.RateLimitIPv6Prefix,
+		CacheMaxBytes:        cfg.Cache.MaxBytes,
+		MaxInFlightPerClient: cfg.Server.MaxInFlightPerClient,
 		TCPIdleTimeout:       cfg.Server.TCPIdle,
 		TCPMaxConns:          cfg.Server.TCPMaxConns,
 		TCPMaxConnsPerClient: cfg.Server.TCPMaxPerIP,

@@ -90,6 +90,14 @@ func (u *Server) LastQuery() *dns.Msg {
 	return u.seen[len(u.seen)-1]
 }
 
+// Forget drops the copies of the queries received so far, which a test
+// that sends many may not want counted as its own memory.
+func (u *Server) Forget() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.seen = nil
+}
+
 // StaticAnswer answers every query with rcode and the given records (zone
 // file syntax), in the answer and authority sections.
 func StaticAnswer(t testing.TB, rcode int, answer, authority []string) Handler {

@@ -123,8 +123,12 @@ func TestCacheBytesBound(t *testing.T) {
 			if bound := tt.maxBytes + serverHeapAllowance; growth > bound {
 				t.Errorf("heap grew %d bytes, over max_bytes + allowance = %d", growth, bound)
 			}
-			if freed > accounted {
-				t.Errorf("dropping the cache freed %d bytes, more than the %d it accounted", freed, accounted)
+			// What the cache's fixed parts (the LRU's map and list heads) and
+			// the runtime free at the same moment is no entry's; it is a few
+			// KiB, far below one 60 KB answer or 1% of max_bytes.
+			const unrelatedFree = 64 << 10
+			if freed > accounted+unrelatedFree {
+				t.Errorf("dropping the cache freed %d bytes, more than the %d it accounted (+%d unrelated)", freed, accounted, unrelatedFree)
 			}
 		})
 	}

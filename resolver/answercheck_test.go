@@ -264,7 +264,7 @@ func TestTTLsAtMostTheAllowance(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, answer, authority))
 			enf := &checkingEnforcer{inEffect: tc.inEffect}
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, MaxTTL: time.Hour, Enforcer: enf})
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Enforcer: enf, Settings: Settings{MaxTTL: time.Hour}})
 			addr := env.start(t)
 			start := env.clock.now()
 			for i, age := range []uint32{0, 10, 29} {
@@ -343,10 +343,12 @@ func TestDenyAddresses(t *testing.T) {
 	for _, mode := range []policy.Mode{policy.ModeEnforce, policy.ModeAudit} {
 		t.Run(mode.String(), func(t *testing.T) {
 			env := newEnv(t, Options{
-				Upstreams:           []string{up.addr},
-				CacheSize:           100,
-				AllowPrivateAnswers: func(string) bool { return true }, // rebinding protection does not catch 169.254.169.254
-				Hosts:               map[string][]netip.Addr{"hosts.example.": addrs("192.0.2.80")},
+				Upstreams: []string{up.addr},
+				CacheSize: 100,
+				Settings: Settings{
+					PrivateAnswers: map[string]bool{testGroup: true},
+					Hosts:          map[string][]netip.Addr{"hosts.example.": addrs("192.0.2.80")},
+				},
 			})
 			env.policy.names = map[string]policy.Decision{}
 			for _, tt := range tests {
@@ -389,7 +391,7 @@ func TestNeverPushedAddresses(t *testing.T) {
 		"x.example. 60 IN A 0.0.0.0",
 		"x.example. 60 IN A 10.0.0.5",
 	}, nil))
-	env := newEnv(t, Options{Upstreams: []string{up.addr}, AllowPrivateAnswers: func(string) bool { return true }})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, Settings: Settings{PrivateAnswers: map[string]bool{testGroup: true}}})
 	resp := env.serve(t, "127.0.0.1", question("x.example.", dns.TypeA))
 	if resp.Rcode != dns.RcodeSuccess || len(resp.Answer) != 5 {
 		t.Fatalf("got %v", resp)

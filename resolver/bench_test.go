@@ -35,7 +35,7 @@ func benchEnv(b *testing.B, withObservers bool) (*testEnv, *dns.Msg) {
 		"edge.example.net. 300 IN A 192.0.2.1",
 		"edge.example.net. 300 IN A 192.0.2.2",
 	}, nil))
-	o := Options{Upstreams: []string{up.addr}, CacheSize: 1000, MaxTTL: 5 * time.Minute, Enforcer: nopEnforcer{}, QueryLog: nopLog{}}
+	o := Options{Upstreams: []string{up.addr}, CacheSize: 1000, Enforcer: nopEnforcer{}, QueryLog: nopLog{}, Settings: Settings{MaxTTL: 5 * time.Minute}}
 	if withObservers {
 		o.Metrics = metrics.New()
 	}
@@ -60,7 +60,7 @@ func BenchmarkCacheHit(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			env, req := benchEnv(b, bc.metrics)
 			if bc.rateLimit { // a limit no query reaches: the cost of the check
-				env.srv.limiter = newRateLimiter(1e12, 1e12, newClientKeys(0, 0))
+				env.srv.settings().limiter = newRateLimiter(1e12, 1e12, newClientKeys(0, 0))
 			}
 			w := &fakeWriter{remote: udpClient("127.0.0.1")}
 			b.ReportAllocs()

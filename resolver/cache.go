@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -57,8 +58,8 @@ type answerCache struct {
 	lru      *simplelru.LRU[cacheKey, cacheEntry]
 	used     int64 // bytes accounted for the entries held; under mu
 	maxBytes int64
-	maxTTL   uint32 // seconds; 0 means no cap
-	stale    uint32 // seconds past expiry an entry is kept; 0 disables
+	maxTTL   atomic.Uint32 // seconds; 0 means no cap
+	stale    atomic.Uint32 // seconds past expiry an entry is kept; 0 disables
 }
 
 // DefaultCacheMaxBytes bounds the cache when Options leave it 0: enough
@@ -69,13 +70,21 @@ func newAnswerCache(size int, maxBytes int64, maxTTL time.Duration) (*answerCach
 	if maxBytes <= 0 {
 		maxBytes = DefaultCacheMaxBytes
 	}
-	c := &answerCache{maxBytes: maxBytes, maxTTL: seconds(maxTTL)}
+	c := &answerCache{maxBytes: maxBytes}
+	c.maxTTL.Store(seconds(maxTTL))
 	l, err := simplelru.NewLRU(size, func(_ cacheKey, e cacheEntry) { c.used -= e.size })
 	if err != nil {
 		return nil, err
 	}
 	c.lru = l
 	return c, nil
+}
+
+// setLifetimes changes the longest time an answer is cached and the
+// stale window (seconds) for answers stored and read from now on.
+func (c *answerCache) setLifetimes(maxTTL, stale uint32) {
+	c.maxTTL.Store(maxTTL)
+	c.stale.Store(stale)
 }
 
 // get returns the answer for k and how many whole seconds it has aged, or
@@ -89,7 +98,7 @@ func (c *answerCache) get(k cacheKey, now time.Time) (*answer, uint32, bool) {
 	}
 	age := e.age(now)
 	if age >= e.expires {
-		if uint64(age) >= uint64(e.expires)+uint64(c.stale) {
+		if uint64(age) >= uint64(e.expires)+uint64(c.stale.Load()) {
 			c.lru.Remove(k)
 		}
 		c.mu.Unlock()
@@ -105,7 +114,7 @@ func (c *answerCache) getStale(k cacheKey, now time.Time) (*answer, bool) {
 	c.mu.Lock()
 	e, ok := c.lru.Peek(k)
 	c.mu.Unlock()
-	if !ok || uint64(e.age(now)) >= uint64(e.expires)+uint64(c.stale) {
+	if !ok || uint64(e.age(now)) >= uint64(e.expires)+uint64(c.stale.Load()) {
 		return nil, false
 	}
 	return e.ans, true
@@ -124,8 +133,8 @@ func (e *cacheEntry) age(now time.Time) uint32 {
 // more than the byte bound is not.
 func (c *answerCache) put(k cacheKey, a *answer, now time.Time) bool {
 	ttl := a.cacheTTL
-	if c.maxTTL > 0 {
-		ttl = min(ttl, c.maxTTL)
+	if m := c.maxTTL.Load(); m > 0 {
+		ttl = min(ttl, m)
 	}
 	if ttl == 0 {
 		return false

@@ -51,7 +51,7 @@ func TestCachePositiveTTL(t *testing.T) {
 
 func TestCacheMaxTTLCapsLifetime(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 3600 IN A 192.0.2.1"}, nil))
-	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, CacheMaxTTL: time.Minute, MaxTTL: 5 * time.Minute})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Settings: Settings{CacheMaxTTL: time.Minute, MaxTTL: 5 * time.Minute}})
 	runCacheSteps(t, env, up, "a.example.", []cacheStep{
 		{0, 1, 300, false}, // clamped to MaxTTL for the client
 		{59 * time.Second, 1, 300, true},

@@ -50,7 +50,7 @@ func TestDenyActions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"x.bad.example. 60 IN A 203.0.113.1"}, nil))
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, MaxTTL: 30 * time.Second})
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, Settings: Settings{MaxTTL: 30 * time.Second}})
 			env.policy.names = map[string]policy.Decision{"x.bad.example.": denied(tt.action)}
 
 			resp := env.serve(t, "127.0.0.1", question("x.bad.example.", tt.qtype))
@@ -183,7 +183,7 @@ func TestDoHCanary(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, DoHCanary: tt.canary})
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, Settings: Settings{DoHCanary: tt.canary}})
 			resp := env.serve(t, "127.0.0.1", question(tt.qname, dns.TypeSVCB))
 			if resp.Rcode != tt.rcode || (len(resp.Answer) == 0) != tt.empty {
 				t.Fatalf("got rcode %s with %d answers", dns.RcodeToString[resp.Rcode], len(resp.Answer))
@@ -197,7 +197,7 @@ func TestDoHCanary(t *testing.T) {
 
 func TestHostsAnswersFollowPolicy(t *testing.T) {
 	hosts := map[string][]netip.Addr{"Printer.LAN": {netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00::5")}}
-	env := newEnv(t, Options{Upstreams: []string{"127.0.0.1:1"}, Hosts: hosts})
+	env := newEnv(t, Options{Upstreams: []string{"127.0.0.1:1"}, Settings: Settings{Hosts: hosts}})
 	tests := []struct {
 		qtype   uint16
 		answers []string

@@ -26,7 +26,7 @@ func TestFirewallPushedBeforeAnswer(t *testing.T) {
 		"other.example. 30 IN A 198.51.100.1", // not on the chain: neither pushed nor counted
 	}, nil))
 	ports := []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}}
-	env := newEnv(t, Options{Upstreams: []string{up.addr}, MaxTTL: time.Minute})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, Settings: Settings{MaxTTL: time.Minute}})
 	env.policy.names = map[string]policy.Decision{"api.example.": {
 		Verdict: policy.Allow, Group: testGroup, Rule: "api.example:443", Ports: ports,
 	}}
@@ -80,7 +80,7 @@ func TestFirewallPushedBeforeAnswer(t *testing.T) {
 
 func TestFirewallTTLClampedAndAged(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 3600 IN A 192.0.2.1"}, nil))
-	env := newEnv(t, Options{Upstreams: []string{up.addr}, MaxTTL: 5 * time.Minute, CacheSize: 10})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 10, Settings: Settings{MaxTTL: 5 * time.Minute}})
 	env.serve(t, "127.0.0.1", question("a.example.", dns.TypeA))
 	env.clock.advance(3500 * time.Second)
 	env.serve(t, "127.0.0.1", question("a.example.", dns.TypeA))
@@ -110,7 +110,7 @@ func TestFirewallFailure(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{tt.answer}, nil))
 			m := metrics.New()
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, FailOpen: tt.failOpen, Metrics: m})
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, Metrics: m, Settings: Settings{FailOpen: tt.failOpen}})
 			env.enforcer.err = errors.New("netlink: operation not permitted")
 			resp := env.serve(t, "127.0.0.1", question("a.example.", tt.qtype))
 			if resp.Rcode != tt.rcode {
@@ -183,7 +183,7 @@ func TestFirewallLimitFailsClosed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, FailOpen: tt.failOpen})
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, Settings: Settings{FailOpen: tt.failOpen}})
 			env.enforcer.err = tt.err
 			resp := env.serve(t, "127.0.0.1", question("a.example.", dns.TypeA))
 			if resp.Rcode != tt.rcode {

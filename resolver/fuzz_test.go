@@ -59,7 +59,9 @@ func FuzzServeDNS(f *testing.F) {
 		CacheSize: 100,
 		Enforcer:  nopEnforcer{},
 		QueryLog:  nopLog{},
-		DoHCanary: true,
+		Settings: Settings{
+			DoHCanary: true,
+		},
 	})
 	env.srv.forwarder = fuzzUpstream{}
 	udp := udpClient("127.0.0.1")

@@ -70,11 +70,13 @@ func (s *Server) callerOf(w dns.ResponseWriter) caller {
 	return c
 }
 
-// admitQuery applies the rate limit, which must run once per query even
-// when a query is served in two attempts (see serve).
+// admitQuery fixes the configuration q is served under and applies the
+// rate limit, which must run once per query even when a query is served
+// in two attempts (see serve).
 func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
-	if s.limiter != nil {
-		if ok, report := s.limiter.allow(c.addr, s.now()); !ok {
+	q.cfg = s.cur.Load()
+	if l := q.cfg.limiter; l != nil {
+		if ok, report := l.allow(c.addr, s.now()); !ok {
 			s.rateLimited(w, q, c.addr, c.udp, report)
 			return false
 		}
@@ -104,11 +106,11 @@ func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool)
 		}
 		return false
 	}
-	out, err := o.ans.renderTo(answerBuffer(w), q, o.age, s.maxTTL)
+	out, err := o.ans.renderTo(answerBuffer(w), q, o.age, q.cfg.maxTTL)
 	if err != nil {
 		s.log.Error("cannot render answer", "qname", q.qname, "err", err)
 		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
-		out, _ = o.ans.render(q, 0, s.maxTTL)
+		out, _ = o.ans.render(q, 0, q.cfg.maxTTL)
 	}
 	if _, err := w.Write(out); err != nil {
 		s.log.Debug("cannot write answer", "client", c.addr, "err", err)
@@ -129,7 +131,7 @@ func answerBuffer(w dns.ResponseWriter) []byte {
 // the final outcome or hands on to the next; the firewall push happens
 // after the answer is known and before anything is sent.
 func (s *Server) resolve(client netip.Addr, q *query) outcome {
-	if !s.clientAllowed(client) {
+	if !q.cfg.allows(client) {
 		return outcome{ans: rcodeAnswer(q, dns.RcodeRefused), decision: decisionRefused}
 	}
 	if rcode, ok := checkRequest(q); !ok {
@@ -143,7 +145,7 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 		o.decision, o.ans = decisionRefused, rcodeAnswer(q, dns.RcodeRefused)
 		return o
 	}
-	if s.opts.DoHCanary {
+	if q.cfg.DoHCanary {
 		if ans, ok := canaryAnswer(q); ok {
 			o.decision, o.rule, o.source, o.ans = decisionDeny, q.qname, "server.doh_canary", ans
 			return o
@@ -200,7 +202,7 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 		o.decision = decisionWouldDeny
 	}
 
-	if o.upstream != upstreamHosts && s.rebinding(d.Group, q.qname, ans.local) {
+	if o.upstream != upstreamHosts && s.rebinding(q.cfg, d.Group, q.qname, ans.local) {
 		s.log.Info("answer with local addresses denied", "rule", ruleRebinding, "group", d.Group, "client", client, "qname", q.qname, "addrs", ans.addrs)
 		o.rule, o.source, o.action = ruleRebinding, sourceRebinding, d.Action.String()
 		if d.Mode == policy.ModeEnforce {
@@ -210,7 +212,7 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 		o.decision = decisionWouldDeny
 	}
 
-	if err := s.allowDestinations(client, q.qname, d, ans, o.age, q.cacheOnly); err == errMustWait {
+	if err := s.allowDestinations(client, q, d, ans, o.age); err == errMustWait {
 		return outcome{mustWait: true}
 	} else if errors.Is(err, firewall.ErrLimit) {
 		// A cap keeps clients from filling the sets: fail closed whatever
@@ -218,8 +220,8 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
 		return o
 	} else if err != nil {
-		s.log.Error("firewall update failed", "group", d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", s.opts.FailOpen)
-		if !s.opts.FailOpen {
+		s.log.Error("firewall update failed", "group", d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", q.cfg.FailOpen)
+		if !q.cfg.FailOpen {
 			o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
 			return o
 		}
@@ -249,7 +251,7 @@ func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
 	if q.qtype == dns.TypeANY {
 		return anyAnswer(q), nil
 	}
-	if addrs, ok := s.hosts[q.qname]; ok {
+	if addrs, ok := q.cfg.hosts[q.qname]; ok {
 		o.upstream = upstreamHosts
 		return addressAnswer(q, addrs), nil
 	}
@@ -295,15 +297,15 @@ func (s *Server) pushesToFirewall() bool {
 // see neverPushed) into the firewall and returns once they are in effect.
 // Answers without addresses need nothing. With cacheOnly it only checks, without waiting, that they already are,
 // and returns errMustWait when they are not or it cannot tell.
-func (s *Server) allowDestinations(client netip.Addr, qname string, d policy.Decision, ans *answer, age uint32, cacheOnly bool) error {
+func (s *Server) allowDestinations(client netip.Addr, q *query, d policy.Decision, ans *answer, age uint32) error {
 	if len(ans.push) == 0 || !s.pushesToFirewall() {
 		return nil
 	}
 	enf := s.currentEnforcer()
-	ttl := time.Duration(ans.remainingTTL(age, s.maxTTL)) * time.Second
-	if cacheOnly {
+	ttl := time.Duration(ans.remainingTTL(age, q.cfg.maxTTL)) * time.Second
+	if q.cacheOnly {
 		c, ok := enf.(firewall.InEffectChecker)
-		if ok && c.InEffect(firewall.Allowance{Group: d.Group, Client: client, IPs: ans.push, Ports: d.Ports, TTL: ttl, Name: qname, Targets: ans.approvedBy}) {
+		if ok && c.InEffect(firewall.Allowance{Group: d.Group, Client: client, IPs: ans.push, Ports: d.Ports, TTL: ttl, Name: q.qname, Targets: ans.approvedBy}) {
 			return nil
 		}
 		return errMustWait
@@ -318,18 +320,9 @@ func (s *Server) allowDestinations(client netip.Addr, qname string, d policy.Dec
 		Ports:  d.Ports,
 		TTL:    ttl,
 		// What the answer was approved for, so a reload can re-check it.
-		Name:    qname,
+		Name:    q.qname,
 		Targets: ans.approvedBy, // shared; the enforcer copies what it keeps
 	})
-}
-
-func (s *Server) clientAllowed(client netip.Addr) bool {
-	for _, p := range s.opts.Clients {
-		if p.Contains(client) {
-			return true
-		}
-	}
-	return false
 }
 
 // remote returns the client's address (IPv4-mapped addresses unmapped, so

@@ -116,7 +116,7 @@ func (s *Server) localAnswer(q *query) (*answer, bool) {
 		return nil, false
 	}
 	if q.qtype == dns.TypePTR {
-		if hosts, ok := s.reverse.ptr[q.qname]; ok {
+		if hosts, ok := q.cfg.reverse.ptr[q.qname]; ok {
 			return ptrAnswer(q, hosts), true
 		}
 	}
@@ -126,7 +126,7 @@ func (s *Server) localAnswer(q *query) (*answer, bool) {
 	}
 	m := reply(q, dns.RcodeSuccess)
 	soa := localSOA(zone)
-	_, exists := s.reverse.exists[q.qname]
+	_, exists := q.cfg.reverse.exists[q.qname]
 	switch {
 	case q.qname == zone && q.qtype == dns.TypeSOA:
 		m.Answer = []dns.RR{soa}

@@ -41,10 +41,12 @@ func TestLocallyServedZones(t *testing.T) {
 	env := newEnv(t, Options{
 		Upstreams: []string{def.addr},
 		Zones:     []Zone{{Name: "1.10.in-addr.arpa", Upstreams: []string{corp.addr}}},
-		Hosts: map[string][]netip.Addr{
-			"printer.office.internal": {netip.MustParseAddr("10.0.0.20")},
-			"Nas.Office.Internal.":    {netip.MustParseAddr("10.0.0.21"), netip.MustParseAddr("fd00::21")},
-			"www.office.example":      {netip.MustParseAddr("198.18.7.7")},
+		Settings: Settings{
+			Hosts: map[string][]netip.Addr{
+				"printer.office.internal": {netip.MustParseAddr("10.0.0.20")},
+				"Nas.Office.Internal.":    {netip.MustParseAddr("10.0.0.21"), netip.MustParseAddr("fd00::21")},
+				"www.office.example":      {netip.MustParseAddr("198.18.7.7")},
+			},
 		},
 	})
 

@@ -183,7 +183,7 @@ func TestMalformedQueriesOnTheWire(t *testing.T) {
 // message that does not parse: egressd must not be a FORMERR reflector.
 func TestOutsidersGetNoFormErr(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
-	env := newEnv(t, Options{Upstreams: []string{up.addr}, Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, Settings: Settings{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}})
 	addr := env.start(t)
 
 	q := rawQuery(t, question("a.example.", dns.TypeA))

@@ -71,7 +71,7 @@ func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome
 		Source:     o.source,
 		Action:     o.action,
 		RCode:      rcodeLabel(rcode),
-		TTL:        o.ans.remainingTTL(o.age, s.maxTTL),
+		TTL:        o.ans.remainingTTL(o.age, q.cfg.maxTTL),
 		Cached:     o.cached,
 		Upstream:   o.upstream,
 		DurationMS: float64(elapsed.Microseconds()) / 1000,

@@ -20,7 +20,7 @@ func TestQueryLogEntry(t *testing.T) {
 		"edge.example.net. 120 IN A 192.0.2.1",
 		"edge.example.net. 120 IN A 192.0.2.2",
 	}, nil))
-	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 10, MaxTTL: 100 * time.Second})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 10, Settings: Settings{MaxTTL: 100 * time.Second}})
 	env.serve(t, "127.0.0.9", question("WWW.example.com.", dns.TypeA))
 	got := env.log.last(t)
 	if got.Time.IsZero() || got.DurationMS <= 0 {

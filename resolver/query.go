@@ -39,6 +39,9 @@ type query struct {
 	cacheOnly bool
 	// slot is the query's in-flight slot (see Server.takeSlot).
 	slot slotState
+	// cfg is the configuration the query was admitted under; it follows
+	// the query through every step (see Server.Configure).
+	cfg *current
 }
 
 func parseQuery(req *dns.Msg, udp bool) query {

@@ -163,7 +163,7 @@ func (s *Server) rateLimited(w dns.ResponseWriter, q *query, client netip.Addr, 
 		m.RateLimited.Inc()
 	}
 	if report > 0 {
-		l := s.limiter
+		l := q.cfg.limiter
 		s.log.Warn(msgRateLimited, "client", l.keys.name(l.keys.key(client)), "dropped", report,
 			"rate_limit", l.rate, "rate_burst", l.burst)
 	}

@@ -35,7 +35,7 @@ func answered(t *testing.T, env *testEnv, remote net.Addr) int {
 func TestRateLimitPerClient(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
 	m := metrics.New()
-	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, RateLimit: 2, RateBurst: 3, Metrics: m})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Metrics: m, Settings: Settings{RateLimit: 2, RateBurst: 3}})
 	noisy, quiet := udpClient("127.0.0.2"), udpClient("127.0.0.3")
 	noisyTCP := &net.TCPAddr{IP: net.ParseIP("127.0.0.2"), Port: 40001}
 
@@ -82,8 +82,8 @@ func TestRateLimiterDisabled(t *testing.T) {
 			t.Errorf("rate %v: limiter built, want none", qps)
 		}
 	}
-	env := newEnv(t, Options{Upstreams: []string{"127.0.0.1:1"}, Hosts: map[string][]netip.Addr{"a.example.": {netip.MustParseAddr("192.0.2.1")}}})
-	if env.srv.limiter != nil {
+	env := newEnv(t, Options{Upstreams: []string{"127.0.0.1:1"}, Settings: Settings{Hosts: map[string][]netip.Addr{"a.example.": {netip.MustParseAddr("192.0.2.1")}}}})
+	if env.srv.settings().limiter != nil {
 		t.Fatal("limiter built without RateLimit")
 	}
 	for i := range 100 {
@@ -313,11 +313,13 @@ func TestRateLimitLogged(t *testing.T) {
 	rec := &logRecorder{}
 	env := newEnv(t, Options{
 		Upstreams: []string{"127.0.0.1:1"},
-		Clients:   []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")},
-		Hosts:     map[string][]netip.Addr{"a.example.": {netip.MustParseAddr("192.0.2.1")}},
-		// A token every 1000 s: the clock below never refills one.
-		RateLimit: 0.001, RateBurst: 1,
-		Logger: slog.New(rec),
+		Logger:    slog.New(rec),
+		Settings: Settings{
+			Clients: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")},
+			Hosts:   map[string][]netip.Addr{"a.example.": {netip.MustParseAddr("192.0.2.1")}},
+			// A token every 1000 s: the clock below never refills one.
+			RateLimit: 0.001, RateBurst: 1,
+		},
 	})
 	a, b := udpClient("2001:db8:1:2::1"), udpClient("2001:db8:1:2::2")
 	steps := []struct {

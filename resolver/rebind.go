@@ -114,13 +114,13 @@ func anyLocal(addrs []netip.Addr) bool {
 
 // rebinding reports whether an upstream answer for qname to group, with
 // local addresses when local is set, must be denied.
-func (s *Server) rebinding(group, qname string, local bool) bool {
+func (s *Server) rebinding(cfg *current, group, qname string, local bool) bool {
 	// Zones the operator forwards to its own servers are trusted like the
 	// local suffixes.
 	if !local || privateName(qname) || s.forwarder.InZone(qname) {
 		return false
 	}
-	return s.opts.AllowPrivateAnswers == nil || !s.opts.AllowPrivateAnswers(group)
+	return !cfg.PrivateAnswers[group]
 }
 
 // deniedAddress returns the first of addrs inside one of deny, the group's

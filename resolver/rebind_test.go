@@ -98,29 +98,31 @@ func TestRebindingProtection(t *testing.T) {
 	}
 	groups := []struct {
 		name        string
-		allowGroups func(string) bool
+		allowGroups map[string]bool
 		mode        policy.Mode
 		action      policy.Action
 	}{
 		{"protected, nxdomain", nil, policy.ModeEnforce, policy.ActionNXDomain},
-		{"protected, refused", func(g string) bool { return g == "other" }, policy.ModeEnforce, policy.ActionRefused},
-		{"group allows private answers", func(g string) bool { return g == testGroup }, policy.ModeEnforce, policy.ActionNXDomain},
+		{"protected, refused", map[string]bool{"other": true}, policy.ModeEnforce, policy.ActionRefused},
+		{"group allows private answers", map[string]bool{testGroup: true}, policy.ModeEnforce, policy.ActionNXDomain},
 		{"audit mode", nil, policy.ModeAudit, policy.ActionNXDomain},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
 			env := newEnv(t, Options{
-				Upstreams:           []string{up.addr},
-				CacheSize:           100,
-				AllowPrivateAnswers: g.allowGroups,
-				Hosts:               map[string][]netip.Addr{"router.example.": {netip.MustParseAddr("10.0.0.1")}},
-				Zones:               []Zone{{Name: "corp.example", Upstreams: []string{up.addr}}, {Name: "10.in-addr.arpa", Upstreams: []string{up.addr}}},
+				Upstreams: []string{up.addr},
+				CacheSize: 100,
+				Zones:     []Zone{{Name: "corp.example", Upstreams: []string{up.addr}}, {Name: "10.in-addr.arpa", Upstreams: []string{up.addr}}},
+				Settings: Settings{
+					PrivateAnswers: g.allowGroups,
+					Hosts:          map[string][]netip.Addr{"router.example.": {netip.MustParseAddr("10.0.0.1")}},
+				},
 			})
 			env.policy.names = map[string]policy.Decision{}
 			for _, tt := range tests {
 				env.policy.names[tt.qname] = policy.Decision{Verdict: policy.Allow, Group: testGroup, Rule: "default", Mode: g.mode, Action: g.action}
 			}
-			protected := g.allowGroups == nil || !g.allowGroups(testGroup)
+			protected := !g.allowGroups[testGroup]
 			for _, tt := range tests {
 				before := len(env.enforcer.allowances())
 				resp := env.serve(t, "127.0.0.1", question(tt.qname, tt.qtype))

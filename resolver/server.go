@@ -47,17 +47,14 @@ type Zone = upstream.Zone
 
 // Options configures a Server.
 type Options struct {
-	Listen      []string       // host:port, each served on UDP and TCP
-	Clients     []netip.Prefix // who may query; everyone else gets REFUSED
-	Upstreams   []string       // HOST:PORT, tls://HOST[:PORT][#NAME] or https://HOST[:PORT]/PATH, tried in order
-	Timeout     time.Duration  // per upstream attempt
-	CacheSize   int            // entries; 0 disables the cache
-	CacheMaxTTL time.Duration  // longest time an answer stays cached
-	MaxTTL      time.Duration  // every TTL sent to clients is clamped to this
-	FailOpen    bool           // answer even when the firewall push fails
-	Mark        uint32         // SO_MARK for upstream sockets when non-zero
-	Hosts       map[string][]netip.Addr
-	DoHCanary   bool // NXDOMAIN for use-application-dns.net, NODATA for _dns.resolver.arpa
+	// Settings are the options Configure can change while the server runs.
+	Settings
+
+	Listen    []string      // host:port, each served on UDP and TCP
+	Upstreams []string      // HOST:PORT, tls://HOST[:PORT][#NAME] or https://HOST[:PORT]/PATH, tried in order
+	Timeout   time.Duration // per upstream attempt
+	CacheSize int           // entries; 0 disables the cache
+	Mark      uint32        // SO_MARK for upstream sockets when non-zero
 
 	// Bootstrap lists plain DNS servers (IP[:PORT], port 53 by default)
 	// that resolve the host names of tls:// and https:// upstreams; IP
@@ -70,10 +67,6 @@ type Options struct {
 	// the system roots.
 	RootCAs *x509.CertPool
 
-	// RateLimit is queries per second per client, RateBurst the
-	// bucket size (RateLimit rounded up when 0); RateLimit 0 disables it.
-	RateLimit float64
-	RateBurst int
 	// RateLimitIPv4Prefix and RateLimitIPv6Prefix are the prefix lengths
 	// that make one client for the rate limit and the in-flight share
 	// (0 picks 32 and 64): every address in one IPv6 /64 shares a budget.
@@ -94,13 +87,6 @@ type Options struct {
 	TCPIdleTimeout       time.Duration
 	TCPMaxConns          int
 	TCPMaxConnsPerClient int
-	// ServeStale is how long past expiry a cached answer may be served when
-	// every upstream fails (RFC 8767); 0 disables it.
-	ServeStale time.Duration
-	// AllowPrivateAnswers reports whether a group may get private,
-	// loopback or unspecified addresses from upstream (rebinding
-	// protection off). nil allows no group.
-	AllowPrivateAnswers func(group string) bool
 
 	Policy   Policy
 	Enforcer firewall.Enforcer
@@ -114,10 +100,7 @@ type Server struct {
 	opts      Options
 	log       *slog.Logger
 	forwarder Forwarder    // the upstream servers
-	reverse   reverseHosts // PTR records from Options.Hosts (localzones.go)
 	cache     *answerCache // nil when disabled
-	hosts     map[string][]netip.Addr
-	maxTTL    uint32 // seconds; 0 means no clamp
 	flights   singleflight.Group
 	now       func() time.Time
 	probe     bool // probe upstreams for readiness after Start
@@ -125,7 +108,12 @@ type Server struct {
 	// it ends; a field so tests can shorten it.
 	workerIdle time.Duration
 
-	limiter *rateLimiter // nil when rate limiting is off
+	// cur holds the Settings in force (Configure); configMu serializes
+	// Configure. clientKeys says what one client is (rate limit, in-flight
+	// share); it does not change.
+	cur        atomic.Pointer[current]
+	configMu   sync.Mutex
+	clientKeys clientKeys
 
 	policy   atomic.Pointer[Policy]
 	enforcer atomic.Pointer[firewall.Enforcer]
@@ -187,19 +175,12 @@ func New(o Options) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.stale = seconds(o.ServeStale)
 		s.cache = c
 	}
 	keys := newClientKeys(o.RateLimitIPv4Prefix, o.RateLimitIPv6Prefix)
 	s.inFlight.init(o.MaxInFlight, o.MaxInFlightPerClient, keys)
-	s.limiter = newRateLimiter(o.RateLimit, o.RateBurst, keys)
-	s.hosts = make(map[string][]netip.Addr, len(o.Hosts))
-	for name, addrs := range o.Hosts {
-		key := normalizeName(name)
-		s.hosts[key] = append(s.hosts[key], addrs...)
-	}
-	s.reverse = newReverseHosts(s.hosts)
-	s.maxTTL = seconds(o.MaxTTL)
+	s.clientKeys = keys
+	s.Configure(o.Settings)
 	s.SetPolicy(o.Policy)
 	s.SetEnforcer(o.Enforcer)
 	return s, nil

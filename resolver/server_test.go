@@ -86,7 +86,9 @@ func TestClientACL(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
 	env := newEnv(t, Options{
 		Upstreams: []string{up.addr},
-		Clients:   []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")},
+		Settings: Settings{
+			Clients: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")},
+		},
 	})
 	tests := []struct {
 		client string

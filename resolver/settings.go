@@ -6,7 +6,7 @@ import (
 )
 
 // Settings are the options a running Server takes over on reload
-// (Server.Configure): each query reads one Settings value, so it never
+// (Configure). A query reads them once, when it is admitted, so it never
 // sees half of an old and half of a new configuration.
 type Settings struct {
 	Clients     []netip.Prefix // who may query; everyone else gets REFUSED
@@ -22,10 +22,55 @@ type Settings struct {
 	// size (RateLimit rounded up when 0); RateLimit 0 disables it.
 	RateLimit float64
 	RateBurst int
-	// TCPIdleTimeout closes a TCP connection that sends no query for that
-	// long (0: 10 s).
-	TCPIdleTimeout time.Duration
 	// PrivateAnswers lists the groups that may get private, loopback or
 	// unspecified addresses from upstream (rebinding protection off).
 	PrivateAnswers map[string]bool
+}
+
+// current is Settings prepared for the request path.
+type current struct {
+	Settings
+	maxTTL  uint32                  // seconds; 0 means no clamp
+	hosts   map[string][]netip.Addr // Hosts by normalized name
+	reverse reverseHosts            // PTR records from Hosts (localzones.go)
+	limiter *rateLimiter            // nil when rate limiting is off
+}
+
+// Configure makes st the settings of every query admitted after it
+// returns; queries already admitted finish with the ones they started
+// with. The rate limiter keeps its buckets when rate and burst stay.
+func (s *Server) Configure(st Settings) {
+	s.configMu.Lock()
+	defer s.configMu.Unlock()
+	c := &current{Settings: st, maxTTL: seconds(st.MaxTTL), hosts: make(map[string][]netip.Addr, len(st.Hosts))}
+	for name, addrs := range st.Hosts {
+		key := normalizeName(name)
+		c.hosts[key] = append(c.hosts[key], addrs...)
+	}
+	c.reverse = newReverseHosts(c.hosts)
+	if prev := s.cur.Load(); prev != nil && prev.RateLimit == st.RateLimit && prev.RateBurst == st.RateBurst {
+		c.limiter = prev.limiter
+	} else {
+		c.limiter = newRateLimiter(st.RateLimit, st.RateBurst, s.clientKeys)
+	}
+	if s.cache != nil {
+		s.cache.setLifetimes(seconds(st.CacheMaxTTL), seconds(st.ServeStale))
+	}
+	s.cur.Store(c)
+}
+
+// settings is the configuration in force, for what is not a query.
+func (s *Server) settings() *current { return s.cur.Load() }
+
+// clientAllowed reports whether client is inside the current Clients,
+// for what is checked before a query is admitted.
+func (s *Server) clientAllowed(client netip.Addr) bool { return s.settings().allows(client) }
+
+func (c *current) allows(client netip.Addr) bool {
+	for _, p := range c.Clients {
+		if p.Contains(client) {
+			return true
+		}
+	}
+	return false
 }

@@ -26,7 +26,7 @@ var errStaleTimer = errors.New("no upstream answer within the stale answer timeo
 // slower; the exchange goes on in the background and refreshes the cache.
 func (s *Server) forwardOrStale(key cacheKey, q *query, o *outcome) (*answer, error) {
 	var cached *answer
-	if s.cache != nil && s.cache.stale > 0 {
+	if s.cache != nil && s.cache.stale.Load() > 0 {
 		cached, _ = s.cache.getStale(key, s.now())
 	}
 	if cached == nil {

@@ -61,7 +61,7 @@ func TestServeStale(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			addr.Store("192.0.2.1")
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, ServeStale: tt.stale})
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Settings: Settings{ServeStale: tt.stale}})
 			for _, st := range tt.steps {
 				env.clock.advance(st.advance)
 				dead.Store(st.dead)
@@ -107,7 +107,7 @@ func TestCacheKeepsEntriesForTheStaleWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.stale = 100
+	c.stale.Store(100)
 	t0 := time.Unix(1000, 0)
 	k := cacheKey{name: "a.example.", qtype: dns.TypeA, qclass: dns.ClassINET}
 	c.put(k, &answer{cacheTTL: 10}, t0)
@@ -152,7 +152,7 @@ func TestStaleAnswerTimer(t *testing.T) {
 			close(release)
 		}
 	})
-	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, ServeStale: time.Hour, Timeout: 5 * time.Second})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Timeout: 5 * time.Second, Settings: Settings{ServeStale: time.Hour}})
 	env.serve(t, "127.0.0.1", question("slow.example.", dns.TypeA))
 
 	env.clock.advance(2 * time.Minute)

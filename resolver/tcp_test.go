@@ -180,10 +180,12 @@ func TestTCPOutsidersTakeNoMemberSlots(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
 	env := newEnv(t, Options{
 		Upstreams:            []string{up.addr},
-		Clients:              []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 		TCPMaxConns:          4,
 		TCPMaxConnsPerClient: 2,
 		TCPIdleTimeout:       time.Minute, // nothing is closed for idleness during the test
+		Settings: Settings{
+			Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		},
 	})
 	addr := env.start(t)
 
@@ -263,8 +265,10 @@ func TestTCPOutsiderOneQueryPerConnection(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
 	env := newEnv(t, Options{
 		Upstreams:      []string{up.addr},
-		Clients:        []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 		TCPIdleTimeout: time.Minute,
+		Settings: Settings{
+			Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		},
 	})
 	addr := env.start(t)
 	conn := dialFrom(t, "127.0.0.9", addr)

@@ -127,7 +127,7 @@ func TestUDPBatchOverlongQuery(t *testing.T) {
 		{"outsider", []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			env := newEnv(t, Options{Clients: tt.clients, Upstreams: []string{"127.0.0.1:1"}, Enforcer: &firewall.None{}})
+			env := newEnv(t, Options{Upstreams: []string{"127.0.0.1:1"}, Enforcer: &firewall.None{}, Settings: Settings{Clients: tt.clients}})
 			addr := env.startOn(t, "127.0.0.1:0")
 			m := question("a.example.", dns.TypeA)
 			m.Id = 0x4242

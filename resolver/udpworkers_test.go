@@ -76,7 +76,7 @@ func TestUDPQueriesCountedOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"once.example. 300 IN A 192.0.2.7"}, nil))
 			m := metrics.New()
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Metrics: m, Enforcer: tc.enforcer, RateLimit: 0.001, RateBurst: 3})
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Metrics: m, Enforcer: tc.enforcer, Settings: Settings{RateLimit: 0.001, RateBurst: 3}})
 			addr := env.start(t)
 			for i := range 3 { // a miss, then two hits
 				if resp := exchange(t, "udp", addr, question("once.example.", dns.TypeA)); len(resp.Answer) != 1 {

@@ -64,3 +64,26 @@ sources = ["` + lists.URL + `/ads.txt"]
 		t.Error("the lists were not refreshed in the background after the reload")
 	}
 }
+
+// A reload applies server keys that were frozen at start before:
+// server.clients narrowed means REFUSED at once, and a restart-only key
+// changed alongside is named and keeps its running value.
+func TestReloadAppliesServerSettings(t *testing.T) {
+	dir := t.TempDir()
+	upstream := startUpstream(t)
+	listen, metricsAddr := freePort(t), freePort(t)
+	base := serveConfig(upstream, listen, metricsAddr, "none", `clients = ["127.0.0.0/8"]`)
+	conf := writeFile(t, dir, "egressd.toml", base)
+	d := startDaemon(t, conf, listen, metricsAddr)
+	if r := d.query(t, "www.allowed.test"); r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("before reload: rcode %s, want NOERROR", dns.RcodeToString[r.Rcode])
+	}
+	narrowed := strings.Replace(base, `clients = ["127.0.0.0/8"]`, `clients = ["127.0.0.2/32"]`+"\ntcp_max_conns = 7", 1)
+	writeFile(t, dir, "egressd.toml", narrowed)
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(t, "config reloaded")
+	d.waitLog(t, "key=server.tcp_max_conns")
+	if r := d.query(t, "www.allowed.test"); r.Rcode != dns.RcodeRefused {
+		t.Errorf("after narrowing server.clients: rcode %s, want REFUSED", dns.RcodeToString[r.Rcode])
+	}
+}

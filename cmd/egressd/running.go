@@ -34,7 +34,6 @@ func newRunning(cfg, started *config.Config) running {
 			ServeStale:     cfg.Cache.ServeStaleDur,
 			RateLimit:      cfg.Server.RateLimit,
 			RateBurst:      cfg.Server.RateBurst,
-			TCPIdleTimeout: cfg.Server.TCPIdle,
 			PrivateAnswers: privateAnswerGroups(cfg),
 		},
 		firewall:   firewallSpec(cfg, started),

@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -75,9 +74,7 @@ type daemon struct {
 	qlog     *querylog.Writer
 	server   *resolver.Server
 	http     *metrics.Server
-	// privateGroups may get private addresses in answers; swapped on reload.
-	privateGroups atomic.Pointer[map[string]bool]
-	cancel        context.CancelFunc
+	cancel   context.CancelFunc
 }
 
 func (d *daemon) start(parent context.Context) error {
@@ -91,8 +88,6 @@ func (d *daemon) start(parent context.Context) error {
 	ctx, cancel := context.WithCancel(parent)
 	d.cancel = cancel
 	d.metrics = metrics.New()
-	private := privateAnswerGroups(cfg)
-	d.privateGroups.Store(&private)
 
 	ups, err := upstreams(cfg)
 	if err != nil {
@@ -117,23 +112,15 @@ func (d *daemon) start(parent context.Context) error {
 		return fmt.Errorf("log.queries: %w", err)
 	}
 	d.server, err = resolver.New(resolver.Options{
-		Listen:      cfg.Server.Listen,
-		Clients:     cfg.Server.ClientPrefixes,
-		Upstreams:   ups,
-		Bootstrap:   withDefaultPorts(cfg.Upstream.Bootstrap),
-		Zones:       zones(cfg),
-		Timeout:     cfg.Upstream.TimeoutDur,
-		CacheSize:   cfg.Cache.Size,
-		CacheMaxTTL: cfg.Cache.MaxTTLDur,
-		MaxTTL:      cfg.Firewall.MaxTTLDur,
-		FailOpen:    cfg.Firewall.FailOpen,
-		Mark:        d.upstreamMark(cfg),
-		Hosts:       cfg.HostAddrs,
-		DoHCanary:   *cfg.Server.DoHCanary,
-		ServeStale:  cfg.Cache.ServeStaleDur,
+		Settings:  newRunning(cfg, cfg).resolver,
+		Listen:    cfg.Server.Listen,
+		Upstreams: ups,
+		Bootstrap: withDefaultPorts(cfg.Upstream.Bootstrap),
+		Zones:     zones(cfg),
+		Timeout:   cfg.Upstream.TimeoutDur,
+		CacheSize: cfg.Cache.Size,
+		Mark:      d.upstreamMark(cfg),
 
-		RateLimit:            cfg.Server.RateLimit,
-		RateBurst:            cfg.Server.RateBurst,
 		RateLimitIPv4Prefix:  cfg.Server.RateLimitIPv4Prefix,
 		RateLimitIPv6Prefix:  cfg.Server.RateLimitIPv6Prefix,
 		CacheMaxBytes:        cfg.Cache.MaxBytes,
@@ -141,7 +128,6 @@ func (d *daemon) start(parent context.Context) error {
 		TCPIdleTimeout:       cfg.Server.TCPIdle,
 		TCPMaxConns:          cfg.Server.TCPMaxConns,
 		TCPMaxConnsPerClient: cfg.Server.TCPMaxPerIP,
-		AllowPrivateAnswers:  func(group string) bool { return (*d.privateGroups.Load())[group] },
 		Policy:               engine,
 		Enforcer:             d.enforcer,
 		QueryLog:             d.qlog,
@@ -297,7 +283,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		}
 		d.warnFirewall(cfg)
 	}
-	d.privateGroups.Store(&next.resolver.PrivateAnswers)
+	d.server.Configure(next.resolver)
 	d.server.SetPolicy(engine)
 	d.logLevel.Set(next.logLevel)
 	if lists != d.lists {

@@ -428,6 +428,12 @@ func FuzzNewAnswer(f *testing.F) {
 		if m.Unpack(raw) != nil || len(m.Question) != 1 {
 			return
 		}
+		// miekg/dns unpacks some malformed records (an SOA cut short) into
+		// values it then packs into bytes it cannot read back; that is the
+		// library's round trip, not newAnswer's work.
+		if plain, err := m.Pack(); err != nil || new(dns.Msg).Unpack(plain) != nil {
+			return
+		}
 		a, err := newAnswer(&m, normalizeName(m.Question[0].Name))
 		if err != nil {
 			return

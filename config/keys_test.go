@@ -145,3 +145,54 @@ allow = ["example.com"]
 		})
 	}
 }
+
+// configs/reference.toml says "Restart only." in the comment above every
+// restart-only key, and nowhere else, so the file a user reads tells what
+// SIGHUP applies.
+func TestReferenceMarksRestartOnlyKeys(t *testing.T) {
+	data, err := os.ReadFile("../configs/reference.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const marker = "Restart only."
+	section, comment := "", ""
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "":
+		case strings.HasPrefix(line, "#"):
+			if !strings.HasSuffix(comment, "\n") {
+				comment = ""
+			}
+			comment += line + "\n"
+			continue
+		case strings.HasPrefix(line, "[[") || strings.HasPrefix(line, "["):
+			section = strings.Trim(line, "[]")
+			switch {
+			case strings.HasPrefix(line, "[["):
+				section += "[]"
+			case strings.HasPrefix(section, "categories."):
+				section = "categories.*"
+			}
+			comment = ""
+			continue
+		default:
+			key, _, _ := strings.Cut(line, "=")
+			key = strings.TrimSpace(key)
+			pattern := section + "." + key
+			if section == "hosts" {
+				pattern = "hosts.*"
+			}
+			apply, ok := Keys[pattern]
+			if !ok {
+				t.Errorf("reference.toml:%d: %s is not in Keys", i+1, pattern)
+			}
+			if marked := strings.Contains(comment, marker); marked != (apply == OnRestart) {
+				t.Errorf("reference.toml:%d: %s is applied on %s, but its comment says %q: %v", i+1, pattern, apply, marker, marked)
+			}
+		}
+		// A key line ends a comment block; the keys that follow it
+		// without a comment of their own share it.
+		comment = strings.TrimSuffix(comment, "\n")
+	}
+}

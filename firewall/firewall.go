@@ -2,51 +2,31 @@
 package firewall
 
 import (
-	"context"
+	"log/slog"
 	"net/netip"
 	"time"
 
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/policy"
 )
 
-// Allowance is one approved answer: the client's group may reach IPs
-// (on Ports, or any port when Ports is empty) for TTL plus the grace period.
-type Allowance struct {
-	Group  string
-	Client netip.Addr
-	IPs    []netip.Addr
-	Ports  []policy.PortRange
-	TTL    time.Duration
-	// Name is the query name the answer was approved for and Targets the
-	// names it led to (CNAME targets), in order. Elements remember them
-	// (and, with client scope, the client) so that ReloadRecheck can ask
-	// the new policy about them; empty Name: nothing to remember. The
-	// enforcer keeps its own copy.
-	Name    string
-	Targets []string
-}
+// The seam the resolver sees lives in package enforce; these names keep
+// the firewall's own API whole.
+type (
+	Allowance       = enforce.Allowance
+	Enforcer        = enforce.Enforcer
+	InEffectChecker = enforce.InEffectChecker
+	None            = enforce.None
+)
+
+// NewNone returns the backend that enforces nothing (enforce.NewNone).
+func NewNone(logger *slog.Logger) *None { return enforce.NewNone(logger) }
 
 // Recheck tells ReloadRecheck whether group may still reach what names
 // resolved to, from client with client scope (the zero Addr otherwise),
 // and on which ports (nil: any). names is the query name, then the names
 // it led to.
 type Recheck func(group string, client netip.Addr, names []string) (ports []policy.PortRange, ok bool)
-
-// Enforcer installs allowances. Allow returns only once the allowance is in
-// effect, so the answer may be sent afterwards.
-type Enforcer interface {
-	Allow(ctx context.Context, a Allowance) error
-	Close() error
-}
-
-// InEffectChecker is an Enforcer that can tell, without waiting, that
-// Allow(a) would return at once because every element a asks for is
-// already live long enough. A caller that must not wait (the UDP reader
-// answering cache hits) asks first and passes the query on otherwise.
-// InEffect neither keeps nor modifies a.IPs.
-type InEffectChecker interface {
-	InEffect(a Allowance) bool
-}
 
 // Hook names accepted in Spec.Hooks.
 const (

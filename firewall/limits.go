@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/egressd/egressd/enforce"
 )
 
 // Defaults for Spec.MaxAddressesPerAnswer and Spec.MaxElementsPerSet.
@@ -27,7 +29,7 @@ const (
 // cap: more addresses than Spec.MaxAddressesPerAnswer, or a set that
 // would hold more than Spec.MaxElementsPerSet elements. Nothing of the
 // allowance is added and the elements already live stay.
-var ErrLimit = errors.New("firewall: limit reached")
+var ErrLimit = enforce.ErrLimit
 
 // Reasons for egressd_firewall_rejected_total.
 const (

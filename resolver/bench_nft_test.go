@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/internal/dnstest"
 )
@@ -65,10 +66,10 @@ func BenchmarkCacheMissFirewall(b *testing.B) {
 	discard := slog.New(slog.DiscardHandler)
 	for _, bc := range []struct {
 		name     string
-		enforcer func(b *testing.B) firewall.Enforcer
+		enforcer func(b *testing.B) enforce.Enforcer
 	}{
-		{"none", func(*testing.B) firewall.Enforcer { return firewall.NewNone(discard) }},
-		{"nftables", func(b *testing.B) firewall.Enforcer {
+		{"none", func(*testing.B) enforce.Enforcer { return enforce.NewNone(discard) }},
+		{"nftables", func(b *testing.B) enforce.Enforcer {
 			fd := newBenchNetNS(b)
 			spec := firewall.Spec{
 				Table: "egressd_bench", Hooks: []string{firewall.HookForward}, Grace: time.Second,

@@ -9,15 +9,15 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/querylog"
 )
 
 type nopEnforcer struct{}
 
-func (nopEnforcer) Allow(context.Context, firewall.Allowance) error { return nil }
-func (nopEnforcer) Close() error                                    { return nil }
+func (nopEnforcer) Allow(context.Context, enforce.Allowance) error { return nil }
+func (nopEnforcer) Close() error                                   { return nil }
 
 type nopLog struct{}
 
@@ -83,8 +83,8 @@ func BenchmarkCacheHit(b *testing.B) {
 func BenchmarkCacheHitUDP(b *testing.B) {
 	for _, bc := range []struct {
 		name     string
-		enforcer firewall.Enforcer
-	}{{"none", &firewall.None{}}, {"firewall", nopEnforcer{}}} {
+		enforcer enforce.Enforcer
+	}{{"none", &enforce.None{}}, {"firewall", nopEnforcer{}}} {
 		b.Run(bc.name, func(b *testing.B) {
 			env, req := benchEnv(b, true)
 			env.srv.SetEnforcer(bc.enforcer)
@@ -128,7 +128,7 @@ func BenchmarkCacheHitReader(b *testing.B) {
 	}{{"bare", false}, {"metrics+querylog", true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			env, req := benchEnv(b, bc.metrics)
-			env.srv.SetEnforcer(&firewall.None{})
+			env.srv.SetEnforcer(&enforce.None{})
 			wire, err := req.Pack()
 			if err != nil {
 				b.Fatal(err)

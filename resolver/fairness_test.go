@@ -11,7 +11,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/metrics"
 )
 
@@ -114,7 +114,7 @@ func TestInFlightFairShare(t *testing.T) {
 		Upstreams: []string{up.addr}, CacheSize: 100,
 		Timeout:     time.Minute, // slow names hold their slots until the test ends
 		MaxInFlight: limit, MaxInFlightPerClient: perClient,
-		Enforcer: &firewall.None{}, Metrics: m,
+		Enforcer: &enforce.None{}, Metrics: m,
 	})
 	addr := env.start(t)
 	// Registered after the server's shutdown, so it runs first and lets

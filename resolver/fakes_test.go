@@ -11,7 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/querylog"
 )
@@ -45,14 +45,14 @@ func (p *fakePolicy) DeniesTarget(group, name string) (policy.Decision, bool) {
 // the call on called and waits for release.
 type fakeEnforcer struct {
 	err     error
-	called  chan firewall.Allowance
+	called  chan enforce.Allowance
 	release chan struct{}
 
 	mu     sync.Mutex
-	allows []firewall.Allowance
+	allows []enforce.Allowance
 }
 
-func (e *fakeEnforcer) Allow(ctx context.Context, a firewall.Allowance) error {
+func (e *fakeEnforcer) Allow(ctx context.Context, a enforce.Allowance) error {
 	e.mu.Lock()
 	e.allows = append(e.allows, a)
 	e.mu.Unlock()
@@ -79,15 +79,15 @@ type checkingEnforcer struct {
 	checks   atomic.Int32
 }
 
-func (e *checkingEnforcer) InEffect(firewall.Allowance) bool {
+func (e *checkingEnforcer) InEffect(enforce.Allowance) bool {
 	e.checks.Add(1)
 	return e.inEffect
 }
 
-func (e *fakeEnforcer) allowances() []firewall.Allowance {
+func (e *fakeEnforcer) allowances() []enforce.Allowance {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]firewall.Allowance(nil), e.allows...)
+	return append([]enforce.Allowance(nil), e.allows...)
 }
 
 type fakeLog struct {

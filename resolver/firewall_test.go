@@ -11,7 +11,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
@@ -30,7 +30,7 @@ func TestFirewallPushedBeforeAnswer(t *testing.T) {
 	env.policy.names = map[string]policy.Decision{"api.example.": {
 		Verdict: policy.Allow, Group: testGroup, Rule: "api.example:443", Ports: ports,
 	}}
-	env.enforcer.called = make(chan firewall.Allowance, 1)
+	env.enforcer.called = make(chan enforce.Allowance, 1)
 	env.enforcer.release = make(chan struct{})
 	addr := env.start(t)
 
@@ -44,7 +44,7 @@ func TestFirewallPushedBeforeAnswer(t *testing.T) {
 		answered <- resp
 	}()
 
-	var got firewall.Allowance
+	var got enforce.Allowance
 	select {
 	case got = <-env.enforcer.called:
 	case <-time.After(3 * time.Second):
@@ -65,7 +65,7 @@ func TestFirewallPushedBeforeAnswer(t *testing.T) {
 		t.Fatal("no answer after the firewall push")
 	}
 
-	want := firewall.Allowance{
+	want := enforce.Allowance{
 		Group:  testGroup,
 		Client: netip.MustParseAddr("127.0.0.1"),
 		IPs:    []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")},
@@ -169,7 +169,7 @@ func TestHTTPSHintsPushed(t *testing.T) {
 // cap is reached is SERVFAIL even with fail_open, which is about a broken
 // firewall, not about limits that keep clients from filling the sets.
 func TestFirewallLimitFailsClosed(t *testing.T) {
-	limit := fmt.Errorf("%w: set g_lan_d4 holds 65536 elements", firewall.ErrLimit)
+	limit := fmt.Errorf("%w: set g_lan_d4 holds 65536 elements", enforce.ErrLimit)
 	tests := []struct {
 		name     string
 		failOpen bool

@@ -9,7 +9,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -214,7 +214,7 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 
 	if err := s.allowDestinations(client, q, d, ans, o.age); err == errMustWait {
 		return outcome{mustWait: true}
-	} else if errors.Is(err, firewall.ErrLimit) {
+	} else if errors.Is(err, enforce.ErrLimit) {
 		// A cap keeps clients from filling the sets: fail closed whatever
 		// fail_open says. The firewall counts and logs it, rate-limited.
 		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
@@ -289,7 +289,7 @@ func (s *Server) pushesToFirewall() bool {
 	if enf == nil {
 		return false
 	}
-	_, none := enf.(*firewall.None)
+	_, none := enf.(*enforce.None)
 	return !none
 }
 
@@ -304,8 +304,8 @@ func (s *Server) allowDestinations(client netip.Addr, q *query, d policy.Decisio
 	enf := s.currentEnforcer()
 	ttl := time.Duration(ans.remainingTTL(age, q.cfg.maxTTL)) * time.Second
 	if q.cacheOnly {
-		c, ok := enf.(firewall.InEffectChecker)
-		if ok && c.InEffect(firewall.Allowance{Group: d.Group, Client: client, IPs: ans.push, Ports: d.Ports, TTL: ttl, Name: q.qname, Targets: ans.approvedBy}) {
+		c, ok := enf.(enforce.InEffectChecker)
+		if ok && c.InEffect(enforce.Allowance{Group: d.Group, Client: client, IPs: ans.push, Ports: d.Ports, TTL: ttl, Name: q.qname, Targets: ans.approvedBy}) {
 			return nil
 		}
 		return errMustWait
@@ -313,7 +313,7 @@ func (s *Server) allowDestinations(client netip.Addr, q *query, d policy.Decisio
 	// A context shared with other queries: a timer per query costs more
 	// than the push itself when the firewall already has the addresses.
 	ctx := s.fwDeadline.context(time.Now())
-	return enf.Allow(ctx, firewall.Allowance{
+	return enf.Allow(ctx, enforce.Allowance{
 		Group:  d.Group,
 		Client: client,
 		IPs:    slices.Clone(ans.push), // the answer is shared; the enforcer may sort or keep its copy

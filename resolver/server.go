@@ -18,7 +18,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/querylog"
@@ -89,7 +89,7 @@ type Options struct {
 	TCPMaxConnsPerClient int
 
 	Policy   Policy
-	Enforcer firewall.Enforcer
+	Enforcer enforce.Enforcer
 	QueryLog QueryLogger
 	Metrics  *metrics.Metrics
 	Logger   *slog.Logger
@@ -116,7 +116,7 @@ type Server struct {
 	clientKeys clientKeys
 
 	policy   atomic.Pointer[Policy]
-	enforcer atomic.Pointer[firewall.Enforcer]
+	enforcer atomic.Pointer[enforce.Enforcer]
 	ready    atomic.Bool
 	inFlight inFlight
 
@@ -191,11 +191,11 @@ func New(o Options) (*Server, error) {
 func (s *Server) SetPolicy(p Policy) { s.policy.Store(&p) }
 
 // SetEnforcer swaps the firewall backend atomically. nil disables pushes.
-func (s *Server) SetEnforcer(e firewall.Enforcer) { s.enforcer.Store(&e) }
+func (s *Server) SetEnforcer(e enforce.Enforcer) { s.enforcer.Store(&e) }
 
 func (s *Server) currentPolicy() Policy { return *s.policy.Load() }
 
-func (s *Server) currentEnforcer() firewall.Enforcer { return *s.enforcer.Load() }
+func (s *Server) currentEnforcer() enforce.Enforcer { return *s.enforcer.Load() }
 
 // Ready reports whether an upstream server has answered at least once.
 func (s *Server) Ready() bool { return s.ready.Load() }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/enforce"
 )
 
 // numberedAnswer answers nN.example. with 192.0.2.N (N < 256), so every
@@ -39,7 +39,7 @@ func TestUDPBatchesAnswerEachClient(t *testing.T) {
 			const clients, perClient = 16, 40
 			// The sockets share one address, which makes them one client
 			// for the in-flight share: let it hold the whole first round.
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 1000, Enforcer: &firewall.None{}, MaxInFlightPerClient: clients * perClient})
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 1000, Enforcer: &enforce.None{}, MaxInFlightPerClient: clients * perClient})
 			addr := env.startOn(t, listen)
 			for round := range 2 {
 				var wg sync.WaitGroup
@@ -127,7 +127,7 @@ func TestUDPBatchOverlongQuery(t *testing.T) {
 		{"outsider", []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			env := newEnv(t, Options{Upstreams: []string{"127.0.0.1:1"}, Enforcer: &firewall.None{}, Settings: Settings{Clients: tt.clients}})
+			env := newEnv(t, Options{Upstreams: []string{"127.0.0.1:1"}, Enforcer: &enforce.None{}, Settings: Settings{Clients: tt.clients}})
 			addr := env.startOn(t, "127.0.0.1:0")
 			m := question("a.example.", dns.TypeA)
 			m.Id = 0x4242

@@ -12,7 +12,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/metrics"
 )
 
@@ -64,14 +64,14 @@ func TestUDPWorkersAnswerBurstsAndEnd(t *testing.T) {
 func TestUDPQueriesCountedOnce(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		enforcer firewall.Enforcer
+		enforcer enforce.Enforcer
 		pushes   int // firewall pushes for the three answered queries
 	}{
 		{"firewall push", &fakeEnforcer{}, 3},
 		{"firewall push, hits not yet in effect", &checkingEnforcer{}, 3},
 		// The reader answers the hits itself: only the miss is pushed.
 		{"firewall push, hits already in effect", &checkingEnforcer{inEffect: true}, 1},
-		{"none backend", &firewall.None{}, 0},
+		{"none backend", &enforce.None{}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"once.example. 300 IN A 192.0.2.7"}, nil))
@@ -139,7 +139,7 @@ func TestUDPCacheHitsNotBlockedByMiss(t *testing.T) {
 		w.WriteMsg(resp)
 	})
 	defer close(release)
-	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Timeout: 3 * time.Second, Enforcer: &firewall.None{}})
+	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Timeout: 3 * time.Second, Enforcer: &enforce.None{}})
 	addr := env.start(t)
 	exchange(t, "udp", addr, question("fast.example.", dns.TypeA))
 

@@ -22,11 +22,11 @@ type (
 // NewNone returns the backend that enforces nothing (enforce.NewNone).
 func NewNone(logger *slog.Logger) *None { return enforce.NewNone(logger) }
 
-// Recheck tells ReloadRecheck whether group may still reach what names
-// resolved to, from client with client scope (the zero Addr otherwise),
-// and on which ports (nil: any). names is the query name, then the names
-// it led to.
-type Recheck func(group string, client netip.Addr, names []string) (ports []policy.PortRange, ok bool)
+// Recheck tells ReloadRecheck whether group may still reach dest, what
+// names resolved to, from client with client scope (the zero Addr
+// otherwise), and on which ports (nil: any). names is the query name, then
+// the names it led to.
+type Recheck func(group string, client, dest netip.Addr, names []string) (ports []policy.PortRange, ok bool)
 
 // Hook names accepted in Spec.Hooks.
 const (

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/egressd/egressd/policy"
@@ -27,12 +28,26 @@ func approvedBy(lay layout, check Recheck, now time.Time) func(*indexEntry) bool
 			if !o.until.After(now) {
 				continue // that answer is no longer valid anywhere
 			}
-			if ports, ok := check(def.group, o.client, o.names); ok && portsCover(def, e, ports) {
+			if ports, ok := check(def.group, o.client, destOfKey(def, e.key), o.names); ok && portsCover(def, e, ports) {
 				return true
 			}
 		}
 		return false
 	}
+}
+
+// destOfKey reads the destination address back from a key made by
+// appendDestKey: after the client's address with client scope.
+func destOfKey(def setDef, key []byte) netip.Addr {
+	n := 16
+	if def.is4 {
+		n = 4
+	}
+	if def.scoped {
+		key = key[min(n, len(key)):]
+	}
+	a, _ := netip.AddrFromSlice(key[:min(n, len(key))])
+	return a
 }
 
 // portsCover reports whether ports (none: any) admit the element: an

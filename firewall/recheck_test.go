@@ -19,7 +19,7 @@ type namePolicy struct {
 	asked   [][]string
 }
 
-func (p *namePolicy) check(group string, client netip.Addr, names []string) ([]policy.PortRange, bool) {
+func (p *namePolicy) check(group string, client, _ netip.Addr, names []string) ([]policy.PortRange, bool) {
 	p.asked = append(p.asked, slices.Clone(names))
 	if group != "servers" || len(names) == 0 {
 		return nil, false
@@ -222,20 +222,25 @@ func TestOriginsAreBounded(t *testing.T) {
 
 // TestReloadRecheckOverTCP: with a real policy engine and real TCP, a
 // switch from audit to enforce drops what audit approved for a denied
-// name, a removed rule drops its address, and an address another name
-// still approves stays reachable.
+// name, a removed rule drops its address, an address the group's
+// deny_addresses now hold is dropped whatever the name, and an address
+// another name still approves stays reachable.
 func TestReloadRecheckOverTCP(t *testing.T) {
 	client, server := linkedPair(t, "8080")
 	server.exec(t, "ip", "addr", "add", "10.98.0.4/24", "dev", "s0")
+	server.exec(t, "ip", "addr", "add", "10.98.0.5/24", "dev", "s0")
 	waitDial(t, client, "10.98.0.4:8080")
+	waitDial(t, client, "10.98.0.5:8080")
+	var denyAddresses []netip.Prefix
 	group := func(mode policy.Mode, allow ...string) *policy.Engine {
-		e, err := policy.Compile([]policy.GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24"), Allow: allow, Mode: mode}}, nil, nil)
+		e, err := policy.Compile([]policy.GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24"), Allow: allow, Mode: mode, DenyAddresses: denyAddresses}}, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return e
 	}
 	before := group(policy.ModeAudit, "rule.example", "kept.example")
+	denyAddresses = prefixes("10.98.0.5/32")
 	after := group(policy.ModeEnforce, "kept.example")
 	spec := Spec{Table: "egressd", Hooks: []string{HookOutput}, Grace: 5 * time.Second,
 		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.98.0.0/24"), Audit: true}}}
@@ -245,8 +250,9 @@ func TestReloadRecheckOverTCP(t *testing.T) {
 		{IPs: addrs("10.98.0.3"), Name: "rule.example."},
 		{IPs: addrs("10.98.0.4"), Name: "rule.example."},
 		{IPs: addrs("10.98.0.4"), Name: "kept.example."},
+		{IPs: addrs("10.98.0.5"), Name: "kept.example."}, // its address denied after the reload
 	} {
-		if _, ok := before.Recheck("clients", netip.Addr{}, []string{a.Name}); !ok {
+		if _, ok := before.Recheck("clients", netip.Addr{}, a.IPs[0], []string{a.Name}); !ok {
 			t.Fatalf("audit policy does not approve %s", a.Name)
 		}
 		a.Group, a.TTL = "clients", time.Minute
@@ -263,6 +269,7 @@ func TestReloadRecheckOverTCP(t *testing.T) {
 		{"approved in audit for a denied name", "10.98.0.2:8080", false},
 		{"approved by a removed rule", "10.98.0.3:8080", false},
 		{"approved by a removed rule and a kept one", "10.98.0.4:8080", true},
+		{"approved for a kept name, address now in deny_addresses", "10.98.0.5:8080", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) { expectDial(t, client, tc.addr, tc.passes) })
 	}

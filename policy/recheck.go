@@ -6,11 +6,12 @@ import "net/netip"
 // names, the query name first and then the names it led to (CNAME
 // targets), as the resolver would approve it now: the query name is
 // allowed (or denied in audit mode) and none of the names it led to is
-// denied by an enforced rule or category. With a valid client, that
+// denied by an enforced rule or category, and dest is in none of the
+// group's deny_addresses (enforced). With a valid client, that
 // client must still belong to the group. ports are those an answer would
 // be allowed on now (nil: any). It has the shape of firewall.Recheck, so a
 // config reload can re-check the firewall's live elements.
-func (e *Engine) Recheck(group string, client netip.Addr, names []string) (ports []PortRange, ok bool) {
+func (e *Engine) Recheck(group string, client, dest netip.Addr, names []string) (ports []PortRange, ok bool) {
 	g := e.byName[group]
 	if g == nil || len(names) == 0 {
 		return nil, false
@@ -24,6 +25,9 @@ func (e *Engine) Recheck(group string, client netip.Addr, names []string) (ports
 		d = g.fallback
 	}
 	if d.Verdict == Deny && d.Mode == ModeEnforce {
+		return nil, false
+	}
+	if _, denied := DeniedAddress(d.DenyAddresses, dest); denied && d.Mode == ModeEnforce {
 		return nil, false
 	}
 	for _, target := range names[1:] {

@@ -34,10 +34,37 @@ func TestRecheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ports, ok := e.Recheck(tt.group, tt.client, tt.names)
+			ports, ok := e.Recheck(tt.group, tt.client, netip.MustParseAddr("192.0.2.1"), tt.names)
 			if ok != tt.ok || (ok && !reflect.DeepEqual(ports, tt.ports)) {
 				t.Errorf("Recheck = %v, %v; want %v, %v", ports, ok, tt.ports, tt.ok)
 			}
 		})
+	}
+}
+
+// A destination a group's deny_addresses now hold is no longer approved,
+// whatever name led to it; NAT64 addresses count by the IPv4 they carry.
+func TestRecheckDenyAddresses(t *testing.T) {
+	groups := []GroupSpec{
+		{Name: "servers", Clients: prefixes("10.1.0.0/16"), Allow: []string{"ok.example.com"}, DenyAddresses: prefixes("169.254.169.254/32", "198.51.100.0/24")},
+		{Name: "lab", Clients: prefixes("10.3.0.0/16"), Allow: []string{"ok.example.com"}, DenyAddresses: prefixes("198.51.100.0/24"), Mode: ModeAudit},
+	}
+	e, err := Compile(groups, testCategoryBits, testDomains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		group, dest string
+		ok          bool
+	}{
+		{"servers", "192.0.2.1", true},
+		{"servers", "169.254.169.254", false},
+		{"servers", "198.51.100.7", false},
+		{"servers", "64:ff9b::c633:6407", false}, // 198.51.100.7 behind NAT64
+		{"lab", "198.51.100.7", true},            // audit mode: logged, not enforced
+	} {
+		if _, ok := e.Recheck(tt.group, netip.Addr{}, netip.MustParseAddr(tt.dest), []string{"ok.example.com."}); ok != tt.ok {
+			t.Errorf("Recheck(%s, %s) = %v, want %v", tt.group, tt.dest, ok, tt.ok)
+		}
 	}
 }

@@ -3,6 +3,8 @@ package resolver
 import (
 	"net/netip"
 	"strings"
+
+	"github.com/egressd/egressd/policy"
 )
 
 // DNS rebinding protection: a public name must not lead a client to an
@@ -33,24 +35,13 @@ var (
 	sharedSpace = netip.MustParsePrefix("100.64.0.0/10") // RFC 6598, carrier-grade NAT
 	thisNetwork = netip.MustParsePrefix("0.0.0.0/8")     // 0.0.0.0 reaches the host itself
 	broadcast   = netip.MustParseAddr("255.255.255.255")
-	nat64       = netip.MustParsePrefix("64:ff9b::/96") // RFC 6052 well-known prefix
 )
-
-// embeddedIPv4 returns the IPv4 address a NAT64 well-known-prefix address
-// carries in its last 32 bits: where a NAT64 gateway sends it.
-func embeddedIPv4(a netip.Addr) (netip.Addr, bool) {
-	if !a.Is6() || !nat64.Contains(a) {
-		return netip.Addr{}, false
-	}
-	b := a.As16()
-	return netip.AddrFrom4([4]byte(b[12:])), true
-}
 
 // localAddr reports whether a is an address a public name should never
 // resolve to.
 func localAddr(a netip.Addr) bool {
 	a = a.Unmap()
-	if v4, ok := embeddedIPv4(a); ok {
+	if v4, ok := policy.EmbeddedIPv4(a); ok {
 		a = v4
 	}
 	return a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() ||
@@ -63,7 +54,7 @@ func localAddr(a netip.Addr) bool {
 // broadcast address, also behind NAT64.
 func neverPushed(a netip.Addr) bool {
 	a = a.Unmap()
-	if v4, ok := embeddedIPv4(a); ok {
+	if v4, ok := policy.EmbeddedIPv4(a); ok {
 		a = v4
 	}
 	return a.IsUnspecified() || thisNetwork.Contains(a) || a.IsMulticast() || a == broadcast
@@ -131,11 +122,8 @@ func deniedAddress(deny []netip.Prefix, addrs []netip.Addr) (netip.Prefix, bool)
 		return netip.Prefix{}, false
 	}
 	for _, a := range addrs {
-		v4, nat := embeddedIPv4(a)
-		for _, p := range deny {
-			if p.Contains(a) || (nat && p.Contains(v4)) {
-				return p, true
-			}
+		if p, ok := policy.DeniedAddress(deny, a); ok {
+			return p, true
 		}
 	}
 	return netip.Prefix{}, false

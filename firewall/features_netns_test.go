@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"log/slog"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,7 +41,7 @@ func TestProbeAgreesWithNftAndLeavesNothing(t *testing.T) {
 	if err := writeFile(file, labelRuleset); err != nil {
 		t.Fatal(err)
 	}
-	nftAccepts := exec.Command("ip", "netns", "exec", ns.name, "nft", "-f", file).Run() == nil
+	nftAccepts := ns.Command("nft", "-f", file).Run() == nil
 	if got.CtLabels != nftAccepts {
 		t.Fatalf("probe says labels %t, nft loading label rules says %t", got.CtLabels, nftAccepts)
 	}

@@ -36,7 +36,7 @@ func linkedPair(t *testing.T, ports ...string) (client, server *testNS) {
 func acceptAndClose(t *testing.T, ns *testNS, network, addr string) {
 	t.Helper()
 	var ln net.Listener
-	if err := inNetNS(ns.fd, func() (err error) {
+	if err := ns.Do(func() (err error) {
 		ln, err = net.Listen(network, addr)
 		return err
 	}); err != nil {

@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 )
 
 // topology says where everything runs and which addresses it uses.

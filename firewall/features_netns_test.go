@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
@@ -81,7 +82,7 @@ func TestFallbackWithoutCtLabelsStillEnforces(t *testing.T) {
 
 	spec := Spec{Table: "egressd", Hooks: []string{HookForward}, Grace: 5 * time.Second,
 		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.97.0.0/24")}}}
-	logs := &lockedBuffer{}
+	logs := &lockedbuf.Buffer{}
 	m := metrics.New()
 	probes := 0
 	n := startNFTWith(t, gw, spec, nil, Options{

@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/wait"
 )
 
 // linkedPair joins a new client namespace (10.98.0.1) and server namespace
@@ -58,7 +60,7 @@ func acceptAndClose(t *testing.T, ns *testNS, network, addr string) {
 func waitDial(t *testing.T, ns *testNS, addr string) {
 	t.Helper()
 	var err error
-	if !waitUntil(3*time.Second, 50*time.Millisecond, func() bool {
+	if !wait.Until(3*time.Second, 50*time.Millisecond, func() bool {
 		err = dialFrom(t, ns, addr, 0)
 		return err == nil
 	}) {

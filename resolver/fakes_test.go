@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/internal/fakeclock"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/querylog"
 )
@@ -113,24 +114,6 @@ func (l *fakeLog) last(t testing.TB) querylog.Entry {
 	return l.entries[len(l.entries)-1]
 }
 
-// fakeClock is the cache's clock in tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // fakeWriter is a dns.ResponseWriter that keeps what is written.
 type fakeWriter struct {
 	remote net.Addr
@@ -160,7 +143,7 @@ type testEnv struct {
 	policy   *fakePolicy
 	enforcer *fakeEnforcer
 	log      *fakeLog
-	clock    *fakeClock
+	clock    *fakeclock.Clock
 }
 
 func newEnv(t testing.TB, o Options) *testEnv {
@@ -169,7 +152,7 @@ func newEnv(t testing.TB, o Options) *testEnv {
 		policy:   &fakePolicy{},
 		enforcer: &fakeEnforcer{},
 		log:      &fakeLog{},
-		clock:    &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+		clock:    fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
 	}
 	if o.Clients == nil {
 		o.Clients = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -190,7 +173,7 @@ func newEnv(t testing.TB, o Options) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.now = env.clock.now
+	srv.now = env.clock.Now
 	srv.probe = false // tests count upstream queries; TestReadinessProbe turns it on
 	env.srv = srv
 	return env

@@ -60,7 +60,7 @@ func TestRateLimitPerClient(t *testing.T) {
 	}
 	limited := 0
 	for _, st := range steps {
-		env.clock.advance(st.advance)
+		env.clock.Advance(st.advance)
 		if got := answered(t, env, st.remote); got != st.want {
 			t.Fatalf("%s: got %s, want %s", st.name, rcodeName(got), rcodeName(st.want))
 		}
@@ -338,7 +338,7 @@ func TestRateLimitLogged(t *testing.T) {
 		{"next interval", a, time.Nanosecond, dropped, 3, "2"},
 	}
 	for _, st := range steps {
-		env.clock.advance(st.advance)
+		env.clock.Advance(st.advance)
 		if got := answered(t, env, st.remote); got != st.want {
 			t.Fatalf("%s: got %s, want %s", st.name, rcodeName(got), rcodeName(st.want))
 		}

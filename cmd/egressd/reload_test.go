@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/wait"
 )
 
 // A reload applies a rule change at once, however long a list server
@@ -49,7 +51,7 @@ sources = ["` + lists.URL + `/ads.txt"]
 	writeFile(t, dir, "egressd.toml", strings.Replace(base, `allow = ["allowed.test", "*.allowed.test"]`, `allow = ["other.test", "blocked.test"]`, 1))
 	_ = d.cmd.Process.Signal(syscall.SIGHUP)
 	// The list fetch timeout is 2 minutes; the reload must not wait for it.
-	if !eventually(time.Minute, 20*time.Millisecond, func() bool { return strings.Contains(d.stderr.String(), "config reloaded") }) {
+	if !wait.Until(time.Minute, 20*time.Millisecond, func() bool { return strings.Contains(d.stderr.String(), "config reloaded") }) {
 		t.Fatalf("no reload while the list server stalls; log:\n%s", d.stderr.String())
 	}
 	if r := d.query(t, "other.test"); r.Rcode != dns.RcodeSuccess {
@@ -60,7 +62,7 @@ sources = ["` + lists.URL + `/ads.txt"]
 	if r := d.query(t, "www.blocked.test"); r.Rcode != dns.RcodeNameError {
 		t.Errorf("after reload www.blocked.test: rcode %s, want NXDOMAIN from the kept list", dns.RcodeToString[r.Rcode])
 	}
-	if !eventually(time.Minute, 20*time.Millisecond, func() bool { return stalled.Load() > 0 }) {
+	if !wait.Until(time.Minute, 20*time.Millisecond, func() bool { return stalled.Load() > 0 }) {
 		t.Error("the lists were not refreshed in the background after the reload")
 	}
 }

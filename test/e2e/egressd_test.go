@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/internal/netnstest"
 	"github.com/miekg/dns"
 )
@@ -148,30 +148,12 @@ func writeConfig(t *testing.T, c egressdConfig) string {
 	return path
 }
 
-// lockedBuffer collects a process's output while tests read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // egressdProc is one egressd running inside a namespace.
 type egressdProc struct {
 	ns      *netns
 	cmd     *exec.Cmd
-	stdout  lockedBuffer
-	stderr  lockedBuffer
+	stdout  lockedbuf.Buffer
+	stderr  lockedbuf.Buffer
 	exited  chan struct{}
 	waitErr error
 	config  string

@@ -261,14 +261,14 @@ func TestCheckAfterClose(t *testing.T) {
 
 // failFlushes makes every batch fail with err before it is sent.
 func failFlushes(n *NFT, err error) {
-	hook := func(*nftables.Conn) error { return err }
+	hook := func(nftConn) error { return err }
 	n.flushHook.Store(&hook)
 }
 
 // rejectFlushes queues, at the end of every batch, the deletion of a table
 // that does not exist: the kernel rejects the whole batch with ENOENT.
 func rejectFlushes(n *NFT) {
-	hook := func(c *nftables.Conn) error {
+	hook := func(c nftConn) error {
 		c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "egressd_absent"})
 		return nil
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/internal/dnstest"
 	"github.com/egressd/egressd/internal/fakeclock"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/querylog"
@@ -114,24 +115,11 @@ func (l *fakeLog) last(t testing.TB) querylog.Entry {
 	return l.entries[len(l.entries)-1]
 }
 
-// fakeWriter is a dns.ResponseWriter that keeps what is written.
-type fakeWriter struct {
-	remote net.Addr
-	out    []byte
+// fakeWriter is a reply writer of egressd's UDP listener on 127.0.0.1:53
+// that keeps what is written, for a query from remote.
+func fakeWriter(remote net.Addr) *dnstest.Recorder {
+	return &dnstest.Recorder{Local: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}, Remote: remote}
 }
-
-func (w *fakeWriter) LocalAddr() net.Addr         { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
-func (w *fakeWriter) RemoteAddr() net.Addr        { return w.remote }
-func (w *fakeWriter) Write(b []byte) (int, error) { w.out = b; return len(b), nil }
-func (w *fakeWriter) WriteMsg(m *dns.Msg) error {
-	b, err := m.Pack()
-	w.out = b
-	return err
-}
-func (w *fakeWriter) Close() error        { return nil }
-func (w *fakeWriter) TsigStatus() error   { return nil }
-func (w *fakeWriter) TsigTimersOnly(bool) {}
-func (w *fakeWriter) Hijack()             {}
 
 func udpClient(ip string) net.Addr {
 	return &net.UDPAddr{IP: net.ParseIP(ip), Port: 40000}
@@ -183,13 +171,13 @@ func newEnv(t testing.TB, o Options) *testEnv {
 // UDP and returns the unpacked response.
 func (env *testEnv) serve(t testing.TB, client string, req *dns.Msg) *dns.Msg {
 	t.Helper()
-	w := &fakeWriter{remote: udpClient(client)}
+	w := fakeWriter(udpClient(client))
 	env.srv.ServeDNS(w, req)
-	if w.out == nil {
+	if w.Out == nil {
 		t.Fatal("no response written")
 	}
 	resp := new(dns.Msg)
-	if err := resp.Unpack(w.out); err != nil {
+	if err := resp.Unpack(w.Out); err != nil {
 		t.Fatalf("response does not parse: %v", err)
 	}
 	if resp.Id != req.Id {

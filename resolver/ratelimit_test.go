@@ -20,13 +20,13 @@ import (
 // returns the reply's RCODE, or dropped when nothing was written.
 func answered(t *testing.T, env *testEnv, remote net.Addr) int {
 	t.Helper()
-	w := &fakeWriter{remote: remote}
+	w := fakeWriter(remote)
 	env.srv.ServeDNS(w, question("a.example.", dns.TypeA))
-	if w.out == nil {
+	if w.Out == nil {
 		return dropped
 	}
 	var m dns.Msg
-	if err := m.Unpack(w.out); err != nil {
+	if err := m.Unpack(w.Out); err != nil {
 		t.Fatal(err)
 	}
 	return m.Rcode

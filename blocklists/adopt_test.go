@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/egressd/egressd/internal/testfile"
 )
 
 // A Manager built for a reload takes over the lists of categories whose
@@ -31,7 +33,7 @@ func TestLoadFromAdoptsUnchangedCategories(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	file := t.TempDir() + "/extra.txt"
-	writeFile(t, file, "extra.example\n")
+	testfile.Write(t, file, "extra.example\n")
 
 	specs := []CategorySpec{{Name: "ads", Sources: []string{srv.URL + "/ads.txt"}}}
 	first := newTestManager(t, specs, Options{})

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/internal/lockedbuf"
+	"github.com/egressd/egressd/internal/testfile"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
@@ -38,10 +39,7 @@ func TestProbeAgreesWithNftAndLeavesNothing(t *testing.T) {
 	if left := ns.exec(t, "nft", "list", "tables"); strings.TrimSpace(left) != "" {
 		t.Errorf("probe left tables behind: %q", left)
 	}
-	file := filepath.Join(t.TempDir(), "labels.nft")
-	if err := writeFile(file, labelRuleset); err != nil {
-		t.Fatal(err)
-	}
+	file := testfile.Write(t, filepath.Join(t.TempDir(), "labels.nft"), labelRuleset)
 	nftAccepts := ns.Command("nft", "-f", file).Run() == nil
 	if got.CtLabels != nftAccepts {
 		t.Fatalf("probe says labels %t, nft loading label rules says %t", got.CtLabels, nftAccepts)

@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -86,10 +85,6 @@ func expectMarkedDial(t *testing.T, ns *testNS, addr string, mark uint32, passes
 	case !passes && !isTimeout(err):
 		t.Errorf("connect to %s: %v, want timeout (dropped)", addr, err)
 	}
-}
-
-func writeFile(path, content string) error {
-	return os.WriteFile(path, []byte(content), 0o600)
 }
 
 // gatewayTopology puts a gateway namespace between a client (10.97.0.1,

@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/internal/dnstest"
+	"github.com/egressd/egressd/internal/freeport"
 	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/internal/wait"
 )
@@ -53,24 +54,14 @@ func startUpstream(t *testing.T) string {
 	}).Addr
 }
 
+// freePort is a loopback address whose port is free for UDP and TCP.
 func freePort(t *testing.T) string {
 	t.Helper()
-	// UDP and TCP must both be free; take a TCP port and check UDP too.
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err == nil {
-			pc.Close()
-			return addr
-		}
+	ports, err := freeport.Loopback(1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port")
-	return ""
+	return fmt.Sprintf("127.0.0.1:%d", ports[0])
 }
 
 type daemonProc struct {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/internal/netnstest"
+	"github.com/egressd/egressd/internal/testfile"
 	"github.com/miekg/dns"
 )
 
@@ -141,11 +142,7 @@ func tomlList(items []string) string {
 // writeConfig stores the rendered config in the test's temp dir.
 func writeConfig(t *testing.T, c egressdConfig) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "egressd.toml")
-	if err := os.WriteFile(path, []byte(c.render()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testfile.Write(t, filepath.Join(t.TempDir(), "egressd.toml"), c.render())
 }
 
 // egressdProc is one egressd running inside a namespace.

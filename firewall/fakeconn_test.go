@@ -360,58 +360,68 @@ func (c *fakeConn) Flush() error {
 }
 
 func (c *fakeConn) ListTablesOfFamily(f nftables.TableFamily) ([]*nftables.Table, error) {
-	if c.closed {
-		return nil, errFakeClosed
-	}
-	c.k.mu.Lock()
-	defer c.k.mu.Unlock()
 	var out []*nftables.Table
-	for _, name := range slices.Sorted(maps.Keys(c.k.tables)) {
+	err := c.eachTable(func(name string, _ *fakeTable) {
 		out = append(out, &nftables.Table{Family: f, Name: name})
-	}
-	return out, nil
+	})
+	return out, err
 }
 
 func (c *fakeConn) ListChainsOfTableFamily(f nftables.TableFamily) ([]*nftables.Chain, error) {
-	if c.closed {
-		return nil, errFakeClosed
-	}
-	c.k.mu.Lock()
-	defer c.k.mu.Unlock()
 	var out []*nftables.Chain
-	for _, name := range slices.Sorted(maps.Keys(c.k.tables)) {
-		for _, ch := range c.k.tables[name].chains {
+	err := c.eachTable(func(name string, t *fakeTable) {
+		for _, ch := range t.chains {
 			cp := *ch
 			cp.Table = &nftables.Table{Family: f, Name: name}
 			out = append(out, &cp)
 		}
-	}
-	return out, nil
+	})
+	return out, err
 }
 
-func (c *fakeConn) GetRules(t *nftables.Table, ch *nftables.Chain) ([]*nftables.Rule, error) {
+// eachTable calls fn for every table, by name, under the kernel's lock.
+func (c *fakeConn) eachTable(fn func(name string, t *fakeTable)) error {
+	if c.closed {
+		return errFakeClosed
+	}
+	c.k.mu.Lock()
+	defer c.k.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(c.k.tables)) {
+		fn(name, c.k.tables[name])
+	}
+	return nil
+}
+
+// lookup locks the kernel and finds a table in it; on success the caller
+// unlocks.
+func (c *fakeConn) lookup(table string) (*fakeTable, error) {
 	if c.closed {
 		return nil, errFakeClosed
 	}
 	c.k.mu.Lock()
-	defer c.k.mu.Unlock()
-	ft := c.k.tables[t.Name]
+	ft := c.k.tables[table]
 	if ft == nil {
+		c.k.mu.Unlock()
 		return nil, unix.ENOENT
 	}
+	return ft, nil
+}
+
+func (c *fakeConn) GetRules(t *nftables.Table, ch *nftables.Chain) ([]*nftables.Rule, error) {
+	ft, err := c.lookup(t.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer c.k.mu.Unlock()
 	return slices.Clone(ft.rules[ch.Name]), nil
 }
 
 func (c *fakeConn) GetSets(t *nftables.Table) ([]*nftables.Set, error) {
-	if c.closed {
-		return nil, errFakeClosed
+	ft, err := c.lookup(t.Name)
+	if err != nil {
+		return nil, err
 	}
-	c.k.mu.Lock()
 	defer c.k.mu.Unlock()
-	ft := c.k.tables[t.Name]
-	if ft == nil {
-		return nil, unix.ENOENT
-	}
 	var out []*nftables.Set
 	for _, name := range slices.Sorted(maps.Keys(ft.sets)) {
 		cp := *ft.sets[name].set
@@ -422,13 +432,12 @@ func (c *fakeConn) GetSets(t *nftables.Table) ([]*nftables.Set, error) {
 }
 
 func (c *fakeConn) GetSetElements(s *nftables.Set) ([]nftables.SetElement, error) {
-	if c.closed {
-		return nil, errFakeClosed
+	ft, err := c.lookup(s.Table.Name)
+	if err != nil {
+		return nil, err
 	}
-	c.k.mu.Lock()
 	defer c.k.mu.Unlock()
-	ft := c.k.tables[s.Table.Name]
-	if ft == nil || ft.sets[s.Name] == nil {
+	if ft.sets[s.Name] == nil {
 		return nil, unix.ENOENT
 	}
 	now := c.k.now()

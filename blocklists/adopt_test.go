@@ -2,43 +2,27 @@ package blocklists
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
+
+	"github.com/egressd/egressd/internal/listserver"
+	"github.com/egressd/egressd/internal/testfile"
 )
 
 // A Manager built for a reload takes over the lists of categories whose
 // sources did not change without asking their server, so a stalled list
 // server cannot hold a reload back; new categories are loaded.
 func TestLoadFromAdoptsUnchangedCategories(t *testing.T) {
-	release := make(chan struct{})
-	var stalledRequests atomic.Int32
-	var stall atomic.Bool
-	arrived := make(chan struct{}, 16)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if stall.Load() {
-			stalledRequests.Add(1)
-			select {
-			case arrived <- struct{}{}:
-			default:
-			}
-			<-release
-		}
-		w.Write([]byte("ads.example\n"))
-	}))
-	defer srv.Close()
-	defer close(release)
+	srv := listserver.Start(t, "ads.example\n")
 	file := t.TempDir() + "/extra.txt"
-	writeFile(t, file, "extra.example\n")
+	testfile.Write(t, file, "extra.example\n")
 
 	specs := []CategorySpec{{Name: "ads", Sources: []string{srv.URL + "/ads.txt"}}}
 	first := newTestManager(t, specs, Options{})
 	if err := first.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	stall.Store(true) // every later request hangs until the test ends
+	srv.Stall() // every later request hangs until the test ends
 
 	tests := []struct {
 		name  string
@@ -62,7 +46,7 @@ func TestLoadFromAdoptsUnchangedCategories(t *testing.T) {
 					t.Errorf("%s not in category %s after LoadFrom", name, cat)
 				}
 			}
-			if n := stalledRequests.Load(); n != 0 {
+			if n := srv.Stalled(); n != 0 {
 				t.Errorf("LoadFrom asked the list server %d times; adopted lists need no fetch", n)
 			}
 		})
@@ -76,7 +60,7 @@ func TestLoadFromAdoptsUnchangedCategories(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- changed.LoadFrom(ctx, first) }()
 	select {
-	case <-arrived:
+	case <-srv.Arrived():
 	case err := <-done:
 		t.Fatalf("LoadFrom of changed sources returned %v without fetching", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/egressd/egressd/internal/testfile"
 	"github.com/egressd/egressd/metrics"
 )
 
@@ -89,7 +90,7 @@ func TestLastSuccessGauge(t *testing.T) {
 // kept its previous lists because another source was lost.
 func TestLastSuccessNeedsListsInUse(t *testing.T) {
 	good := filepath.Join(t.TempDir(), "good.txt")
-	writeFile(t, good, "good.example\n")
+	testfile.Write(t, good, "good.example\n")
 	ls := newListServer(t, "remote.example\n")
 	mt := metrics.New()
 	m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{good, ls.URL}}}, Options{Metrics: mt})
@@ -99,7 +100,7 @@ func TestLastSuccessNeedsListsInUse(t *testing.T) {
 	}
 	loaded := lastSuccess(mt, "c", good)
 	ls.serve(http.StatusNotFound, "")
-	writeFile(t, good, "good.example\nnew.example\n")
+	testfile.Write(t, good, "good.example\nnew.example\n")
 	pause()
 	if err := m.Refresh(ctx); err == nil {
 		t.Fatal("a lost source was not reported")
@@ -149,7 +150,7 @@ func TestSourceLabel(t *testing.T) {
 func TestStartForgetsRemovedSources(t *testing.T) {
 	dir := t.TempDir()
 	for _, f := range []string{"a.txt", "b.txt"} {
-		writeFile(t, filepath.Join(dir, f), f+".example\n")
+		testfile.Write(t, filepath.Join(dir, f), f+".example\n")
 	}
 	mt := metrics.New()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/egressd/egressd/internal/testfile"
 	"github.com/egressd/egressd/metrics"
 )
 
@@ -91,13 +92,6 @@ func newTestManager(t *testing.T, specs []CategorySpec, opts Options) *Manager {
 		t.Fatalf("NewManager: %v", err)
 	}
 	return m
-}
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func refreshes(mt *metrics.Metrics, cat, result string) float64 {
@@ -230,8 +224,8 @@ func TestBodySizeCap(t *testing.T) {
 
 func TestFileSourcesAndWhere(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "a.txt"), "# header\nexample.com\n*.wild.test\n")
-	writeFile(t, filepath.Join(dir, "b.txt"), "[Adblock Plus 2.0]\n||ads.example.net^\n@@||good.example.com^\n")
+	testfile.Write(t, filepath.Join(dir, "a.txt"), "# header\nexample.com\n*.wild.test\n")
+	testfile.Write(t, filepath.Join(dir, "b.txt"), "[Adblock Plus 2.0]\n||ads.example.net^\n@@||good.example.com^\n")
 	specs := []CategorySpec{
 		{Name: "zeta", Sources: []string{"a.txt", "b.txt"}},
 		{Name: "alpha", Sources: []string{filepath.Join(dir, "a.txt")}, Match: MatchExact},
@@ -288,14 +282,14 @@ func TestFileSourcesAndWhere(t *testing.T) {
 func TestEmptyFileRefreshKeepsList(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "l.txt")
-	writeFile(t, path, "keep.example\n")
+	testfile.Write(t, path, "keep.example\n")
 	mt := metrics.New()
 	m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{path}}}, Options{Metrics: mt})
 	ctx := context.Background()
 	if err := m.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, path, "# emptied by mistake\n")
+	testfile.Write(t, path, "# emptied by mistake\n")
 	_ = m.Refresh(ctx)
 	if m.Match("keep.example") != 1 || refreshes(mt, "c", "empty") != 1 {
 		t.Error("an empty file replaced the list")
@@ -335,7 +329,7 @@ func TestNewManagerRejects(t *testing.T) {
 
 func TestCheckSources(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "l.txt"), "ok.example\nbad name.example\n##cosmetic\n")
+	testfile.Write(t, filepath.Join(dir, "l.txt"), "ok.example\nbad name.example\n##cosmetic\n")
 	specs := []CategorySpec{
 		{Name: "c", Sources: []string{"l.txt", "missing.txt", "https://lists.invalid/x.txt"}},
 	}
@@ -366,7 +360,7 @@ func TestMatchDuringSwaps(t *testing.T) {
 		}
 		return b.String()
 	}
-	writeFile(t, path, version(0))
+	testfile.Write(t, path, version(0))
 	m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{path}, Refresh: time.Millisecond}}, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -397,7 +391,7 @@ func TestMatchDuringSwaps(t *testing.T) {
 		}()
 	}
 	for v := 1; v <= 20; v++ {
-		writeFile(t, path+".tmp", version(v))
+		testfile.Write(t, path+".tmp", version(v))
 		if err := os.Rename(path+".tmp", path); err != nil {
 			t.Fatal(err)
 		}
@@ -417,9 +411,9 @@ func TestMatchDuringSwaps(t *testing.T) {
 
 func TestRPZAndHostsSources(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "zone.rpz"), "$TTL 60\n@ SOA ns. admin. 1 2 3 4 5\n@ NS ns.\n"+
+	testfile.Write(t, filepath.Join(dir, "zone.rpz"), "$TTL 60\n@ SOA ns. admin. 1 2 3 4 5\n@ NS ns.\n"+
 		"bad.example CNAME .\n*.wild.example CNAME .\nok.bad.example CNAME rpz-passthru.\n")
-	writeFile(t, filepath.Join(dir, "hosts"), "127.0.0.1 localhost\n0.0.0.0 ads.example # ad server\n")
+	testfile.Write(t, filepath.Join(dir, "hosts"), "127.0.0.1 localhost\n0.0.0.0 ads.example # ad server\n")
 	m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{"zone.rpz", "hosts"}}}, Options{BaseDir: dir})
 	if err := m.Load(context.Background()); err != nil {
 		t.Fatal(err)
@@ -449,7 +443,7 @@ func TestSharedURLAcrossCategories(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(stale), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, stale, "half a download")
+	testfile.Write(t, stale, "half a download")
 	old := time.Now().Add(-2 * time.Hour)
 	if err := os.Chtimes(stale, old, old); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/egressd/egressd/internal/testfile"
 	"github.com/egressd/egressd/metrics"
 )
 
@@ -47,7 +48,7 @@ func TestRefreshSkipsUnchangedLists(t *testing.T) {
 			ls.serve(http.StatusOK, first+"three.example\n")
 		}},
 		{name: "changed file beside an unchanged URL", change: func(_ *listServer, file string) {
-			writeFile(t, file, "file.example\nthree.example\n")
+			testfile.Write(t, file, "file.example\nthree.example\n")
 		}},
 	}
 	for _, tt := range tests {
@@ -55,7 +56,7 @@ func TestRefreshSkipsUnchangedLists(t *testing.T) {
 			ls := newListServer(t, first)
 			ls.validators(tt.etag, tt.lastModified)
 			file := filepath.Join(t.TempDir(), "local.txt")
-			writeFile(t, file, "file.example\n")
+			testfile.Write(t, file, "file.example\n")
 			mt := metrics.New()
 			opts := Options{StateDir: t.TempDir(), Metrics: mt}
 			if tt.noStateDir {

@@ -13,29 +13,11 @@ import (
 	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/egressd/egressd/internal/fakeclock"
+	"github.com/egressd/egressd/internal/wait"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
-
-// fakeClock is the index's clock; the kernel keeps real time.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func allowSpec() Spec {
 	return Spec{
@@ -44,19 +26,19 @@ func allowSpec() Spec {
 	}
 }
 
-func startNFT(t *testing.T, ns *testNS, spec Spec, clock *fakeClock) *NFT {
+func startNFT(t *testing.T, ns *testNS, spec Spec, clock *fakeclock.Clock) *NFT {
 	t.Helper()
 	return startNFTWith(t, ns, spec, clock, Options{})
 }
 
 // startUnwatchedNFT starts a backend that neither watches nor checks its
 // table, for tests that break the table on purpose.
-func startUnwatchedNFT(t *testing.T, ns *testNS, spec Spec, clock *fakeClock) *NFT {
+func startUnwatchedNFT(t *testing.T, ns *testNS, spec Spec, clock *fakeclock.Clock) *NFT {
 	t.Helper()
 	return startNFTWith(t, ns, spec, clock, Options{NoWatch: true, VerifyEvery: -1})
 }
 
-func startNFTWith(t *testing.T, ns *testNS, spec Spec, clock *fakeClock, opts Options) *NFT {
+func startNFTWith(t *testing.T, ns *testNS, spec Spec, clock *fakeclock.Clock, opts Options) *NFT {
 	t.Helper()
 	opts.NetNS = ns.fd
 	if opts.Logger == nil {
@@ -344,7 +326,7 @@ func TestElementsExpire(t *testing.T) {
 		t.Fatalf("d4 = %v, want 2 elements", got)
 	}
 	var got []nftables.SetElement
-	if !waitUntil(5*time.Second, 100*time.Millisecond, func() bool {
+	if !wait.Until(5*time.Second, 100*time.Millisecond, func() bool {
 		got = elements(t, ns, "egressd", "g_servers_d4")
 		return len(got) == 1 && bytes.Equal(got[0].Key, netip.MustParseAddr("192.0.2.41").AsSlice())
 	}) {
@@ -517,3 +499,6 @@ func TestFailingRequestDoesNotFailItsBatch(t *testing.T) {
 		t.Errorf("elements gauge = %v, want 1", got)
 	}
 }
+
+// newFakeClock is the index's clock; the kernel keeps real time.
+func newFakeClock() *fakeclock.Clock { return fakeclock.New(time.Unix(1_700_000_000, 0)) }

@@ -84,7 +84,7 @@ var setIDs sync.Mutex
 // queueReplace queues, on c, the messages that atomically replace the
 // table with this layout. Adding the table first makes the delete succeed
 // whether or not it existed, so the batch never leaves a gap.
-func (l layout) queueReplace(c *nftables.Conn) (map[string]*nftables.Set, error) {
+func (l layout) queueReplace(c nftConn) (map[string]*nftables.Set, error) {
 	setIDs.Lock()
 	defer setIDs.Unlock()
 	t := l.nftTable()

@@ -106,7 +106,7 @@ func dialAsOtherUser(t *testing.T, ns *testNS, mark uint32, addr string) error {
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// Forked from a thread inside ns, the child starts in ns.
-	runErr := inNetNS(ns.fd, cmd.Run)
+	runErr := ns.Do(cmd.Run)
 	var exit *exec.ExitError
 	switch {
 	case runErr == nil:
@@ -280,7 +280,7 @@ func TestNDShapedDatagramFromProcessIsJudged(t *testing.T) {
 	n := startNFT(t, client, spec, nil)
 
 	var rx net.PacketConn
-	if err := inNetNS(server.fd, func() (err error) {
+	if err := server.Do(func() (err error) {
 		rx, err = net.ListenPacket("ip6:ipv6-icmp", "::")
 		return err
 	}); err != nil {
@@ -294,7 +294,7 @@ func TestNDShapedDatagramFromProcessIsJudged(t *testing.T) {
 	msg = append(msg, marker...)
 	// send returns EPERM when the output hook dropped the datagram.
 	send := func() error {
-		return inNetNS(client.fd, func() error {
+		return client.Do(func() error {
 			c, err := net.Dial("ip6:ipv6-icmp", "fd00:98::2")
 			if err != nil {
 				return err

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/testfile"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -89,9 +90,5 @@ func checkDNATCases(t *testing.T, client, enforcer *testNS, hook, clients string
 
 func nftLoad(t *testing.T, ns *testNS, ruleset string) {
 	t.Helper()
-	path := t.TempDir() + "/rules.nft"
-	if err := writeFile(path, ruleset); err != nil {
-		t.Fatal(err)
-	}
-	ns.exec(t, "nft", "-f", path)
+	ns.exec(t, "nft", "-f", testfile.Write(t, t.TempDir()+"/rules.nft", ruleset))
 }

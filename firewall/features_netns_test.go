@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"log/slog"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/internal/lockedbuf"
+	"github.com/egressd/egressd/internal/testfile"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
@@ -38,11 +39,8 @@ func TestProbeAgreesWithNftAndLeavesNothing(t *testing.T) {
 	if left := ns.exec(t, "nft", "list", "tables"); strings.TrimSpace(left) != "" {
 		t.Errorf("probe left tables behind: %q", left)
 	}
-	file := filepath.Join(t.TempDir(), "labels.nft")
-	if err := writeFile(file, labelRuleset); err != nil {
-		t.Fatal(err)
-	}
-	nftAccepts := exec.Command("ip", "netns", "exec", ns.name, "nft", "-f", file).Run() == nil
+	file := testfile.Write(t, filepath.Join(t.TempDir(), "labels.nft"), labelRuleset)
+	nftAccepts := ns.Command("nft", "-f", file).Run() == nil
 	if got.CtLabels != nftAccepts {
 		t.Fatalf("probe says labels %t, nft loading label rules says %t", got.CtLabels, nftAccepts)
 	}
@@ -82,7 +80,7 @@ func TestFallbackWithoutCtLabelsStillEnforces(t *testing.T) {
 
 	spec := Spec{Table: "egressd", Hooks: []string{HookForward}, Grace: 5 * time.Second,
 		Groups: []GroupSpec{{Name: "clients", Clients: prefixes("10.97.0.0/24")}}}
-	logs := &lockedBuffer{}
+	logs := &lockedbuf.Buffer{}
 	m := metrics.New()
 	probes := 0
 	n := startNFTWith(t, gw, spec, nil, Options{

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/wait"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -102,7 +103,7 @@ func TestAllowDuringPostponedRestore(t *testing.T) {
 	}
 	before := f.n.watch.reported.Load()
 	deleteIt()
-	if !waitUntil(restoreLimit, time.Millisecond, func() bool { return f.n.watch.reported.Load() != before }) {
+	if !wait.Until(restoreLimit, time.Millisecond, func() bool { return f.n.watch.reported.Load() != before }) {
 		t.Fatal("the deletion was never reported")
 	}
 	mustAllow(t, f.n, Allowance{Group: "servers", IPs: addrs("192.0.2.10"), TTL: time.Minute})

@@ -24,7 +24,7 @@ func TestICMPv6NeverDropped(t *testing.T) {
 
 	// Each source address makes the server solicit the client afresh.
 	for _, from := range []string{"fd00:98::2", "fd00:98::3"} {
-		err := inNetNS(server.fd, func() error {
+		err := server.Do(func() error {
 			d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 			c, err := d.Dial("tcp6", "[fd00:98::1]:7000")
 			if err == nil {
@@ -56,7 +56,7 @@ func TestICMPErrorsOfTrackedFlowsPass(t *testing.T) {
 
 	// The server sends to a client port nobody listens on; the client's
 	// port unreachable comes back as a refused read on a connected socket.
-	err := inNetNS(server.fd, func() error {
+	err := server.Do(func() error {
 		c, err := net.Dial("udp4", "10.97.0.1:9")
 		if err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -23,7 +24,7 @@ func TestRestartCarriesElementsOver(t *testing.T) {
 			{Name: "clients", Clients: prefixes("10.98.0.0/24", "fd00:98::/64")},
 			{Name: "retired", Clients: prefixes("10.97.0.0/24")},
 		}}
-	logs := &lockedBuffer{}
+	logs := &lockedbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	first, err := NewNFTables(spec, Options{NetNS: client.fd, Logger: logger})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
@@ -21,7 +22,7 @@ func TestAllowCaps(t *testing.T) {
 	ns := newTestNS(t)
 	clock := newFakeClock()
 	m := metrics.New()
-	var logs lockedBuffer
+	var logs lockedbuf.Buffer
 	spec := allowSpec()
 	spec.MaxAddressesPerAnswer, spec.MaxElementsPerSet = 4, 6
 	n := startNFTWith(t, ns, spec, clock, Options{Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil))})

@@ -35,6 +35,9 @@ type Options struct {
 	// probeSend replaces the kernel's answer to the feature probe in tests;
 	// nil probes the kernel once per process (DetectFeatures).
 	probeSend func(*nftables.Conn) error
+	// connect replaces the netlink connection in unit tests; nil dials
+	// the kernel.
+	connect func() (nftConn, error)
 }
 
 const (
@@ -73,8 +76,9 @@ type NFT struct {
 	closeErr  error
 
 	// Owned by the run goroutine after construction.
-	conn      *nftables.Conn
-	features  Features // fixed at construction; read from any goroutine
+	conn      nftConn
+	connect   func() (nftConn, error) // nil: dial the kernel
+	features  Features                // fixed at construction; read from any goroutine
 	spec      Spec
 	lay       layout
 	sets      map[string]*nftables.Set
@@ -100,7 +104,7 @@ type NFT struct {
 	restoreGate
 	// flushHook, when set, runs before each batch is sent; tests use it to
 	// queue a message the kernel rejects, or to fail the batch outright.
-	flushHook atomic.Pointer[func(*nftables.Conn) error]
+	flushHook atomic.Pointer[func(nftConn) error]
 }
 
 type request struct {
@@ -124,6 +128,7 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 		metrics: opts.Metrics,
 		now:     opts.Now,
 		netns:   opts.NetNS,
+		connect: opts.connect,
 		reqs:    make(chan request, maxBatchRequests),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -189,6 +194,14 @@ func scopeName(s string) string {
 }
 
 func (n *NFT) dial() error {
+	if n.connect != nil {
+		c, err := n.connect()
+		if err != nil {
+			return fmt.Errorf("firewall: netlink: %w", err)
+		}
+		n.conn = c
+		return nil
+	}
 	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(n.netns), nftables.WithSockOptions(bigBuffers, n.rememberPortID))
 	if err != nil {
 		return wrapPermission(fmt.Errorf("firewall: netlink: %w", err))
@@ -482,7 +495,7 @@ func countElements(bySet map[string][]nftables.SetElement) int {
 }
 
 // queueElements adds (or deletes) elements in chunks that fit a message.
-func queueElements(c *nftables.Conn, set *nftables.Set, elems []nftables.SetElement, del bool) error {
+func queueElements(c nftConn, set *nftables.Set, elems []nftables.SetElement, del bool) error {
 	for start := 0; start < len(elems); start += elementsPerMessage {
 		chunk := elems[start:min(start+elementsPerMessage, len(elems))]
 		var err error

@@ -2,9 +2,10 @@ package firewall
 
 import (
 	"net"
-	"os"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/wait"
 )
 
 // linkedPair joins a new client namespace (10.98.0.1) and server namespace
@@ -36,7 +37,7 @@ func linkedPair(t *testing.T, ports ...string) (client, server *testNS) {
 func acceptAndClose(t *testing.T, ns *testNS, network, addr string) {
 	t.Helper()
 	var ln net.Listener
-	if err := inNetNS(ns.fd, func() (err error) {
+	if err := ns.Do(func() (err error) {
 		ln, err = net.Listen(network, addr)
 		return err
 	}); err != nil {
@@ -58,7 +59,7 @@ func acceptAndClose(t *testing.T, ns *testNS, network, addr string) {
 func waitDial(t *testing.T, ns *testNS, addr string) {
 	t.Helper()
 	var err error
-	if !waitUntil(3*time.Second, 50*time.Millisecond, func() bool {
+	if !wait.Until(3*time.Second, 50*time.Millisecond, func() bool {
 		err = dialFrom(t, ns, addr, 0)
 		return err == nil
 	}) {
@@ -84,10 +85,6 @@ func expectMarkedDial(t *testing.T, ns *testNS, addr string, mark uint32, passes
 	case !passes && !isTimeout(err):
 		t.Errorf("connect to %s: %v, want timeout (dropped)", addr, err)
 	}
-}
-
-func writeFile(path, content string) error {
-	return os.WriteFile(path, []byte(content), 0o600)
 }
 
 // gatewayTopology puts a gateway namespace between a client (10.97.0.1,

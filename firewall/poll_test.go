@@ -7,20 +7,9 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-)
 
-// waitUntil checks cond every interval until it holds (true) or limit has
-// passed (false). cond runs at least once, and once more after the limit.
-func waitUntil(limit, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(interval)
-	}
-	return true
-}
+	"github.com/egressd/egressd/internal/wait"
+)
 
 // pollMode says which readings of a tablePoller count.
 type pollMode int
@@ -108,7 +97,7 @@ func pollTable(t *testing.T, ns *testNS, mode pollMode, check func(*nftables.Con
 // seconds at most.
 func (p *tablePoller) waitPolls(k int64) {
 	target := p.polls.Load() + k
-	waitUntil(2*time.Second, time.Millisecond, func() bool { return p.polls.Load() >= target })
+	wait.Until(2*time.Second, time.Millisecond, func() bool { return p.polls.Load() >= target })
 }
 
 // stopPolling ends the poller and waits until it has.

@@ -1,14 +1,12 @@
 package firewall
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net/netip"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,27 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/internal/lockedbuf"
+	"github.com/egressd/egressd/internal/wait"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // restoreLimit bounds how long a restore may take in these tests; the
 // watcher usually restores within milliseconds.
@@ -47,7 +29,7 @@ type driftFixture struct {
 	ns     *testNS
 	n      *NFT
 	m      *metrics.Metrics
-	logs   *lockedBuffer
+	logs   *lockedbuf.Buffer
 	d4, p4 []byte // keys of the allowed elements
 	p4End  []byte
 	table  *nftables.Table
@@ -56,7 +38,7 @@ type driftFixture struct {
 func newDriftFixture(t *testing.T, opts Options) *driftFixture {
 	t.Helper()
 	ns := newTestNS(t)
-	f := &driftFixture{ns: ns, m: metrics.New(), logs: &lockedBuffer{},
+	f := &driftFixture{ns: ns, m: metrics.New(), logs: &lockedbuf.Buffer{},
 		table: &nftables.Table{Family: nftables.TableFamilyINet, Name: "egressd"}}
 	opts.NetNS, opts.Metrics = ns.fd, f.m
 	opts.Logger = slog.New(slog.NewTextHandler(f.logs, nil))
@@ -114,7 +96,7 @@ func (f *driftFixture) restored(t *testing.T) bool {
 func (f *driftFixture) waitRestored(t *testing.T) time.Duration {
 	t.Helper()
 	start := time.Now()
-	if !waitUntil(restoreLimit, 20*time.Millisecond, func() bool { return f.restored(t) }) {
+	if !wait.Until(restoreLimit, 20*time.Millisecond, func() bool { return f.restored(t) }) {
 		t.Fatalf("not restored within %s; Check: %v\nlogs:\n%s", restoreLimit, f.n.Check(), f.logs.String())
 	}
 	// The table is visible before the owner goroutine counts the restore;
@@ -279,14 +261,14 @@ func TestCheckAfterClose(t *testing.T) {
 
 // failFlushes makes every batch fail with err before it is sent.
 func failFlushes(n *NFT, err error) {
-	hook := func(*nftables.Conn) error { return err }
+	hook := func(nftConn) error { return err }
 	n.flushHook.Store(&hook)
 }
 
 // rejectFlushes queues, at the end of every batch, the deletion of a table
 // that does not exist: the kernel rejects the whole batch with ENOENT.
 func rejectFlushes(n *NFT) {
-	hook := func(c *nftables.Conn) error {
+	hook := func(c nftConn) error {
 		c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "egressd_absent"})
 		return nil
 	}
@@ -399,7 +381,7 @@ func TestRestoreRetriesAfterFailure(t *testing.T) {
 	f := newDriftFixture(t, Options{VerifyEvery: -1})
 	failFlushes(f.n, unix.ENOBUFS)
 	f.ns.exec(t, "nft", "delete", "table", "inet", "egressd")
-	if !waitUntil(restoreLimit, 20*time.Millisecond, func() bool {
+	if !wait.Until(restoreLimit, 20*time.Millisecond, func() bool {
 		return strings.Contains(f.logs.String(), "restoring the table failed")
 	}) {
 		t.Fatalf("no failed restore logged:\n%s", f.logs.String())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -14,29 +13,11 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// inNetNS runs fn on a fresh OS thread switched into the namespace. The
-// thread stays locked and is discarded when the goroutine ends, so no
-// goroutine ever runs on it in the wrong namespace. Sockets fn creates keep
-// belonging to the namespace and may be used from anywhere afterwards.
-func inNetNS(fd int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the runtime terminates the thread on exit.
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 // dialFrom tries a TCP connect from inside a namespace, with SO_MARK set
 // when mark is not zero.
 func dialFrom(t *testing.T, ns *testNS, addr string, mark uint32) error {
 	t.Helper()
-	return inNetNS(ns.fd, func() error {
+	return ns.Do(func() error {
 		d := net.Dialer{Timeout: 300 * time.Millisecond}
 		if mark != 0 {
 			d.Control = func(_, _ string, rc syscall.RawConn) error {

@@ -20,7 +20,7 @@ type tableState struct {
 // readTableState lists the table's structure over c. It costs one dump of
 // the inet tables, one of the inet chains, one of the table's sets and one
 // per chain for its rules.
-func readTableState(c *nftables.Conn, table string) (tableState, error) {
+func readTableState(c nftConn, table string) (tableState, error) {
 	st := tableState{table: table, objects: map[string]string{}}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {

@@ -6,9 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/fakeclock"
 )
 
 // fileSize is the size of path, -1 when it does not exist.
@@ -162,37 +163,19 @@ func TestWriterSizeCountRestartsOnReopen(t *testing.T) {
 	}
 }
 
-// fakeNow is a settable clock.
-type fakeNow struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeNow) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeNow) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // Denied (and refused, would_deny) lines from one client are written at
 // most DeniedPerClientRate a second after a burst of as many; the next
 // line written for that client carries how many were left out. Other
 // clients and allowed queries are not affected.
 func TestWriterDeniedPerClientRate(t *testing.T) {
 	const rate = 5
-	clock := &fakeNow{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	path := filepath.Join(t.TempDir(), "q.log")
 	f, _, err := openFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWriter(f, f, path, Options{DeniedPerClientRate: rate, now: clock.now})
+	w := newWriter(f, f, path, Options{DeniedPerClientRate: rate, now: clock.Now})
 	entry := func(client, qname, decision string) *Entry {
 		e := entryNamed(qname, decision)
 		e.Client = client
@@ -209,7 +192,7 @@ func TestWriterDeniedPerClientRate(t *testing.T) {
 			w.Write(entry("10.0.0.66", "allowed.", DecisionAllow))
 		}
 	}
-	clock.add(time.Second / rate) // one token back
+	clock.Advance(time.Second / rate) // one token back
 	w.Write(entry("10.0.0.66", "later.", DecisionDeny))
 	w.Write(entry("10.0.0.66", "later2.", DecisionDeny)) // no token left
 	if err := w.Close(); err != nil {
@@ -251,8 +234,8 @@ func TestWriterDeniedPerClientRate(t *testing.T) {
 
 // The per-client state stays bounded however many clients there are.
 func TestClientRateBounded(t *testing.T) {
-	clock := &fakeNow{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	r := newClientRate(1, clock.now)
+	clock := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := newClientRate(1, clock.Now)
 	for i := range 3 * maxRateClients {
 		r.allow(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
 		r.allow(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)) // suppressed: kept while pending

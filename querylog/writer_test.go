@@ -1,7 +1,6 @@
 package querylog
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -12,27 +11,20 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/testfile"
 )
 
 // readLines decodes every line of path, failing on any invalid line.
 func readLines(t *testing.T, path string) []Entry {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var out []Entry
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	for _, line := range testfile.Lines(t, path) {
 		var e Entry
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("%s: invalid line %q: %v", path, sc.Text(), err)
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("%s: invalid line %q: %v", path, line, err)
 		}
 		out = append(out, e)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

@@ -266,9 +266,9 @@ func TestTTLsAtMostTheAllowance(t *testing.T) {
 			enf := &checkingEnforcer{inEffect: tc.inEffect}
 			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Enforcer: enf, Settings: Settings{MaxTTL: time.Hour}})
 			addr := env.start(t)
-			start := env.clock.now()
+			start := env.clock.Now()
 			for i, age := range []uint32{0, 10, 29} {
-				env.clock.advance(start.Add(time.Duration(age) * time.Second).Sub(env.clock.now()))
+				env.clock.Advance(start.Add(time.Duration(age) * time.Second).Sub(env.clock.Now()))
 				resp := exchange(t, "udp", addr, question("www.example.", dns.TypeA))
 				if len(resp.Answer) != len(answer) {
 					t.Fatalf("age %d: answer %v", age, resp.Answer)

@@ -48,14 +48,14 @@ func serveUncachedLoop(b *testing.B, env *testEnv, qname string) {
 	b.Helper()
 	req := question(qname, dns.TypeA)
 	req.SetEdns0(1232, false)
-	w := &fakeWriter{remote: udpClient("127.0.0.1")}
+	w := fakeWriter(udpClient("127.0.0.1"))
 	b.ReportAllocs()
 	for b.Loop() {
 		env.srv.ServeDNS(w, req)
 	}
 	b.StopTimer()
 	var resp dns.Msg
-	if err := resp.Unpack(w.out); err != nil || len(resp.Answer) != 1 || resp.Rcode != dns.RcodeSuccess {
+	if err := resp.Unpack(w.Out); err != nil || len(resp.Answer) != 1 || resp.Rcode != dns.RcodeSuccess {
 		b.Fatalf("last answer %v (%v)", resp, err)
 	}
 }

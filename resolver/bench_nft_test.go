@@ -1,60 +1,24 @@
 package resolver
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/internal/dnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 )
-
-// requireNetAdmin skips a benchmark that needs root and a network
-// namespace, unless EGRESSD_REQUIRE_NETNS=1 demands that it runs.
-func requireNetAdmin(tb testing.TB) {
-	tb.Helper()
-	miss := func(why string) {
-		if os.Getenv("EGRESSD_REQUIRE_NETNS") == "1" {
-			tb.Fatalf("EGRESSD_REQUIRE_NETNS=1 but %s", why)
-		}
-		tb.Skipf("skipping: %s (needs root with CAP_NET_ADMIN; set EGRESSD_REQUIRE_NETNS=1 to fail instead)", why)
-	}
-	if os.Geteuid() != 0 {
-		miss("not running as root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		miss("ip command not found")
-	}
-}
 
 // newBenchNetNS creates a network namespace for one benchmark and returns
 // a file descriptor of it; nothing in the process enters it, the
 // firewall's netlink sockets are opened in it by that descriptor.
 func newBenchNetNS(tb testing.TB) int {
 	tb.Helper()
-	requireNetAdmin(tb)
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	name := "egbench-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		tb.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	f, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		_ = exec.Command("ip", "netns", "del", name).Run()
-		tb.Fatalf("open netns: %v", err)
-	}
-	tb.Cleanup(func() {
-		f.Close()
-		_ = exec.Command("ip", "netns", "del", name).Run()
-	})
-	return int(f.Fd())
+	netnstest.Require(tb, "this benchmark")
+	return netnstest.New(tb, "egbench-"+netnstest.RandomID()).FD(tb)
 }
 
 // BenchmarkCacheMissFirewall is a cache miss whose answer carries an

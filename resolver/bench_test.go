@@ -62,7 +62,7 @@ func BenchmarkCacheHit(b *testing.B) {
 			if bc.rateLimit { // a limit no query reaches: the cost of the check
 				env.srv.settings().limiter = newRateLimiter(1e12, 1e12, newClientKeys(0, 0))
 			}
-			w := &fakeWriter{remote: udpClient("127.0.0.1")}
+			w := fakeWriter(udpClient("127.0.0.1"))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
@@ -70,7 +70,7 @@ func BenchmarkCacheHit(b *testing.B) {
 			}
 			b.StopTimer()
 			var resp dns.Msg
-			if err := resp.Unpack(w.out); err != nil || len(resp.Answer) != 3 {
+			if err := resp.Unpack(w.Out); err != nil || len(resp.Answer) != 3 {
 				b.Fatalf("last answer %v (%v)", resp, err)
 			}
 		})

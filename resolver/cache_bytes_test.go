@@ -88,10 +88,10 @@ func TestCacheBytesBound(t *testing.T) {
 			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100000, CacheMaxBytes: tt.maxBytes, Enforcer: nopEnforcer{}, QueryLog: nopLog{}, Metrics: m})
 			client := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 			serve := func(name string) {
-				w := &fakeWriter{remote: client}
+				w := fakeWriter(client)
 				env.srv.ServeDNS(w, question(name, dns.TypeTXT))
 				var resp dns.Msg
-				if err := resp.Unpack(w.out); err != nil || resp.Rcode != dns.RcodeSuccess || len(resp.Answer) == 0 {
+				if err := resp.Unpack(w.Out); err != nil || resp.Rcode != dns.RcodeSuccess || len(resp.Answer) == 0 {
 					t.Fatalf("%s: %v (%v)", name, resp.MsgHdr, err)
 				}
 			}

@@ -18,7 +18,7 @@ type cacheStep struct {
 func runCacheSteps(t *testing.T, env *testEnv, up *testUpstream, qname string, steps []cacheStep) {
 	t.Helper()
 	for i, st := range steps {
-		env.clock.advance(st.advance)
+		env.clock.Advance(st.advance)
 		resp := env.serve(t, "127.0.0.1", question(qname, dns.TypeA))
 		if n := up.queries.Load(); n != st.upstream {
 			t.Errorf("step %d: upstream saw %d queries, want %d", i, n, st.upstream)
@@ -77,12 +77,12 @@ func TestCacheNegativeBySOAMinimum(t *testing.T) {
 			if first.Rcode != tt.rcode {
 				t.Fatalf("rcode %s", dns.RcodeToString[first.Rcode])
 			}
-			env.clock.advance(29 * time.Second)
+			env.clock.Advance(29 * time.Second)
 			env.serve(t, "127.0.0.1", question("gone.example.", dns.TypeA))
 			if n := up.queries.Load(); n != 1 {
 				t.Errorf("after 29s upstream saw %d queries, want 1 (cached)", n)
 			}
-			env.clock.advance(time.Second)
+			env.clock.Advance(time.Second)
 			env.serve(t, "127.0.0.1", question("gone.example.", dns.TypeA))
 			if n := up.queries.Load(); n != 2 {
 				t.Errorf("after 30s upstream saw %d queries, want 2 (expired)", n)

@@ -12,6 +12,8 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/enforce"
+	"github.com/egressd/egressd/internal/dnstest"
+	"github.com/egressd/egressd/internal/fakeclock"
 	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/querylog"
 )
@@ -113,42 +115,11 @@ func (l *fakeLog) last(t testing.TB) querylog.Entry {
 	return l.entries[len(l.entries)-1]
 }
 
-// fakeClock is the cache's clock in tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+// fakeWriter is a reply writer of egressd's UDP listener on 127.0.0.1:53
+// that keeps what is written, for a query from remote.
+func fakeWriter(remote net.Addr) *dnstest.Recorder {
+	return &dnstest.Recorder{Local: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}, Remote: remote}
 }
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// fakeWriter is a dns.ResponseWriter that keeps what is written.
-type fakeWriter struct {
-	remote net.Addr
-	out    []byte
-}
-
-func (w *fakeWriter) LocalAddr() net.Addr         { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
-func (w *fakeWriter) RemoteAddr() net.Addr        { return w.remote }
-func (w *fakeWriter) Write(b []byte) (int, error) { w.out = b; return len(b), nil }
-func (w *fakeWriter) WriteMsg(m *dns.Msg) error {
-	b, err := m.Pack()
-	w.out = b
-	return err
-}
-func (w *fakeWriter) Close() error        { return nil }
-func (w *fakeWriter) TsigStatus() error   { return nil }
-func (w *fakeWriter) TsigTimersOnly(bool) {}
-func (w *fakeWriter) Hijack()             {}
 
 func udpClient(ip string) net.Addr {
 	return &net.UDPAddr{IP: net.ParseIP(ip), Port: 40000}
@@ -160,7 +131,7 @@ type testEnv struct {
 	policy   *fakePolicy
 	enforcer *fakeEnforcer
 	log      *fakeLog
-	clock    *fakeClock
+	clock    *fakeclock.Clock
 }
 
 func newEnv(t testing.TB, o Options) *testEnv {
@@ -169,7 +140,7 @@ func newEnv(t testing.TB, o Options) *testEnv {
 		policy:   &fakePolicy{},
 		enforcer: &fakeEnforcer{},
 		log:      &fakeLog{},
-		clock:    &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+		clock:    fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
 	}
 	if o.Clients == nil {
 		o.Clients = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -190,7 +161,7 @@ func newEnv(t testing.TB, o Options) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.now = env.clock.now
+	srv.now = env.clock.Now
 	srv.probe = false // tests count upstream queries; TestReadinessProbe turns it on
 	env.srv = srv
 	return env
@@ -200,13 +171,13 @@ func newEnv(t testing.TB, o Options) *testEnv {
 // UDP and returns the unpacked response.
 func (env *testEnv) serve(t testing.TB, client string, req *dns.Msg) *dns.Msg {
 	t.Helper()
-	w := &fakeWriter{remote: udpClient(client)}
+	w := fakeWriter(udpClient(client))
 	env.srv.ServeDNS(w, req)
-	if w.out == nil {
+	if w.Out == nil {
 		t.Fatal("no response written")
 	}
 	resp := new(dns.Msg)
-	if err := resp.Unpack(w.out); err != nil {
+	if err := resp.Unpack(w.Out); err != nil {
 		t.Fatalf("response does not parse: %v", err)
 	}
 	if resp.Id != req.Id {

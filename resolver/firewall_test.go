@@ -82,7 +82,7 @@ func TestFirewallTTLClampedAndAged(t *testing.T) {
 	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 3600 IN A 192.0.2.1"}, nil))
 	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 10, Settings: Settings{MaxTTL: 5 * time.Minute}})
 	env.serve(t, "127.0.0.1", question("a.example.", dns.TypeA))
-	env.clock.advance(3500 * time.Second)
+	env.clock.Advance(3500 * time.Second)
 	env.serve(t, "127.0.0.1", question("a.example.", dns.TypeA))
 	var ttls []time.Duration
 	for _, a := range env.enforcer.allowances() {

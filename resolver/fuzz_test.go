@@ -73,21 +73,21 @@ func FuzzServeDNS(f *testing.F) {
 			return // never reaches the handler
 		}
 		for _, remote := range []net.Addr{udp, tcp} {
-			w := &fakeWriter{remote: remote}
+			w := fakeWriter(remote)
 			env.srv.ServeDNS(w, &req)
-			if w.out == nil {
+			if w.Out == nil {
 				t.Fatalf("no reply over %s", remote.Network())
 			}
 			var resp dns.Msg
-			if err := resp.Unpack(w.out); err != nil {
+			if err := resp.Unpack(w.Out); err != nil {
 				t.Fatalf("reply over %s does not parse: %v", remote.Network(), err)
 			}
 			if resp.Id != req.Id || !resp.Response {
 				t.Fatalf("reply ID %d QR %v, query ID %d", resp.Id, resp.Response, req.Id)
 			}
 			q := parseQuery(&req, remote.Network() == "udp")
-			if len(w.out) > q.maxSize {
-				t.Fatalf("reply of %d bytes over %s, client takes %d", len(w.out), remote.Network(), q.maxSize)
+			if len(w.Out) > q.maxSize {
+				t.Fatalf("reply of %d bytes over %s, client takes %d", len(w.Out), remote.Network(), q.maxSize)
 			}
 		}
 	})

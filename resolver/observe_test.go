@@ -37,7 +37,7 @@ func TestQueryLogEntry(t *testing.T) {
 		t.Errorf("entry\n got %+v\nwant %+v", got, want)
 	}
 
-	env.clock.advance(50 * time.Second)
+	env.clock.Advance(50 * time.Second)
 	env.serve(t, "127.0.0.9", question("www.example.com.", dns.TypeA))
 	if e := env.log.last(t); !e.Cached || e.TTL != 70 || e.Upstream != "" {
 		t.Errorf("cached entry: cached=%v ttl=%d upstream=%q, want true, 70, none", e.Cached, e.TTL, e.Upstream)

@@ -20,13 +20,13 @@ import (
 // returns the reply's RCODE, or dropped when nothing was written.
 func answered(t *testing.T, env *testEnv, remote net.Addr) int {
 	t.Helper()
-	w := &fakeWriter{remote: remote}
+	w := fakeWriter(remote)
 	env.srv.ServeDNS(w, question("a.example.", dns.TypeA))
-	if w.out == nil {
+	if w.Out == nil {
 		return dropped
 	}
 	var m dns.Msg
-	if err := m.Unpack(w.out); err != nil {
+	if err := m.Unpack(w.Out); err != nil {
 		t.Fatal(err)
 	}
 	return m.Rcode
@@ -60,7 +60,7 @@ func TestRateLimitPerClient(t *testing.T) {
 	}
 	limited := 0
 	for _, st := range steps {
-		env.clock.advance(st.advance)
+		env.clock.Advance(st.advance)
 		if got := answered(t, env, st.remote); got != st.want {
 			t.Fatalf("%s: got %s, want %s", st.name, rcodeName(got), rcodeName(st.want))
 		}
@@ -340,7 +340,7 @@ func TestRateLimitLogged(t *testing.T) {
 		{"next interval", a, time.Nanosecond, dropped, 3, "2"},
 	}
 	for _, st := range steps {
-		env.clock.advance(st.advance)
+		env.clock.Advance(st.advance)
 		if got := answered(t, env, st.remote); got != st.want {
 			t.Fatalf("%s: got %s, want %s", st.name, rcodeName(got), rcodeName(st.want))
 		}

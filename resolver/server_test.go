@@ -249,11 +249,11 @@ func TestConcurrentMissesCoalesce(t *testing.T) {
 	rcodes := make([]int, clients)
 	for i := range clients {
 		wg.Go(func() {
-			w := &fakeWriter{remote: udpClient(fmt.Sprintf("127.0.0.%d", i+1))}
+			w := fakeWriter(udpClient(fmt.Sprintf("127.0.0.%d", i+1)))
 			env.srv.ServeDNS(w, question("slow.example.", dns.TypeA))
 			var m dns.Msg
 			rcodes[i] = -1
-			if m.Unpack(w.out) == nil {
+			if m.Unpack(w.Out) == nil {
 				rcodes[i] = m.Rcode
 			}
 		})

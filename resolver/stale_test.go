@@ -63,7 +63,7 @@ func TestServeStale(t *testing.T) {
 			addr.Store("192.0.2.1")
 			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Settings: Settings{ServeStale: tt.stale}})
 			for _, st := range tt.steps {
-				env.clock.advance(st.advance)
+				env.clock.Advance(st.advance)
 				dead.Store(st.dead)
 				if !st.dead {
 					addr.Store(st.ip)
@@ -155,7 +155,7 @@ func TestStaleAnswerTimer(t *testing.T) {
 	env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100, Timeout: 5 * time.Second, Settings: Settings{ServeStale: time.Hour}})
 	env.serve(t, "127.0.0.1", question("slow.example.", dns.TypeA))
 
-	env.clock.advance(2 * time.Minute)
+	env.clock.Advance(2 * time.Minute)
 	slow.Store(true)
 	ip.Store("192.0.2.2")
 	start := time.Now()
@@ -174,7 +174,7 @@ func TestStaleAnswerTimer(t *testing.T) {
 	close(release)
 	released = true
 	waitFor(t, func() bool {
-		a, _, ok := env.srv.cache.get(keyOf(&query{qname: "slow.example.", qtype: dns.TypeA, qclass: dns.ClassINET}), env.clock.now())
+		a, _, ok := env.srv.cache.get(keyOf(&query{qname: "slow.example.", qtype: dns.TypeA, qclass: dns.ClassINET}), env.clock.Now())
 		return ok && len(a.addrs) == 1 && a.addrs[0].String() == "192.0.2.2"
 	})
 	resp = env.serve(t, "127.0.0.1", question("slow.example.", dns.TypeA))

@@ -1,16 +1,16 @@
 package main
 
 import (
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/listserver"
+	"github.com/egressd/egressd/internal/wait"
 )
 
 // A reload applies a rule change at once, however long a list server
@@ -18,18 +18,7 @@ import (
 // config is in use. Before, SIGHUP fetched every list first, so a stalled
 // server held the change back for the whole fetch timeout (2 minutes).
 func TestReloadDoesNotWaitForListServers(t *testing.T) {
-	release := make(chan struct{})
-	var stall atomic.Bool
-	var stalled atomic.Int32
-	lists := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if stall.Load() {
-			stalled.Add(1)
-			<-release
-		}
-		w.Write([]byte("blocked.test\n"))
-	}))
-	defer lists.Close()
-	defer close(release)
+	lists := listserver.Start(t, "blocked.test\n")
 
 	dir := t.TempDir()
 	upstream := startUpstream(t)
@@ -45,11 +34,11 @@ sources = ["` + lists.URL + `/ads.txt"]
 		t.Fatalf("before reload other.test: rcode %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
 	}
 
-	stall.Store(true)
+	lists.Stall()
 	writeFile(t, dir, "egressd.toml", strings.Replace(base, `allow = ["allowed.test", "*.allowed.test"]`, `allow = ["other.test", "blocked.test"]`, 1))
 	_ = d.cmd.Process.Signal(syscall.SIGHUP)
 	// The list fetch timeout is 2 minutes; the reload must not wait for it.
-	if !eventually(time.Minute, 20*time.Millisecond, func() bool { return strings.Contains(d.stderr.String(), "config reloaded") }) {
+	if !wait.Until(time.Minute, 20*time.Millisecond, func() bool { return strings.Contains(d.stderr.String(), "config reloaded") }) {
 		t.Fatalf("no reload while the list server stalls; log:\n%s", d.stderr.String())
 	}
 	if r := d.query(t, "other.test"); r.Rcode != dns.RcodeSuccess {
@@ -60,7 +49,7 @@ sources = ["` + lists.URL + `/ads.txt"]
 	if r := d.query(t, "www.blocked.test"); r.Rcode != dns.RcodeNameError {
 		t.Errorf("after reload www.blocked.test: rcode %s, want NXDOMAIN from the kept list", dns.RcodeToString[r.Rcode])
 	}
-	if !eventually(time.Minute, 20*time.Millisecond, func() bool { return stalled.Load() > 0 }) {
+	if !wait.Until(time.Minute, 20*time.Millisecond, func() bool { return lists.Stalled() > 0 }) {
 		t.Error("the lists were not refreshed in the background after the reload")
 	}
 }

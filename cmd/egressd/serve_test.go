@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +19,9 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/internal/dnstest"
+	"github.com/egressd/egressd/internal/freeport"
+	"github.com/egressd/egressd/internal/lockedbuf"
+	"github.com/egressd/egressd/internal/wait"
 )
 
 // buildBinary compiles egressd once per test run.
@@ -52,48 +54,21 @@ func startUpstream(t *testing.T) string {
 	}).Addr
 }
 
+// freePort is a loopback address whose port is free for UDP and TCP.
 func freePort(t *testing.T) string {
 	t.Helper()
-	// UDP and TCP must both be free; take a TCP port and check UDP too.
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err == nil {
-			pc.Close()
-			return addr
-		}
+	ports, err := freeport.Loopback(1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port")
-	return ""
+	return fmt.Sprintf("127.0.0.1:%d", ports[0])
 }
 
 type daemonProc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *lockedbuf.Buffer
 	dns    string
 	http   string
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func startDaemon(t *testing.T, conf, dnsAddr, httpAddr string) *daemonProc {
@@ -102,7 +77,7 @@ func startDaemon(t *testing.T, conf, dnsAddr, httpAddr string) *daemonProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemonProc{stderr: &syncBuffer{}, dns: dnsAddr, http: httpAddr}
+	d := &daemonProc{stderr: &lockedbuf.Buffer{}, dns: dnsAddr, http: httpAddr}
 	d.cmd = exec.Command(bin, "serve", "-config", conf)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
@@ -124,23 +99,10 @@ func startDaemon(t *testing.T, conf, dnsAddr, httpAddr string) *daemonProc {
 		_, _, err := c.Exchange(m, dnsAddr)
 		return err == nil
 	}
-	if !eventually(10*time.Second, 50*time.Millisecond, answers) {
+	if !wait.Until(10*time.Second, 50*time.Millisecond, answers) {
 		t.Fatalf("egressd did not answer on %s", dnsAddr)
 	}
 	return d
-}
-
-// eventually checks cond every interval until it holds (true) or limit
-// has passed (false).
-func eventually(limit, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(interval)
-	}
-	return false
 }
 
 func (d *daemonProc) query(t *testing.T, name string) *dns.Msg {
@@ -157,7 +119,7 @@ func (d *daemonProc) query(t *testing.T, name string) *dns.Msg {
 
 func (d *daemonProc) waitLog(t *testing.T, fragment string) {
 	t.Helper()
-	if !eventually(5*time.Second, 20*time.Millisecond, func() bool { return strings.Contains(d.stderr.String(), fragment) }) {
+	if !wait.Until(5*time.Second, 20*time.Millisecond, func() bool { return strings.Contains(d.stderr.String(), fragment) }) {
 		t.Fatalf("daemon log lacks %q", fragment)
 	}
 }

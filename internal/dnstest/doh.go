@@ -58,17 +58,20 @@ func StartDoHServer(t testing.TB, pki *PKI, h Handler, reply DoHReply, http2 boo
 		d.mu.Lock()
 		d.requests = append(d.requests, DoHRequest{r.Method, r.URL.Path, r.Header.Get("Content-Type"), r.ProtoMajor, q.Id, len(body)})
 		d.mu.Unlock()
-		rec := &recorder{remote: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}}
+		rec := &Recorder{
+			Local:  &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443},
+			Remote: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000},
+		}
 		h(rec, q, false)
-		if rec.out == nil {
+		if rec.Out == nil {
 			return
 		}
 		if reply != nil {
-			reply(w, rec.out)
+			reply(w, rec.Out)
 			return
 		}
 		w.Header().Set("Content-Type", "application/dns-message")
-		w.Write(rec.out)
+		w.Write(rec.Out)
 	}))
 	d.srv.EnableHTTP2 = http2
 	d.srv.TLS = pki.ServerConfig()
@@ -95,25 +98,3 @@ func (d *DoHServer) Seen() []DoHRequest {
 	defer d.mu.Unlock()
 	return slices.Clone(d.requests)
 }
-
-// recorder is a dns.ResponseWriter that keeps the last message written.
-type recorder struct {
-	remote net.Addr
-	out    []byte
-}
-
-func (w *recorder) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443} }
-func (w *recorder) RemoteAddr() net.Addr { return w.remote }
-func (w *recorder) Write(b []byte) (int, error) {
-	w.out = b
-	return len(b), nil
-}
-func (w *recorder) WriteMsg(m *dns.Msg) error {
-	b, err := m.Pack()
-	w.out = b
-	return err
-}
-func (w *recorder) Close() error        { return nil }
-func (w *recorder) TsigStatus() error   { return nil }
-func (w *recorder) TsigTimersOnly(bool) {}
-func (w *recorder) Hijack()             {}

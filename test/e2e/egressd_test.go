@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -15,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/lockedbuf"
+	"github.com/egressd/egressd/internal/netnstest"
+	"github.com/egressd/egressd/internal/testfile"
 	"github.com/miekg/dns"
 )
 
@@ -141,37 +142,15 @@ func tomlList(items []string) string {
 // writeConfig stores the rendered config in the test's temp dir.
 func writeConfig(t *testing.T, c egressdConfig) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "egressd.toml")
-	if err := os.WriteFile(path, []byte(c.render()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// lockedBuffer collects a process's output while tests read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	return testfile.Write(t, filepath.Join(t.TempDir(), "egressd.toml"), c.render())
 }
 
 // egressdProc is one egressd running inside a namespace.
 type egressdProc struct {
 	ns      *netns
 	cmd     *exec.Cmd
-	stdout  lockedBuffer
-	stderr  lockedBuffer
+	stdout  lockedbuf.Buffer
+	stderr  lockedbuf.Buffer
 	exited  chan struct{}
 	waitErr error
 	config  string

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 	"github.com/miekg/dns"
 )
 

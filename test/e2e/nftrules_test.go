@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 )
 
 // TestNftRulesLoads feeds `egressd nft-rules` output to nft, first as a

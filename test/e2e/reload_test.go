@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/internal/wait"
 )
 
 // TestReloadToEnforceClosesWhatAuditApproved: after SIGHUP switches the
@@ -32,10 +34,8 @@ func TestReloadToEnforceClosesWhatAuditApproved(t *testing.T) {
 	cfg.Allow = []string{"allowed.test", "twin.test"}
 	p.reload(t, cfg)
 	reloaded := func() bool { return strings.Contains(p.stderr.String(), "config reloaded") }
-	for deadline := time.Now().Add(10 * time.Second); !reloaded(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("egressd did not log \"config reloaded\" within 10s of SIGHUP")
-		}
+	if !wait.Until(10*time.Second, 50*time.Millisecond, reloaded) {
+		t.Fatal("egressd did not log \"config reloaded\" within 10s of SIGHUP")
 	}
 	expectDropped(t, g.client1, ap(deniedIP, 80), "denied.test, approved in audit mode, after the switch to enforce")
 	expectDropped(t, g.client1, ap(bulkIP(2), 80), "n2.bulk.test after its rule was removed")

@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 	"github.com/miekg/dns"
 )
 

@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/internal/testfile"
 )
 
 // Names the policy is about. authd answers h<N>.bench.test; everything
@@ -93,18 +93,5 @@ func tomlList(items []string) string {
 
 // writeConfig replaces path atomically, so egressd never reads half a file.
 func writeConfig(path string, c configParams) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".egressd-config-*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.WriteString(c.render()); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return testfile.Replace(path, c.render())
 }

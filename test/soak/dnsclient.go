@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 	"github.com/miekg/dns"
 )
 

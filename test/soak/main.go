@@ -25,7 +25,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 	"golang.org/x/sys/unix"
 )
 

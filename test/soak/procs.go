@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 )
 
 // proc is one program the soak started. Everything it starts is stopped

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 )
 
 // scraper reads egressd's /metrics from inside the gateway namespace.

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/netnstest"
 	"github.com/mdlayher/netlink"
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"

@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 
-	"github.com/egressd/egressd/test/internal/netnstest"
+	"github.com/egressd/egressd/internal/freeport"
+	"github.com/egressd/egressd/internal/netnstest"
 )
 
 // topology says where everything runs and which addresses it uses.
@@ -76,7 +76,7 @@ func buildNamespaces(id string) (*topology, error) {
 // buildLoopback picks free loopback ports for egressd, its metrics and
 // the two upstreams.
 func buildLoopback() (*topology, error) {
-	ports, err := freePorts(4)
+	ports, err := freeport.Loopback(4)
 	if err != nil {
 		return nil, err
 	}
@@ -87,31 +87,6 @@ func buildLoopback() (*topology, error) {
 		metrics:    netip.AddrPortFrom(lo, ports[3]),
 		clientNets: []string{"127.0.0.0/8"},
 	}, nil
-}
-
-// freePorts returns ports free for both UDP and TCP at the time of the
-// call; they are released at once, so a race with another program is
-// possible but unlikely.
-func freePorts(n int) ([]uint16, error) {
-	var ports []uint16
-	for tries := 0; len(ports) < n && tries < 50; tries++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		port := uint16(l.Addr().(*net.TCPAddr).Port)
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		ports = append(ports, port)
-	}
-	if len(ports) < n {
-		return nil, fmt.Errorf("found only %d free loopback ports", len(ports))
-	}
-	return ports, nil
 }
 
 // teardown deletes every namespace created, last first, and returns the

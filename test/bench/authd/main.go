@@ -18,10 +18,11 @@ import (
 	"log"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
+
+	"github.com/egressd/egressd/internal/testfile"
 )
 
 func main() {
@@ -73,18 +74,5 @@ func writeStats(path string, queries uint64) error {
 	if path == "" {
 		return fmt.Errorf("no -stats file given")
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".authd-stats-*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.WriteString(strconv.FormatUint(queries, 10) + "\n"); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return testfile.Replace(path, strconv.FormatUint(queries, 10)+"\n")
 }

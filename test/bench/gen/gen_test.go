@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/config"
+	"github.com/egressd/egressd/internal/testfile"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -68,7 +67,7 @@ func TestGenerateFiles(t *testing.T) {
 		{"blocked.txt", 4, "# generated benchmark category: 3 domains"},
 	}
 	for _, tc := range tests {
-		lines := readLines(t, filepath.Join(dir, tc.file))
+		lines := testfile.Lines(t, filepath.Join(dir, tc.file))
 		if len(lines) != tc.lines {
 			t.Errorf("%s: %d lines, want %d", tc.file, len(lines), tc.lines)
 		}
@@ -76,7 +75,7 @@ func TestGenerateFiles(t *testing.T) {
 			t.Errorf("%s: lines %q, want the first to be %q", tc.file, lines, tc.first)
 		}
 	}
-	if last := readLines(t, filepath.Join(dir, "blocked.txt"))[3]; last != "d2.blocked.test" {
+	if last := testfile.Lines(t, filepath.Join(dir, "blocked.txt"))[3]; last != "d2.blocked.test" {
 		t.Errorf("last blocked domain %q, want d2.blocked.test", last)
 	}
 	for file, backend := range map[string]string{"egressd.toml": "none", "egressd-nft.toml": "nftables"} {
@@ -146,22 +145,4 @@ func TestPolicyAllowsBenchmarkNames(t *testing.T) {
 			t.Errorf("%s asking %s: %v (group %q, rule %q), want %v", tc.client, tc.name, d.Verdict, d.Group, d.Rule, tc.want)
 		}
 	}
-}
-
-func readLines(t *testing.T, path string) []string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return lines
 }

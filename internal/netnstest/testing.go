@@ -39,3 +39,17 @@ func New(t testing.TB, name string) Namespace {
 	}
 	return ns
 }
+
+// FD opens the namespace and returns a file descriptor of it, closed when
+// the test ends (before a namespace made by New is deleted). Netlink
+// sockets opened by it (nftables.WithNetNSFd) live in the namespace
+// without any thread entering it.
+func (ns Namespace) FD(t testing.TB) int {
+	t.Helper()
+	f, err := os.Open("/run/netns/" + ns.Name)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", ns.Name, err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}

@@ -41,15 +41,7 @@ func TestMarkHelperProcess(t *testing.T) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(4)
 	}
-	d := net.Dialer{Timeout: 500 * time.Millisecond, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
+	d := markedDialer(500*time.Millisecond, mark)
 	c, err := d.Dial("tcp", addr)
 	switch {
 	case err == nil:

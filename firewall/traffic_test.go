@@ -13,23 +13,30 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
+// markedDialer dials with SO_MARK set on the socket when mark is not zero.
+func markedDialer(timeout time.Duration, mark uint32) net.Dialer {
+	d := net.Dialer{Timeout: timeout}
+	if mark == 0 {
+		return d
+	}
+	d.Control = func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}
+	return d
+}
+
 // dialFrom tries a TCP connect from inside a namespace, with SO_MARK set
 // when mark is not zero.
 func dialFrom(t *testing.T, ns *testNS, addr string, mark uint32) error {
 	t.Helper()
 	return ns.Do(func() error {
-		d := net.Dialer{Timeout: 300 * time.Millisecond}
-		if mark != 0 {
-			d.Control = func(_, _ string, rc syscall.RawConn) error {
-				var serr error
-				if err := rc.Control(func(fd uintptr) {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
-				}); err != nil {
-					return err
-				}
-				return serr
-			}
-		}
+		d := markedDialer(300*time.Millisecond, mark)
 		c, err := d.Dial("tcp", addr)
 		if err == nil {
 			c.Close()

@@ -98,7 +98,7 @@ func (q *query) patchQuestion(msg []byte) {
 		}
 		spelled = buf[:n]
 	}
-	if len(spelled) != end-headerLen || !equalFoldASCII(spelled, msg[headerLen:end]) {
+	if len(spelled) != end-headerLen || !upstream.EqualName(spelled, msg[headerLen:end]) {
 		return
 	}
 	copy(msg[headerLen:end], spelled)
@@ -129,25 +129,6 @@ func plainWireName(dst []byte, name string) ([]byte, bool) {
 		}
 	}
 	return append(dst, 0), true
-}
-
-func equalFoldASCII(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if lowerASCII(a[i]) != lowerASCII(b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }
 
 // normalizeName is the form policy and the cache key on.

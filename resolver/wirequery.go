@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/resolver/upstream"
 )
 
 // Offsets of the header counts not in wire.go.
@@ -156,7 +158,7 @@ func wireNameStrings(wire []byte) (spelled, lower string) {
 		return spelled, spelled
 	}
 	for i, c := range b {
-		b[i] = lowerASCII(c)
+		b[i] = upstream.LowerASCII(c)
 	}
 	return spelled, string(b)
 }

@@ -197,22 +197,23 @@ func NewQuery(name string, qtype, qclass uint16, cd, do bool) *dns.Msg {
 // same as policy's.
 func normalizeName(name string) string { return policy.NormalizeName(name) }
 
-// EqualName compares DNS names in presentation form, ignoring ASCII case:
-// the match a reply's question must meet, and the resolver's for names in
-// an answer.
-func EqualName(a, b string) bool {
+// EqualName compares DNS names, in presentation form or as wire labels,
+// ignoring ASCII case: the match a reply's question must meet, and the
+// resolver's for names in an answer and in a client's query.
+func EqualName[T ~string | ~[]byte](a, b T) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := 0; i < len(a); i++ {
-		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+		if LowerASCII(a[i]) != LowerASCII(b[i]) {
 			return false
 		}
 	}
 	return true
 }
 
-func lowerASCII(c byte) byte {
+// LowerASCII folds one byte of a DNS name; other bytes stay as they are.
+func LowerASCII(c byte) byte {
 	if 'A' <= c && c <= 'Z' {
 		return c + 'a' - 'A'
 	}

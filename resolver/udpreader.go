@@ -60,8 +60,9 @@ func (r *udpReader) serveSessions(conn *net.UDPConn) error {
 	}
 }
 
-// handle answers one datagram through inline when it needs neither an
-// upstream nor a firewall push, and otherwise passes it to a worker.
+// handle answers one datagram through inline when stage 1 can
+// (answerReady), and otherwise hands it, with what stage 1 settled, to a
+// worker.
 func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) {
 	u := r.u
 	q, ok := u.parse(inline, msg)
@@ -69,7 +70,13 @@ func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) 
 		return
 	}
 	c := caller{start: received, addr: inline.client(), udp: true}
-	if !u.s.admitQuery(inline, &q, c) || u.s.serve(inline, &q, c, true) {
+	if !u.s.admitQuery(inline, &q, c) {
+		r.answered++
+		return
+	}
+	var p progress
+	if u.s.answerReady(c.addr, &q, &p) {
+		u.s.reply(inline, &q, c, &p.o)
 		r.answered++
 		return
 	}
@@ -82,7 +89,7 @@ func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) 
 	}
 	u.busy.Add(1)
 	u.wg.Add(1)
-	job := udpJob{w: &udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c, slot: slot}
+	job := udpJob{w: &udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c, slot: slot, p: p}
 	select {
 	case u.jobs <- job:
 	default:

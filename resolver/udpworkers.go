@@ -59,12 +59,13 @@ const yieldEvery = 32
 // worker busy, before it lets the runtime poll the network anyway.
 const pollEvery = 1024
 
-// udpJob is a query the reader could not answer from the cache.
+// udpJob is a query stage 1 handed over, for stage 2.
 type udpJob struct {
 	w      *udpResponse
 	q      query
 	caller caller
 	slot   inFlightSlot // the in-flight slot the job holds
+	p      progress     // what stage 1 settled
 }
 
 // udpWorkersFilter is a dns.DecorateReader for the UDP server.
@@ -141,7 +142,7 @@ func isWildcard(conn *net.UDPConn) bool {
 func (u *udpWorkers) work(job udpJob) {
 	var idle *time.Timer
 	for {
-		u.s.serve(job.w, &job.q, job.caller, false)
+		u.s.serve(job.w, &job.q, job.caller, &job.p)
 		u.s.inFlight.release(job.slot)
 		u.busy.Add(-1)
 		u.wg.Done()

@@ -1,3 +1,32 @@
+// The UDP fast path: the socket-level part of the resolver, for the UDP
+// listeners. It is these files and nothing else of the request path:
+//
+//	udpworkers.go       udpWorkers, the reader wrapper miekg/dns starts and
+//	                    stops; the worker pool; udpResponse
+//	udpreader.go        the reading loops and the hand-over (this file)
+//	udpbatch_linux.go   recvmmsg/sendmmsg batches for address-bound sockets
+//	pollyield_linux.go  letting the runtime poll while the reader is busy
+//	wirequery.go        reading common queries without dns.Msg.Unpack
+//
+// Its contract with the request path (handler.go) is two calls, after
+// admitQuery has fixed the query's configuration and applied the rate
+// limit once:
+//
+//   - Stage 1, Server.answerReady, on the reader: it answers from what is
+//     at hand without waiting (denials, hosts and local answers, cache hits
+//     whose addresses the firewall already has in effect), and the reader
+//     then writes the answer with Server.reply; or it reports that the
+//     query must be handed over, having sent and counted nothing.
+//   - Stage 2, Server.serve, on a worker: the reader first takes an
+//     in-flight slot for the query (none free: dropped, see overInFlight),
+//     then hands the query and its progress (the policy and decision stage
+//     1 read, the vetted answer it found) to a worker, which runs the rest
+//     of the path (upstream exchange, firewall push), answers and releases
+//     the slot.
+//
+// TCP and any other socket go through Server.ServeDNS, which runs stage 2
+// alone on the connection's goroutine.
+
 package resolver
 
 import (

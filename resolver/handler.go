@@ -145,14 +145,16 @@ func (s *Server) resolve(client netip.Addr, q *query, p *progress) {
 	if !p.decided && s.decide(client, q, p) {
 		return
 	}
-	ans := p.found
+	ans := p.found // found and vetted by stage 1: only the push is left
 	if ans == nil {
 		var ok bool
 		if ans, ok = s.find(q, &p.o); !ok {
 			var err error
-			if ans, err = s.fetch(q, &p.o); err == errNoSlot {
-				return
-			} else if err != nil {
+			ans, err = s.fetch(q, &p.o)
+			switch {
+			case err == errNoSlot:
+				return // no answer: serve hands the query to overInFlight
+			case err != nil:
 				s.log.Warn("upstream failed", "qname", q.qname, "qtype", dns.TypeToString[q.qtype], "err", err)
 				p.o.ans = rcodeAnswer(q, dns.RcodeServerFailure)
 				return

@@ -25,7 +25,7 @@ const (
 const upstreamHosts = "hosts"
 
 // outcome is what the request path decided: the answer to send and what to
-// record about it. Nothing reaches the client until ServeDNS writes it.
+// record about it. Nothing reaches the client until reply writes it.
 type outcome struct {
 	ans      *answer
 	age      uint32 // seconds the answer spent in the cache
@@ -37,18 +37,34 @@ type outcome struct {
 	cached   bool
 	cacheHit bool // a fresh cache entry, not a stale one
 	upstream string
-	// mustWait: the query is cacheOnly and its answer needs an upstream
-	// exchange or a firewall push; nothing has been sent or counted.
-	mustWait bool
 }
 
-// ServeDNS implements dns.Handler.
+// progress is how far a query has come through the steps of the request
+// path. decide fills in the policy, read once, and its decision; every later
+// step checks against those two, never against a policy a reload swapped in
+// meanwhile, just as q.cfg is the configuration read once at admission.
+// When stage 1 (answerReady) hands a query over, its progress goes with it
+// and stage 2 (resolve) carries on from there.
+type progress struct {
+	pol     Policy
+	d       policy.Decision
+	decided bool // decide let the query on
+	// found is an answer find had at hand and vet let through: only the
+	// firewall push is left to do.
+	found *answer
+	o     outcome // o.ans is set once the answer is final
+}
+
+// ServeDNS implements dns.Handler: TCP, and UDP where the reader does not
+// run (see udpWorkers). It runs the whole path (stage 2) on the caller's
+// goroutine.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	c := s.callerOf(w)
 	q := parseQuery(req, c.udp)
 	if s.admitQuery(w, &q, c) {
 		q.slot = slotState{lazy: true, client: c.addr}
-		s.serve(w, &q, c, false)
+		var p progress
+		s.serve(w, &q, c, &p)
 	}
 }
 
@@ -71,8 +87,7 @@ func (s *Server) callerOf(w dns.ResponseWriter) caller {
 }
 
 // admitQuery fixes the configuration q is served under and applies the
-// rate limit, which must run once per query even when a query is served
-// in two attempts (see serve).
+// rate limit, once per query, before either stage.
 func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
 	q.cfg = s.cur.Load()
 	if l := q.cfg.limiter; l != nil {
@@ -84,28 +99,94 @@ func (s *Server) admitQuery(w dns.ResponseWriter, q *query, c caller) bool {
 	return true
 }
 
-// serve runs the request path for an admitted query, writes the answer and
-// records it. With cacheOnly the path stops before anything that may wait
-// (an upstream exchange, a firewall push of addresses not yet in effect)
-// and serve then returns false having sent and recorded nothing, so the UDP
-// reader can answer cache hits itself and pass only the rest, each with an
-// in-flight slot (see inFlight), to a worker, which serves them again.
-// A query with a lazy slot (TCP, whose goroutines the connection limits
-// bound) takes one only before an upstream exchange, so its cache hits
-// never wait for one.
-func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool) bool {
-	q.cacheOnly = cacheOnly
-	o := s.resolve(c.addr, q)
+// The request path runs in two stages over the same steps, in this order:
+//
+//	decide  ACL, request checks, policy, DoH canary, denials
+//	find    ANY, hosts, locally served zones, the cache: never waits
+//	fetch   the upstreams, or a stale cache entry: may wait
+//	vet     chain length, denied targets, deny_addresses, rebinding
+//	push    the firewall allowance, in effect before the answer is sent
+//
+// Stage 1, answerReady, is the UDP reader's: it answers what is at hand
+// without waiting (find instead of fetch, and instead of push only asking
+// whether the addresses are already in effect). Stage 2, resolve, is the
+// whole path, for the workers the reader hands the rest to and for TCP.
+// Each step either settles the outcome (done) or hands on to the next;
+// nothing is written to the client until the outcome is final.
+
+// answerReady is stage 1: it answers q from what is at hand, in p.o, or
+// reports false when q needs an upstream exchange or a firewall push that
+// may wait, having sent and counted nothing; p then holds what stage 2
+// carries on from.
+func (s *Server) answerReady(client netip.Addr, q *query, p *progress) bool {
+	if s.decide(client, q, p) {
+		return true
+	}
+	ans, ok := s.find(q, &p.o)
+	if !ok {
+		return false // fetch: stage 2 looks again first, the cache may have it by then
+	}
+	if s.vet(client, q, p, ans) {
+		return true
+	}
+	if !s.inEffect(client, q, p, ans) {
+		p.found = ans
+		return false // push
+	}
+	p.o.ans = ans
+	return true
+}
+
+// resolve is stage 2, the whole request path, carrying on from what stage
+// 1 left in p (nothing, for TCP). It settles p.o, unless fetch found no
+// in-flight slot for q: then q.slot.refused says why and there is no
+// answer.
+func (s *Server) resolve(client netip.Addr, q *query, p *progress) {
+	if !p.decided && s.decide(client, q, p) {
+		return
+	}
+	ans := p.found // found and vetted by stage 1: only the push is left
+	if ans == nil {
+		var ok bool
+		if ans, ok = s.find(q, &p.o); !ok {
+			var err error
+			ans, err = s.fetch(q, &p.o)
+			switch {
+			case err == errNoSlot:
+				return // no answer: serve hands the query to overInFlight
+			case err != nil:
+				s.log.Warn("upstream failed", "qname", q.qname, "qtype", dns.TypeToString[q.qtype], "err", err)
+				p.o.ans = rcodeAnswer(q, dns.RcodeServerFailure)
+				return
+			}
+		}
+		if s.vet(client, q, p, ans) {
+			return
+		}
+	}
+	if s.push(client, q, p, ans) {
+		return
+	}
+	p.o.ans = ans
+}
+
+// serve runs stage 2 for an admitted query, then answers it. A query with
+// a lazy slot (TCP, whose goroutines the connection limits bound) takes one
+// only in fetch, so its cache hits never wait for one.
+func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, p *progress) {
+	s.resolve(c.addr, q, p)
 	if q.slot.held {
 		defer s.inFlight.release(q.slot.slot)
 	}
-	if o.mustWait {
-		if q.slot.refused != "" {
-			s.overInFlight(w, q, c, q.slot.refused)
-			return true
-		}
-		return false
+	if q.slot.refused != "" {
+		s.overInFlight(w, q, c, q.slot.refused)
+		return
 	}
+	s.reply(w, q, c, &p.o)
+}
+
+// reply renders o's answer for q, writes it and records it.
+func (s *Server) reply(w dns.ResponseWriter, q *query, c caller, o *outcome) {
 	out, err := o.ans.renderTo(answerBuffer(w), q, o.age, q.cfg.maxTTL)
 	if err != nil {
 		s.log.Error("cannot render answer", "qname", q.qname, "err", err)
@@ -115,8 +196,7 @@ func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool)
 	if _, err := w.Write(out); err != nil {
 		s.log.Debug("cannot write answer", "client", c.addr, "err", err)
 	}
-	s.record(c.start, c.addr, q, &o)
-	return true
+	s.record(c.start, c.addr, q, o)
 }
 
 // answerBuffer returns the buffer w lends for rendering answers, if any.
@@ -127,77 +207,123 @@ func answerBuffer(w dns.ResponseWriter) []byte {
 	return nil
 }
 
-// resolve is the whole request path, in order. Each step either produces
-// the final outcome or hands on to the next; the firewall push happens
-// after the answer is known and before anything is sent.
-func (s *Server) resolve(client netip.Addr, q *query) outcome {
+// decide is the first step: the ACL, the request checks, then the policy,
+// read once into p with its decision. It reports true when that settles the
+// answer (REFUSED, a check's RCODE, the DoH canary, a denial in enforce
+// mode); otherwise the query goes on, logged allow or would_deny.
+func (s *Server) decide(client netip.Addr, q *query, p *progress) (done bool) {
 	if !q.cfg.allows(client) {
-		return outcome{ans: rcodeAnswer(q, dns.RcodeRefused), decision: decisionRefused}
+		p.o = outcome{ans: rcodeAnswer(q, dns.RcodeRefused), decision: decisionRefused}
+		return true
 	}
 	if rcode, ok := checkRequest(q); !ok {
-		return outcome{ans: rcodeAnswer(q, rcode), decision: decisionRefused}
+		p.o = outcome{ans: rcodeAnswer(q, rcode), decision: decisionRefused}
+		return true
 	}
 
-	pol := s.currentPolicy()
-	d := pol.Decide(client, q.qname, q.qtype)
-	o := outcome{decision: decisionAllow, group: d.Group, rule: d.Rule, source: d.Source}
+	p.pol = s.currentPolicy()
+	p.d = p.pol.Decide(client, q.qname, q.qtype)
+	d, o := &p.d, &p.o
+	*o = outcome{decision: decisionAllow, group: d.Group, rule: d.Rule, source: d.Source}
 	if d.Group == "" {
 		o.decision, o.ans = decisionRefused, rcodeAnswer(q, dns.RcodeRefused)
-		return o
+		return true
 	}
 	if q.cfg.DoHCanary {
 		if ans, ok := canaryAnswer(q); ok {
 			o.decision, o.rule, o.source, o.ans = decisionDeny, q.qname, "server.doh_canary", ans
-			return o
+			return true
 		}
 	}
 	if d.Verdict == policy.Deny {
 		o.action = d.Action.String()
 		if d.Mode == policy.ModeEnforce {
-			o.decision, o.ans = decisionDeny, denyAnswer(q, d)
-			return o
+			o.decision, o.ans = decisionDeny, denyAnswer(q, *d)
+			return true
 		}
 		o.decision = decisionWouldDeny
 	}
+	p.decided = true
+	return false
+}
 
-	ans, err := s.lookup(q, &o)
-	if err == errMustWait {
-		return outcome{mustWait: true}
+// find returns the answer to a permitted query that is at hand: RFC 8482
+// for ANY, static hosts, the locally served zones, a fresh cache entry. It
+// never waits, and a miss is counted by fetch, so stage 1 counts nothing.
+func (s *Server) find(q *query, o *outcome) (*answer, bool) {
+	if q.qtype == dns.TypeANY {
+		return anyAnswer(q), true
 	}
-	if err != nil {
-		s.log.Warn("upstream failed", "qname", q.qname, "qtype", dns.TypeToString[q.qtype], "err", err)
-		o.ans = rcodeAnswer(q, dns.RcodeServerFailure)
-		return o
+	if addrs, ok := q.cfg.hosts[q.qname]; ok {
+		o.upstream = upstreamHosts
+		return addressAnswer(q, addrs), true
 	}
+	if ans, ok := s.localAnswer(q); ok {
+		o.upstream = upstreamLocal
+		return ans, true
+	}
+	if s.cache != nil {
+		if ans, age, ok := s.cache.get(keyOf(q), s.now()); ok {
+			o.cached, o.cacheHit, o.age = true, true, age // counted in record, once
+			return ans, true
+		}
+	}
+	return nil, false
+}
 
+// fetch asks the upstreams for q (or answers a stale cache entry, see
+// forwardOrStale), after counting the cache miss. A query with a lazy
+// slot takes its in-flight slot here, and gets errNoSlot when none is
+// free.
+func (s *Server) fetch(q *query, o *outcome) (*answer, error) {
+	if s.cache != nil {
+		s.countCache(false)
+		s.countCacheEntries() // get drops expired entries
+	}
+	if !s.takeSlot(q) {
+		return nil, errNoSlot
+	}
+	return s.forwardOrStale(keyOf(q), q, o)
+}
+
+// errNoSlot stops a query that found no in-flight slot free.
+var errNoSlot = errors.New("no in-flight slot free")
+
+// vet checks an answer against the policy and decision decide read: a
+// chain too long to check, denied CNAME and HTTPS/SVCB targets, the
+// group's deny_addresses, rebinding. It reports true when one denies the
+// answer in enforce mode (p.o is then the denial); in audit mode the
+// query goes on, logged would_deny.
+func (s *Server) vet(client netip.Addr, q *query, p *progress, ans *answer) (done bool) {
+	d, o := &p.d, &p.o
 	// A chain too long to follow to its end cannot be checked: never
 	// answer part of one.
 	if ans.overlong {
 		s.log.Warn("CNAME chain too long; answering SERVFAIL", "rule", ruleChainTooLong, "limit", maxChainHops, "client", client, "qname", q.qname)
 		o.decision, o.rule, o.source, o.action = decisionDeny, ruleChainTooLong, sourceChainTooLong, ""
 		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
-		return o
+		return true
 	}
 
 	// A permitted name may alias a denied one; the client would connect to
 	// the target, so the target's policy counts. HTTPS/SVCB target names
 	// are where the client connects too.
-	if td, denied := deniedTarget(pol, d.Group, ans); denied {
+	if td, denied := deniedTarget(p.pol, d.Group, ans); denied {
 		o.rule, o.source, o.action = td.Rule, td.Source, td.Action.String()
 		if td.Mode == policy.ModeEnforce {
 			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, td), 0
-			return o
+			return true
 		}
 		o.decision = decisionWouldDeny
 	}
 
 	// The group's deny_addresses hold whatever name leads there.
-	if p, denied := deniedAddress(d.DenyAddresses, ans.addrs); denied {
-		s.log.Info("answer with a denied address", "rule", p.String(), "group", d.Group, "client", client, "qname", q.qname)
-		o.rule, o.source, o.action = p.String(), "group["+d.Group+"].deny_addresses", d.Action.String()
+	if pfx, denied := deniedAddress(d.DenyAddresses, ans.addrs); denied {
+		s.log.Info("answer with a denied address", "rule", pfx.String(), "group", d.Group, "client", client, "qname", q.qname)
+		o.rule, o.source, o.action = pfx.String(), "group["+d.Group+"].deny_addresses", d.Action.String()
 		if d.Mode == policy.ModeEnforce {
-			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, d), 0
-			return o
+			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, *d), 0
+			return true
 		}
 		o.decision = decisionWouldDeny
 	}
@@ -206,28 +332,12 @@ func (s *Server) resolve(client netip.Addr, q *query) outcome {
 		s.log.Info("answer with local addresses denied", "rule", ruleRebinding, "group", d.Group, "client", client, "qname", q.qname, "addrs", ans.addrs)
 		o.rule, o.source, o.action = ruleRebinding, sourceRebinding, d.Action.String()
 		if d.Mode == policy.ModeEnforce {
-			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, d), 0
-			return o
+			o.decision, o.ans, o.age = decisionDeny, denyAnswer(q, *d), 0
+			return true
 		}
 		o.decision = decisionWouldDeny
 	}
-
-	if err := s.allowDestinations(client, q, d, ans, o.age); err == errMustWait {
-		return outcome{mustWait: true}
-	} else if errors.Is(err, enforce.ErrLimit) {
-		// A cap keeps clients from filling the sets: fail closed whatever
-		// fail_open says. The firewall counts and logs it, rate-limited.
-		o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
-		return o
-	} else if err != nil {
-		s.log.Error("firewall update failed", "group", d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", q.cfg.FailOpen)
-		if !q.cfg.FailOpen {
-			o.ans, o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
-			return o
-		}
-	}
-	o.ans = ans
-	return o
+	return false
 }
 
 // deniedTarget reports the first CNAME or HTTPS/SVCB target name of ans
@@ -243,86 +353,82 @@ func deniedTarget(pol Policy, group string, ans *answer) (policy.Decision, bool)
 	return policy.Decision{}, false
 }
 
-// lookup finds the answer for a permitted query: RFC 8482 for ANY, static
-// hosts, the cache, then the upstream servers (or a stale cache entry).
-// A cacheOnly query gets errMustWait instead of an upstream exchange, and
-// before the cache counts it, so the second attempt counts it once.
-func (s *Server) lookup(q *query, o *outcome) (*answer, error) {
-	if q.qtype == dns.TypeANY {
-		return anyAnswer(q), nil
-	}
-	if addrs, ok := q.cfg.hosts[q.qname]; ok {
-		o.upstream = upstreamHosts
-		return addressAnswer(q, addrs), nil
-	}
-	if ans, ok := s.localAnswer(q); ok {
-		o.upstream = upstreamLocal
-		return ans, nil
-	}
-	key := keyOf(q)
-	if s.cache != nil {
-		if ans, age, ok := s.cache.get(key, s.now()); ok {
-			o.cached, o.cacheHit, o.age = true, true, age // counted in record, once
-			return ans, nil
-		}
-		if q.cacheOnly {
-			return nil, errMustWait
-		}
-		s.countCache(false)
-		s.countCacheEntries() // get drops expired entries
-	} else if q.cacheOnly {
-		return nil, errMustWait
-	}
-	if !s.takeSlot(q) {
-		return nil, errMustWait
-	}
-	return s.forwardOrStale(key, q, o)
-}
-
-// errMustWait stops a cacheOnly query that needs the upstream.
-var errMustWait = errors.New("answer needs an upstream exchange or a firewall push")
-
-// pushesToFirewall reports whether allowed answers go to an enforcer that
-// may have to wait for the kernel.
-func (s *Server) pushesToFirewall() bool {
-	enf := s.currentEnforcer()
+// push puts the answer's addresses (but those never pushed, see
+// neverPushed) into the firewall and returns once they are in effect.
+// It reports true when that fails and the answer is SERVFAIL: always at
+// an enforcer's cap (a cap keeps clients from filling the sets, so it
+// fails closed whatever fail_open says; the firewall counts and logs it,
+// rate-limited), and for other errors unless fail_open.
+func (s *Server) push(client netip.Addr, q *query, p *progress, ans *answer) (done bool) {
+	enf := s.firewall(ans)
 	if enf == nil {
 		return false
-	}
-	_, none := enf.(*enforce.None)
-	return !none
-}
-
-// allowDestinations pushes the answer's addresses (but those never pushed,
-// see neverPushed) into the firewall and returns once they are in effect.
-// Answers without addresses need nothing. With cacheOnly it only checks, without waiting, that they already are,
-// and returns errMustWait when they are not or it cannot tell.
-func (s *Server) allowDestinations(client netip.Addr, q *query, d policy.Decision, ans *answer, age uint32) error {
-	if len(ans.push) == 0 || !s.pushesToFirewall() {
-		return nil
-	}
-	enf := s.currentEnforcer()
-	ttl := time.Duration(ans.remainingTTL(age, q.cfg.maxTTL)) * time.Second
-	if q.cacheOnly {
-		c, ok := enf.(enforce.InEffectChecker)
-		if ok && c.InEffect(enforce.Allowance{Group: d.Group, Client: client, IPs: ans.push, Ports: d.Ports, TTL: ttl, Name: q.qname, Targets: ans.approvedBy}) {
-			return nil
-		}
-		return errMustWait
 	}
 	// A context shared with other queries: a timer per query costs more
 	// than the push itself when the firewall already has the addresses.
 	ctx := s.fwDeadline.context(time.Now())
-	return enf.Allow(ctx, enforce.Allowance{
-		Group:  d.Group,
-		Client: client,
-		IPs:    slices.Clone(ans.push), // the answer is shared; the enforcer may sort or keep its copy
-		Ports:  d.Ports,
-		TTL:    ttl,
-		// What the answer was approved for, so a reload can re-check it.
+	a := s.allowance(client, q, &p.d, ans, p.o.age)
+	a.IPs = slices.Clone(ans.push) // the answer is shared; the enforcer may sort or keep its copy
+	err := enf.Allow(ctx, a)
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, enforce.ErrLimit):
+	default:
+		s.log.Error("firewall update failed", "group", p.d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", q.cfg.FailOpen)
+		if q.cfg.FailOpen {
+			return false
+		}
+	}
+	p.o.ans, p.o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
+	return true
+}
+
+// inEffect is push's stand-in in stage 1: it reports, without waiting,
+// whether the answer's addresses are already in effect for as long as it
+// lives (or it has none to push); false when they are not or the enforcer
+// cannot tell.
+func (s *Server) inEffect(client netip.Addr, q *query, p *progress, ans *answer) bool {
+	enf := s.firewall(ans)
+	if enf == nil {
+		return true
+	}
+	c, ok := enf.(enforce.InEffectChecker)
+	return ok && c.InEffect(s.allowance(client, q, &p.d, ans, p.o.age))
+}
+
+// firewall returns the enforcer ans must be pushed to, or nil when it has
+// no addresses to push or the enforcer is the none backend, which never
+// waits for anything.
+func (s *Server) firewall(ans *answer) enforce.Enforcer {
+	if len(ans.push) == 0 {
+		return nil
+	}
+	enf := s.currentEnforcer()
+	if enf == nil {
+		return nil
+	}
+	if _, none := enf.(*enforce.None); none {
+		return nil
+	}
+	return enf
+}
+
+// allowance is what the firewall is asked to let client reach for ans,
+// aged age seconds: its addresses (shared with the answer), the group's
+// ports, the smallest remaining TTL, and what the answer was approved for,
+// so a reload can re-check it (Targets is shared too; the enforcer copies
+// what it keeps).
+func (s *Server) allowance(client netip.Addr, q *query, d *policy.Decision, ans *answer, age uint32) enforce.Allowance {
+	return enforce.Allowance{
+		Group:   d.Group,
+		Client:  client,
+		IPs:     ans.push,
+		Ports:   d.Ports,
+		TTL:     time.Duration(ans.remainingTTL(age, q.cfg.maxTTL)) * time.Second,
 		Name:    q.qname,
-		Targets: ans.approvedBy, // shared; the enforcer copies what it keeps
-	})
+		Targets: ans.approvedBy,
+	}
 }
 
 // remote returns the client's address (IPv4-mapped addresses unmapped, so

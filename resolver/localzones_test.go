@@ -148,7 +148,7 @@ func TestLocallyServedZones(t *testing.T) {
 	}
 }
 
-// The UDP reader's path (cache-only attempt first) serves local zones
+// The UDP reader's path (stage 1, answerReady) serves local zones
 // without the upstream too.
 func TestLocallyServedZonesOverUDP(t *testing.T) {
 	up := startUpstream(t, ptrUpstream(t))

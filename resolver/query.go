@@ -34,9 +34,6 @@ type query struct {
 	// 64 KiB over TCP.
 	maxSize int
 
-	// cacheOnly stops the path before an upstream exchange or a firewall
-	// push (see Server.serve).
-	cacheOnly bool
 	// slot is the query's in-flight slot (see Server.takeSlot).
 	slot slotState
 	// cfg is the configuration the query was admitted under; it follows

@@ -1,3 +1,32 @@
+// The UDP fast path: the socket-level part of the resolver, for the UDP
+// listeners. It is these files and nothing else of the request path:
+//
+//	udpworkers.go       udpWorkers, the reader wrapper miekg/dns starts and
+//	                    stops; the worker pool; udpResponse
+//	udpreader.go        the reading loops and the hand-over (this file)
+//	udpbatch_linux.go   recvmmsg/sendmmsg batches for address-bound sockets
+//	pollyield_linux.go  letting the runtime poll while the reader is busy
+//	wirequery.go        reading common queries without dns.Msg.Unpack
+//
+// Its contract with the request path (handler.go) is two calls, after
+// admitQuery has fixed the query's configuration and applied the rate
+// limit once:
+//
+//   - Stage 1, Server.answerReady, on the reader: it answers from what is
+//     at hand without waiting (denials, hosts and local answers, cache hits
+//     whose addresses the firewall already has in effect), and the reader
+//     then writes the answer with Server.reply; or it reports that the
+//     query must be handed over, having sent and counted nothing.
+//   - Stage 2, Server.serve, on a worker: the reader first takes an
+//     in-flight slot for the query (none free: dropped, see overInFlight),
+//     then hands the query and its progress (the policy and decision stage
+//     1 read, the vetted answer it found) to a worker, which runs the rest
+//     of the path (upstream exchange, firewall push), answers and releases
+//     the slot.
+//
+// TCP and any other socket go through Server.ServeDNS, which runs stage 2
+// alone on the connection's goroutine.
+
 package resolver
 
 import (
@@ -60,8 +89,9 @@ func (r *udpReader) serveSessions(conn *net.UDPConn) error {
 	}
 }
 
-// handle answers one datagram through inline when it needs neither an
-// upstream nor a firewall push, and otherwise passes it to a worker.
+// handle answers one datagram through inline when stage 1 can
+// (answerReady), and otherwise hands it, with what stage 1 settled, to a
+// worker.
 func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) {
 	u := r.u
 	q, ok := u.parse(inline, msg)
@@ -69,7 +99,13 @@ func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) 
 		return
 	}
 	c := caller{start: received, addr: inline.client(), udp: true}
-	if !u.s.admitQuery(inline, &q, c) || u.s.serve(inline, &q, c, true) {
+	if !u.s.admitQuery(inline, &q, c) {
+		r.answered++
+		return
+	}
+	var p progress
+	if u.s.answerReady(c.addr, &q, &p) {
+		u.s.reply(inline, &q, c, &p.o)
 		r.answered++
 		return
 	}
@@ -82,7 +118,7 @@ func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) 
 	}
 	u.busy.Add(1)
 	u.wg.Add(1)
-	job := udpJob{w: &udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c, slot: slot}
+	job := udpJob{w: &udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c, slot: slot, p: p}
 	select {
 	case u.jobs <- job:
 	default:

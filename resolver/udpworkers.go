@@ -21,12 +21,13 @@ const maxIdleUDPWorkers = 1024
 // udpWorkers replaces miekg/dns's UDP dispatch, which starts a goroutine
 // per datagram: each new goroutine grows its stack while handling the
 // query, and copying stacks cost more than the whole cache-hit path. Here
-// ReadUDP parses each datagram and answers it itself when it needs neither
-// an upstream nor a firewall push that could wait (cache hits whose
-// addresses the firewall already holds, denials), which spares the hand-off
-// to another goroutine; the rest go to long-lived workers (starting one
+// ReadUDP parses each datagram and answers it itself when stage 1 of the
+// request path can (Server.answerReady: cache hits whose addresses the
+// firewall already holds, denials), which spares the hand-off to another
+// goroutine; the rest go to long-lived workers for stage 2 (starting one
 // only when none is idle, ending after udpWorkerIdle without work). The
-// reading loops are in udpreader.go. ReadUDP returns to miekg/dns only
+// reading loops and the two-stage contract are in udpreader.go. ReadUDP
+// returns to miekg/dns only
 // when reading fails, which is how miekg/dns's Shutdown stops it; before
 // returning it waits for the queries being handled, so they are still
 // answered.
@@ -59,12 +60,13 @@ const yieldEvery = 32
 // worker busy, before it lets the runtime poll the network anyway.
 const pollEvery = 1024
 
-// udpJob is a query the reader could not answer from the cache.
+// udpJob is a query stage 1 handed over, for stage 2.
 type udpJob struct {
 	w      *udpResponse
 	q      query
 	caller caller
 	slot   inFlightSlot // the in-flight slot the job holds
+	p      progress     // what stage 1 settled
 }
 
 // udpWorkersFilter is a dns.DecorateReader for the UDP server.
@@ -141,7 +143,7 @@ func isWildcard(conn *net.UDPConn) bool {
 func (u *udpWorkers) work(job udpJob) {
 	var idle *time.Timer
 	for {
-		u.s.serve(job.w, &job.q, job.caller, false)
+		u.s.serve(job.w, &job.q, job.caller, &job.p)
 		u.s.inFlight.release(job.slot)
 		u.busy.Add(-1)
 		u.wg.Done()

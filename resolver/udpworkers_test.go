@@ -58,7 +58,7 @@ func TestUDPWorkersAnswerBurstsAndEnd(t *testing.T) {
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+8 })
 }
 
-// A query served in two attempts (the reader's cache-only one, then a
+// A query served in two stages (the reader's answerReady, then a
 // worker's) must be rate limited, counted, logged and pushed once, with or
 // without a firewall push sending hits to the workers too.
 func TestUDPQueriesCountedOnce(t *testing.T) {

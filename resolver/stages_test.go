@@ -14,7 +14,7 @@ import (
 // stage 1 on it, as the UDP reader does.
 func stageOne(t *testing.T, env *testEnv, name string) (*query, caller, *progress, bool) {
 	t.Helper()
-	w := &fakeWriter{remote: udpClient("127.0.0.1")}
+	w := fakeWriter(udpClient("127.0.0.1"))
 	c := env.srv.callerOf(w)
 	q := parseQuery(question(name, dns.TypeA), true)
 	if !env.srv.admitQuery(w, &q, c) {
@@ -29,10 +29,10 @@ func stageOne(t *testing.T, env *testEnv, name string) (*query, caller, *progres
 // returns the answer.
 func stageTwo(t *testing.T, env *testEnv, q *query, c caller, p *progress) *dns.Msg {
 	t.Helper()
-	w := &fakeWriter{remote: udpClient("127.0.0.1")}
+	w := fakeWriter(udpClient("127.0.0.1"))
 	env.srv.serve(w, q, c, p)
 	resp := new(dns.Msg)
-	if err := resp.Unpack(w.out); err != nil {
+	if err := resp.Unpack(w.Out); err != nil {
 		t.Fatalf("response does not parse: %v", err)
 	}
 	return resp

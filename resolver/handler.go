@@ -46,6 +46,7 @@ type outcome struct {
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	c := s.callerOf(w)
 	q := parseQuery(req, c.udp)
+	s.tapQuery(w, req, c)
 	if s.admitQuery(w, &q, c) {
 		q.slot = slotState{lazy: true, client: c.addr}
 		s.serve(w, &q, c, false)
@@ -115,6 +116,7 @@ func (s *Server) serve(w dns.ResponseWriter, q *query, c caller, cacheOnly bool)
 	if _, err := w.Write(out); err != nil {
 		s.log.Debug("cannot write answer", "client", c.addr, "err", err)
 	}
+	s.tapResponse(w, c, out)
 	s.record(c.start, c.addr, q, &o)
 	return true
 }

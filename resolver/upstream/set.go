@@ -37,6 +37,18 @@ type Options struct {
 	// Answered, when set, is called each time a server answers at all,
 	// whatever the RCODE: the server is reachable.
 	Answered func()
+	// Tap, when set, sees each query sent to a server and each reply
+	// (dnstap).
+	Tap Tap
+}
+
+// Tap receives each query Exchange sends to a server and each reply it
+// gets, with the server as configured (IP:PORT, tls://…, https://…).
+// Both methods must return at once and must not modify or keep the
+// messages.
+type Tap interface {
+	ForwarderQuery(server string, sent time.Time, query *dns.Msg)
+	ForwarderResponse(server string, sent, received time.Time, reply *dns.Msg)
 }
 
 // DefaultTimeout is the per-attempt timeout when Options.Timeout is 0.
@@ -51,6 +63,7 @@ type Set struct {
 	metrics  *metrics.Metrics
 	now      func() time.Time
 	answered func()
+	tap      Tap
 }
 
 // New builds the clients for o. Nothing is dialed until the first
@@ -63,7 +76,7 @@ func New(o Options) (*Set, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Set{timeout: o.Timeout, metrics: o.Metrics, now: o.Now, answered: o.Answered}
+	s := &Set{timeout: o.Timeout, metrics: o.Metrics, now: o.Now, answered: o.Answered, tap: o.Tap}
 	if s.timeout <= 0 {
 		s.timeout = DefaultTimeout
 	}
@@ -114,8 +127,14 @@ func (s *Set) Exchange(parent context.Context, m *dns.Msg) (*dns.Msg, string, er
 		}
 		ctx, cancel := context.WithTimeout(parent, s.timeout)
 		start := time.Now()
+		if s.tap != nil {
+			s.tap.ForwarderQuery(u.String(), start, m)
+		}
 		resp, err := u.Exchange(ctx, m)
 		cancel()
+		if s.tap != nil && resp != nil {
+			s.tap.ForwarderResponse(u.String(), start, time.Now(), resp)
+		}
 		result := classify(resp, err)
 		s.count(u.String(), result, time.Since(start))
 		list.health.observe(i, err == nil, s.now())

@@ -196,33 +196,29 @@ func (o *Output) ClientResponse(client, local netip.AddrPort, tcp bool, received
 		queryTime: received, respTime: sent, responseMs: clone(msg)})
 }
 
-// ForwarderQuery records a query sent to an upstream server (as
-// configured: IP:PORT, tls://…, https://…). It implements upstream.Tap.
-func (o *Output) ForwarderQuery(server string, sent time.Time, query *dns.Msg) {
+// Forwarded records a query sent to an upstream server (as configured:
+// IP:PORT, tls://…, https://…) and its reply, if any, once the attempt
+// is over: FORWARDER_QUERY with the reply's ID (the one the transport
+// sent it with), then FORWARDER_RESPONSE. It implements upstream.Tap.
+func (o *Output) Forwarded(server string, sent, received time.Time, query, reply *dns.Msg) {
 	if !o.opts.Forwarder {
 		return
 	}
-	wire, err := query.Pack()
-	if err != nil {
-		return
-	}
 	a := o.server(server)
-	o.enqueue(event{typ: dt.Message_FORWARDER_QUERY, proto: a.proto, respAddr: a.addr, queryTime: sent, queryMsg: wire})
-}
-
-// ForwarderResponse records a server's reply to a query sent at sent. It
-// implements upstream.Tap.
-func (o *Output) ForwarderResponse(server string, sent, received time.Time, reply *dns.Msg) {
-	if !o.opts.Forwarder {
+	q := *query
+	if reply != nil {
+		q.Id = reply.Id
+	}
+	if wire, err := q.Pack(); err == nil {
+		o.enqueue(event{typ: dt.Message_FORWARDER_QUERY, proto: a.proto, respAddr: a.addr, queryTime: sent, queryMsg: wire})
+	}
+	if reply == nil {
 		return
 	}
-	wire, err := reply.Pack()
-	if err != nil {
-		return
+	if wire, err := reply.Pack(); err == nil {
+		o.enqueue(event{typ: dt.Message_FORWARDER_RESPONSE, proto: a.proto, respAddr: a.addr,
+			queryTime: sent, respTime: received, responseMs: wire})
 	}
-	a := o.server(server)
-	o.enqueue(event{typ: dt.Message_FORWARDER_RESPONSE, proto: a.proto, respAddr: a.addr,
-		queryTime: sent, respTime: received, responseMs: wire})
 }
 
 // serverAddr is what dnstap says about an upstream server: its transport

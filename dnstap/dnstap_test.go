@@ -92,7 +92,8 @@ var (
 	t1     = t0.Add(1500 * time.Microsecond)
 )
 
-// send emits one message of each kind.
+// send emits one message of each kind: a forwarder query without a
+// reply (a timeout), and one with.
 func send(t *testing.T, o *Output) (q, r []byte) {
 	query := new(dns.Msg).SetQuestion("example.com.", dns.TypeA)
 	reply := new(dns.Msg).SetReply(query)
@@ -100,8 +101,8 @@ func send(t *testing.T, o *Output) (q, r []byte) {
 	q, r = wire(t, query), wire(t, reply)
 	o.ClientQuery(client, local, false, t0, q)
 	o.ClientResponse(client, local, true, t0, t1, r)
-	o.ForwarderQuery("198.51.100.9:5353", t0, query)
-	o.ForwarderResponse("tls://[2001:db8::53]:853#dns.example", t0, t1, reply)
+	o.Forwarded("198.51.100.9:5353", t0, t1, query, nil)
+	o.Forwarded("tls://[2001:db8::53]:853#dns.example", t0, t1, query, reply)
 	return q, r
 }
 
@@ -134,6 +135,7 @@ var allKinds = []want{
 	{dt.Message_CLIENT_QUERY, dt.SocketProtocol_UDP, dt.SocketFamily_INET, client, local, t0, time.Time{}, true, false},
 	{dt.Message_CLIENT_RESPONSE, dt.SocketProtocol_TCP, dt.SocketFamily_INET, client, local, t0, t1, false, true},
 	{dt.Message_FORWARDER_QUERY, dt.SocketProtocol_UDP, dt.SocketFamily_INET, netip.AddrPort{}, netip.MustParseAddrPort("198.51.100.9:5353"), t0, time.Time{}, true, false},
+	{dt.Message_FORWARDER_QUERY, dt.SocketProtocol_DOT, dt.SocketFamily_INET6, netip.AddrPort{}, netip.MustParseAddrPort("[2001:db8::53]:853"), t0, time.Time{}, true, false},
 	{dt.Message_FORWARDER_RESPONSE, dt.SocketProtocol_DOT, dt.SocketFamily_INET6, netip.AddrPort{}, netip.MustParseAddrPort("[2001:db8::53]:853"), t0, t1, false, true},
 }
 
@@ -216,8 +218,8 @@ func TestOutputFile(t *testing.T) {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if out.Sent() != 4 || out.Dropped() != 0 || out.Lost() != 0 {
-		t.Errorf("sent %d dropped %d lost %d, want 4 0 0", out.Sent(), out.Dropped(), out.Lost())
+	if out.Sent() != 5 || out.Dropped() != 0 || out.Lost() != 0 {
+		t.Errorf("sent %d dropped %d lost %d, want 5 0 0", out.Sent(), out.Dropped(), out.Lost())
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -254,7 +256,7 @@ func TestOutputKinds(t *testing.T) {
 	}{
 		{"client queries", true, false, false, []dt.Message_Type{dt.Message_CLIENT_QUERY}},
 		{"client responses", false, true, false, []dt.Message_Type{dt.Message_CLIENT_RESPONSE}},
-		{"forwarder", false, false, true, []dt.Message_Type{dt.Message_FORWARDER_QUERY, dt.Message_FORWARDER_RESPONSE}},
+		{"forwarder", false, false, true, []dt.Message_Type{dt.Message_FORWARDER_QUERY, dt.Message_FORWARDER_QUERY, dt.Message_FORWARDER_RESPONSE}},
 		{"none", false, false, false, nil},
 	}
 	for _, tt := range tests {

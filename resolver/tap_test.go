@@ -42,12 +42,11 @@ func (r *recordingTap) ClientResponse(client, local netip.AddrPort, tcp bool, _,
 	r.add(tapEvent{kind: "client_response", client: client, local: local, tcp: tcp, msg: bytes.Clone(msg)})
 }
 
-func (r *recordingTap) ForwarderQuery(server string, _ time.Time, m *dns.Msg) {
-	r.add(tapEvent{kind: "forwarder_query", server: server, qname: m.Question[0].Name})
-}
-
-func (r *recordingTap) ForwarderResponse(server string, _, _ time.Time, m *dns.Msg) {
-	r.add(tapEvent{kind: "forwarder_response", server: server, qname: m.Question[0].Name})
+func (r *recordingTap) Forwarded(server string, _, _ time.Time, query, reply *dns.Msg) {
+	r.add(tapEvent{kind: "forwarder_query", server: server, qname: query.Question[0].Name})
+	if reply != nil {
+		r.add(tapEvent{kind: "forwarder_response", server: server, qname: reply.Question[0].Name})
+	}
 }
 
 // take waits for n events and returns them, clearing the record.

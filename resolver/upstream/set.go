@@ -42,13 +42,14 @@ type Options struct {
 	Tap Tap
 }
 
-// Tap receives each query Exchange sends to a server and each reply it
-// gets, with the server as configured (IP:PORT, tls://…, https://…).
-// Both methods must return at once and must not modify or keep the
-// messages.
+// Tap receives each query Exchange sent to a server, once the attempt is
+// over, with the server as configured (IP:PORT, tls://…, https://…), and
+// the reply, nil when there was none (an error, a timeout). The query
+// carries the ID the resolver gave it; the transport sent it with the
+// reply's (plain DNS picks a random one). Forwarded must return at once
+// and must not modify or keep the messages.
 type Tap interface {
-	ForwarderQuery(server string, sent time.Time, query *dns.Msg)
-	ForwarderResponse(server string, sent, received time.Time, reply *dns.Msg)
+	Forwarded(server string, sent, received time.Time, query, reply *dns.Msg)
 }
 
 // DefaultTimeout is the per-attempt timeout when Options.Timeout is 0.
@@ -127,13 +128,10 @@ func (s *Set) Exchange(parent context.Context, m *dns.Msg) (*dns.Msg, string, er
 		}
 		ctx, cancel := context.WithTimeout(parent, s.timeout)
 		start := time.Now()
-		if s.tap != nil {
-			s.tap.ForwarderQuery(u.String(), start, m)
-		}
 		resp, err := u.Exchange(ctx, m)
 		cancel()
-		if s.tap != nil && resp != nil {
-			s.tap.ForwarderResponse(u.String(), start, time.Now(), resp)
+		if s.tap != nil {
+			s.tap.Forwarded(u.String(), start, time.Now(), m, resp)
 		}
 		result := classify(resp, err)
 		s.count(u.String(), result, time.Since(start))

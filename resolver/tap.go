@@ -21,39 +21,56 @@ type Tap interface {
 	upstream.Tap
 }
 
-// The hooks below cost a nil check when no Tap is set.
+// The hooks below are inlined: a nil check when no Tap is set, and the
+// work in a call of its own when one is.
 
 // tapWireQuery records a UDP query as read from the socket, before the
 // rate limit: what the client asked, whatever becomes of it.
 func (s *Server) tapWireQuery(w *udpResponse, msg []byte) {
-	if t := s.opts.Tap; t != nil {
-		t.ClientQuery(w.peer, addrPortOf(w.LocalAddr()), false, time.Now(), msg)
+	if s.opts.Tap != nil {
+		s.tapDatagram(w, msg)
 	}
+}
+
+func (s *Server) tapDatagram(w *udpResponse, msg []byte) {
+	client, local := endpoints(w)
+	s.opts.Tap.ClientQuery(client, local, false, time.Now(), msg)
 }
 
 // tapQuery records a query miekg/dns unpacked (TCP).
 func (s *Server) tapQuery(w dns.ResponseWriter, req *dns.Msg, c caller) {
-	if t := s.opts.Tap; t != nil {
-		if msg, err := req.Pack(); err == nil {
-			client, local := endpoints(w)
-			t.ClientQuery(client, local, !c.udp, c.start, msg)
-		}
+	if s.opts.Tap != nil {
+		s.tapPacked(w, req, c)
+	}
+}
+
+func (s *Server) tapPacked(w dns.ResponseWriter, req *dns.Msg, c caller) {
+	if msg, err := req.Pack(); err == nil {
+		client, local := endpoints(w)
+		s.opts.Tap.ClientQuery(client, local, !c.udp, c.start, msg)
 	}
 }
 
 // tapResponse records the response written to the client of c.
 func (s *Server) tapResponse(w dns.ResponseWriter, c caller, msg []byte) {
-	if t := s.opts.Tap; t != nil {
-		client, local := endpoints(w)
-		t.ClientResponse(client, local, !c.udp, c.start, time.Now(), msg)
+	if s.opts.Tap != nil {
+		s.tapWritten(w, c, msg)
 	}
+}
+
+func (s *Server) tapWritten(w dns.ResponseWriter, c caller, msg []byte) {
+	client, local := endpoints(w)
+	s.opts.Tap.ClientResponse(client, local, !c.udp, c.start, time.Now(), msg)
 }
 
 // endpoints are the client's and egressd's address of the exchange w
 // answers.
 func endpoints(w dns.ResponseWriter) (client, local netip.AddrPort) {
 	if u, ok := w.(*udpResponse); ok {
-		return u.peer, addrPortOf(u.LocalAddr())
+		if u.conn != nil { // nil only in benchmarks of the reader
+			local = addrPortOf(u.conn.LocalAddr())
+		}
+		return u.peer, local
 	}
 	return addrPortOf(w.RemoteAddr()), addrPortOf(w.LocalAddr())
 }

@@ -2,18 +2,24 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	dt "github.com/dnstap/golang-dnstap"
+	framestream "github.com/farsightsec/golang-framestream"
 	"github.com/miekg/dns"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/egressd/egressd/internal/wait"
 )
@@ -174,4 +180,121 @@ func TestServeDnstapFile(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("dnstap-read shows\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
+}
+
+// TestServeDnstapSocket runs the binary with a unix socket output: a
+// Frame Streams reader gets the messages live; one that accepts and never
+// reads costs answers nothing, and the messages that do not fit the queue
+// are counted as dropped.
+func TestServeDnstapSocket(t *testing.T) {
+	tests := []struct {
+		name  string
+		reads bool
+	}{
+		{"reader", true},
+		{"reader that never reads", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sock := filepath.Join(dir, "tap.sock")
+			ln, err := net.Listen("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			names := make(chan string, 1000)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					defer c.Close()
+					if !tt.reads {
+						continue // held open, never read: not even the handshake
+					}
+					go readFrames(c, names)
+				}
+			}()
+			upstream := startUpstream(t)
+			listen, metricsAddr := freePort(t), freePort(t)
+			conf := writeFile(t, dir, "egressd.toml", serveConfig(upstream, listen, metricsAddr, "none", "")+
+				fmt.Sprintf("\n[dnstap]\noutput = %q\nqueue = 16\nforwarder = false\n", "unix://"+sock))
+			d := startDaemon(t, conf, listen, metricsAddr)
+			const queries = 100
+			for i := range queries {
+				d.query(t, fmt.Sprintf("n%d.allowed.test", i)) // fails the test if unanswered
+			}
+			if tt.reads {
+				seen := map[string]bool{}
+				for len(seen) < queries {
+					select {
+					case n := <-names:
+						seen[n] = true
+					case <-time.After(10 * time.Second):
+						t.Fatalf("dnstap reader got %d of %d names", len(seen), queries)
+					}
+				}
+				return
+			}
+			// The writer never gets past the handshake, so it takes no
+			// message: of the 2 per query at most queue (16) wait, the
+			// rest are dropped.
+			if got := metricValue(t, d, `egressd_dnstap_frames_total{result="dropped"}`); got < 2*queries-16 {
+				t.Errorf("dropped %v dnstap messages, want at least %d", got, 2*queries-16)
+			}
+		})
+	}
+}
+
+// readFrames reads a Frame Streams connection and sends the question
+// name of every CLIENT_RESPONSE.
+func readFrames(c net.Conn, names chan<- string) {
+	fr, err := framestream.NewReader(c, &framestream.ReaderOptions{ContentTypes: [][]byte{dt.FSContentType}, Bidirectional: true})
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		n, err := fr.ReadFrame(buf)
+		if err != nil {
+			return
+		}
+		var m dt.Dnstap
+		if proto.Unmarshal(buf[:n], &m) != nil || m.GetMessage().GetType() != dt.Message_CLIENT_RESPONSE {
+			continue
+		}
+		var resp dns.Msg
+		if resp.Unpack(m.GetMessage().GetResponseMessage()) == nil && len(resp.Question) == 1 {
+			if n, ok := strings.CutSuffix(resp.Question[0].Name, ".allowed.test."); ok {
+				names <- n
+			}
+		}
+	}
+}
+
+// metricValue is the value of the /metrics sample named series.
+func metricValue(t *testing.T, d *daemonProc, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + d.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", series)
+	return 0
 }

@@ -294,7 +294,11 @@ func (o *Output) frame(e *event) ([]byte, error) {
 // runFile writes the queue to a file until Close.
 func (o *Output) runFile(f *os.File, w *framestream.Writer) {
 	defer close(o.done)
-	o.pump(w)
+	if !o.pump(w) {
+		// A failed write leaves the writer broken: stop, and let the
+		// queue fill and count what is dropped.
+		o.log.Error("dnstap: cannot write file; no more dnstap messages until restart", "file", o.opts.File)
+	}
 	if err := w.Close(); err != nil {
 		o.log.Warn("dnstap: cannot finish file", "file", o.opts.File, "err", err)
 	}

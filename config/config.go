@@ -18,6 +18,7 @@ type Config struct {
 	Firewall   Firewall             `toml:"firewall"`
 	Log        Log                  `toml:"log"`
 	Metrics    Metrics              `toml:"metrics"`
+	Dnstap     Dnstap               `toml:"dnstap"`
 	Categories map[string]*Category `toml:"categories"`
 	Groups     []*Group             `toml:"group"`
 	Hosts      map[string][]string  `toml:"hosts"` // name -> addresses, answered locally
@@ -159,6 +160,24 @@ type Log struct {
 
 type Metrics struct {
 	Listen string `toml:"listen"` // "" disables
+}
+
+// Dnstap is the dnstap output of client and forwarder messages.
+type Dnstap struct {
+	// Output is unix:///PATH, tcp://HOST:PORT or file:///PATH; "" disables.
+	Output   string `toml:"output"`
+	Identity string `toml:"identity"` // "" is the host name
+	Version  string `toml:"version"`  // "" is "egressd VERSION"
+	// Queue bounds the messages waiting for the writer; more are dropped.
+	Queue           int   `toml:"queue"`
+	ClientQueries   *bool `toml:"client_queries"`
+	ClientResponses *bool `toml:"client_responses"`
+	Forwarder       *bool `toml:"forwarder"`
+
+	// OutputKind ("unix", "tcp", "file") and OutputTarget (path or
+	// HOST:PORT) are Output parsed; OutputKind is "" when disabled.
+	OutputKind   string `toml:"-"`
+	OutputTarget string `toml:"-"`
 }
 
 type Category struct {

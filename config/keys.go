@@ -34,7 +34,7 @@ func (a Apply) String() string {
 // without a new socket, a new process-wide resource or a second copy of
 // something large: listeners, upstream clients (their sockets carry the
 // firewall mark), the cache's size, the table's identity, the query log's
-// file and the metrics listener.
+// file, the metrics listener and the dnstap output.
 var Keys = map[string]Apply{
 	"server.listen":                   OnRestart,
 	"server.clients":                  OnReload,
@@ -85,6 +85,14 @@ var Keys = map[string]Apply{
 	"log.level":                  OnReload,
 
 	"metrics.listen": OnRestart,
+
+	"dnstap.output":           OnRestart,
+	"dnstap.identity":         OnRestart,
+	"dnstap.version":          OnRestart,
+	"dnstap.queue":            OnRestart,
+	"dnstap.client_queries":   OnRestart,
+	"dnstap.client_responses": OnRestart,
+	"dnstap.forwarder":        OnRestart,
 
 	"categories.*.sources": OnReload,
 	"categories.*.refresh": OnReload,

@@ -165,6 +165,15 @@ func applyDefaults(c *Config) {
 		r := 50.0
 		c.Log.DeniedPerClientRate = &r
 	}
+	if c.Dnstap.Queue == 0 {
+		c.Dnstap.Queue = 10000 // dnstap.DefaultQueue
+	}
+	for _, b := range []**bool{&c.Dnstap.ClientQueries, &c.Dnstap.ClientResponses, &c.Dnstap.Forwarder} {
+		if *b == nil {
+			on := true
+			*b = &on
+		}
+	}
 	for _, cat := range c.Categories {
 		def(&cat.Refresh, "24h")
 		def(&cat.Match, "subdomains")
@@ -263,6 +272,49 @@ func validName(s string) bool {
 	}
 	_, ok := dns.IsDomainName(s)
 	return ok && !strings.ContainsAny(s, " \t*")
+}
+
+// maxDnstapQueue bounds dnstap.queue: a queued message holds a copy of
+// a DNS message (up to 64 KiB over TCP, mostly a few hundred bytes).
+const maxDnstapQueue = 1 << 20
+
+func (v *validator) dnstap(d *Dnstap) {
+	if d.Output != "" {
+		kind, target, err := ParseDnstapOutput(d.Output)
+		if err != nil {
+			v.err("dnstap.output", "dnstap.output: %v", err)
+		}
+		d.OutputKind, d.OutputTarget = kind, target
+	}
+	if d.Queue < 1 || d.Queue > maxDnstapQueue {
+		v.err("dnstap.queue", "dnstap.queue: %d is out of range (1 to %d)", d.Queue, maxDnstapQueue)
+	}
+}
+
+// DnstapOutputSyntax is the accepted forms of dnstap.output.
+const DnstapOutputSyntax = "unix:///PATH, tcp://HOST:PORT or file:///PATH"
+
+// ParseDnstapOutput splits a dnstap.output value into its kind ("unix",
+// "tcp", "file") and its target (an absolute path, or HOST:PORT).
+func ParseDnstapOutput(s string) (kind, target string, err error) {
+	kind, target, ok := strings.Cut(s, "://")
+	bad := fmt.Errorf("invalid output %q (want %s)", s, DnstapOutputSyntax)
+	if !ok {
+		return "", "", bad
+	}
+	switch kind {
+	case "unix", "file":
+		if !strings.HasPrefix(target, "/") || target == "/" {
+			return "", "", bad
+		}
+	case "tcp":
+		if _, port, err := net.SplitHostPort(target); err != nil || port == "" {
+			return "", "", bad
+		}
+	default:
+		return "", "", bad
+	}
+	return kind, target, nil
 }
 
 // maxElementsPerSet is the largest firewall.max_elements_per_set: a
@@ -370,6 +422,8 @@ func (v *validator) validate(c *Config) {
 			v.err("metrics.listen", "metrics.listen: invalid address %q (want HOST:PORT)", c.Metrics.Listen)
 		}
 	}
+
+	v.dnstap(&c.Dnstap)
 
 	for name, cat := range c.Categories {
 		key := "categories." + name

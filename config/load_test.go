@@ -132,6 +132,12 @@ func TestParseErrors(t *testing.T) {
 		{"log size too small", "[log]\nmax_size = \"1KB\"\n", "bad.toml:2: log.max_size: \"1KB\" is less than 64KiB"},
 		{"negative log files", "[log]\nmax_files = -1\n", "bad.toml:2: log.max_files must be between 0 and 1000"},
 		{"negative denied rate", "[log]\ndenied_per_client_rate = -1.0\n", "bad.toml:2: log.denied_per_client_rate must not be negative"},
+		{"dnstap output without scheme", "[dnstap]\noutput = \"/run/tap.sock\"\n", "bad.toml:2: dnstap.output: invalid output \"/run/tap.sock\""},
+		{"dnstap relative path", "[dnstap]\noutput = \"unix://tap.sock\"\n", "bad.toml:2: dnstap.output: invalid output \"unix://tap.sock\""},
+		{"dnstap tcp without port", "[dnstap]\n\noutput = \"tcp://127.0.0.1\"\n", "bad.toml:3: dnstap.output: invalid output \"tcp://127.0.0.1\""},
+		{"dnstap unknown scheme", "[dnstap]\noutput = \"udp://127.0.0.1:6000\"\n", "bad.toml:2: dnstap.output: invalid output"},
+		{"dnstap queue zero", "[dnstap]\nqueue = -1\n", "bad.toml:2: dnstap.queue: -1 is out of range (1 to 1048576)"},
+		{"dnstap queue huge", "[dnstap]\nqueue = 2000000\n", "bad.toml:2: dnstap.queue: 2000000 is out of range"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -274,6 +280,31 @@ func TestLogBounds(t *testing.T) {
 			if l.MaxSizeBytes != tc.wantSize || *l.MaxFiles != tc.wantFiles || *l.DeniedPerClientRate != tc.wantRate {
 				t.Errorf("max_size %d, max_files %d, denied_per_client_rate %v; want %d, %d, %v",
 					l.MaxSizeBytes, *l.MaxFiles, *l.DeniedPerClientRate, tc.wantSize, tc.wantFiles, tc.wantRate)
+			}
+		})
+	}
+}
+
+func TestDnstapOutput(t *testing.T) {
+	tests := []struct {
+		name, conf   string
+		kind, target string
+		queue        int
+		on           bool
+	}{
+		{"default off", "", "", "", 10000, true},
+		{"unix", "[dnstap]\noutput = \"unix:///run/egressd/dnstap.sock\"\n", "unix", "/run/egressd/dnstap.sock", 10000, true},
+		{"tcp", "[dnstap]\noutput = \"tcp://[::1]:6000\"\nqueue = 5\n", "tcp", "[::1]:6000", 5, true},
+		{"file, kinds off", "[dnstap]\noutput = \"file:///var/log/tap.fstrm\"\nclient_queries = false\nclient_responses = false\nforwarder = false\n", "file", "/var/log/tap.fstrm", 10000, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := mustParse(t, "dnstap.toml", []byte(validBase+tc.conf)).Dnstap
+			if d.OutputKind != tc.kind || d.OutputTarget != tc.target || d.Queue != tc.queue {
+				t.Errorf("kind %q target %q queue %d, want %q %q %d", d.OutputKind, d.OutputTarget, d.Queue, tc.kind, tc.target, tc.queue)
+			}
+			if *d.ClientQueries != tc.on || *d.ClientResponses != tc.on || *d.Forwarder != tc.on {
+				t.Errorf("client_queries %v client_responses %v forwarder %v, want all %v", *d.ClientQueries, *d.ClientResponses, *d.Forwarder, tc.on)
 			}
 		})
 	}

@@ -11,7 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// populated returns New(), with the query log and TCP counters watched, and one
+// populated returns New(), with the query log, TCP and dnstap counters watched, and one
 // child created in every labelled vector, because a vector without
 // children is not gathered at all and would escape linting.
 func populated(t *testing.T) *Metrics {
@@ -21,6 +21,9 @@ func populated(t *testing.T) *Metrics {
 		t.Fatal(err)
 	}
 	if err := m.WatchTCP(func() TCPCounters { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WatchDnstap(dnstapCounters{}); err != nil {
 		t.Fatal(err)
 	}
 	v := reflect.ValueOf(m).Elem()
@@ -119,3 +122,9 @@ func TestMetricNamesLint(t *testing.T) {
 		t.Errorf("only %d egressd_ families were linted; vectors without children are missing", prefixed)
 	}
 }
+
+type dnstapCounters struct{}
+
+func (dnstapCounters) Sent() uint64    { return 3 }
+func (dnstapCounters) Dropped() uint64 { return 2 }
+func (dnstapCounters) Lost() uint64    { return 1 }

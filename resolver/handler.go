@@ -61,6 +61,7 @@ type progress struct {
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	c := s.callerOf(w)
 	q := parseQuery(req, c.udp)
+	s.tapQuery(w, req, c)
 	if s.admitQuery(w, &q, c) {
 		q.slot = slotState{lazy: true, client: c.addr}
 		var p progress
@@ -196,6 +197,7 @@ func (s *Server) reply(w dns.ResponseWriter, q *query, c caller, o *outcome) {
 	if _, err := w.Write(out); err != nil {
 		s.log.Debug("cannot write answer", "client", c.addr, "err", err)
 	}
+	s.tapResponse(w, c, out)
 	s.record(c.start, c.addr, q, o)
 }
 

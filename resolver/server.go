@@ -91,8 +91,11 @@ type Options struct {
 	Policy   Policy
 	Enforcer enforce.Enforcer
 	QueryLog QueryLogger
-	Metrics  *metrics.Metrics
-	Logger   *slog.Logger
+	// Tap, when set, receives copies of client and upstream messages
+	// (dnstap).
+	Tap     Tap
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // Server is a running (or ready to run) egressd DNS server.
@@ -165,6 +168,7 @@ func New(o Options) (*Server, error) {
 		Logger:    s.log,
 		Now:       func() time.Time { return s.now() },
 		Answered:  func() { s.ready.Store(true) },
+		Tap:       o.Tap,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %w", err)

@@ -105,6 +105,7 @@ func (u *udpWorkers) parse(w *udpResponse, m []byte) (query, bool) {
 	if acceptQueries(h) != dns.MsgAccept {
 		return query{}, false
 	}
+	u.s.tapWireQuery(w, m)
 	if q, ok := parseWireQuery(m, true); ok {
 		return q, true
 	}

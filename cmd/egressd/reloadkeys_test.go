@@ -67,6 +67,14 @@ var keyEdits = map[string]any{
 
 	"metrics.listen": "127.0.0.1:9154",
 
+	"dnstap.output":           "unix:///run/egressd/dnstap.sock",
+	"dnstap.identity":         "gw1",
+	"dnstap.version":          "custom",
+	"dnstap.queue":            int64(100),
+	"dnstap.client_queries":   false,
+	"dnstap.client_responses": false,
+	"dnstap.forwarder":        false,
+
 	"categories.*.sources": []any{"../blocklists/anonymizers.txt"},
 	"categories.*.refresh": "1h",
 	"categories.*.match":   "exact",

@@ -15,6 +15,7 @@ import (
 
 	"github.com/egressd/egressd/blocklists"
 	"github.com/egressd/egressd/config"
+	"github.com/egressd/egressd/dnstap"
 	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/querylog"
@@ -72,6 +73,7 @@ type daemon struct {
 	// daemon never reports ready, since it enforces nothing.
 	fellBack string
 	qlog     *querylog.Writer
+	tap      *dnstap.Output // nil without dnstap.output
 	server   *resolver.Server
 	http     *metrics.Server
 	cancel   context.CancelFunc
@@ -111,6 +113,9 @@ func (d *daemon) start(parent context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("log.queries: %w", err)
 	}
+	if d.tap, err = openDnstap(cfg, d.logger); err != nil {
+		return err
+	}
 	d.server, err = resolver.New(resolver.Options{
 		Settings:  newRunning(cfg, cfg).resolver,
 		Listen:    cfg.Server.Listen,
@@ -131,6 +136,7 @@ func (d *daemon) start(parent context.Context) error {
 		Policy:               engine,
 		Enforcer:             d.enforcer,
 		QueryLog:             d.qlog,
+		Tap:                  tapOrNil(d.tap),
 		Metrics:              d.metrics,
 		Logger:               d.logger,
 	})
@@ -151,12 +157,58 @@ func (d *daemon) start(parent context.Context) error {
 		if err := d.metrics.WatchTCP(func() metrics.TCPCounters { return d.server }); err != nil {
 			return err
 		}
+		if d.tap != nil {
+			if err := d.metrics.WatchDnstap(d.tap); err != nil {
+				return err
+			}
+		}
 	}
 	d.startLists(ctx, d.lists)
 	d.logger.Info("egressd serving", "listen", cfg.Server.Listen, "upstreams", ups,
 		"groups", len(cfg.Groups), "categories", len(cfg.Categories),
 		"firewall", d.backendName(), "mode", cfg.Server.Mode, "config", cfg.File)
 	return nil
+}
+
+// openDnstap starts the dnstap output, or returns nil without one.
+func openDnstap(cfg *config.Config, log *slog.Logger) (*dnstap.Output, error) {
+	c := cfg.Dnstap
+	if c.OutputKind == "" {
+		return nil, nil
+	}
+	o := dnstap.Options{
+		Identity: c.Identity, Version: c.Version, Queue: c.Queue,
+		ClientQueries: *c.ClientQueries, ClientResponses: *c.ClientResponses, Forwarder: *c.Forwarder,
+		Logger: log,
+	}
+	if o.Identity == "" {
+		o.Identity, _ = os.Hostname()
+	}
+	if o.Version == "" {
+		o.Version = "egressd " + version
+	}
+	switch c.OutputKind {
+	case "unix":
+		o.Socket = c.OutputTarget
+	case "tcp":
+		o.Address = c.OutputTarget
+	case "file":
+		o.File = c.OutputTarget
+	}
+	out, err := dnstap.Open(o)
+	if err != nil {
+		return nil, fmt.Errorf("dnstap.output: %w", err)
+	}
+	return out, nil
+}
+
+// tapOrNil keeps a nil *dnstap.Output from becoming a non-nil
+// resolver.Tap, which would cost the request path a call per query.
+func tapOrNil(t *dnstap.Output) resolver.Tap {
+	if t == nil {
+		return nil
+	}
+	return t
 }
 
 func (d *daemon) upstreamMark(cfg *config.Config) uint32 {
@@ -322,6 +374,7 @@ func (d *daemon) close() error {
 	if d.qlog != nil {
 		errs = append(errs, d.qlog.Close())
 	}
+	errs = append(errs, d.tap.Close()) // after the server: its last responses
 	if d.cancel != nil {
 		d.cancel()
 	}

@@ -2,12 +2,15 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 
 	"github.com/egressd/egressd/config"
 )
 
-// weakSettings lists settings that let traffic past the firewall, for
-// `egressd check`: each is a deliberate choice, never a safe default.
+// weakSettings lists settings that let traffic past the firewall, or
+// client queries off the host unprotected, for `egressd check`: each is a
+// deliberate choice, never a safe default.
 func weakSettings(cfg *config.Config) []config.Error {
 	var out []config.Error
 	warn := func(key, format string, args ...any) {
@@ -27,5 +30,21 @@ func weakSettings(cfg *config.Config) []config.Error {
 	if cfg.Firewall.Fallback {
 		warn("firewall.fallback_to_none", `firewall.fallback_to_none = true: without CAP_NET_ADMIN egressd starts with backend "none" and enforces nothing`)
 	}
+	if d := cfg.Dnstap; d.OutputKind == "tcp" && !loopbackHost(d.OutputTarget) {
+		warn("dnstap.output", "dnstap.output = %q: every client's queries and answers leave the host unencrypted and unauthenticated", d.Output)
+	}
 	return out
+}
+
+// loopbackHost reports whether HOST:PORT names a loopback address.
+func loopbackHost(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }

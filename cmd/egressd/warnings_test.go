@@ -25,10 +25,12 @@ backend = "none"
 name = "lan"
 clients = ["10.0.0.0/8"]
 %GROUP%
+%EXTRA%
 `
 	tests := []struct {
 		name                  string
 		server, firewall, grp string
+		extra                 string
 		want                  []string
 	}{
 		{name: "safe settings warn nothing"},
@@ -40,11 +42,15 @@ clients = ["10.0.0.0/8"]
 			want: []string{`:6: warning: firewall.fail_open = true`}},
 		{name: "fallback to none", firewall: `fallback_to_none = true`,
 			want: []string{`:6: warning: firewall.fallback_to_none = true`}},
+		{name: "dnstap to another host", extra: "[dnstap]\noutput = \"tcp://192.0.2.10:6000\"",
+			want: []string{`:12: warning: dnstap.output = "tcp://192.0.2.10:6000"`}},
+		{name: "dnstap on the host", extra: "[dnstap]\noutput = \"tcp://127.0.0.1:6000\""},
+		{name: "dnstap to a socket", extra: "[dnstap]\noutput = \"unix:///run/egressd/dnstap.sock\""},
 		{name: "explicit safe values", server: `mode = "enforce"`, firewall: "fail_open = false\nfallback_to_none = false", grp: `mode = "enforce"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			text := strings.NewReplacer("%SERVER%", tt.server, "%FIREWALL%", tt.firewall, "%GROUP%", tt.grp).Replace(base)
+			text := strings.NewReplacer("%SERVER%", tt.server, "%FIREWALL%", tt.firewall, "%GROUP%", tt.grp, "%EXTRA%", tt.extra).Replace(base)
 			conf := writeFile(t, t.TempDir(), "egressd.toml", text)
 			var out, errOut bytes.Buffer
 			if code := run([]string{"check", "-config", conf}, &out, &errOut); code != 0 {

@@ -37,6 +37,19 @@ type Options struct {
 	// Answered, when set, is called each time a server answers at all,
 	// whatever the RCODE: the server is reachable.
 	Answered func()
+	// Tap, when set, sees each query sent to a server and each reply
+	// (dnstap).
+	Tap Tap
+}
+
+// Tap receives each query Exchange sent to a server, once the attempt is
+// over, with the server as configured (IP:PORT, tls://…, https://…), and
+// the reply, nil when there was none (an error, a timeout). The query
+// carries the ID the resolver gave it; the transport sent it with the
+// reply's (plain DNS picks a random one). Forwarded must return at once
+// and must not modify or keep the messages.
+type Tap interface {
+	Forwarded(server string, sent, received time.Time, query, reply *dns.Msg)
 }
 
 // DefaultTimeout is the per-attempt timeout when Options.Timeout is 0.
@@ -51,6 +64,7 @@ type Set struct {
 	metrics  *metrics.Metrics
 	now      func() time.Time
 	answered func()
+	tap      Tap
 }
 
 // New builds the clients for o. Nothing is dialed until the first
@@ -63,7 +77,7 @@ func New(o Options) (*Set, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Set{timeout: o.Timeout, metrics: o.Metrics, now: o.Now, answered: o.Answered}
+	s := &Set{timeout: o.Timeout, metrics: o.Metrics, now: o.Now, answered: o.Answered, tap: o.Tap}
 	if s.timeout <= 0 {
 		s.timeout = DefaultTimeout
 	}
@@ -116,6 +130,9 @@ func (s *Set) Exchange(parent context.Context, m *dns.Msg) (*dns.Msg, string, er
 		start := time.Now()
 		resp, err := u.Exchange(ctx, m)
 		cancel()
+		if s.tap != nil {
+			s.tap.Forwarded(u.String(), start, time.Now(), m, resp)
+		}
 		result := classify(resp, err)
 		s.count(u.String(), result, time.Since(start))
 		list.health.observe(i, err == nil, s.now())

@@ -25,6 +25,9 @@ type Settings struct {
 	// PrivateAnswers lists the groups that may get private, loopback or
 	// unspecified addresses from upstream (rebinding protection off).
 	PrivateAnswers map[string]bool
+	// TrustedProxies are the sources whose X-Forwarded-For header names
+	// the client of a DNS-over-HTTPS query.
+	TrustedProxies []netip.Prefix
 }
 
 // current is Settings prepared for the request path.

@@ -20,6 +20,7 @@ const ServerName = "dns.test"
 // PKI is a throw-away CA and a server certificate it signed.
 type PKI struct {
 	Roots *x509.CertPool // holds the CA, for clients
+	CA    *x509.Certificate
 	Cert  tls.Certificate
 }
 
@@ -69,7 +70,7 @@ func NewPKI(t testing.TB) *PKI {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
-	return &PKI{Roots: roots, Cert: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}}
+	return &PKI{Roots: roots, CA: ca, Cert: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}}
 }
 
 // ServerConfig is a TLS server configuration with the certificate.

@@ -46,6 +46,7 @@ type outcome struct {
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	c := s.callerOf(w)
 	q := parseQuery(req, c.udp)
+	q.transport = transportOf(w, c.udp)
 	if s.admitQuery(w, &q, c) {
 		q.slot = slotState{lazy: true, client: c.addr}
 		s.serve(w, &q, c, false)

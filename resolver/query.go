@@ -37,6 +37,8 @@ type query struct {
 	// cacheOnly stops the path before an upstream exchange or a firewall
 	// push (see Server.serve).
 	cacheOnly bool
+	// transport is how the query came (see transportOf).
+	transport transport
 	// slot is the query's in-flight slot (see Server.takeSlot).
 	slot slotState
 	// cfg is the configuration the query was admitted under; it follows

@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,6 +38,9 @@ type current struct {
 	hosts   map[string][]netip.Addr // Hosts by normalized name
 	reverse reverseHosts            // PTR records from Hosts (localzones.go)
 	limiter *rateLimiter            // nil when rate limiting is off
+	// ddr is the Server's discovery records (ddr.go), the same pointer in
+	// every current.
+	ddr *atomic.Pointer[ddrRecords]
 }
 
 // Configure makes st the settings of every query admitted after it
@@ -51,6 +55,7 @@ func (s *Server) Configure(st Settings) {
 		c.hosts[key] = append(c.hosts[key], addrs...)
 	}
 	c.reverse = newReverseHosts(c.hosts)
+	c.ddr = &s.enc.ddr
 	if prev := s.cur.Load(); prev != nil && prev.RateLimit == st.RateLimit && prev.RateBurst == st.RateBurst {
 		c.limiter = prev.limiter
 	} else {

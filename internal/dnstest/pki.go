@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -27,6 +28,13 @@ type PKI struct {
 // NewPKI makes a CA and a server certificate for ServerName, 127.0.0.1
 // and ::1, valid for an hour either side of now.
 func NewPKI(t testing.TB) *PKI {
+	t.Helper()
+	return NewPKIFor(t)
+}
+
+// NewPKIFor is NewPKI with the addresses ips in the certificate too, for
+// clients that verify a server by the address they dial.
+func NewPKIFor(t testing.TB, ips ...netip.Addr) *PKI {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -58,7 +66,7 @@ func NewPKI(t testing.TB) *PKI {
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: ServerName},
 		DNSNames:     []string{ServerName},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:  ipList(ips),
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -71,6 +79,14 @@ func NewPKI(t testing.TB) *PKI {
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
 	return &PKI{Roots: roots, CA: ca, Cert: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}}
+}
+
+func ipList(extra []netip.Addr) []net.IP {
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	for _, a := range extra {
+		ips = append(ips, a.AsSlice())
+	}
+	return ips
 }
 
 // ServerConfig is a TLS server configuration with the certificate.

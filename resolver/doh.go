@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/http2"
 )
 
 // dohMediaType is RFC 8484's media type for DNS messages.
@@ -41,10 +40,10 @@ func (s *Server) newDoHListener(ln *connLimiter, idle time.Duration) *dohListene
 		IdleTimeout:       idle,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          log.New(slogWriter{s.log}, "", 0),
+		// Bound the streams one client can open on one connection, like
+		// the queries of one DNS-over-TLS connection.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: dohMaxStreams},
 	}
-	// Bound the streams one client can open on one connection, like the
-	// queries of one DNS-over-TLS connection.
-	_ = http2.ConfigureServer(l.http, &http2.Server{MaxConcurrentStreams: dohMaxStreams, IdleTimeout: idle})
 	return l
 }
 
@@ -112,6 +111,11 @@ func (l *dohListener) ServeHTTP(hw http.ResponseWriter, r *http.Request) {
 	if len(msg) < headerLen || msg[2]&0x80 != 0 || !s.admitMessageFrom(msg, client) {
 		http.Error(hw, "not a DNS query", http.StatusBadRequest)
 		return
+	}
+	if !s.clientAllowed(client) {
+		// Outsiders get one REFUSED per connection, as over TCP: the
+		// connection closes after it (HTTP/2: a graceful GOAWAY).
+		hw.Header().Set("Connection", "close")
 	}
 	var out []byte
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)

@@ -52,8 +52,15 @@ type encrypted struct {
 // SetCertificate makes cert the certificate of every TLS handshake from
 // now on; open connections keep theirs.
 func (s *Server) SetCertificate(cert *tls.Certificate) {
-	if cert != nil {
-		s.enc.cert.Store(cert)
+	if cert == nil {
+		return
+	}
+	s.enc.cert.Store(cert)
+	s.enc.mu.Lock()
+	defer s.enc.mu.Unlock()
+	if len(s.enc.dot)+len(s.enc.doh) > 0 { // the discovery target is the certificate's name
+		dot, doh := s.enc.endpoints()
+		s.enc.ddr.Store(newDDRRecords(dot, doh, s.dohPath(), cert))
 	}
 }
 
@@ -141,18 +148,28 @@ func (s *Server) bindEncrypted() (*boundEncrypted, error) {
 // the endpoints for discovery (DDR).
 func (s *Server) serveEncrypted(b *boundEncrypted) {
 	s.enc.mu.Lock()
+	defer s.enc.mu.Unlock()
 	s.enc.dot, s.enc.doh = b.dot, b.doh
-	s.enc.mu.Unlock()
-	var dot, doh []netip.AddrPort
 	for _, l := range b.dot {
-		dot = append(dot, l.ln.Addr().(*net.TCPAddr).AddrPort())
 		go l.serve()
 	}
 	for _, l := range b.doh {
-		doh = append(doh, l.ln.Addr().(*net.TCPAddr).AddrPort())
 		go l.serve()
 	}
+	dot, doh := s.enc.endpoints()
 	s.enc.ddr.Store(newDDRRecords(dot, doh, s.dohPath(), s.enc.cert.Load()))
+}
+
+// endpoints are the bound DNS-over-TLS and DNS-over-HTTPS addresses.
+// Called with mu held.
+func (e *encrypted) endpoints() (dot, doh []netip.AddrPort) {
+	for _, l := range e.dot {
+		dot = append(dot, l.ln.Addr().(*net.TCPAddr).AddrPort())
+	}
+	for _, l := range e.doh {
+		doh = append(doh, l.ln.Addr().(*net.TCPAddr).AddrPort())
+	}
+	return dot, doh
 }
 
 // EncryptedAddrs returns the bound DNS-over-TLS and DNS-over-HTTPS
@@ -169,20 +186,19 @@ func (s *Server) EncryptedAddrs() (dot, doh []net.Addr) {
 	return dot, doh
 }
 
-// EncryptedConnections reports the open DNS-over-TLS and DNS-over-HTTPS
-// connections from clients (and trusted proxies) and from outsiders.
-func (s *Server) EncryptedConnections() (clients, outsiders int) {
+// encryptedLimiters are the connection limiters of the encrypted
+// listeners, which TCPConnections and TCPRejected count in.
+func (s *Server) encryptedLimiters() []*connLimiter {
 	s.enc.mu.Lock()
 	defer s.enc.mu.Unlock()
+	var out []*connLimiter
 	for _, l := range s.enc.dot {
-		clients += l.ln.open()
-		outsiders += l.ln.outsidersOpen()
+		out = append(out, l.ln)
 	}
 	for _, l := range s.enc.doh {
-		clients += l.ln.open()
-		outsiders += l.ln.outsidersOpen()
+		out = append(out, l.ln)
 	}
-	return clients, outsiders
+	return out
 }
 
 // shutdownEncrypted closes the encrypted listeners, lets the queries

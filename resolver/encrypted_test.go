@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -17,11 +18,12 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"golang.org/x/net/http2"
 
 	"github.com/egressd/egressd/internal/dnstest"
+	"github.com/egressd/egressd/internal/wait"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/querylog"
 )
 
 // encEnv is a Server with DNS over TLS and HTTPS on loopback ports.
@@ -114,10 +116,13 @@ func dnsBody(t *testing.T, resp *http.Response) *dns.Msg {
 }
 
 func (e *encEnv) httpClient(t *testing.T, h2 bool) *http.Client {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: e.tlsClient("http/1.1")}}
+	tr := &http.Transport{TLSClientConfig: e.tlsClient(), Protocols: new(http.Protocols)}
 	if h2 {
-		c.Transport = &http2.Transport{TLSClientConfig: e.tlsClient("h2")}
+		tr.Protocols.SetHTTP2(true)
+	} else {
+		tr.Protocols.SetHTTP1(true)
 	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
 	t.Cleanup(c.CloseIdleConnections) // before the server's shutdown waits for them
 	return c
 }
@@ -172,6 +177,22 @@ func TestEncryptedSamePath(t *testing.T) {
 		{"doh http/1.1 get", "https", viaDoH(false, http.MethodGet)},
 		{"doh http/1.1 post", "https", viaDoH(false, http.MethodPost)},
 	}
+	// The answer is written before the query is recorded: wait for the
+	// record.
+	logged := func(t *testing.T, n int) querylog.Entry {
+		t.Helper()
+		if !wait.Until(5*time.Second, time.Millisecond, func() bool {
+			e.log.mu.Lock()
+			defer e.log.mu.Unlock()
+			return len(e.log.entries) >= n
+		}) {
+			t.Fatalf("no query log entry %d", n)
+		}
+		e.log.mu.Lock()
+		defer e.log.mu.Unlock()
+		return e.log.entries[n-1]
+	}
+	entries := 0
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutil.ToFloat64(m.QueriesByTransport.WithLabelValues(tc.transport))
@@ -185,14 +206,16 @@ func TestEncryptedSamePath(t *testing.T) {
 				allows[len(allows)-1].IPs[0] != netip.MustParseAddr("192.0.2.7") {
 				t.Fatalf("firewall pushes %v, want one more for 127.0.0.1 -> 192.0.2.7", allows[pushes:])
 			}
-			if l := e.log.last(t); l.Transport != tc.transport || l.QName != "allowed.example." || l.Client != "127.0.0.1" {
+			entries++
+			if l := logged(t, entries); l.Transport != tc.transport || l.QName != "allowed.example." || l.Client != "127.0.0.1" {
 				t.Errorf("query log %+v, want transport %s", l, tc.transport)
 			}
 			r = tc.ex(t, question("denied.example.", dns.TypeA))
 			if r.Rcode != dns.RcodeNameError {
 				t.Errorf("denied.example: rcode %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
 			}
-			if l := e.log.last(t); l.Transport != tc.transport || l.Decision != decisionDeny {
+			entries++
+			if l := logged(t, entries); l.Transport != tc.transport || l.Decision != decisionDeny {
 				t.Errorf("query log %+v, want a deny over %s", l, tc.transport)
 			}
 			if got := testutil.ToFloat64(m.QueriesByTransport.WithLabelValues(tc.transport)) - before; got != 2 {
@@ -205,10 +228,11 @@ func TestEncryptedSamePath(t *testing.T) {
 	}
 	// Plain UDP is still counted as udp.
 	exchange(t, "udp", e.srv.Addrs()[0].String(), question("allowed.example.", dns.TypeA))
-	if got := testutil.ToFloat64(m.QueriesByTransport.WithLabelValues("udp")); got != 1 {
-		t.Errorf("udp counted %v queries, want 1", got)
+	if !wait.Until(5*time.Second, time.Millisecond, func() bool { return testutil.ToFloat64(m.QueriesByTransport.WithLabelValues("udp")) == 1 }) {
+		t.Errorf("udp counted %v queries, want 1", testutil.ToFloat64(m.QueriesByTransport.WithLabelValues("udp")))
 	}
-	if l := e.log.last(t); l.Transport != "udp" {
+	entries++
+	if l := logged(t, entries); l.Transport != "udp" {
 		t.Errorf("udp query logged with transport %q", l.Transport)
 	}
 }
@@ -281,8 +305,11 @@ func TestDoTLimits(t *testing.T) {
 		if !askOn(e.dialDoT(t, "127.0.0.2"), 4) {
 			t.Error("another client was turned away")
 		}
-		if clients, _ := e.srv.EncryptedConnections(); clients < 3 {
-			t.Errorf("%d encrypted connections counted, want at least 3", clients)
+		if clients, _ := e.srv.TCPConnections(); clients < 3 {
+			t.Errorf("%d connections counted, want at least 3", clients)
+		}
+		if rejected, _ := e.srv.TCPRejected(); rejected != 1 {
+			t.Errorf("%d connections counted as rejected, want 1", rejected)
 		}
 	})
 	t.Run("idle timeout", func(t *testing.T) {
@@ -435,6 +462,36 @@ func TestDoHForwardedFor(t *testing.T) {
 	}
 }
 
+// An outsider's DoH connection carries one REFUSED, like its TCP ones; a
+// client's stays open.
+func TestDoHOutsiderOneQuery(t *testing.T) {
+	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
+	var o Options
+	o.Upstreams, o.Clients = []string{up.addr}, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	e := startEncrypted(t, o)
+	tests := []struct {
+		name      string
+		xff       []string
+		rcode     int
+		wantClose bool
+	}{
+		{"client", nil, dns.RcodeSuccess, false},
+		{"outsider", []string{"127.0.0.9"}, dns.RcodeRefused, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := e.doh(t, e.httpClient(t, false), http.MethodGet, question("a.example.", dns.TypeA), http.Header{"X-Forwarded-For": tc.xff})
+			if r := dnsBody(t, resp); r.Rcode != tc.rcode {
+				t.Errorf("rcode %s, want %s", dns.RcodeToString[r.Rcode], dns.RcodeToString[tc.rcode])
+			}
+			if resp.Close != tc.wantClose {
+				t.Errorf("connection closes after the answer: %v, want %v", resp.Close, tc.wantClose)
+			}
+		})
+	}
+}
+
 // RFC 9462: _dns.resolver.arpa names egressd's own encrypted endpoints,
 // NODATA without them; use-application-dns.net stays NXDOMAIN.
 func TestDDR(t *testing.T) {
@@ -460,6 +517,15 @@ func TestDDR(t *testing.T) {
 	}
 	if r := e.serve(t, "127.0.0.1", question("use-application-dns.net.", dns.TypeA)); r.Rcode != dns.RcodeNameError {
 		t.Errorf("use-application-dns.net: %v, want NXDOMAIN", r)
+	}
+
+	// A new certificate names another host: the target follows it.
+	next := dnstest.NewPKI(t).Cert
+	next.Leaf = &x509.Certificate{DNSNames: []string{"*.wild.test", "Other.Test"}} // what certName reads
+	e.srv.SetCertificate(&next)
+	r = e.serve(t, "127.0.0.1", question("_dns.resolver.arpa.", dns.TypeSVCB))
+	if len(r.Answer) != 2 || r.Answer[0].(*dns.SVCB).Target != "other.test." || r.Answer[1].(*dns.SVCB).Target != "other.test." {
+		t.Errorf("after SetCertificate: %v, want target other.test.", r)
 	}
 
 	plain := newEnv(t, Options{Upstreams: []string{up.addr}, Settings: Settings{DoHCanary: true}})

@@ -27,5 +27,8 @@ func weakSettings(cfg *config.Config) []config.Error {
 	if cfg.Firewall.Fallback {
 		warn("firewall.fallback_to_none", `firewall.fallback_to_none = true: without CAP_NET_ADMIN egressd starts with backend "none" and enforces nothing`)
 	}
+	if len(cfg.Server.TrustedProxies) > 0 {
+		warn("server.trusted_proxies", "server.trusted_proxies: X-Forwarded-For from %v names the client of a DNS-over-HTTPS query, so a host there can have any client's policy applied and its addresses approved", cfg.Server.TrustedProxies)
+	}
 	return out
 }

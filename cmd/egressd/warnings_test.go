@@ -40,7 +40,9 @@ clients = ["10.0.0.0/8"]
 			want: []string{`:6: warning: firewall.fail_open = true`}},
 		{name: "fallback to none", firewall: `fallback_to_none = true`,
 			want: []string{`:6: warning: firewall.fallback_to_none = true`}},
-		{name: "explicit safe values", server: `mode = "enforce"`, firewall: "fail_open = false\nfallback_to_none = false", grp: `mode = "enforce"`},
+		{name: "trusted proxies", server: `trusted_proxies = ["10.9.0.0/16"]`,
+			want: []string{`:3: warning: server.trusted_proxies: X-Forwarded-For from [10.9.0.0/16]`}},
+		{name: "explicit safe values", server: "mode = \"enforce\"\ntrusted_proxies = []", firewall: "fail_open = false\nfallback_to_none = false", grp: `mode = "enforce"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

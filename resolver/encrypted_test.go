@@ -563,3 +563,43 @@ func TestEncryptedShutdown(t *testing.T) {
 		l.Close()
 	}
 }
+
+// DNS-over-HTTPS queries are multiplexed on one HTTP/2 connection: as many
+// at once as the per-connection stream limit allows are all answered over
+// the one connection.
+func TestDoHConcurrentStreams(t *testing.T) {
+	up := startUpstream(t, staticAnswer(t, dns.RcodeSuccess, []string{"a.example. 60 IN A 192.0.2.1"}, nil))
+	e := startEncrypted(t, Options{Upstreams: []string{up.addr}})
+	client := e.httpClient(t, true)
+	dnsBody(t, e.doh(t, client, http.MethodPost, question("a.example.", dns.TypeA), nil)) // the connection, and the limit it announces
+	const n = dohMaxStreams
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			m := question("a.example.", dns.TypeA)
+			m.Id = uint16(i)
+			wire, _ := m.Pack()
+			resp, err := client.Post("https://"+e.dohAddr+DefaultHTTPSPath, dohMediaType, bytes.NewReader(wire))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			r := new(dns.Msg)
+			if err := r.Unpack(body); err != nil || r.Id != uint16(i) || len(r.Answer) != 1 || resp.ProtoMajor != 2 {
+				errs <- errors.New(resp.Status + ": answer does not fit its query")
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if clients, _ := e.srv.TCPConnections(); clients != 1 {
+		t.Errorf("%d connections, want all queries on one", clients)
+	}
+}

@@ -250,8 +250,7 @@ func (w *encryptedWriter) Hijack()             {}
 // serveWire answers one query message read from an encrypted transport
 // the way miekg/dns answers plain ones: responses are dropped (answering
 // them could start a loop), a message that does not parse gets FORMERR
-// when its header does, and everything else goes to ServeDNS. It reports
-// whether an answer was written.
+// when its header does, and everything else goes to ServeDNS.
 func (s *Server) serveWire(w *encryptedWriter, msg []byte) {
 	if len(msg) < headerLen || msg[2]&0x80 != 0 { // QR
 		return

@@ -2,6 +2,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"net/netip"
 	"time"
 
@@ -64,10 +65,25 @@ type Server struct {
 	// upstream or the firewall at once, while half the slots are taken.
 	MaxInFlightPerClient int `toml:"max_in_flight_per_client"`
 
+	// Encrypted DNS for clients: DNS over TLS (RFC 7858) and DNS over
+	// HTTPS (RFC 8484) addresses, the DoH path, the certificate and key
+	// files, and the proxies whose X-Forwarded-For names the client.
+	TLSListen      []string `toml:"tls_listen"`
+	HTTPSListen    []string `toml:"https_listen"`
+	HTTPSPath      string   `toml:"https_path"`
+	TLSCert        string   `toml:"tls_cert"`
+	TLSKey         string   `toml:"tls_key"`
+	TrustedProxies []string `toml:"trusted_proxies"`
+
 	TCPIdle time.Duration `toml:"-"`
 	Audit   bool          `toml:"-"`
 	// ClientPrefixes is Clients parsed.
 	ClientPrefixes []netip.Prefix `toml:"-"`
+	// TrustedProxyPrefixes is TrustedProxies parsed.
+	TrustedProxyPrefixes []netip.Prefix `toml:"-"`
+	// Certificate is TLSCert and TLSKey loaded, when a TLS or HTTPS
+	// listener is configured.
+	Certificate *tls.Certificate `toml:"-"`
 }
 
 type Upstream struct {

@@ -48,6 +48,12 @@ var Keys = map[string]Apply{
 	"server.tcp_max_conns":            OnRestart,
 	"server.tcp_max_conns_per_client": OnRestart,
 	"server.doh_canary":               OnReload,
+	"server.tls_listen":               OnRestart,
+	"server.https_listen":             OnRestart,
+	"server.https_path":               OnRestart,
+	"server.tls_cert":                 OnReload,
+	"server.tls_key":                  OnReload,
+	"server.trusted_proxies":          OnReload,
 	"server.state_dir":                OnRestart,
 
 	"upstream.servers":        OnRestart,

@@ -122,6 +122,7 @@ func applyDefaults(c *Config) {
 	if c.Server.MaxInFlightPerClient == 0 {
 		c.Server.MaxInFlightPerClient = DefaultMaxInFlightPerClient
 	}
+	def(&c.Server.HTTPSPath, "/dns-query")
 	if c.Server.DoHCanary == nil {
 		t := true
 		c.Server.DoHCanary = &t
@@ -345,6 +346,8 @@ func (v *validator) validate(c *Config) {
 	if s.MaxInFlightPerClient < 0 || s.MaxInFlightPerClient > MaxInFlight {
 		v.err("server.max_in_flight_per_client", "server.max_in_flight_per_client: %d is out of range (1 to %d, the limit for all clients)", s.MaxInFlightPerClient, MaxInFlight)
 	}
+
+	v.encrypted(s)
 
 	u := &c.Upstream
 	for _, srv := range u.Servers {

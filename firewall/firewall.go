@@ -53,6 +53,10 @@ type Spec struct {
 	Groups []GroupSpec
 	// DNS are egressd's own listen addresses; DNS to them is always allowed.
 	DNS []netip.AddrPort
+	// EncryptedDNS are egressd's own DNS-over-TLS and DNS-over-HTTPS listen
+	// addresses; TCP to them is always allowed. DoT and DoH to any other
+	// server needs an approval like every destination.
+	EncryptedDNS []netip.AddrPort
 	// Mark is the SO_MARK on egressd's upstream sockets; the output hook
 	// lets packets carrying it pass when their socket also belongs to UID.
 	// Zero disables the rule.

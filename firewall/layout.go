@@ -93,6 +93,11 @@ func (s Spec) Validate() error {
 			return fmt.Errorf("firewall: invalid DNS listen address %q", ap)
 		}
 	}
+	for _, ap := range s.EncryptedDNS {
+		if !ap.Addr().IsValid() || ap.Port() == 0 {
+			return fmt.Errorf("firewall: invalid encrypted DNS listen address %q", ap)
+		}
+	}
 	if len(s.Hooks) == 0 {
 		return errors.New("firewall: no hooks configured")
 	}
@@ -293,6 +298,13 @@ func baseRules(s Spec, hook string, jumps []groupJump) [][]stmt {
 		}
 		for _, proto := range []uint8{protoUDP, protoTCP} {
 			rules = append(rules, []stmt{daddrIs(a), l4Dport{proto: proto, port: ap.Port()}, accept})
+		}
+	}
+	// DNS over TLS and HTTPS to egressd: TCP only (no DNS over QUIC or
+	// HTTP/3 is served).
+	for _, ap := range s.EncryptedDNS {
+		if a := ap.Addr().Unmap().WithZone(""); !a.IsUnspecified() {
+			rules = append(rules, []stmt{daddrIs(a), l4Dport{proto: protoTCP, port: ap.Port()}, accept})
 		}
 	}
 	for _, j := range jumps {

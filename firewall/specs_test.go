@@ -43,6 +43,13 @@ var goldenSpecs = map[string]Spec{
 		DNS:    addrPorts("192.168.1.1:53"),
 		Groups: []GroupSpec{{Name: "lan", Clients: prefixes("192.168.1.0/24", "2001:db8:1::/48")}},
 	},
+	// DNS over TLS and HTTPS to egressd's own addresses, TCP only.
+	"encrypted_dns": {
+		Table: "egressd", Hooks: []string{HookForward, HookOutput}, Mark: 0x2a, UID: 998,
+		DNS:          addrPorts("10.0.0.53:53"),
+		EncryptedDNS: addrPorts("10.0.0.53:853", "10.0.0.53:443", "[fd00::53]:853", "0.0.0.0:8853"),
+		Groups:       []GroupSpec{{Name: "lan", Clients: prefixes("10.1.0.0/16", "fd00:1::/64")}},
+	},
 	"audit": {
 		Table: "egressd", Hooks: []string{HookForward}, Audit: true,
 		Groups: []GroupSpec{

@@ -32,7 +32,13 @@ type Metrics struct {
 	ConfigReloads    *prometheus.CounterVec // result
 	RateLimited      prometheus.Counter
 	InFlightDropped  *prometheus.CounterVec // limit ("client"|"total")
+	// QueriesByTransport counts queries by how they came: udp, tcp, tls
+	// (DNS over TLS) or https (DNS over HTTPS).
+	QueriesByTransport *prometheus.CounterVec // transport
 }
+
+// Transports are the values of egressd_queries_by_transport_total's label.
+var Transports = []string{"udp", "tcp", "tls", "https"}
 
 // New builds the collectors and registers them, with the Go runtime and
 // process collectors, on a fresh registry.
@@ -105,6 +111,14 @@ func New() *Metrics {
 		m.InFlightDropped.WithLabelValues(limit) // exported as 0 before the first drop
 	}
 	m.Registry.MustRegister(m.InFlightDropped)
+	m.QueriesByTransport = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_queries_by_transport_total",
+		Help: "DNS queries by the transport they came over: udp, tcp, tls (DNS over TLS), https (DNS over HTTPS).",
+	}, []string{"transport"})
+	for _, t := range Transports {
+		m.QueriesByTransport.WithLabelValues(t) // exported as 0 before the first query
+	}
+	m.Registry.MustRegister(m.QueriesByTransport)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

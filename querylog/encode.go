@@ -47,6 +47,8 @@ func AppendJSON(b []byte, e *Entry) []byte {
 	b = strconv.AppendBool(b, e.Cached)
 	b = append(b, `,"upstream":`...)
 	b = appendString(b, e.Upstream)
+	b = append(b, `,"transport":`...)
+	b = appendString(b, e.Transport)
 	b = append(b, `,"duration_ms":`...)
 	b = appendDuration(b, e.DurationMS)
 	b = append(b, `,"suppressed":`...)

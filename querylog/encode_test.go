@@ -12,8 +12,8 @@ import (
 // contractFields is the query log schema from the design contract.
 var contractFields = []string{
 	"time", "client", "group", "qname", "qtype", "decision", "rule", "source",
-	"action", "rcode", "answers", "ttl", "cached", "upstream", "duration_ms",
-	"suppressed",
+	"action", "rcode", "answers", "ttl", "cached", "upstream", "transport",
+	"duration_ms", "suppressed",
 }
 
 func sampleEntry() Entry {

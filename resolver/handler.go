@@ -62,6 +62,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	c := s.callerOf(w)
 	q := parseQuery(req, c.udp)
 	s.tapQuery(w, req, c)
+	q.transport = transportOf(w, c.udp)
 	if s.admitQuery(w, &q, c) {
 		q.slot = slotState{lazy: true, client: c.addr}
 		var p progress

@@ -56,6 +56,7 @@ func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome
 		h.query.Inc()
 		h.response.Inc()
 		h.duration.Observe(elapsed.Seconds())
+		s.enc.byTransport.inc(q.transport)
 	}
 	if s.opts.QueryLog == nil || !s.opts.QueryLog.Keep(o.decision) {
 		return
@@ -74,6 +75,7 @@ func (s *Server) record(start time.Time, client netip.Addr, q *query, o *outcome
 		TTL:        o.ans.remainingTTL(o.age, q.cfg.maxTTL),
 		Cached:     o.cached,
 		Upstream:   o.upstream,
+		Transport:  q.transport.String(),
 		DurationMS: float64(elapsed.Microseconds()) / 1000,
 	}
 	if n := len(o.ans.targets) + len(o.ans.addrs); n > 0 {

@@ -34,6 +34,8 @@ type query struct {
 	// 64 KiB over TCP.
 	maxSize int
 
+	// transport is how the query came (see transportOf).
+	transport transport
 	// slot is the query's in-flight slot (see Server.takeSlot).
 	slot slotState
 	// cfg is the configuration the query was admitted under; it follows

@@ -87,6 +87,8 @@ type Options struct {
 	TCPIdleTimeout       time.Duration
 	TCPMaxConns          int
 	TCPMaxConnsPerClient int
+	// Encrypted configures DNS over TLS and DNS over HTTPS (encrypted.go).
+	Encrypted EncryptedOptions
 
 	Policy   Policy
 	Enforcer enforce.Enforcer
@@ -125,6 +127,7 @@ type Server struct {
 
 	fwDeadline sharedDeadline // contexts for firewall pushes
 	handles    metricHandles  // per-query metric series, looked up once
+	enc        encrypted      // DNS over TLS and HTTPS (encrypted.go)
 
 	mu         sync.Mutex
 	servers    []*dns.Server
@@ -184,6 +187,8 @@ func New(o Options) (*Server, error) {
 	keys := newClientKeys(o.RateLimitIPv4Prefix, o.RateLimitIPv6Prefix)
 	s.inFlight.init(o.MaxInFlight, o.MaxInFlightPerClient, keys)
 	s.clientKeys = keys
+	s.enc.byTransport = newTransportCounters(o.Metrics)
+	s.SetCertificate(o.Encrypted.Certificate)
 	s.Configure(o.Settings)
 	s.SetPolicy(o.Policy)
 	s.SetEnforcer(o.Enforcer)
@@ -212,6 +217,10 @@ func (s *Server) Start() error {
 	if len(s.servers) > 0 {
 		return errors.New("resolver: already started")
 	}
+	enc, err := s.bindEncrypted()
+	if err != nil {
+		return err
+	}
 	var servers []*dns.Server
 	var addrs []net.Addr
 	for _, addr := range s.opts.Listen {
@@ -220,6 +229,7 @@ func (s *Server) Start() error {
 			for _, srv := range servers {
 				closeUnstarted(srv)
 			}
+			enc.close()
 			return err
 		}
 		servers = append(servers, s.udpServer(udp), s.tcpServer(tcp))
@@ -243,10 +253,12 @@ func (s *Server) Start() error {
 			for _, unstarted := range servers[i:] {
 				closeUnstarted(unstarted)
 			}
+			enc.close()
 			return fmt.Errorf("resolver: serve: %w", err)
 		}
 	}
 	s.servers, s.addrs = servers, addrs
+	s.serveEncrypted(enc)
 	if !s.probe {
 		return nil
 	}
@@ -294,6 +306,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err := srv.ShutdownContext(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := s.shutdownEncrypted(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	// Pooled DoT/DoH connections are closed only once no query can use them.
 	s.forwarder.CloseIdle()

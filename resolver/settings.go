@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,9 @@ type Settings struct {
 	// PrivateAnswers lists the groups that may get private, loopback or
 	// unspecified addresses from upstream (rebinding protection off).
 	PrivateAnswers map[string]bool
+	// TrustedProxies are the sources whose X-Forwarded-For header names
+	// the client of a DNS-over-HTTPS query.
+	TrustedProxies []netip.Prefix
 }
 
 // current is Settings prepared for the request path.
@@ -34,6 +38,9 @@ type current struct {
 	hosts   map[string][]netip.Addr // Hosts by normalized name
 	reverse reverseHosts            // PTR records from Hosts (localzones.go)
 	limiter *rateLimiter            // nil when rate limiting is off
+	// ddr is the Server's discovery records (ddr.go), the same pointer in
+	// every current.
+	ddr *atomic.Pointer[ddrRecords]
 }
 
 // Configure makes st the settings of every query admitted after it
@@ -48,6 +55,7 @@ func (s *Server) Configure(st Settings) {
 		c.hosts[key] = append(c.hosts[key], addrs...)
 	}
 	c.reverse = newReverseHosts(c.hosts)
+	c.ddr = &s.enc.ddr
 	if prev := s.cur.Load(); prev != nil && prev.RateLimit == st.RateLimit && prev.RateBurst == st.RateBurst {
 		c.limiter = prev.limiter
 	} else {

@@ -133,7 +133,7 @@ func canaryAnswer(q *query) (*answer, bool) {
 	case canaryDoH:
 		return negativeAnswer(q, dns.RcodeNameError), true
 	case canaryDiscovery:
-		return negativeAnswer(q, dns.RcodeSuccess), true
+		return ddrAnswer(q, q.cfg.ddr.Load()), true
 	}
 	return nil, false
 }

@@ -170,7 +170,8 @@ func (l *connLimiter) rejectedTotals() (clients, outsiders uint64) {
 }
 
 // TCPConnections reports the open TCP connections from clients and from
-// outsiders, over every listener; zero once Shutdown has begun.
+// outsiders, over every listener (DNS over TLS and HTTPS included); zero
+// once Shutdown has begun.
 func (s *Server) TCPConnections() (clients, outsiders int) {
 	for _, l := range s.tcpLimiters() {
 		clients += l.open()
@@ -199,7 +200,7 @@ func (s *Server) tcpLimiters() []*connLimiter {
 			out = append(out, l)
 		}
 	}
-	return out
+	return append(out, s.encryptedLimiters()...)
 }
 
 // outsidersOpen reports the outsider connections counted now.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -130,6 +131,11 @@ func firewallSpec(cfg, started *config.Config) firewall.Spec {
 	for _, l := range started.Server.Listen { // the sockets bound at start
 		if ap, err := netip.ParseAddrPort(l); err == nil {
 			spec.DNS = append(spec.DNS, ap)
+		}
+	}
+	for _, l := range slices.Concat(started.Server.TLSListen, started.Server.HTTPSListen) {
+		if ap, err := netip.ParseAddrPort(l); err == nil {
+			spec.EncryptedDNS = append(spec.EncryptedDNS, ap)
 		}
 	}
 	return spec

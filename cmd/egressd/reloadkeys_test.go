@@ -29,6 +29,12 @@ var keyEdits = map[string]any{
 	"server.tcp_max_conns":            int64(500),
 	"server.tcp_max_conns_per_client": int64(5),
 	"server.doh_canary":               false,
+	"server.tls_listen":               []any{"127.0.0.1:8853"},
+	"server.https_listen":             []any{"127.0.0.1:8443"},
+	"server.https_path":               "/resolve",
+	"server.tls_cert":                 "/etc/egressd/other.pem",
+	"server.tls_key":                  "/etc/egressd/other.key",
+	"server.trusted_proxies":          []any{"10.9.0.0/16"},
 	"server.state_dir":                "/var/tmp/egressd-other",
 
 	"upstream.servers":        []any{"127.0.0.2:53"},
@@ -101,6 +107,16 @@ var together = map[string]map[string]any{
 	"group[].allow_categories": {"group[].deny_categories": []any{}},
 }
 
+// startFrom lists keys a key needs in the config the edit starts from, set
+// in both the running and the edited config: a listener is valid only with
+// a certificate that loads.
+var startFrom = map[string]map[string]any{
+	"server.tls_listen":   testCertKeys,
+	"server.https_listen": testCertKeys,
+}
+
+var testCertKeys = map[string]any{"server.tls_cert": "testdata/tls/cert.pem", "server.tls_key": "testdata/tls/key.pem"}
+
 // Every key of configs/reference.toml is either applied by SIGHUP (the
 // running configuration a reload installs changes) or reported as
 // restart-only (and then the running configuration keeps its value).
@@ -129,6 +145,20 @@ func TestEveryKeyIsAppliedOrReported(t *testing.T) {
 			var doc map[string]any
 			if _, err := toml.Decode(string(data), &doc); err != nil {
 				t.Fatal(err)
+			}
+			base, before := base, before
+			if start := startFrom[key]; start != nil {
+				for k, v := range start {
+					setKey(t, doc, k, v)
+				}
+				var buf bytes.Buffer
+				if err := toml.NewEncoder(&buf).Encode(doc); err != nil {
+					t.Fatal(err)
+				}
+				if base, err = config.Parse(ref, buf.Bytes()); err != nil {
+					t.Fatalf("config to start from does not load: %v", err)
+				}
+				before = newRunning(base, base)
 			}
 			setKey(t, doc, key, value)
 			for k, v := range together[key] {

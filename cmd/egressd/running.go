@@ -20,6 +20,9 @@ type running struct {
 	groups     []policy.GroupSpec
 	categories []blocklists.CategorySpec
 	logLevel   slog.Level
+	// tlsFiles are the certificate and key SIGHUP reads again for the
+	// DNS-over-TLS and DNS-over-HTTPS listeners.
+	tlsFiles [2]string
 }
 
 func newRunning(cfg, started *config.Config) running {
@@ -35,10 +38,12 @@ func newRunning(cfg, started *config.Config) running {
 			RateLimit:      cfg.Server.RateLimit,
 			RateBurst:      cfg.Server.RateBurst,
 			PrivateAnswers: privateAnswerGroups(cfg),
+			TrustedProxies: cfg.Server.TrustedProxyPrefixes,
 		},
 		firewall:   firewallSpec(cfg, started),
 		groups:     cfg.PolicyGroups(),
 		categories: categorySpecs(cfg),
 		logLevel:   logLevel(cfg.Log.Level),
+		tlsFiles:   [2]string{cfg.Server.TLSCert, cfg.Server.TLSKey},
 	}
 }

@@ -133,12 +133,18 @@ func (d *daemon) start(parent context.Context) error {
 		TCPIdleTimeout:       cfg.Server.TCPIdle,
 		TCPMaxConns:          cfg.Server.TCPMaxConns,
 		TCPMaxConnsPerClient: cfg.Server.TCPMaxPerIP,
-		Policy:               engine,
-		Enforcer:             d.enforcer,
-		QueryLog:             d.qlog,
-		Tap:                  tapOrNil(d.tap),
-		Metrics:              d.metrics,
-		Logger:               d.logger,
+		Encrypted: resolver.EncryptedOptions{
+			TLSListen:   cfg.Server.TLSListen,
+			HTTPSListen: cfg.Server.HTTPSListen,
+			HTTPSPath:   cfg.Server.HTTPSPath,
+			Certificate: cfg.Server.Certificate,
+		},
+		Policy:   engine,
+		Enforcer: d.enforcer,
+		QueryLog: d.qlog,
+		Tap:      tapOrNil(d.tap),
+		Metrics:  d.metrics,
+		Logger:   d.logger,
 	})
 	if err != nil {
 		return err
@@ -337,6 +343,9 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	}
 	d.server.Configure(next.resolver)
 	d.server.SetPolicy(engine)
+	// The certificate and key are read again on every reload (renewed in
+	// place); handshakes from now on use them, open connections stay.
+	d.server.SetCertificate(cfg.Server.Certificate)
 	d.logLevel.Set(next.logLevel)
 	if lists != d.lists {
 		d.startLists(ctx, lists)

@@ -46,7 +46,9 @@ clients = ["10.0.0.0/8"]
 			want: []string{`:12: warning: dnstap.output = "tcp://192.0.2.10:6000"`}},
 		{name: "dnstap on the host", extra: "[dnstap]\noutput = \"tcp://127.0.0.1:6000\""},
 		{name: "dnstap to a socket", extra: "[dnstap]\noutput = \"unix:///run/egressd/dnstap.sock\""},
-		{name: "explicit safe values", server: `mode = "enforce"`, firewall: "fail_open = false\nfallback_to_none = false", grp: `mode = "enforce"`},
+		{name: "trusted proxies", server: `trusted_proxies = ["10.9.0.0/16"]`,
+			want: []string{`:3: warning: server.trusted_proxies: X-Forwarded-For from [10.9.0.0/16]`}},
+		{name: "explicit safe values", server: "mode = \"enforce\"\ntrusted_proxies = []", firewall: "fail_open = false\nfallback_to_none = false", grp: `mode = "enforce"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"math/big"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -20,12 +21,20 @@ const ServerName = "dns.test"
 // PKI is a throw-away CA and a server certificate it signed.
 type PKI struct {
 	Roots *x509.CertPool // holds the CA, for clients
+	CA    *x509.Certificate
 	Cert  tls.Certificate
 }
 
 // NewPKI makes a CA and a server certificate for ServerName, 127.0.0.1
 // and ::1, valid for an hour either side of now.
 func NewPKI(t testing.TB) *PKI {
+	t.Helper()
+	return NewPKIFor(t)
+}
+
+// NewPKIFor is NewPKI with the addresses ips in the certificate too, for
+// clients that verify a server by the address they dial.
+func NewPKIFor(t testing.TB, ips ...netip.Addr) *PKI {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -57,7 +66,7 @@ func NewPKI(t testing.TB) *PKI {
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: ServerName},
 		DNSNames:     []string{ServerName},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:  ipList(ips),
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -69,7 +78,15 @@ func NewPKI(t testing.TB) *PKI {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
-	return &PKI{Roots: roots, Cert: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}}
+	return &PKI{Roots: roots, CA: ca, Cert: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}}
+}
+
+func ipList(extra []netip.Addr) []net.IP {
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	for _, a := range extra {
+		ips = append(ips, a.AsSlice())
+	}
+	return ips
 }
 
 // ServerConfig is a TLS server configuration with the certificate.

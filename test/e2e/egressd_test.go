@@ -83,6 +83,9 @@ type egressdConfig struct {
 	QueryLog     string                // "" is stdout
 	Allow, Deny  []string              // nil is allowRules, denyRules
 	Hosts        map[string]netip.Addr // [hosts]: name answered locally with one address
+	// DNS over TLS and HTTPS: addresses, certificate and key files.
+	TLSListen, HTTPSListen []netip.AddrPort
+	TLSCert, TLSKey        string
 }
 
 // The policy every test uses: default deny, explicit allows, and a
@@ -106,8 +109,20 @@ func (c egressdConfig) render() string {
 		listen = append(listen, a.String())
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "[server]\nlisten = %s\nclients = %s\nmode = %q\n\n",
+	fmt.Fprintf(&b, "[server]\nlisten = %s\nclients = %s\nmode = %q\n",
 		tomlList(listen), tomlList(c.Clients), or(c.Mode, "enforce"))
+	if len(c.TLSListen)+len(c.HTTPSListen) > 0 {
+		var dot, doh []string
+		for _, a := range c.TLSListen {
+			dot = append(dot, a.String())
+		}
+		for _, a := range c.HTTPSListen {
+			doh = append(doh, a.String())
+		}
+		fmt.Fprintf(&b, "tls_listen = %s\nhttps_listen = %s\ntls_cert = %q\ntls_key = %q\n",
+			tomlList(dot), tomlList(doh), c.TLSCert, c.TLSKey)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "[upstream]\nservers = %s\ntimeout = \"1s\"\n\n", tomlList([]string{c.Upstream.String()}))
 	fmt.Fprintf(&b, "[firewall]\nbackend = \"nftables\"\ntable = %q\nhooks = %s\ngrace = %q\nmax_ttl = %q\nscope = %q\nremove_on_exit = %t\n\n",
 		tableName, tomlList(c.Hooks), or(c.Grace, "1s"), or(c.MaxTTL, "60s"), or(c.Scope, "group"), c.RemoveOnExit)

@@ -133,18 +133,24 @@ func BenchmarkCacheHitReader(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			u := env.srv.udpWorkersFilter(nil).(*udpWorkers)
-			r := &udpReader{u: u}
-			batch := newBatchBuffers()
-			inline := &udpResponse{batch: batch, peer: netip.MustParseAddrPort("127.0.0.1:40000")}
-			b.ReportAllocs()
-			for b.Loop() {
-				r.handle(inline, wire, time.Now())
-				if batch.queued != 1 {
-					b.Fatal("the hit was not answered by the reader")
-				}
-				batch.queued = 0 // what flush does after sending
-			}
+			benchReaderHits(b, env, wire)
 		})
+	}
+}
+
+// benchReaderHits has the UDP reader answer the cache hit wire, as it does
+// for a datagram of a batch, b.N times.
+func benchReaderHits(b *testing.B, env *testEnv, wire []byte) {
+	u := env.srv.udpWorkersFilter(nil).(*udpWorkers)
+	r := &udpReader{u: u}
+	batch := newBatchBuffers()
+	inline := &udpResponse{batch: batch, peer: netip.MustParseAddrPort("127.0.0.1:40000")}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.handle(inline, wire, time.Now())
+		if batch.queued != 1 {
+			b.Fatal("the hit was not answered by the reader")
+		}
+		batch.queued = 0 // what flush does after sending
 	}
 }

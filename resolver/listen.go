@@ -99,20 +99,7 @@ func (s *Server) udpServer(pc net.PacketConn) *dns.Server {
 // The first query may take as long as a later one (the idle timeout);
 // outsider.go shortens both for outsiders.
 func (s *Server) tcpServer(l net.Listener) *dns.Server {
-	idle := s.opts.TCPIdleTimeout
-	if idle <= 0 {
-		idle = DefaultTCPIdleTimeout
-	}
-	limits := tcpLimits{
-		max: s.opts.TCPMaxConns, perClient: s.opts.TCPMaxConnsPerClient,
-		outsiders: outsiderTCPMaxConns, perOutsider: outsiderTCPPerPrefix,
-	}
-	if limits.max <= 0 {
-		limits.max = DefaultTCPMaxConns
-	}
-	if limits.perClient <= 0 {
-		limits.perClient = DefaultTCPMaxConnsPerClient
-	}
+	idle, limits := s.connLimits()
 	return &dns.Server{
 		Listener:       newConnLimiter(l, limits, s.clientAllowed, s.log),
 		Handler:        s,

@@ -163,18 +163,7 @@ func BenchmarkCacheHitReaderDnstap(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	u := env.srv.udpWorkersFilter(nil).(*udpWorkers)
-	r := &udpReader{u: u}
-	batch := newBatchBuffers()
-	inline := &udpResponse{batch: batch, peer: netip.MustParseAddrPort("127.0.0.1:40000")}
-	b.ReportAllocs()
-	for b.Loop() {
-		r.handle(inline, wire, time.Now())
-		if batch.queued != 1 {
-			b.Fatal("the hit was not answered by the reader")
-		}
-		batch.queued = 0
-	}
+	benchReaderHits(b, env, wire)
 	b.StopTimer()
 	b.ReportMetric(float64(out.Dropped())/float64(b.N), "dropped/op")
 }

@@ -35,6 +35,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -76,13 +77,26 @@ func main() {
 	flag.BoolVar(&o.get, "get", false, "GET with ?dns= instead of POST")
 	procs := flag.Int("T", 0, "threads (GOMAXPROCS; 0: the Go default)")
 	flag.StringVar(&o.cacert, "cacert", "", "PEM file to verify the server's certificate (default: not verified)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dohload:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
 	}
 	o.duration = time.Duration(limit * float64(time.Second))
 	o.timeout = time.Duration(timeout * float64(time.Second))
 	if err := run(o, os.Stdout); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "dohload:", err)
 		os.Exit(1)
 	}

@@ -155,6 +155,7 @@ func applyDefaults(c *Config) {
 	}
 	def(&c.Firewall.Inbound, "drop")
 	def(&c.Firewall.UnlistedSources, "drop")
+	def(&c.Firewall.DropEvents, "log")
 	def(&c.Log.Queries, "stdout")
 	def(&c.Log.Level, "info")
 	def(&c.Log.MaxSize, "100MB")
@@ -408,6 +409,10 @@ func (v *validator) validate(c *Config) {
 	}
 	v.oneOf("firewall.inbound", f.Inbound, "drop", "accept")
 	v.oneOf("firewall.unlisted_sources", f.UnlistedSources, "drop", "accept")
+	v.oneOf("firewall.drop_events", f.DropEvents, "log", "nflog", "both", "none")
+	if f.NFLOGGroup < 0 || f.NFLOGGroup > 65535 {
+		v.err("firewall.nflog_group", "firewall.nflog_group: %d is out of range (0 to 65535)", f.NFLOGGroup)
+	}
 
 	if c.Log.SampleAllowed < 0 {
 		v.err("log.sample_allowed", "log.sample_allowed must not be negative")

@@ -298,11 +298,6 @@ const nftDefaultBurst = 5
 // bytes) and the ports of TCP or UDP fit.
 const nflogSnaplen = 64
 
-// kernelLog logs only to the kernel log, the default.
-func kernelLog(rate uint64, prefix string) rateLog {
-	return rateLog{ratePerSecond: rate, prefix: prefix, kernel: true}
-}
-
 func (l rateLog) text() string {
 	t := fmt.Sprintf("limit rate %d/second", l.ratePerSecond)
 	if l.kernel {

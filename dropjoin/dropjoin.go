@@ -6,10 +6,12 @@ package dropjoin
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,20 +33,27 @@ const (
 // Reasons lists every reason, for metrics.
 var Reasons = []string{NeverResolved, ResolvedByOtherClient, Expired, OtherPorts, NameDenied, ForeignResolver, UnlistedSource, Unexplained}
 
-// Port is a transport protocol and port an answer approved.
-type Port struct {
-	Proto uint8
-	Port  uint16
+// Port is a transport protocol and port range an answer approved.
+type Port = policy.PortRange
+
+// PortString is "443/tcp" or "8000-8099/udp".
+func PortString(p Port) string {
+	r := fmt.Sprint(p.From)
+	if p.To != p.From {
+		r = fmt.Sprintf("%d-%d", p.From, p.To)
+	}
+	return r + "/" + ProtoName(p.Proto)
 }
 
-func (p Port) String() string {
-	switch p.Proto {
+// ProtoName is "tcp", "udp" or the protocol number.
+func ProtoName(proto uint8) string {
+	switch proto {
 	case unix.IPPROTO_TCP:
-		return fmt.Sprintf("%d/tcp", p.Port)
+		return "tcp"
 	case unix.IPPROTO_UDP:
-		return fmt.Sprintf("%d/udp", p.Port)
+		return "udp"
 	}
-	return fmt.Sprintf("%d/%d", p.Port, p.Proto)
+	return fmt.Sprint(proto)
 }
 
 // Answer is one answer egressd gave: to Client of Group for Name, with
@@ -214,13 +223,13 @@ func (x *Index) Explain(d Drop, scopeClient bool) Result {
 		case !d.Time.Before(a.Expiry):
 			expired = a
 		default:
-			if len(a.Ports) == 0 || hasPort(a.Ports, Port{d.Proto, d.Port}) {
+			if len(a.Ports) == 0 || hasPort(a.Ports, d.Proto, d.Port) {
 				r.Reason, r.Name, r.AnswerTime, r.Expiry = Unexplained, a.Name, a.Time, a.Expiry
 				return r
 			}
 			live = a
 			for _, p := range a.Ports {
-				if !hasPort(livePorts, p) {
+				if !slices.Contains(livePorts, p) {
 					livePorts = append(livePorts, p)
 				}
 			}
@@ -253,9 +262,9 @@ func (x *Index) Explain(d Drop, scopeClient bool) Result {
 	return r
 }
 
-func hasPort(ports []Port, p Port) bool {
+func hasPort(ports []Port, proto uint8, port uint16) bool {
 	for _, q := range ports {
-		if q == p {
+		if q.Proto == proto && q.From <= port && port <= q.To {
 			return true
 		}
 	}

@@ -15,8 +15,8 @@ var (
 	bob     = netip.MustParseAddr("10.1.0.6")
 	carol   = netip.MustParseAddr("10.2.0.7")
 	dst     = netip.MustParseAddr("192.0.2.7")
-	https   = Port{unix.IPPROTO_TCP, 443}
-	ssh     = Port{unix.IPPROTO_TCP, 22}
+	https   = Port{Proto: unix.IPPROTO_TCP, From: 443, To: 443}
+	ssh     = Port{Proto: unix.IPPROTO_TCP, From: 20, To: 22}
 	answerA = Answer{Time: t0, Expiry: t0.Add(90 * time.Second), Client: alice, Group: "lan", Name: "api.example.com", Addrs: []netip.Addr{dst}}
 )
 

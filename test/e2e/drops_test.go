@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// TestDropEvents: with drop events sent to NFLOG, each dropped connect
+// becomes a "drop" query log line with the reason egressd derives from
+// its recent answers, and `egressd why` explains a drop on demand.
+func TestDropEvents(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	cfg := g.egressdConfig()
+	cfg.GroupClients = []string{"10.200.1.0/24", "fd00:200:1::/64"} // client2 is in no group
+	cfg.Grace = "1s"
+	cfg.QueryLog = filepath.Join(t.TempDir(), "queries.log")
+	cfg.DropEvents = "nflog"
+	cfg.MetricsListen = "127.0.0.1:9153"
+	p := g.startEgressd(t, cfg)
+
+	t.Run("never resolved", func(t *testing.T) {
+		expectDropped(t, g.client1, ap(unresolvedIP, 80), "no name resolved to this address")
+		expectDropLine(t, cfg.QueryLog, "10.200.1.10", unresolvedIP, 80, "never_resolved", "")
+	})
+	t.Run("other ports", func(t *testing.T) {
+		resolve(t, g.client1, g.dns1(), "ports.test", dns.TypeA, portsIP)
+		expectDropped(t, g.client1, ap(portsIP, 8443), "rule ports.test:443 does not cover 8443")
+		e := expectDropLine(t, cfg.QueryLog, "10.200.1.10", portsIP, 8443, "other_ports", "ports.test")
+		if ports := e.Drop.ApprovedPorts; len(ports) == 0 || ports[0] != "443/tcp" {
+			t.Errorf("approved_ports = %v, want 443/tcp first", ports)
+		}
+
+		out, err := p.ns.Exec(egressdBinary(t), "why", "-config", p.config, "-client", "10.200.1.10", ap(portsIP, 8443).String())
+		if err != nil {
+			t.Fatalf("egressd why: %v\n%s", err, out)
+		}
+		for _, want := range []string{"other_ports", "ports.test. is approved only on 443/tcp", "policy now for ports.test.: allow"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("egressd why output lacks %q:\n%s", want, out)
+			}
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		resolve(t, g.client1, g.dns1(), "short.test", dns.TypeA, shortIP)
+		resolved := time.Now()
+		// TTL (1s) plus grace (1s) have passed; 700ms absorbs scheduling.
+		time.Sleep(time.Until(resolved.Add(shortTTL*time.Second + time.Second + 700*time.Millisecond)))
+		expectDropped(t, g.client1, ap(shortIP, 80), "short.test's TTL plus grace has passed")
+		e := expectDropLine(t, cfg.QueryLog, "10.200.1.10", shortIP, 80, "expired", "short.test")
+		if e.Drop.AnswerTime == "" || e.Drop.Expiry == "" {
+			t.Errorf("expired drop without answer time or expiry: %+v", e.Drop)
+		}
+	})
+	t.Run("unlisted source", func(t *testing.T) {
+		expectDropped(t, g.client2, ap(unresolvedIP, 81), "client2 is in no group")
+		expectDropLine(t, cfg.QueryLog, "10.200.3.10", unresolvedIP, 81, "unlisted_source", "")
+	})
+}
+
+type dropLine struct {
+	Client   string `json:"client"`
+	QName    string `json:"qname"`
+	Decision string `json:"decision"`
+	Drop     *struct {
+		Destination   string   `json:"destination"`
+		Protocol      string   `json:"protocol"`
+		Port          uint16   `json:"port"`
+		Reason        string   `json:"reason"`
+		ApprovedPorts []string `json:"approved_ports"`
+		AnswerTime    string   `json:"answer_time"`
+		Expiry        string   `json:"expiry"`
+	} `json:"drop"`
+}
+
+// expectDropLine waits for the drop line of client's packet to dst:port
+// and checks its reason and name. The line is written once the event
+// arrives; the wait is a failure bound.
+func expectDropLine(t *testing.T, path, client string, dst netip.Addr, port uint16, reason, name string) dropLine {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, _ := os.ReadFile(path)
+		for _, line := range strings.Split(string(data), "\n") {
+			var e dropLine
+			if json.Unmarshal([]byte(line), &e) != nil || e.Decision != "drop" || e.Drop == nil {
+				continue
+			}
+			if e.Client != client || e.Drop.Destination != dst.String() || e.Drop.Port != port {
+				continue
+			}
+			if e.Drop.Reason != reason || strings.TrimSuffix(e.QName, ".") != name || e.Drop.Protocol != "tcp" {
+				t.Errorf("drop line %s: want reason %s, name %q, protocol tcp", line, reason, name)
+			}
+			return e
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no drop line for %s -> %s:%d in the query log:\n%s", client, dst, port, data)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

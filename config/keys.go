@@ -80,8 +80,8 @@ var Keys = map[string]Apply{
 
 	"firewall.inbound":                  OnReload,
 	"firewall.unlisted_sources":         OnReload,
-	"firewall.drop_events":              OnReload,
-	"firewall.nflog_group":              OnReload,
+	"firewall.drop_events":              OnRestart,
+	"firewall.nflog_group":              OnRestart,
 	"firewall.max_addresses_per_answer": OnReload,
 	"firewall.max_elements_per_set":     OnReload,
 

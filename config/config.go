@@ -150,6 +150,11 @@ type Firewall struct {
 	// NFLOGGroup), "both" or "none".
 	DropEvents string `toml:"drop_events"`
 	NFLOGGroup int    `toml:"nflog_group"`
+	// RecentAnswers bounds the addresses of recent answers kept to explain
+	// drops, RecentAnswersAge how long each is kept.
+	RecentAnswers       int           `toml:"recent_answers"`
+	RecentAnswersAge    string        `toml:"recent_answers_age"`
+	RecentAnswersAgeDur time.Duration `toml:"-"`
 	// Fallback lets a missing CAP_NET_ADMIN downgrade to backend none with a
 	// warning instead of failing start-up. Set in the embedded default.
 	Fallback bool `toml:"fallback_to_none"`

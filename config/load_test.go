@@ -128,6 +128,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad unlisted_sources", "[firewall]\n\nunlisted_sources = \"pass\"\n", "bad.toml:3: firewall.unlisted_sources: invalid value \"pass\" (one of drop, accept)"},
 		{"bad drop_events", "[firewall]\ndrop_events = \"syslog\"\n", "bad.toml:2: firewall.drop_events: invalid value \"syslog\" (one of log, nflog, both, none)"},
 		{"nflog_group out of range", "[firewall]\nnflog_group = 65536\n", "bad.toml:2: firewall.nflog_group: 65536 is out of range (0 to 65535)"},
+		{"recent_answers out of range", "[firewall]\nrecent_answers = -1\n", "bad.toml:2: firewall.recent_answers: -1 is out of range (1 to 10000000)"},
 		{"bad deny_addresses", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\ndeny_addresses = [\n  \"169.254.169.254\",\n  \"192.0.2.0/33\",\n]\n", "bad.toml:6: group.0.deny_addresses: invalid CIDR \"192.0.2.0/33\""},
 		{"bad hosts address", "[hosts]\n\"printer.lan\" = [\"10.0.0.300\"]\n", "bad.toml:2: hosts.printer.lan: invalid address \"10.0.0.300\""},
 		{"bad log size", "[log]\nmax_size = \"100 megs\"\n", "bad.toml:2: log.max_size: invalid size \"100 megs\""},

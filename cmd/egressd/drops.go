@@ -20,13 +20,11 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Drop event reading: recent answers kept for the join, queue between the
-// NFLOG reader and the joiner, and the socket buffer.
+// Drop event reading: the queue between the NFLOG reader and the joiner,
+// and the socket buffer.
 const (
-	recentAnswers    = 100000
-	recentAnswersAge = time.Hour
-	dropQueue        = 4096
-	nflogReadBuffer  = 4 << 20
+	dropQueue       = 4096
+	nflogReadBuffer = 4 << 20
 )
 
 // startDrops reads drop events from NFLOG when the drop rules send them
@@ -41,7 +39,7 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 	if err != nil {
 		return nil, fmt.Errorf("firewall.drop_events: %w", err)
 	}
-	idx := dropjoin.NewIndex(recentAnswers, recentAnswersAge)
+	idx := dropjoin.NewIndex(f.RecentAnswers, f.RecentAnswersAgeDur)
 	j := dropjoin.NewJoiner(idx, dropQueue)
 	j.ScopeClient = f.Scope == firewall.ScopeClient
 	j.GroupOf = func(a netip.Addr) string { return d.engine.Load().Decide(a, ".", dns.TypeA).Group }

@@ -239,12 +239,16 @@ func groupRules(s Spec, id string, audit, labels bool, sets []setDef) [][]stmt {
 	if !audit {
 		// Bypass prevention: clients resolve through egressd only. 853 is
 		// DNS over TLS (tcp) and DNS over QUIC (udp, RFC 9250).
-		rules = append(rules,
-			[]stmt{l4Dport{proto: protoUDP, port: 53}, drop},
-			[]stmt{l4Dport{proto: protoTCP, port: 53}, drop},
-			[]stmt{l4Dport{proto: protoTCP, port: 853}, drop},
-			[]stmt{l4Dport{proto: protoUDP, port: 853}, drop},
-		)
+		bypass := []l4Dport{{protoUDP, 53}, {protoTCP, 53}, {protoTCP, 853}, {protoUDP, 853}}
+		for _, p := range bypass {
+			// Drop events read from NFLOG report bypass attempts too
+			// (the kernel log stays as quiet as before).
+			if s.DropEvents == DropEventsNFLOG || s.DropEvents == DropEventsBoth {
+				l := rateLog{ratePerSecond: logRatePerSecond, prefix: fmt.Sprintf("egressd drop %s: ", id), nflog: true, group: s.NFLOGGroup}
+				rules = append(rules, []stmt{p, l})
+			}
+			rules = append(rules, []stmt{p, drop})
+		}
 	}
 	if labels {
 		// Approved before destination NAT (see prenatRules).

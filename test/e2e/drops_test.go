@@ -59,6 +59,10 @@ func TestDropEvents(t *testing.T) {
 			t.Errorf("expired drop without answer time or expiry: %+v", e.Drop)
 		}
 	})
+	t.Run("foreign resolver", func(t *testing.T) {
+		expectDropped(t, g.client1, ap(resolverAddr4, 53), "DNS to another server than egressd")
+		expectDropLine(t, cfg.QueryLog, "10.200.1.10", resolverAddr4, 53, "foreign_resolver", "")
+	})
 	t.Run("unlisted source", func(t *testing.T) {
 		expectDropped(t, g.client2, ap(unresolvedIP, 81), "client2 is in no group")
 		expectDropLine(t, cfg.QueryLog, "10.200.3.10", unresolvedIP, 81, "unlisted_source", "")

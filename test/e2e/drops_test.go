@@ -78,6 +78,7 @@ type dropLine struct {
 		Protocol      string   `json:"protocol"`
 		Port          uint16   `json:"port"`
 		Reason        string   `json:"reason"`
+		ResolvedBy    string   `json:"resolved_by"`
 		ApprovedPorts []string `json:"approved_ports"`
 		AnswerTime    string   `json:"answer_time"`
 		Expiry        string   `json:"expiry"`
@@ -109,5 +110,33 @@ func expectDropLine(t *testing.T, path, client string, dst netip.Addr, port uint
 			t.Fatalf("no drop line for %s -> %s:%d in the query log:\n%s", client, dst, port, data)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestDropEventsClientScope: with scope client, a client connecting to an
+// address another client resolved gets resolved_by_other_client naming
+// that client, in the log and from egressd why.
+func TestDropEventsClientScope(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	cfg := g.egressdConfig()
+	cfg.Scope = "client"
+	cfg.QueryLog = filepath.Join(t.TempDir(), "queries.log")
+	cfg.DropEvents = "both"
+	cfg.MetricsListen = "127.0.0.1:9153"
+	p := g.startEgressd(t, cfg)
+
+	resolve(t, g.client1, g.dns1(), "allowed.test", dns.TypeA, allowedIP)
+	expectDropped(t, g.client2, ap(allowedIP, 80), "client2 did not resolve allowed.test (scope client)")
+	e := expectDropLine(t, cfg.QueryLog, "10.200.3.10", allowedIP, 80, "resolved_by_other_client", "allowed.test")
+	if e.Drop.ResolvedBy != "10.200.1.10" {
+		t.Errorf("resolved_by = %q, want 10.200.1.10", e.Drop.ResolvedBy)
+	}
+	out, err := p.ns.Exec(egressdBinary(t), "why", "-config", p.config, "-client", "10.200.3.10", ap(allowedIP, 80).String())
+	if err != nil {
+		t.Fatalf("egressd why: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "resolved_by_other_client") || !strings.Contains(out, "for client 10.200.1.10") {
+		t.Errorf("egressd why output:\n%s", out)
 	}
 }

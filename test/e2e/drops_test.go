@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -139,4 +141,43 @@ func TestDropEventsClientScope(t *testing.T) {
 	if !strings.Contains(out, "resolved_by_other_client") || !strings.Contains(out, "for client 10.200.1.10") {
 		t.Errorf("egressd why output:\n%s", out)
 	}
+
+	var metrics string
+	// The socket is made on a thread inside the gateway's namespace
+	// (http.Get would dial from another thread).
+	err = p.ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:9153", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+			return err
+		}
+		b, err := io.ReadAll(c)
+		metrics = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(metrics, `egressd_drops_total{group="clients",reason="resolved_by_other_client"} 1`) {
+		t.Errorf("metrics lack the drop count:\n%s", grepLines(metrics, "egressd_drop"))
+	}
+	if !strings.Contains(metrics, "egressd_drop_events_lost_total 0") {
+		t.Errorf("metrics lack egressd_drop_events_lost_total 0:\n%s", grepLines(metrics, "egressd_drop"))
+	}
+}
+
+func grepLines(text, substr string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -145,6 +145,16 @@ type Firewall struct {
 	// UnlistedSources is what happens to new traffic from addresses in no
 	// group: "drop" (default, logged) or "accept".
 	UnlistedSources string `toml:"unlisted_sources"`
+	// DropEvents says where drop rules report drops, rate-limited in the
+	// kernel: "log" (default, kernel log prefix), "nflog" (NFLOG group
+	// NFLOGGroup), "both" or "none".
+	DropEvents string `toml:"drop_events"`
+	NFLOGGroup int    `toml:"nflog_group"`
+	// RecentAnswers bounds the addresses of recent answers kept to explain
+	// drops, RecentAnswersAge how long each is kept.
+	RecentAnswers       int           `toml:"recent_answers"`
+	RecentAnswersAge    string        `toml:"recent_answers_age"`
+	RecentAnswersAgeDur time.Duration `toml:"-"`
 	// Fallback lets a missing CAP_NET_ADMIN downgrade to backend none with a
 	// warning instead of failing start-up. Set in the embedded default.
 	Fallback bool `toml:"fallback_to_none"`

@@ -80,6 +80,10 @@ var Keys = map[string]Apply{
 
 	"firewall.inbound":                  OnReload,
 	"firewall.unlisted_sources":         OnReload,
+	"firewall.drop_events":              OnRestart,
+	"firewall.nflog_group":              OnRestart,
+	"firewall.recent_answers":           OnRestart,
+	"firewall.recent_answers_age":       OnRestart,
 	"firewall.max_addresses_per_answer": OnReload,
 	"firewall.max_elements_per_set":     OnReload,
 

@@ -155,6 +155,11 @@ func applyDefaults(c *Config) {
 	}
 	def(&c.Firewall.Inbound, "drop")
 	def(&c.Firewall.UnlistedSources, "drop")
+	def(&c.Firewall.DropEvents, "log")
+	def(&c.Firewall.RecentAnswersAge, "1h")
+	if c.Firewall.RecentAnswers == 0 {
+		c.Firewall.RecentAnswers = 100000
+	}
 	def(&c.Log.Queries, "stdout")
 	def(&c.Log.Level, "info")
 	def(&c.Log.MaxSize, "100MB")
@@ -408,6 +413,14 @@ func (v *validator) validate(c *Config) {
 	}
 	v.oneOf("firewall.inbound", f.Inbound, "drop", "accept")
 	v.oneOf("firewall.unlisted_sources", f.UnlistedSources, "drop", "accept")
+	v.oneOf("firewall.drop_events", f.DropEvents, "log", "nflog", "both", "none")
+	if f.NFLOGGroup < 0 || f.NFLOGGroup > 65535 {
+		v.err("firewall.nflog_group", "firewall.nflog_group: %d is out of range (0 to 65535)", f.NFLOGGroup)
+	}
+	if f.RecentAnswers < 1 || f.RecentAnswers > 10000000 {
+		v.err("firewall.recent_answers", "firewall.recent_answers: %d is out of range (1 to 10000000)", f.RecentAnswers)
+	}
+	f.RecentAnswersAgeDur = v.duration("firewall.recent_answers_age", f.RecentAnswersAge, time.Second)
 
 	if c.Log.SampleAllowed < 0 {
 		v.err("log.sample_allowed", "log.sample_allowed must not be negative")

@@ -40,6 +40,14 @@ const (
 	ScopeClient = "client"
 )
 
+// Values of Spec.DropEvents.
+const (
+	DropEventsLog   = "log"
+	DropEventsNFLOG = "nflog"
+	DropEventsBoth  = "both"
+	DropEventsNone  = "none"
+)
+
 // Spec describes the ruleset egressd owns. It is built from the config and
 // handed to Render, NewNFTables and Reload.
 type Spec struct {
@@ -74,6 +82,12 @@ type Spec struct {
 	// AcceptUnlisted lets new traffic from sources in no group pass. By
 	// default the base chains drop it (and log, or only log in audit mode).
 	AcceptUnlisted bool
+	// DropEvents says where the drop rules report what they drop (and
+	// audit mode what it would drop), rate-limited in the kernel:
+	// DropEventsLog (the default, also ""), DropEventsNFLOG (NFLOG group
+	// NFLOGGroup, for egressd to read), DropEventsBoth or DropEventsNone.
+	DropEvents string
+	NFLOGGroup uint16
 	// RemoveOnExit deletes the table on Close (fail open). By default the
 	// table stays, so a stopped egressd keeps failing closed.
 	RemoveOnExit bool

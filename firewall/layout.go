@@ -212,7 +212,7 @@ func buildLayout(s Spec, f Features) layout {
 		l.sets = append(l.sets, c4set, c6set, d4, d6, p4, p6)
 		l.groups[g.Name] = groupSets{d4: d4.name, d6: d6.name, p4: p4.name, p6: p6.name, scoped: scoped}
 
-		rules := groupRules(ids[i], s.Audit || g.Audit, f.CtLabels, []setDef{d4, d6, p4, p6})
+		rules := groupRules(s, ids[i], s.Audit || g.Audit, f.CtLabels, []setDef{d4, d6, p4, p6})
 		groupChains = append(groupChains, chainDef{name: prefix, rules: rules})
 		jumps = append(jumps, groupJump{chain: prefix, c4: c4set, c6: c6set, dests: []setDef{d4, d6, p4, p6}})
 	}
@@ -234,17 +234,21 @@ func buildLayout(s Spec, f Features) layout {
 // groupRules: block DNS bypass, accept what the sets allow, then log and
 // drop, or in audit mode log and accept. labels adds the match on the
 // label the prenat chains set.
-func groupRules(id string, audit, labels bool, sets []setDef) [][]stmt {
+func groupRules(s Spec, id string, audit, labels bool, sets []setDef) [][]stmt {
 	var rules [][]stmt
 	if !audit {
 		// Bypass prevention: clients resolve through egressd only. 853 is
 		// DNS over TLS (tcp) and DNS over QUIC (udp, RFC 9250).
-		rules = append(rules,
-			[]stmt{l4Dport{proto: protoUDP, port: 53}, drop},
-			[]stmt{l4Dport{proto: protoTCP, port: 53}, drop},
-			[]stmt{l4Dport{proto: protoTCP, port: 853}, drop},
-			[]stmt{l4Dport{proto: protoUDP, port: 853}, drop},
-		)
+		bypass := []l4Dport{{protoUDP, 53}, {protoTCP, 53}, {protoTCP, 853}, {protoUDP, 853}}
+		for _, p := range bypass {
+			// Drop events read from NFLOG report bypass attempts too
+			// (the kernel log stays as quiet as before).
+			if s.DropEvents == DropEventsNFLOG || s.DropEvents == DropEventsBoth {
+				l := rateLog{ratePerSecond: logRatePerSecond, prefix: fmt.Sprintf("egressd drop %s: ", id), nflog: true, group: s.NFLOGGroup}
+				rules = append(rules, []stmt{p, l})
+			}
+			rules = append(rules, []stmt{p, drop})
+		}
 	}
 	if labels {
 		// Approved before destination NAT (see prenatRules).
@@ -254,13 +258,28 @@ func groupRules(id string, audit, labels bool, sets []setDef) [][]stmt {
 		rules = append(rules, []stmt{set.lookup(), accept})
 	}
 	if audit {
-		return append(rules,
-			[]stmt{rateLog{logRatePerSecond, fmt.Sprintf("egressd would_deny %s: ", id)}},
-			[]stmt{accept})
+		rules = appendDropLog(rules, s, fmt.Sprintf("egressd would_deny %s: ", id))
+		return append(rules, []stmt{accept})
 	}
-	return append(rules,
-		[]stmt{rateLog{logRatePerSecond, fmt.Sprintf("egressd drop %s: ", id)}},
-		[]stmt{drop})
+	rules = appendDropLog(rules, s, fmt.Sprintf("egressd drop %s: ", id))
+	return append(rules, []stmt{drop})
+}
+
+// appendDropLog adds the rule that reports a drop (or would-be drop) with
+// prefix, as Spec.DropEvents says; with DropEventsNone it adds nothing.
+func appendDropLog(rules [][]stmt, s Spec, prefix string) [][]stmt {
+	l := rateLog{ratePerSecond: logRatePerSecond, prefix: prefix, group: s.NFLOGGroup}
+	switch s.DropEvents {
+	case DropEventsNone:
+		return rules
+	case DropEventsNFLOG:
+		l.nflog = true
+	case DropEventsBoth:
+		l.kernel, l.nflog = true, true
+	default:
+		l.kernel = true
+	}
+	return append(rules, []stmt{l})
 }
 
 // baseRules is a hook's chain: established flows, traffic that is always
@@ -319,11 +338,10 @@ func baseRules(s Spec, hook string, jumps []groupJump) [][]stmt {
 	}
 	if !s.AcceptUnlisted {
 		if s.Audit {
-			rules = append(rules, []stmt{rateLog{logRatePerSecond, "egressd would_deny unlisted: "}})
+			rules = appendDropLog(rules, s, "egressd would_deny unlisted: ")
 		} else {
-			rules = append(rules,
-				[]stmt{rateLog{logRatePerSecond, "egressd drop unlisted: "}},
-				[]stmt{drop})
+			rules = appendDropLog(rules, s, "egressd drop unlisted: ")
+			rules = append(rules, []stmt{drop})
 		}
 	}
 	return rules

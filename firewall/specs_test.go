@@ -63,6 +63,23 @@ var goldenSpecs = map[string]Spec{
 		Table: "egressd", Hooks: []string{HookForward}, AcceptInbound: true, AcceptUnlisted: true,
 		Groups: []GroupSpec{{Name: "office", Clients: prefixes("10.2.0.0/16")}},
 	},
+	// Drop events to NFLOG for egressd to read; both also keeps the
+	// kernel log line, here with a group in audit mode.
+	"drop_events_nflog": {
+		Table: "egressd", Hooks: []string{HookForward}, DropEvents: DropEventsNFLOG, NFLOGGroup: 5,
+		Groups: []GroupSpec{{Name: "office", Clients: prefixes("10.2.0.0/16")}},
+	},
+	"drop_events_both": {
+		Table: "egressd", Hooks: []string{HookForward}, DropEvents: DropEventsBoth, NFLOGGroup: 65535,
+		Groups: []GroupSpec{
+			{Name: "office", Clients: prefixes("10.2.0.0/16")},
+			{Name: "trial", Clients: prefixes("10.4.0.0/16"), Audit: true},
+		},
+	},
+	"drop_events_none": {
+		Table: "egressd", Hooks: []string{HookForward}, DropEvents: DropEventsNone,
+		Groups: []GroupSpec{{Name: "office", Clients: prefixes("10.2.0.0/16")}},
+	},
 	"group_audit": {
 		Table: "egressd", Hooks: []string{HookForward},
 		Groups: []GroupSpec{

@@ -280,23 +280,50 @@ func (l ctLabelSet) exprs(map[string]uint32) []expr.Any {
 	}
 }
 
-// rateLog logs at most ratePerSecond packets a second with prefix.
+// rateLog logs at most ratePerSecond packets a second with prefix: to the
+// kernel log, to NFLOG group (nflog), or both. An NFLOG copy is cut to
+// nflogSnaplen bytes, enough for the IP and transport headers.
 type rateLog struct {
 	ratePerSecond uint64
 	prefix        string
+	kernel        bool
+	nflog         bool
+	group         uint16
 }
 
 // nftDefaultBurst is the burst nft uses (and omits when listing).
 const nftDefaultBurst = 5
 
+// nflogSnaplen is the copy range of NFLOG events: an IPv6 header (40
+// bytes) and the ports of TCP or UDP fit.
+const nflogSnaplen = 64
+
 func (l rateLog) text() string {
-	return fmt.Sprintf("limit rate %d/second log prefix %q", l.ratePerSecond, l.prefix)
+	t := fmt.Sprintf("limit rate %d/second", l.ratePerSecond)
+	if l.kernel {
+		t += fmt.Sprintf(" log prefix %q", l.prefix)
+	}
+	if l.nflog {
+		t += fmt.Sprintf(" log prefix %q group %d snaplen %d", l.prefix, l.group, nflogSnaplen)
+	}
+	return t
 }
 func (l rateLog) exprs(map[string]uint32) []expr.Any {
-	return []expr.Any{
+	e := []expr.Any{
 		&expr.Limit{Type: expr.LimitTypePkts, Rate: l.ratePerSecond, Unit: expr.LimitTimeSecond, Burst: nftDefaultBurst},
-		&expr.Log{Key: 1 << unix.NFTA_LOG_PREFIX, Data: []byte(l.prefix)},
 	}
+	if l.kernel {
+		e = append(e, &expr.Log{Key: 1 << unix.NFTA_LOG_PREFIX, Data: []byte(l.prefix)})
+	}
+	if l.nflog {
+		e = append(e, &expr.Log{
+			Key:     1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_SNAPLEN,
+			Data:    []byte(l.prefix),
+			Group:   l.group,
+			Snaplen: nflogSnaplen,
+		})
+	}
+	return e
 }
 
 // verdict ends a rule: accept, drop, or jump to a chain.

@@ -44,6 +44,9 @@ func (m *Metrics) Handler(ready ReadyFunc) http.Handler {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, strings.Join(problems, "\n"))
 	})
+	if m.Why != nil {
+		mux.Handle("GET /why", m.Why)
+	}
 	return mux
 }
 

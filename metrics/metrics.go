@@ -3,6 +3,8 @@
 package metrics
 
 import (
+	"net/http"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -12,6 +14,8 @@ import (
 // configured; never a query name.
 type Metrics struct {
 	Registry *prometheus.Registry
+	// Why, when set before Serve, answers /why (egressd why).
+	Why http.Handler
 
 	Queries          *prometheus.CounterVec   // group, decision, qtype
 	Responses        *prometheus.CounterVec   // rcode

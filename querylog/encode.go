@@ -53,6 +53,30 @@ func AppendJSON(b []byte, e *Entry) []byte {
 	b = appendDuration(b, e.DurationMS)
 	b = append(b, `,"suppressed":`...)
 	b = strconv.AppendUint(b, e.Suppressed, 10)
+	if d := e.Drop; d != nil {
+		b = append(b, `,"drop":{"destination":`...)
+		b = appendString(b, d.Destination)
+		b = append(b, `,"protocol":`...)
+		b = appendString(b, d.Protocol)
+		b = append(b, `,"port":`...)
+		b = strconv.AppendUint(b, uint64(d.Port), 10)
+		b = append(b, `,"reason":`...)
+		b = appendString(b, d.Reason)
+		b = append(b, `,"resolved_by":`...)
+		b = appendString(b, d.ResolvedBy)
+		b = append(b, `,"approved_ports":[`...)
+		for i, p := range d.ApprovedPorts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, p)
+		}
+		b = append(b, `],"answer_time":`...)
+		b = appendString(b, d.AnswerTime)
+		b = append(b, `,"expiry":`...)
+		b = appendString(b, d.Expiry)
+		b = append(b, '}')
+	}
 	return append(b, "}\n"...)
 }
 

@@ -164,3 +164,35 @@ func BenchmarkEncodingJSON(b *testing.B) {
 		}
 	}
 }
+
+// TestAppendJSONDropLine: a drop line has the contract fields plus a drop
+// object with all its fields, and decodes back to the same entry.
+func TestAppendJSONDropLine(t *testing.T) {
+	e := Entry{Time: sampleEntry().Time, Client: "10.1.0.5", Group: "lan", QName: "api.example.com", Decision: DecisionDrop,
+		Drop: &Drop{Destination: "192.0.2.7", Protocol: "tcp", Port: 22, Reason: "other_ports", ApprovedPorts: []string{"443/tcp", "8443/tcp"}, AnswerTime: "2026-12-05T00:00:00Z", Expiry: "2026-12-05T00:01:30Z"}}
+	line := AppendJSON(nil, &e)
+	var m map[string]any
+	if err := json.Unmarshal(line, &m); err != nil {
+		t.Fatalf("invalid JSON %q: %v", line, err)
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := slices.Sorted(slices.Values(append(slices.Clone(contractFields), "drop")))
+	if !slices.Equal(keys, want) {
+		t.Fatalf("keys = %v, want %v", keys, want)
+	}
+	drop, _ := m["drop"].(map[string]any)
+	if len(drop) != 8 {
+		t.Errorf("drop object %v, want 8 fields", drop)
+	}
+	var got Entry
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Drop == nil || !reflect.DeepEqual(*got.Drop, *e.Drop) {
+		t.Errorf("decoded drop = %+v, want %+v", got.Drop, e.Drop)
+	}
+}

@@ -124,6 +124,9 @@ func firewallSpec(cfg, started *config.Config) firewall.Spec {
 		UID:            uint32(os.Geteuid()),
 		AcceptInbound:  cfg.Firewall.Inbound == "accept",
 		AcceptUnlisted: cfg.Firewall.UnlistedSources == "accept",
+		// Restart only: egressd's NFLOG reader is bound at start.
+		DropEvents: started.Firewall.DropEvents,
+		NFLOGGroup: uint16(started.Firewall.NFLOGGroup),
 	}
 	for _, g := range cfg.Groups {
 		spec.Groups = append(spec.Groups, firewall.GroupSpec{Name: g.Name, Clients: g.Spec.Clients, Audit: g.Spec.Mode == policy.ModeAudit})

@@ -21,6 +21,9 @@ Usage:
   egressd explain -config FILE [-client IP] [-type A] NAME
                                         show how a query would be decided
   egressd nft-rules -config FILE        print the nftables ruleset egressd installs
+  egressd why -config FILE -client IP DEST[:PORT[/PROTO]]
+                                        ask the running egressd why packets to DEST are
+                                        dropped (needs firewall.drop_events "nflog" or "both")
   egressd report [-json] [-threshold N] [-config FILE] LOGFILE...
                                         summarize query logs and propose allow rules
                                         (never what FILE's deny rules or categories deny)
@@ -52,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = explainCmd(args, stdout)
 	case "nft-rules":
 		err = nftRulesCmd(args, stdout)
+	case "why":
+		err = whyCmd(args, stdout)
 	case "report":
 		err = reportCmd(args, stdout)
 	case "version":

@@ -61,6 +61,10 @@ var keyEdits = map[string]any{
 
 	"firewall.inbound":                  "accept",
 	"firewall.unlisted_sources":         "accept",
+	"firewall.drop_events":              "both",
+	"firewall.nflog_group":              int64(7),
+	"firewall.recent_answers":           int64(1000),
+	"firewall.recent_answers_age":       "10m",
 	"firewall.max_addresses_per_answer": int64(8),
 	"firewall.max_elements_per_set":     int64(1000),
 

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 	"github.com/egressd/egressd/dnstap"
 	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/metrics"
+	"github.com/egressd/egressd/nflog"
+	"github.com/egressd/egressd/policy"
 	"github.com/egressd/egressd/querylog"
 	"github.com/egressd/egressd/resolver"
 )
@@ -77,6 +80,11 @@ type daemon struct {
 	server   *resolver.Server
 	http     *metrics.Server
 	cancel   context.CancelFunc
+
+	// engine is the policy in use; dropReader reads drop events (nil
+	// unless firewall.drop_events sends them to NFLOG).
+	engine     atomic.Pointer[policy.Engine]
+	dropReader *nflog.Reader
 }
 
 func (d *daemon) start(parent context.Context) error {
@@ -116,6 +124,11 @@ func (d *daemon) start(parent context.Context) error {
 	if d.tap, err = openDnstap(cfg, d.logger); err != nil {
 		return err
 	}
+	d.engine.Store(engine)
+	enf, err := d.startDrops(ctx, cfg)
+	if err != nil {
+		return err
+	}
 	d.server, err = resolver.New(resolver.Options{
 		Settings:  newRunning(cfg, cfg).resolver,
 		Listen:    cfg.Server.Listen,
@@ -140,7 +153,7 @@ func (d *daemon) start(parent context.Context) error {
 			Certificate: cfg.Server.Certificate,
 		},
 		Policy:   engine,
-		Enforcer: d.enforcer,
+		Enforcer: enf,
 		QueryLog: d.qlog,
 		Tap:      tapOrNil(d.tap),
 		Metrics:  d.metrics,
@@ -343,6 +356,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 	}
 	d.server.Configure(next.resolver)
 	d.server.SetPolicy(engine)
+	d.engine.Store(engine)
 	// The certificate and key are read again on every reload (renewed in
 	// place); handshakes from now on use them, open connections stay.
 	d.server.SetCertificate(cfg.Server.Certificate)

@@ -86,6 +86,10 @@ type egressdConfig struct {
 	// DNS over TLS and HTTPS: addresses, certificate and key files.
 	TLSListen, HTTPSListen []netip.AddrPort
 	TLSCert, TLSKey        string
+	// DropEvents is firewall.drop_events ("" leaves the default) and
+	// MetricsListen metrics.listen ("" is none).
+	DropEvents    string
+	MetricsListen string
 }
 
 // The policy every test uses: default deny, explicit allows, and a
@@ -124,10 +128,14 @@ func (c egressdConfig) render() string {
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "[upstream]\nservers = %s\ntimeout = \"1s\"\n\n", tomlList([]string{c.Upstream.String()}))
-	fmt.Fprintf(&b, "[firewall]\nbackend = \"nftables\"\ntable = %q\nhooks = %s\ngrace = %q\nmax_ttl = %q\nscope = %q\nremove_on_exit = %t\n\n",
+	fmt.Fprintf(&b, "[firewall]\nbackend = \"nftables\"\ntable = %q\nhooks = %s\ngrace = %q\nmax_ttl = %q\nscope = %q\nremove_on_exit = %t\n",
 		tableName, tomlList(c.Hooks), or(c.Grace, "1s"), or(c.MaxTTL, "60s"), or(c.Scope, "group"), c.RemoveOnExit)
+	if c.DropEvents != "" {
+		fmt.Fprintf(&b, "drop_events = %q\nnflog_group = 3\n", c.DropEvents)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "[log]\nqueries = %q\nlevel = \"debug\"\n\n", or(c.QueryLog, "stdout"))
-	b.WriteString("[metrics]\nlisten = \"\"\n\n")
+	fmt.Fprintf(&b, "[metrics]\nlisten = %q\n\n", c.MetricsListen)
 	fmt.Fprintf(&b, "[[group]]\nname = \"clients\"\nclients = %s\nallow = %s\ndeny = %s\ndefault = \"deny\"\naction = \"nxdomain\"\nallow_private_answers = true\n",
 		tomlList(orList(c.GroupClients, c.Clients)), tomlList(orList(c.Allow, allowRules)), tomlList(orList(c.Deny, denyRules)))
 	if len(c.Hosts) > 0 {

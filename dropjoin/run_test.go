@@ -1,0 +1,137 @@
+package dropjoin
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/nflog"
+	"github.com/egressd/egressd/querylog"
+	"golang.org/x/sys/unix"
+)
+
+func TestParseDest(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Drop
+		wantErr bool
+	}{
+		{"192.0.2.7", Drop{Dst: dst, Proto: unix.IPPROTO_TCP}, false},
+		{"192.0.2.7:22", Drop{Dst: dst, Proto: unix.IPPROTO_TCP, Port: 22}, false},
+		{"192.0.2.7:53/udp", Drop{Dst: dst, Proto: unix.IPPROTO_UDP, Port: 53}, false},
+		{"[2001:db8::9]:443/tcp", Drop{Dst: netip.MustParseAddr("2001:db8::9"), Proto: unix.IPPROTO_TCP, Port: 443}, false},
+		{"2001:db8::9", Drop{Dst: netip.MustParseAddr("2001:db8::9"), Proto: unix.IPPROTO_TCP}, false},
+		{"192.0.2.7:22/sctp", Drop{}, true},
+		{"example.com:22", Drop{}, true},
+	}
+	for _, tc := range tests {
+		got, err := ParseDest(tc.in)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("ParseDest(%q) error %v, want error %v", tc.in, err, tc.wantErr)
+			continue
+		}
+		if !tc.wantErr && got != tc.want {
+			t.Errorf("ParseDest(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestJoinerHandle: a drop event becomes one drop line and one count;
+// events of audit rules are ignored; a full queue counts events as lost.
+func TestJoinerHandle(t *testing.T) {
+	x := NewIndex(10, time.Hour)
+	x.Add(with(answerA, func(a *Answer) { a.Ports = []Port{https} }))
+	j := NewJoiner(x, 1)
+	j.GroupOf = func(a netip.Addr) string {
+		if a == alice {
+			return "lan"
+		}
+		return ""
+	}
+	var lines []*querylog.Entry
+	counts := map[string]int{}
+	j.Log = func(e *querylog.Entry) { lines = append(lines, e) }
+	j.Count = func(group, reason string) { counts[group+"/"+reason]++ }
+
+	ev := nflog.Event{Prefix: "egressd drop lan: ", Time: t0.Add(time.Second), Src: alice, Dst: dst, Proto: unix.IPPROTO_TCP, Sport: 40000, Dport: 22}
+	j.Handle(ev)
+	j.Handle(nflog.Event{Prefix: "egressd would_deny lan: ", Time: t0, Src: alice, Dst: dst, Proto: unix.IPPROTO_TCP, Dport: 22})
+	unlisted := ev
+	unlisted.Prefix = "egressd drop unlisted: "
+	j.Handle(unlisted) // alice's address, but the base chain says no group
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2: %+v", len(lines), lines)
+	}
+	e := lines[0]
+	want := querylog.Drop{Destination: "192.0.2.7", Protocol: "tcp", Port: 22, Reason: OtherPorts, ApprovedPorts: []string{"443/tcp"},
+		AnswerTime: "2026-12-05T00:00:00Z", Expiry: "2026-12-05T00:01:30Z"}
+	if e.Decision != querylog.DecisionDrop || e.Client != "10.1.0.5" || e.Group != "lan" || e.QName != "api.example.com" || e.Drop == nil {
+		t.Fatalf("line = %+v", e)
+	}
+	if got, _ := json.Marshal(e.Drop); string(got) != string(must(json.Marshal(want))) {
+		t.Errorf("drop = %s, want %s", got, must(json.Marshal(want)))
+	}
+	if lines[1].Drop.Reason != UnlistedSource || lines[1].Group != "" {
+		t.Errorf("unlisted line = %+v %+v", lines[1], lines[1].Drop)
+	}
+	if counts["lan/"+OtherPorts] != 1 || counts["/"+UnlistedSource] != 1 || len(counts) != 2 {
+		t.Errorf("counts = %v", counts)
+	}
+
+	j.Enqueue(ev)
+	j.Enqueue(ev) // the queue holds one
+	if j.Lost() != 1 {
+		t.Errorf("Lost = %d, want 1", j.Lost())
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func TestWhyHandler(t *testing.T) {
+	x := NewIndex(10, time.Hour)
+	a := answerA
+	a.Time, a.Expiry = time.Now(), time.Now().Add(time.Hour)
+	a.Ports = []Port{https}
+	x.Add(a)
+	j := NewJoiner(x, 1)
+	j.GroupOf = func(netip.Addr) string { return "lan" }
+	h := j.WhyHandler(func(client netip.Addr, name string) string { return "allow (rule " + name + ":443)" })
+	tests := []struct {
+		query  string
+		status int
+		want   string
+	}{
+		{"client=10.1.0.5&dest=192.0.2.7:22", 200, "api.example.com is approved only on 443/tcp"},
+		{"client=10.1.0.5&dest=192.0.2.8:22", 200, NeverResolved},
+		{"client=nope&dest=192.0.2.7:22", 400, "client"},
+		{"client=10.1.0.5&dest=192.0.2.7:22/icmp", 400, "dest"},
+	}
+	for _, tc := range tests {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/why?"+tc.query, nil))
+		if rec.Code != tc.status {
+			t.Errorf("%s: status %d, want %d: %s", tc.query, rec.Code, tc.status, rec.Body)
+			continue
+		}
+		body := rec.Body.String()
+		if tc.status == 200 {
+			var w Why
+			if err := json.Unmarshal(rec.Body.Bytes(), &w); err != nil {
+				t.Fatal(err)
+			}
+			body = FormatWhy(w)
+		}
+		if !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %q lacks %q", tc.query, body, tc.want)
+		}
+	}
+}

@@ -59,7 +59,10 @@ func acceptAndClose(t *testing.T, ns *testNS, network, addr string) {
 func waitDial(t *testing.T, ns *testNS, addr string) {
 	t.Helper()
 	var err error
-	if !wait.Until(3*time.Second, 50*time.Millisecond, func() bool {
+	// Setup, not egressd: the first neighbour discovery of a fresh link can
+	// fail (3 probes, 1 s apart) and must be tried again, which on a busy
+	// machine takes more than 3 s.
+	if !wait.Until(10*time.Second, 50*time.Millisecond, func() bool {
 		err = dialFrom(t, ns, addr, 0)
 		return err == nil
 	}) {

@@ -237,8 +237,12 @@ func TestServeAuditMode(t *testing.T) {
 	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 		t.Fatalf("audit mode must resolve denied names, got %v", r)
 	}
-	// The start-up probe (probe.invalid.) is a would_deny query too.
-	if !d.metric(t, `egressd_queries_total{decision="would_deny",group="local",qtype="A"} 2`) {
+	// The start-up probe (probe.invalid.) is a would_deny query too; it is
+	// counted when its answer is recorded, which can come after the daemon
+	// reports ready, so wait for it within the probe's upstream timeout.
+	if !wait.Until(5*time.Second, 20*time.Millisecond, func() bool {
+		return d.metric(t, `egressd_queries_total{decision="would_deny",group="local",qtype="A"} 2`)
+	}) {
 		t.Error("metrics lack the would_deny query")
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)

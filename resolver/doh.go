@@ -58,6 +58,10 @@ func (l *dohListener) shutdown(ctx context.Context) error {
 	if err != nil {
 		l.http.Close()
 	}
+	// http.Server closes only the listeners its Serve has taken over: if
+	// serve's goroutine has not got that far yet, the socket would stay
+	// bound after Shutdown returns.
+	l.ln.Close()
 	return err
 }
 

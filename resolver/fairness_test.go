@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/egressd/egressd/enforce"
+	"github.com/egressd/egressd/internal/wait"
 	"github.com/egressd/egressd/metrics"
 )
 
@@ -139,6 +140,10 @@ func TestInFlightFairShare(t *testing.T) {
 	}
 	check := func(step string, inFlight int64, droppedClient, droppedTotal float64) {
 		t.Helper()
+		// A query gives its slot back just after its answer is written, so
+		// the client can read the answer before the count falls: wait for
+		// the slots of answered queries, which must come back.
+		wait.Until(5*time.Second, time.Millisecond, func() bool { return env.srv.inFlight.n.Load() == inFlight })
 		if n := env.srv.inFlight.n.Load(); n != inFlight {
 			t.Errorf("%s: %d queries in flight, want %d", step, n, inFlight)
 		}

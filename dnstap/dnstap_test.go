@@ -14,6 +14,8 @@ import (
 	framestream "github.com/farsightsec/golang-framestream"
 	"github.com/miekg/dns"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/egressd/egressd/internal/dnstaptest"
 )
 
 // reader accepts Frame Streams connections and hands on every frame.
@@ -45,24 +47,7 @@ func listen(t *testing.T, network, addr string) *reader {
 }
 
 func (r *reader) read(c net.Conn) {
-	defer c.Close()
-	fr, err := framestream.NewReader(c, &framestream.ReaderOptions{
-		ContentTypes: [][]byte{dt.FSContentType}, Bidirectional: true})
-	if err != nil {
-		return
-	}
-	buf := make([]byte, 1<<16)
-	for {
-		n, err := fr.ReadFrame(buf)
-		if err != nil {
-			return
-		}
-		m := &dt.Dnstap{}
-		if err := proto.Unmarshal(buf[:n], m); err != nil {
-			return
-		}
-		r.frames <- m
-	}
+	dnstaptest.ReadFrames(c, func(m *dt.Dnstap) { r.frames <- m })
 }
 
 func (r *reader) next(t *testing.T) *dt.Dnstap {

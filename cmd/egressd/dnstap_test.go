@@ -17,10 +17,9 @@ import (
 	"time"
 
 	dt "github.com/dnstap/golang-dnstap"
-	framestream "github.com/farsightsec/golang-framestream"
 	"github.com/miekg/dns"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/egressd/egressd/internal/dnstaptest"
 	"github.com/egressd/egressd/internal/wait"
 )
 
@@ -258,19 +257,9 @@ func TestServeDnstapSocket(t *testing.T) {
 // readFrames reads a Frame Streams connection and sends the question
 // name of every CLIENT_RESPONSE.
 func readFrames(c net.Conn, names chan<- string) {
-	fr, err := framestream.NewReader(c, &framestream.ReaderOptions{ContentTypes: [][]byte{dt.FSContentType}, Bidirectional: true})
-	if err != nil {
-		return
-	}
-	buf := make([]byte, 1<<16)
-	for {
-		n, err := fr.ReadFrame(buf)
-		if err != nil {
+	dnstaptest.ReadFrames(c, func(m *dt.Dnstap) {
+		if m.GetMessage().GetType() != dt.Message_CLIENT_RESPONSE {
 			return
-		}
-		var m dt.Dnstap
-		if proto.Unmarshal(buf[:n], &m) != nil || m.GetMessage().GetType() != dt.Message_CLIENT_RESPONSE {
-			continue
 		}
 		var resp dns.Msg
 		if resp.Unpack(m.GetMessage().GetResponseMessage()) == nil && len(resp.Question) == 1 {
@@ -278,7 +267,7 @@ func readFrames(c net.Conn, names chan<- string) {
 				names <- n
 			}
 		}
-	}
+	})
 }
 
 // metricValue is the value of the /metrics sample named series.

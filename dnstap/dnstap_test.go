@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	dt "github.com/dnstap/golang-dnstap"
 	framestream "github.com/farsightsec/golang-framestream"
 	"github.com/miekg/dns"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/egressd/egressd/internal/dnstaptest"
 )
@@ -206,29 +204,15 @@ func TestOutputFile(t *testing.T) {
 	if out.Sent() != 5 || out.Dropped() != 0 || out.Lost() != 0 {
 		t.Errorf("sent %d dropped %d lost %d, want 5 0 0", out.Sent(), out.Dropped(), out.Lost())
 	}
-	f, err := os.Open(path)
+	msgs, err := dnstaptest.ReadFile(path) // ends with the STOP frame
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	fr, err := framestream.NewReader(f, &framestream.ReaderOptions{ContentTypes: [][]byte{dt.FSContentType}})
-	if err != nil {
-		t.Fatal(err)
+	if len(msgs) != len(allKinds) {
+		t.Fatalf("%d messages in the file, want %d", len(msgs), len(allKinds))
 	}
-	buf := make([]byte, 1<<16)
-	for _, w := range allKinds {
-		n, err := fr.ReadFrame(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := &dt.Dnstap{}
-		if err := proto.Unmarshal(buf[:n], m); err != nil {
-			t.Fatal(err)
-		}
-		check(t, m, w, q, resp)
-	}
-	if _, err := fr.ReadFrame(buf); err != framestream.EOF {
-		t.Errorf("after the last message: %v, want the STOP frame (EOF)", err)
+	for i, w := range allKinds {
+		check(t, msgs[i], w, q, resp)
 	}
 }
 
@@ -253,26 +237,12 @@ func TestOutputKinds(t *testing.T) {
 			}
 			send(t, out)
 			out.Close()
-			f, err := os.Open(path)
+			msgs, err := dnstaptest.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer f.Close()
-			fr, err := framestream.NewReader(f, &framestream.ReaderOptions{ContentTypes: [][]byte{dt.FSContentType}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			buf := make([]byte, 1<<16)
 			var got []dt.Message_Type
-			for {
-				n, err := fr.ReadFrame(buf)
-				if err != nil {
-					break
-				}
-				m := &dt.Dnstap{}
-				if err := proto.Unmarshal(buf[:n], m); err != nil {
-					t.Fatal(err)
-				}
+			for _, m := range msgs {
 				got = append(got, m.GetMessage().GetType())
 			}
 			if len(got) != len(tt.want) {

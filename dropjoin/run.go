@@ -33,6 +33,9 @@ type Joiner struct {
 	Log func(*querylog.Entry)
 	// Count counts a drop by group and reason.
 	Count func(group, reason string)
+	// Policy says what the policy decides now for a client and a name
+	// (nil: drops are explained by answers and denied queries only).
+	Policy PolicyFunc
 
 	queue chan nflog.Event
 	lost  atomic.Uint64
@@ -77,7 +80,7 @@ func (j *Joiner) Handle(ev nflog.Event) {
 	if !strings.HasPrefix(ev.Prefix, dropPrefix+"unlisted:") && j.GroupOf != nil {
 		d.Group = j.GroupOf(d.Src)
 	}
-	r := j.Index.Explain(d, j.ScopeClient)
+	r := j.Index.ExplainWith(d, j.ScopeClient, j.Policy)
 	if j.Count != nil {
 		j.Count(d.Group, r.Reason)
 	}
@@ -150,6 +153,42 @@ func (r *Recording) InEffect(a enforce.Allowance) bool {
 	return true
 }
 
+// QueryLogger is the resolver's query log (resolver.QueryLogger).
+type QueryLogger interface {
+	Keep(decision string) bool
+	Write(e *querylog.Entry)
+}
+
+// DenialLog is a query log that records every denied query in Index on
+// its way, also when the query log itself keeps none.
+type DenialLog struct {
+	QueryLogger
+	Index *Index
+}
+
+// Keep keeps denied queries for the index, the rest as the query log does.
+func (l *DenialLog) Keep(decision string) bool {
+	return decision == querylog.DecisionDeny || l.QueryLogger.Keep(decision)
+}
+
+// Write records a denied query and hands e to the query log if it keeps
+// denied queries; other entries were kept by Keep already.
+func (l *DenialLog) Write(e *querylog.Entry) {
+	if e.Decision == querylog.DecisionDeny {
+		if c, err := netip.ParseAddr(e.Client); err == nil {
+			t := e.Time
+			if t.IsZero() {
+				t = time.Now()
+			}
+			l.Index.AddDenial(Denial{Time: t, Client: c, Name: e.QName, Rule: e.Rule})
+		}
+		if !l.QueryLogger.Keep(e.Decision) {
+			return
+		}
+	}
+	l.QueryLogger.Write(e)
+}
+
 // Why is the answer of the /why endpoint.
 type Why struct {
 	Entry *querylog.Entry `json:"drop"`
@@ -177,7 +216,7 @@ func (j *Joiner) WhyHandler(decide func(client netip.Addr, name string) string) 
 		if j.GroupOf != nil {
 			d.Group = j.GroupOf(d.Src)
 		}
-		r := j.Index.Explain(d, j.ScopeClient)
+		r := j.Index.ExplainWith(d, j.ScopeClient, j.Policy)
 		out := Why{Entry: Entry(d, r), Policy: map[string]string{}}
 		for _, n := range r.Names {
 			out.Policy[n] = decide(d.Src, n)

@@ -17,6 +17,7 @@ import (
 	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/nflog"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
 	"github.com/miekg/dns"
 )
 
@@ -29,15 +30,16 @@ const (
 
 // startDrops reads drop events from NFLOG when the drop rules send them
 // there, joins them to recent answers and logs them; it returns the
-// enforcer the resolver is to use (recording answers for the join).
-func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.Enforcer, error) {
+// enforcer and the query log the resolver is to use (recording answers
+// and denied queries for the join).
+func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.Enforcer, resolver.QueryLogger, error) {
 	f := cfg.Firewall
 	if d.nft == nil || (f.DropEvents != firewall.DropEventsNFLOG && f.DropEvents != firewall.DropEventsBoth) {
-		return d.enforcer, nil
+		return d.enforcer, d.qlog, nil
 	}
 	r, err := nflog.Open(nflog.Config{Group: uint16(f.NFLOGGroup), ReadBuffer: nflogReadBuffer})
 	if err != nil {
-		return nil, fmt.Errorf("firewall.drop_events: %w", err)
+		return nil, nil, fmt.Errorf("firewall.drop_events: %w", err)
 	}
 	idx := dropjoin.NewIndex(f.RecentAnswers, f.RecentAnswersAgeDur)
 	j := dropjoin.NewJoiner(idx, dropQueue)
@@ -47,9 +49,13 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 	drops, err := d.metrics.WatchDrops(func() float64 { return float64(r.Lost() + j.Lost()) })
 	if err != nil {
 		r.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	j.Count = func(group, reason string) { drops.WithLabelValues(group, reason).Inc() }
+	j.Policy = func(client netip.Addr, name string) (string, bool) {
+		dec := d.engine.Load().Decide(client, name, dns.TypeA)
+		return dec.Rule, dec.Verdict == policy.Deny
+	}
 	d.metrics.Why = j.WhyHandler(func(client netip.Addr, name string) string {
 		dec := d.engine.Load().Decide(client, name, dns.TypeA)
 		if dec.Verdict == policy.Allow {
@@ -77,7 +83,7 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 		}
 	}()
 	go j.Run(ctx)
-	return &dropjoin.Recording{Enforcer: d.enforcer, Index: idx, Grace: f.GraceDur}, nil
+	return &dropjoin.Recording{Enforcer: d.enforcer, Index: idx, Grace: f.GraceDur}, &dropjoin.DenialLog{QueryLogger: d.qlog, Index: idx}, nil
 }
 
 // whyCmd asks the running egressd why a client's packets to a destination

@@ -44,7 +44,8 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 	idx := dropjoin.NewIndex(f.RecentAnswers, f.RecentAnswersAgeDur)
 	j := dropjoin.NewJoiner(idx, dropQueue)
 	j.ScopeClient = f.Scope == firewall.ScopeClient
-	j.GroupOf = func(a netip.Addr) string { return d.engine.Load().Decide(a, ".", dns.TypeA).Group }
+	current := d.engine.Load
+	j.GroupOf = groupOf(current)
 	j.Log = d.qlog.Write
 	drops, err := d.metrics.WatchDrops(func() float64 { return float64(r.Lost() + j.Lost()) })
 	if err != nil {
@@ -52,17 +53,8 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 		return nil, nil, err
 	}
 	j.Count = func(group, reason string) { drops.WithLabelValues(group, reason).Inc() }
-	j.Policy = func(client netip.Addr, name string) (string, bool) {
-		dec := d.engine.Load().Decide(client, name, dns.TypeA)
-		return dec.Rule, dec.Verdict == policy.Deny
-	}
-	d.metrics.Why = j.WhyHandler(func(client netip.Addr, name string) string {
-		dec := d.engine.Load().Decide(client, name, dns.TypeA)
-		if dec.Verdict == policy.Allow {
-			return fmt.Sprintf("allow (rule %s)", dec.Rule)
-		}
-		return fmt.Sprintf("%s (rule %s)", dec.Verdict, dec.Rule)
-	})
+	j.Policy = policyDenies(current)
+	d.metrics.Why = j.WhyHandler(policyNow(current))
 	d.dropReader = r
 	go func() {
 		<-ctx.Done()
@@ -84,6 +76,28 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 	}()
 	go j.Run(ctx)
 	return &dropjoin.Recording{Enforcer: d.enforcer, Index: idx, Grace: f.GraceDur}, &dropjoin.DenialLog{QueryLogger: d.qlog, Index: idx}, nil
+}
+
+// groupOf is the group of a source address under the current policy.
+func groupOf(current func() *policy.Engine) func(netip.Addr) string {
+	return func(a netip.Addr) string { return current().Decide(a, ".", dns.TypeA).Group }
+}
+
+// policyDenies says whether the current policy denies a name to a client.
+func policyDenies(current func() *policy.Engine) dropjoin.PolicyFunc {
+	return func(client netip.Addr, name string) (string, bool) {
+		dec := current().Decide(client, name, dns.TypeA)
+		return dec.Rule, dec.Verdict == policy.Deny
+	}
+}
+
+// policyNow is what the current policy decides for a client and a name,
+// for people: "allow (rule R)", "deny (rule R)".
+func policyNow(current func() *policy.Engine) func(netip.Addr, string) string {
+	return func(client netip.Addr, name string) string {
+		dec := current().Decide(client, name, dns.TypeA)
+		return fmt.Sprintf("%s (rule %s)", dec.Verdict, dec.Rule)
+	}
 }
 
 // whyCmd asks the running egressd why a client's packets to a destination

@@ -71,6 +71,10 @@ type Answer struct {
 	Ports  []Port
 	Denied bool
 	Rule   string
+	// Inherited answers were read back from the firewall's live set
+	// elements at start (an approval of an earlier run): Time is when
+	// they were read, not when they were answered; Name may be empty.
+	Inherited bool
 }
 
 // Drop is one dropped packet. Group is the source's group, empty when the
@@ -301,6 +305,9 @@ func (x *Index) ExplainWith(d Drop, scopeClient bool, policy PolicyFunc) Result 
 		default:
 			if len(a.Ports) == 0 || hasPort(a.Ports, d.Proto, d.Port) {
 				r.Reason, r.Name, r.AnswerTime, r.Expiry = Unexplained, a.Name, a.Time, a.Expiry
+				if a.Inherited {
+					r.AnswerTime = time.Time{}
+				}
 				return r
 			}
 			live = a
@@ -313,6 +320,9 @@ func (x *Index) ExplainWith(d Drop, scopeClient bool, policy PolicyFunc) Result 
 	}
 	set := func(a *Answer, reason string) Result {
 		r.Reason, r.Name, r.AnswerTime, r.Expiry = reason, a.Name, a.Time, a.Expiry
+		if a.Inherited {
+			r.AnswerTime = time.Time{}
+		}
 		return r
 	}
 	if live != nil {

@@ -106,6 +106,8 @@ func Entry(d Drop, r Result) *querylog.Entry {
 	}
 	if !r.AnswerTime.IsZero() {
 		e.Drop.AnswerTime = r.AnswerTime.UTC().Format(time.RFC3339Nano)
+	}
+	if !r.Expiry.IsZero() {
 		e.Drop.Expiry = r.Expiry.UTC().Format(time.RFC3339Nano)
 	}
 	return e
@@ -261,11 +263,19 @@ func FormatWhy(w Why) string {
 	case NeverResolved:
 		b.WriteString("  no recent answer of egressd contains this address\n")
 	case ResolvedByOtherClient:
-		fmt.Fprintf(&b, "  %s was resolved to it for client %s, not this client's approval\n", e.QName, e.Drop.ResolvedBy)
+		if e.Drop.ResolvedBy == "" {
+			fmt.Fprintf(&b, "  %s was resolved to it for another group, not this client's\n", nameOr(e.QName))
+		} else {
+			fmt.Fprintf(&b, "  %s was resolved to it for client %s, not this client's approval\n", nameOr(e.QName), e.Drop.ResolvedBy)
+		}
 	case Expired:
-		fmt.Fprintf(&b, "  %s was answered at %s; the approval expired at %s\n", e.QName, e.Drop.AnswerTime, e.Drop.Expiry)
+		if e.Drop.AnswerTime == "" {
+			fmt.Fprintf(&b, "  %s was approved before egressd started; the approval expired at %s\n", nameOr(e.QName), e.Drop.Expiry)
+		} else {
+			fmt.Fprintf(&b, "  %s was answered at %s; the approval expired at %s\n", e.QName, e.Drop.AnswerTime, e.Drop.Expiry)
+		}
 	case OtherPorts:
-		fmt.Fprintf(&b, "  %s is approved only on %s\n", e.QName, strings.Join(e.Drop.ApprovedPorts, ", "))
+		fmt.Fprintf(&b, "  %s is approved only on %s\n", nameOr(e.QName), strings.Join(e.Drop.ApprovedPorts, ", "))
 	case NameDenied:
 		fmt.Fprintf(&b, "  %s was denied by rule %s\n", e.QName, e.Rule)
 	case ForeignResolver:
@@ -273,7 +283,7 @@ func FormatWhy(w Why) string {
 	case UnlistedSource:
 		b.WriteString("  the source is in no group\n")
 	case Unexplained:
-		fmt.Fprintf(&b, "  %s approved it on this port until %s\n", e.QName, e.Drop.Expiry)
+		fmt.Fprintf(&b, "  %s approved it on this port until %s\n", nameOr(e.QName), e.Drop.Expiry)
 	}
 	names := make([]string, 0, len(w.Policy))
 	for n := range w.Policy {
@@ -284,6 +294,15 @@ func FormatWhy(w Why) string {
 		fmt.Fprintf(&b, "  policy now for %s: %s\n", n, w.Policy[n])
 	}
 	return b.String()
+}
+
+// nameOr is the name, or what stands for an unknown one (an approval
+// carried over from an earlier run without its name).
+func nameOr(name string) string {
+	if name == "" {
+		return "an approval of an unknown name"
+	}
+	return name
 }
 
 func orNone(s string) string {

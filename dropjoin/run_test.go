@@ -208,3 +208,44 @@ func TestDenialLog(t *testing.T) {
 		}
 	}
 }
+
+// TestInheritedAnswers: an approval read back from the firewall at start
+// explains drops like an answer, without an answer time, and /why says
+// so; without its name it still says which approval.
+func TestInheritedAnswers(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name, qname string
+		expiry      time.Time
+		port        string
+		want        []string
+	}{
+		{"expired", "api.example.com.", now.Add(-time.Second), "192.0.2.7:443",
+			[]string{": expired", "api.example.com. was approved before egressd started; the approval expired at " + now.Add(-time.Second).UTC().Format(time.RFC3339Nano)}},
+		{"other ports, name unknown", "", now.Add(time.Hour), "192.0.2.7:22",
+			[]string{": other_ports", "an approval of an unknown name is approved only on 443/tcp"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			x := NewIndex(10, time.Hour)
+			x.Add(Answer{Time: now.Add(-time.Minute), Expiry: tc.expiry, Group: "lan", Name: tc.qname, Addrs: []netip.Addr{dst}, Ports: []Port{https}, Inherited: true})
+			j := NewJoiner(x, 1)
+			j.GroupOf = func(netip.Addr) string { return "lan" }
+			rec := httptest.NewRecorder()
+			j.WhyHandler(func(netip.Addr, string) string { return "allow" }).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/why?client=10.1.0.5&dest="+tc.port, nil))
+			var w Why
+			if err := json.Unmarshal(rec.Body.Bytes(), &w); err != nil {
+				t.Fatal(err, rec.Body)
+			}
+			if w.Entry.Drop.AnswerTime != "" || w.Entry.Drop.Expiry == "" {
+				t.Errorf("answer_time %q, expiry %q: want none and the element's", w.Entry.Drop.AnswerTime, w.Entry.Drop.Expiry)
+			}
+			out := FormatWhy(w)
+			for _, want := range tc.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("why output lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}

@@ -42,6 +42,7 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 		return nil, nil, fmt.Errorf("firewall.drop_events: %w", err)
 	}
 	idx := dropjoin.NewIndex(f.RecentAnswers, f.RecentAnswersAgeDur)
+	seedInherited(idx, d.nft.Inherited(), time.Now())
 	j := dropjoin.NewJoiner(idx, dropQueue)
 	j.ScopeClient = f.Scope == firewall.ScopeClient
 	current := d.engine.Load
@@ -76,6 +77,18 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 	}()
 	go j.Run(ctx)
 	return &dropjoin.Recording{Enforcer: d.enforcer, Index: idx, Grace: f.GraceDur}, &dropjoin.DenialLog{QueryLogger: d.qlog, Index: idx}, nil
+}
+
+// seedInherited adds the approvals an earlier run left in the firewall's
+// sets (and this run carried over) to the index, so drops right after a
+// restart are explained by them too.
+func seedInherited(idx *dropjoin.Index, live []firewall.LiveElement, now time.Time) {
+	for _, e := range live {
+		idx.Add(dropjoin.Answer{
+			Time: now, Expiry: e.Expiry, Client: e.Client, Group: e.Group, Name: e.Name,
+			Addrs: []netip.Addr{e.Dst}, Ports: e.Ports, Inherited: true,
+		})
+	}
 }
 
 // groupOf is the group of a source address under the current policy.

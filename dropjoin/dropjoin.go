@@ -67,10 +67,13 @@ type Answer struct {
 	Client netip.Addr
 	Group  string
 	Name   string
-	Addrs  []netip.Addr
-	Ports  []Port
-	Denied bool
-	Rule   string
+	// Targets are the names Name led to (CNAME and HTTPS/SVCB targets):
+	// they pointed at Addrs too.
+	Targets []string
+	Addrs   []netip.Addr
+	Ports   []Port
+	Denied  bool
+	Rule    string
 	// Inherited answers were read back from the firewall's live set
 	// elements at start (an approval of an earlier run): Time is when
 	// they were read, not when they were answered; Name may be empty.
@@ -102,7 +105,8 @@ type Result struct {
 	Ports []Port
 	// Rule is the rule that denied Name (NameDenied).
 	Rule string
-	// Names are all names recently answered with the destination address.
+	// Names are all names recently answered with the destination
+	// address, the targets of their chains included.
 	Names []string
 }
 
@@ -270,9 +274,11 @@ func (x *Index) ExplainWith(d Drop, scopeClient bool, policy PolicyFunc) Result 
 	var r Result
 	seen := map[string]bool{}
 	for _, a := range answers {
-		if !seen[a.Name] {
-			seen[a.Name] = true
-			r.Names = append(r.Names, a.Name)
+		for _, n := range append([]string{a.Name}, a.Targets...) {
+			if n != "" && !seen[n] {
+				seen[n] = true
+				r.Names = append(r.Names, n)
+			}
 		}
 	}
 	sort.Strings(r.Names)

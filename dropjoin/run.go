@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -129,7 +130,7 @@ func (r *Recording) record(a enforce.Allowance) {
 	}
 	r.Index.Add(Answer{
 		Time: now, Expiry: now.Add(a.TTL + r.Grace), Client: a.Client, Group: a.Group,
-		Name: a.Name, Addrs: a.IPs, Ports: a.Ports,
+		Name: a.Name, Targets: slices.Clone(a.Targets), Addrs: slices.Clone(a.IPs), Ports: a.Ports,
 	})
 }
 

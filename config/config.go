@@ -150,6 +150,10 @@ type Firewall struct {
 	// NFLOGGroup), "both" or "none".
 	DropEvents string `toml:"drop_events"`
 	NFLOGGroup int    `toml:"nflog_group"`
+	// DropEventsRate and DropEventsBurst bound the drop reports in the
+	// kernel, packets a second per chain after a burst (nil: 10 and 5).
+	DropEventsRate  *int `toml:"drop_events_rate"`
+	DropEventsBurst *int `toml:"drop_events_burst"`
 	// RecentAnswers bounds the addresses of recent answers kept to explain
 	// drops, RecentAnswersAge how long each is kept.
 	RecentAnswers       int           `toml:"recent_answers"`

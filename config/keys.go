@@ -82,6 +82,8 @@ var Keys = map[string]Apply{
 	"firewall.unlisted_sources":         OnReload,
 	"firewall.drop_events":              OnRestart,
 	"firewall.nflog_group":              OnRestart,
+	"firewall.drop_events_rate":         OnReload,
+	"firewall.drop_events_burst":        OnReload,
 	"firewall.recent_answers":           OnRestart,
 	"firewall.recent_answers_age":       OnRestart,
 	"firewall.max_addresses_per_answer": OnReload,

@@ -157,6 +157,14 @@ func applyDefaults(c *Config) {
 	def(&c.Firewall.UnlistedSources, "drop")
 	def(&c.Firewall.DropEvents, "log")
 	def(&c.Firewall.RecentAnswersAge, "1h")
+	if c.Firewall.DropEventsRate == nil {
+		n := 10
+		c.Firewall.DropEventsRate = &n
+	}
+	if c.Firewall.DropEventsBurst == nil {
+		n := 5
+		c.Firewall.DropEventsBurst = &n
+	}
 	if c.Firewall.RecentAnswers == 0 {
 		c.Firewall.RecentAnswers = 100000
 	}
@@ -416,6 +424,14 @@ func (v *validator) validate(c *Config) {
 	v.oneOf("firewall.drop_events", f.DropEvents, "log", "nflog", "both", "none")
 	if f.NFLOGGroup < 0 || f.NFLOGGroup > 65535 {
 		v.err("firewall.nflog_group", "firewall.nflog_group: %d is out of range (0 to 65535)", f.NFLOGGroup)
+	}
+	for _, r := range []struct {
+		key string
+		n   *int
+	}{{"firewall.drop_events_rate", f.DropEventsRate}, {"firewall.drop_events_burst", f.DropEventsBurst}} {
+		if r.n != nil && (*r.n < 1 || *r.n > 1000000) {
+			v.err(r.key, "%s: %d is out of range (1 to 1000000)", r.key, *r.n)
+		}
 	}
 	if f.RecentAnswers < 1 || f.RecentAnswers > 10000000 {
 		v.err("firewall.recent_answers", "firewall.recent_answers: %d is out of range (1 to 10000000)", f.RecentAnswers)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,10 +67,17 @@ type Answer struct {
 	Client netip.Addr
 	Group  string
 	Name   string
-	Addrs  []netip.Addr
-	Ports  []Port
-	Denied bool
-	Rule   string
+	// Targets are the names Name led to (CNAME and HTTPS/SVCB targets):
+	// they pointed at Addrs too.
+	Targets []string
+	Addrs   []netip.Addr
+	Ports   []Port
+	Denied  bool
+	Rule    string
+	// Inherited answers were read back from the firewall's live set
+	// elements at start (an approval of an earlier run): Time is when
+	// they were read, not when they were answered; Name may be empty.
+	Inherited bool
 }
 
 // Drop is one dropped packet. Group is the source's group, empty when the
@@ -97,7 +105,8 @@ type Result struct {
 	Ports []Port
 	// Rule is the rule that denied Name (NameDenied).
 	Rule string
-	// Names are all names recently answered with the destination address.
+	// Names are all names recently answered with the destination
+	// address, the targets of their chains included.
 	Names []string
 }
 
@@ -113,7 +122,27 @@ type Index struct {
 	// oldest removes the oldest answer of that address.
 	order      []netip.Addr
 	head, size int
+	// denials is a ring of the newest denied queries, at most maxDenials.
+	denials      []Denial
+	dHead, dSize int
 }
+
+// maxDenials bounds the denied queries kept to explain drops (about 100
+// bytes each): a client flooding denied queries pushes out the oldest,
+// its own and others'.
+const maxDenials = 4096
+
+// Denial is a query of Client for Name that the policy denied by Rule.
+type Denial struct {
+	Time   time.Time
+	Client netip.Addr
+	Name   string
+	Rule   string
+}
+
+// PolicyFunc says whether the policy denies name to client now, and by
+// which rule.
+type PolicyFunc func(client netip.Addr, name string) (rule string, denied bool)
 
 // NewIndex makes an index of at most max address entries, each kept at
 // most maxAge.
@@ -168,6 +197,52 @@ func (x *Index) expire(now time.Time) {
 	}
 }
 
+// AddDenial records a denied query. Denials should be added in time order.
+func (x *Index) AddDenial(d Denial) {
+	d.Client = d.Client.Unmap()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.denials == nil {
+		x.denials = make([]Denial, maxDenials)
+	}
+	if x.dSize == maxDenials {
+		x.denials[x.dHead] = Denial{}
+		x.dHead = (x.dHead + 1) % maxDenials
+		x.dSize--
+	}
+	x.denials[(x.dHead+x.dSize)%maxDenials] = d
+	x.dSize++
+}
+
+// Denials is the number of denied queries held.
+func (x *Index) Denials() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.dSize
+}
+
+// deniedQuery returns the newest denied query of client, at most maxAge
+// old and not after now, for one of names (compared without case).
+func (x *Index) deniedQuery(client netip.Addr, names []string, now time.Time) (Denial, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i := x.dSize - 1; i >= 0; i-- {
+		d := x.denials[(x.dHead+i)%maxDenials]
+		if d.Time.After(now) || d.Client != client {
+			continue
+		}
+		if x.maxAge > 0 && now.Sub(d.Time) > x.maxAge {
+			break // older ones are older still
+		}
+		for _, n := range names {
+			if strings.EqualFold(strings.TrimSuffix(n, "."), strings.TrimSuffix(d.Name, ".")) {
+				return d, true
+			}
+		}
+	}
+	return Denial{}, false
+}
+
 // Len is the number of address entries held.
 func (x *Index) Len() int {
 	x.mu.Lock()
@@ -186,13 +261,24 @@ func (x *Index) lookup(addr netip.Addr, now time.Time) []*Answer {
 // Explain decides why d was dropped. scopeClient is true when approvals
 // are per client (firewall scope "client"), not per group.
 func (x *Index) Explain(d Drop, scopeClient bool) Result {
+	return x.ExplainWith(d, scopeClient, nil)
+}
+
+// ExplainWith is Explain with the policy at hand: when no approval of the
+// source's own explains the drop, a denied query of the source for a name
+// recently answered (to anyone) with the destination makes it
+// name_denied; so do such names when policy denies every one of them to
+// the source. Nothing is resolved to explain a drop.
+func (x *Index) ExplainWith(d Drop, scopeClient bool, policy PolicyFunc) Result {
 	answers := x.lookup(d.Dst, d.Time)
 	var r Result
 	seen := map[string]bool{}
 	for _, a := range answers {
-		if !seen[a.Name] {
-			seen[a.Name] = true
-			r.Names = append(r.Names, a.Name)
+		for _, n := range append([]string{a.Name}, a.Targets...) {
+			if n != "" && !seen[n] {
+				seen[n] = true
+				r.Names = append(r.Names, n)
+			}
 		}
 	}
 	sort.Strings(r.Names)
@@ -225,6 +311,9 @@ func (x *Index) Explain(d Drop, scopeClient bool) Result {
 		default:
 			if len(a.Ports) == 0 || hasPort(a.Ports, d.Proto, d.Port) {
 				r.Reason, r.Name, r.AnswerTime, r.Expiry = Unexplained, a.Name, a.Time, a.Expiry
+				if a.Inherited {
+					r.AnswerTime = time.Time{}
+				}
 				return r
 			}
 			live = a
@@ -237,6 +326,9 @@ func (x *Index) Explain(d Drop, scopeClient bool) Result {
 	}
 	set := func(a *Answer, reason string) Result {
 		r.Reason, r.Name, r.AnswerTime, r.Expiry = reason, a.Name, a.Time, a.Expiry
+		if a.Inherited {
+			r.AnswerTime = time.Time{}
+		}
 		return r
 	}
 	if live != nil {
@@ -251,6 +343,30 @@ func (x *Index) Explain(d Drop, scopeClient bool) Result {
 		r = set(denied, NameDenied)
 		r.Rule = denied.Rule
 		return r
+	}
+	if den, ok := x.deniedQuery(d.Src.Unmap(), r.Names, d.Time); ok {
+		r.Reason, r.Name, r.Rule, r.AnswerTime = NameDenied, den.Name, den.Rule, den.Time
+		return r
+	}
+	if policy != nil && len(others) > 0 {
+		// The names of others' answers, newest first: name_denied when
+		// the policy denies the source every one of them.
+		var deniedBy *Answer
+		var rule string
+		allowed := false
+		for i := len(others) - 1; i >= 0 && !allowed; i-- {
+			rl, no := policy(d.Src.Unmap(), others[i].Name)
+			if !no {
+				allowed = true
+			} else if deniedBy == nil {
+				deniedBy, rule = others[i], rl
+			}
+		}
+		if !allowed && deniedBy != nil {
+			r = set(deniedBy, NameDenied)
+			r.Rule = rule
+			return r
+		}
 	}
 	if len(others) > 0 {
 		a := others[len(others)-1]

@@ -1,8 +1,10 @@
 package dropjoin
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +105,104 @@ func TestIndexBounds(t *testing.T) {
 	r := y.Explain(Drop{Time: t0.Add(3 * time.Second), Src: alice, Group: "lan", Dst: dst, Proto: unix.IPPROTO_TCP, Port: 443}, false)
 	if r.Reason != Unexplained || r.Name != "new" || !reflect.DeepEqual(r.Names, []string{"new"}) {
 		t.Errorf("after evicting the older answer: %+v, want the newer one only", r)
+	}
+}
+
+// TestExplainNameDenied: a drop to an address that names the source's
+// policy denies pointed at (in any group's recent answers) is name_denied
+// with the name and the rule; a denied query of the client itself for a
+// name known to map to the address decides first. Own approvals still
+// decide before both.
+func TestExplainNameDenied(t *testing.T) {
+	const rule = "deny *.tracker.example"
+	tracker := "ads.tracker.example."
+	// carol's group (office) may resolve the tracker; lan may not.
+	officeAnswer := Answer{Time: t0, Expiry: t0.Add(time.Minute), Client: carol, Group: "office", Name: tracker, Addrs: []netip.Addr{dst}}
+	cdnAnswer := Answer{Time: t0, Expiry: t0.Add(time.Minute), Client: carol, Group: "office", Name: "cdn.example.", Addrs: []netip.Addr{dst}}
+	denies := func(client netip.Addr, name string) (string, bool) {
+		if client != carol && strings.HasSuffix(name, ".tracker.example.") {
+			return rule, true
+		}
+		return "allow cdn.example", false
+	}
+	drop := Drop{Time: t0.Add(10 * time.Second), Src: alice, Group: "lan", Dst: dst, Proto: unix.IPPROTO_TCP, Port: 443}
+	tests := []struct {
+		name     string
+		answers  []Answer
+		denials  []Denial
+		policy   PolicyFunc
+		want     Result
+		wantName string
+	}{
+		{"another group's answer, name denied to the source", []Answer{officeAnswer}, nil, denies,
+			Result{Reason: NameDenied, Name: tracker, Rule: rule, AnswerTime: t0, Expiry: officeAnswer.Expiry, Names: []string{tracker}}, ""},
+		{"without the policy: resolved by another client", []Answer{officeAnswer}, nil, nil,
+			Result{Reason: ResolvedByOtherClient, Client: carol, Name: tracker, AnswerTime: t0, Expiry: officeAnswer.Expiry, Names: []string{tracker}}, ""},
+		{"an allowed name points there too: resolved by another client", []Answer{officeAnswer, cdnAnswer}, nil, denies,
+			Result{Reason: ResolvedByOtherClient, Client: carol, Name: "cdn.example.", AnswerTime: t0, Expiry: cdnAnswer.Expiry, Names: []string{tracker, "cdn.example."}}, ""},
+		{"the client's own denied query for a name mapping there", []Answer{officeAnswer, cdnAnswer},
+			[]Denial{{Time: t0.Add(5 * time.Second), Client: alice, Name: "ADS.tracker.example.", Rule: rule}}, denies,
+			Result{Reason: NameDenied, Name: "ADS.tracker.example.", Rule: rule, AnswerTime: t0.Add(5 * time.Second), Names: []string{tracker, "cdn.example."}}, ""},
+		{"the client's denied query for a CNAME target of another group's answer", []Answer{with(cdnAnswer, func(a *Answer) { a.Targets = []string{"edge.tracker.example."} })},
+			[]Denial{{Time: t0.Add(5 * time.Second), Client: alice, Name: "edge.tracker.example.", Rule: rule}}, nil,
+			Result{Reason: NameDenied, Name: "edge.tracker.example.", Rule: rule, AnswerTime: t0.Add(5 * time.Second), Names: []string{"cdn.example.", "edge.tracker.example."}}, ""},
+		{"the client's denied query, no policy at hand", []Answer{officeAnswer},
+			[]Denial{{Time: t0.Add(5 * time.Second), Client: alice, Name: tracker, Rule: rule}}, nil,
+			Result{Reason: NameDenied, Name: tracker, Rule: rule, AnswerTime: t0.Add(5 * time.Second), Names: []string{tracker}}, ""},
+		{"another client's denied query does not count", []Answer{cdnAnswer},
+			[]Denial{{Time: t0.Add(5 * time.Second), Client: bob, Name: "cdn.example.", Rule: rule}}, denies,
+			Result{Reason: ResolvedByOtherClient, Client: carol, Name: "cdn.example.", AnswerTime: t0, Expiry: cdnAnswer.Expiry, Names: []string{"cdn.example."}}, ""},
+		{"a denied query for a name not known to map there does not count", []Answer{cdnAnswer},
+			[]Denial{{Time: t0.Add(5 * time.Second), Client: alice, Name: "other.tracker.example.", Rule: rule}}, denies,
+			Result{Reason: ResolvedByOtherClient, Client: carol, Name: "cdn.example.", AnswerTime: t0, Expiry: cdnAnswer.Expiry, Names: []string{"cdn.example."}}, ""},
+		{"a denied query after the drop does not count", []Answer{cdnAnswer},
+			[]Denial{{Time: t0.Add(11 * time.Second), Client: alice, Name: "cdn.example.", Rule: rule}}, denies,
+			Result{Reason: ResolvedByOtherClient, Client: carol, Name: "cdn.example.", AnswerTime: t0, Expiry: cdnAnswer.Expiry, Names: []string{"cdn.example."}}, ""},
+		{"the source's own expired approval decides first", []Answer{officeAnswer, with(cdnAnswer, func(a *Answer) { a.Client, a.Group, a.Expiry = alice, "lan", t0.Add(time.Second) })},
+			[]Denial{{Time: t0.Add(5 * time.Second), Client: alice, Name: tracker, Rule: rule}}, denies,
+			Result{Reason: Expired, Name: "cdn.example.", AnswerTime: t0, Expiry: t0.Add(time.Second), Names: []string{tracker, "cdn.example."}}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			x := NewIndex(100, time.Hour)
+			for _, a := range tc.answers {
+				x.Add(a)
+			}
+			for _, d := range tc.denials {
+				x.AddDenial(d)
+			}
+			got := x.ExplainWith(drop, false, tc.policy)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("ExplainWith =\n %+v\nwant\n %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDenialsBounded: the denied queries kept are at most maxDenials and
+// none older than the index's maxAge; the oldest go first.
+func TestDenialsBounded(t *testing.T) {
+	x := NewIndex(10, time.Minute)
+	x.Add(Answer{Time: t0, Expiry: t0.Add(time.Hour), Client: carol, Group: "office", Name: "n0.", Addrs: []netip.Addr{dst}})
+	for i := 0; i < maxDenials+1; i++ {
+		x.AddDenial(Denial{Time: t0, Client: alice, Name: fmt.Sprintf("n%d.", i), Rule: "r"})
+	}
+	if n := x.Denials(); n != maxDenials {
+		t.Fatalf("Denials = %d, want %d", n, maxDenials)
+	}
+	drop := Drop{Time: t0.Add(time.Second), Src: alice, Group: "lan", Dst: dst, Proto: unix.IPPROTO_TCP, Port: 443}
+	if r := x.ExplainWith(drop, false, nil); r.Reason != ResolvedByOtherClient {
+		t.Errorf("the oldest denial (n0.) was not evicted: %+v", r)
+	}
+	x.AddDenial(Denial{Time: t0.Add(2 * time.Second), Client: alice, Name: "n0.", Rule: "r"})
+	drop.Time = t0.Add(3 * time.Second)
+	if r := x.ExplainWith(drop, false, nil); r.Reason != NameDenied {
+		t.Errorf("a fresh denial of n0.: %+v, want name_denied", r)
+	}
+	// An answer at 30s keeps the address known past the denial's age.
+	x.Add(Answer{Time: t0.Add(30 * time.Second), Expiry: t0.Add(time.Hour), Client: carol, Group: "office", Name: "n0.", Addrs: []netip.Addr{dst}})
+	drop.Time = t0.Add(2*time.Second + time.Minute + time.Nanosecond)
+	if r := x.ExplainWith(drop, false, nil); r.Reason != ResolvedByOtherClient {
+		t.Errorf("a denial older than maxAge still explains: %+v", r)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -33,6 +34,9 @@ type Joiner struct {
 	Log func(*querylog.Entry)
 	// Count counts a drop by group and reason.
 	Count func(group, reason string)
+	// Policy says what the policy decides now for a client and a name
+	// (nil: drops are explained by answers and denied queries only).
+	Policy PolicyFunc
 
 	queue chan nflog.Event
 	lost  atomic.Uint64
@@ -77,7 +81,7 @@ func (j *Joiner) Handle(ev nflog.Event) {
 	if !strings.HasPrefix(ev.Prefix, dropPrefix+"unlisted:") && j.GroupOf != nil {
 		d.Group = j.GroupOf(d.Src)
 	}
-	r := j.Index.Explain(d, j.ScopeClient)
+	r := j.Index.ExplainWith(d, j.ScopeClient, j.Policy)
 	if j.Count != nil {
 		j.Count(d.Group, r.Reason)
 	}
@@ -103,6 +107,8 @@ func Entry(d Drop, r Result) *querylog.Entry {
 	}
 	if !r.AnswerTime.IsZero() {
 		e.Drop.AnswerTime = r.AnswerTime.UTC().Format(time.RFC3339Nano)
+	}
+	if !r.Expiry.IsZero() {
 		e.Drop.Expiry = r.Expiry.UTC().Format(time.RFC3339Nano)
 	}
 	return e
@@ -124,7 +130,7 @@ func (r *Recording) record(a enforce.Allowance) {
 	}
 	r.Index.Add(Answer{
 		Time: now, Expiry: now.Add(a.TTL + r.Grace), Client: a.Client, Group: a.Group,
-		Name: a.Name, Addrs: a.IPs, Ports: a.Ports,
+		Name: a.Name, Targets: slices.Clone(a.Targets), Addrs: slices.Clone(a.IPs), Ports: a.Ports,
 	})
 }
 
@@ -148,6 +154,42 @@ func (r *Recording) InEffect(a enforce.Allowance) bool {
 		r.record(a)
 	}
 	return true
+}
+
+// QueryLogger is the resolver's query log (resolver.QueryLogger).
+type QueryLogger interface {
+	Keep(decision string) bool
+	Write(e *querylog.Entry)
+}
+
+// DenialLog is a query log that records every denied query in Index on
+// its way, also when the query log itself keeps none.
+type DenialLog struct {
+	QueryLogger
+	Index *Index
+}
+
+// Keep keeps denied queries for the index, the rest as the query log does.
+func (l *DenialLog) Keep(decision string) bool {
+	return decision == querylog.DecisionDeny || l.QueryLogger.Keep(decision)
+}
+
+// Write records a denied query and hands e to the query log if it keeps
+// denied queries; other entries were kept by Keep already.
+func (l *DenialLog) Write(e *querylog.Entry) {
+	if e.Decision == querylog.DecisionDeny {
+		if c, err := netip.ParseAddr(e.Client); err == nil {
+			t := e.Time
+			if t.IsZero() {
+				t = time.Now()
+			}
+			l.Index.AddDenial(Denial{Time: t, Client: c, Name: e.QName, Rule: e.Rule})
+		}
+		if !l.QueryLogger.Keep(e.Decision) {
+			return
+		}
+	}
+	l.QueryLogger.Write(e)
 }
 
 // Why is the answer of the /why endpoint.
@@ -177,7 +219,7 @@ func (j *Joiner) WhyHandler(decide func(client netip.Addr, name string) string) 
 		if j.GroupOf != nil {
 			d.Group = j.GroupOf(d.Src)
 		}
-		r := j.Index.Explain(d, j.ScopeClient)
+		r := j.Index.ExplainWith(d, j.ScopeClient, j.Policy)
 		out := Why{Entry: Entry(d, r), Policy: map[string]string{}}
 		for _, n := range r.Names {
 			out.Policy[n] = decide(d.Src, n)
@@ -222,11 +264,19 @@ func FormatWhy(w Why) string {
 	case NeverResolved:
 		b.WriteString("  no recent answer of egressd contains this address\n")
 	case ResolvedByOtherClient:
-		fmt.Fprintf(&b, "  %s was resolved to it for client %s, not this client's approval\n", e.QName, e.Drop.ResolvedBy)
+		if e.Drop.ResolvedBy == "" {
+			fmt.Fprintf(&b, "  %s was resolved to it for another group, not this client's\n", nameOr(e.QName))
+		} else {
+			fmt.Fprintf(&b, "  %s was resolved to it for client %s, not this client's approval\n", nameOr(e.QName), e.Drop.ResolvedBy)
+		}
 	case Expired:
-		fmt.Fprintf(&b, "  %s was answered at %s; the approval expired at %s\n", e.QName, e.Drop.AnswerTime, e.Drop.Expiry)
+		if e.Drop.AnswerTime == "" {
+			fmt.Fprintf(&b, "  %s was approved before egressd started; the approval expired at %s\n", nameOr(e.QName), e.Drop.Expiry)
+		} else {
+			fmt.Fprintf(&b, "  %s was answered at %s; the approval expired at %s\n", e.QName, e.Drop.AnswerTime, e.Drop.Expiry)
+		}
 	case OtherPorts:
-		fmt.Fprintf(&b, "  %s is approved only on %s\n", e.QName, strings.Join(e.Drop.ApprovedPorts, ", "))
+		fmt.Fprintf(&b, "  %s is approved only on %s\n", nameOr(e.QName), strings.Join(e.Drop.ApprovedPorts, ", "))
 	case NameDenied:
 		fmt.Fprintf(&b, "  %s was denied by rule %s\n", e.QName, e.Rule)
 	case ForeignResolver:
@@ -234,7 +284,7 @@ func FormatWhy(w Why) string {
 	case UnlistedSource:
 		b.WriteString("  the source is in no group\n")
 	case Unexplained:
-		fmt.Fprintf(&b, "  %s approved it on this port until %s\n", e.QName, e.Drop.Expiry)
+		fmt.Fprintf(&b, "  %s approved it on this port until %s\n", nameOr(e.QName), e.Drop.Expiry)
 	}
 	names := make([]string, 0, len(w.Policy))
 	for n := range w.Policy {
@@ -245,6 +295,15 @@ func FormatWhy(w Why) string {
 		fmt.Fprintf(&b, "  policy now for %s: %s\n", n, w.Policy[n])
 	}
 	return b.String()
+}
+
+// nameOr is the name, or what stands for an unknown one (an approval
+// carried over from an earlier run without its name).
+func nameOr(name string) string {
+	if name == "" {
+		return "an approval of an unknown name"
+	}
+	return name
 }
 
 func orNone(s string) string {

@@ -135,3 +135,117 @@ func TestWhyHandler(t *testing.T) {
 		}
 	}
 }
+
+// fakeLog keeps what it is asked to keep.
+type fakeLog struct {
+	keep    map[string]bool
+	written []*querylog.Entry
+}
+
+func (f *fakeLog) Keep(decision string) bool { return f.keep[decision] }
+func (f *fakeLog) Write(e *querylog.Entry)   { f.written = append(f.written, e) }
+
+// TestDenialLog: denied queries pass through the query log wrapper into
+// the index even when the query log keeps nothing, entries the log keeps
+// still reach it, and a drop after the denied query is name_denied in the
+// drop line and from /why, with the policy's decision now.
+func TestDenialLog(t *testing.T) {
+	const rule = "deny *.tracker.example"
+	for _, keep := range []map[string]bool{nil, {querylog.DecisionDeny: true, querylog.DecisionAllow: true}} {
+		x := NewIndex(10, time.Hour)
+		now := time.Now()
+		// Another group resolved the tracker to dst.
+		x.Add(Answer{Time: now, Expiry: now.Add(time.Hour), Client: carol, Group: "office", Name: "ads.tracker.example.", Addrs: []netip.Addr{dst}})
+		inner := &fakeLog{keep: keep}
+		l := &DenialLog{QueryLogger: inner, Index: x}
+		if !l.Keep(querylog.DecisionDeny) {
+			t.Fatalf("keep %v: Keep(deny) = false: denied queries would never be built", keep)
+		}
+		if l.Keep(querylog.DecisionAllow) != keep[querylog.DecisionAllow] {
+			t.Errorf("keep %v: Keep(allow) is not the query log's", keep)
+		}
+		l.Write(&querylog.Entry{Time: now, Client: "10.1.0.5", QName: "ads.tracker.example.", Decision: querylog.DecisionDeny, Rule: rule})
+		if x.Denials() != 1 {
+			t.Errorf("keep %v: %d denials recorded, want 1", keep, x.Denials())
+		}
+		want := 0
+		if keep[querylog.DecisionDeny] {
+			want = 1
+		}
+		if len(inner.written) != want {
+			t.Errorf("keep %v: the query log got %d entries, want %d", keep, len(inner.written), want)
+		}
+
+		j := NewJoiner(x, 1)
+		j.GroupOf = func(netip.Addr) string { return "lan" }
+		var lines []*querylog.Entry
+		j.Log = func(e *querylog.Entry) { lines = append(lines, e) }
+		j.Handle(nflog.Event{Prefix: "egressd drop lan: ", Time: now.Add(time.Second), Src: alice, Dst: dst, Proto: unix.IPPROTO_TCP, Dport: 443})
+		if len(lines) != 1 || lines[0].Drop.Reason != NameDenied || lines[0].Rule != rule || lines[0].QName != "ads.tracker.example." {
+			t.Fatalf("keep %v: drop lines %+v, want one name_denied by %q", keep, lines, rule)
+		}
+	}
+
+	// Without the denied query, the policy decides: /why prints the name,
+	// the rule, and the policy now.
+	x := NewIndex(10, time.Hour)
+	now := time.Now()
+	x.Add(Answer{Time: now, Expiry: now.Add(time.Hour), Client: carol, Group: "office", Name: "ads.tracker.example.", Addrs: []netip.Addr{dst}})
+	j := NewJoiner(x, 1)
+	j.GroupOf = func(netip.Addr) string { return "lan" }
+	j.Policy = func(netip.Addr, string) (string, bool) { return rule, true }
+	h := j.WhyHandler(func(client netip.Addr, name string) string { return "deny (rule " + rule + ")" })
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/why?client=10.1.0.5&dest=192.0.2.7:443", nil))
+	var w Why
+	if err := json.Unmarshal(rec.Body.Bytes(), &w); err != nil {
+		t.Fatal(err, rec.Body)
+	}
+	out := FormatWhy(w)
+	for _, want := range []string{": name_denied", "ads.tracker.example. was denied by rule " + rule, "policy now for ads.tracker.example.: deny (rule " + rule + ")"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("why output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestInheritedAnswers: an approval read back from the firewall at start
+// explains drops like an answer, without an answer time, and /why says
+// so; without its name it still says which approval.
+func TestInheritedAnswers(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name, qname string
+		expiry      time.Time
+		port        string
+		want        []string
+	}{
+		{"expired", "api.example.com.", now.Add(-time.Second), "192.0.2.7:443",
+			[]string{": expired", "api.example.com. was approved before egressd started; the approval expired at " + now.Add(-time.Second).UTC().Format(time.RFC3339Nano)}},
+		{"other ports, name unknown", "", now.Add(time.Hour), "192.0.2.7:22",
+			[]string{": other_ports", "an approval of an unknown name is approved only on 443/tcp"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			x := NewIndex(10, time.Hour)
+			x.Add(Answer{Time: now.Add(-time.Minute), Expiry: tc.expiry, Group: "lan", Name: tc.qname, Addrs: []netip.Addr{dst}, Ports: []Port{https}, Inherited: true})
+			j := NewJoiner(x, 1)
+			j.GroupOf = func(netip.Addr) string { return "lan" }
+			rec := httptest.NewRecorder()
+			j.WhyHandler(func(netip.Addr, string) string { return "allow" }).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/why?client=10.1.0.5&dest="+tc.port, nil))
+			var w Why
+			if err := json.Unmarshal(rec.Body.Bytes(), &w); err != nil {
+				t.Fatal(err, rec.Body)
+			}
+			if w.Entry.Drop.AnswerTime != "" || w.Entry.Drop.Expiry == "" {
+				t.Errorf("answer_time %q, expiry %q: want none and the element's", w.Entry.Drop.AnswerTime, w.Entry.Drop.Expiry)
+			}
+			out := FormatWhy(w)
+			for _, want := range tc.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("why output lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}

@@ -209,7 +209,7 @@ func (n *NFT) sendPlan(plan map[string]*plannedElement, order []string, now time
 			bySet[p.set] = ps
 			setOrder = append(setOrder, p.set)
 		}
-		el := nftables.SetElement{Key: p.key, KeyEnd: p.keyEnd, Timeout: p.timeout}
+		el := nftables.SetElement{Key: p.key, KeyEnd: p.keyEnd, Timeout: p.timeout, Comment: p.comment}
 		ps.all = append(ps.all, el)
 		if p.refresh && withRefresh {
 			ps.refresh = append(ps.refresh, el)

@@ -14,6 +14,7 @@ type element struct {
 	set         string
 	key, keyEnd []byte // keyEnd only for port-range (interval) elements
 	timeout     time.Duration
+	comment     string // the query name, when it fits (elementComment)
 }
 
 func (e element) indexKey() string {
@@ -101,6 +102,7 @@ func elementsFor(gs groupSets, a Allowance, timeout time.Duration) ([]element, e
 		return nil, err
 	}
 	var out []element
+	comment := elementComment(a.Name)
 	for _, ip := range a.IPs {
 		ip, ok := destination(gs, client, ip)
 		if !ok {
@@ -108,7 +110,7 @@ func elementsFor(gs groupSets, a Allowance, timeout time.Duration) ([]element, e
 		}
 		prefix := appendDestKey(nil, gs, client, ip)
 		if len(a.Ports) == 0 {
-			out = append(out, element{set: gs.setFor(ip.Is4(), false), key: prefix, timeout: timeout})
+			out = append(out, element{set: gs.setFor(ip.Is4(), false), key: prefix, timeout: timeout, comment: comment})
 			continue
 		}
 		set := gs.setFor(ip.Is4(), true)
@@ -119,6 +121,7 @@ func elementsFor(gs groupSets, a Allowance, timeout time.Duration) ([]element, e
 				key:     portKey(prefix, proto, p.From),
 				keyEnd:  portKey(prefix, proto, p.To),
 				timeout: timeout,
+				comment: comment,
 			})
 		}
 	}

@@ -88,6 +88,10 @@ type Spec struct {
 	// NFLOGGroup, for egressd to read), DropEventsBoth or DropEventsNone.
 	DropEvents string
 	NFLOGGroup uint16
+	// DropEventsRate and DropEventsBurst bound the drop reports in the
+	// kernel: packets a second per chain, after a burst (0: 10 and 5).
+	DropEventsRate  uint32
+	DropEventsBurst uint32
 	// RemoveOnExit deletes the table on Close (fail open). By default the
 	// table stays, so a stopped egressd keeps failing closed.
 	RemoveOnExit bool

@@ -174,7 +174,7 @@ func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, approved fu
 			dropped++
 			continue
 		}
-		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: ceilMillis(left)})
+		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: ceilMillis(left), Comment: e.comment()})
 	}
 	return out, dropped
 }
@@ -190,9 +190,24 @@ func (x *expiryIndex) live(now time.Time, sets map[string]bool) map[string][]nft
 		if !sets[e.set] || left <= 0 {
 			continue
 		}
-		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: ceilMillis(left)})
+		out[e.set] = append(out[e.set], nftables.SetElement{Key: e.key, KeyEnd: e.keyEnd, Timeout: ceilMillis(left), Comment: e.comment()})
 	}
 	return out
+}
+
+// comment is the comment the element is added back with: the query name
+// of the newest answer that asked for it, if known.
+func (e *indexEntry) comment() string {
+	var newest *origin
+	for i := range e.origins {
+		if o := &e.origins[i]; len(o.names) > 0 && (newest == nil || o.until.After(newest.until)) {
+			newest = o
+		}
+	}
+	if newest == nil {
+		return ""
+	}
+	return elementComment(newest.names[0])
 }
 
 // ceilMillis rounds up to the milliseconds netlink carries, so the kernel

@@ -54,6 +54,9 @@ func (n *NFT) inheritElements(lay layout, now time.Time) (map[string]bool, error
 				continue
 			}
 			n.index.put(element{set: def.name, key: e.Key, keyEnd: e.KeyEnd}, now.Add(e.Expires))
+			if le, ok := liveElement(def, e.Key, e.KeyEnd, now.Add(e.Expires), e.Comment); ok {
+				n.inherited = append(n.inherited, le)
+			}
 		}
 		keep[def.name] = true
 	}

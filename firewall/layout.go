@@ -10,8 +10,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// logRatePerSecond bounds kernel log lines per group chain.
-const logRatePerSecond = 10
+// Drop reports per chain: packets a second and burst, unless the spec
+// says otherwise.
+const (
+	defaultDropEventsRate  = 10
+	defaultDropEventsBurst = nftDefaultBurst
+)
+
+// dropLog is the rate limit of the spec's drop reports, with prefix.
+func (s Spec) dropLog(prefix string) rateLog {
+	l := rateLog{ratePerSecond: defaultDropEventsRate, burst: defaultDropEventsBurst, prefix: prefix, group: s.NFLOGGroup}
+	if s.DropEventsRate > 0 {
+		l.ratePerSecond = uint64(s.DropEventsRate)
+	}
+	if s.DropEventsBurst > 0 {
+		l.burst = s.DropEventsBurst
+	}
+	return l
+}
 
 // maxIDLen keeps set and chain names short and readable in `nft list`.
 const maxIDLen = 40
@@ -244,7 +260,8 @@ func groupRules(s Spec, id string, audit, labels bool, sets []setDef) [][]stmt {
 			// Drop events read from NFLOG report bypass attempts too
 			// (the kernel log stays as quiet as before).
 			if s.DropEvents == DropEventsNFLOG || s.DropEvents == DropEventsBoth {
-				l := rateLog{ratePerSecond: logRatePerSecond, prefix: fmt.Sprintf("egressd drop %s: ", id), nflog: true, group: s.NFLOGGroup}
+				l := s.dropLog(fmt.Sprintf("egressd drop %s: ", id))
+				l.nflog = true
 				rules = append(rules, []stmt{p, l})
 			}
 			rules = append(rules, []stmt{p, drop})
@@ -268,7 +285,7 @@ func groupRules(s Spec, id string, audit, labels bool, sets []setDef) [][]stmt {
 // appendDropLog adds the rule that reports a drop (or would-be drop) with
 // prefix, as Spec.DropEvents says; with DropEventsNone it adds nothing.
 func appendDropLog(rules [][]stmt, s Spec, prefix string) [][]stmt {
-	l := rateLog{ratePerSecond: logRatePerSecond, prefix: prefix, group: s.NFLOGGroup}
+	l := s.dropLog(prefix)
 	switch s.DropEvents {
 	case DropEventsNone:
 		return rules

@@ -86,6 +86,9 @@ type NFT struct {
 	view      atomic.Pointer[allowView] // for Allow's check without the owner
 	lastSweep time.Time
 	flushes   int // netlink batches sent, for tests and benchmarks
+	// inherited lists what the first install carried over from an
+	// earlier table; written before the run goroutine starts.
+	inherited []LiveElement
 
 	// Drift detection and restore (see restore.go).
 	own         *portIDs // port ids of the sockets egressd changes the table with

@@ -76,6 +76,12 @@ var goldenSpecs = map[string]Spec{
 			{Name: "trial", Clients: prefixes("10.4.0.0/16"), Audit: true},
 		},
 	},
+	// A drop report rate and burst of the operator's choosing.
+	"drop_events_rate": {
+		Table: "egressd", Hooks: []string{HookForward}, DropEvents: DropEventsNFLOG, NFLOGGroup: 5,
+		DropEventsRate: 500, DropEventsBurst: 50,
+		Groups: []GroupSpec{{Name: "office", Clients: prefixes("10.2.0.0/16")}},
+	},
 	"drop_events_none": {
 		Table: "egressd", Hooks: []string{HookForward}, DropEvents: DropEventsNone,
 		Groups: []GroupSpec{{Name: "office", Clients: prefixes("10.2.0.0/16")}},

@@ -285,6 +285,7 @@ func (l ctLabelSet) exprs(map[string]uint32) []expr.Any {
 // nflogSnaplen bytes, enough for the IP and transport headers.
 type rateLog struct {
 	ratePerSecond uint64
+	burst         uint32 // nftDefaultBurst when 0
 	prefix        string
 	kernel        bool
 	nflog         bool
@@ -298,8 +299,18 @@ const nftDefaultBurst = 5
 // bytes) and the ports of TCP or UDP fit.
 const nflogSnaplen = 64
 
+func (l rateLog) burstOrDefault() uint32 {
+	if l.burst == 0 {
+		return nftDefaultBurst
+	}
+	return l.burst
+}
+
 func (l rateLog) text() string {
 	t := fmt.Sprintf("limit rate %d/second", l.ratePerSecond)
+	if b := l.burstOrDefault(); b != nftDefaultBurst {
+		t += fmt.Sprintf(" burst %d packets", b)
+	}
 	if l.kernel {
 		t += fmt.Sprintf(" log prefix %q", l.prefix)
 	}
@@ -310,7 +321,7 @@ func (l rateLog) text() string {
 }
 func (l rateLog) exprs(map[string]uint32) []expr.Any {
 	e := []expr.Any{
-		&expr.Limit{Type: expr.LimitTypePkts, Rate: l.ratePerSecond, Unit: expr.LimitTimeSecond, Burst: nftDefaultBurst},
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: l.ratePerSecond, Unit: expr.LimitTimeSecond, Burst: l.burstOrDefault()},
 	}
 	if l.kernel {
 		e = append(e, &expr.Log{Key: 1 << unix.NFTA_LOG_PREFIX, Data: []byte(l.prefix)})

@@ -281,3 +281,24 @@ func TestDashboardShape(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardHasDropsPanel: the dashboard shows drops by reason and the
+// drop events lost (each query's metrics are checked above).
+func TestDashboardHasDropsPanel(t *testing.T) {
+	want := map[string]*regexp.Regexp{
+		"drops by reason":  regexp.MustCompile(`sum by \(reason\) \(rate\(egressd_drops_total[\[{]`),
+		"drop events lost": regexp.MustCompile(`egressd_drop_events_lost_total`),
+		"drops by group":   regexp.MustCompile(`sum by \(group\) \(rate\(egressd_drops_total[\[{]`),
+	}
+	for what, re := range want {
+		found := false
+		for _, p := range flatten(loadDashboard(t).Panels) {
+			for _, tg := range p.Targets {
+				found = found || re.MatchString(tg.Expr)
+			}
+		}
+		if !found {
+			t.Errorf("no panel shows %s (%s)", what, re)
+		}
+	}
+}

@@ -11,7 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// populated returns New(), with the query log, TCP and dnstap counters watched, and one
+// populated returns New(), with the query log, TCP, dnstap and drop counters watched, and one
 // child created in every labelled vector, because a vector without
 // children is not gathered at all and would escape linting.
 func populated(t *testing.T) *Metrics {
@@ -26,6 +26,11 @@ func populated(t *testing.T) *Metrics {
 	if err := m.WatchDnstap(dnstapCounters{}); err != nil {
 		t.Fatal(err)
 	}
+	drops, err := m.WatchDrops(func() float64 { return 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	drops.WithLabelValues("x", "x")
 	v := reflect.ValueOf(m).Elem()
 	for i := range v.NumField() {
 		get := v.Field(i).MethodByName("GetMetricWithLabelValues")

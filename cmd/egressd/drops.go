@@ -17,6 +17,7 @@ import (
 	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/nflog"
 	"github.com/egressd/egressd/policy"
+	"github.com/egressd/egressd/resolver"
 	"github.com/miekg/dns"
 )
 
@@ -29,34 +30,32 @@ const (
 
 // startDrops reads drop events from NFLOG when the drop rules send them
 // there, joins them to recent answers and logs them; it returns the
-// enforcer the resolver is to use (recording answers for the join).
-func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.Enforcer, error) {
+// enforcer and the query log the resolver is to use (recording answers
+// and denied queries for the join).
+func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.Enforcer, resolver.QueryLogger, error) {
 	f := cfg.Firewall
 	if d.nft == nil || (f.DropEvents != firewall.DropEventsNFLOG && f.DropEvents != firewall.DropEventsBoth) {
-		return d.enforcer, nil
+		return d.enforcer, d.qlog, nil
 	}
 	r, err := nflog.Open(nflog.Config{Group: uint16(f.NFLOGGroup), ReadBuffer: nflogReadBuffer})
 	if err != nil {
-		return nil, fmt.Errorf("firewall.drop_events: %w", err)
+		return nil, nil, fmt.Errorf("firewall.drop_events: %w", err)
 	}
 	idx := dropjoin.NewIndex(f.RecentAnswers, f.RecentAnswersAgeDur)
+	seedInherited(idx, d.nft.Inherited(), time.Now())
 	j := dropjoin.NewJoiner(idx, dropQueue)
 	j.ScopeClient = f.Scope == firewall.ScopeClient
-	j.GroupOf = func(a netip.Addr) string { return d.engine.Load().Decide(a, ".", dns.TypeA).Group }
+	current := d.engine.Load
+	j.GroupOf = groupOf(current)
 	j.Log = d.qlog.Write
 	drops, err := d.metrics.WatchDrops(func() float64 { return float64(r.Lost() + j.Lost()) })
 	if err != nil {
 		r.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	j.Count = func(group, reason string) { drops.WithLabelValues(group, reason).Inc() }
-	d.metrics.Why = j.WhyHandler(func(client netip.Addr, name string) string {
-		dec := d.engine.Load().Decide(client, name, dns.TypeA)
-		if dec.Verdict == policy.Allow {
-			return fmt.Sprintf("allow (rule %s)", dec.Rule)
-		}
-		return fmt.Sprintf("%s (rule %s)", dec.Verdict, dec.Rule)
-	})
+	j.Policy = policyDenies(current)
+	d.metrics.Why = j.WhyHandler(policyNow(current))
 	d.dropReader = r
 	go func() {
 		<-ctx.Done()
@@ -77,7 +76,41 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 		}
 	}()
 	go j.Run(ctx)
-	return &dropjoin.Recording{Enforcer: d.enforcer, Index: idx, Grace: f.GraceDur}, nil
+	return &dropjoin.Recording{Enforcer: d.enforcer, Index: idx, Grace: f.GraceDur}, &dropjoin.DenialLog{QueryLogger: d.qlog, Index: idx}, nil
+}
+
+// seedInherited adds the approvals an earlier run left in the firewall's
+// sets (and this run carried over) to the index, so drops right after a
+// restart are explained by them too.
+func seedInherited(idx *dropjoin.Index, live []firewall.LiveElement, now time.Time) {
+	for _, e := range live {
+		idx.Add(dropjoin.Answer{
+			Time: now, Expiry: e.Expiry, Client: e.Client, Group: e.Group, Name: e.Name,
+			Addrs: []netip.Addr{e.Dst}, Ports: e.Ports, Inherited: true,
+		})
+	}
+}
+
+// groupOf is the group of a source address under the current policy.
+func groupOf(current func() *policy.Engine) func(netip.Addr) string {
+	return func(a netip.Addr) string { return current().Decide(a, ".", dns.TypeA).Group }
+}
+
+// policyDenies says whether the current policy denies a name to a client.
+func policyDenies(current func() *policy.Engine) dropjoin.PolicyFunc {
+	return func(client netip.Addr, name string) (string, bool) {
+		dec := current().Decide(client, name, dns.TypeA)
+		return dec.Rule, dec.Verdict == policy.Deny
+	}
+}
+
+// policyNow is what the current policy decides for a client and a name,
+// for people: "allow (rule R)", "deny (rule R)".
+func policyNow(current func() *policy.Engine) func(netip.Addr, string) string {
+	return func(client netip.Addr, name string) string {
+		dec := current().Decide(client, name, dns.TypeA)
+		return fmt.Sprintf("%s (rule %s)", dec.Verdict, dec.Rule)
+	}
 }
 
 // whyCmd asks the running egressd why a client's packets to a destination

@@ -127,6 +127,9 @@ func firewallSpec(cfg, started *config.Config) firewall.Spec {
 		// Restart only: egressd's NFLOG reader is bound at start.
 		DropEvents: started.Firewall.DropEvents,
 		NFLOGGroup: uint16(started.Firewall.NFLOGGroup),
+		// The kernel's bound on them changes with the table.
+		DropEventsRate:  uint32(orZero(cfg.Firewall.DropEventsRate)),
+		DropEventsBurst: uint32(orZero(cfg.Firewall.DropEventsBurst)),
 	}
 	for _, g := range cfg.Groups {
 		spec.Groups = append(spec.Groups, firewall.GroupSpec{Name: g.Name, Clients: g.Spec.Clients, Audit: g.Spec.Mode == policy.ModeAudit})
@@ -142,6 +145,14 @@ func firewallSpec(cfg, started *config.Config) firewall.Spec {
 		}
 	}
 	return spec
+}
+
+// orZero is *n, 0 for nil (a config not made by config.Load).
+func orZero(n *int) int {
+	if n == nil {
+		return 0
+	}
+	return *n
 }
 
 // upstreams returns the configured servers, or the nameservers of

@@ -63,6 +63,8 @@ var keyEdits = map[string]any{
 	"firewall.unlisted_sources":         "accept",
 	"firewall.drop_events":              "both",
 	"firewall.nflog_group":              int64(7),
+	"firewall.drop_events_rate":         int64(100),
+	"firewall.drop_events_burst":        int64(20),
 	"firewall.recent_answers":           int64(1000),
 	"firewall.recent_answers_age":       "10m",
 	"firewall.max_addresses_per_answer": int64(8),

@@ -125,7 +125,7 @@ func (d *daemon) start(parent context.Context) error {
 		return err
 	}
 	d.engine.Store(engine)
-	enf, err := d.startDrops(ctx, cfg)
+	enf, qlog, err := d.startDrops(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func (d *daemon) start(parent context.Context) error {
 		},
 		Policy:   engine,
 		Enforcer: enf,
-		QueryLog: d.qlog,
+		QueryLog: qlog,
 		Tap:      tapOrNil(d.tap),
 		Metrics:  d.metrics,
 		Logger:   d.logger,

@@ -71,8 +71,92 @@ func TestDropEvents(t *testing.T) {
 	})
 }
 
+// TestDropEventsNameDenied: a client whose group denies a name connects
+// to the address another group's client resolved it to, after asking
+// for the name itself and being denied: the drop is name_denied with the
+// name and the rule, and egressd why says what the policy decides now.
+func TestDropEventsNameDenied(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	cfg := g.egressdConfig()
+	cfg.GroupClients = []string{"10.200.1.0/24", "fd00:200:1::/64"} // denies hidden.test
+	cfg.ExtraGroups = "[[group]]\nname = \"lab\"\nclients = [\"10.200.3.0/24\"]\nallow = [\"hidden.test\"]\ndefault = \"deny\"\nallow_private_answers = true\n"
+	cfg.QueryLog = filepath.Join(t.TempDir(), "queries.log")
+	cfg.DropEvents = "nflog"
+	cfg.MetricsListen = "127.0.0.1:9153"
+	p := g.startEgressd(t, cfg)
+
+	resolve(t, g.client2, g.dns1(), "hidden.test", dns.TypeA, hiddenIP)
+	expectNoAnswer(t, g.client1, g.dns1(), "udp", "hidden.test", dns.RcodeNameError, "hidden.test is denied to client1's group")
+	expectDropped(t, g.client1, ap(hiddenIP, 80), "only lab may reach hidden.test")
+	e := expectDropLine(t, cfg.QueryLog, "10.200.1.10", hiddenIP, 80, "name_denied", "hidden.test")
+	if e.Rule != "hidden.test" {
+		t.Errorf("rule = %q, want hidden.test", e.Rule)
+	}
+	out, err := p.ns.Exec(egressdBinary(t), "why", "-config", p.config, "-client", "10.200.1.10", ap(hiddenIP, 80).String())
+	if err != nil {
+		t.Fatalf("egressd why: %v\n%s", err, out)
+	}
+	for _, want := range []string{"name_denied", "hidden.test. was denied by rule hidden.test", "policy now for hidden.test.: deny (rule hidden.test)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("egressd why output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestDropEventsAfterRestart: approvals made before a restart (the table
+// kept) still explain drops after it, from the live set elements the new
+// egressd reads at start: the name (kept in the element's comment), the
+// ports, and the expiry.
+func TestDropEventsAfterRestart(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	cfg := g.egressdConfig()
+	// short.test's element lives its TTL (1s) plus grace: long enough for
+	// the restart to find it live.
+	cfg.Grace = "8s"
+	cfg.QueryLog = filepath.Join(t.TempDir(), "queries.log")
+	cfg.DropEvents = "nflog"
+	cfg.MetricsListen = "127.0.0.1:9153"
+	p := g.startEgressd(t, cfg)
+	resolve(t, g.client1, g.dns1(), "ports.test", dns.TypeA, portsIP)
+	resolve(t, g.client1, g.dns1(), "short.test", dns.TypeA, shortIP)
+	resolved := time.Now()
+	if err := p.stop(); err != nil {
+		t.Fatalf("egressd exited with %v", err)
+	}
+	p = g.startEgressd(t, cfg)
+	if time.Since(resolved) >= shortTTL*time.Second+8*time.Second {
+		t.Fatal("the restart took longer than short.test's element lives; nothing left to inherit")
+	}
+
+	expectDropped(t, g.client1, ap(portsIP, 8443), "rule ports.test:443 does not cover 8443")
+	e := expectDropLine(t, cfg.QueryLog, "10.200.1.10", portsIP, 8443, "other_ports", "ports.test")
+	if ports := e.Drop.ApprovedPorts; len(ports) != 1 || ports[0] != "443/tcp" {
+		t.Errorf("approved_ports = %v, want [443/tcp] from the element", ports)
+	}
+	out, err := p.ns.Exec(egressdBinary(t), "why", "-config", p.config, "-client", "10.200.1.10", ap(portsIP, 8443).String())
+	if err != nil {
+		t.Fatalf("egressd why: %v\n%s", err, out)
+	}
+	for _, want := range []string{"other_ports", "ports.test. is approved only on 443/tcp"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("egressd why output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// TTL plus grace have passed; 700ms absorbs scheduling.
+	time.Sleep(time.Until(resolved.Add(shortTTL*time.Second + 8*time.Second + 700*time.Millisecond)))
+	expectDropped(t, g.client1, ap(shortIP, 80), "short.test's TTL plus grace has passed")
+	e = expectDropLine(t, cfg.QueryLog, "10.200.1.10", shortIP, 80, "expired", "short.test")
+	if e.Drop.Expiry == "" {
+		t.Errorf("expired drop without expiry: %+v", e.Drop)
+	}
+}
+
 type dropLine struct {
 	Client   string `json:"client"`
+	Rule     string `json:"rule"`
 	QName    string `json:"qname"`
 	Decision string `json:"decision"`
 	Drop     *struct {

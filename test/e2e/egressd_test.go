@@ -90,6 +90,8 @@ type egressdConfig struct {
 	// MetricsListen metrics.listen ("" is none).
 	DropEvents    string
 	MetricsListen string
+	// ExtraGroups is TOML appended after the group, e.g. more [[group]]s.
+	ExtraGroups string
 }
 
 // The policy every test uses: default deny, explicit allows, and a
@@ -138,6 +140,9 @@ func (c egressdConfig) render() string {
 	fmt.Fprintf(&b, "[metrics]\nlisten = %q\n\n", c.MetricsListen)
 	fmt.Fprintf(&b, "[[group]]\nname = \"clients\"\nclients = %s\nallow = %s\ndeny = %s\ndefault = \"deny\"\naction = \"nxdomain\"\nallow_private_answers = true\n",
 		tomlList(orList(c.GroupClients, c.Clients)), tomlList(orList(c.Allow, allowRules)), tomlList(orList(c.Deny, denyRules)))
+	if c.ExtraGroups != "" {
+		b.WriteString("\n" + c.ExtraGroups + "\n")
+	}
 	if len(c.Hosts) > 0 {
 		b.WriteString("\n[hosts]\n")
 		for name, a := range c.Hosts {

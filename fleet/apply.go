@@ -202,7 +202,7 @@ func (a *applier) apply(subject string, data []byte, stored time.Time) {
 		ctx, cancel := context.WithTimeout(a.n.ctx, applyTimeout)
 		// The local firewall adds its grace to the TTL: ask for what
 		// makes the element live exactly what is left.
-		err = a.n.opts.Apply.Allow(ctx, m.allowance(left-a.n.opts.Grace))
+		err = a.n.opts.Apply.Allow(ctx, m.allowance(left-a.n.cur().Grace))
 		cancel()
 		if err != nil {
 			err = reject(ReasonApplyFailed, "%v", err)
@@ -228,11 +228,11 @@ func (a *applier) apply(subject string, data []byte, stored time.Time) {
 // check returns the lifetime left of m, stored at stored (server clock),
 // or why it must not be installed here.
 func (a *applier) check(subject string, m Message, stored time.Time) (time.Duration, error) {
-	o := &a.n.opts
+	o, set := &a.n.opts, a.n.cur()
 	if !a.n.enforce[m.Group] || subject != ApprovalSubject(o.SubjectPrefix, m.Group) {
 		return 0, reject(ReasonForeign, "group %q on %s", m.Group, subject)
 	}
-	if (m.Scope == ScopeClient) != o.ScopeClient {
+	if (m.Scope == ScopeClient) != set.ScopeClient {
 		return 0, reject(ReasonScope, "scope %s", m.Scope)
 	}
 	var client netip.Addr
@@ -250,19 +250,19 @@ func (a *applier) check(subject string, m Message, stored time.Time) (time.Durat
 		}
 	}
 	lifetime := time.Duration(m.LifetimeMS) * time.Millisecond
-	if o.MaxLifetime > 0 && lifetime > o.MaxLifetime {
-		return 0, reject(ReasonTooLong, "lifetime %s, max %s", lifetime, o.MaxLifetime)
+	if set.MaxLifetime > 0 && lifetime > set.MaxLifetime {
+		return 0, reject(ReasonTooLong, "lifetime %s, max %s", lifetime, set.MaxLifetime)
 	}
 	age := max(a.serverNow().Sub(stored), 0)
 	left := lifetime - age
 	if left <= 0 {
 		return 0, reject(ReasonExpired, "lifetime %s, stored %s ago", lifetime, age)
 	}
-	if o.Recheck != nil {
+	if set.Recheck != nil {
 		names := append([]string{m.Name}, m.Targets...)
 		want := m.allowance(0).Ports
 		for _, ip := range ips {
-			ports, ok := o.Recheck(m.Group, client, ip, names)
+			ports, ok := set.Recheck(m.Group, client, ip, names)
 			if !ok {
 				return 0, reject(ReasonPolicy, "%s for %s not approved here", ip, m.Name)
 			}

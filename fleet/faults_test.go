@@ -24,11 +24,11 @@ func TestReplayLateAgentRemainingLifetime(t *testing.T) {
 	enf := a.Wrap(fwA)
 	short := netip.MustParseAddr("192.0.2.9")
 	// Lifetime: TTL 0 plus the grace... of a node with a 1s grace.
-	a.opts.Grace = time.Second
+	a.Configure(Settings{Grace: time.Second})
 	if err := enf.Allow(context.Background(), allowance("staff", 0, short)); err != nil {
 		t.Fatal(err)
 	}
-	a.opts.Grace = testGrace
+	a.Configure(Settings{Grace: testGrace})
 	if err := enf.Allow(context.Background(), allowance("staff", time.Minute, ip1)); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestQueuedApprovalExpires(t *testing.T) {
 	s := natstest.Run(t)
 	servers := []string{s.URL()}
 	s.Stop()
-	a, mA := node(t, Options{Servers: servers, Node: "gw-a", Publish: []string{"staff"}, Grace: time.Millisecond})
+	a, mA := node(t, Options{Servers: servers, Node: "gw-a", Publish: []string{"staff"}, Settings: Settings{Grace: time.Millisecond}})
 	if err := a.Wrap(newFakeFW(nil)).Allow(context.Background(), allowance("staff", 50*time.Millisecond, ip1)); err != nil {
 		t.Fatal(err)
 	}
@@ -224,11 +224,11 @@ func TestAgentPartitionHeals(t *testing.T) {
 	p.Cut()
 	waitFor(t, "agent disconnected", func() bool { return !b.Connected() })
 	short := netip.MustParseAddr("192.0.2.77")
-	a.opts.Grace = time.Millisecond
+	a.Configure(Settings{Grace: time.Millisecond})
 	if err := enf.Allow(context.Background(), allowance("staff", 200*time.Millisecond, short)); err != nil {
 		t.Fatal(err)
 	}
-	a.opts.Grace = testGrace
+	a.Configure(Settings{Grace: testGrace})
 	if err := enf.Allow(context.Background(), allowance("staff", time.Minute, ip2)); err != nil {
 		t.Fatal(err)
 	}

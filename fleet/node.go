@@ -50,6 +50,19 @@ type Options struct {
 	ConfirmTimeout         time.Duration
 	ReconnectWait          time.Duration // between reconnect attempts; default 250ms
 
+	// Settings are what the local firewall and policy decide; Configure
+	// changes them on a running node.
+	Settings
+
+	Metrics *Metrics // nil: counted nowhere
+	Logger  *slog.Logger
+	// Now is the local clock (tests skew it); default time.Now.
+	Now func() time.Time
+}
+
+// Settings follow the local firewall and policy, and may change while the
+// node runs (a config reload).
+type Settings struct {
 	// Grace is the local firewall's grace: an element lives TTL plus
 	// Grace, and that is the lifetime published.
 	Grace time.Duration
@@ -63,11 +76,6 @@ type Options struct {
 	// by this node's policy (policy.Engine.Recheck), the ports within those
 	// it allows.
 	Recheck func(group string, client, dest netip.Addr, names []string) (ports []policy.PortRange, ok bool)
-
-	Metrics *Metrics // nil: counted nowhere
-	Logger  *slog.Logger
-	// Now is the local clock (tests skew it); default time.Now.
-	Now func() time.Time
 }
 
 // Node is one egressd's connection to the fleet.
@@ -88,9 +96,10 @@ type Node struct {
 	enforce map[string]bool
 	confirm []string
 
-	kick chan struct{} // wakes the queue flusher
-	pub  *publisher
-	app  *applier
+	settings atomic.Pointer[Settings]
+	kick     chan struct{} // wakes the queue flusher
+	pub      *publisher
+	app      *applier
 }
 
 // ErrNotConfirmed is returned (wrapped) by the Enforcer Wrap returns when
@@ -160,6 +169,7 @@ func Start(opts Options) (*Node, error) {
 		publish: set(opts.Publish), enforce: set(opts.Enforce), confirm: opts.Confirm,
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.Configure(opts.Settings)
 	nopts := []nats.Option{
 		nats.Name("egressd " + opts.Node),
 		nats.RetryOnFailedConnect(true),
@@ -241,6 +251,11 @@ func (n *Node) wake() {
 	default:
 	}
 }
+
+// Configure replaces the node's settings; approvals from now on use them.
+func (n *Node) Configure(s Settings) { n.settings.Store(&s) }
+
+func (n *Node) cur() *Settings { return n.settings.Load() }
 
 // Connected reports whether the node is connected to a NATS server now.
 func (n *Node) Connected() bool { return n.nc.IsConnected() }

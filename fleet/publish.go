@@ -130,7 +130,7 @@ func (p *publisher) recentKey(a enforce.Allowance) string {
 	var b strings.Builder
 	b.WriteString(a.Group)
 	b.WriteByte('|')
-	if p.n.opts.ScopeClient {
+	if p.n.cur().ScopeClient {
 		b.WriteString(a.Client.Unmap().String())
 	}
 	for _, ip := range a.IPs {
@@ -144,17 +144,17 @@ func (p *publisher) recentKey(a enforce.Allowance) string {
 }
 
 func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
-	o := &p.n.opts
+	o, set := &p.n.opts, p.n.cur()
 	if !p.n.publish[a.Group] || len(a.IPs) == 0 {
 		return nil
 	}
 	now := o.Now()
-	deadline := now.Add(a.TTL + o.Grace)
+	deadline := now.Add(a.TTL + set.Grace)
 	key := p.recentKey(a)
 	// Published before and still living all of TTL and half the grace
 	// (the firewall's own rule for sending an element again): nothing new
 	// for the agents.
-	if prev, ok := p.recent.Get(key); ok && !prev.Before(now.Add(a.TTL+o.Grace/2)) {
+	if prev, ok := p.recent.Get(key); ok && !prev.Before(now.Add(a.TTL+set.Grace/2)) {
 		return nil
 	}
 	var confirm []string
@@ -162,7 +162,7 @@ func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
 		confirm = p.n.confirm
 	}
 	it := &item{
-		msg:      newMessage(p.n.newID(), o.Node, a, o.ScopeClient, 0, confirm),
+		msg:      newMessage(p.n.newID(), o.Node, a, set.ScopeClient, 0, confirm),
 		subject:  ApprovalSubject(o.SubjectPrefix, a.Group),
 		deadline: deadline,
 		local:    now,

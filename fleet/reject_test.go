@@ -47,7 +47,7 @@ func TestRejectedMessages(t *testing.T) {
 		return https, true
 	}
 	b, m := node(t, Options{Servers: servers, Node: "gw-b", Enforce: []string{"staff", "lab"}, Apply: fw,
-		ScopeClient: true, MaxLifetime: 10 * time.Minute, Recheck: recheck})
+		Settings: Settings{ScopeClient: true, MaxLifetime: 10 * time.Minute, Recheck: recheck}})
 	waitFor(t, "agent ready", b.ReplayDone)
 	nc, err := nats.Connect(s.URL())
 	if err != nil {

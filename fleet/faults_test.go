@@ -87,8 +87,14 @@ func TestNATSDownAtStart(t *testing.T) {
 	if got := counter(mA.Queued); got != 3 {
 		t.Errorf("queued %d, want 3", got)
 	}
+	if got := counter(mA.Connected); got != 0 {
+		t.Errorf("connected gauge %d with NATS down", got)
+	}
 	s.Restart()
 	waitFor(t, "queue published", func() bool { return a.QueueLen() == 0 })
+	if got := counter(mA.Connected); got != 1 {
+		t.Errorf("connected gauge %d after NATS came up", got)
+	}
 	if got := counter(mA.Published); got != 2 {
 		t.Errorf("published %d, want 2", got)
 	}
@@ -145,6 +151,9 @@ func TestNATSDownMidRun(t *testing.T) {
 	waitFor(t, "first approval on gw-b", func() bool { return fwB.has(groupKey(ip1)) })
 	s.Stop()
 	waitFor(t, "disconnected", func() bool { return !a.Connected() && !b.Connected() })
+	if got := counter(mA.Connected); got != 0 {
+		t.Errorf("connected gauge %d with NATS down", got)
+	}
 	if err := enf.Allow(context.Background(), allowance("staff", time.Minute, ip2)); err != nil {
 		t.Fatalf("Allow with NATS down: %v", err)
 	}

@@ -263,3 +263,26 @@ func TestPublisherOverNone(t *testing.T) {
 		t.Errorf("the same approval queued %d times", got)
 	}
 }
+
+// Options that cannot work are refused at Start.
+func TestStartRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		o    Options
+	}{
+		{"no servers", Options{Node: "gw-a"}},
+		{"node with a dot", Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw.a"}},
+		{"group with a wildcard", Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-a", Publish: []string{"st*"}}},
+		{"enforce without a firewall", Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-a", Enforce: []string{"staff"}}},
+		{"confirm by itself", Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-a", Publish: []string{"staff"}, Confirm: []string{"gw-b", "gw-a"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := Start(tt.o)
+			if err == nil {
+				n.Close()
+				t.Fatal("started")
+			}
+		})
+	}
+}

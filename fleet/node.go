@@ -119,6 +119,13 @@ func (o *Options) defaults() error {
 			return fmt.Errorf("fleet: group %q is not a NATS subject token", g)
 		}
 	}
+	for _, c := range o.Confirm {
+		if c == o.Node {
+			// Its own approvals are in its firewall already; it never
+			// confirms them.
+			return fmt.Errorf("fleet: confirm names this node itself (%s)", c)
+		}
+	}
 	if len(o.Enforce) > 0 && o.Apply == nil {
 		return errors.New("fleet: groups to enforce and no firewall to apply them to")
 	}

@@ -207,6 +207,9 @@ func TestPublishApplyRoundTrip(t *testing.T) {
 	if got := counter(mB.Applied); got != 1 {
 		t.Errorf("applied %d, want 1", got)
 	}
+	if counter(mA.ReplayDone) != 1 || counter(mB.ReplayDone) != 1 {
+		t.Errorf("replay_done gauge %d on the resolver, %d on the agent; want 1 and 1", counter(mA.ReplayDone), counter(mB.ReplayDone))
+	}
 	if fwC.count() != 0 {
 		t.Errorf("gw-c (guests) holds %d elements, want 0", fwC.count())
 	}

@@ -236,7 +236,9 @@ func Start(opts Options) (*Node, error) {
 		n.wg.Add(1)
 		go n.pub.flushLoop()
 	}
-	if len(n.enforce) > 0 {
+	if len(n.enforce) == 0 {
+		m.ReplayDone.Set(1) // nothing to replay, as ReplayDone says
+	} else {
 		n.app = newApplier(n)
 		n.wg.Add(1)
 		go n.app.run()

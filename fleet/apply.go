@@ -26,6 +26,8 @@ const (
 	// while the replay runs are never delivered, so the last one delivered
 	// need not say "nothing pending").
 	replayPoll = 100 * time.Millisecond
+	// subscribeBackoff bounds the wait between attempts to subscribe.
+	subscribeBackoff = 5 * time.Second
 )
 
 // applier installs the approvals of other nodes into the local firewall.
@@ -67,6 +69,9 @@ func (a *applier) subjects() []string {
 func (a *applier) run() {
 	defer a.n.wg.Done()
 	ctx := a.n.ctx
+	// Retries back off to subscribeBackoff: a stream missing for want of
+	// permission to create it is not logged many times a second.
+	retry := a.n.opts.ReconnectWait
 	for {
 		if a.n.nc.IsConnected() {
 			err := a.subscribe(ctx)
@@ -74,11 +79,12 @@ func (a *applier) run() {
 				break
 			}
 			a.n.log.Warn("fleet: cannot subscribe to approvals yet", "err", err)
+			retry = min(2*retry, subscribeBackoff)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(a.n.opts.ReconnectWait):
+		case <-time.After(retry):
 		}
 	}
 	poll := time.NewTicker(replayPoll)

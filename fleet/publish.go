@@ -311,7 +311,7 @@ func (p *publisher) flushLoop() {
 	defer p.n.wg.Done()
 	retry := time.NewTicker(max(p.n.opts.ReconnectWait, 100*time.Millisecond))
 	defer retry.Stop()
-	streamOK := false
+	streamOK, lastErr := false, ""
 	for {
 		select {
 		case <-p.n.ctx.Done():
@@ -328,10 +328,13 @@ func (p *publisher) flushLoop() {
 			err := p.n.ensureStream(ctx)
 			cancel()
 			if err != nil {
-				p.n.log.Warn("fleet: approval stream not ready", "stream", p.n.opts.Stream, "err", err)
+				if err.Error() != lastErr { // once per cause, not every retry
+					p.n.log.Warn("fleet: approval stream not ready", "stream", p.n.opts.Stream, "err", err)
+				}
+				lastErr = err.Error()
 				continue
 			}
-			streamOK = true
+			streamOK, lastErr = true, ""
 		}
 		p.flush()
 	}

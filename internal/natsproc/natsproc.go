@@ -12,8 +12,10 @@
 package natsproc
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -173,17 +175,7 @@ func (p *Proc) Ready(limit time.Duration) error {
 			return fmt.Errorf("nats-server %s exited: %v\n%s", p.Node.Name, p.waitErr, p.Output.String())
 		default:
 		}
-		var code int
-		err := p.ns.Do(func() error {
-			c := http.Client{Timeout: time.Second}
-			resp, err := c.Get(url)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			code = resp.StatusCode
-			return nil
-		})
+		code, err := p.healthz(url)
 		if err == nil && code == http.StatusOK {
 			return nil
 		}
@@ -191,6 +183,30 @@ func (p *Proc) Ready(limit time.Duration) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("nats-server %s not ready within %s (last: %s)\n%s", p.Node.Name, limit, last, p.Output.String())
+}
+
+// healthz asks the monitoring endpoint; the connection is opened inside
+// the namespace (net/http dials on goroutines of its own, which Do would
+// not cover).
+func (p *Proc) healthz(url string) (int, error) {
+	c := http.Client{Timeout: time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := p.ns.Do(func() (err error) {
+				var d net.Dialer
+				conn, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+	}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // PID is the server's process ID.

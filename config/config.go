@@ -20,6 +20,7 @@ type Config struct {
 	Log        Log                  `toml:"log"`
 	Metrics    Metrics              `toml:"metrics"`
 	Dnstap     Dnstap               `toml:"dnstap"`
+	Fleet      Fleet                `toml:"fleet"`
 	Categories map[string]*Category `toml:"categories"`
 	Groups     []*Group             `toml:"group"`
 	Hosts      map[string][]string  `toml:"hosts"` // name -> addresses, answered locally

@@ -34,7 +34,8 @@ func (a Apply) String() string {
 // without a new socket, a new process-wide resource or a second copy of
 // something large: listeners, upstream clients (their sockets carry the
 // firewall mark), the cache's size, the table's identity, the query log's
-// file, the metrics listener and the dnstap output.
+// file, the metrics listener, the dnstap output and the fleet's NATS
+// connection.
 var Keys = map[string]Apply{
 	"server.listen":                   OnRestart,
 	"server.clients":                  OnReload,
@@ -103,6 +104,23 @@ var Keys = map[string]Apply{
 	"dnstap.client_queries":   OnRestart,
 	"dnstap.client_responses": OnRestart,
 	"dnstap.forwarder":        OnRestart,
+
+	// The fleet's connection, roles and timeouts are fixed for the life
+	// of the NATS connection and its subscriptions.
+	"fleet.servers":         OnRestart,
+	"fleet.node":            OnRestart,
+	"fleet.publish":         OnRestart,
+	"fleet.enforce":         OnRestart,
+	"fleet.credentials":     OnRestart,
+	"fleet.tls_ca":          OnRestart,
+	"fleet.tls_cert":        OnRestart,
+	"fleet.tls_key":         OnRestart,
+	"fleet.subject_prefix":  OnRestart,
+	"fleet.stream":          OnRestart,
+	"fleet.publish_timeout": OnRestart,
+	"fleet.queue":           OnRestart,
+	"fleet.confirm":         OnRestart,
+	"fleet.confirm_timeout": OnRestart,
 
 	"categories.*.sources": OnReload,
 	"categories.*.refresh": OnReload,

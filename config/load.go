@@ -84,6 +84,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		v.errAt(pos.firstKeyIn(k[:len(k)-1], k[len(k)-1]), "unknown key %q", k.String())
 	}
 	applyDefaults(cfg)
+	applyFleetDefaults(&cfg.Fleet)
 	v.validate(cfg)
 	if len(v.errs) > 0 {
 		sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line })
@@ -473,6 +474,7 @@ func (v *validator) validate(c *Config) {
 	}
 
 	v.groups(c)
+	v.fleet(c)
 }
 
 func (v *validator) groups(c *Config) {

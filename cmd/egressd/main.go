@@ -17,6 +17,8 @@ const usage = `egressd: an egress-enforcing DNS resolver
 
 Usage:
   egressd [serve] [-config FILE]        serve DNS (embedded default config without -config)
+  egressd agent -config FILE            apply the approvals other egressd nodes publish
+                                        ([fleet] enforce) to this host's firewall; no DNS
   egressd check -config FILE            validate a config and its lists
   egressd explain -config FILE [-client IP] [-type A] NAME
                                         show how a query would be decided
@@ -29,7 +31,7 @@ Usage:
                                         (never what FILE's deny rules or categories deny)
   egressd version                       print the version
 
-Signals (serve): SIGHUP reloads the config and lists and reopens the query
+Signals (serve, agent): SIGHUP reloads the config and lists and reopens the query
 log file; SIGTERM and SIGINT shut down gracefully.
 `
 
@@ -49,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		err = serveCmd(args, stderr)
+	case "agent":
+		err = agentCmd(args, stderr)
 	case "check":
 		err = checkCmd(args, stdout)
 	case "explain":

@@ -85,6 +85,21 @@ var keyEdits = map[string]any{
 	"dnstap.client_responses": false,
 	"dnstap.forwarder":        false,
 
+	"fleet.servers":         []any{"nats://127.0.0.1:4222"},
+	"fleet.node":            "gw-a",
+	"fleet.publish":         []any{"servers"},
+	"fleet.enforce":         []any{"servers"},
+	"fleet.credentials":     "/etc/egressd/fleet.creds",
+	"fleet.tls_ca":          "/etc/egressd/nats-ca.pem",
+	"fleet.tls_cert":        "/etc/egressd/nats.pem",
+	"fleet.tls_key":         "/etc/egressd/nats.key",
+	"fleet.subject_prefix":  "corp.egress",
+	"fleet.stream":          "APPROVALS",
+	"fleet.publish_timeout": "1s",
+	"fleet.queue":           int64(100),
+	"fleet.confirm":         []any{"gw-b"},
+	"fleet.confirm_timeout": "500ms",
+
 	"categories.*.sources": []any{"../blocklists/anonymizers.txt"},
 	"categories.*.refresh": "1h",
 	"categories.*.match":   "exact",
@@ -109,7 +124,19 @@ var keyEdits = map[string]any{
 // together lists edits a key needs beside its own to stay valid.
 var together = map[string]map[string]any{
 	"group[].allow_categories": {"group[].deny_categories": []any{}},
+	// Every [fleet] key but servers needs the fleet on; confirm needs
+	// approvals to publish, a certificate its key.
+	"fleet.node":        fleetOn,
+	"fleet.publish":     fleetOn,
+	"fleet.enforce":     fleetOn,
+	"fleet.credentials": fleetOn,
+	"fleet.tls_ca":      fleetOn,
+	"fleet.tls_cert":    {"fleet.servers": fleetOn["fleet.servers"], "fleet.tls_key": "/etc/egressd/nats.key"},
+	"fleet.tls_key":     {"fleet.servers": fleetOn["fleet.servers"], "fleet.tls_cert": "/etc/egressd/nats.pem"},
+	"fleet.confirm":     {"fleet.servers": fleetOn["fleet.servers"], "fleet.publish": []any{"servers"}},
 }
+
+var fleetOn = map[string]any{"fleet.servers": []any{"nats://127.0.0.1:4222"}}
 
 // startFrom lists keys a key needs in the config the edit starts from, set
 // in both the running and the edited config: a listener is valid only with

@@ -18,6 +18,7 @@ import (
 	"github.com/egressd/egressd/config"
 	"github.com/egressd/egressd/dnstap"
 	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/fleet"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/nflog"
 	"github.com/egressd/egressd/policy"
@@ -85,6 +86,11 @@ type daemon struct {
 	// unless firewall.drop_events sends them to NFLOG).
 	engine     atomic.Pointer[policy.Engine]
 	dropReader *nflog.Reader
+
+	// fleet is the connection to other nodes (nil without [fleet]
+	// servers); agent says the daemon is egressd agent, with no resolver.
+	fleet *fleet.Node
+	agent bool
 }
 
 func (d *daemon) start(parent context.Context) error {
@@ -127,6 +133,9 @@ func (d *daemon) start(parent context.Context) error {
 	d.engine.Store(engine)
 	enf, err := d.startDrops(ctx, cfg)
 	if err != nil {
+		return err
+	}
+	if enf, err = d.startFleet(cfg, enf); err != nil {
 		return err
 	}
 	d.server, err = resolver.New(resolver.Options{
@@ -282,8 +291,14 @@ func (d *daemon) warnFirewall(cfg *config.Config) {
 // readiness lists what keeps the daemon from being ready.
 func (d *daemon) readiness() []string {
 	var problems []string
-	if d.server == nil || !d.server.Ready() {
+	if !d.agent && (d.server == nil || !d.server.Ready()) {
 		problems = append(problems, "no upstream has answered yet")
+	}
+	if d.fleet != nil {
+		// An agent needs NATS to be of use; a resolver answers and
+		// enforces without it, but not before it holds its peers'
+		// approvals.
+		problems = append(problems, d.fleet.Problems(d.agent)...)
 	}
 	if d.fellBack != "" {
 		problems = append(problems, `firewall fell back to backend "none", nothing is enforced: `+d.fellBack)
@@ -354,12 +369,18 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		}
 		d.warnFirewall(cfg)
 	}
-	d.server.Configure(next.resolver)
-	d.server.SetPolicy(engine)
 	d.engine.Store(engine)
-	// The certificate and key are read again on every reload (renewed in
-	// place); handshakes from now on use them, open connections stay.
-	d.server.SetCertificate(cfg.Server.Certificate)
+	if d.fleet != nil {
+		d.fleet.Configure(d.fleetSettings(cfg))
+	}
+	if d.server != nil { // egressd agent has no resolver
+		d.server.Configure(next.resolver)
+		d.server.SetPolicy(engine)
+		// The certificate and key are read again on every reload
+		// (renewed in place); handshakes from now on use them, open
+		// connections stay.
+		d.server.SetCertificate(cfg.Server.Certificate)
+	}
 	d.logLevel.Set(next.logLevel)
 	if lists != d.lists {
 		d.startLists(ctx, lists)
@@ -390,6 +411,9 @@ func (d *daemon) close() error {
 	errs = append(errs, d.http.Close())
 	if d.stopList != nil {
 		d.stopList()
+	}
+	if d.fleet != nil { // before the firewall it applies to
+		errs = append(errs, d.fleet.Close())
 	}
 	if d.enforcer != nil {
 		errs = append(errs, d.enforcer.Close())

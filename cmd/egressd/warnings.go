@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 
 	"github.com/egressd/egressd/config"
 )
@@ -35,6 +36,14 @@ func weakSettings(cfg *config.Config) []config.Error {
 	}
 	if len(cfg.Server.TrustedProxies) > 0 {
 		warn("server.trusted_proxies", "server.trusted_proxies: X-Forwarded-For from %v names the client of a DNS-over-HTTPS query, so a host there can have any client's policy applied and its addresses approved", cfg.Server.TrustedProxies)
+	}
+	if f := cfg.Fleet; len(f.Enforce) > 0 && f.Credentials == "" && f.TLSCert == "" {
+		warn("fleet.enforce", "fleet.enforce without credentials or a client certificate: whoever may publish on %s.approvals.* on the NATS servers decides what this firewall opens (within this node's policy)", f.SubjectPrefix)
+	}
+	for _, s := range cfg.Fleet.Servers {
+		if u, err := url.Parse(s); err == nil && (u.Scheme == "nats" || u.Scheme == "ws") && cfg.Fleet.TLSCA == "" && !loopbackHost(u.Host) {
+			warn("fleet.servers", "fleet.servers: %q without tls_ca: approvals (client addresses, names) may cross the network unencrypted unless the server requires TLS", s)
+		}
 	}
 	return out
 }

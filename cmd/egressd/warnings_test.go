@@ -48,6 +48,12 @@ clients = ["10.0.0.0/8"]
 		{name: "dnstap to a socket", extra: "[dnstap]\noutput = \"unix:///run/egressd/dnstap.sock\""},
 		{name: "trusted proxies", server: `trusted_proxies = ["10.9.0.0/16"]`,
 			want: []string{`:3: warning: server.trusted_proxies: X-Forwarded-For from [10.9.0.0/16]`}},
+		{name: "fleet agent without credentials", extra: "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nenforce = [\"lan\"]",
+			want: []string{`:13: warning: fleet.enforce without credentials`}},
+		{name: "fleet agent with credentials", extra: "[fleet]\nservers = [\"nats://127.0.0.1:4222\"]\nenforce = [\"lan\"]\ncredentials = \"/etc/egressd/agent.creds\""},
+		{name: "fleet plain to another host", extra: "[fleet]\nservers = [\"nats://192.0.2.4:4222\"]",
+			want: []string{`:12: warning: fleet.servers: "nats://192.0.2.4:4222" without tls_ca`}},
+		{name: "fleet tls to another host", extra: "[fleet]\nservers = [\"tls://192.0.2.4:4222\"]"},
 		{name: "explicit safe values", server: "mode = \"enforce\"\ntrusted_proxies = []", firewall: "fail_open = false\nfallback_to_none = false", grp: `mode = "enforce"`},
 	}
 	for _, tt := range tests {

@@ -77,3 +77,33 @@ func TestClusterStopLeader(t *testing.T) {
 	c.Servers[leader].Restart()
 	c.WaitReady()
 }
+
+// A client through a proxy loses its connection when the proxy is cut,
+// cannot reconnect while it is, and reconnects once healed.
+func TestProxyCutHeal(t *testing.T) {
+	s := Run(t)
+	p := NewProxy(t, s.URL()[len("nats://"):])
+	reconnected := make(chan struct{}, 1)
+	nc, err := nats.Connect(p.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond),
+		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	p.Cut()
+	if err := nc.FlushTimeout(100 * time.Millisecond); err == nil {
+		t.Fatal("flush through a cut proxy succeeded")
+	}
+	p.Heal()
+	select {
+	case <-reconnected:
+	case <-time.After(ReadyLimit):
+		t.Fatal("no reconnect after heal")
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/egressd/egressd/config"
+	"github.com/egressd/egressd/enforce"
+	"github.com/egressd/egressd/firewall"
+	"github.com/egressd/egressd/fleet"
+	"github.com/egressd/egressd/metrics"
+	"github.com/egressd/egressd/policy"
+)
+
+// startFleet connects to the fleet when [fleet] names servers: the node
+// applies the approvals of the groups in fleet.enforce to local (the
+// firewall the resolver uses), and, for egressd serve, the returned
+// Enforcer publishes those of fleet.publish after local holds them.
+// Without servers it returns local unchanged.
+func (d *daemon) startFleet(cfg *config.Config, local enforce.Enforcer) (enforce.Enforcer, error) {
+	f := cfg.Fleet
+	if !f.Enabled() {
+		return local, nil
+	}
+	m, err := fleet.NewMetrics(d.metrics.Registry)
+	if err != nil {
+		return nil, err
+	}
+	publish := f.Publish
+	if d.agent {
+		publish = nil // an agent answers nothing, so it has nothing to publish
+	}
+	opts := fleet.Options{
+		Servers: f.Servers, Node: f.NodeName(), Publish: publish, Enforce: f.Enforce, Apply: local,
+		Credentials: f.Credentials, TLSCA: f.TLSCA, TLSCert: f.TLSCert, TLSKey: f.TLSKey,
+		SubjectPrefix: f.SubjectPrefix, Stream: f.Stream, PublishTimeout: f.PublishTimeoutDur,
+		Queue: f.Queue, Confirm: f.Confirm, ConfirmTimeout: f.ConfirmTimeoutDur,
+		Settings: d.fleetSettings(cfg),
+		Metrics:  m, Logger: d.logger,
+	}
+	d.fleet, err = fleet.Start(opts)
+	if err != nil {
+		return nil, err
+	}
+	d.logger.Info("fleet", "node", opts.Node, "servers", f.Servers, "publish", publish, "enforce", f.Enforce, "confirm", f.Confirm)
+	return d.fleet.Wrap(local), nil
+}
+
+// fleetSettings are what cfg's firewall and policy decide for the fleet;
+// a reload passes them on. Messages are checked against the policy in use.
+func (d *daemon) fleetSettings(cfg *config.Config) fleet.Settings {
+	return fleet.Settings{
+		Grace:       cfg.Firewall.GraceDur,
+		ScopeClient: cfg.Firewall.Scope == firewall.ScopeClient,
+		MaxLifetime: cfg.Firewall.MaxTTLDur + cfg.Firewall.GraceDur,
+		Recheck: func(group string, client, dest netip.Addr, names []string) ([]policy.PortRange, bool) {
+			return d.engine.Load().Recheck(group, client, dest, names)
+		},
+	}
+}
+
+// agentCmd runs egressd agent: no DNS listener, the firewall of the
+// config's groups and [firewall], filled with the approvals other nodes
+// publish for the groups of fleet.enforce.
+func agentCmd(args []string, stderr io.Writer) error {
+	fs := newFlagSet("agent", stderr)
+	path := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if *path == "" {
+		return fmt.Errorf("%w: egressd agent needs -config FILE with a [fleet] section", errUsage)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d := &daemon{path: *path, stderr: stderr, agent: true}
+	if err := d.startAgent(ctx); err != nil {
+		d.close()
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			d.logger.Info("shutting down")
+			return d.close()
+		case <-hup:
+			d.reload(ctx)
+		}
+	}
+}
+
+func (d *daemon) startAgent(parent context.Context) error {
+	cfg, err := loadConfig(d.path)
+	if err != nil {
+		return err
+	}
+	if !cfg.Fleet.Enabled() || len(cfg.Fleet.Enforce) == 0 {
+		return fmt.Errorf("%s: egressd agent needs [fleet] servers and enforce", cfg.File)
+	}
+	d.cfg, d.started = cfg, cfg
+	d.logLevel.Set(logLevel(cfg.Log.Level))
+	d.logger = slog.New(slog.NewTextHandler(d.stderr, &slog.HandlerOptions{Level: &d.logLevel}))
+	ctx, cancel := context.WithCancel(parent)
+	d.cancel = cancel
+	d.metrics = metrics.New()
+	// Lists too: messages are checked against this node's policy, its
+	// categories included.
+	if d.lists, err = loadLists(ctx, cfg, d.path, d.metrics, d.logger); err != nil {
+		return err
+	}
+	engine, err := compilePolicy(cfg, d.lists)
+	if err != nil {
+		return err
+	}
+	d.engine.Store(engine)
+	if err := d.startFirewall(cfg); err != nil {
+		return err
+	}
+	if _, err := d.startFleet(cfg, d.enforcer); err != nil {
+		return err
+	}
+	if cfg.Metrics.Listen != "" {
+		if d.http, err = metrics.Serve(ctx, cfg.Metrics.Listen, d.metrics, d.readiness); err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+	}
+	d.startLists(ctx, d.lists)
+	d.logger.Info("egressd agent running", "groups", cfg.Fleet.Enforce, "firewall", d.backendName(), "config", cfg.File)
+	return nil
+}

@@ -1,0 +1,294 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/egressd/egressd/policy"
+)
+
+const (
+	// applyParallel bounds the approvals being installed at once.
+	applyParallel = 64
+	// applyTimeout bounds one install into the local firewall.
+	applyTimeout = 5 * time.Second
+	// clockInterval is how often the NATS server's clock is read again.
+	clockInterval = 30 * time.Second
+	// replayPoll is how often, until the replay is done, the consumer is
+	// asked whether anything is left to deliver (messages that expire
+	// while the replay runs are never delivered, so the last one delivered
+	// need not say "nothing pending").
+	replayPoll = 100 * time.Millisecond
+)
+
+// applier installs the approvals of other nodes into the local firewall.
+type applier struct {
+	n        *Node
+	replayed atomic.Bool
+	sem      chan struct{}
+	// offset is the NATS server's clock minus the local one, in
+	// nanoseconds: message ages are measured on the server's clock, which
+	// also stamped them, so skew between nodes does not change lifetimes.
+	offset  atomic.Int64
+	lastSeq atomic.Uint64 // stream sequence of the last message taken
+
+	mu   sync.Mutex
+	cons jetstream.Consumer
+	cc   jetstream.ConsumeContext
+}
+
+func newApplier(n *Node) *applier {
+	return &applier{n: n, sem: make(chan struct{}, applyParallel)}
+}
+
+func (a *applier) subjects() []string {
+	var s []string
+	for _, g := range a.n.opts.Enforce {
+		s = append(s, ApprovalSubject(a.n.opts.SubjectPrefix, g))
+	}
+	return s
+}
+
+// run subscribes once connected, then keeps the server clock offset fresh
+// and detects the end of the replay.
+func (a *applier) run() {
+	defer a.n.wg.Done()
+	ctx := a.n.ctx
+	for {
+		if a.n.nc.IsConnected() {
+			err := a.subscribe(ctx)
+			if err == nil {
+				break
+			}
+			a.n.log.Warn("fleet: cannot subscribe to approvals yet", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.n.opts.ReconnectWait):
+		}
+	}
+	poll := time.NewTicker(replayPoll)
+	defer poll.Stop()
+	lastClock := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-poll.C:
+		}
+		replayed := a.replayed.Load()
+		if replayed && time.Since(lastClock) < clockInterval {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, a.n.opts.PublishTimeout*4)
+		info, err := a.cons.Info(ictx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		a.setClock(info)
+		lastClock = time.Now()
+		if !replayed && info.NumPending == 0 && a.lastSeq.Load() >= info.Delivered.Stream {
+			a.finishReplay()
+		}
+	}
+}
+
+func (a *applier) subscribe(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, a.n.opts.PublishTimeout*4)
+	defer cancel()
+	if err := a.n.ensureStream(sctx); err != nil {
+		return err
+	}
+	cons, err := a.n.js.OrderedConsumer(sctx, a.n.opts.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: a.subjects(),
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	info := cons.CachedInfo()
+	a.setClock(info)
+	a.cons = cons
+	if info.NumPending == 0 {
+		a.finishReplay()
+	}
+	cc, err := cons.Consume(a.handle)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.cc = cc
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *applier) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cc != nil {
+		a.cc.Stop()
+	}
+}
+
+func (a *applier) setClock(info *jetstream.ConsumerInfo) {
+	if info == nil || info.TimeStamp.IsZero() {
+		return
+	}
+	a.offset.Store(int64(info.TimeStamp.Sub(a.n.opts.Now())))
+}
+
+// serverNow is the NATS server's clock now, as this node estimates it.
+func (a *applier) serverNow() time.Time {
+	return a.n.opts.Now().Add(time.Duration(a.offset.Load()))
+}
+
+// finishReplay waits until every approval taken so far is installed, then
+// reports the replay done.
+func (a *applier) finishReplay() {
+	if a.replayed.Load() {
+		return
+	}
+	for range applyParallel {
+		a.sem <- struct{}{}
+	}
+	for range applyParallel {
+		<-a.sem
+	}
+	if !a.replayed.Swap(true) {
+		a.n.m.ReplayDone.Set(1)
+		a.n.log.Info("fleet: replay of live approvals done")
+	}
+}
+
+func (a *applier) handle(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		a.n.m.Rejected.WithLabelValues(ReasonMalformed).Inc()
+		return
+	}
+	subject, data := msg.Subject(), msg.Data()
+	a.sem <- struct{}{}
+	go func() {
+		defer func() { <-a.sem }()
+		a.apply(subject, data, meta.Timestamp)
+	}()
+	a.lastSeq.Store(meta.Sequence.Stream)
+	if meta.NumPending == 0 && !a.replayed.Load() {
+		a.finishReplay()
+	}
+}
+
+// apply validates one message and installs it; a message that fails is
+// counted by reason and logged at debug level, never installed.
+func (a *applier) apply(subject string, data []byte, stored time.Time) {
+	m, err := decode(data)
+	if err == nil && m.Node == a.n.opts.Node {
+		return // this node's own approval: its firewall has it
+	}
+	var left time.Duration
+	if err == nil {
+		left, err = a.check(subject, m, stored)
+	}
+	if err == nil {
+		ctx, cancel := context.WithTimeout(a.n.ctx, applyTimeout)
+		// The local firewall adds its grace to the TTL: ask for what
+		// makes the element live exactly what is left.
+		err = a.n.opts.Apply.Allow(ctx, m.allowance(left-a.n.cur().Grace))
+		cancel()
+		if err != nil {
+			err = reject(ReasonApplyFailed, "%v", err)
+		}
+	}
+	if err != nil {
+		a.n.m.Rejected.WithLabelValues(reasonOf(err)).Inc()
+		a.n.log.Debug("fleet: approval not applied", "subject", subject, "err", err)
+		return
+	}
+	a.n.m.Applied.Inc()
+	if a.replayed.Load() {
+		a.n.m.ApplyLag.Observe(max(a.serverNow().Sub(stored), 0).Seconds())
+	}
+	if slices.Contains(m.Confirm, a.n.opts.Node) {
+		ack, _ := json.Marshal(Applied{V: Version, ID: m.ID, Node: a.n.opts.Node})
+		if err := a.n.nc.Publish(AppliedSubject(a.n.opts.SubjectPrefix, a.n.opts.Node), ack); err != nil {
+			a.n.log.Debug("fleet: cannot confirm approval", "id", m.ID, "err", err)
+		}
+	}
+}
+
+// check returns the lifetime left of m, stored at stored (server clock),
+// or why it must not be installed here.
+func (a *applier) check(subject string, m Message, stored time.Time) (time.Duration, error) {
+	o, set := &a.n.opts, a.n.cur()
+	if !a.n.enforce[m.Group] || subject != ApprovalSubject(o.SubjectPrefix, m.Group) {
+		return 0, reject(ReasonForeign, "group %q on %s", m.Group, subject)
+	}
+	if (m.Scope == ScopeClient) != set.ScopeClient {
+		return 0, reject(ReasonScope, "scope %s", m.Scope)
+	}
+	var client netip.Addr
+	if m.Scope == ScopeClient {
+		client, _ = netip.ParseAddr(m.Client)
+		if neverApproved(client) {
+			return 0, reject(ReasonAddress, "client %s", client)
+		}
+	}
+	ips := make([]netip.Addr, len(m.IPs))
+	for i, s := range m.IPs {
+		ips[i], _ = netip.ParseAddr(s)
+		if neverApproved(ips[i]) {
+			return 0, reject(ReasonAddress, "address %s", ips[i])
+		}
+	}
+	lifetime := time.Duration(m.LifetimeMS) * time.Millisecond
+	if set.MaxLifetime > 0 && lifetime > set.MaxLifetime {
+		return 0, reject(ReasonTooLong, "lifetime %s, max %s", lifetime, set.MaxLifetime)
+	}
+	age := max(a.serverNow().Sub(stored), 0)
+	left := lifetime - age
+	if left <= 0 {
+		return 0, reject(ReasonExpired, "lifetime %s, stored %s ago", lifetime, age)
+	}
+	if set.Recheck != nil {
+		names := append([]string{m.Name}, m.Targets...)
+		want := m.allowance(0).Ports
+		for _, ip := range ips {
+			ports, ok := set.Recheck(m.Group, client, ip, names)
+			if !ok {
+				return 0, reject(ReasonPolicy, "%s for %s not approved here", ip, m.Name)
+			}
+			if !portsWithin(want, ports) {
+				return 0, reject(ReasonPolicy, "ports of %s wider than approved here", m.Name)
+			}
+		}
+	}
+	return left, nil
+}
+
+// portsWithin reports whether every range of want lies within one of
+// allowed; nil means any port.
+func portsWithin(want, allowed []policy.PortRange) bool {
+	if allowed == nil {
+		return true
+	}
+	if len(want) == 0 {
+		return false
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(allowed, func(r policy.PortRange) bool {
+			return r.Proto == w.Proto && r.From <= w.From && w.To <= r.To
+		}) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,221 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/egressd/egressd/enforce"
+	"github.com/egressd/egressd/internal/natstest"
+	"github.com/egressd/egressd/internal/wait"
+	"github.com/egressd/egressd/policy"
+)
+
+// Timeouts of the nodes under test. Every bound a test asserts follows
+// from them.
+const (
+	testPublishTimeout = 250 * time.Millisecond
+	testConfirmTimeout = 500 * time.Millisecond
+	testGrace          = 5 * time.Second
+	// settle bounds how long an approval may take to reach an agent in
+	// these tests: reconnects, cluster elections and replays included.
+	settle = natstest.ReadyLimit
+)
+
+// fakeFW is a firewall that, like the nftables backend, keeps for each
+// element the later of its deadline and the one asked for (TTL plus
+// grace); it never shortens an element.
+type fakeFW struct {
+	now    func() time.Time
+	grace  time.Duration
+	scoped bool // firewall scope "client": elements are per client
+
+	mu    sync.Mutex
+	elems map[string]time.Time
+	calls map[string]int
+	stale int // Allows that asked for a deadline already past
+}
+
+func newFakeFW(now func() time.Time) *fakeFW {
+	if now == nil {
+		now = time.Now
+	}
+	return &fakeFW{now: now, grace: testGrace, elems: map[string]time.Time{}, calls: map[string]int{}}
+}
+
+func elemKey(group string, client netip.Addr, ip netip.Addr, ports []policy.PortRange) string {
+	k := group + "|"
+	if client.IsValid() {
+		k += client.String()
+	}
+	k += "|" + ip.String()
+	for _, p := range ports {
+		k += fmt.Sprintf("|%d:%d-%d", p.Proto, p.From, p.To)
+	}
+	return k
+}
+
+func (f *fakeFW) Allow(_ context.Context, a enforce.Allowance) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	d := now.Add(a.TTL + f.grace)
+	if !d.After(now) {
+		f.stale++
+	}
+	for _, ip := range a.IPs {
+		var client netip.Addr
+		if f.scoped {
+			client = a.Client
+		}
+		k := elemKey(a.Group, client, ip, a.Ports)
+		f.calls[k]++
+		if cur, ok := f.elems[k]; !ok || d.After(cur) {
+			f.elems[k] = d
+		}
+	}
+	return nil
+}
+
+func (f *fakeFW) Close() error { return nil }
+
+// left is how long the element k still lives; false when it does not.
+func (f *fakeFW) left(k string) (time.Duration, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.elems[k]
+	if !ok {
+		return 0, false
+	}
+	l := d.Sub(f.now())
+	return l, l > 0
+}
+
+func (f *fakeFW) has(k string) bool {
+	_, ok := f.left(k)
+	return ok
+}
+
+func (f *fakeFW) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.elems)
+}
+
+// node starts a fleet node for the test, closed by its cleanup.
+func node(t *testing.T, o Options) (*Node, *Metrics) {
+	t.Helper()
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Metrics = m
+	if o.PublishTimeout == 0 {
+		o.PublishTimeout = testPublishTimeout
+	}
+	if o.ConfirmTimeout == 0 {
+		o.ConfirmTimeout = testConfirmTimeout
+	}
+	if o.Grace == 0 {
+		o.Grace = testGrace
+	}
+	o.ReconnectWait = 20 * time.Millisecond
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n, m
+}
+
+// agent starts a node enforcing groups into a new fake firewall and waits
+// until it has replayed.
+func agent(t *testing.T, servers []string, name string, now func() time.Time, groups ...string) (*fakeFW, *Node, *Metrics) {
+	t.Helper()
+	fw := newFakeFW(now)
+	n, m := node(t, Options{Servers: servers, Node: name, Enforce: groups, Apply: fw, Now: now})
+	if !wait.Until(settle, 5*time.Millisecond, n.ReplayDone) {
+		t.Fatalf("agent %s: replay not done after %s", name, settle)
+	}
+	return fw, n, m
+}
+
+var (
+	client1 = netip.MustParseAddr("10.0.0.5")
+	ip1     = netip.MustParseAddr("192.0.2.1")
+	ip2     = netip.MustParseAddr("2001:db8::2")
+	https   = []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}}
+)
+
+func allowance(group string, ttl time.Duration, ips ...netip.Addr) enforce.Allowance {
+	return enforce.Allowance{Group: group, Client: client1, IPs: ips, Ports: https, TTL: ttl, Name: "example.com", Targets: []string{"cdn.example.net"}}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	if !wait.Until(settle, 5*time.Millisecond, cond) {
+		t.Fatalf("%s: not after %s", what, settle)
+	}
+}
+
+func counter(c prometheus.Collector) int { return int(testutil.ToFloat64(c)) }
+
+// An approval allowed through the publisher reaches an agent enforcing its
+// group with the same lifetime left, ports and all; an agent enforcing
+// another group does not get it.
+func TestPublishApplyRoundTrip(t *testing.T) {
+	s := natstest.Run(t)
+	servers := []string{s.URL()}
+	fwB, _, mB := agent(t, servers, "gw-b", nil, "staff")
+	fwC, _, _ := agent(t, servers, "gw-c", nil, "guests")
+	fwA := newFakeFW(nil)
+	a, mA := node(t, Options{Servers: servers, Node: "gw-a", Publish: []string{"staff"}})
+	enf := a.Wrap(fwA)
+	// A group not published stays local.
+	if err := enf.Allow(context.Background(), allowance("guests", time.Minute, ip1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := enf.Allow(context.Background(), allowance("staff", time.Minute, ip1, ip2)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []netip.Addr{ip1, ip2} {
+		k := elemKey("staff", netip.Addr{}, ip, https)
+		waitFor(t, "element on gw-b", func() bool { return fwB.has(k) })
+		la, _ := fwA.left(k)
+		lb, _ := fwB.left(k)
+		// The lifetime sent is read when the publish starts, and the
+		// publish is acknowledged within publish_timeout.
+		if d := (la - lb).Abs(); d > testPublishTimeout {
+			t.Errorf("%s: lifetime left %s on gw-a, %s on gw-b: differ by more than publish_timeout", ip, la, lb)
+		}
+	}
+	if fwB.count() != 2 {
+		t.Errorf("gw-b holds %d elements, want 2", fwB.count())
+	}
+	if got := counter(mA.Published); got != 1 {
+		t.Errorf("published %d, want 1", got)
+	}
+	if got := counter(mB.Applied); got != 1 {
+		t.Errorf("applied %d, want 1", got)
+	}
+	if fwC.count() != 0 {
+		t.Errorf("gw-c (guests) holds %d elements, want 0", fwC.count())
+	}
+	// The same approval again, its element still living long enough: not
+	// published again.
+	if err := enf.Allow(context.Background(), allowance("staff", time.Minute, ip1, ip2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter(mA.Published); got != 1 {
+		t.Errorf("published %d after the same approval again, want 1", got)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/egressd/egressd/internal/natsproc"
 	"github.com/egressd/egressd/internal/netnstest"
+	"github.com/egressd/egressd/internal/wait"
 	"github.com/miekg/dns"
 )
 
@@ -303,6 +304,7 @@ func TestFleetResolverAndAgents(t *testing.T) {
 		return
 	}
 
+	top := t // the restarted agent lives as long as the whole test
 	t.Run("a restarted agent replays before it is ready", func(t *testing.T) {
 		if err := agent2.stop(); err != nil {
 			t.Fatalf("agent edge2 exit after SIGTERM: %v", err)
@@ -323,7 +325,7 @@ func TestFleetResolverAndAgents(t *testing.T) {
 		}
 		expectReach(t, c1, ap(bulkIP(1), 443), "edge1 confirmed "+bulkName(1))
 
-		agent2 = launch(t, edge2, agentCfg("edge2"), "agent")
+		agent2 = launch(top, edge2, agentCfg("edge2"), "agent")
 		agent2.waitReady(t)
 		expectReach(t, c2, ap(bulkIP(1), 443), bulkName(1)+" approved while edge2's agent was down, replayed before ready")
 		expectReach(t, c2, ap(allowedIP, 80), "allowed.test approved before the restart, replayed")
@@ -331,4 +333,43 @@ func TestFleetResolverAndAgents(t *testing.T) {
 		expectDropped(t, c2, ap(portsIP, 8443), "replay keeps the port scope")
 		expectDropped(t, c2, ap(unresolvedIP, 80), "after the restart, no name resolved to this address")
 	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("NATS down: edges keep what they hold, and catch up when it is back", func(t *testing.T) {
+		nats.Kill()
+		expectReach(t, c2, ap(allowedIP, 80), "approved before NATS went down; edge2 keeps it")
+		// The resolver still answers: its publish is queued, no edge can
+		// confirm, and fail_open lets the answer out after confirm_timeout.
+		resp, err := queryWithin(c1, central, "udp", bulkName(2), dns.TypeA, confirmTimeout+fleetPublishTimeout+dnsTimeout)
+		if err != nil || resp.Rcode != dns.RcodeSuccess {
+			t.Fatalf("%s while NATS is down (fail_open): %v %s", bulkName(2), err, describe(resp))
+		}
+		expectDropped(t, c1, ap(bulkIP(2), 443), "edge1 cannot hear of "+bulkName(2)+" while NATS is down: closed")
+
+		if err := nats.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		if err := nats.Ready(natsproc.ReadyLimit); err != nil {
+			t.Fatal(err)
+		}
+		// The resolver publishes its queue on reconnect; the edges apply
+		// it. Nothing bounds that but reconnecting, so the wait is the
+		// readiness limit: a failure means it never arrived.
+		for _, c := range []*netns{c1, c2} {
+			var err error
+			if !wait.Until(fleetReadyLimit, 100*time.Millisecond, func() bool {
+				err = connect(c, ap(bulkIP(2), 443))
+				return err == nil
+			}) {
+				t.Errorf("%s, queued while NATS was down, never reached %s's edge: %v", bulkName(2), c.Name, err)
+			}
+		}
+		expectDropped(t, c2, ap(unresolvedIP, 80), "after NATS is back, no name resolved to this address")
+	})
 }
+
+// fleetPublishTimeout is the default fleet.publish_timeout: how long an
+// answer waits for JetStream to store its approval before it is queued.
+const fleetPublishTimeout = 500 * time.Millisecond

@@ -102,6 +102,7 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 	}
 	defer stopMonitor()
 	load1 := loadavg()
+	cpu0 := b.cpu()
 
 	var next uint64 = 1000000 // names never asked before
 	fixed, err := b.fixedRate(ctx, rate, duration, &next)
@@ -120,6 +121,12 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 	if flat > 0 {
 		flatRes.print(fmt.Sprintf("flat out, %d in flight", inflight))
 	}
+	cpu1 := b.cpu()
+	fmt.Print("CPU seconds during both phases:")
+	for _, name := range cpuOrder {
+		fmt.Printf(" %s %.1f", name, float64(cpu1[name]-cpu0[name])/clockTicks)
+	}
+	fmt.Println()
 	fmt.Printf("load average before: %s, after: %s\n", load1, loadavg())
 	return nil
 }
@@ -581,6 +588,44 @@ func firstAfter(ts []time.Time, after time.Time) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
+const clockTicks = 100
+
+var cpuOrder = []string{"resolver", "agent", "nats", "authd"}
+
+// cpu reads the CPU time (user plus system, in clock ticks) each process
+// used so far, the three NATS servers added up.
+func (b *bench) cpu() map[string]int {
+	out := map[string]int{}
+	for i, cmd := range b.procs {
+		out[[]string{"authd", "resolver", "agent"}[i]] += ticks(cmd.Process.Pid)
+	}
+	for _, p := range b.nats {
+		out["nats"] += ticks(p.PID())
+	}
+	return out
+}
+
+func ticks(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	if !ok {
+		return 0
+	}
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	var utime, stime int
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	return utime + stime
 }
 
 func loadavg() string {

@@ -38,6 +38,10 @@ type applier struct {
 	// also stamped them, so skew between nodes does not change lifetimes.
 	offset  atomic.Int64
 	lastSeq atomic.Uint64 // stream sequence of the last message taken
+	// clockRTT is the round trip of the request offset was read from
+	// (its error is at most half of it), clockAt when it was read.
+	clockRTT time.Duration
+	clockAt  time.Time
 
 	mu   sync.Mutex
 	cons jetstream.Consumer
@@ -89,12 +93,13 @@ func (a *applier) run() {
 			continue
 		}
 		ictx, cancel := context.WithTimeout(ctx, a.n.opts.PublishTimeout*4)
+		sent := a.n.opts.Now()
 		info, err := a.cons.Info(ictx)
 		cancel()
 		if err != nil {
 			continue
 		}
-		a.setClock(info)
+		a.setClock(info, sent)
 		lastClock = time.Now()
 		if !replayed && info.NumPending == 0 && a.lastSeq.Load() >= info.Delivered.Stream {
 			a.finishReplay()
@@ -108,6 +113,7 @@ func (a *applier) subscribe(ctx context.Context) error {
 	if err := a.n.ensureStream(sctx); err != nil {
 		return err
 	}
+	sent := a.n.opts.Now()
 	cons, err := a.n.js.OrderedConsumer(sctx, a.n.opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: a.subjects(),
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -116,7 +122,7 @@ func (a *applier) subscribe(ctx context.Context) error {
 		return err
 	}
 	info := cons.CachedInfo()
-	a.setClock(info)
+	a.setClock(info, sent)
 	a.cons = cons
 	if info.NumPending == 0 {
 		a.finishReplay()
@@ -139,11 +145,21 @@ func (a *applier) stop() {
 	}
 }
 
-func (a *applier) setClock(info *jetstream.ConsumerInfo) {
+// setClock takes the server's clock from info, the answer to a request
+// sent at sent (local clock): the server read its clock about halfway
+// through the round trip. A reading from a slower round trip than the one
+// in use replaces it only once that one is old.
+func (a *applier) setClock(info *jetstream.ConsumerInfo, sent time.Time) {
 	if info == nil || info.TimeStamp.IsZero() {
 		return
 	}
-	a.offset.Store(int64(info.TimeStamp.Sub(a.n.opts.Now())))
+	now := a.n.opts.Now()
+	rtt := now.Sub(sent)
+	if !a.clockAt.IsZero() && rtt > a.clockRTT && now.Sub(a.clockAt) < 5*clockInterval {
+		return
+	}
+	a.clockRTT, a.clockAt = rtt, now
+	a.offset.Store(int64(info.TimeStamp.Sub(sent.Add(rtt / 2))))
 }
 
 // serverNow is the NATS server's clock now, as this node estimates it.

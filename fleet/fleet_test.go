@@ -219,3 +219,47 @@ func TestPublishApplyRoundTrip(t *testing.T) {
 		t.Errorf("published %d after the same approval again, want 1", got)
 	}
 }
+
+// A resolver without a firewall of its own (backend none) publishes for
+// its agents: an approval is in effect once published, so cache hits are
+// answered without waiting; asked again while NATS is down, it is queued
+// once.
+func TestPublisherOverNone(t *testing.T) {
+	s := natstest.Run(t)
+	a, m := node(t, Options{Servers: []string{s.URL()}, Node: "central", Publish: []string{"staff"}})
+	waitFor(t, "connected", a.Connected)
+	enf := a.Wrap(&enforce.None{})
+	c, ok := enf.(enforce.InEffectChecker)
+	if !ok {
+		t.Fatal("the publisher is no InEffectChecker")
+	}
+	al := allowance("staff", time.Minute, ip1)
+	if c.InEffect(al) {
+		t.Error("in effect before it was published")
+	}
+	if !c.InEffect(allowance("guests", time.Minute, ip1)) {
+		t.Error("a group not published is not in effect over backend none")
+	}
+	if err := enf.Allow(context.Background(), al); err != nil {
+		t.Fatal(err)
+	}
+	if !c.InEffect(al) {
+		t.Error("not in effect once published")
+	}
+	if got := counter(m.Published); got != 1 {
+		t.Errorf("published %d, want 1", got)
+	}
+	if c.InEffect(allowance("staff", 2*time.Minute, ip1)) {
+		t.Error("in effect for a TTL longer than the one published")
+	}
+	s.Stop()
+	waitFor(t, "disconnected", func() bool { return !a.Connected() })
+	for range 3 {
+		if err := enf.Allow(context.Background(), allowance("staff", time.Minute, ip2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := counter(m.Queued); got != 1 {
+		t.Errorf("the same approval queued %d times", got)
+	}
+}

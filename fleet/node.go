@@ -217,6 +217,15 @@ func Start(opts Options) (*Node, error) {
 			n.cancel()
 			return nil, err
 		}
+		if nc.IsConnected() {
+			// The first answers need the stream: make sure of it now
+			// rather than queue them while the flusher does.
+			ctx, cancel := context.WithTimeout(n.ctx, opts.PublishTimeout*4)
+			if err := n.ensureStream(ctx); err != nil {
+				n.log.Warn("fleet: approval stream not ready", "stream", opts.Stream, "err", err)
+			}
+			cancel()
+		}
 		n.wg.Add(1)
 		go n.pub.flushLoop()
 	}

@@ -39,10 +39,17 @@ func (w *Publisher) Allow(ctx context.Context, a enforce.Allowance) error {
 }
 
 // InEffect asks the wrapped enforcer: an element in effect locally was
-// published when it was installed.
+// published when it was installed. A resolver without a firewall of its
+// own (backend none) has only the fleet to wait for: in effect is then
+// published (and confirmed) recently enough.
 func (w *Publisher) InEffect(a enforce.Allowance) bool {
-	c, ok := w.Enforcer.(enforce.InEffectChecker)
-	return ok && c.InEffect(a)
+	if c, ok := w.Enforcer.(enforce.InEffectChecker); ok {
+		return c.InEffect(a)
+	}
+	if _, none := w.Enforcer.(*enforce.None); none {
+		return w.p.fresh(a)
+	}
+	return false
 }
 
 // item is one approval to publish: the message without its lifetime, and
@@ -150,13 +157,10 @@ func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
 	}
 	now := o.Now()
 	deadline := now.Add(a.TTL + set.Grace)
-	key := p.recentKey(a)
-	// Published before and still living all of TTL and half the grace
-	// (the firewall's own rule for sending an element again): nothing new
-	// for the agents.
-	if prev, ok := p.recent.Get(key); ok && !prev.Before(now.Add(a.TTL+set.Grace/2)) {
+	if p.fresh(a) {
 		return nil
 	}
+	key := p.recentKey(a)
 	var confirm []string
 	if len(p.n.confirm) > 0 {
 		confirm = p.n.confirm
@@ -176,10 +180,10 @@ func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
 	err := p.send(ctx, it)
 	if err != nil {
 		p.enqueue(it)
-	} else {
-		p.recent.Add(key, deadline)
 	}
 	if w == nil {
+		// Published or queued: asked again, it is not queued twice.
+		p.recent.Add(key, deadline)
 		return nil
 	}
 	if err != nil {
@@ -191,12 +195,26 @@ func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
 	select {
 	case <-w.done:
 		p.n.m.Confirms.WithLabelValues("ok").Inc()
+		p.recent.Add(key, deadline)
 		return nil
 	case <-t.C:
 	case <-ctx.Done():
 	}
 	p.n.m.Confirms.WithLabelValues("timeout").Inc()
 	return fmt.Errorf("%w by %s within %s", ErrNotConfirmed, strings.Join(p.missing(it.msg.ID), ", "), o.ConfirmTimeout)
+}
+
+// fresh reports whether a needs no publish: its group is not published,
+// it has no address, or it was published or queued (and confirmed, with
+// confirm) with a lifetime still covering all of its TTL and half the grace, the
+// firewall's own rule for sending an element again.
+func (p *publisher) fresh(a enforce.Allowance) bool {
+	if !p.n.publish[a.Group] || len(a.IPs) == 0 {
+		return true
+	}
+	set := p.n.cur()
+	prev, ok := p.recent.Get(p.recentKey(a))
+	return ok && !prev.Before(p.n.opts.Now().Add(a.TTL+set.Grace/2))
 }
 
 // missing are the nodes that have not confirmed id yet.

@@ -198,3 +198,36 @@ func allowanceFor(group string) enforce.Allowance {
 	return enforce.Allowance{Group: group, IPs: []netip.Addr{netip.MustParseAddr("192.0.2.7")},
 		TTL: time.Minute, Name: "www.allowed.test."}
 }
+
+// Two egressd serve, each publishing and enforcing the same group (a
+// gateway pair): an answer of one is applied by the other, and neither
+// applies its own.
+func TestServePairAppliesPeer(t *testing.T) {
+	s := natstest.Run(t)
+	upstream := startUpstream(t)
+	start := func(node string) *daemonProc {
+		dir := t.TempDir()
+		listen, metricsAddr := freePort(t), freePort(t)
+		conf := writeFile(t, dir, "egressd.toml", serveConfig(upstream, listen, metricsAddr, "none", "")+
+			fleetSection(s.URL(), node, "publish = [\"local\"]\nenforce = [\"local\"]\n"))
+		return startDaemon(t, conf, listen, metricsAddr)
+	}
+	a, b := start("gw-a"), start("gw-b")
+	if r := a.query(t, "www.allowed.test"); r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("rcode %s", dns.RcodeToString[r.Rcode])
+	}
+	if !wait.Until(natstest.ReadyLimit, 20*time.Millisecond, func() bool { return b.metric(t, "egressd_fleet_applied_total 1") }) {
+		t.Error("gw-b did not apply gw-a's approval")
+	}
+	// And back: gw-a takes gw-b's approval, stored after its own, which
+	// it skipped (else it would count two).
+	if r := b.query(t, "other.allowed.test"); r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("rcode %s", dns.RcodeToString[r.Rcode])
+	}
+	if !wait.Until(natstest.ReadyLimit, 20*time.Millisecond, func() bool { return a.metric(t, "egressd_fleet_applied_total 1") }) {
+		t.Error("gw-a did not apply exactly gw-b's approval")
+	}
+	if !b.metric(t, "egressd_fleet_applied_total 1") {
+		t.Error("gw-b applied its own approval")
+	}
+}

@@ -104,12 +104,30 @@ func hasElement(t *testing.T, ns *netns, set, addr string) bool {
 // The client resolves through A; then its route (and the way back) moves
 // to B, as it would when a VIP moves. Its next connection to the address
 // A approved passes through B without a new query; an address nobody
-// approved is dropped at B. Each gateway confirms with the other
-// (fleet.confirm), so when A answers, B holds the element: the test needs
-// no wait of its own.
+// approved is dropped at B. With confirm, each gateway confirms with the
+// other (fleet.confirm), so when A answers, B holds the element. Without
+// it (the default), A answers once JetStream has stored the approval, and
+// the test waits for B's element before moving the route: nothing bounds
+// that but delivery, so the wait is the readiness limit, and a failure
+// means it never arrived.
 func TestFleetGatewayPair(t *testing.T) {
 	t.Parallel()
 	requireNetns(t)
+	for _, tc := range []struct {
+		name    string
+		confirm bool
+	}{
+		{"each confirms with the other", true},
+		{"default: stored in JetStream before the answer", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testGatewayPair(t, tc.confirm)
+		})
+	}
+}
+
+func testGatewayPair(t *testing.T, confirm bool) {
 	id := netnstest.RandomID()
 	lan := newNetns(t, id, "lan")
 	client := newNetns(t, id, "client")
@@ -160,6 +178,10 @@ func TestFleetGatewayPair(t *testing.T) {
 
 	nats := natsproc.Run(t, lan.Namespace, "10.200.1.4")
 	gateway := func(node, peer, listen string) egressdConfig {
+		var confirmNodes []string
+		if confirm {
+			confirmNodes = []string{peer}
+		}
 		return egressdConfig{
 			Listen:        []netip.AddrPort{netip.MustParseAddrPort(listen)},
 			Clients:       []string{"10.200.1.0/24"},
@@ -169,7 +191,7 @@ func TestFleetGatewayPair(t *testing.T) {
 			Fleet: &fleetConfig{
 				Servers: []string{nats.Node.URL()}, Node: node,
 				Publish: []string{"clients"}, Enforce: []string{"clients"},
-				Confirm: []string{peer}, ConfirmTimeout: confirmTimeout.String(),
+				Confirm: confirmNodes, ConfirmTimeout: confirmTimeout.String(),
 			},
 		}
 	}
@@ -182,8 +204,13 @@ func TestFleetGatewayPair(t *testing.T) {
 	resolve(t, client, dnsA, "allowed.test", dns.TypeA, allowedIP)
 	expectReach(t, client, ap(allowedIP, 80), "allowed.test resolved through gw-a")
 	expectDropped(t, client, ap(unresolvedIP, 80), "through gw-a, never approved")
-	if !hasElement(t, gwB, "g_clients_d4", allowedIP.String()) {
+	switch {
+	case confirm && !hasElement(t, gwB, "g_clients_d4", allowedIP.String()):
 		t.Errorf("gw-a answered allowed.test, which gw-b was to confirm, but gw-b's set lacks %s", allowedIP)
+	case !confirm && !wait.Until(fleetReadyLimit, 10*time.Millisecond, func() bool {
+		return hasElement(t, gwB, "g_clients_d4", allowedIP.String())
+	}):
+		t.Errorf("gw-a's approval of %s never reached gw-b's set", allowedIP)
 	}
 
 	// The route moves; gw-a stops forwarding, so whatever still reaches

@@ -151,8 +151,11 @@ func (v *validator) fleet(c *Config) {
 		v.err("fleet.queue", "fleet.queue: %d is out of range (1 to %d)", f.Queue, maxFleetQueue)
 	}
 	for _, n := range f.Confirm {
-		if !fleet.ValidToken(n) {
+		switch {
+		case !fleet.ValidToken(n):
 			v.errValue("fleet.confirm", n, "fleet.confirm: %q is not a node name (a NATS subject token)", n)
+		case n == f.NodeName():
+			v.errValue("fleet.confirm", n, "fleet.confirm: %q is this node (it never confirms its own approvals)", n)
 		}
 	}
 	if len(f.Confirm) > 0 && len(f.Publish) == 0 {

@@ -39,6 +39,7 @@ func TestFleetErrors(t *testing.T) {
 		{"over budget", on + "publish = [\"lan\"]\npublish_timeout = \"1s\"\nconfirm_timeout = \"2s\"\n", "confirm_timeout", "fleet: publish_timeout plus confirm_timeout is 3s, more than 2.5s"},
 		{"queue zero", on + "queue = -1\n", "queue", "fleet.queue: -1 is out of range (1 to 1048576)"},
 		{"confirm without publish", on + "confirm = [\"gw-b\"]\n", "confirm", "fleet.confirm: set, but fleet.publish is empty"},
+		{"confirm by itself", on + "node = \"gw-a\"\npublish = [\"lan\"]\nconfirm = [\"gw-b\", \"gw-a\"]\n", `"gw-b", "gw-a"`, `fleet.confirm: "gw-a" is this node`},
 		{"bad confirm node", on + "publish = [\"lan\"]\nconfirm = [\"gw b\"]\n", `"gw b"`, `fleet.confirm: "gw b" is not a node name`},
 	}
 	for _, tt := range tests {

@@ -26,6 +26,8 @@ const (
 	// while the replay runs are never delivered, so the last one delivered
 	// need not say "nothing pending").
 	replayPoll = 100 * time.Millisecond
+	// subscribeBackoff bounds the wait between attempts to subscribe.
+	subscribeBackoff = 5 * time.Second
 )
 
 // applier installs the approvals of other nodes into the local firewall.
@@ -33,12 +35,14 @@ type applier struct {
 	n        *Node
 	replayed atomic.Bool
 	sem      chan struct{}
-	// offset is the NATS server's clock minus the local one, in
-	// nanoseconds: message ages are measured on the server's clock, which
-	// also stamped them, so skew between nodes does not change lifetimes.
-	offset  atomic.Int64
+	// clock pairs a reading of the NATS server's clock with the local
+	// time it was taken at: message ages are measured on the server's
+	// clock, which also stamped them, so skew between nodes does not
+	// change lifetimes. The local time carries a monotonic reading, so a
+	// step of the local wall clock changes nothing either.
+	clock   atomic.Pointer[clockSample]
 	lastSeq atomic.Uint64 // stream sequence of the last message taken
-	// clockRTT is the round trip of the request offset was read from
+	// clockRTT is the round trip of the request clock was read from
 	// (its error is at most half of it), clockAt when it was read.
 	clockRTT time.Duration
 	clockAt  time.Time
@@ -60,11 +64,14 @@ func (a *applier) subjects() []string {
 	return s
 }
 
-// run subscribes once connected, then keeps the server clock offset fresh
+// run subscribes once connected, then keeps the server clock reading fresh
 // and detects the end of the replay.
 func (a *applier) run() {
 	defer a.n.wg.Done()
 	ctx := a.n.ctx
+	// Retries back off to subscribeBackoff: a stream missing for want of
+	// permission to create it is not logged many times a second.
+	retry := a.n.opts.ReconnectWait
 	for {
 		if a.n.nc.IsConnected() {
 			err := a.subscribe(ctx)
@@ -72,11 +79,12 @@ func (a *applier) run() {
 				break
 			}
 			a.n.log.Warn("fleet: cannot subscribe to approvals yet", "err", err)
+			retry = min(2*retry, subscribeBackoff)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(a.n.opts.ReconnectWait):
+		case <-time.After(retry):
 		}
 	}
 	poll := time.NewTicker(replayPoll)
@@ -159,12 +167,22 @@ func (a *applier) setClock(info *jetstream.ConsumerInfo, sent time.Time) {
 		return
 	}
 	a.clockRTT, a.clockAt = rtt, now
-	a.offset.Store(int64(info.TimeStamp.Sub(sent.Add(rtt / 2))))
+	a.clock.Store(&clockSample{server: info.TimeStamp, local: sent.Add(rtt / 2)})
+}
+
+// clockSample is the server's clock read at local time local.
+type clockSample struct {
+	server, local time.Time
 }
 
 // serverNow is the NATS server's clock now, as this node estimates it.
 func (a *applier) serverNow() time.Time {
-	return a.n.opts.Now().Add(time.Duration(a.offset.Load()))
+	now := a.n.opts.Now()
+	c := a.clock.Load()
+	if c == nil { // the server did not say its time: trust ours
+		return now
+	}
+	return c.server.Add(now.Sub(c.local))
 }
 
 // finishReplay waits until every approval taken so far is installed, then

@@ -382,3 +382,44 @@ func TestConfirm(t *testing.T) {
 		})
 	}
 }
+
+// NATS reachable but JetStream without a quorum (two of three servers
+// down): one answer waits publish_timeout and queues its approval; those
+// after it queue behind it without waiting; all are published, in order,
+// once the quorum is back.
+func TestNoQuorumQueuesWithoutWaiting(t *testing.T) {
+	c := natstest.RunCluster(t, 3)
+	fwA := newFakeFW(nil)
+	// Connected to the server that stays up only.
+	a, mA := node(t, Options{Servers: []string{c.Servers[0].URL()}, Node: "gw-a", Publish: []string{"staff"}})
+	enf := a.Wrap(fwA)
+	if err := enf.Allow(context.Background(), allowance("staff", time.Minute, ip1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "published", func() bool { return counter(mA.Published) == 1 })
+	c.Servers[1].Stop()
+	c.Servers[2].Stop()
+	ipN := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}) }
+	if err := enf.Allow(context.Background(), allowance("staff", time.Minute, ipN(0))); err != nil {
+		t.Fatal(err)
+	}
+	if a.QueueLen() != 1 || !a.Connected() {
+		t.Fatalf("queue %d, connected %t: want the approval queued while connected", a.QueueLen(), a.Connected())
+	}
+	for i := 1; i <= 5; i++ {
+		start := time.Now()
+		if err := enf.Allow(context.Background(), allowance("staff", time.Minute, ipN(i))); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took >= testPublishTimeout {
+			t.Errorf("answer %d waited %s behind a queue, publish_timeout is %s", i, took, testPublishTimeout)
+		}
+	}
+	c.Servers[1].Restart()
+	c.Servers[2].Restart()
+	waitFor(t, "queue published", func() bool { return a.QueueLen() == 0 })
+	fwB, _, _ := agent(t, []string{c.URLs()}, "gw-b", nil, "staff")
+	if fwB.count() != 7 {
+		t.Errorf("agent holds %d elements, want 7", fwB.count())
+	}
+}

@@ -207,6 +207,9 @@ func TestPublishApplyRoundTrip(t *testing.T) {
 	if got := counter(mB.Applied); got != 1 {
 		t.Errorf("applied %d, want 1", got)
 	}
+	if counter(mA.ReplayDone) != 1 || counter(mB.ReplayDone) != 1 {
+		t.Errorf("replay_done gauge %d on the resolver, %d on the agent; want 1 and 1", counter(mA.ReplayDone), counter(mB.ReplayDone))
+	}
 	if fwC.count() != 0 {
 		t.Errorf("gw-c (guests) holds %d elements, want 0", fwC.count())
 	}
@@ -261,5 +264,28 @@ func TestPublisherOverNone(t *testing.T) {
 	}
 	if got := counter(m.Queued); got != 1 {
 		t.Errorf("the same approval queued %d times", got)
+	}
+}
+
+// Options that cannot work are refused at Start.
+func TestStartRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		o    Options
+	}{
+		{"no servers", Options{Node: "gw-a"}},
+		{"node with a dot", Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw.a"}},
+		{"group with a wildcard", Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-a", Publish: []string{"st*"}}},
+		{"enforce without a firewall", Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-a", Enforce: []string{"staff"}}},
+		{"confirm by itself", Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-a", Publish: []string{"staff"}, Confirm: []string{"gw-b", "gw-a"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := Start(tt.o)
+			if err == nil {
+				n.Close()
+				t.Fatal("started")
+			}
+		})
 	}
 }

@@ -75,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		ReplayDone: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "egressd_fleet_replay_done",
-			Help: "1 once the approvals live in JetStream at start are installed (agents), else 0.",
+			Help: "1 once the approvals live in JetStream at start are installed (always 1 on a node enforcing no group), else 0.",
 		}),
 	}
 	for _, r := range []string{ReasonMalformed, ReasonVersion, ReasonForeign, ReasonScope, ReasonAddress, ReasonPolicy, ReasonExpired, ReasonTooLong, ReasonApplyFailed} {

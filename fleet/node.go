@@ -119,6 +119,13 @@ func (o *Options) defaults() error {
 			return fmt.Errorf("fleet: group %q is not a NATS subject token", g)
 		}
 	}
+	for _, c := range o.Confirm {
+		if c == o.Node {
+			// Its own approvals are in its firewall already; it never
+			// confirms them.
+			return fmt.Errorf("fleet: confirm names this node itself (%s)", c)
+		}
+	}
 	if len(o.Enforce) > 0 && o.Apply == nil {
 		return errors.New("fleet: groups to enforce and no firewall to apply them to")
 	}
@@ -229,7 +236,9 @@ func Start(opts Options) (*Node, error) {
 		n.wg.Add(1)
 		go n.pub.flushLoop()
 	}
-	if len(n.enforce) > 0 {
+	if len(n.enforce) == 0 {
+		m.ReplayDone.Set(1) // nothing to replay, as ReplayDone says
+	} else {
 		n.app = newApplier(n)
 		n.wg.Add(1)
 		go n.app.run()

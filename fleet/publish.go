@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -177,7 +178,14 @@ func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
 		defer p.forget(it.msg.ID)
 	}
 	start := time.Now()
-	err := p.send(ctx, it)
+	var err error
+	if w == nil && p.queueLen() > 0 {
+		// NATS has not been storing approvals: go behind those waiting,
+		// in order, without making this answer wait publish_timeout too.
+		err = errBehindQueue
+	} else {
+		err = p.send(ctx, it)
+	}
 	if err != nil {
 		p.enqueue(it)
 	}
@@ -232,8 +240,11 @@ func (p *publisher) missing(id string) []string {
 	return out
 }
 
+// errBehindQueue says an approval was queued behind others, unsent.
+var errBehindQueue = errors.New("fleet: approvals are waiting for NATS")
+
 // errExpired says an item's lifetime is over: it is not published.
-var errExpired = fmt.Errorf("fleet: approval expired before it was published")
+var errExpired = errors.New("fleet: approval expired before it was published")
 
 // send publishes it with the lifetime left now and waits for the
 // acknowledgement, bounded by publish_timeout and ctx. Not connected, it
@@ -300,7 +311,7 @@ func (p *publisher) flushLoop() {
 	defer p.n.wg.Done()
 	retry := time.NewTicker(max(p.n.opts.ReconnectWait, 100*time.Millisecond))
 	defer retry.Stop()
-	streamOK := false
+	streamOK, lastErr := false, ""
 	for {
 		select {
 		case <-p.n.ctx.Done():
@@ -317,10 +328,13 @@ func (p *publisher) flushLoop() {
 			err := p.n.ensureStream(ctx)
 			cancel()
 			if err != nil {
-				p.n.log.Warn("fleet: approval stream not ready", "stream", p.n.opts.Stream, "err", err)
+				if err.Error() != lastErr { // once per cause, not every retry
+					p.n.log.Warn("fleet: approval stream not ready", "stream", p.n.opts.Stream, "err", err)
+				}
+				lastErr = err.Error()
 				continue
 			}
-			streamOK = true
+			streamOK, lastErr = true, ""
 		}
 		p.flush()
 	}

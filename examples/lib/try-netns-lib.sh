@@ -140,3 +140,15 @@ answer() { dig_short "$@" | head -1; }                                     # the
 status() { ip netns exec "$1" dig +time=2 +tries=1 "@$2" "$3" | sed -n 's/.*status: \([A-Z]*\).*/\1/p'; }
 dig_rc() { ip netns exec "$1" dig +time=2 +tries=1 "@$2" "$3" >/dev/null; echo $?; } # 9: no reply
 curl_rc() { ip netns exec "$1" curl -s -m 3 -o /dev/null "$2"; echo $?; }             # namespace, url; 28: timed out
+
+# nats_server sets $nats to a nats-server binary: $NATS_SERVER (test/run
+# builds one), else one built here from the module version go.mod requires.
+# Debian's nats-server is too old for per-message TTLs.
+nats_server() {
+	nats=${NATS_SERVER:-}
+	if [ -z "$nats" ]; then
+		nats=$work/nats-server
+		(cd "$root" && CGO_ENABLED=0 go build -o "$nats" github.com/nats-io/nats-server/v2) ||
+			{ echo "FAIL: build nats-server"; exit 1; }
+	fi
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/lockedbuf"
+	"github.com/egressd/egressd/internal/natsproc"
 	"github.com/egressd/egressd/internal/netnstest"
 	"github.com/egressd/egressd/internal/testfile"
 	"github.com/miekg/dns"
@@ -30,6 +31,7 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	natsproc.RemoveBuild()
 	if buildDir != "" {
 		_ = os.RemoveAll(buildDir)
 	}
@@ -92,6 +94,31 @@ type egressdConfig struct {
 	MetricsListen string
 	// ExtraGroups is TOML appended after the group, e.g. more [[group]]s.
 	ExtraGroups string
+	// FailOpen is firewall.fail_open; Fleet, when set, the [fleet] section.
+	FailOpen bool
+	Fleet    *fleetConfig
+}
+
+// fleetConfig is the [fleet] section of one node.
+type fleetConfig struct {
+	Servers          []string
+	Node             string
+	Publish, Enforce []string
+	Confirm          []string
+	ConfirmTimeout   string // "" leaves the default
+}
+
+func (f fleetConfig) render() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[fleet]\nservers = %s\nnode = %q\npublish = %s\nenforce = %s\n",
+		tomlList(f.Servers), f.Node, tomlList(orList(f.Publish, []string{})), tomlList(orList(f.Enforce, []string{})))
+	if len(f.Confirm) > 0 {
+		fmt.Fprintf(&b, "confirm = %s\n", tomlList(f.Confirm))
+	}
+	if f.ConfirmTimeout != "" {
+		fmt.Fprintf(&b, "confirm_timeout = %q\n", f.ConfirmTimeout)
+	}
+	return b.String()
 }
 
 // The policy every test uses: default deny, explicit allows, and a
@@ -132,12 +159,18 @@ func (c egressdConfig) render() string {
 	fmt.Fprintf(&b, "[upstream]\nservers = %s\ntimeout = \"1s\"\n\n", tomlList([]string{c.Upstream.String()}))
 	fmt.Fprintf(&b, "[firewall]\nbackend = \"nftables\"\ntable = %q\nhooks = %s\ngrace = %q\nmax_ttl = %q\nscope = %q\nremove_on_exit = %t\n",
 		tableName, tomlList(c.Hooks), or(c.Grace, "1s"), or(c.MaxTTL, "60s"), or(c.Scope, "group"), c.RemoveOnExit)
+	if c.FailOpen {
+		b.WriteString("fail_open = true\n")
+	}
 	if c.DropEvents != "" {
 		fmt.Fprintf(&b, "drop_events = %q\nnflog_group = 3\n", c.DropEvents)
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "[log]\nqueries = %q\nlevel = \"debug\"\n\n", or(c.QueryLog, "stdout"))
 	fmt.Fprintf(&b, "[metrics]\nlisten = %q\n\n", c.MetricsListen)
+	if c.Fleet != nil {
+		b.WriteString(c.Fleet.render() + "\n")
+	}
 	fmt.Fprintf(&b, "[[group]]\nname = \"clients\"\nclients = %s\nallow = %s\ndeny = %s\ndefault = \"deny\"\naction = \"nxdomain\"\nallow_private_answers = true\n",
 		tomlList(orList(c.GroupClients, c.Clients)), tomlList(orList(c.Allow, allowRules)), tomlList(orList(c.Deny, denyRules)))
 	if c.ExtraGroups != "" {
@@ -190,10 +223,25 @@ type egressdProc struct {
 // egressd.
 func startEgressd(t *testing.T, ns *netns, c egressdConfig, probeFrom *netns, probe netip.AddrPort) *egressdProc {
 	t.Helper()
+	p := launch(t, ns, c, "serve")
+	// A name no rule allows: any DNS answer means the server is up, and
+	// the firewall is installed before the server starts.
+	anyAnswer := func(*dns.Msg) bool { return true }
+	if _, err := p.pollDNS(probeFrom, probe, "readiness-probe.test", 20*time.Second, anyAnswer); err != nil {
+		t.Fatalf("egressd did not come up: %v", err)
+	}
+	return p
+}
+
+// launch runs `egressd SUBCOMMAND -config FILE` in ns without waiting for
+// it to be ready. On failure of the test it reports egressd's output and
+// the namespace's ruleset; at the end it stops egressd.
+func launch(t *testing.T, ns *netns, c egressdConfig, subcommand string) *egressdProc {
+	t.Helper()
 	bin := egressdBinary(t)
 	p := &egressdProc{ns: ns, exited: make(chan struct{}), config: writeConfig(t, c)}
 	// `ip netns exec` execs egressd in place, so the PID is egressd's.
-	p.cmd = ns.Command(bin, "serve", "-config", p.config)
+	p.cmd = ns.Command(bin, subcommand, "-config", p.config)
 	p.cmd.Stdout = &p.stdout
 	p.cmd.Stderr = &p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -216,12 +264,6 @@ func startEgressd(t *testing.T, ns *netns, c egressdConfig, probeFrom *netns, pr
 			t.Logf("nft list ruleset in %s:\n%s", ns.Name, ns.ruleset())
 		}
 	})
-	// A name no rule allows: any DNS answer means the server is up, and
-	// the firewall is installed before the server starts.
-	anyAnswer := func(*dns.Msg) bool { return true }
-	if _, err := p.pollDNS(probeFrom, probe, "readiness-probe.test", 20*time.Second, anyAnswer); err != nil {
-		t.Fatalf("egressd did not come up: %v", err)
-	}
 	return p
 }
 

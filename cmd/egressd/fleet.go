@@ -6,9 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/egressd/egressd/config"
 	"github.com/egressd/egressd/enforce"
@@ -80,25 +77,8 @@ func agentCmd(args []string, stderr io.Writer) error {
 	if *path == "" {
 		return fmt.Errorf("%w: egressd agent needs -config FILE with a [fleet] section", errUsage)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	d := &daemon{path: *path, stderr: stderr, agent: true}
-	if err := d.startAgent(ctx); err != nil {
-		d.close()
-		return err
-	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			d.logger.Info("shutting down")
-			return d.close()
-		case <-hup:
-			d.reload(ctx)
-		}
-	}
+	return d.run(d.startAgent)
 }
 
 func (d *daemon) startAgent(parent context.Context) error {

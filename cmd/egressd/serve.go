@@ -35,10 +35,16 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
+	d := &daemon{path: *path, stderr: stderr}
+	return d.run(d.start)
+}
+
+// run starts the daemon with start and then serves until SIGTERM or
+// SIGINT, reloading on SIGHUP.
+func (d *daemon) run(start func(context.Context) error) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d := &daemon{path: *path, stderr: stderr}
-	if err := d.start(ctx); err != nil {
+	if err := start(ctx); err != nil {
 		d.close()
 		return err
 	}

@@ -21,10 +21,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/internal/gobuild"
 	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/internal/netnstest"
 )
@@ -36,46 +36,16 @@ const ReadyLimit = 30 * time.Second
 // StopLimit bounds a graceful stop; after it the process is killed.
 const StopLimit = 10 * time.Second
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildPath string
-	buildErr  error
-)
+// server is nats-server at the version go.mod requires.
+var server = gobuild.Binary{Pkg: "github.com/nats-io/nats-server/v2", Env: "NATS_SERVER"}
 
 // Binary returns the path of nats-server: $NATS_SERVER when set, else a
 // binary built (once per process) from the module the project requires.
-func Binary() (string, error) {
-	buildOnce.Do(func() {
-		if bin := os.Getenv("NATS_SERVER"); bin != "" {
-			buildPath = bin
-			return
-		}
-		gomod, err := netnstest.Run("go", "env", "GOMOD")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		if buildDir, buildErr = os.MkdirTemp("", "natsproc-"); buildErr != nil {
-			return
-		}
-		buildPath = filepath.Join(buildDir, "nats-server")
-		cmd := exec.Command("go", "build", "-o", buildPath, "github.com/nats-io/nats-server/v2")
-		cmd.Dir = filepath.Dir(strings.TrimSpace(gomod))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build github.com/nats-io/nats-server/v2: %w\n%s", err, out)
-		}
-	})
-	return buildPath, buildErr
-}
+func Binary() (string, error) { return server.Path() }
 
 // RemoveBuild deletes the binary Binary built, if any; call it from
 // TestMain after the tests ran.
-func RemoveBuild() {
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
-}
+func RemoveBuild() { server.Remove() }
 
 // Node describes one server. Host is the address it listens on (client
 // port Port, monitoring port HTTPPort, cluster port ClusterPort when

@@ -9,32 +9,25 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/gobuild"
 	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/internal/natsproc"
-	"github.com/egressd/egressd/internal/netnstest"
 	"github.com/egressd/egressd/internal/testfile"
 	"github.com/miekg/dns"
 )
 
-// The binary under test is built once per run, on first use.
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildPath string
-	buildErr  error
-)
+// egressd is the binary under test, built once per run on first use:
+// ./cmd/egressd, or $EGRESSD_BIN (to test a binary built elsewhere).
+var egressd = gobuild.Binary{Pkg: "./cmd/egressd", Env: "EGRESSD_BIN"}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	natsproc.RemoveBuild()
-	if buildDir != "" {
-		_ = os.RemoveAll(buildDir)
-	}
+	egressd.Remove()
 	os.Exit(code)
 }
 
@@ -42,31 +35,11 @@ func TestMain(m *testing.M) {
 // $EGRESSD_BIN when set (to test a binary built elsewhere).
 func egressdBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		if bin := os.Getenv("EGRESSD_BIN"); bin != "" {
-			buildPath = bin
-			return
-		}
-		gomod, err := netnstest.Run("go", "env", "GOMOD")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		root := filepath.Dir(strings.TrimSpace(gomod))
-		if buildDir, buildErr = os.MkdirTemp("", "egressd-e2e-"); buildErr != nil {
-			return
-		}
-		buildPath = filepath.Join(buildDir, "egressd")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/egressd")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/egressd: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building egressd: %v", buildErr)
+	bin, err := egressd.Path()
+	if err != nil {
+		t.Fatalf("building egressd: %v", err)
 	}
-	return buildPath
+	return bin
 }
 
 // egressdConfig holds the settings the tests vary; render turns it into

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,23 +19,22 @@ import (
 
 	"github.com/egressd/egressd/internal/dnstest"
 	"github.com/egressd/egressd/internal/freeport"
+	"github.com/egressd/egressd/internal/gobuild"
 	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/internal/wait"
 )
 
-// buildBinary compiles egressd once per test run.
-var buildOnce = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "egressd-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "egressd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+// egressdBin is this package built as a program, once per test run, for
+// the tests that run egressd as a process.
+var egressdBin = gobuild.Binary{Pkg: "./cmd/egressd"}
+
+func buildOnce() (string, error) { return egressdBin.Path() }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	egressdBin.Remove()
+	os.Exit(code)
+}
 
 // startUpstream serves A 192.0.2.7 for every name on a loopback port.
 func startUpstream(t *testing.T) string {

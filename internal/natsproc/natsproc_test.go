@@ -1,11 +1,18 @@
 package natsproc
 
 import (
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/egressd/egressd/internal/netnstest"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	RemoveBuild()
+	os.Exit(code)
+}
 
 func TestClusterNodesRouteToTheOthers(t *testing.T) {
 	tests := []struct {

@@ -161,7 +161,9 @@ func (n *NFT) overfills(plan map[string]*plannedElement, elems []element, added 
 // again and again with the same (clamped) TTL, is re-sent at most about
 // once per grace/2 and not each time its lifetime drops below TTL+grace.
 // A refresh asks for TTL+grace, more than this, so it never shortens an
-// element.
+// element. An element with at least ttl but less than this left is
+// refreshed without the answer waiting for it (alreadyInEffect); one
+// with less than ttl left is refreshed before the answer is sent.
 func freshFor(ttl, grace time.Duration) time.Duration {
 	return ttl + grace/2
 }

@@ -76,12 +76,31 @@ func TestIndexCovers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := x.covers(tc.gs, tc.a, tc.need, now); got != tc.want {
-				t.Errorf("covers = %v, want %v", got, tc.want)
+			if got, due := x.covers(tc.gs, tc.a, tc.need, tc.need, now); got != tc.want || due {
+				t.Errorf("covers = %v, due %v, want %v, not due", got, due, tc.want)
 			}
 		})
 	}
-	allocs := testing.AllocsPerRun(100, func() { x.covers(group, known[1], time.Second, now) })
+	// Due: covered for the TTL but with less than ahead left. One caller
+	// a refreshAheadEvery claims the refresh.
+	for _, tc := range []struct {
+		name      string
+		at        time.Time
+		need      time.Duration
+		ahead     time.Duration
+		want, due bool
+	}{
+		{"more than ahead left", now, 30 * time.Second, time.Minute, true, false},
+		{"less than ahead left: due", now, 30 * time.Second, time.Minute + time.Millisecond, true, true},
+		{"asked for again at once: not claimed", now, 30 * time.Second, time.Minute + time.Millisecond, true, false},
+		{"short of the TTL: not covered, not due", now, time.Minute + time.Millisecond, 2 * time.Minute, false, false},
+		{"a refreshAheadEvery later: claimed again", now.Add(refreshAheadEvery), 30 * time.Second, time.Minute, true, true},
+	} {
+		if got, due := x.covers(group, known[0], tc.need, tc.ahead, tc.at); got != tc.want || due != tc.due {
+			t.Errorf("%s: covers = %v, due %v, want %v, %v", tc.name, got, due, tc.want, tc.due)
+		}
+	}
+	allocs := testing.AllocsPerRun(100, func() { x.covers(group, known[1], time.Second, time.Second, now) })
 	if allocs != 0 {
 		t.Errorf("covers allocates %v times per call, want 0", allocs)
 	}

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -18,6 +19,18 @@ type indexEntry struct {
 	// maxOrigins, for ReloadRecheck. None: the names are unknown (an
 	// element carried over from an earlier process).
 	origins []origin
+	// askedAhead is when (Unix ns, by the backend's clock) a refresh of
+	// this element ahead of its expiry was last asked for; Allow's callers
+	// set it under the read lock, so it is atomic.
+	askedAhead atomic.Int64
+}
+
+// claimRefresh reports whether the caller is the one to ask for a refresh
+// of e ahead of its expiry: none was asked for in the last
+// refreshAheadEvery.
+func (e *indexEntry) claimRefresh(now time.Time) bool {
+	last, t := e.askedAhead.Load(), now.UnixNano()
+	return t-last >= int64(refreshAheadEvery) && e.askedAhead.CompareAndSwap(last, t)
 }
 
 // maxOrigins bounds the answers one element remembers. Past it, the one

@@ -66,10 +66,11 @@ func (e *indexEntry) remembers(name string, targets []string, client netip.Addr,
 // note records that an answer (o.names, o.client) asked for the known
 // element e; o.until becomes the element's current deadline.
 func (x *expiryIndex) note(e element, o origin) {
-	k := e.indexKey()
+	var buf keyBuf
+	k := e.appendKey(buf[:0])
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	cur, ok := x.entries[k]
+	cur, ok := x.entries[string(k)]
 	if !ok {
 		return
 	}
@@ -118,9 +119,11 @@ func (x *expiryIndex) remove(k string, e *indexEntry) {
 }
 
 func (x *expiryIndex) get(e element) *indexEntry {
+	var buf keyBuf
+	k := e.appendKey(buf[:0])
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return x.entries[e.indexKey()]
+	return x.entries[string(k)]
 }
 
 // fullest is the element count of the fullest set.
@@ -143,16 +146,17 @@ func (x *expiryIndex) count(set string) int {
 // put records a deadline the kernel has acknowledged; it never shortens
 // one already known.
 func (x *expiryIndex) put(e element, deadline time.Time) {
-	k := e.indexKey()
+	var buf keyBuf
+	k := e.appendKey(buf[:0])
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if cur, ok := x.entries[k]; ok {
+	if cur, ok := x.entries[string(k)]; ok {
 		if deadline.After(cur.deadline) {
 			cur.deadline = deadline
 		}
 		return
 	}
-	x.entries[k] = &indexEntry{set: e.set, key: e.key, keyEnd: e.keyEnd, deadline: deadline}
+	x.entries[string(k)] = &indexEntry{set: e.set, key: e.key, keyEnd: e.keyEnd, deadline: deadline}
 	x.perSet[e.set]++
 }
 

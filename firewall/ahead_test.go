@@ -9,7 +9,8 @@ import (
 )
 
 // TestRefreshAheadOffAnswerPath: an element that still lives at least the
-// TTL handed out, but is due for a refresh (less than TTL + grace/2 left),
+// TTL handed out, but is due for a refresh (less than TTL + grace/4 left
+// is due whatever the element's spread),
 // is refreshed without the caller waiting: Allow (and InEffect, the
 // resolver's first stage) return while the refresh batch is still held
 // in the kernel, and the refresh lands afterwards. An element with less
@@ -25,8 +26,8 @@ func TestRefreshAheadOffAnswerPath(t *testing.T) {
 		check   func(n *NFT) error
 		waits   bool // the answer waits for the refresh
 	}{
-		{"Allow, outlives the TTL", 3 * time.Second, func(n *NFT) error { return n.Allow(context.Background(), a) }, false},
-		{"InEffect, outlives the TTL", 3 * time.Second, func(n *NFT) error {
+		{"Allow, outlives the TTL", 3750*time.Millisecond + time.Millisecond, func(n *NFT) error { return n.Allow(context.Background(), a) }, false},
+		{"InEffect, outlives the TTL", 3750*time.Millisecond + time.Millisecond, func(n *NFT) error {
 			if !n.InEffect(a) {
 				t.Error("InEffect is false for an element that outlives the TTL")
 			}

@@ -82,7 +82,8 @@ func (n *NFT) refreshAhead(a Allowance) {
 
 // covers reports whether every element a expands to has at least need
 // left at now, and whether one of them (that this call claims, see
-// claimRefresh) has less than ahead left and should be refreshed. It does
+// claimRefresh) has less than its dueBelow(need, ahead) left and should
+// be refreshed. It does
 // not allocate: keys are built on the stack.
 func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duration, now time.Time) (covered, due bool) {
 	client, err := checkAllowance(gs, a)
@@ -106,7 +107,7 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duratio
 		if !ok || e.deadline.Sub(now) < need || (a.Name != "" && !e.remembers(a.Name, a.Targets, asker, need, now)) {
 			return false
 		}
-		if e.deadline.Sub(now) < ahead && e.claimRefresh(now) {
+		if e.deadline.Sub(now) < e.dueBelow(need, ahead) && e.claimRefresh(now) {
 			due = true
 		}
 		return true

@@ -23,6 +23,33 @@ type indexEntry struct {
 	// this element ahead of its expiry was last asked for; Allow's callers
 	// set it under the read lock, so it is atomic.
 	askedAhead atomic.Int64
+	// spread places the element's refresh ahead of expiry within the
+	// upper half of the due window (dueBelow), from a hash of its key, so
+	// elements pushed together (a burst of answers, a warm cache) do not
+	// all come due, and reach the kernel, in the same moment.
+	spread uint16
+}
+
+// dueBelow is the remaining lifetime below which e is refreshed ahead of
+// its expiry, for an answer that needs need and an element due for a
+// refresh below ahead: between ahead and the middle of [need, ahead], by
+// e.spread. The lower half of the window is left for the refresh to
+// land before an answer would have to wait for it.
+func (e *indexEntry) dueBelow(need, ahead time.Duration) time.Duration {
+	half := (ahead - need) / 2
+	if half <= 0 {
+		return ahead
+	}
+	return ahead - time.Duration(int64(half)*int64(e.spread)>>16)
+}
+
+// spreadOf hashes an index key (FNV-1a) to a spread.
+func spreadOf(k []byte) uint16 {
+	h := uint32(2166136261)
+	for _, b := range k {
+		h = (h ^ uint32(b)) * 16777619
+	}
+	return uint16(h ^ h>>16)
 }
 
 // claimRefresh reports whether the caller is the one to ask for a refresh
@@ -156,7 +183,7 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 		}
 		return
 	}
-	x.entries[string(k)] = &indexEntry{set: e.set, key: e.key, keyEnd: e.keyEnd, deadline: deadline}
+	x.entries[string(k)] = &indexEntry{set: e.set, key: e.key, keyEnd: e.keyEnd, deadline: deadline, spread: spreadOf(k)}
 	x.perSet[e.set]++
 }
 

@@ -70,9 +70,16 @@ func (u *plainUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg,
 	}
 	q := *query
 	q.Id = dns.Id()
-	packed, err := q.Pack()
-	if err != nil {
-		return nil, err
+	bufp := queryBuffers.Get().(*[]byte)
+	defer queryBuffers.Put(bufp)
+	packed, ok := appendQuery((*bufp)[:0], &q)
+	if ok {
+		*bufp = packed[:0] // keep what append grew
+	} else {
+		var err error
+		if packed, err = q.Pack(); err != nil {
+			return nil, err
+		}
 	}
 	reply, err := u.exchangeUDP(ctx, &q, packed, deadline)
 	if err != nil || !reply.Truncated {

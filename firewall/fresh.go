@@ -75,7 +75,6 @@ func (n *NFT) refreshAhead(a Allowance) {
 	r := request{ctx: context.Background(), allow: a, result: make(chan error, 1)}
 	select {
 	case n.reqs <- r:
-		n.aheadRefreshes.Add(1)
 	default:
 	}
 }

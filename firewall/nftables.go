@@ -86,8 +86,6 @@ type NFT struct {
 	view      atomic.Pointer[allowView] // for Allow's check without the owner
 	lastSweep time.Time
 	flushes   int // netlink batches sent, for tests and benchmarks
-	// aheadRefreshes counts refreshes ahead of expiry handed to the owner.
-	aheadRefreshes atomic.Uint64
 
 	// Drift detection and restore (see restore.go).
 	own         *portIDs // port ids of the sockets egressd changes the table with

@@ -135,8 +135,9 @@ func (n *NFT) remember(served []servedAllow) {
 // new ones are counted into added.
 func (n *NFT) overfills(plan map[string]*plannedElement, elems []element, added map[string]int, limit int) (set string, have int, over bool) {
 	var fresh map[string]int
+	var buf keyBuf
 	for _, e := range elems {
-		if _, ok := plan[e.indexKey()]; ok || n.index.get(e) != nil {
+		if _, ok := plan[string(e.appendKey(buf[:0]))]; ok || n.index.get(e) != nil {
 			continue
 		}
 		if fresh == nil {
@@ -161,7 +162,9 @@ func (n *NFT) overfills(plan map[string]*plannedElement, elems []element, added 
 // again and again with the same (clamped) TTL, is re-sent at most about
 // once per grace/2 and not each time its lifetime drops below TTL+grace.
 // A refresh asks for TTL+grace, more than this, so it never shortens an
-// element.
+// element. An element with at least ttl but less than this left is
+// refreshed without the answer waiting for it (alreadyInEffect); one
+// with less than ttl left is refreshed before the answer is sent.
 func freshFor(ttl, grace time.Duration) time.Duration {
 	return ttl + grace/2
 }
@@ -171,8 +174,9 @@ func freshFor(ttl, grace time.Duration) time.Duration {
 // changed the table and it is not repaired yet) is not believed: every
 // element is sent, keeping at least the lifetime the index knows of.
 func (n *NFT) planElement(plan map[string]*plannedElement, order *[]string, e element, need time.Duration, trusted bool, now time.Time) {
-	k := e.indexKey()
-	if p, ok := plan[k]; ok {
+	var buf keyBuf
+	kb := e.appendKey(buf[:0])
+	if p, ok := plan[string(kb)]; ok {
 		p.timeout = max(p.timeout, e.timeout)
 		return
 	}
@@ -186,6 +190,7 @@ func (n *NFT) planElement(plan map[string]*plannedElement, order *[]string, e el
 	// Anything the index has not seen expire (with margin) may still be in
 	// the kernel and needs a real refresh.
 	refresh := cur != nil && cur.deadline.After(now.Add(-expiryMargin))
+	k := string(kb)
 	plan[k] = &plannedElement{element: e, refresh: refresh}
 	*order = append(*order, k)
 }

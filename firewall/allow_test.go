@@ -208,7 +208,10 @@ func TestAllowWithinLifetimeSendsNothing(t *testing.T) {
 		{"same answer again", 0, 60 * time.Second, 0},
 		{"cached answer with lower TTL later", 20 * time.Second, 40 * time.Second, 0},
 		{"45s left cover TTL plus half the grace exactly", 0, 42500 * time.Millisecond, 0},
-		{"45s left fall short of TTL plus half the grace", 0, 42501 * time.Millisecond, 1},
+		// Short of TTL plus half the grace, the element is due somewhere in
+		// the upper half of that window (its spread); short of TTL plus a
+		// quarter of it, always: refreshed ahead, without the Allow waiting.
+		{"45s left fall short of TTL plus a quarter of the grace", 0, 43751 * time.Millisecond, 1},
 		{"needs more than the refresh left", 0, 50 * time.Second, 1},
 		{"again after refresh", 0, 50 * time.Second, 0},
 	}

@@ -17,8 +17,20 @@ type element struct {
 	comment     string // the query name, when it fits (elementComment)
 }
 
+// keyBuf holds an index key on the stack: a set name and two keys of at
+// most 40 bytes (client and destination IPv6 addresses, protocol, port).
+type keyBuf [160]byte
+
+// indexKey is e's key in the expiry index, as a string to store.
 func (e element) indexKey() string {
-	return string(appendIndexKey(nil, e.set, e.key, e.keyEnd))
+	var buf keyBuf
+	return string(e.appendKey(buf[:0]))
+}
+
+// appendKey appends e's index key to dst. Map lookups with
+// string(e.appendKey(buf[:0])) on a stack buffer do not allocate.
+func (e element) appendKey(dst []byte) []byte {
+	return appendIndexKey(dst, e.set, e.key, e.keyEnd)
 }
 
 // appendIndexKey appends the expiry index's key of an element.

@@ -36,6 +36,9 @@ type fakeKernel struct {
 	beforeFlush func(ops []fakeOp)
 	// reject, when set, decides a batch's fate before it is applied.
 	reject func(ops []fakeOp) error
+	// discard makes every batch succeed without being applied or
+	// recorded, so a benchmark measures the backend, not this fake.
+	discard bool
 }
 
 // fakeBatch is one Flush: its messages in order and how it ended.
@@ -339,10 +342,14 @@ func (c *fakeConn) Flush() error {
 		return errFakeClosed
 	}
 	ops := c.queue
-	c.queue = nil
+	c.queue = c.queue[:0]
 	c.k.mu.Lock()
-	hook := c.k.beforeFlush
+	hook, discard := c.k.beforeFlush, c.k.discard
 	c.k.mu.Unlock()
+	if discard {
+		return nil
+	}
+	c.queue = nil // ops is recorded below
 	if hook != nil {
 		hook(ops)
 	}
@@ -464,7 +471,7 @@ func (c *fakeConn) CloseLasting() error {
 // fakeNFT starts a backend on a fake kernel with the test's clock; it
 // neither watches the table nor checks it periodically, and takes the
 // kernel to have conntrack labels.
-func fakeNFT(t *testing.T, k *fakeKernel, spec Spec, clock *fakeclock.Clock, m *metrics.Metrics) *NFT {
+func fakeNFT(t testing.TB, k *fakeKernel, spec Spec, clock *fakeclock.Clock, m *metrics.Metrics) *NFT {
 	t.Helper()
 	n, err := NewNFTables(spec, Options{
 		Logger: quietLogger, Now: clock.Now, Metrics: m, NoWatch: true, VerifyEvery: -1,

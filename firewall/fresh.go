@@ -1,7 +1,9 @@
 package firewall
 
 import (
+	"context"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -25,11 +27,16 @@ func (n *NFT) InEffect(a Allowance) bool {
 }
 
 // alreadyInEffect reports whether, by the expiry index, every element of
-// a is live long enough (freshFor) that Allow can return at once, without
-// a round trip through the owner goroutine. Anything in doubt answers
-// false and takes the owner's path, which reports errors and repairs: an
-// unknown group, invalid ports, or changes by others to the table that
-// the owner has not repaired yet.
+// a lives at least a.TTL more, so that Allow can return at once, without
+// a round trip through the owner goroutine: no answer outlives its
+// elements. Anything in doubt answers false and takes the owner's path,
+// which reports errors and repairs: an unknown group, invalid ports, or
+// changes by others to the table that the owner has not repaired yet.
+//
+// An element that lives long enough for the answer but is due for a
+// refresh (less than freshFor left) is refreshed ahead of its expiry, off
+// the answer's path: the owner gets a request nobody waits for (see
+// refreshAhead).
 func (n *NFT) alreadyInEffect(a Allowance) bool {
 	v := n.view.Load()
 	if v == nil || !n.indexTrusted() {
@@ -39,15 +46,48 @@ func (n *NFT) alreadyInEffect(a Allowance) bool {
 	if !ok {
 		return false
 	}
-	return n.index.covers(gs, a, freshFor(a.TTL, v.grace), n.now())
+	now := n.now()
+	covered, due := n.index.covers(gs, a, a.TTL, freshFor(a.TTL, v.grace), now)
+	if covered && due {
+		n.refreshAhead(a)
+	}
+	return covered
+}
+
+// refreshAheadEvery is how often one element is asked to be refreshed
+// ahead of its expiry while it is due; a refresh that failed or found the
+// queue full is asked for again after it.
+const refreshAheadEvery = time.Second
+
+// refreshAhead hands the owner a copy of a (the resolver shares its
+// slices with the answer) without waiting: the owner refreshes a's due
+// elements like any Allow, in the next batch. When the queue is full it
+// does nothing; the next answer within the element's lifetime asks again.
+func (n *NFT) refreshAhead(a Allowance) {
+	select {
+	case <-n.closed:
+		return
+	default:
+	}
+	a.IPs = slices.Clone(a.IPs)
+	a.Ports = slices.Clone(a.Ports)
+	a.Targets = slices.Clone(a.Targets)
+	r := request{ctx: context.Background(), allow: a, result: make(chan error, 1)}
+	select {
+	case n.reqs <- r:
+	default:
+	}
 }
 
 // covers reports whether every element a expands to has at least need
-// left at now. It does not allocate: keys are built on the stack.
-func (x *expiryIndex) covers(gs groupSets, a Allowance, need time.Duration, now time.Time) bool {
+// left at now, and whether one of them (that this call claims, see
+// claimRefresh) has less than its dueBelow(need, ahead) left and should
+// be refreshed. It does
+// not allocate: keys are built on the stack.
+func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duration, now time.Time) (covered, due bool) {
 	client, err := checkAllowance(gs, a)
 	if err != nil {
-		return false
+		return false, false
 	}
 	// Longest key: client and destination IPv6 addresses plus protocol
 	// and port, twice (range start and end), plus the set name.
@@ -63,7 +103,13 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need time.Duration, now 
 		e, ok := x.entries[string(appendIndexKey(indexBuf[:0], set, key, keyEnd))]
 		// An answer for names the element does not remember yet goes to
 		// the owner once, which records them (ReloadRecheck needs them).
-		return ok && e.deadline.Sub(now) >= need && (a.Name == "" || e.remembers(a.Name, a.Targets, asker, need, now))
+		if !ok || e.deadline.Sub(now) < need || (a.Name != "" && !e.remembers(a.Name, a.Targets, asker, need, now)) {
+			return false
+		}
+		if e.deadline.Sub(now) < e.dueBelow(need, ahead) && e.claimRefresh(now) {
+			due = true
+		}
+		return true
 	}
 	for _, ip := range a.IPs {
 		ip, ok := destination(gs, client, ip)
@@ -73,7 +119,7 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need time.Duration, now 
 		prefix := appendDestKey(keyBuf[:0], gs, client, ip)
 		if len(a.Ports) == 0 {
 			if !fresh(gs.setFor(ip.Is4(), false), prefix, nil) {
-				return false
+				return false, false
 			}
 			continue
 		}
@@ -83,9 +129,9 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need time.Duration, now 
 			key := appendPortKey(prefix, proto, p.From)
 			keyEnd := appendPortKey(append(endBuf[:0], prefix...), proto, p.To)
 			if !fresh(set, key, keyEnd) {
-				return false
+				return false, false
 			}
 		}
 	}
-	return true
+	return true, due
 }

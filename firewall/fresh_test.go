@@ -76,12 +76,32 @@ func TestIndexCovers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := x.covers(tc.gs, tc.a, tc.need, now); got != tc.want {
-				t.Errorf("covers = %v, want %v", got, tc.want)
+			if got, due := x.covers(tc.gs, tc.a, tc.need, tc.need, now); got != tc.want || due {
+				t.Errorf("covers = %v, due %v, want %v, not due", got, due, tc.want)
 			}
 		})
 	}
-	allocs := testing.AllocsPerRun(100, func() { x.covers(group, known[1], time.Second, now) })
+	// Due: covered for the TTL but with less than dueBelow left, which is
+	// between ahead and the middle of [need, ahead]. One caller a
+	// refreshAheadEvery claims the refresh.
+	for _, tc := range []struct {
+		name      string
+		at        time.Time
+		need      time.Duration
+		ahead     time.Duration
+		want, due bool
+	}{
+		{"more than ahead left", now, 30 * time.Second, time.Minute, true, false},
+		{"less than the window's middle left: due", now, 30 * time.Second, 90*time.Second + time.Millisecond, true, true},
+		{"asked for again at once: not claimed", now, 30 * time.Second, 90*time.Second + time.Millisecond, true, false},
+		{"short of the TTL: not covered, not due", now, time.Minute + time.Millisecond, 2 * time.Minute, false, false},
+		{"a refreshAheadEvery later: claimed again", now.Add(refreshAheadEvery), 30 * time.Second, 90 * time.Second, true, true},
+	} {
+		if got, due := x.covers(group, known[0], tc.need, tc.ahead, tc.at); got != tc.want || due != tc.due {
+			t.Errorf("%s: covers = %v, due %v, want %v, %v", tc.name, got, due, tc.want, tc.due)
+		}
+	}
+	allocs := testing.AllocsPerRun(100, func() { x.covers(group, known[1], time.Second, time.Second, now) })
 	if allocs != 0 {
 		t.Errorf("covers allocates %v times per call, want 0", allocs)
 	}
@@ -215,5 +235,53 @@ func TestInEffect(t *testing.T) {
 	}
 	if n.InEffect(allowed) {
 		t.Error("InEffect is true after Close")
+	}
+}
+
+// TestRefreshAheadSpread: elements pushed in the same moment do not all
+// come due for a refresh in the same moment. Over the upper half of the
+// due window [TTL, TTL + grace/2] each comes due once, at a point its key
+// decides; at the window's top none is due, from its middle on all are.
+func TestRefreshAheadSpread(t *testing.T) {
+	const (
+		ttl   = 5 * time.Minute
+		grace = 30 * time.Second
+		n     = 1000
+	)
+	group := groupSets{d4: "d4", d6: "d6", p4: "p4", p6: "p6"}
+	start := time.Unix(1_700_000_000, 0)
+	x := newExpiryIndex()
+	for i := range n {
+		elems, err := elementsFor(group, Allowance{IPs: []netip.Addr{seqAddr(i)}}, ttl+grace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.put(elems[0], start.Add(ttl+grace))
+	}
+	// Steps of grace/16 over the upper half of the window, each more than
+	// refreshAheadEvery apart, so every due element is claimed again
+	// (nothing refreshes them here): the count of due elements grows.
+	var dueAt []int
+	for left := ttl + grace/2; left >= ttl+grace/4-time.Millisecond; left -= grace / 16 {
+		now := start.Add(ttl + grace - left)
+		due := 0
+		for i := range n {
+			covered, d := x.covers(group, Allowance{IPs: []netip.Addr{seqAddr(i)}}, ttl, ttl+grace/2, now)
+			if !covered {
+				t.Fatalf("element %d not covered with %v left", i, left)
+			}
+			if d {
+				due++
+			}
+		}
+		dueAt = append(dueAt, due)
+	}
+	if dueAt[0] != 0 || dueAt[len(dueAt)-1] != n {
+		t.Fatalf("due per step %v: want none at the window's top and all %d by its middle", dueAt, n)
+	}
+	for i := 1; i < len(dueAt); i++ {
+		if newly := dueAt[i] - dueAt[i-1]; newly <= 0 || newly > n/2 {
+			t.Errorf("step %d: %d of %d came due at once (due per step %v), want them spread", i, newly, n, dueAt)
+		}
 	}
 }

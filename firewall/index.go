@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -18,6 +19,45 @@ type indexEntry struct {
 	// maxOrigins, for ReloadRecheck. None: the names are unknown (an
 	// element carried over from an earlier process).
 	origins []origin
+	// askedAhead is when (Unix ns, by the backend's clock) a refresh of
+	// this element ahead of its expiry was last asked for; Allow's callers
+	// set it under the read lock, so it is atomic.
+	askedAhead atomic.Int64
+	// spread places the element's refresh ahead of expiry within the
+	// upper half of the due window (dueBelow), from a hash of its key, so
+	// elements pushed together (a burst of answers, a warm cache) do not
+	// all come due, and reach the kernel, in the same moment.
+	spread uint16
+}
+
+// dueBelow is the remaining lifetime below which e is refreshed ahead of
+// its expiry, for an answer that needs need and an element due for a
+// refresh below ahead: between ahead and the middle of [need, ahead], by
+// e.spread. The lower half of the window is left for the refresh to
+// land before an answer would have to wait for it.
+func (e *indexEntry) dueBelow(need, ahead time.Duration) time.Duration {
+	half := (ahead - need) / 2
+	if half <= 0 {
+		return ahead
+	}
+	return ahead - time.Duration(int64(half)*int64(e.spread)>>16)
+}
+
+// spreadOf hashes an index key (FNV-1a) to a spread.
+func spreadOf(k []byte) uint16 {
+	h := uint32(2166136261)
+	for _, b := range k {
+		h = (h ^ uint32(b)) * 16777619
+	}
+	return uint16(h ^ h>>16)
+}
+
+// claimRefresh reports whether the caller is the one to ask for a refresh
+// of e ahead of its expiry: none was asked for in the last
+// refreshAheadEvery.
+func (e *indexEntry) claimRefresh(now time.Time) bool {
+	last, t := e.askedAhead.Load(), now.UnixNano()
+	return t-last >= int64(refreshAheadEvery) && e.askedAhead.CompareAndSwap(last, t)
 }
 
 // maxOrigins bounds the answers one element remembers. Past it, the one
@@ -53,10 +93,11 @@ func (e *indexEntry) remembers(name string, targets []string, client netip.Addr,
 // note records that an answer (o.names, o.client) asked for the known
 // element e; o.until becomes the element's current deadline.
 func (x *expiryIndex) note(e element, o origin) {
-	k := e.indexKey()
+	var buf keyBuf
+	k := e.appendKey(buf[:0])
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	cur, ok := x.entries[k]
+	cur, ok := x.entries[string(k)]
 	if !ok {
 		return
 	}
@@ -105,9 +146,11 @@ func (x *expiryIndex) remove(k string, e *indexEntry) {
 }
 
 func (x *expiryIndex) get(e element) *indexEntry {
+	var buf keyBuf
+	k := e.appendKey(buf[:0])
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return x.entries[e.indexKey()]
+	return x.entries[string(k)]
 }
 
 // fullest is the element count of the fullest set.
@@ -130,16 +173,17 @@ func (x *expiryIndex) count(set string) int {
 // put records a deadline the kernel has acknowledged; it never shortens
 // one already known.
 func (x *expiryIndex) put(e element, deadline time.Time) {
-	k := e.indexKey()
+	var buf keyBuf
+	k := e.appendKey(buf[:0])
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if cur, ok := x.entries[k]; ok {
+	if cur, ok := x.entries[string(k)]; ok {
 		if deadline.After(cur.deadline) {
 			cur.deadline = deadline
 		}
 		return
 	}
-	x.entries[k] = &indexEntry{set: e.set, key: e.key, keyEnd: e.keyEnd, deadline: deadline}
+	x.entries[string(k)] = &indexEntry{set: e.set, key: e.key, keyEnd: e.keyEnd, deadline: deadline, spread: spreadOf(k)}
 	x.perSet[e.set]++
 }
 

@@ -218,10 +218,12 @@ func (n *NFT) dial() error {
 // An empty group means the client is in no group, which the firewall does
 // not filter, so there is nothing to do.
 //
-// When the expiry index shows every element live long enough, Allow
-// returns at once without involving the goroutine that owns the netlink
-// connection; the hot path of cached answers costs a map lookup per
-// element under a read lock.
+// When the expiry index shows every element live at least a.TTL more,
+// Allow returns at once without involving the goroutine that owns the
+// netlink connection; the hot path of cached answers costs a map lookup
+// per element under a read lock. Elements that are due for a refresh but
+// still outlive a.TTL are refreshed by the owner meanwhile, without the
+// caller waiting (see alreadyInEffect).
 func (n *NFT) Allow(ctx context.Context, a Allowance) error {
 	if a.Group == "" || len(a.IPs) == 0 {
 		return nil

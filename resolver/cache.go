@@ -26,7 +26,10 @@ func keyOf(q *query) cacheKey {
 
 // String is the key for coalescing identical upstream exchanges.
 func (k cacheKey) String() string {
-	b := make([]byte, 0, len(k.name)+16)
+	// On the stack: a name is at most 254 bytes, so the string is the
+	// only allocation.
+	var buf [254 + 16]byte
+	b := buf[:0]
 	b = append(b, k.name...)
 	b = append(b, '/')
 	b = strconv.AppendUint(b, uint64(k.qtype), 10)

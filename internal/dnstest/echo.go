@@ -17,6 +17,13 @@ import (
 // new to add each time. It returns the server's address.
 func StartEcho(tb testing.TB, distinct bool) string {
 	tb.Helper()
+	return StartEchoTTL(tb, distinct, 0)
+}
+
+// StartEchoTTL is StartEcho with answers of the given TTL, so a resolver
+// caches them: a benchmark of misses that fill the cache.
+func StartEchoTTL(tb testing.TB, distinct bool, ttl uint32) string {
+	tb.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		tb.Fatal(err)
@@ -37,7 +44,7 @@ func StartEcho(tb testing.TB, distinct bool) string {
 			if err != nil {
 				continue
 			}
-			if reply, ok := echoAnswer(buf[:size], addr); ok {
+			if reply, ok := echoAnswer(buf[:size], addr, ttl); ok {
 				conn.WriteToUDPAddrPort(reply, from)
 			}
 		}
@@ -53,8 +60,8 @@ const headerLen = 12
 
 // echoAnswer turns a query in msg into its answer, in place: header and
 // question kept, additional records dropped, one A record for addr with
-// TTL 0 pointing back at the question name.
-func echoAnswer(msg []byte, addr [4]byte) ([]byte, bool) {
+// ttl pointing back at the question name.
+func echoAnswer(msg []byte, addr [4]byte, ttl uint32) ([]byte, bool) {
 	if len(msg) < headerLen || binary.BigEndian.Uint16(msg[4:]) != 1 {
 		return nil, false
 	}
@@ -81,7 +88,7 @@ func echoAnswer(msg []byte, addr [4]byte) ([]byte, bool) {
 	rr := []byte{
 		0xC0, headerLen, // name: pointer to the question
 		0, 1, 0, 1, // A, IN
-		0, 0, 0, 0, // TTL 0
+		byte(ttl >> 24), byte(ttl >> 16), byte(ttl >> 8), byte(ttl),
 		0, 4, addr[0], addr[1], addr[2], addr[3],
 	}
 	return append(msg[:end], rr...), true

@@ -51,6 +51,11 @@ func newPlainUpstream(addr string, mark uint32, log *slog.Logger) *plainUpstream
 
 func (u *plainUpstream) String() string { return u.addr }
 
+// keepsDeadline: every read and write has the context's deadline as its
+// socket deadline, and the TCP fallback dials with it, so a context
+// without a Done channel (deadlineOnly) still ends the exchange in time.
+func (u *plainUpstream) keepsDeadline() {}
+
 // udpBuffers holds read buffers big enough for any datagram: an upstream
 // may ignore the size egressd advertises.
 var udpBuffers = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
@@ -65,9 +70,16 @@ func (u *plainUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg,
 	}
 	q := *query
 	q.Id = dns.Id()
-	packed, err := q.Pack()
-	if err != nil {
-		return nil, err
+	bufp := queryBuffers.Get().(*[]byte)
+	defer queryBuffers.Put(bufp)
+	packed, ok := appendQuery((*bufp)[:0], &q)
+	if ok {
+		*bufp = packed[:0] // keep what append grew
+	} else {
+		var err error
+		if packed, err = q.Pack(); err != nil {
+			return nil, err
+		}
 	}
 	reply, err := u.exchangeUDP(ctx, &q, packed, deadline)
 	if err != nil || !reply.Truncated {
@@ -83,8 +95,10 @@ func (u *plainUpstream) exchangeTCP(ctx context.Context, q *dns.Msg, deadline ti
 		return nil, err
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
 	c.SetDeadline(deadline)
 	conn := &dns.Conn{Conn: c}
 	if err := conn.WriteMsg(q); err != nil {

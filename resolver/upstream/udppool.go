@@ -120,7 +120,10 @@ func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []by
 		return nil, err
 	}
 	conn := s.conn
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	stop := func() bool { return true }
+	if ctx.Done() != nil { // not deadlineOnly
+		stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	}
 	clean := false
 	defer func() {
 		// A cancellation already under way may still move the deadline.

@@ -364,7 +364,14 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		// answers, so no answer refers to a set that does not exist yet.
 		// Live elements the new policy no longer approves (a group now
 		// enforcing, a rule removed) are left out of it.
-		if err := d.nft.ReloadRecheck(next.firewall, engine.Recheck); err != nil {
+		// Answers decided under the old policy and not yet in the table
+		// are asked about too (enforce.ErrStale), with rebinding
+		// protection as the new settings have it.
+		recheck := firewall.Recheck(engine.Recheck)
+		if d.server != nil {
+			recheck = firewall.Recheck(d.server.RebindingRecheck(next.resolver, engine.Recheck))
+		}
+		if err := d.nft.ReloadRecheck(next.firewall, recheck, engine.Generation()); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
 		d.warnFirewall(cfg)

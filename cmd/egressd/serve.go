@@ -369,7 +369,7 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		// protection as the new settings have it.
 		recheck := firewall.Recheck(engine.Recheck)
 		if d.server != nil {
-			recheck = firewall.Recheck(d.server.RebindingRecheck(next.resolver, engine.Recheck))
+			recheck = firewall.Recheck(d.server.RebindingRecheck(next.resolver, engine))
 		}
 		if err := d.nft.ReloadRecheck(next.firewall, recheck, engine.Generation()); err != nil {
 			return fmt.Errorf("firewall: %w", err)

@@ -42,10 +42,10 @@ func (e *reloadingEnforcer) Allow(_ context.Context, a enforce.Allowance) error 
 
 func (e *reloadingEnforcer) Close() error { return nil }
 
-func (e *reloadingEnforcer) reload(gen uint64, denies func(enforce.Allowance) bool) {
+func (e *reloadingEnforcer) reload(gen uint64, denies func(enforce.Allowance) bool, onStale func()) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.gen, e.denies = gen, denies
+	e.gen, e.denies, e.onStale = gen, denies, onStale
 }
 
 // TestReloadBetweenDecideAndPush: a reload lands while the upstream is
@@ -100,10 +100,11 @@ func TestReloadBetweenDecideAndPush(t *testing.T) {
 			<-asked // decided under generation 1; the upstream holds the answer
 			// The reload: the firewall first (its re-check is done), then
 			// the resolver's policy, as egressd applies a config.
-			enf.reload(2, func(enforce.Allowance) bool { return tt.denies })
+			var again func()
 			if tt.again {
-				enf.onStale = func() { enf.gen = 3 }
+				again = func() { enf.gen = 3 } // runs with enf.mu held
 			}
+			enf.reload(2, func(enforce.Allowance) bool { return tt.denies }, again)
 			env.srv.SetPolicy(&fakePolicy{gen: 2, names: map[string]policy.Decision{"a.example.": tt.after}})
 			close(release)
 			resp := <-got

@@ -103,3 +103,25 @@ func TestReloadRechecksPrivateAnswers(t *testing.T) {
 	expectDropped(t, g.client1, ap(allowedIP, 80), "allowed.test's private address after allow_private_answers was turned off")
 	expectReach(t, g.client1, ap(bulkIP(1), 80), "twin.test from [hosts]")
 }
+
+// TestRestartRechecksInheritedElements: a restart with a config that
+// changed while egressd was down asks the new policy about the elements
+// it carries over, as a reload would: a name it denies is closed before
+// the first query, one it allows stays open.
+func TestRestartRechecksInheritedElements(t *testing.T) {
+	t.Parallel()
+	g := newGateway(t)
+	cfg := g.egressdConfig()
+	cfg.Allow = append([]string{"denied.test"}, allowRules...)
+	cfg.Deny = []string{"hidden.test"}
+	p := g.startEgressd(t, cfg)
+	resolve(t, g.client1, g.dns1(), "denied.test", dns.TypeA, deniedIP)
+	resolve(t, g.client1, g.dns1(), "allowed.test", dns.TypeA, allowedIP)
+	if err := p.stop(); err != nil {
+		t.Fatalf("egressd exited with %v", err)
+	}
+	cfg.Allow = allowRules
+	g.startEgressd(t, cfg)
+	expectDropped(t, g.client1, ap(deniedIP, 80), "denied.test, approved before a restart whose config denies it")
+	expectReach(t, g.client1, ap(allowedIP, 80), "allowed.test, approved before the restart and still allowed")
+}

@@ -416,9 +416,15 @@ func (n *NFT) serve(batch []request) {
 		case r.reload != nil:
 			n.applyAllows(allows)
 			allows = nil
-			err := n.replace(*r.reload, true, r.recheck)
-			if err == nil && r.recheck != nil {
+			// The new generation goes out with the new table's view, so
+			// no Allow of an older policy answers from the index after it.
+			prevCheck, prevGen := n.recheck, n.gen
+			if r.recheck != nil {
 				n.recheck, n.gen = r.recheck, max(n.gen, r.gen)
+			}
+			err := n.replace(*r.reload, true, r.recheck)
+			if err != nil {
+				n.recheck, n.gen = prevCheck, prevGen
 				n.publishView()
 			}
 			r.result <- err

@@ -131,3 +131,42 @@ func TestStaleAfterFailedReload(t *testing.T) {
 	k.setHooks(nil, nil)
 	mustAllow(t, n, Allowance{Group: "servers", Client: netip.MustParseAddr("10.1.0.5"), IPs: addrs("192.0.2.1"), TTL: time.Minute, Name: "a.example.", Generation: 1})
 }
+
+// TestStaleAllowanceNotInKernel: in a namespace, an answer decided under
+// the policy a reload replaced, pushed after it, adds nothing to the
+// kernel's set when the new policy denies its name; the same name decided
+// under the new policy (which allows it) is added.
+func TestStaleAllowanceNotInKernel(t *testing.T) {
+	tests := []struct {
+		name  string
+		gen   uint64
+		allow string // the name the new policy allows
+		added bool
+	}{
+		{"decided before the reload, denied now", 1, "other.example.", false},
+		{"decided before the reload, still allowed", 1, "a.example.", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := newTestNS(t)
+			n := startNFT(t, ns, allowSpec(), nil)
+			check := func(_ string, _, _ netip.Addr, names []string) ([]policy.PortRange, bool) {
+				return nil, names[0] == tt.allow
+			}
+			if err := n.ReloadRecheck(allowSpec(), check, 2); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := n.Allow(ctx, Allowance{Group: "servers", Client: netip.MustParseAddr("10.1.0.5"), IPs: addrs("192.0.2.1"),
+				TTL: time.Minute, Name: "a.example.", Generation: tt.gen})
+			if tt.added == (err != nil) || (err != nil && !errors.Is(err, ErrStale)) {
+				t.Fatalf("Allow: %v, want added %t (else ErrStale)", err, tt.added)
+			}
+			_, inKernel := findElement(elements(t, ns, "egressd", d4), netip.MustParseAddr("192.0.2.1").AsSlice(), nil)
+			if inKernel != tt.added {
+				t.Errorf("192.0.2.1 in the kernel's set: %t, want %t", inKernel, tt.added)
+			}
+		})
+	}
+}

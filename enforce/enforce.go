@@ -30,6 +30,12 @@ type Allowance struct {
 	// to remember. The backend keeps its own copy.
 	Name    string
 	Targets []string
+	// Generation is that of the policy the answer was decided under
+	// (policy.Engine.Generation); zero: not known. A backend whose
+	// policy a reload has replaced since (a larger generation) asks the
+	// current policy about the allowance before adding anything, and
+	// refuses it with ErrStale when that policy denies it.
+	Generation uint64
 }
 
 // Enforcer installs allowances. Allow returns only once the allowance is in
@@ -53,6 +59,13 @@ type InEffectChecker interface {
 // allowance is added and the elements already live stay; the resolver
 // fails the answer closed whatever fail_open says.
 var ErrLimit = errors.New("firewall: limit reached")
+
+// ErrStale is returned (wrapped) by Allow for an allowance decided under a
+// policy a reload has replaced since, when the current policy denies it
+// (a name, a target, an address or the client's group, or the ports).
+// Nothing of the allowance is added; the resolver decides the query again
+// under the current policy.
+var ErrStale = errors.New("firewall: answer decided under a replaced policy")
 
 // None is the "none" backend: it enforces nothing. Use it where egressd
 // only filters DNS, or lacks the privilege to manage nftables.

@@ -43,6 +43,10 @@ func (n *NFT) applyAllows(reqs []request) {
 			r.result <- fmt.Errorf("%w %q", ErrUnknownGroup, r.allow.Group)
 			continue
 		}
+		if err := n.staleDenied(r.allow); err != nil {
+			r.result <- err
+			continue
+		}
 		// Never zero: an element without a timeout would live forever.
 		timeout := max(r.allow.TTL+n.spec.Grace, minTimeout)
 		elems, err := elementsFor(gs, r.allow, timeout)

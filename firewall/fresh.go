@@ -14,6 +14,13 @@ type allowView struct {
 	groups map[string]groupSets
 	grace  time.Duration
 	limits limitView
+	gen    uint64 // NFT.gen
+}
+
+// stale reports whether a was decided under a policy older than the one
+// of the last ReloadRecheck: the owner must re-check it (staleDenied).
+func (v *allowView) stale(a Allowance) bool {
+	return a.Generation != 0 && a.Generation < v.gen
 }
 
 // InEffect implements InEffectChecker.
@@ -39,7 +46,7 @@ func (n *NFT) InEffect(a Allowance) bool {
 // refreshAhead).
 func (n *NFT) alreadyInEffect(a Allowance) bool {
 	v := n.view.Load()
-	if v == nil || !n.indexTrusted() {
+	if v == nil || !n.indexTrusted() || v.stale(a) {
 		return false
 	}
 	gs, ok := v.groups[a.Group]

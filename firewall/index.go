@@ -17,7 +17,7 @@ type indexEntry struct {
 	deadline    time.Time // when the kernel will expire it
 	// origins are the answers that asked for the element, at most
 	// maxOrigins, for ReloadRecheck. None: the names are unknown (an
-	// element carried over from an earlier process).
+	// element carried over from an earlier process without a comment).
 	origins []origin
 	// askedAhead is when (Unix ns, by the backend's clock) a refresh of
 	// this element ahead of its expiry was last asked for; Allow's callers
@@ -71,6 +71,10 @@ type origin struct {
 	names  []string   // the query name, then the names it led to; shared, never modified
 	client netip.Addr // the client, with client scope only
 	until  time.Time  // the element's deadline when this answer last asked for it
+	// inherited: read from the comment of an element an earlier process
+	// added; names holds the query name only, the names it led to are
+	// not known. An answer from this process for that name replaces it.
+	inherited bool
 }
 
 // same reports whether o is the answer for name and targets (from
@@ -102,6 +106,13 @@ func (x *expiryIndex) note(e element, o origin) {
 		return
 	}
 	o.until = cur.deadline
+	if !o.inherited {
+		// What this process learned about the name is the whole answer:
+		// the name alone read from a comment no longer counts.
+		cur.origins = slices.DeleteFunc(cur.origins, func(have origin) bool {
+			return have.inherited && have.client == o.client && have.names[0] == o.names[0]
+		})
+	}
 	first := -1
 	for i, have := range cur.origins {
 		if have.same(o.names[0], o.names[1:], o.client) {

@@ -53,9 +53,15 @@ func (n *NFT) inheritElements(lay layout, now time.Time) (map[string]bool, error
 			if e.Expires <= 0 || e.IntervalEnd {
 				continue
 			}
-			n.index.put(element{set: def.name, key: e.Key, keyEnd: e.KeyEnd}, now.Add(e.Expires))
+			el := element{set: def.name, key: e.Key, keyEnd: e.KeyEnd}
+			n.index.put(el, now.Add(e.Expires))
 			if le, ok := liveElement(def, e.Key, e.KeyEnd, now.Add(e.Expires), e.Comment); ok {
 				n.inherited = append(n.inherited, le)
+				if le.Name != "" {
+					// The comment names the query: a reload re-checks the
+					// element by it, and adds it back with it.
+					n.index.note(el, origin{names: []string{le.Name}, client: le.Client, inherited: true})
+				}
 			}
 		}
 		keep[def.name] = true

@@ -89,6 +89,11 @@ type NFT struct {
 	// inherited lists what the first install carried over from an
 	// earlier table; written before the run goroutine starts.
 	inherited []LiveElement
+	// recheck and gen are the policy of the last ReloadRecheck and its
+	// generation: an Allow decided under an older one is re-checked by
+	// recheck first (see staleDenied).
+	recheck Recheck
+	gen     uint64
 
 	// Drift detection and restore (see restore.go).
 	own         *portIDs // port ids of the sockets egressd changes the table with
@@ -115,6 +120,7 @@ type request struct {
 	allow   Allowance
 	reload  *Spec
 	recheck Recheck  // with reload: re-check live elements
+	gen     uint64   // with recheck: the policy's generation
 	stats   chan int // test hook: reports the flush count
 	result  chan error
 }
@@ -252,17 +258,23 @@ func (n *NFT) Reload(spec Spec) error {
 	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec})
 }
 
-// ReloadRecheck is Reload for a changed policy: each live element is
-// carried over only if check still approves one of the answers it
-// remembers (see Allowance.Names), on the element's ports. The others are
-// left out of the new table, in the same atomic batch. Elements whose
-// names are unknown (carried over from an earlier process) are carried
-// as Reload does.
-func (n *NFT) ReloadRecheck(spec Spec, check Recheck) error {
+// ReloadRecheck is Reload for a changed policy, check, of the given
+// generation (enforce.Allowance.Generation): each live element is carried
+// over only if check still approves one of the answers it remembers (see
+// Allowance.Name), on the element's ports. The others are left out of the
+// new table, in the same atomic batch. Elements carried over from an
+// earlier process are re-checked by the name in their comment (see
+// inheritElements); those without one are carried as Reload does.
+//
+// From then on, an Allow whose Generation is older (but not zero) is
+// first asked of check and refused with enforce.ErrStale if check denies
+// it: an answer decided before the reload cannot add what the new policy
+// denies after the re-check.
+func (n *NFT) ReloadRecheck(spec Spec, check Recheck, generation uint64) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec, recheck: check})
+	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec, recheck: check, gen: generation})
 }
 
 // flushCount reports how many netlink batches have been sent.
@@ -406,7 +418,18 @@ func (n *NFT) serve(batch []request) {
 		case r.reload != nil:
 			n.applyAllows(allows)
 			allows = nil
-			r.result <- n.replace(*r.reload, true, r.recheck)
+			// The new generation goes out with the new table's view, so
+			// no Allow of an older policy answers from the index after it.
+			prevCheck, prevGen := n.recheck, n.gen
+			if r.recheck != nil {
+				n.recheck, n.gen = r.recheck, max(n.gen, r.gen)
+			}
+			err := n.replace(*r.reload, true, r.recheck)
+			if err != nil {
+				n.recheck, n.gen = prevCheck, prevGen
+				n.publishView()
+			}
+			r.result <- err
 		case r.stats != nil:
 			n.applyAllows(allows)
 			allows = nil
@@ -485,10 +508,15 @@ func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
 	}
 	n.forgetGauges(lay)
 	n.spec, n.lay, n.sets = spec, lay, sets
-	n.view.Store(&allowView{groups: lay.groups, grace: spec.Grace,
-		limits: limitView{maxAddr: spec.maxAddresses(), maxElems: spec.maxElements()}})
+	n.publishView()
 	n.updateGauges(now, true)
 	return n.takeBaseline()
+}
+
+// publishView publishes what Allow needs outside the owner goroutine.
+func (n *NFT) publishView() {
+	n.view.Store(&allowView{groups: n.lay.groups, grace: n.spec.Grace, gen: n.gen,
+		limits: limitView{maxAddr: n.spec.maxAddresses(), maxElems: n.spec.maxElements()}})
 }
 
 func countElements(bySet map[string][]nftables.SetElement) int {

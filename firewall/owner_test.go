@@ -345,7 +345,7 @@ func TestReloadCarriesElements(t *testing.T) {
 			}
 			var err error
 			if tt.recheck != nil {
-				err = n.ReloadRecheck(next, tt.recheck)
+				err = n.ReloadRecheck(next, tt.recheck, 0)
 			} else {
 				err = n.Reload(next)
 			}

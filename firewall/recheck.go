@@ -1,9 +1,12 @@
 package firewall
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -75,4 +78,58 @@ func portsCover(def setDef, e *indexEntry, ports []policy.PortRange) bool {
 func portOfKey(k []byte) (proto uint8, port uint16) {
 	tail := k[len(k)-8:]
 	return tail[0], uint16(tail[4])<<8 | uint16(tail[5])
+}
+
+// ErrStale is returned (wrapped) by Allow for an allowance decided under
+// a policy the last ReloadRecheck replaced, when that reload's policy
+// denies it (see ReloadRecheck).
+var ErrStale = enforce.ErrStale
+
+// staleDenied re-checks an allowance decided under a policy older than
+// the one of the last ReloadRecheck (see allowView.stale) with that
+// reload's Recheck, before anything of it is added: each address, for
+// the names it was approved for, from its client (which must still be in
+// the group, whatever the scope), on ports covering its own. It returns
+// an error wrapping ErrStale when the current policy denies any of it
+// (an allowance without a name cannot be asked about: denied too), and
+// nil when it approves all of it or the allowance is not stale.
+func (n *NFT) staleDenied(a Allowance) error {
+	if a.Generation == 0 || a.Generation >= n.gen || n.recheck == nil {
+		return nil
+	}
+	if a.Name == "" {
+		return fmt.Errorf("%w: group %s: no name to ask the current policy about", ErrStale, a.Group)
+	}
+	names := append(append(make([]string, 0, 1+len(a.Targets)), a.Name), a.Targets...)
+	client := a.Client.Unmap().WithZone("")
+	for _, ip := range a.IPs {
+		dest := ip.Unmap().WithZone("")
+		ports, ok := n.recheck(a.Group, client, dest, names)
+		if !ok {
+			return fmt.Errorf("%w: group %s may no longer reach %s for %s", ErrStale, a.Group, dest, a.Name)
+		}
+		if !portsWithin(a.Ports, ports) {
+			return fmt.Errorf("%w: group %s may no longer reach %s for %s on those ports", ErrStale, a.Group, dest, a.Name)
+		}
+	}
+	return nil
+}
+
+// portsWithin reports whether every range of have (none: any port) lies
+// within one range of allowed (none: any port) of its protocol.
+func portsWithin(have, allowed []policy.PortRange) bool {
+	if len(allowed) == 0 {
+		return true
+	}
+	if len(have) == 0 {
+		return false
+	}
+	for _, h := range have {
+		if !slices.ContainsFunc(allowed, func(p policy.PortRange) bool {
+			return protoOf(p) == protoOf(h) && p.From <= h.From && h.To <= p.To
+		}) {
+			return false
+		}
+	}
+	return true
 }

@@ -112,7 +112,7 @@ func TestReloadRechecksLiveElements(t *testing.T) {
 				a.Group, a.TTL = "servers", time.Minute
 				mustAllow(t, n, a)
 			}
-			if err := n.ReloadRecheck(allowSpec(), tt.pol.check); err != nil {
+			if err := n.ReloadRecheck(allowSpec(), tt.pol.check, 0); err != nil {
 				t.Fatal(err)
 			}
 			for _, w := range tt.want {
@@ -149,7 +149,7 @@ func TestReloadRechecksClientScope(t *testing.T) {
 		mustAllow(t, n, Allowance{Group: "servers", Client: c, IPs: addrs("192.0.2.1"), Name: "a.example.", TTL: time.Minute})
 	}
 	pol := namePolicy{allowed: map[string][]policy.PortRange{"a.example.": nil}, clients: map[netip.Addr]bool{stays: true}}
-	if err := n.ReloadRecheck(spec, pol.check); err != nil {
+	if err := n.ReloadRecheck(spec, pol.check, 0); err != nil {
 		t.Fatal(err)
 	}
 	got := elements(t, ns, "egressd", "g_servers_d4")
@@ -182,7 +182,7 @@ func TestNewNameForLiveElementIsRemembered(t *testing.T) {
 		t.Errorf("remembering a name sent %d batches, want none", got-flushes)
 	}
 	pol := namePolicy{allowed: map[string][]policy.PortRange{"b.example.": nil}}
-	if err := n.ReloadRecheck(allowSpec(), pol.check); err != nil {
+	if err := n.ReloadRecheck(allowSpec(), pol.check, 0); err != nil {
 		t.Fatal(err)
 	}
 	if got := elements(t, ns, "egressd", "g_servers_d4"); len(got) != 1 {
@@ -259,7 +259,7 @@ func TestReloadRecheckOverTCP(t *testing.T) {
 		mustAllow(t, n, a)
 	}
 	spec.Groups[0].Audit = false
-	if err := n.ReloadRecheck(spec, after.Recheck); err != nil {
+	if err := n.ReloadRecheck(spec, after.Recheck, 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 )
 
 // Engine is a compiled, immutable policy. It is safe for concurrent use;
@@ -13,7 +14,17 @@ type Engine struct {
 	byName  map[string]*group
 	clients clientIndex
 	matcher CategoryMatcher
+	gen     uint64 // see Generation
 }
+
+// generations numbers compiled engines, from 1.
+var generations atomic.Uint64
+
+// Generation numbers this Engine among those the process compiled: an
+// Engine compiled later has a larger one. An answer decided under an
+// Engine carries it to the firewall (enforce.Allowance.Generation), which
+// can then tell an answer decided before a reload.
+func (e *Engine) Generation() uint64 { return e.gen }
 
 // noGroup is the decision for a client that no group contains; the server
 // answers it REFUSED.
@@ -53,6 +64,7 @@ func Compile(groups []GroupSpec, categoryBits map[string]int, m CategoryMatcher)
 		e.groups = append(e.groups, g)
 		e.byName[g.name] = g
 	}
+	e.gen = generations.Add(1)
 	return e, nil
 }
 

@@ -37,3 +37,20 @@ func (e *Engine) Recheck(group string, client, dest netip.Addr, names []string) 
 	}
 	return d.Ports, true
 }
+
+// ModeOf is the mode the group's decision for name is in (the rule's,
+// or the group's default): the resolver's own checks of an answer for
+// name (rebinding protection) deny only in enforce mode. An unknown
+// group is ModeEnforce.
+func (e *Engine) ModeOf(group, name string) Mode {
+	g := e.byName[group]
+	if g == nil {
+		return ModeEnforce
+	}
+	var storage [nameStorage]byte
+	d, found := e.decideIn(g, foldName(storage[:0], name), name)
+	if !found {
+		d = g.fallback
+	}
+	return d.Mode
+}

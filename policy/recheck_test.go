@@ -68,3 +68,39 @@ func TestRecheckDenyAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerationAndModeOf: an Engine compiled later has a larger
+// generation (the firewall tells answers decided before a reload by it);
+// ModeOf is the mode of the group's decision for a name: the rule's, the
+// group's default, enforce for an unknown group.
+func TestGenerationAndModeOf(t *testing.T) {
+	groups := []GroupSpec{
+		{Name: "servers", Clients: prefixes("10.1.0.0/16"), Allow: []string{"ok.example.com"}},
+		{Name: "lab", Clients: prefixes("10.3.0.0/16"), Allow: []string{"ok.example.com"}, Mode: ModeAudit},
+	}
+	first, err := Compile(groups, testCategoryBits, testDomains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Compile(groups, testCategoryBits, testDomains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Generation() == 0 || second.Generation() <= first.Generation() {
+		t.Errorf("generations %d then %d, want increasing from 1", first.Generation(), second.Generation())
+	}
+	for _, tt := range []struct {
+		group, name string
+		want        Mode
+	}{
+		{"servers", "ok.example.com.", ModeEnforce},
+		{"servers", "other.example.com.", ModeEnforce},
+		{"lab", "ok.example.com.", ModeAudit},
+		{"lab", "other.example.com.", ModeAudit},
+		{"nobody", "ok.example.com.", ModeEnforce},
+	} {
+		if got := second.ModeOf(tt.group, tt.name); got != tt.want {
+			t.Errorf("ModeOf(%s, %s) = %v, want %v", tt.group, tt.name, got, tt.want)
+		}
+	}
+}

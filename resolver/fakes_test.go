@@ -26,7 +26,10 @@ type fakePolicy struct {
 	names   map[string]policy.Decision
 	targets map[string]policy.Decision
 	noGroup bool
+	gen     uint64
 }
+
+func (p *fakePolicy) Generation() uint64 { return p.gen }
 
 func (p *fakePolicy) Decide(_ netip.Addr, qname string, _ uint16) policy.Decision {
 	if p.noGroup {

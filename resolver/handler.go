@@ -49,6 +49,9 @@ type progress struct {
 	pol     Policy
 	d       policy.Decision
 	decided bool // decide let the query on
+	// redecided is set once the firewall refused an answer as decided
+	// under a replaced policy and the query was decided again (redecide).
+	redecided bool
 	// found is an answer find had at hand and vet let through: only the
 	// firewall push is left to do.
 	found *answer
@@ -370,13 +373,17 @@ func (s *Server) push(client netip.Addr, q *query, p *progress, ans *answer) (do
 	// A context shared with other queries: a timer per query costs more
 	// than the push itself when the firewall already has the addresses.
 	ctx := s.fwDeadline.context(time.Now())
-	a := s.allowance(client, q, &p.d, ans, p.o.age)
+	a := s.allowance(client, q, p, ans)
 	a.IPs = slices.Clone(ans.push) // the answer is shared; the enforcer may sort or keep its copy
 	err := enf.Allow(ctx, a)
 	switch {
 	case err == nil:
 		return false
-	case errors.Is(err, enforce.ErrLimit):
+	case errors.Is(err, enforce.ErrStale) && !p.redecided:
+		return s.redecide(client, q, p, ans, err)
+	case errors.Is(err, enforce.ErrLimit), errors.Is(err, enforce.ErrStale):
+		// A cap, or a policy that changed again while deciding anew:
+		// fail closed whatever fail_open says.
 	default:
 		s.log.Error("firewall update failed", "group", p.d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", q.cfg.FailOpen)
 		if q.cfg.FailOpen {
@@ -397,7 +404,28 @@ func (s *Server) inEffect(client netip.Addr, q *query, p *progress, ans *answer)
 		return true
 	}
 	c, ok := enf.(enforce.InEffectChecker)
-	return ok && c.InEffect(s.allowance(client, q, &p.d, ans, p.o.age))
+	return ok && c.InEffect(s.allowance(client, q, p, ans))
+}
+
+// redecide serves an answer the firewall refused because it was decided
+// under a policy a reload has replaced since, and the new policy denies
+// it (enforce.ErrStale): the query is decided and vetted again under the
+// policy and settings now in force, as if it had arrived after the
+// reload, so the client gets what the new policy says (its denial, or
+// the answer pushed under the new policy). It reports true when that
+// settles the answer; should the firewall refuse the second push as
+// stale too (another reload meanwhile), the answer is SERVFAIL.
+func (s *Server) redecide(client netip.Addr, q *query, p *progress, ans *answer, err error) (done bool) {
+	s.log.Info("answer decided before a policy reload is denied by the new policy; deciding again",
+		"group", p.d.Group, "client", client, "qname", q.qname, "err", err)
+	p.redecided = true
+	found := p.o // where the answer came from, which decide resets
+	q.cfg = s.cur.Load()
+	if s.decide(client, q, p) || s.vet(client, q, p, ans) {
+		return true
+	}
+	p.o.age, p.o.cached, p.o.cacheHit, p.o.upstream = found.age, found.cached, found.cacheHit, found.upstream
+	return s.push(client, q, p, ans)
 }
 
 // firewall returns the enforcer ans must be pushed to, or nil when it has
@@ -418,19 +446,27 @@ func (s *Server) firewall(ans *answer) enforce.Enforcer {
 }
 
 // allowance is what the firewall is asked to let client reach for ans,
-// aged age seconds: its addresses (shared with the answer), the group's
-// ports, the smallest remaining TTL, and what the answer was approved for,
-// so a reload can re-check it (Targets is shared too; the enforcer copies
-// what it keeps).
-func (s *Server) allowance(client netip.Addr, q *query, d *policy.Decision, ans *answer, age uint32) enforce.Allowance {
+// aged p.o.age seconds: its addresses (shared with the answer), the
+// group's ports, the smallest remaining TTL, and what the answer was
+// approved for, so a reload can re-check it (Targets is shared too; the
+// enforcer copies what it keeps), and under which policy (Generation).
+// When the settings q was admitted with (rebinding protection) have been
+// replaced since, the generation is 1, older than any reload's, so the
+// firewall asks the policy in force about it too.
+func (s *Server) allowance(client netip.Addr, q *query, p *progress, ans *answer) enforce.Allowance {
+	gen := p.pol.Generation()
+	if gen > 1 && q.cfg != s.cur.Load() {
+		gen = 1
+	}
 	return enforce.Allowance{
-		Group:   d.Group,
-		Client:  client,
-		IPs:     ans.push,
-		Ports:   d.Ports,
-		TTL:     time.Duration(ans.remainingTTL(age, q.cfg.maxTTL)) * time.Second,
-		Name:    q.qname,
-		Targets: ans.approvedBy,
+		Group:      p.d.Group,
+		Client:     client,
+		IPs:        ans.push,
+		Ports:      p.d.Ports,
+		TTL:        time.Duration(ans.remainingTTL(p.o.age, q.cfg.maxTTL)) * time.Second,
+		Name:       q.qname,
+		Targets:    ans.approvedBy,
+		Generation: gen,
 	}
 }
 

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"maps"
 	"net/netip"
 	"strings"
 
@@ -127,4 +128,42 @@ func deniedAddress(deny []netip.Prefix, addrs []netip.Addr) (netip.Prefix, bool)
 		}
 	}
 	return netip.Prefix{}, false
+}
+
+// RecheckFunc is the shape of a policy's re-check of a firewall element
+// (policy.Engine.Recheck, firewall.Recheck).
+type RecheckFunc func(group string, client, dest netip.Addr, names []string) (ports []policy.PortRange, ok bool)
+
+// RecheckPolicy is the policy RebindingRecheck adds rebinding protection
+// to; policy.Engine satisfies it.
+type RecheckPolicy interface {
+	Recheck(group string, client, dest netip.Addr, names []string) (ports []policy.PortRange, ok bool)
+	ModeOf(group, name string) policy.Mode
+}
+
+// RebindingRecheck is pol's Recheck with the rebinding protection of st
+// (the settings a reload is about to install) added, for the firewall's
+// re-check of live elements and of answers decided before the reload: a
+// local address (localAddr) stays approved only where an answer with it
+// would be pushed now, that is when the group allows private answers,
+// the query name (names[0]) is under a private suffix, in a forwarded
+// zone or one of st.Hosts, or the group's decision for it is in audit
+// mode. Only the element's own address is known: an element for a public
+// address of an answer that also held a local one stays while the policy
+// approves its names.
+func (s *Server) RebindingRecheck(st Settings, pol RecheckPolicy) RecheckFunc {
+	hosts := make(map[string]bool, len(st.Hosts))
+	for name := range st.Hosts {
+		hosts[normalizeName(name)] = true
+	}
+	private := maps.Clone(st.PrivateAnswers)
+	return func(group string, client, dest netip.Addr, names []string) ([]policy.PortRange, bool) {
+		if len(names) > 0 && localAddr(dest) && !private[group] {
+			qname := normalizeName(names[0])
+			if !privateName(qname) && !s.forwarder.InZone(qname) && !hosts[qname] && pol.ModeOf(group, qname) == policy.ModeEnforce {
+				return nil, false
+			}
+		}
+		return pol.Recheck(group, client, dest, names)
+	}
 }

@@ -31,6 +31,9 @@ type Policy interface {
 	// DeniesTarget reports whether group may not resolve name, a CNAME
 	// target met in an answer, and the decision that says so.
 	DeniesTarget(group, name string) (policy.Decision, bool)
+	// Generation numbers the policy among those of the process, later
+	// ones larger (enforce.Allowance.Generation); zero: not numbered.
+	Generation() uint64
 }
 
 // QueryLogger records one entry per query. Keep is asked first, so

@@ -108,6 +108,9 @@ func (d *daemon) startAgent(parent context.Context) error {
 	if err := d.startFirewall(cfg); err != nil {
 		return err
 	}
+	if err := d.recheckInherited(cfg, engine); err != nil {
+		return err
+	}
 	if _, err := d.startFleet(cfg, d.enforcer); err != nil {
 		return err
 	}

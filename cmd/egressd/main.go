@@ -20,7 +20,7 @@ Usage:
   egressd agent -config FILE            apply the approvals other egressd nodes publish
                                         ([fleet] enforce) to this host's firewall; no DNS
   egressd check -config FILE            validate a config and its lists
-  egressd explain -config FILE [-client IP] [-type A] NAME
+  egressd explain -config FILE [-client IP] [-type A] [-address IP] NAME
                                         show how a query would be decided
   egressd nft-rules -config FILE        print the nftables ruleset egressd installs
   egressd why -config FILE -client IP DEST[:PORT[/PROTO]]

@@ -34,6 +34,7 @@ clients = ["10.0.0.0/8"]
 allow = ["example.com", "*.example.com", "api.partner.net:443"]
 deny = ["files.example.com"]
 deny_categories = ["malware"]
+deny_addresses = ["169.254.169.254/32", "198.51.100.0/24"]
 
 [[group]]
 name = "ops"
@@ -88,6 +89,20 @@ func TestCommands(t *testing.T) {
 			stdout: []string{"group:    ops", "decision: allow", "rule:     default"}},
 		{name: "explain no group", args: []string{"explain", "-config", conf, "-client", "192.168.1.1", "example.com"},
 			stdout: []string{"group:    (none", "decision: deny"}},
+		{name: "explain deny_addresses", args: []string{"explain", "-config", conf, "-client", "10.1.2.3", "www.example.com"},
+			stdout:   []string{"decision: allow", "deny:     answers with an address in 169.254.169.254/32, 198.51.100.0/24 are denied (nxdomain) (group[lan].deny_addresses in " + conf + ")"},
+			noStdout: []string{"address:"}},
+		{name: "explain denied address", args: []string{"explain", "-config", conf, "-client", "10.1.2.3", "-address", "198.51.100.7", "www.example.com"},
+			stdout: []string{"decision: allow", "address:  198.51.100.7 is in 198.51.100.0/24: an answer with it is denied (nxdomain) (group[lan].deny_addresses in " + conf + ")"}},
+		{name: "explain denied address behind NAT64", args: []string{"explain", "-config", conf, "-client", "10.1.2.3", "-address", "64:ff9b::a9fe:a9fe", "www.example.com"},
+			stdout: []string{"address:  64:ff9b::a9fe:a9fe is in 169.254.169.254/32: an answer with it is denied"}},
+		{name: "explain address not denied", args: []string{"explain", "-config", conf, "-client", "10.1.2.3", "-address", "192.0.2.1", "www.example.com"},
+			stdout: []string{"address:  192.0.2.1 is in no deny_addresses prefix of group lan"}},
+		{name: "explain group without deny_addresses", args: []string{"explain", "-config", conf, "-client", "10.9.0.1", "-address", "198.51.100.7", "other.org"},
+			stdout: []string{"group:    ops", "address:  198.51.100.7 is in no deny_addresses prefix of group ops"}, noStdout: []string{"deny:"}},
+		{name: "explain denied name says nothing of addresses", args: []string{"explain", "-config", conf, "-client", "10.1.2.3", "-address", "198.51.100.7", "files.example.com"},
+			stdout: []string{"decision: deny"}, noStdout: []string{"deny:  ", "address:"}},
+		{name: "explain bad address", args: []string{"explain", "-config", conf, "-address", "nope", "x.com"}, code: 2, stderr: []string{`-address "nope"`}},
 		{name: "explain needs a name", args: []string{"explain", "-config", conf}, code: 2, stderr: []string{"want exactly one NAME"}},
 		{name: "explain bad client", args: []string{"explain", "-config", conf, "-client", "nope", "x.com"}, code: 2, stderr: []string{`-client "nope"`}},
 		{name: "report needs files", args: []string{"report"}, code: 2, stderr: []string{"want one or more query log files"}},

@@ -177,6 +177,9 @@ func (d *daemon) start(parent context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := d.recheckInherited(cfg, engine); err != nil {
+		return err
+	}
 	if err := d.server.Start(); err != nil {
 		return err
 	}
@@ -370,7 +373,9 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		// answers, so no answer refers to a set that does not exist yet.
 		// Live elements the new policy no longer approves (a group now
 		// enforcing, a rule removed) are left out of it.
-		if err := d.nft.ReloadRecheck(next.firewall, engine.Recheck); err != nil {
+		// Answers decided under the old policy and not yet in the table
+		// are asked about too (enforce.ErrStale).
+		if err := d.nft.ReloadRecheck(next.firewall, d.recheck(next, engine), engine.Generation()); err != nil {
 			return fmt.Errorf("firewall: %w", err)
 		}
 		d.warnFirewall(cfg)
@@ -392,6 +397,31 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		d.startLists(ctx, lists)
 	}
 	d.refreshLists(lists)
+	return nil
+}
+
+// recheck is what the firewall asks about live elements and answers
+// decided before a reload: the policy, with rebinding protection as the
+// settings in run have it (egressd agent, without a resolver: the policy
+// alone).
+func (d *daemon) recheck(run running, engine *policy.Engine) firewall.Recheck {
+	if d.server == nil {
+		return engine.Recheck
+	}
+	return firewall.Recheck(d.server.RebindingRecheck(run.resolver, engine))
+}
+
+// recheckInherited asks the policy egressd starts with about the
+// elements the firewall carried over from a table an earlier egressd
+// left, as a reload would: the config may have changed meanwhile.
+func (d *daemon) recheckInherited(cfg *config.Config, engine *policy.Engine) error {
+	if d.nft == nil || len(d.nft.Inherited()) == 0 {
+		return nil
+	}
+	run := newRunning(cfg, cfg)
+	if err := d.nft.ReloadRecheck(run.firewall, d.recheck(run, engine), engine.Generation()); err != nil {
+		return fmt.Errorf("firewall: re-check the elements carried over: %w", err)
+	}
 	return nil
 }
 

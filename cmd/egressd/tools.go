@@ -70,6 +70,7 @@ func explainCmd(args []string, stdout io.Writer) error {
 	path := configFlag(fs)
 	client := fs.String("client", "127.0.0.1", "client address the query comes from")
 	qtype := fs.String("type", "A", "query type")
+	address := fs.String("address", "", "an answer address: say whether the group's deny_addresses deny an answer holding it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,6 +80,12 @@ func explainCmd(args []string, stdout io.Writer) error {
 	addr, err := netip.ParseAddr(*client)
 	if err != nil {
 		return fmt.Errorf("%w: -client %q is not an IP address", errUsage, *client)
+	}
+	var dest netip.Addr
+	if *address != "" {
+		if dest, err = netip.ParseAddr(*address); err != nil {
+			return fmt.Errorf("%w: -address %q is not an IP address", errUsage, *address)
+		}
 	}
 	t, ok := dns.StringToType[strings.ToUpper(*qtype)]
 	if !ok {
@@ -100,7 +107,38 @@ func explainCmd(args []string, stdout io.Writer) error {
 	name := policy.NormalizeName(fs.Arg(0))
 	ex := engine.Explain(addr, name, t)
 	writeExplanation(stdout, cfg, lists, addr, name, *qtype, ex)
+	writeDenyAddresses(stdout, cfg, ex.Decision, dest)
 	return nil
+}
+
+// writeDenyAddresses says which answer addresses the group's
+// deny_addresses deny whatever the name (nothing when the name is denied
+// anyway or the group lists none), and with dest whether an answer
+// holding it is denied.
+func writeDenyAddresses(w io.Writer, cfg *config.Config, d policy.Decision, dest netip.Addr) {
+	if d.Group == "" || (d.Verdict == policy.Deny && d.Mode == policy.ModeEnforce) {
+		return
+	}
+	denied := "denied (" + d.Action.String() + ")"
+	if d.Mode == policy.ModeAudit {
+		denied = "would be denied (audit mode: answered and logged)"
+	}
+	src := fmt.Sprintf("group[%s].deny_addresses in %s", d.Group, cfg.File)
+	if len(d.DenyAddresses) > 0 {
+		list := make([]string, len(d.DenyAddresses))
+		for i, p := range d.DenyAddresses {
+			list[i] = p.String()
+		}
+		fmt.Fprintf(w, "deny:     answers with an address in %s are %s (%s)\n", strings.Join(list, ", "), denied, src)
+	}
+	if !dest.IsValid() {
+		return
+	}
+	if p, ok := policy.DeniedAddress(d.DenyAddresses, dest); ok {
+		fmt.Fprintf(w, "address:  %s is in %s: an answer with it is %s (%s)\n", dest, p, denied, src)
+		return
+	}
+	fmt.Fprintf(w, "address:  %s is in no deny_addresses prefix of group %s\n", dest, d.Group)
 }
 
 func writeExplanation(w io.Writer, cfg *config.Config, lists *blocklists.Manager, client netip.Addr, name, qtype string, ex policy.Explanation) {

@@ -70,6 +70,9 @@ type egressdConfig struct {
 	// FailOpen is firewall.fail_open; Fleet, when set, the [fleet] section.
 	FailOpen bool
 	Fleet    *fleetConfig
+	// RebindingProtection sets the group's allow_private_answers to false
+	// (the test addresses are private: true by default here).
+	RebindingProtection bool
 }
 
 // fleetConfig is the [fleet] section of one node.
@@ -144,8 +147,8 @@ func (c egressdConfig) render() string {
 	if c.Fleet != nil {
 		b.WriteString(c.Fleet.render() + "\n")
 	}
-	fmt.Fprintf(&b, "[[group]]\nname = \"clients\"\nclients = %s\nallow = %s\ndeny = %s\ndefault = \"deny\"\naction = \"nxdomain\"\nallow_private_answers = true\n",
-		tomlList(orList(c.GroupClients, c.Clients)), tomlList(orList(c.Allow, allowRules)), tomlList(orList(c.Deny, denyRules)))
+	fmt.Fprintf(&b, "[[group]]\nname = \"clients\"\nclients = %s\nallow = %s\ndeny = %s\ndefault = \"deny\"\naction = \"nxdomain\"\nallow_private_answers = %t\n",
+		tomlList(orList(c.GroupClients, c.Clients)), tomlList(orList(c.Allow, allowRules)), tomlList(orList(c.Deny, denyRules)), !c.RebindingProtection)
 	if c.ExtraGroups != "" {
 		b.WriteString("\n" + c.ExtraGroups + "\n")
 	}

@@ -1,0 +1,113 @@
+package firewall
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/egressd/egressd/policy"
+)
+
+// TestInheritedElementsRechecked: elements carried over from an earlier
+// process are re-checked on reload by the query name in their comment
+// (and, with client scope, the client in their key): the new policy's
+// denial removes them, an approval keeps them with their name in the
+// comment, through the first install and every reload. Elements without
+// a comment are carried as before (nothing to ask about).
+func TestInheritedElementsRechecked(t *testing.T) {
+	client := netip.MustParseAddr("10.1.0.5")
+	tests := []struct {
+		name    string
+		scope   string
+		allowed map[string]bool     // names the new policy approves
+		inGroup bool                // the client is still in the group
+		then    []Allowance         // allowed by the second process before the reload
+		denied  string              // a target name the new policy denies
+		want    map[string][]string // set -> live elements after the reload (client scope: client and address in hex)
+	}{
+		{name: "name still approved", scope: ScopeGroup, allowed: map[string]bool{"a.example.": true, "b.example.": true},
+			want: map[string][]string{"g_servers_d4": {"192.0.2.1", "192.0.2.2", "192.0.2.3"}}},
+		{name: "name now denied", scope: ScopeGroup, allowed: map[string]bool{"a.example.": true},
+			want: map[string][]string{"g_servers_d4": {"192.0.2.1", "192.0.2.3"}}},
+		{name: "this process's answer replaces the name from the comment", scope: ScopeGroup, allowed: map[string]bool{"a.example.": true, "b.example.": true},
+			then:   []Allowance{{Group: "servers", Client: client, IPs: addrs("192.0.2.1"), TTL: time.Minute, Name: "a.example.", Targets: []string{"cdn.example."}}},
+			denied: "cdn.example.",
+			want:   map[string][]string{"g_servers_d4": {"192.0.2.2", "192.0.2.3"}}},
+		{name: "client scope, client still in the group", scope: ScopeClient, allowed: map[string]bool{"a.example.": true, "b.example.": true}, inGroup: true,
+			want: map[string][]string{"g_servers_d4": {"0a010005c0000201", "0a010005c0000202", "0a010005c0000203"}}},
+		{name: "client scope, client left the group", scope: ScopeClient, allowed: map[string]bool{"a.example.": true, "b.example.": true},
+			want: map[string][]string{"g_servers_d4": {"0a010005c0000203"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			k := newFakeKernel(clock.Now)
+			spec := allowSpec()
+			spec.Scope = tt.scope
+			first := fakeNFT(t, k, spec, clock, nil)
+			mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.1"), TTL: time.Minute, Name: "a.example."})
+			mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.2"), TTL: time.Minute, Name: "b.example."})
+			mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.3"), TTL: time.Minute}) // no name: no comment
+			if err := first.Close(); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(5 * time.Second)
+
+			second := fakeNFT(t, k, spec, clock, nil)
+			for _, a := range tt.then {
+				mustAllow(t, second, a)
+			}
+			var asked [][]string
+			check := func(group string, c, _ netip.Addr, names []string) ([]policy.PortRange, bool) {
+				asked = append(asked, slices.Clone(names))
+				if tt.scope == ScopeClient && c != client {
+					t.Errorf("asked about client %v, want %v", c, client)
+				}
+				if (c.IsValid() && !tt.inGroup) || slices.Contains(names[1:], tt.denied) {
+					return nil, false
+				}
+				return nil, group == "servers" && tt.allowed[names[0]]
+			}
+			if err := second.ReloadRecheck(spec, check, 0); err != nil {
+				t.Fatal(err)
+			}
+			if len(asked) == 0 {
+				t.Error("the reload asked nothing about the inherited elements")
+			}
+			for set, want := range tt.want {
+				var live []string
+				for _, e := range k.liveElements("egressd", set) {
+					live = append(live, elemText(e))
+					if n := elemText(e); (n == "192.0.2.1" || n == "0a010005c0000201") && e.Comment != "a.example." {
+						t.Errorf("element %s has comment %q after the reload, want a.example.", n, e.Comment)
+					}
+				}
+				slices.Sort(live)
+				if !slices.Equal(live, want) {
+					t.Errorf("set %s holds %q, want %q", set, live, want)
+				}
+			}
+		})
+	}
+}
+
+// liveElements lists a set's unexpired elements as the kernel holds them.
+func (k *fakeKernel) liveElements(table, set string) []nftables.SetElement {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	t := k.tables[table]
+	if t == nil || t.sets[set] == nil {
+		return nil
+	}
+	now := k.now()
+	var out []nftables.SetElement
+	for _, fe := range t.sets[set].elems {
+		if fe.deadline.IsZero() || fe.deadline.After(now) {
+			out = append(out, fe.e)
+		}
+	}
+	return out
+}

@@ -1,0 +1,169 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/egressd/egressd/enforce"
+	"github.com/egressd/egressd/internal/natstest"
+	"github.com/egressd/egressd/policy"
+)
+
+// The cost of one approval on the fleet path, for review:
+//
+//	go test -run '^$' -bench . -benchmem -count 5 ./fleet/ | benchstat -
+//
+// Publish and Apply run against in-process NATS servers, so their
+// allocs/op include the server's; ns/op is wall time per approval with
+// everything on the same cores.
+
+// benchAllowance is the nth of a stream of distinct approvals (one address
+// each), as the resolver makes them from answers.
+func benchAllowance(n uint32) enforce.Allowance {
+	ip := netip.AddrFrom4([4]byte{198, byte(18 + n>>24&1), byte(n >> 8), byte(n)})
+	if n>>16&0xff != 0 {
+		ip = netip.AddrFrom4([4]byte{100, byte(64 + n>>16&0x3f), byte(n >> 8), byte(n)})
+	}
+	return enforce.Allowance{Group: "staff", Client: client1, IPs: []netip.Addr{ip}, Ports: https,
+		TTL: time.Minute, Name: "h1234567.example.com.", Targets: []string{"cdn.example.net."}}
+}
+
+// nopFW installs nothing and counts Allow calls.
+type nopFW struct{ n atomic.Int64 }
+
+func (f *nopFW) Allow(context.Context, enforce.Allowance) error { f.n.Add(1); return nil }
+func (f *nopFW) Close() error                                   { return nil }
+
+func benchMessage() Message {
+	return newMessage("gw-a-26d7f26f3dbc-17", "gw-a", benchAllowance(1), true, 62*time.Second, nil)
+}
+
+func BenchmarkEncode(b *testing.B) {
+	m := benchMessage()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := json.Marshal(m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	data, err := json.Marshal(benchMessage())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decode(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkApplyMessage is an agent's work for one message once NATS has
+// delivered it: decode, checks, policy re-check, the Allowance handed to
+// the firewall (which does nothing here).
+func BenchmarkApplyMessage(b *testing.B) {
+	fw := &nopFW{}
+	recheck := func(string, netip.Addr, netip.Addr, []string) ([]policy.PortRange, bool) { return nil, true }
+	n, _ := node(b, Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-b", Enforce: []string{"staff"}, Apply: fw,
+		Settings: Settings{ScopeClient: true, MaxLifetime: 10 * time.Minute, Recheck: recheck}})
+	data, err := json.Marshal(benchMessage())
+	if err != nil {
+		b.Fatal(err)
+	}
+	subject := ApprovalSubject(DefaultSubjectPrefix, "staff")
+	b.ReportAllocs()
+	for b.Loop() {
+		n.app.apply(subject, data, time.Now())
+	}
+	if fw.n.Load() == 0 {
+		b.Fatal("nothing applied")
+	}
+}
+
+// BenchmarkPublish is the resolver's fleet work per approval: Allow on
+// the publisher (over a firewall that does nothing) until JetStream has
+// stored it, from 64 answers at once, into a single server and into a
+// 3-server cluster (R3).
+func BenchmarkPublish(b *testing.B) {
+	for _, tt := range []struct {
+		name    string
+		servers func(testing.TB) []string
+	}{
+		{"single", func(t testing.TB) []string { return []string{natstest.Run(t).URL()} }},
+		{"cluster3", func(t testing.TB) []string { return []string{natstest.RunCluster(t, 3).URLs()} }},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			servers := tt.servers(b)
+			n, m := node(b, Options{Servers: servers, Node: "gw-a", Publish: []string{"staff"},
+				PublishTimeout: 5 * time.Second, Queue: 1 << 20})
+			waitFor(b, "connected", n.Connected)
+			enf := n.Wrap(&nopFW{})
+			var seq atomic.Uint32
+			b.SetParallelism(32) // 64 on 2 CPUs
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := enf.Allow(context.Background(), benchAllowance(seq.Add(1))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			if q := counter(m.Queued); q > 0 {
+				b.Fatalf("%d approvals queued: not stored within publish_timeout", q)
+			}
+		})
+	}
+}
+
+// BenchmarkApply is an agent following the stream: messages stored in
+// JetStream beforehand, delivered and installed (into a firewall that does
+// nothing) as fast as the agent goes.
+func BenchmarkApply(b *testing.B) {
+	s := natstest.Run(b)
+	fw := &nopFW{}
+	n, _ := node(b, Options{Servers: []string{s.URL()}, Node: "gw-b", Enforce: []string{"staff"}, Apply: fw,
+		Settings: Settings{ScopeClient: true}})
+	waitFor(b, "replayed", n.ReplayDone)
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.Fatal(err)
+	}
+	subject := ApprovalSubject(DefaultSubjectPrefix, "staff")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		m := newMessage("x", "gw-a", benchAllowance(uint32(i)), true, time.Minute, nil)
+		m.ID = n.newID()
+		data, err := json.Marshal(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := js.PublishAsync(subject, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(settle):
+		b.Fatal("publishes not acknowledged")
+	}
+	waitFor(b, "all applied", func() bool { return fw.n.Load() >= int64(b.N) })
+}

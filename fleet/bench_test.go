@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -41,25 +40,29 @@ type nopFW struct{ n atomic.Int64 }
 func (f *nopFW) Allow(context.Context, enforce.Allowance) error { f.n.Add(1); return nil }
 func (f *nopFW) Close() error                                   { return nil }
 
-func benchMessage() Message {
-	return newMessage("gw-a-26d7f26f3dbc-17", "gw-a", benchAllowance(1), true, 62*time.Second, nil)
+// benchMessage is a message of n approvals as a resolver publishes it.
+func benchMessage(n int) []byte {
+	aps := make([]*Approval, n)
+	lifetimes := make([]time.Duration, n)
+	for i := range aps {
+		ap := approvalOf(benchAllowance(uint32(i)), true)
+		aps[i], lifetimes[i] = &ap, 62*time.Second
+	}
+	return appendMessage(nil, "gw-a-26d7f26f3dbc-17", "gw-a", "staff", ScopeClient, aps, lifetimes, nil)
 }
 
 func BenchmarkEncode(b *testing.B) {
-	m := benchMessage()
+	ap := approvalOf(benchAllowance(1), true)
+	aps, lifetimes := []*Approval{&ap}, []time.Duration{62 * time.Second}
+	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := json.Marshal(m); err != nil {
-			b.Fatal(err)
-		}
+		buf = appendMessage(buf[:0], "gw-a-26d7f26f3dbc-17", "gw-a", "staff", ScopeClient, aps, lifetimes, nil)
 	}
 }
 
 func BenchmarkDecode(b *testing.B) {
-	data, err := json.Marshal(benchMessage())
-	if err != nil {
-		b.Fatal(err)
-	}
+	data := benchMessage(1)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := decode(data); err != nil {
@@ -76,10 +79,7 @@ func BenchmarkApplyMessage(b *testing.B) {
 	recheck := func(string, netip.Addr, netip.Addr, []string) ([]policy.PortRange, bool) { return nil, true }
 	n, _ := node(b, Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-b", Enforce: []string{"staff"}, Apply: fw,
 		Settings: Settings{ScopeClient: true, MaxLifetime: 10 * time.Minute, Recheck: recheck}})
-	data, err := json.Marshal(benchMessage())
-	if err != nil {
-		b.Fatal(err)
-	}
+	data := benchMessage(1)
 	subject := ApprovalSubject(DefaultSubjectPrefix, "staff")
 	b.ReportAllocs()
 	for b.Loop() {
@@ -150,12 +150,8 @@ func BenchmarkApply(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		m := newMessage("x", "gw-a", benchAllowance(uint32(i)), true, time.Minute, nil)
-		m.ID = n.newID()
-		data, err := json.Marshal(m)
-		if err != nil {
-			b.Fatal(err)
-		}
+		ap := approvalOf(benchAllowance(uint32(i)), true)
+		data := appendMessage(nil, n.newID(), "gw-a", "staff", ScopeClient, []*Approval{&ap}, []time.Duration{time.Minute}, nil)
 		if _, err := js.PublishAsync(subject, data); err != nil {
 			b.Fatal(err)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,20 +163,25 @@ func (p *publisher) forget(id string) {
 // recentKey identifies an approval's elements: group, client (with client
 // scope), addresses and ports.
 func (p *publisher) recentKey(a enforce.Allowance) string {
-	var b strings.Builder
-	b.WriteString(a.Group)
-	b.WriteByte('|')
+	b := make([]byte, 0, 64)
+	b = append(b, a.Group...)
+	b = append(b, '|')
 	if p.n.cur().ScopeClient {
-		b.WriteString(a.Client.Unmap().String())
+		b = a.Client.Unmap().AppendTo(b)
 	}
 	for _, ip := range a.IPs {
-		b.WriteByte('|')
-		b.WriteString(ip.String())
+		b = append(b, '|')
+		b = ip.AppendTo(b)
 	}
 	for _, r := range a.Ports {
-		fmt.Fprintf(&b, "|%d:%d-%d", r.Proto, r.From, r.To)
+		b = append(b, '|')
+		b = strconv.AppendUint(b, uint64(r.Proto), 10)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, uint64(r.From), 10)
+		b = append(b, '-')
+		b = strconv.AppendUint(b, uint64(r.To), 10)
 	}
-	return b.String()
+	return string(b)
 }
 
 func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
@@ -185,10 +191,10 @@ func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
 	}
 	now := o.Now()
 	deadline := now.Add(a.TTL + set.Grace)
-	if p.fresh(a) {
+	key := p.recentKey(a)
+	if p.freshKey(key, a.TTL, set) {
 		return nil
 	}
-	key := p.recentKey(a)
 	it := &item{
 		ap:       approvalOf(a, set.ScopeClient),
 		group:    a.Group,
@@ -257,7 +263,9 @@ func (p *publisher) submit(ctx context.Context, it *item) {
 	}
 	p.bmu.Unlock()
 	if take != nil {
-		p.round(take)
+		p.round(take) // bounded by publish_timeout; it took it
+		<-it.done
+		return
 	}
 	t := time.NewTimer(p.n.opts.PublishTimeout)
 	defer t.Stop()
@@ -335,9 +343,12 @@ func (p *publisher) fresh(a enforce.Allowance) bool {
 	if !p.n.publish[a.Group] || len(a.IPs) == 0 {
 		return true
 	}
-	set := p.n.cur()
-	prev, ok := p.recent.Get(p.recentKey(a))
-	return ok && !prev.Before(p.n.opts.Now().Add(a.TTL+set.Grace/2))
+	return p.freshKey(p.recentKey(a), a.TTL, p.n.cur())
+}
+
+func (p *publisher) freshKey(key string, ttl time.Duration, set *Settings) bool {
+	prev, ok := p.recent.Get(key)
+	return ok && !prev.Before(p.n.opts.Now().Add(ttl+set.Grace/2))
 }
 
 // missing are the nodes that have not confirmed id yet.

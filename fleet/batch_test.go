@@ -70,7 +70,7 @@ func TestWaitingApprovalsShareOneMessage(t *testing.T) {
 	}
 }
 
-func streamMsgs(t *testing.T, url string) uint64 {
+func streamMsgs(t testing.TB, url string) uint64 {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {

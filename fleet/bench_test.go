@@ -2,7 +2,9 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,20 +75,27 @@ func BenchmarkDecode(b *testing.B) {
 
 // BenchmarkApplyMessage is an agent's work for one message once NATS has
 // delivered it: decode, checks, policy re-check, the Allowance handed to
-// the firewall (which does nothing here).
+// the firewall (which does nothing here); with one approval, and with 16
+// (ns/approval is the cost of each).
 func BenchmarkApplyMessage(b *testing.B) {
-	fw := &nopFW{}
-	recheck := func(string, netip.Addr, netip.Addr, []string) ([]policy.PortRange, bool) { return nil, true }
-	n, _ := node(b, Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-b", Enforce: []string{"staff"}, Apply: fw,
-		Settings: Settings{ScopeClient: true, MaxLifetime: 10 * time.Minute, Recheck: recheck}})
-	data := benchMessage(1)
-	subject := ApprovalSubject(DefaultSubjectPrefix, "staff")
-	b.ReportAllocs()
-	for b.Loop() {
-		n.app.apply(subject, data, time.Now())
-	}
-	if fw.n.Load() == 0 {
-		b.Fatal("nothing applied")
+	for _, size := range []int{1, 16} {
+		b.Run(fmt.Sprintf("approvals=%d", size), func(b *testing.B) {
+			fw := &nopFW{}
+			recheck := func(string, netip.Addr, netip.Addr, []string) ([]policy.PortRange, bool) { return nil, true }
+			n, _ := node(b, Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-b", Enforce: []string{"staff"}, Apply: fw,
+				Settings: Settings{ScopeClient: true, MaxLifetime: 10 * time.Minute, Recheck: recheck}})
+			data := benchMessage(size)
+			subject := ApprovalSubject(DefaultSubjectPrefix, "staff")
+			b.ReportAllocs()
+			start := time.Now()
+			for b.Loop() {
+				n.app.apply(subject, data, time.Now())
+			}
+			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N*size), "ns/approval")
+			if fw.n.Load() != int64(b.N*size) {
+				b.Fatalf("%d applied, want %d", fw.n.Load(), b.N*size)
+			}
+		})
 	}
 }
 
@@ -124,6 +133,7 @@ func BenchmarkPublish(b *testing.B) {
 			if q := counter(m.Queued); q > 0 {
 				b.Fatalf("%d approvals queued: not stored within publish_timeout", q)
 			}
+			b.ReportMetric(float64(counter(m.Published))/float64(streamMsgs(b, strings.Split(servers[0], ",")[0])), "approvals/msg")
 		})
 	}
 }

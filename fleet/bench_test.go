@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,6 +122,7 @@ func BenchmarkPublish(b *testing.B) {
 			b.SetParallelism(32) // 64 on 2 CPUs
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := cpuTime()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					if err := enf.Allow(context.Background(), benchAllowance(seq.Add(1))); err != nil {
@@ -130,6 +132,7 @@ func BenchmarkPublish(b *testing.B) {
 				}
 			})
 			b.StopTimer()
+			reportCPU(b, cpu0)
 			if q := counter(m.Queued); q > 0 {
 				b.Fatalf("%d approvals queued: not stored within publish_timeout", q)
 			}
@@ -159,6 +162,7 @@ func BenchmarkApply(b *testing.B) {
 	subject := ApprovalSubject(DefaultSubjectPrefix, "staff")
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for i := range b.N {
 		ap := approvalOf(benchAllowance(uint32(i)), true)
 		data := appendMessage(nil, n.newID(), "gw-a", "staff", ScopeClient, []*Approval{&ap}, []time.Duration{time.Minute}, nil)
@@ -172,4 +176,20 @@ func BenchmarkApply(b *testing.B) {
 		b.Fatal("publishes not acknowledged")
 	}
 	waitFor(b, "all applied", func() bool { return fw.n.Load() >= int64(b.N) })
+	reportCPU(b, cpu0)
+}
+
+// cpuTime is the CPU time (user and system) the process used so far:
+// with in-process servers, client and servers together.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time used since cpu0 per operation.
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

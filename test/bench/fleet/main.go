@@ -30,6 +30,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -48,6 +49,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/miekg/dns"
 
+	"github.com/egressd/egressd/fleet"
 	"github.com/egressd/egressd/internal/natsproc"
 	"github.com/egressd/egressd/internal/netnstest"
 )
@@ -103,6 +105,7 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 	defer stopMonitor()
 	load1 := loadavg()
 	cpu0 := b.cpu()
+	msgs0 := b.streamMessages()
 
 	var next uint64 = 1000000 // names never asked before
 	fixed, err := b.fixedRate(ctx, rate, duration, &next)
@@ -122,11 +125,22 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 		flatRes.print(fmt.Sprintf("flat out, %d in flight", inflight))
 	}
 	cpu1 := b.cpu()
+	approvals := fixed.answers + flatRes.answers
 	fmt.Print("CPU seconds during both phases:")
 	for _, name := range cpuOrder {
 		fmt.Printf(" %s %.1f", name, float64(cpu1[name]-cpu0[name])/clockTicks)
 	}
 	fmt.Println()
+	if approvals > 0 {
+		fmt.Print("CPU per approval:")
+		for _, name := range cpuOrder {
+			fmt.Printf(" %s %.0fµs", name, float64(cpu1[name]-cpu0[name])/clockTicks/float64(approvals)*1e6)
+		}
+		fmt.Println()
+	}
+	if msgs := b.streamMessages() - msgs0; msgs > 0 {
+		fmt.Printf("messages stored in JetStream: %d for %d approvals (%.1f approvals a message)\n", msgs, approvals, float64(approvals)/float64(msgs))
+	}
 	fmt.Printf("load average before: %s, after: %s\n", load1, loadavg())
 	return nil
 }
@@ -626,6 +640,38 @@ func ticks(pid int) int {
 	fmt.Sscan(f[11], &utime)
 	fmt.Sscan(f[12], &stime)
 	return utime + stime
+}
+
+// streamMessages is how many messages the approval stream took so far
+// (its last sequence number, as the first server that answers says).
+func (b *bench) streamMessages() uint64 {
+	for _, p := range b.nats {
+		body, err := p.Monitor("/jsz?streams=true")
+		if err != nil {
+			continue
+		}
+		var jsz struct {
+			Accounts []struct {
+				Streams []struct {
+					Name  string `json:"name"`
+					State struct {
+						LastSeq uint64 `json:"last_seq"`
+					} `json:"state"`
+				} `json:"stream_detail"`
+			} `json:"account_details"`
+		}
+		if json.Unmarshal(body, &jsz) != nil {
+			continue
+		}
+		for _, a := range jsz.Accounts {
+			for _, s := range a.Streams {
+				if s.Name == fleet.DefaultStream {
+					return s.State.LastSeq
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func loadavg() string {

@@ -366,9 +366,6 @@ func (p *publisher) missing(id string) []string {
 	return out
 }
 
-// errBehindQueue says an approval was queued behind others, unsent.
-var errBehindQueue = errors.New("fleet: approvals are waiting for NATS")
-
 // errExpired says an item's lifetime is over: it is not published.
 var errExpired = errors.New("fleet: approval expired before it was published")
 

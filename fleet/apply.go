@@ -3,7 +3,6 @@ package fleet
 import (
 	"context"
 	"encoding/json"
-	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -270,12 +270,14 @@ func (a *applier) rejected(subject string, err error) {
 // applyOne checks and installs one approval of m; false when it was not
 // installed.
 func (a *applier) applyOne(subject string, m *Message, ap *Approval, stored time.Time) bool {
-	left, err := a.check(m, ap, stored)
+	al := ap.allowance(m.Group, m.Scope, 0)
+	left, err := a.check(m, ap, &al, stored)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(a.n.ctx, applyTimeout)
 		// The local firewall adds its grace to the TTL: ask for what
 		// makes the element live exactly what is left.
-		err = a.n.opts.Apply.Allow(ctx, ap.allowance(m.Group, m.Scope, left-a.n.cur().Grace))
+		al.TTL = left - a.n.cur().Grace
+		err = a.n.opts.Apply.Allow(ctx, al)
 		cancel()
 		if err != nil {
 			err = reject(ReasonApplyFailed, "%v", err)
@@ -304,22 +306,17 @@ func (a *applier) checkMessage(subject string, m Message) error {
 	return nil
 }
 
-// check returns the lifetime left of ap, of m stored at stored (server
-// clock), or why it must not be installed here.
-func (a *applier) check(m *Message, ap *Approval, stored time.Time) (time.Duration, error) {
+// check returns the lifetime left of ap (al as the firewall would get
+// it), of m stored at stored (server clock), or why it must not be
+// installed here.
+func (a *applier) check(m *Message, ap *Approval, al *enforce.Allowance, stored time.Time) (time.Duration, error) {
 	set := a.n.cur()
-	var client netip.Addr
-	if m.Scope == ScopeClient {
-		client, _ = netip.ParseAddr(ap.Client)
-		if neverApproved(client) {
-			return 0, reject(ReasonAddress, "client %s", client)
-		}
+	if m.Scope == ScopeClient && neverApproved(al.Client) {
+		return 0, reject(ReasonAddress, "client %s", al.Client)
 	}
-	ips := make([]netip.Addr, len(ap.IPs))
-	for i, s := range ap.IPs {
-		ips[i], _ = netip.ParseAddr(s)
-		if neverApproved(ips[i]) {
-			return 0, reject(ReasonAddress, "address %s", ips[i])
+	for _, ip := range al.IPs {
+		if neverApproved(ip) {
+			return 0, reject(ReasonAddress, "address %s", ip)
 		}
 	}
 	lifetime := time.Duration(ap.LifetimeMS) * time.Millisecond
@@ -332,14 +329,14 @@ func (a *applier) check(m *Message, ap *Approval, stored time.Time) (time.Durati
 		return 0, reject(ReasonExpired, "lifetime %s, stored %s ago", lifetime, age)
 	}
 	if set.Recheck != nil {
-		names := append([]string{ap.Name}, ap.Targets...)
-		want := ap.allowance(m.Group, m.Scope, 0).Ports
-		for _, ip := range ips {
-			ports, ok := set.Recheck(m.Group, client, ip, names)
+		names := make([]string, 0, 1+len(ap.Targets))
+		names = append(append(names, ap.Name), ap.Targets...)
+		for _, ip := range al.IPs {
+			ports, ok := set.Recheck(m.Group, al.Client, ip, names)
 			if !ok {
 				return 0, reject(ReasonPolicy, "%s for %s not approved here", ip, ap.Name)
 			}
-			if !portsWithin(want, ports) {
+			if !portsWithin(al.Ports, ports) {
 				return 0, reject(ReasonPolicy, "ports of %s wider than approved here", ap.Name)
 			}
 		}

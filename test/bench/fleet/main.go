@@ -33,6 +33,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -141,8 +142,44 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 	if msgs := b.streamMessages() - msgs0; msgs > 0 {
 		fmt.Printf("messages stored in JetStream: %d for %d approvals (%.1f approvals a message)\n", msgs, approvals, float64(approvals)/float64(msgs))
 	}
+	if text, err := scrape(b.res, "127.0.0.1:9153"); err == nil {
+		fmt.Print("resolver:")
+		for _, name := range []string{"egressd_fleet_published_total", "egressd_fleet_publish_failures_total",
+			"egressd_fleet_queued_total", "egressd_fleet_dropped_total"} {
+			fmt.Printf(" %s %s", strings.TrimPrefix(name, "egressd_fleet_"), metricValue(text, name))
+		}
+		fmt.Println()
+	}
 	fmt.Printf("load average before: %s, after: %s\n", load1, loadavg())
 	return nil
+}
+
+// scrape reads /metrics at addr in ns.
+func scrape(ns netnstest.Namespace, addr string) (string, error) {
+	var out []byte
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+		out, err = io.ReadAll(c)
+		return err
+	})
+	return string(out), err
+}
+
+// metricValue is the value of the unlabelled sample name in text, "?"
+// when there is none.
+func metricValue(text, name string) string {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return "?"
 }
 
 // setup makes the namespaces and starts NATS, authd, the resolver and the

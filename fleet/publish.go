@@ -303,9 +303,25 @@ func (p *publisher) round(take []*item) {
 }
 
 // sendBatch publishes items, one message per subject and scope (and per
-// maxBatch approvals), reports each its result and queues those not
-// stored.
+// maxBatch approvals), the messages at once; reports each item its
+// result and queues those not stored.
 func (p *publisher) sendBatch(items []*item) {
+	runs := splitRuns(items)
+	if len(runs) == 1 {
+		p.sendRun(runs[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, run := range runs {
+		wg.Go(func() { p.sendRun(run) })
+	}
+	wg.Wait()
+}
+
+// splitRuns groups items by subject and scope, at most maxBatch a run,
+// in order.
+func splitRuns(items []*item) [][]*item {
+	var runs [][]*item
 	for len(items) > 0 {
 		head := items[0]
 		var run, rest []*item
@@ -316,22 +332,27 @@ func (p *publisher) sendBatch(items []*item) {
 				rest = append(rest, it)
 			}
 		}
+		runs = append(runs, run)
 		items = rest
-		id := p.n.newID()
-		for _, it := range run {
-			it.id = id
+	}
+	return runs
+}
+
+func (p *publisher) sendRun(run []*item) {
+	id := p.n.newID()
+	for _, it := range run {
+		it.id = id
+	}
+	ctx, cancel := context.WithTimeout(p.n.ctx, p.n.opts.PublishTimeout)
+	live, err := p.send(ctx, id, run, nil)
+	cancel()
+	if err != nil && err != errExpired {
+		for _, it := range live {
+			p.enqueue(it)
 		}
-		ctx, cancel := context.WithTimeout(p.n.ctx, p.n.opts.PublishTimeout)
-		live, err := p.send(ctx, id, run, nil)
-		cancel()
-		if err != nil && err != errExpired {
-			for _, it := range live {
-				p.enqueue(it)
-			}
-		}
-		for _, it := range run {
-			it.done <- err
-		}
+	}
+	for _, it := range run {
+		it.done <- err
 	}
 }
 
@@ -481,45 +502,72 @@ func (p *publisher) flushLoop() {
 	}
 }
 
-// flush publishes the queue in order until it is empty or a publish
-// fails. Items sent before under one ID go out again together under it
-// (JetStream drops the message if the first try was stored after all);
-// items never sent go out up to maxBatch in a message.
+// flushWindow bounds the messages flush has in flight at once.
+const flushWindow = 8
+
+// flush publishes the queue, oldest first, until it is empty or a
+// publish fails, up to flushWindow messages at once. Items sent before
+// under one ID go out again together under it (JetStream drops the
+// message if the first try was stored after all); items never sent go out
+// up to maxBatch in a message.
 func (p *publisher) flush() {
 	for {
+		var runs [][]*item
+		var ids []string
 		p.mu.Lock()
-		if len(p.queue) == 0 {
-			p.mu.Unlock()
-			return
-		}
-		head := p.queue[0]
-		run := []*item{head}
-		for _, it := range p.queue[1:] {
-			if len(run) == maxBatch || it.id != head.id || it.subject != head.subject || it.scope != head.scope {
-				break
+		for i := 0; i < len(p.queue) && len(runs) < flushWindow; {
+			head := p.queue[i]
+			run := []*item{head}
+			for _, it := range p.queue[i+1:] {
+				if len(run) == maxBatch || it.id != head.id || it.subject != head.subject || it.scope != head.scope {
+					break
+				}
+				run = append(run, it)
 			}
-			run = append(run, it)
-		}
-		id := head.id
-		if id == "" {
-			id = p.n.newID()
-			for _, it := range run {
-				it.id = id
+			i += len(run)
+			id := head.id
+			if id == "" {
+				id = p.n.newID()
+				for _, it := range run {
+					it.id = id
+				}
 			}
+			runs, ids = append(runs, run), append(ids, id)
 		}
 		p.mu.Unlock()
-		ctx, cancel := context.WithTimeout(p.n.ctx, p.n.opts.PublishTimeout)
-		_, err := p.send(ctx, id, run, p.n.confirm)
-		cancel()
-		if err != nil && err != errExpired {
+		if len(runs) == 0 {
 			return
 		}
-		p.mu.Lock()
-		// A full queue may have dropped some of run meanwhile.
-		for len(p.queue) > 0 && slices.Contains(run, p.queue[0]) {
-			p.queue = p.queue[1:]
+		done := map[*item]bool{} // published, or expired
+		failed := false
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i, run := range runs {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(p.n.ctx, p.n.opts.PublishTimeout)
+				live, err := p.send(ctx, ids[i], run, p.n.confirm)
+				cancel()
+				mu.Lock()
+				defer mu.Unlock()
+				for _, it := range run {
+					if err == nil || err == errExpired || !slices.Contains(live, it) {
+						done[it] = true
+					}
+				}
+				if err != nil && err != errExpired {
+					failed = true
+				}
+			})
 		}
+		wg.Wait()
+		p.mu.Lock()
+		// A full queue may have dropped some meanwhile, and enqueue
+		// appended others: keep every item not done.
+		p.queue = slices.DeleteFunc(p.queue, func(it *item) bool { return done[it] })
 		p.n.m.QueueLen.Set(float64(len(p.queue)))
 		p.mu.Unlock()
+		if failed {
+			return
+		}
 	}
 }

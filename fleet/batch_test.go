@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -15,9 +16,16 @@ import (
 )
 
 // Answers that come while every publish round is in flight go out
-// together in one message: one JetStream store for all of them, each
-// approval with its own lifetime, all installed by the agent.
+// together: one JetStream store for up to maxBatch of them (more make more
+// messages, sent at once), each approval with its own lifetime, all
+// installed by the agent.
 func TestWaitingApprovalsShareOneMessage(t *testing.T) {
+	for _, tc := range []struct{ approvals, msgs int }{{20, 1}, {2*maxBatch + 10, 3}} {
+		t.Run(fmt.Sprint(tc.approvals), func(t *testing.T) { testWaitingApprovals(t, tc.approvals, tc.msgs) })
+	}
+}
+
+func testWaitingApprovals(t *testing.T, n, msgs int) {
 	s := natstest.Run(t)
 	servers := []string{s.URL()}
 	fwB, _, mB := agent(t, servers, "gw-b", nil, "staff")
@@ -29,9 +37,8 @@ func TestWaitingApprovalsShareOneMessage(t *testing.T) {
 	p.bmu.Lock()
 	p.rounds = publishRounds
 	p.bmu.Unlock()
-	const n = 20
 	ttl := func(i int) time.Duration { return time.Minute + time.Duration(i)*time.Second }
-	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}) }
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, byte(2 + i/250), byte(i%250 + 1)}) }
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
@@ -55,8 +62,8 @@ func TestWaitingApprovalsShareOneMessage(t *testing.T) {
 	if got := counter(mA.Published); got != n {
 		t.Errorf("published %d, want %d", got, n)
 	}
-	if got := streamMsgs(t, s.URL()); got != 1 {
-		t.Errorf("%d messages stored, want 1", got)
+	if got := streamMsgs(t, s.URL()); got != uint64(msgs) {
+		t.Errorf("%d messages stored, want %d", got, msgs)
 	}
 	waitFor(t, "all applied", func() bool { return counter(mB.Applied) == n })
 	for i := range n {
@@ -166,5 +173,36 @@ func TestAppendMessageIsJSON(t *testing.T) {
 			len(got.IPs) != len(want.IPs) || len(got.Ports) != len(want.Ports) || len(got.Targets) != len(want.Targets) {
 			t.Errorf("approval %d: got %+v, want %+v", i, got, want)
 		}
+	}
+}
+
+// Approvals queued while NATS is down are all published once it is back,
+// more of them than one flush has in flight, each exactly once.
+func TestLongQueueFlushed(t *testing.T) {
+	s := natstest.Run(t)
+	servers := []string{s.URL()}
+	a, mA := node(t, Options{Servers: servers, Node: "gw-a", Publish: []string{"staff"}})
+	waitFor(t, "connected", a.Connected)
+	s.Stop()
+	waitFor(t, "disconnected", func() bool { return !a.Connected() })
+	enf := a.Wrap(newFakeFW(nil))
+	n := flushWindow*maxBatch + 100
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 9, byte(i / 250), byte(i%250 + 1)}) }
+	for i := range n {
+		if err := enf.Allow(context.Background(), allowance("staff", time.Minute, addr(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.QueueLen() != n {
+		t.Fatalf("queue holds %d, want %d", a.QueueLen(), n)
+	}
+	s.Restart()
+	waitFor(t, "queue published", func() bool { return a.QueueLen() == 0 })
+	if got := counter(mA.Published); got != n {
+		t.Errorf("published %d, want %d", got, n)
+	}
+	fwB, _, mB := agent(t, servers, "gw-b", nil, "staff")
+	if fwB.count() != n || counter(mB.Applied) != n {
+		t.Errorf("agent holds %d elements after %d applied, want %d", fwB.count(), counter(mB.Applied), n)
 	}
 }

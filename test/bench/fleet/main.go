@@ -31,6 +31,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,7 +49,9 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/fleet"
 	"github.com/egressd/egressd/internal/natsproc"
@@ -150,6 +153,9 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 		}
 		fmt.Println()
 	}
+	if text, err := scrape(b.agent, "127.0.0.1:9153"); err == nil {
+		fmt.Printf("agent: applied_total %s, rejected %s\n", metricValue(text, "egressd_fleet_applied_total"), rejected(text))
+	}
 	fmt.Printf("load average before: %s, after: %s\n", load1, loadavg())
 	return nil
 }
@@ -169,6 +175,20 @@ func scrape(ns netnstest.Namespace, addr string) (string, error) {
 		return err
 	})
 	return string(out), err
+}
+
+// rejected lists the nonzero egressd_fleet_rejected_total samples of text.
+func rejected(text string) string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, "egressd_fleet_rejected_total"); ok && !strings.HasSuffix(v, " 0") {
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
 }
 
 // metricValue is the value of the unlabelled sample name in text, "?"
@@ -361,7 +381,20 @@ func (b *bench) monitor() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	// A large receive buffer: when the monitor falls behind a burst of
+	// element adds and the socket overflows, the monitor ends.
+	bigBuffer := func(c *netlink.Conn) error {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		err = rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+		})
+		return errors.Join(err, serr)
+	}
+	conn, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())), nftables.WithSockOptions(bigBuffer))
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -376,8 +409,12 @@ func (b *bench) monitor() (func(), error) {
 	go func() {
 		for ev := range events {
 			now := time.Now()
+			if ev.Error != nil {
+				fmt.Printf("element monitor failed (elements after this are counted missing): %v\n", ev.Error)
+				continue
+			}
 			elems, ok := ev.Data.([]nftables.SetElement)
-			if ev.Error != nil || !ok {
+			if !ok {
 				continue
 			}
 			b.mu.Lock()

@@ -244,11 +244,16 @@ func (a *applier) apply(subject string, data []byte, stored time.Time) {
 			failed.Add(1)
 		}
 	} else {
+		// At most applyParallel at once: a message may hold up to
+		// maxApprovals.
 		var wg sync.WaitGroup
-		for i := range m.Approvals {
+		var next atomic.Int32
+		for range min(len(m.Approvals), applyParallel) {
 			wg.Go(func() {
-				if !a.applyOne(subject, &m, &m.Approvals[i], stored) {
-					failed.Add(1)
+				for i := int(next.Add(1)) - 1; i < len(m.Approvals); i = int(next.Add(1)) - 1 {
+					if !a.applyOne(subject, &m, &m.Approvals[i], stored) {
+						failed.Add(1)
+					}
 				}
 			})
 		}

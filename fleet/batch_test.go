@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/internal/natstest"
 	"github.com/egressd/egressd/policy"
 )
@@ -204,5 +205,62 @@ func TestLongQueueFlushed(t *testing.T) {
 	fwB, _, mB := agent(t, servers, "gw-b", nil, "staff")
 	if fwB.count() != n || counter(mB.Applied) != n {
 		t.Errorf("agent holds %d elements after %d applied, want %d", fwB.count(), counter(mB.Applied), n)
+	}
+}
+
+// gateFW blocks every Allow until released, and records the most in
+// flight at once.
+type gateFW struct {
+	gate              chan struct{}
+	mu                sync.Mutex
+	inFlight, maxSeen int
+	calls             int
+}
+
+func (f *gateFW) Allow(context.Context, enforce.Allowance) error {
+	f.mu.Lock()
+	f.inFlight++
+	f.calls++
+	f.maxSeen = max(f.maxSeen, f.inFlight)
+	f.mu.Unlock()
+	<-f.gate
+	f.mu.Lock()
+	f.inFlight--
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *gateFW) Close() error { return nil }
+
+// The approvals of one message are installed concurrently, but at most
+// applyParallel at once, however many the message holds.
+func TestMessageApprovalsBoundedParallel(t *testing.T) {
+	fw := &gateFW{gate: make(chan struct{})}
+	n, m := node(t, Options{Servers: []string{"nats://127.0.0.1:1"}, Node: "gw-b", Enforce: []string{"staff"}, Apply: fw})
+	const size = 3 * applyParallel
+	aps := make([]*Approval, size)
+	lifetimes := make([]time.Duration, size)
+	for i := range aps {
+		aps[i] = &Approval{IPs: []string{netip.AddrFrom4([4]byte{192, 0, byte(2 + i/250), byte(i%250 + 1)}).String()}, Name: "example.com"}
+		lifetimes[i] = time.Minute
+	}
+	data := appendMessage(nil, "gw-a-x-1", "gw-a", "staff", ScopeGroup, aps, lifetimes, nil)
+	done := make(chan struct{})
+	go func() {
+		n.app.apply(ApprovalSubject(DefaultSubjectPrefix, "staff"), data, time.Now())
+		close(done)
+	}()
+	waitFor(t, "applyParallel installs in flight", func() bool {
+		fw.mu.Lock()
+		defer fw.mu.Unlock()
+		return fw.inFlight >= applyParallel
+	})
+	close(fw.gate)
+	<-done
+	if fw.maxSeen > applyParallel {
+		t.Errorf("%d installs in flight at once, want at most %d", fw.maxSeen, applyParallel)
+	}
+	if fw.calls != size || counter(m.Applied) != size {
+		t.Errorf("%d installs, %d applied, want %d", fw.calls, counter(m.Applied), size)
 	}
 }

@@ -3,7 +3,6 @@ package fleet
 import (
 	"context"
 	"encoding/json"
-	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -221,69 +221,110 @@ func (a *applier) handle(msg jetstream.Msg) {
 	}
 }
 
-// apply validates one message and installs it; a message that fails is
-// counted by reason and logged at debug level, never installed.
+// apply validates one message and installs its approvals; an approval
+// that fails is counted by reason and logged at debug level, never
+// installed (a malformed message is counted once). The approvals of one
+// message are installed concurrently, so the firewall takes them in one
+// transaction.
 func (a *applier) apply(subject string, data []byte, stored time.Time) {
 	m, err := decode(data)
 	if err == nil && m.Node == a.n.opts.Node {
 		return // this node's own approval: its firewall has it
 	}
-	var left time.Duration
 	if err == nil {
-		left, err = a.check(subject, m, stored)
-	}
-	if err == nil {
-		ctx, cancel := context.WithTimeout(a.n.ctx, applyTimeout)
-		// The local firewall adds its grace to the TTL: ask for what
-		// makes the element live exactly what is left.
-		err = a.n.opts.Apply.Allow(ctx, m.allowance(left-a.n.cur().Grace))
-		cancel()
-		if err != nil {
-			err = reject(ReasonApplyFailed, "%v", err)
-		}
+		err = a.checkMessage(subject, m)
 	}
 	if err != nil {
-		a.n.m.Rejected.WithLabelValues(reasonOf(err)).Inc()
-		a.n.log.Debug("fleet: approval not applied", "subject", subject, "err", err)
+		a.rejected(subject, err)
 		return
 	}
-	a.n.m.Applied.Inc()
-	if a.replayed.Load() {
-		a.n.m.ApplyLag.Observe(max(a.serverNow().Sub(stored), 0).Seconds())
+	failed := atomic.Int32{}
+	if len(m.Approvals) == 1 {
+		if !a.applyOne(subject, &m, &m.Approvals[0], stored) {
+			failed.Add(1)
+		}
+	} else {
+		// At most applyParallel at once: a message may hold up to
+		// maxApprovals.
+		var wg sync.WaitGroup
+		var next atomic.Int32
+		for range min(len(m.Approvals), applyParallel) {
+			wg.Go(func() {
+				for i := int(next.Add(1)) - 1; i < len(m.Approvals); i = int(next.Add(1)) - 1 {
+					if !a.applyOne(subject, &m, &m.Approvals[i], stored) {
+						failed.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
 	}
-	if slices.Contains(m.Confirm, a.n.opts.Node) {
-		ack, _ := json.Marshal(Applied{V: Version, ID: m.ID, Node: a.n.opts.Node})
+	if failed.Load() == 0 && slices.Contains(m.Confirm, a.n.opts.Node) {
+		ack, _ := json.Marshal(Applied{V: Version1, ID: m.ID, Node: a.n.opts.Node})
 		if err := a.n.nc.Publish(AppliedSubject(a.n.opts.SubjectPrefix, a.n.opts.Node), ack); err != nil {
 			a.n.log.Debug("fleet: cannot confirm approval", "id", m.ID, "err", err)
 		}
 	}
 }
 
-// check returns the lifetime left of m, stored at stored (server clock),
-// or why it must not be installed here.
-func (a *applier) check(subject string, m Message, stored time.Time) (time.Duration, error) {
-	o, set := &a.n.opts, a.n.cur()
-	if !a.n.enforce[m.Group] || subject != ApprovalSubject(o.SubjectPrefix, m.Group) {
-		return 0, reject(ReasonForeign, "group %q on %s", m.Group, subject)
-	}
-	if (m.Scope == ScopeClient) != set.ScopeClient {
-		return 0, reject(ReasonScope, "scope %s", m.Scope)
-	}
-	var client netip.Addr
-	if m.Scope == ScopeClient {
-		client, _ = netip.ParseAddr(m.Client)
-		if neverApproved(client) {
-			return 0, reject(ReasonAddress, "client %s", client)
+func (a *applier) rejected(subject string, err error) {
+	a.n.m.Rejected.WithLabelValues(reasonOf(err)).Inc()
+	a.n.log.Debug("fleet: approval not applied", "subject", subject, "err", err)
+}
+
+// applyOne checks and installs one approval of m; false when it was not
+// installed.
+func (a *applier) applyOne(subject string, m *Message, ap *Approval, stored time.Time) bool {
+	al := ap.allowance(m.Group, m.Scope, 0)
+	left, err := a.check(m, ap, &al, stored)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(a.n.ctx, applyTimeout)
+		// The local firewall adds its grace to the TTL: ask for what
+		// makes the element live exactly what is left.
+		al.TTL = left - a.n.cur().Grace
+		err = a.n.opts.Apply.Allow(ctx, al)
+		cancel()
+		if err != nil {
+			err = reject(ReasonApplyFailed, "%v", err)
 		}
 	}
-	ips := make([]netip.Addr, len(m.IPs))
-	for i, s := range m.IPs {
-		ips[i], _ = netip.ParseAddr(s)
-		if neverApproved(ips[i]) {
-			return 0, reject(ReasonAddress, "address %s", ips[i])
+	if err != nil {
+		a.rejected(subject, err)
+		return false
+	}
+	a.n.m.Applied.Inc()
+	if a.replayed.Load() {
+		a.n.m.ApplyLag.Observe(max(a.serverNow().Sub(stored), 0).Seconds())
+	}
+	return true
+}
+
+// checkMessage checks what m's approvals share: a group enforced here, on
+// its own subject, and this node's scope.
+func (a *applier) checkMessage(subject string, m Message) error {
+	if !a.n.enforce[m.Group] || subject != ApprovalSubject(a.n.opts.SubjectPrefix, m.Group) {
+		return reject(ReasonForeign, "group %q on %s", m.Group, subject)
+	}
+	if (m.Scope == ScopeClient) != a.n.cur().ScopeClient {
+		return reject(ReasonScope, "scope %s", m.Scope)
+	}
+	return nil
+}
+
+// check returns the lifetime left of ap (al as the firewall would get
+// it), of m stored at stored (server clock), or why it must not be
+// installed here.
+func (a *applier) check(m *Message, ap *Approval, al *enforce.Allowance, stored time.Time) (time.Duration, error) {
+	set := a.n.cur()
+	if m.Scope == ScopeClient && neverApproved(al.Client) {
+		return 0, reject(ReasonAddress, "client %s", al.Client)
+	}
+	for _, ip := range al.IPs {
+		if neverApproved(ip) {
+			return 0, reject(ReasonAddress, "address %s", ip)
 		}
 	}
-	lifetime := time.Duration(m.LifetimeMS) * time.Millisecond
+	lifetime := time.Duration(ap.LifetimeMS) * time.Millisecond
 	if set.MaxLifetime > 0 && lifetime > set.MaxLifetime {
 		return 0, reject(ReasonTooLong, "lifetime %s, max %s", lifetime, set.MaxLifetime)
 	}
@@ -293,15 +334,15 @@ func (a *applier) check(subject string, m Message, stored time.Time) (time.Durat
 		return 0, reject(ReasonExpired, "lifetime %s, stored %s ago", lifetime, age)
 	}
 	if set.Recheck != nil {
-		names := append([]string{m.Name}, m.Targets...)
-		want := m.allowance(0).Ports
-		for _, ip := range ips {
-			ports, ok := set.Recheck(m.Group, client, ip, names)
+		names := make([]string, 0, 1+len(ap.Targets))
+		names = append(append(names, ap.Name), ap.Targets...)
+		for _, ip := range al.IPs {
+			ports, ok := set.Recheck(m.Group, al.Client, ip, names)
 			if !ok {
-				return 0, reject(ReasonPolicy, "%s for %s not approved here", ip, m.Name)
+				return 0, reject(ReasonPolicy, "%s for %s not approved here", ip, ap.Name)
 			}
-			if !portsWithin(want, ports) {
-				return 0, reject(ReasonPolicy, "ports of %s wider than approved here", m.Name)
+			if !portsWithin(al.Ports, ports) {
+				return 0, reject(ReasonPolicy, "ports of %s wider than approved here", ap.Name)
 			}
 		}
 	}

@@ -418,6 +418,14 @@ func TestNoQuorumQueuesWithoutWaiting(t *testing.T) {
 	c.Servers[1].Restart()
 	c.Servers[2].Restart()
 	waitFor(t, "queue published", func() bool { return a.QueueLen() == 0 })
+	// The publish round that timed out gave its slot back: answers
+	// publish in rounds again.
+	a.pub.bmu.Lock()
+	rounds := a.pub.rounds
+	a.pub.bmu.Unlock()
+	if rounds != 0 {
+		t.Errorf("%d publish rounds still counted in flight", rounds)
+	}
 	fwB, _, _ := agent(t, []string{c.URLs()}, "gw-b", nil, "staff")
 	if fwB.count() != 7 {
 		t.Errorf("agent holds %d elements, want 7", fwB.count())

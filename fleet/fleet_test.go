@@ -111,7 +111,7 @@ func (f *fakeFW) count() int {
 }
 
 // node starts a fleet node for the test, closed by its cleanup.
-func node(t *testing.T, o Options) (*Node, *Metrics) {
+func node(t testing.TB, o Options) (*Node, *Metrics) {
 	t.Helper()
 	m, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {
@@ -139,7 +139,7 @@ func node(t *testing.T, o Options) (*Node, *Metrics) {
 
 // agent starts a node enforcing groups into a new fake firewall and waits
 // until it has replayed.
-func agent(t *testing.T, servers []string, name string, now func() time.Time, groups ...string) (*fakeFW, *Node, *Metrics) {
+func agent(t testing.TB, servers []string, name string, now func() time.Time, groups ...string) (*fakeFW, *Node, *Metrics) {
 	t.Helper()
 	fw := newFakeFW(now)
 	n, m := node(t, Options{Servers: servers, Node: name, Enforce: groups, Apply: fw, Now: now})
@@ -160,7 +160,7 @@ func allowance(group string, ttl time.Duration, ips ...netip.Addr) enforce.Allow
 	return enforce.Allowance{Group: group, Client: client1, IPs: ips, Ports: https, TTL: ttl, Name: "example.com", Targets: []string{"cdn.example.net"}}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	if !wait.Until(settle, 5*time.Millisecond, cond) {
 		t.Fatalf("%s: not after %s", what, settle)

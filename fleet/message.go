@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,9 +19,14 @@ import (
 	"github.com/egressd/egressd/policy"
 )
 
-// Version is the message format written; messages of another version are
-// rejected (reason "version").
-const Version = 1
+// Version is the message format written: version 2 carries several
+// approvals of one group in one message. Agents read version 1 (one
+// approval inline) too; messages of another version are rejected (reason
+// "version").
+const Version = 2
+
+// Version1 is the format of one approval per message, still read.
+const Version1 = 1
 
 // Scopes of an approval: the whole group, or one client of it.
 const (
@@ -34,29 +40,45 @@ const (
 	maxIPs          = 1024
 	maxPorts        = 256
 	maxNames        = 64
+	// maxApprovals bounds the approvals of one message; a publisher
+	// puts at most maxBatch into one.
+	maxApprovals = 1024
+	maxBatch     = 128
 )
 
-// Message is one approval as it travels, JSON-encoded. Lifetime is what
-// is left of the element's life in the publisher's kernel (answer TTL plus
-// grace) when it was published: a duration, never a wall-clock time, so
-// the clocks of publisher and agent need not agree.
+// Message is what travels on an approval subject, JSON-encoded: in
+// version 2 the approvals of one group published together (Approvals),
+// each with its own lifetime; in version 1 one approval, its fields inline
+// (the embedded Approval). Lifetime is what is left of the element's life
+// in the publisher's kernel (answer TTL plus grace) when it was published:
+// a duration, never a wall-clock time, so the clocks of publisher and
+// agent need not agree.
 type Message struct {
 	V     int    `json:"v"`
-	ID    string `json:"id"`   // unique per approval published, the JetStream Nats-Msg-Id
+	ID    string `json:"id"`   // unique per message published, the JetStream Nats-Msg-Id
 	Node  string `json:"node"` // the publishing node
 	Group string `json:"group"`
 	Scope string `json:"scope"` // ScopeGroup or ScopeClient
-	// Client is set with client scope only.
-	Client string   `json:"client,omitempty"`
-	IPs    []string `json:"ips"`
-	// Ports are the port ranges the approval is limited to; none: any port.
-	Ports      []Port `json:"ports,omitempty"`
-	LifetimeMS int64  `json:"lifetime_ms"`
-	// Name is the query name, Targets the names it led to.
-	Name    string   `json:"name"`
-	Targets []string `json:"targets,omitempty"`
+	// Approval is the approval of a version 1 message.
+	Approval
+	// Approvals are those of a version 2 message.
+	Approvals []Approval `json:"approvals,omitempty"`
 	// Confirm names the nodes that are to report having applied it.
 	Confirm []string `json:"confirm,omitempty"`
+}
+
+// Approval is one approval: a client (client scope only), addresses,
+// ports, the lifetime left, and the names behind it.
+type Approval struct {
+	// Client is set with client scope only.
+	Client string   `json:"client,omitempty"`
+	IPs    []string `json:"ips,omitempty"`
+	// Ports are the port ranges the approval is limited to; none: any port.
+	Ports      []Port `json:"ports,omitempty"`
+	LifetimeMS int64  `json:"lifetime_ms,omitempty"`
+	// Name is the query name, Targets the names it led to.
+	Name    string   `json:"name,omitempty"`
+	Targets []string `json:"targets,omitempty"`
 }
 
 // Port is a protocol and an inclusive port range.
@@ -89,27 +111,116 @@ func ValidToken(s string) bool {
 	return !strings.ContainsAny(s, ".*> \t\r\n\x00")
 }
 
-// newMessage is a's message, with lifetime left.
-func newMessage(id, node string, a enforce.Allowance, scopeClient bool, lifetime time.Duration, confirm []string) Message {
-	m := Message{
-		V: Version, ID: id, Node: node, Group: a.Group, Scope: ScopeGroup,
-		LifetimeMS: lifetime.Milliseconds(), Name: a.Name, Targets: a.Targets, Confirm: confirm,
-	}
+// approvalOf is a's approval as it travels, without its lifetime.
+func approvalOf(a enforce.Allowance, scopeClient bool) Approval {
+	ap := Approval{Name: a.Name, Targets: a.Targets}
 	if scopeClient {
-		m.Scope, m.Client = ScopeClient, a.Client.Unmap().WithZone("").String()
+		ap.Client = a.Client.Unmap().WithZone("").String()
 	}
-	m.IPs = make([]string, len(a.IPs))
+	ap.IPs = make([]string, len(a.IPs))
 	for i, ip := range a.IPs {
-		m.IPs[i] = ip.String()
+		ap.IPs[i] = ip.String()
 	}
 	for _, p := range a.Ports {
 		proto := "tcp"
 		if p.Proto == policy.ProtoUDP {
 			proto = "udp"
 		}
-		m.Ports = append(m.Ports, Port{Proto: proto, From: p.From, To: p.To})
+		ap.Ports = append(ap.Ports, Port{Proto: proto, From: p.From, To: p.To})
 	}
-	return m
+	return ap
+}
+
+// appendMessage appends the version 2 message of approvals aps to buf,
+// lifetimes[i] the lifetime of aps[i]: the encoding json.Marshal gives
+// such a Message, without its reflection and allocations.
+func appendMessage(buf []byte, id, node, group, scope string, aps []*Approval, lifetimes []time.Duration, confirm []string) []byte {
+	buf = append(buf, `{"v":`...)
+	buf = strconv.AppendInt(buf, Version, 10)
+	buf = appendField(buf, "id", id)
+	buf = appendField(buf, "node", node)
+	buf = appendField(buf, "group", group)
+	buf = appendField(buf, "scope", scope)
+	buf = append(buf, `,"approvals":[`...)
+	for i, ap := range aps {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, '{')
+		if ap.Client != "" {
+			buf = append(buf, `"client":`...)
+			buf = appendString(buf, ap.Client)
+			buf = append(buf, ',')
+		}
+		buf = appendList(buf, "ips", ap.IPs)
+		if len(ap.Ports) > 0 {
+			buf = append(buf, `,"ports":[`...)
+			for j, p := range ap.Ports {
+				if j > 0 {
+					buf = append(buf, ',')
+				}
+				buf = append(buf, `{"proto":`...)
+				buf = appendString(buf, p.Proto)
+				buf = append(buf, `,"from":`...)
+				buf = strconv.AppendUint(buf, uint64(p.From), 10)
+				buf = append(buf, `,"to":`...)
+				buf = strconv.AppendUint(buf, uint64(p.To), 10)
+				buf = append(buf, '}')
+			}
+			buf = append(buf, ']')
+		}
+		buf = append(buf, `,"lifetime_ms":`...)
+		buf = strconv.AppendInt(buf, lifetimes[i].Milliseconds(), 10)
+		buf = appendField(buf, "name", ap.Name)
+		if len(ap.Targets) > 0 {
+			buf = append(buf, ',')
+			buf = appendList(buf, "targets", ap.Targets)
+		}
+		buf = append(buf, '}')
+	}
+	buf = append(buf, ']')
+	if len(confirm) > 0 {
+		buf = append(buf, ',')
+		buf = appendList(buf, "confirm", confirm)
+	}
+	return append(buf, '}')
+}
+
+// appendField appends ,"key":"s".
+func appendField(buf []byte, key, s string) []byte {
+	buf = append(buf, ',', '"')
+	buf = append(buf, key...)
+	buf = append(buf, '"', ':')
+	return appendString(buf, s)
+}
+
+// appendList appends "key":["s",...].
+func appendList(buf []byte, key string, ss []string) []byte {
+	buf = append(buf, '"')
+	buf = append(buf, key...)
+	buf = append(buf, '"', ':', '[')
+	for i, s := range ss {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendString(buf, s)
+	}
+	return append(buf, ']')
+}
+
+// appendString appends s as a JSON string. Addresses, tokens and names in
+// presentation format are printable ASCII; anything else is left to
+// encoding/json.
+func appendString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(buf, q...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
 }
 
 // Rejection reasons (the reason label of egressd_fleet_rejected_total).
@@ -147,7 +258,8 @@ func reasonOf(err error) string {
 }
 
 // decode parses data into a Message and checks its shape: everything that
-// does not need this node's configuration.
+// does not need this node's configuration. The approvals of a version 1
+// message are put into Approvals too, so the caller reads only those.
 func decode(data []byte) (Message, error) {
 	var m Message
 	if len(data) > MaxMessageBytes {
@@ -156,8 +268,18 @@ func decode(data []byte) (Message, error) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		return m, reject(ReasonMalformed, "%v", err)
 	}
-	if m.V != Version {
-		return m, reject(ReasonVersion, "version %d, want %d", m.V, Version)
+	switch m.V {
+	case Version1:
+		if m.Approvals != nil {
+			return m, reject(ReasonMalformed, "approvals in a version 1 message")
+		}
+		m.Approvals = []Approval{m.Approval}
+	case Version:
+		if !m.Approval.empty() {
+			return m, reject(ReasonMalformed, "approval fields outside approvals")
+		}
+	default:
+		return m, reject(ReasonVersion, "version %d, want %d or %d", m.V, Version1, Version)
 	}
 	switch {
 	case m.ID == "" || len(m.ID) > 128:
@@ -166,52 +288,68 @@ func decode(data []byte) (Message, error) {
 		return m, reject(ReasonMalformed, "bad node %q", m.Node)
 	case !ValidToken(m.Group):
 		return m, reject(ReasonMalformed, "bad group %q", m.Group)
-	case len(m.IPs) == 0 || len(m.IPs) > maxIPs:
-		return m, reject(ReasonMalformed, "%d addresses", len(m.IPs))
-	case len(m.Ports) > maxPorts:
-		return m, reject(ReasonMalformed, "%d port ranges", len(m.Ports))
-	case m.Name == "" || len(m.Targets) > maxNames:
-		return m, reject(ReasonMalformed, "bad names")
 	case len(m.Confirm) > maxNames:
 		return m, reject(ReasonMalformed, "%d nodes to confirm", len(m.Confirm))
-	}
-	switch m.Scope {
-	case ScopeGroup:
-		if m.Client != "" {
-			return m, reject(ReasonMalformed, "client %q with group scope", m.Client)
-		}
-	case ScopeClient:
-		if _, err := netip.ParseAddr(m.Client); err != nil {
-			return m, reject(ReasonMalformed, "client: %v", err)
-		}
-	default:
+	case len(m.Approvals) == 0 || len(m.Approvals) > maxApprovals:
+		return m, reject(ReasonMalformed, "%d approvals", len(m.Approvals))
+	case m.Scope != ScopeGroup && m.Scope != ScopeClient:
 		return m, reject(ReasonMalformed, "scope %q", m.Scope)
 	}
-	for _, p := range m.Ports {
-		if (p.Proto != "tcp" && p.Proto != "udp") || p.From == 0 || p.To < p.From {
-			return m, reject(ReasonMalformed, "port range %+v", p)
-		}
-	}
-	for _, s := range m.IPs {
-		if _, err := netip.ParseAddr(s); err != nil {
-			return m, reject(ReasonMalformed, "address: %v", err)
+	for i := range m.Approvals {
+		if err := m.Approvals[i].check(m.Scope); err != nil {
+			return m, err
 		}
 	}
 	return m, nil
 }
 
-// allowance is m as an Allowance for the local firewall, with ttl as its
-// answer TTL (the firewall adds its grace to it).
-func (m Message) allowance(ttl time.Duration) enforce.Allowance {
-	a := enforce.Allowance{Group: m.Group, TTL: ttl, Name: m.Name, Targets: slices.Clone(m.Targets)}
-	if m.Scope == ScopeClient {
-		a.Client, _ = netip.ParseAddr(m.Client)
+func (ap *Approval) empty() bool {
+	return ap.Client == "" && ap.IPs == nil && ap.Ports == nil && ap.LifetimeMS == 0 && ap.Name == "" && ap.Targets == nil
+}
+
+// check checks the shape of one approval of a message of scope.
+func (ap *Approval) check(scope string) error {
+	switch {
+	case len(ap.IPs) == 0 || len(ap.IPs) > maxIPs:
+		return reject(ReasonMalformed, "%d addresses", len(ap.IPs))
+	case len(ap.Ports) > maxPorts:
+		return reject(ReasonMalformed, "%d port ranges", len(ap.Ports))
+	case ap.Name == "" || len(ap.Targets) > maxNames:
+		return reject(ReasonMalformed, "bad names")
 	}
-	a.IPs = make([]netip.Addr, len(m.IPs))
-	for i, s := range m.IPs {
+	if scope == ScopeGroup && ap.Client != "" {
+		return reject(ReasonMalformed, "client %q with group scope", ap.Client)
+	}
+	if scope == ScopeClient {
+		if _, err := netip.ParseAddr(ap.Client); err != nil {
+			return reject(ReasonMalformed, "client: %v", err)
+		}
+	}
+	for _, p := range ap.Ports {
+		if (p.Proto != "tcp" && p.Proto != "udp") || p.From == 0 || p.To < p.From {
+			return reject(ReasonMalformed, "port range %+v", p)
+		}
+	}
+	for _, s := range ap.IPs {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return reject(ReasonMalformed, "address: %v", err)
+		}
+	}
+	return nil
+}
+
+// allowance is ap of group as an Allowance for the local firewall, with
+// ttl as its answer TTL (the firewall adds its grace to it).
+func (ap *Approval) allowance(group, scope string, ttl time.Duration) enforce.Allowance {
+	a := enforce.Allowance{Group: group, TTL: ttl, Name: ap.Name, Targets: slices.Clone(ap.Targets)}
+	if scope == ScopeClient {
+		a.Client, _ = netip.ParseAddr(ap.Client)
+	}
+	a.IPs = make([]netip.Addr, len(ap.IPs))
+	for i, s := range ap.IPs {
 		a.IPs[i], _ = netip.ParseAddr(s)
 	}
-	for _, p := range m.Ports {
+	for _, p := range ap.Ports {
 		proto := policy.ProtoTCP
 		if p.Proto == "udp" {
 			proto = policy.ProtoUDP

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -53,14 +56,35 @@ func (w *Publisher) InEffect(a enforce.Allowance) bool {
 	return false
 }
 
-// item is one approval to publish: the message without its lifetime, and
-// the local deadline it is published up to.
+// item is one approval to publish: the approval without its lifetime,
+// and the local deadline it is published up to.
 type item struct {
-	msg      Message
+	ap       Approval
+	group    string
 	subject  string
+	scope    string
 	deadline time.Time // local clock: the element's end in this node's kernel
 	local    time.Time // when the local firewall held it
+	// id is the message ID it was last sent under ("" before): a retry
+	// from the queue uses it again, so JetStream drops the retry if the
+	// first try was stored after all.
+	id string
+	// state says who owns a submitted item: a publish round (taken) or
+	// the queue (abandoned by an answer that waited publish_timeout).
+	state atomic.Int32
+	done  chan error // the result of its publish round
 }
+
+const (
+	itemWaiting int32 = iota
+	itemTaken
+	itemAbandoned
+)
+
+// publishRounds bounds the publishes in flight from answers; approvals
+// that arrive while they are all in flight go out together in the next
+// message, so one JetStream store (and its replication) carries many.
+const publishRounds = 2
 
 type publisher struct {
 	n      *Node
@@ -68,6 +92,10 @@ type publisher struct {
 
 	mu    sync.Mutex
 	queue []*item // oldest first, at most Options.Queue
+
+	bmu     sync.Mutex
+	waiting []*item // submitted, for the next round
+	rounds  int     // rounds in flight
 
 	wmu     sync.Mutex
 	waiters map[string]*waiter
@@ -97,7 +125,7 @@ func newPublisher(n *Node) (*publisher, error) {
 
 func (p *publisher) onApplied(msg *nats.Msg) {
 	var a Applied
-	if json.Unmarshal(msg.Data, &a) != nil || a.V != Version {
+	if json.Unmarshal(msg.Data, &a) != nil || a.V != Version1 {
 		return
 	}
 	// The subject names the node (NATS permissions can bind a node to
@@ -135,20 +163,25 @@ func (p *publisher) forget(id string) {
 // recentKey identifies an approval's elements: group, client (with client
 // scope), addresses and ports.
 func (p *publisher) recentKey(a enforce.Allowance) string {
-	var b strings.Builder
-	b.WriteString(a.Group)
-	b.WriteByte('|')
+	b := make([]byte, 0, 64)
+	b = append(b, a.Group...)
+	b = append(b, '|')
 	if p.n.cur().ScopeClient {
-		b.WriteString(a.Client.Unmap().String())
+		b = a.Client.Unmap().AppendTo(b)
 	}
 	for _, ip := range a.IPs {
-		b.WriteByte('|')
-		b.WriteString(ip.String())
+		b = append(b, '|')
+		b = ip.AppendTo(b)
 	}
 	for _, r := range a.Ports {
-		fmt.Fprintf(&b, "|%d:%d-%d", r.Proto, r.From, r.To)
+		b = append(b, '|')
+		b = strconv.AppendUint(b, uint64(r.Proto), 10)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, uint64(r.From), 10)
+		b = append(b, '-')
+		b = strconv.AppendUint(b, uint64(r.To), 10)
 	}
-	return b.String()
+	return string(b)
 }
 
 func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
@@ -158,43 +191,43 @@ func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
 	}
 	now := o.Now()
 	deadline := now.Add(a.TTL + set.Grace)
-	if p.fresh(a) {
+	key := p.recentKey(a)
+	if p.freshKey(key, a.TTL, set) {
 		return nil
 	}
-	key := p.recentKey(a)
-	var confirm []string
-	if len(p.n.confirm) > 0 {
-		confirm = p.n.confirm
-	}
 	it := &item{
-		msg:      newMessage(p.n.newID(), o.Node, a, set.ScopeClient, 0, confirm),
+		ap:       approvalOf(a, set.ScopeClient),
+		group:    a.Group,
 		subject:  ApprovalSubject(o.SubjectPrefix, a.Group),
+		scope:    ScopeGroup,
 		deadline: deadline,
 		local:    now,
 	}
-	var w *waiter
-	if confirm != nil {
-		w = p.expect(it.msg.ID)
-		defer p.forget(it.msg.ID)
+	if set.ScopeClient {
+		it.scope = ScopeClient
 	}
-	start := time.Now()
-	var err error
-	if w == nil && p.queueLen() > 0 {
-		// NATS has not been storing approvals: go behind those waiting,
-		// in order, without making this answer wait publish_timeout too.
-		err = errBehindQueue
-	} else {
-		err = p.send(ctx, it)
-	}
-	if err != nil {
-		p.enqueue(it)
-	}
-	if w == nil {
+	if len(p.n.confirm) == 0 {
+		if p.queueLen() > 0 {
+			// NATS has not been storing approvals: go behind those
+			// waiting, in order, without making this answer wait
+			// publish_timeout too.
+			p.enqueue(it)
+		} else {
+			p.submit(ctx, it)
+		}
 		// Published or queued: asked again, it is not queued twice.
 		p.recent.Add(key, deadline)
 		return nil
 	}
+	it.id = p.n.newID()
+	w := p.expect(it.id)
+	defer p.forget(it.id)
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, o.PublishTimeout)
+	_, err := p.send(sctx, it.id, []*item{it}, p.n.confirm)
+	cancel()
 	if err != nil {
+		p.enqueue(it)
 		p.n.m.Confirms.WithLabelValues("timeout").Inc()
 		return fmt.Errorf("%w: not stored in JetStream: %v", ErrNotConfirmed, err)
 	}
@@ -209,7 +242,118 @@ func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
 	case <-ctx.Done():
 	}
 	p.n.m.Confirms.WithLabelValues("timeout").Inc()
-	return fmt.Errorf("%w by %s within %s", ErrNotConfirmed, strings.Join(p.missing(it.msg.ID), ", "), o.ConfirmTimeout)
+	return fmt.Errorf("%w by %s within %s", ErrNotConfirmed, strings.Join(p.missing(it.id), ", "), o.ConfirmTimeout)
+}
+
+// submit publishes it in the next round and waits until JetStream stored
+// it, at most publish_timeout (or until ctx is done). Rounds in flight
+// are at most publishRounds; an answer that finds a free one publishes
+// what waits, its own approval included, and the approvals that came
+// meanwhile go in one message in the next round. An approval not stored
+// in time is queued: by the answer, if no round took it yet, else by its
+// round once that fails.
+func (p *publisher) submit(ctx context.Context, it *item) {
+	it.done = make(chan error, 1)
+	p.bmu.Lock()
+	p.waiting = append(p.waiting, it)
+	var take []*item
+	if p.rounds < publishRounds {
+		p.rounds++
+		take, p.waiting = p.waiting, nil
+	}
+	p.bmu.Unlock()
+	if take != nil {
+		p.round(take) // bounded by publish_timeout; it took it
+		<-it.done
+		return
+	}
+	t := time.NewTimer(p.n.opts.PublishTimeout)
+	defer t.Stop()
+	select {
+	case <-it.done:
+		return
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if it.state.CompareAndSwap(itemWaiting, itemAbandoned) {
+		p.enqueue(it)
+	}
+}
+
+// round publishes the items of take no answer gave up on, then hands its
+// slot to a round for the items that came meanwhile, if any.
+func (p *publisher) round(take []*item) {
+	var items []*item
+	for _, it := range take {
+		if it.state.CompareAndSwap(itemWaiting, itemTaken) {
+			items = append(items, it)
+		}
+	}
+	p.sendBatch(items)
+	p.bmu.Lock()
+	next := p.waiting
+	p.waiting = nil
+	if len(next) == 0 {
+		p.rounds--
+	}
+	p.bmu.Unlock()
+	if len(next) > 0 {
+		go p.round(next)
+	}
+}
+
+// sendBatch publishes items, one message per subject and scope (and per
+// maxBatch approvals), the messages at once; reports each item its
+// result and queues those not stored.
+func (p *publisher) sendBatch(items []*item) {
+	runs := splitRuns(items)
+	if len(runs) == 1 {
+		p.sendRun(runs[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, run := range runs {
+		wg.Go(func() { p.sendRun(run) })
+	}
+	wg.Wait()
+}
+
+// splitRuns groups items by subject and scope, at most maxBatch a run,
+// in order.
+func splitRuns(items []*item) [][]*item {
+	var runs [][]*item
+	for len(items) > 0 {
+		head := items[0]
+		var run, rest []*item
+		for _, it := range items {
+			if len(run) < maxBatch && it.subject == head.subject && it.scope == head.scope {
+				run = append(run, it)
+			} else {
+				rest = append(rest, it)
+			}
+		}
+		runs = append(runs, run)
+		items = rest
+	}
+	return runs
+}
+
+func (p *publisher) sendRun(run []*item) {
+	id := p.n.newID()
+	for _, it := range run {
+		it.id = id
+	}
+	ctx, cancel := context.WithTimeout(p.n.ctx, p.n.opts.PublishTimeout)
+	live, err := p.send(ctx, id, run, nil)
+	cancel()
+	if err != nil && err != errExpired {
+		for _, it := range live {
+			p.enqueue(it)
+		}
+	}
+	for _, it := range run {
+		it.done <- err
+	}
 }
 
 // fresh reports whether a needs no publish: its group is not published,
@@ -220,9 +364,12 @@ func (p *publisher) fresh(a enforce.Allowance) bool {
 	if !p.n.publish[a.Group] || len(a.IPs) == 0 {
 		return true
 	}
-	set := p.n.cur()
-	prev, ok := p.recent.Get(p.recentKey(a))
-	return ok && !prev.Before(p.n.opts.Now().Add(a.TTL+set.Grace/2))
+	return p.freshKey(p.recentKey(a), a.TTL, p.n.cur())
+}
+
+func (p *publisher) freshKey(key string, ttl time.Duration, set *Settings) bool {
+	prev, ok := p.recent.Get(key)
+	return ok && !prev.Before(p.n.opts.Now().Add(ttl+set.Grace/2))
 }
 
 // missing are the nodes that have not confirmed id yet.
@@ -240,48 +387,63 @@ func (p *publisher) missing(id string) []string {
 	return out
 }
 
-// errBehindQueue says an approval was queued behind others, unsent.
-var errBehindQueue = errors.New("fleet: approvals are waiting for NATS")
-
 // errExpired says an item's lifetime is over: it is not published.
 var errExpired = errors.New("fleet: approval expired before it was published")
 
-// send publishes it with the lifetime left now and waits for the
-// acknowledgement, bounded by publish_timeout and ctx. Not connected, it
-// fails at once.
-func (p *publisher) send(ctx context.Context, it *item) error {
+// send publishes items (of one subject and scope) as one message with
+// ID id, each with the lifetime left now, and waits for the
+// acknowledgement, bounded by ctx. Items with no lifetime left are
+// dropped (counted), never published; live are the others. Not
+// connected, it fails at once.
+func (p *publisher) send(ctx context.Context, id string, items []*item, confirm []string) (live []*item, err error) {
 	o := &p.n.opts
-	left := it.deadline.Sub(o.Now())
-	if left <= 0 {
-		return errExpired
+	now := o.Now()
+	aps := make([]*Approval, 0, len(items))
+	lifetimes := make([]time.Duration, 0, len(items))
+	var longest time.Duration
+	for _, it := range items {
+		left := it.deadline.Sub(now)
+		if left <= 0 {
+			p.n.m.Dropped.Inc()
+			continue
+		}
+		live = append(live, it)
+		aps = append(aps, &it.ap)
+		lifetimes = append(lifetimes, left)
+		longest = max(longest, left)
+	}
+	if len(live) == 0 {
+		return nil, errExpired
 	}
 	if !p.n.nc.IsConnected() {
-		return nats.ErrConnectionClosed
+		return live, nats.ErrConnectionClosed
 	}
-	m := it.msg
-	m.LifetimeMS = left.Milliseconds()
-	data, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.PublishTimeout)
-	defer cancel()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	data := appendMessage((*bp)[:0], id, o.Node, live[0].group, live[0].scope, aps, lifetimes, confirm)
+	*bp = data
 	// JetStream TTLs count whole seconds: round up, so the message never
-	// leaves the stream before its element leaves the kernel.
-	ttl := max(left.Truncate(time.Second), time.Second)
-	if ttl < left {
+	// leaves the stream before the longest-lived of its elements leaves
+	// the kernel (the others are aged by the agents).
+	ttl := max(longest.Truncate(time.Second), time.Second)
+	if ttl < longest {
 		ttl += time.Second
 	}
-	_, err = p.n.js.PublishMsg(ctx, &nats.Msg{Subject: it.subject, Data: data},
-		jetstream.WithMsgID(m.ID), jetstream.WithMsgTTL(ttl), jetstream.WithExpectStream(o.Stream))
+	_, err = p.n.js.PublishMsg(ctx, &nats.Msg{Subject: live[0].subject, Data: data},
+		jetstream.WithMsgID(id), jetstream.WithMsgTTL(ttl), jetstream.WithExpectStream(o.Stream))
 	if err != nil {
 		p.n.m.PublishFails.Inc()
-		return err
+		return live, err
 	}
-	p.n.m.Published.Inc()
-	p.n.m.PublishLag.Observe(o.Now().Sub(it.local).Seconds())
-	return nil
+	p.n.m.Published.Add(float64(len(live)))
+	for _, it := range live {
+		p.n.m.PublishLag.Observe(now.Sub(it.local).Seconds())
+	}
+	return live, nil
 }
+
+// bufPool holds buffers messages are encoded into.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // enqueue keeps it to be published later; a full queue loses its oldest
 // item (the one with the least life left, most of the time).
@@ -340,28 +502,72 @@ func (p *publisher) flushLoop() {
 	}
 }
 
-// flush publishes the queue in order until it is empty or a publish fails.
+// flushWindow bounds the messages flush has in flight at once.
+const flushWindow = 8
+
+// flush publishes the queue, oldest first, until it is empty or a
+// publish fails, up to flushWindow messages at once. Items sent before
+// under one ID go out again together under it (JetStream drops the
+// message if the first try was stored after all); items never sent go out
+// up to maxBatch in a message.
 func (p *publisher) flush() {
 	for {
+		var runs [][]*item
+		var ids []string
 		p.mu.Lock()
-		if len(p.queue) == 0 {
-			p.mu.Unlock()
-			return
+		for i := 0; i < len(p.queue) && len(runs) < flushWindow; {
+			head := p.queue[i]
+			run := []*item{head}
+			for _, it := range p.queue[i+1:] {
+				if len(run) == maxBatch || it.id != head.id || it.subject != head.subject || it.scope != head.scope {
+					break
+				}
+				run = append(run, it)
+			}
+			i += len(run)
+			id := head.id
+			if id == "" {
+				id = p.n.newID()
+				for _, it := range run {
+					it.id = id
+				}
+			}
+			runs, ids = append(runs, run), append(ids, id)
 		}
-		it := p.queue[0]
 		p.mu.Unlock()
-		err := p.send(p.n.ctx, it)
-		if err != nil && err != errExpired {
+		if len(runs) == 0 {
 			return
 		}
-		if err == errExpired {
-			p.n.m.Dropped.Inc()
+		done := map[*item]bool{} // published, or expired
+		failed := false
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i, run := range runs {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(p.n.ctx, p.n.opts.PublishTimeout)
+				live, err := p.send(ctx, ids[i], run, p.n.confirm)
+				cancel()
+				mu.Lock()
+				defer mu.Unlock()
+				for _, it := range run {
+					if err == nil || err == errExpired || !slices.Contains(live, it) {
+						done[it] = true
+					}
+				}
+				if err != nil && err != errExpired {
+					failed = true
+				}
+			})
 		}
+		wg.Wait()
 		p.mu.Lock()
-		if len(p.queue) > 0 && p.queue[0] == it {
-			p.queue = p.queue[1:]
-		}
+		// A full queue may have dropped some meanwhile, and enqueue
+		// appended others: keep every item not done.
+		p.queue = slices.DeleteFunc(p.queue, func(it *item) bool { return done[it] })
 		p.n.m.QueueLen.Set(float64(len(p.queue)))
 		p.mu.Unlock()
+		if failed {
+			return
+		}
 	}
 }

@@ -16,8 +16,8 @@ import (
 
 // good is a message an agent enforcing "staff" in client scope installs.
 func good(id string) Message {
-	return Message{V: Version, ID: id, Node: "gw-x", Group: "staff", Scope: ScopeClient, Client: "10.0.0.5",
-		IPs: []string{"192.0.2.1"}, Ports: []Port{{Proto: "tcp", From: 443, To: 443}}, LifetimeMS: 60000, Name: "example.com"}
+	return Message{V: Version1, ID: id, Node: "gw-x", Group: "staff", Scope: ScopeClient, Approval: Approval{Client: "10.0.0.5",
+		IPs: []string{"192.0.2.1"}, Ports: []Port{{Proto: "tcp", From: 443, To: 443}}, LifetimeMS: 60000, Name: "example.com"}}
 }
 
 func encode(t *testing.T, m Message) []byte {
@@ -71,7 +71,10 @@ func TestRejectedMessages(t *testing.T) {
 	}{
 		{"not json", staffSubject, []byte("{not json"), ReasonMalformed},
 		{"empty", staffSubject, nil, ReasonMalformed},
-		{"other version", staffSubject, mod(func(m *Message) { m.V = 2 }), ReasonVersion},
+		{"other version", staffSubject, mod(func(m *Message) { m.V = 3 }), ReasonVersion},
+		{"version 2 with the approval inline", staffSubject, mod(func(m *Message) { m.V = Version }), ReasonMalformed},
+		{"version 1 with approvals", staffSubject, mod(func(m *Message) { m.Approvals = []Approval{m.Approval} }), ReasonMalformed},
+		{"version 2 without approvals", staffSubject, mod(func(m *Message) { m.V, m.Approval = Version, Approval{} }), ReasonMalformed},
 		{"no addresses", staffSubject, mod(func(m *Message) { m.IPs = nil }), ReasonMalformed},
 		{"bad address", staffSubject, mod(func(m *Message) { m.IPs = []string{"192.0.2.300"} }), ReasonMalformed},
 		{"bad port range", staffSubject, mod(func(m *Message) { m.Ports = []Port{{Proto: "tcp", From: 443, To: 80}} }), ReasonMalformed},

@@ -80,7 +80,8 @@ func TestServePublishesApprovals(t *testing.T) {
 		t.Fatalf("%d approvals stored, want 1", len(got))
 	}
 	m := got[0]
-	if m.Node != "gw-a" || m.Group != "local" || m.Name != "www.allowed.test." || len(m.IPs) != 1 || m.IPs[0] != "192.0.2.7" {
+	if m.Node != "gw-a" || m.Group != "local" || len(m.Approvals) != 1 || m.Approvals[0].Name != "www.allowed.test." ||
+		len(m.Approvals[0].IPs) != 1 || m.Approvals[0].IPs[0] != "192.0.2.7" {
 		t.Errorf("stored %+v", m)
 	}
 	if !d.metric(t, "egressd_fleet_published_total 1") {

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -159,6 +160,29 @@ func (p *Proc) Ready(limit time.Duration) error {
 // the namespace (net/http dials on goroutines of its own, which Do would
 // not cover).
 func (p *Proc) healthz(url string) (int, error) {
+	resp, err := p.monitor(url)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// Monitor reads path (such as "/jsz?streams=true") from the node's
+// monitoring endpoint.
+func (p *Proc) Monitor(path string) ([]byte, error) {
+	resp, err := p.monitor(fmt.Sprintf("http://%s:%d%s", p.Node.Host, p.Node.HTTPPort, path))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("nats-server %s: %s: %s", p.Node.Name, path, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
+}
+
+func (p *Proc) monitor(url string) (*http.Response, error) {
 	c := http.Client{Timeout: time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -171,12 +195,7 @@ func (p *Proc) healthz(url string) (int, error) {
 			return conn, err
 		},
 	}}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
+	return c.Get(url)
 }
 
 // PID is the server's process ID.

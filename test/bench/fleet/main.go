@@ -30,8 +30,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -46,8 +49,11 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/fleet"
 	"github.com/egressd/egressd/internal/natsproc"
 	"github.com/egressd/egressd/internal/netnstest"
 )
@@ -103,6 +109,7 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 	defer stopMonitor()
 	load1 := loadavg()
 	cpu0 := b.cpu()
+	msgs0 := b.streamMessages()
 
 	var next uint64 = 1000000 // names never asked before
 	fixed, err := b.fixedRate(ctx, rate, duration, &next)
@@ -122,13 +129,77 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 		flatRes.print(fmt.Sprintf("flat out, %d in flight", inflight))
 	}
 	cpu1 := b.cpu()
+	approvals := fixed.answers + flatRes.answers
 	fmt.Print("CPU seconds during both phases:")
 	for _, name := range cpuOrder {
 		fmt.Printf(" %s %.1f", name, float64(cpu1[name]-cpu0[name])/clockTicks)
 	}
 	fmt.Println()
+	if approvals > 0 {
+		fmt.Print("CPU per approval:")
+		for _, name := range cpuOrder {
+			fmt.Printf(" %s %.0fµs", name, float64(cpu1[name]-cpu0[name])/clockTicks/float64(approvals)*1e6)
+		}
+		fmt.Println()
+	}
+	if msgs := b.streamMessages() - msgs0; msgs > 0 {
+		fmt.Printf("messages stored in JetStream: %d for %d approvals (%.1f approvals a message)\n", msgs, approvals, float64(approvals)/float64(msgs))
+	}
+	if text, err := scrape(b.res, "127.0.0.1:9153"); err == nil {
+		fmt.Print("resolver:")
+		for _, name := range []string{"egressd_fleet_published_total", "egressd_fleet_publish_failures_total",
+			"egressd_fleet_queued_total", "egressd_fleet_dropped_total"} {
+			fmt.Printf(" %s %s", strings.TrimPrefix(name, "egressd_fleet_"), metricValue(text, name))
+		}
+		fmt.Println()
+	}
+	if text, err := scrape(b.agent, "127.0.0.1:9153"); err == nil {
+		fmt.Printf("agent: applied_total %s, rejected %s\n", metricValue(text, "egressd_fleet_applied_total"), rejected(text))
+	}
 	fmt.Printf("load average before: %s, after: %s\n", load1, loadavg())
 	return nil
+}
+
+// scrape reads /metrics at addr in ns.
+func scrape(ns netnstest.Namespace, addr string) (string, error) {
+	var out []byte
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+		out, err = io.ReadAll(c)
+		return err
+	})
+	return string(out), err
+}
+
+// rejected lists the nonzero egressd_fleet_rejected_total samples of text.
+func rejected(text string) string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, "egressd_fleet_rejected_total"); ok && !strings.HasSuffix(v, " 0") {
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
+// metricValue is the value of the unlabelled sample name in text, "?"
+// when there is none.
+func metricValue(text, name string) string {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return "?"
 }
 
 // setup makes the namespaces and starts NATS, authd, the resolver and the
@@ -310,7 +381,20 @@ func (b *bench) monitor() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	// A large receive buffer: when the monitor falls behind a burst of
+	// element adds and the socket overflows, the monitor ends.
+	bigBuffer := func(c *netlink.Conn) error {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		err = rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20)
+		})
+		return errors.Join(err, serr)
+	}
+	conn, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())), nftables.WithSockOptions(bigBuffer))
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -325,8 +409,12 @@ func (b *bench) monitor() (func(), error) {
 	go func() {
 		for ev := range events {
 			now := time.Now()
+			if ev.Error != nil {
+				fmt.Printf("element monitor failed (elements after this are counted missing): %v\n", ev.Error)
+				continue
+			}
 			elems, ok := ev.Data.([]nftables.SetElement)
-			if ev.Error != nil || !ok {
+			if !ok {
 				continue
 			}
 			b.mu.Lock()
@@ -626,6 +714,38 @@ func ticks(pid int) int {
 	fmt.Sscan(f[11], &utime)
 	fmt.Sscan(f[12], &stime)
 	return utime + stime
+}
+
+// streamMessages is how many messages the approval stream took so far
+// (its last sequence number, as the first server that answers says).
+func (b *bench) streamMessages() uint64 {
+	for _, p := range b.nats {
+		body, err := p.Monitor("/jsz?streams=true")
+		if err != nil {
+			continue
+		}
+		var jsz struct {
+			Accounts []struct {
+				Streams []struct {
+					Name  string `json:"name"`
+					State struct {
+						LastSeq uint64 `json:"last_seq"`
+					} `json:"state"`
+				} `json:"stream_detail"`
+			} `json:"account_details"`
+		}
+		if json.Unmarshal(body, &jsz) != nil {
+			continue
+		}
+		for _, a := range jsz.Accounts {
+			for _, s := range a.Streams {
+				if s.Name == fleet.DefaultStream {
+					return s.State.LastSeq
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func loadavg() string {

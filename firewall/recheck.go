@@ -3,7 +3,6 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/egressd/egressd/enforce"
@@ -108,28 +107,9 @@ func (n *NFT) staleDenied(a Allowance) error {
 		if !ok {
 			return fmt.Errorf("%w: group %s may no longer reach %s for %s", ErrStale, a.Group, dest, a.Name)
 		}
-		if !portsWithin(a.Ports, ports) {
+		if !policy.PortsWithin(a.Ports, ports) {
 			return fmt.Errorf("%w: group %s may no longer reach %s for %s on those ports", ErrStale, a.Group, dest, a.Name)
 		}
 	}
 	return nil
-}
-
-// portsWithin reports whether every range of have (none: any port) lies
-// within one range of allowed (none: any port) of its protocol.
-func portsWithin(have, allowed []policy.PortRange) bool {
-	if len(allowed) == 0 {
-		return true
-	}
-	if len(have) == 0 {
-		return false
-	}
-	for _, h := range have {
-		if !slices.ContainsFunc(allowed, func(p policy.PortRange) bool {
-			return protoOf(p) == protoOf(h) && p.From <= h.From && h.To <= p.To
-		}) {
-			return false
-		}
-	}
-	return true
 }

@@ -333,6 +333,9 @@ func (a *applier) check(m *Message, ap *Approval, al *enforce.Allowance, stored 
 	if left <= 0 {
 		return 0, reject(ReasonExpired, "lifetime %s, stored %s ago", lifetime, age)
 	}
+	if set.Generation != nil {
+		al.Generation = set.Generation()
+	}
 	if set.Recheck != nil {
 		names := make([]string, 0, 1+len(ap.Targets))
 		names = append(append(names, ap.Name), ap.Targets...)
@@ -341,29 +344,10 @@ func (a *applier) check(m *Message, ap *Approval, al *enforce.Allowance, stored 
 			if !ok {
 				return 0, reject(ReasonPolicy, "%s for %s not approved here", ip, ap.Name)
 			}
-			if !portsWithin(al.Ports, ports) {
+			if !policy.PortsWithin(al.Ports, ports) {
 				return 0, reject(ReasonPolicy, "ports of %s wider than approved here", ap.Name)
 			}
 		}
 	}
 	return left, nil
-}
-
-// portsWithin reports whether every range of want lies within one of
-// allowed; nil means any port.
-func portsWithin(want, allowed []policy.PortRange) bool {
-	if allowed == nil {
-		return true
-	}
-	if len(want) == 0 {
-		return false
-	}
-	for _, w := range want {
-		if !slices.ContainsFunc(allowed, func(r policy.PortRange) bool {
-			return r.Proto == w.Proto && r.From <= w.From && w.To <= r.To
-		}) {
-			return false
-		}
-	}
-	return true
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,5 +263,40 @@ func TestMessageApprovalsBoundedParallel(t *testing.T) {
 	}
 	if fw.calls != size || counter(m.Applied) != size {
 		t.Errorf("%d installs, %d applied, want %d", fw.calls, counter(m.Applied), size)
+	}
+}
+
+// An approval is installed with the generation of the policy it was
+// checked against, read before the check: a reload during the check (or
+// after it, before the install) leaves the allowance older than the
+// firewall's policy, and the firewall re-checks it under the new one.
+func TestAppliedAllowanceCarriesGeneration(t *testing.T) {
+	s := natstest.Run(t)
+	fw := newFakeFW(nil)
+	var gen atomic.Uint64
+	gen.Store(7)
+	recheck := func(group string, client, dest netip.Addr, names []string) ([]policy.PortRange, bool) {
+		gen.Add(1) // a reload lands while the approval is checked
+		return nil, true
+	}
+	b, m := node(t, Options{Servers: []string{s.URL()}, Node: "gw-b", Enforce: []string{"staff"}, Apply: fw,
+		Settings: Settings{MaxLifetime: 10 * time.Minute, Recheck: recheck, Generation: gen.Load}})
+	waitFor(t, "agent ready", b.ReplayDone)
+	ap := Approval{IPs: []string{"192.0.2.1"}, Name: "example.com"}
+	data := appendMessage(nil, "gw-a-x-1", "gw-a", "staff", ScopeGroup, []*Approval{&ap}, []time.Duration{time.Minute}, nil)
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.Publish(context.Background(), ApprovalSubject(DefaultSubjectPrefix, "staff"), data); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "applied", func() bool { return counter(m.Applied) == 1 })
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if len(fw.gens) != 1 || fw.gens[0] != 7 {
+		t.Fatalf("Allow got generations %v, want [7]: the policy's before the check", fw.gens)
 	}
 }

@@ -41,7 +41,8 @@ type fakeFW struct {
 	mu    sync.Mutex
 	elems map[string]time.Time
 	calls map[string]int
-	stale int // Allows that asked for a deadline already past
+	stale int      // Allows that asked for a deadline already past
+	gens  []uint64 // the policy generation of every Allow, in order
 }
 
 func newFakeFW(now func() time.Time) *fakeFW {
@@ -71,6 +72,7 @@ func (f *fakeFW) Allow(_ context.Context, a enforce.Allowance) error {
 	if !d.After(now) {
 		f.stale++
 	}
+	f.gens = append(f.gens, a.Generation)
 	for _, ip := range a.IPs {
 		var client netip.Addr
 		if f.scoped {

@@ -76,6 +76,11 @@ type Settings struct {
 	// by this node's policy (policy.Engine.Recheck), the ports within those
 	// it allows.
 	Recheck func(group string, client, dest netip.Addr, names []string) (ports []policy.PortRange, ok bool)
+	// Generation, when set, is that of the policy Recheck consults
+	// (policy.Engine.Generation). It is read before the check and sent
+	// with the allowance, so a reload between the check and the install
+	// makes the firewall re-check the allowance under the new policy.
+	Generation func() uint64
 }
 
 // Node is one egressd's connection to the fleet.

@@ -19,6 +19,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 )
 
 // Verdict is the outcome of a policy decision.
@@ -138,4 +139,31 @@ type GroupSpec struct {
 // for concurrent use.
 type CategoryMatcher interface {
 	Match(qname string) uint64
+}
+
+// PortsWithin reports whether every range of have (none: any port) lies
+// within one range of allowed (none: any port) of the same protocol; a
+// zero protocol counts as TCP. A re-check uses it to tell that an
+// allowance asks for no more ports than the policy gives.
+func PortsWithin(have, allowed []PortRange) bool {
+	if len(allowed) == 0 {
+		return true
+	}
+	if len(have) == 0 {
+		return false
+	}
+	proto := func(p PortRange) uint8 {
+		if p.Proto == 0 {
+			return ProtoTCP
+		}
+		return p.Proto
+	}
+	for _, h := range have {
+		if !slices.ContainsFunc(allowed, func(p PortRange) bool {
+			return proto(p) == proto(h) && p.From <= h.From && h.To <= p.To
+		}) {
+			return false
+		}
+	}
+	return true
 }

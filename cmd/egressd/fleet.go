@@ -59,6 +59,7 @@ func (d *daemon) fleetSettings(cfg *config.Config) fleet.Settings {
 		Recheck: func(group string, client, dest netip.Addr, names []string) ([]policy.PortRange, bool) {
 			return d.engine.Load().Recheck(group, client, dest, names)
 		},
+		Generation: func() uint64 { return d.engine.Load().Generation() },
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egressd/egressd/metrics"
@@ -38,6 +39,9 @@ type Options struct {
 	// connect replaces the netlink connection in unit tests; nil dials
 	// the kernel.
 	connect func() (nftConn, error)
+	// libraryElements sends element batches through google/nftables, as
+	// before elemBatch; tests and benchmarks compare the two.
+	libraryElements bool
 }
 
 const (
@@ -86,6 +90,9 @@ type NFT struct {
 	view      atomic.Pointer[allowView] // for Allow's check without the owner
 	lastSweep time.Time
 	flushes   int // netlink batches sent, for tests and benchmarks
+	// libraryElements sends element batches through google/nftables
+	// instead of elemBatch; tests and benchmarks compare the two.
+	libraryElements bool
 	// inherited lists what the first install carried over from an
 	// earlier table; written before the run goroutine starts.
 	inherited []LiveElement
@@ -139,7 +146,8 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 		index:   newExpiryIndex(),
 		own:     &portIDs{},
 
-		verifyEvery: opts.VerifyEvery,
+		verifyEvery:     opts.VerifyEvery,
+		libraryElements: opts.libraryElements,
 	}
 	if n.verifyEvery == 0 {
 		n.verifyEvery = defaultVerifyEvery
@@ -205,11 +213,21 @@ func (n *NFT) dial() error {
 		n.conn = c
 		return nil
 	}
-	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(n.netns), nftables.WithSockOptions(bigBuffers, n.rememberPortID))
+	var sock *netlink.Conn
+	keep := func(c *netlink.Conn) error { sock = c; return nil }
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(n.netns), nftables.WithSockOptions(bigBuffers, n.rememberPortID, keep))
 	if err != nil {
 		return wrapPermission(fmt.Errorf("firewall: netlink: %w", err))
 	}
-	n.conn = c
+	lc := &leanConn{Conn: c}
+	if !n.libraryElements {
+		// Element batches are written on the same socket (see elembatch.go).
+		if lc.eb, err = newElemBatch(sock); err != nil {
+			_ = c.CloseLasting()
+			return fmt.Errorf("firewall: netlink: %w", err)
+		}
+	}
+	n.conn = lc
 	return nil
 }
 

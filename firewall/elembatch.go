@@ -145,11 +145,11 @@ var errNotLean = errors.New("firewall: element not encoded by elemBatch")
 type elemBatch struct {
 	raw  syscall.RawConn
 	pid  uint32 // the socket's port id, as the library stamps it
-	seq  uint32
 	buf  []byte // batch begin, element messages; batch end is added by flush
 	msgs int    // element messages in buf
 	// begin is the sequence number of the batch begin message; the
-	// element messages follow it one by one.
+	// element messages and the batch end follow it one by one, and the
+	// next batch begins after them.
 	begin uint32
 	rbuf  []byte
 
@@ -178,7 +178,7 @@ func newElemBatch(c *netlink.Conn) (*elemBatch, error) {
 
 // newElemBatchOn writes batches stamped with port id pid to raw.
 func newElemBatchOn(raw syscall.RawConn, pid uint32) *elemBatch {
-	b := &elemBatch{raw: raw, pid: pid, seq: pid << 16, rbuf: make([]byte, ackBuffer)}
+	b := &elemBatch{raw: raw, pid: pid, begin: pid << 16, rbuf: make([]byte, ackBuffer)}
 	b.writeFn = func(fd uintptr) bool {
 		b.n, b.ioErr = unix.Write(int(fd), b.out)
 		return b.ioErr != unix.EAGAIN
@@ -200,9 +200,8 @@ const (
 
 func (b *elemBatch) reset() {
 	b.buf = b.buf[:0]
+	b.begin += uint32(b.msgs) + 2
 	b.msgs = 0
-	b.seq++
-	b.begin = b.seq
 	b.buf = b.appendBatchMsg(b.buf, unix.NFNL_MSG_BATCH_BEGIN, b.begin)
 }
 

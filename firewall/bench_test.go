@@ -155,7 +155,9 @@ func BenchmarkAllowFresh(b *testing.B) {
 // BenchmarkAllowNewElement is one caller allowing a destination the
 // kernel does not have yet, with the query name as its comment: one
 // netlink batch of one element, as on a cache miss. library sends it
-// through google/nftables, lean through elemBatch. user-ns/op and
+// through google/nftables, lean through elemBatch, lean_watched also with
+// the change watcher on (as egressd runs: the kernel sends it a
+// notification per element, which it reads and skips). user-ns/op and
 // sys-ns/op split the CPU time: Go (building, encoding, acknowledgement
 // parsing, the owner round trip) and the kernel (the batch is applied
 // inside sendmsg).
@@ -164,12 +166,13 @@ func BenchmarkAllowNewElement(b *testing.B) {
 	for _, bc := range []struct {
 		name    string
 		library bool
-	}{{"library", true}, {"lean", false}} {
+		watch   bool
+	}{{"library", true, false}, {"lean", false, false}, {"lean_watched", false, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			spec := allowSpec()
 			spec.MaxElementsPerSet = 1 << 30
 			ns := newTestNS(b)
-			n, err := NewNFTables(spec, Options{NetNS: ns.fd, Logger: quietLogger, NoWatch: true, VerifyEvery: -1, libraryElements: bc.library})
+			n, err := NewNFTables(spec, Options{NetNS: ns.fd, Logger: quietLogger, NoWatch: !bc.watch, VerifyEvery: -1, libraryElements: bc.library})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -54,6 +54,7 @@ func (c *leanConn) toLibrary() {
 			c.err = err
 		}
 	}
+	clear(c.queued)
 	c.queued = c.queued[:0]
 	if c.eb != nil {
 		c.eb.reset()
@@ -117,6 +118,7 @@ func (c *leanConn) queueElements(s *nftables.Set, vals []nftables.SetElement, de
 func (c *leanConn) Flush() error {
 	mixed, err := c.mixed, c.err
 	c.mixed, c.err = false, nil
+	clear(c.queued)
 	c.queued = c.queued[:0]
 	if !mixed && c.eb != nil && c.eb.msgs > 0 {
 		return c.eb.flush()

@@ -223,3 +223,59 @@ func leanConnIn(t *testing.T, ns *testNS, library bool) *leanConn {
 	}
 	return lc
 }
+
+// TestLeanConnHandsMixedBatchesToLibrary: elements queued before a
+// message elemBatch does not write go to the library with it, in order,
+// as one batch: all applied, or (with a refused message) none.
+func TestLeanConnHandsMixedBatchesToLibrary(t *testing.T) {
+	ns := newTestNS(t)
+	startUnwatchedNFT(t, ns, allowSpec(), nil)
+	inet := &nftables.Table{Family: nftables.TableFamilyINet, Name: "egressd"}
+	d4 := &nftables.Set{Table: inet, Name: "g_servers_d4", HasTimeout: true}
+	elem := func(last byte) []nftables.SetElement {
+		return []nftables.SetElement{{Key: []byte{192, 0, 2, last}, Timeout: time.Minute, Comment: "m.example."}}
+	}
+	c := leanConnIn(t, ns, false)
+	// Refused: the deletion of a table that does not exist fails the
+	// batch, so the element queued before it must not arrive.
+	if err := c.SetAddElements(d4, elem(1)); err != nil {
+		t.Fatal(err)
+	}
+	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "egressd_absent"})
+	if err := c.SetAddElements(d4, elem(2)); err != nil {
+		t.Fatal(err)
+	}
+	if c.eb.msgs != 0 {
+		t.Fatalf("elemBatch still holds %d messages of a mixed batch", c.eb.msgs)
+	}
+	if err := c.Flush(); !errors.Is(err, unix.ENOENT) {
+		t.Fatalf("Flush = %v, want ENOENT", err)
+	}
+	if got := elements(t, ns, "egressd", "g_servers_d4"); len(got) != 0 {
+		t.Fatalf("a refused mixed batch left %d elements", len(got))
+	}
+	// Accepted: an element, the table (re-added, which changes nothing),
+	// another element; then an element-only batch goes through elemBatch
+	// again.
+	c = leanConnIn(t, ns, false)
+	c.SetAddElements(d4, elem(3))
+	c.AddTable(inet)
+	c.SetAddElements(d4, elem(4))
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetAddElements(d4, elem(5))
+	if c.eb.msgs != 1 {
+		t.Fatalf("elemBatch holds %d messages after a mixed batch, want 1", c.eb.msgs)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	for _, e := range sortedElements(t, ns, "g_servers_d4") {
+		got = append(got, e.Key[3])
+	}
+	if !bytes.Equal(got, []byte{3, 4, 5}) {
+		t.Errorf("elements ending in %v, want 3, 4, 5", got)
+	}
+}

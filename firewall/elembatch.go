@@ -317,6 +317,30 @@ func appendNestStart(dst []byte, typ uint16) []byte {
 	return appendAttrHeader(dst, typ|unix.NLA_F_NESTED, 0)
 }
 
+// maxElemListBytes bounds the items of one NFTA_SET_ELEM_LIST_ELEMENTS
+// attribute: its length field is 16 bits, header included.
+const maxElemListBytes = 0xffff - nlaHeaderLen
+
+// elemListItemSize is how many bytes v takes in an element list of s, as
+// elemBatch and google/nftables encode it.
+func elemListItemSize(s *nftables.Set, v nftables.SetElement) int {
+	align := func(n int) int { return (n + 3) &^ 3 }
+	n := nlaHeaderLen + 2*nlaHeaderLen + align(len(v.Key)) // item, key nest, value
+	if len(v.KeyEnd) > 0 {
+		n += 2*nlaHeaderLen + align(len(v.KeyEnd))
+	}
+	if s.HasTimeout && v.Timeout != 0 {
+		n += nlaHeaderLen + 8
+	}
+	if len(v.Comment) > 0 {
+		n += nlaHeaderLen + align(2+len(v.Comment)+1)
+	}
+	if v.IntervalEnd {
+		n += nlaHeaderLen + 4
+	}
+	return n
+}
+
 // nestEnd sets the length of the nested attribute starting at start to
 // cover everything after it (the children, each padded).
 func nestEnd(dst []byte, start int) []byte {

@@ -110,6 +110,15 @@ func TestElemBatchMatchesLibrary(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// elemListItemSize, which queueElements chunks by, is what
+			// an element adds to a message.
+			for _, cl := range tc.calls {
+				for _, v := range cl.elems {
+					if got, want := elemListItemSize(cl.set, v), encodedSize(t, cl.set, v); got != want {
+						t.Fatalf("elemListItemSize(%x) = %d, encoded %d bytes", v.Key, got, want)
+					}
+				}
+			}
 			want := libraryBatch(t, tc.calls)
 			b := newElemBatchOn(nil, nltest.PID)
 			for _, cl := range tc.calls {
@@ -141,6 +150,19 @@ func TestElemBatchMatchesLibrary(t *testing.T) {
 			}
 		})
 	}
+}
+
+// encodedSize is how many bytes v adds to a message of s.
+func encodedSize(t *testing.T, s *nftables.Set, v nftables.SetElement) int {
+	t.Helper()
+	size := func(elems []nftables.SetElement) int {
+		b := newElemBatchOn(nil, 1)
+		if err := b.add(s, elems, false); err != nil {
+			t.Fatal(err)
+		}
+		return len(b.buf)
+	}
+	return size([]nftables.SetElement{v}) - size(nil)
 }
 
 // TestElemBatchLeavesOddElementsToLibrary: what elemBatch does not encode

@@ -517,10 +517,24 @@ func countElements(bySet map[string][]nftables.SetElement) int {
 	return total
 }
 
-// queueElements adds (or deletes) elements in chunks that fit a message.
+// queueElements adds (or deletes) elements in chunks that fit a message:
+// at most elementsPerMessage, and an element list within the 64 KiB a
+// netlink attribute can hold (google/nftables writes a longer one with a
+// wrapped length, and the kernel took the elements up to it: 256 elements
+// with 250-byte comments left 28 in the set, and the batch succeeded).
 func queueElements(c nftConn, set *nftables.Set, elems []nftables.SetElement, del bool) error {
-	for start := 0; start < len(elems); start += elementsPerMessage {
-		chunk := elems[start:min(start+elementsPerMessage, len(elems))]
+	for start := 0; start < len(elems); {
+		end, size := start, 0
+		for end < len(elems) && end-start < elementsPerMessage {
+			n := elemListItemSize(set, elems[end])
+			if end > start && size+n > maxElemListBytes {
+				break
+			}
+			size += n
+			end++
+		}
+		chunk := elems[start:end]
+		start = end
 		var err error
 		if del {
 			err = c.SetDeleteElements(set, chunk)

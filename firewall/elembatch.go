@@ -200,8 +200,15 @@ const (
 	nftaSetElemKeyEnd = nftables.NFTA_SET_ELEM_KEY_END
 )
 
+// maxKeptBatch: a batch buffer grown past this (by a restore re-adding
+// many elements) is not kept for the next batch.
+const maxKeptBatch = 256 << 10
+
 func (b *elemBatch) reset() {
 	b.buf = b.buf[:0]
+	if cap(b.buf) > maxKeptBatch {
+		b.buf = nil
+	}
 	b.begin += uint32(b.msgs) + 2
 	b.msgs = 0
 	b.buf = b.appendBatchMsg(b.buf, unix.NFNL_MSG_BATCH_BEGIN, b.begin)

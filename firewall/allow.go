@@ -23,16 +23,21 @@ func (n *NFT) applyAllows(reqs []request) {
 	}
 	now := n.now()
 	trusted := n.indexTrusted()
-	plan := map[string]*plannedElement{}
-	var order []string // deterministic message order
-	waiting := reqs[:0:0]
+	// Room for a typical batch on the stack: a miss is one request of a
+	// few elements.
+	plan := map[string]plannedElement{}
+	var orderBuf [8]string
+	order := orderBuf[:0] // deterministic message order
+	var waitBuf [2]request
+	waiting := waitBuf[:0]
 	maxElems := n.spec.maxElements()
 	if n.index.fullest() >= maxElems {
 		// Count only what may still be in the kernel before refusing.
 		n.index.sweep(now, expiryMargin)
 	}
 	added := map[string]int{} // new elements per set in this batch
-	var served []servedAllow  // per waiting request: what to remember
+	var servedBuf [2]servedAllow
+	served := servedBuf[:0] // per waiting request: what to remember
 	for _, r := range reqs {
 		if err := r.ctx.Err(); err != nil {
 			r.result <- err
@@ -62,7 +67,9 @@ func (n *NFT) applyAllows(reqs []request) {
 		}
 		need := freshFor(r.allow.TTL, n.spec.Grace)
 		for _, e := range elems {
-			n.planElement(plan, &order, e, need, trusted, now)
+			if k, ok := n.planElement(plan, e, need, trusted, now); ok {
+				order = append(order, k)
+			}
 		}
 		waiting = append(waiting, r)
 		served = append(served, servedAllow{elems: elems, from: originOf(gs, r.allow)})
@@ -137,25 +144,36 @@ func (n *NFT) remember(served []servedAllow) {
 // elements: those the index knows of (live or not yet swept), those new
 // in this batch (added), and those of elems new to both. If not, elems'
 // new ones are counted into added.
-func (n *NFT) overfills(plan map[string]*plannedElement, elems []element, added map[string]int, limit int) (set string, have int, over bool) {
-	var fresh map[string]int
+func (n *NFT) overfills(plan map[string]plannedElement, elems []element, added map[string]int, limit int) (set string, have int, over bool) {
+	// New elements per set, in the order of elems (an allowance touches
+	// at most the four dynamic sets of its group).
+	type setCount struct {
+		set string
+		k   int
+	}
+	var freshBuf [4]setCount
+	fresh := freshBuf[:0]
 	var buf keyBuf
+next:
 	for _, e := range elems {
 		if _, ok := plan[string(e.appendKey(buf[:0]))]; ok || n.index.get(e) != nil {
 			continue
 		}
-		if fresh == nil {
-			fresh = map[string]int{}
+		for i := range fresh {
+			if fresh[i].set == e.set {
+				fresh[i].k++
+				continue next
+			}
 		}
-		fresh[e.set]++
+		fresh = append(fresh, setCount{e.set, 1})
 	}
-	for s, k := range fresh {
-		if have := n.index.count(s) + added[s]; have+k > limit {
-			return s, have, true
+	for _, f := range fresh {
+		if have := n.index.count(f.set) + added[f.set]; have+f.k > limit {
+			return f.set, have, true
 		}
 	}
-	for s, k := range fresh {
-		added[s] += k
+	for _, f := range fresh {
+		added[f.set] += f.k
 	}
 	return "", 0, false
 }
@@ -176,12 +194,16 @@ func freshFor(ttl, grace time.Duration) time.Duration {
 // planElement decides whether e must be sent: not when the index says it
 // still lives at least need (see freshFor). An untrusted index (others
 // changed the table and it is not repaired yet) is not believed: every
-// element is sent, keeping at least the lifetime the index knows of.
-func (n *NFT) planElement(plan map[string]*plannedElement, order *[]string, e element, need time.Duration, trusted bool, now time.Time) {
+// element is sent, keeping at least the lifetime the index knows of. A
+// newly planned element's key is returned, for the message order.
+func (n *NFT) planElement(plan map[string]plannedElement, e element, need time.Duration, trusted bool, now time.Time) (key string, planned bool) {
 	var buf keyBuf
 	kb := e.appendKey(buf[:0])
 	if p, ok := plan[string(kb)]; ok {
-		p.timeout = max(p.timeout, e.timeout)
+		if e.timeout > p.timeout {
+			p.timeout = e.timeout
+			plan[string(kb)] = p
+		}
 		return
 	}
 	cur := n.index.get(e)
@@ -195,8 +217,8 @@ func (n *NFT) planElement(plan map[string]*plannedElement, order *[]string, e el
 	// the kernel and needs a real refresh.
 	refresh := cur != nil && cur.deadline.After(now.Add(-expiryMargin))
 	k := string(kb)
-	plan[k] = &plannedElement{element: e, refresh: refresh}
-	*order = append(*order, k)
+	plan[k] = plannedElement{element: e, refresh: refresh}
+	return k, true
 }
 
 // sendPlan queues and flushes the planned elements. With withRefresh, an
@@ -204,28 +226,32 @@ func (n *NFT) planElement(plan map[string]*plannedElement, order *[]string, e el
 // atomic batch: the first add guarantees the delete finds it, and the
 // final add sets the new timeout even on kernels that ignore timeouts of
 // re-added elements. On success the index learns the new deadlines.
-func (n *NFT) sendPlan(plan map[string]*plannedElement, order []string, now time.Time, withRefresh bool) error {
+func (n *NFT) sendPlan(plan map[string]plannedElement, order []string, now time.Time, withRefresh bool) error {
 	type perSet struct {
+		name         string
 		all, refresh []nftables.SetElement
 	}
-	bySet := map[string]*perSet{}
-	var setOrder []string
+	// Sets in the order of their first element; a batch touches few.
+	var setsBuf [4]perSet
+	bySet := setsBuf[:0]
 	for _, k := range order {
 		p := plan[k]
-		ps := bySet[p.set]
-		if ps == nil {
-			ps = &perSet{}
-			bySet[p.set] = ps
-			setOrder = append(setOrder, p.set)
+		i := 0
+		for i < len(bySet) && bySet[i].name != p.set {
+			i++
 		}
+		if i == len(bySet) {
+			bySet = append(bySet, perSet{name: p.set})
+		}
+		ps := &bySet[i]
 		el := nftables.SetElement{Key: p.key, KeyEnd: p.keyEnd, Timeout: p.timeout, Comment: p.comment}
 		ps.all = append(ps.all, el)
 		if p.refresh && withRefresh {
 			ps.refresh = append(ps.refresh, el)
 		}
 	}
-	for _, name := range setOrder {
-		set, ps := n.sets[name], bySet[name]
+	for i := range bySet {
+		set, ps := n.sets[bySet[i].name], &bySet[i]
 		steps := []struct {
 			elems []nftables.SetElement
 			del   bool

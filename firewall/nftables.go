@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egressd/egressd/metrics"
@@ -38,6 +39,9 @@ type Options struct {
 	// connect replaces the netlink connection in unit tests; nil dials
 	// the kernel.
 	connect func() (nftConn, error)
+	// libraryElements sends element batches through google/nftables, as
+	// before elemBatch; tests and benchmarks compare the two.
+	libraryElements bool
 }
 
 const (
@@ -86,6 +90,9 @@ type NFT struct {
 	view      atomic.Pointer[allowView] // for Allow's check without the owner
 	lastSweep time.Time
 	flushes   int // netlink batches sent, for tests and benchmarks
+	// libraryElements sends element batches through google/nftables
+	// instead of elemBatch; tests and benchmarks compare the two.
+	libraryElements bool
 	// inherited lists what the first install carried over from an
 	// earlier table; written before the run goroutine starts.
 	inherited []LiveElement
@@ -145,7 +152,8 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 		index:   newExpiryIndex(),
 		own:     &portIDs{},
 
-		verifyEvery: opts.VerifyEvery,
+		verifyEvery:     opts.VerifyEvery,
+		libraryElements: opts.libraryElements,
 	}
 	if n.verifyEvery == 0 {
 		n.verifyEvery = defaultVerifyEvery
@@ -211,11 +219,21 @@ func (n *NFT) dial() error {
 		n.conn = c
 		return nil
 	}
-	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(n.netns), nftables.WithSockOptions(bigBuffers, n.rememberPortID))
+	var sock *netlink.Conn
+	keep := func(c *netlink.Conn) error { sock = c; return nil }
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(n.netns), nftables.WithSockOptions(bigBuffers, n.rememberPortID, keep))
 	if err != nil {
 		return wrapPermission(fmt.Errorf("firewall: netlink: %w", err))
 	}
-	n.conn = c
+	lc := &leanConn{Conn: c}
+	if !n.libraryElements {
+		// Element batches are written on the same socket (see elembatch.go).
+		if lc.eb, err = newElemBatch(sock); err != nil {
+			_ = c.CloseLasting()
+			return fmt.Errorf("firewall: netlink: %w", err)
+		}
+	}
+	n.conn = lc
 	return nil
 }
 
@@ -527,10 +545,24 @@ func countElements(bySet map[string][]nftables.SetElement) int {
 	return total
 }
 
-// queueElements adds (or deletes) elements in chunks that fit a message.
+// queueElements adds (or deletes) elements in chunks that fit a message:
+// at most elementsPerMessage, and an element list within the 64 KiB a
+// netlink attribute can hold (google/nftables writes a longer one with a
+// wrapped length, and the kernel took the elements up to it: 256 elements
+// with 250-byte comments left 28 in the set, and the batch succeeded).
 func queueElements(c nftConn, set *nftables.Set, elems []nftables.SetElement, del bool) error {
-	for start := 0; start < len(elems); start += elementsPerMessage {
-		chunk := elems[start:min(start+elementsPerMessage, len(elems))]
+	for start := 0; start < len(elems); {
+		end, size := start, 0
+		for end < len(elems) && end-start < elementsPerMessage {
+			n := elemListItemSize(set, elems[end])
+			if end > start && size+n > maxElemListBytes {
+				break
+			}
+			size += n
+			end++
+		}
+		chunk := elems[start:end]
+		start = end
 		var err error
 		if del {
 			err = c.SetDeleteElements(set, chunk)

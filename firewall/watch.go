@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,8 @@ type watcher struct {
 	// reported counts reports; the owner notes up to which one it has
 	// repaired (NFT.driftSettled).
 	reported atomic.Uint64
+	// received counts the notifications read, for tests.
+	received atomic.Uint64
 }
 
 // drift is what the notifications say changed since the owner last looked.
@@ -115,6 +118,9 @@ func appendUnique(list []string, items ...string) []string {
 type portIDs struct {
 	mu  sync.Mutex
 	ids []uint32
+	// changed, when set, is told the new list after each add (under mu,
+	// so calls come in order).
+	changed func(ids []uint32)
 }
 
 // maxOwnPortIDs: a reconnect gets a new port id; notifications of the old
@@ -128,6 +134,17 @@ func (p *portIDs) add(id uint32) {
 	if len(p.ids) > maxOwnPortIDs {
 		p.ids = p.ids[len(p.ids)-maxOwnPortIDs:]
 	}
+	if p.changed != nil {
+		p.changed(p.ids)
+	}
+}
+
+// watchWith sets f to be told the list now and after each add.
+func (p *portIDs) watchWith(f func(ids []uint32)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.changed = f
+	f(p.ids)
 }
 
 func (p *portIDs) has(id uint32) bool {
@@ -181,8 +198,52 @@ func startWatcher(netns int, table string, own *portIDs, log *slog.Logger) (*wat
 	}
 	w := &watcher{conn: c, log: log, own: own, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	w.table.Store(&table)
+	own.watchWith(w.skipOwn)
 	go w.loop()
 	return w, nil
+}
+
+// skipOwn has the kernel drop notifications sent by egressd's own
+// sockets before they reach the watcher's: every message of a committed
+// batch, its closing NEWGEN included, carries the port id of the socket
+// that sent the batch, and handle would only skip them. Without this each
+// new element woke the watcher, which read the notification into a fresh
+// page-sized buffer: about 10 KiB and 45 allocations per Allow. handle
+// still checks the port id, for notifications queued before a new id was
+// added. If the filter cannot be attached, handle alone skips them.
+func (w *watcher) skipOwn(ids []uint32) {
+	prog := ownPortFilter(ids)
+	raw, err := w.conn.SyscallConn()
+	if err == nil {
+		cerr := raw.Control(func(fd uintptr) {
+			err = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+				&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+		})
+		if err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		w.log.Warn("firewall: cannot filter egressd's own changes out of the notifications; reading them all", "err", err)
+	}
+}
+
+// ownPortFilter is a classic BPF socket filter that drops a netlink
+// message whose header's port id (nlmsg_pid, offset 12) is one of ids
+// and keeps everything else. A notification skb holds messages of one
+// committed batch, all with the same port id.
+func ownPortFilter(ids []uint32) []unix.SockFilter {
+	n := len(ids)
+	prog := make([]unix.SockFilter, 0, n+3)
+	prog = append(prog, unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 12})
+	for i, id := range ids {
+		// BPF loads in network byte order; the header is in host order.
+		k := binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, id))
+		prog = append(prog, unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: uint8(n - i), K: k})
+	}
+	return append(prog,
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff}, // keep
+		unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: 0})          // drop
 }
 
 func (w *watcher) close() {
@@ -234,6 +295,7 @@ func (w *watcher) loop() {
 			w.log.Error("firewall: nftables change notifications stopped; only the periodic check finds changes now", "err", err)
 			return
 		}
+		w.received.Add(uint64(len(msgs)))
 		for _, m := range msgs {
 			w.handle(m, &batch)
 		}

@@ -1,0 +1,36 @@
+package benchcpu
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkGetpid shows the split: getpid is nearly all system time.
+func BenchmarkGetpid(b *testing.B) {
+	stop := Start(b)
+	for b.Loop() {
+		unix.Getpid()
+	}
+	stop()
+}
+
+func TestUsageGrows(t *testing.T) {
+	r := testing.Benchmark(func(b *testing.B) {
+		stop := Start(b)
+		x := 0
+		for b.Loop() {
+			for i := range 1000 {
+				x += i
+			}
+		}
+		_ = x
+		stop()
+	})
+	if r.N == 0 || r.Extra["user-ns/op"] <= 0 {
+		t.Fatalf("user-ns/op = %v over %d ops, want > 0", r.Extra["user-ns/op"], r.N)
+	}
+	if _, ok := r.Extra["sys-ns/op"]; !ok {
+		t.Fatal("no sys-ns/op reported")
+	}
+}

@@ -242,3 +242,47 @@ func BenchmarkMatchManyCategories(b *testing.B) {
 		m.Match(queries[i&3])
 	}
 }
+
+// BenchmarkRefreshChanged2M refreshes the 2M list after a line was
+// added, so every source is parsed and the table rebuilt while the old
+// one still serves. It reports the heap in use at the peak of the refresh
+// above what the loaded category already held (peak-heap-B/domain): the
+// new table plus the parsed entries not yet freed.
+func BenchmarkRefreshChanged2M(b *testing.B) {
+	src, err := os.ReadFile(benchList(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "2m.txt")
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	src = nil
+	m := loadBench(b, path)
+	var peak float64
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(f, "added%d.example.org\n", i)
+		f.Close()
+		before := heapInUse()
+		sampler := startPeakSampler()
+		b.StartTimer()
+		if err := m.Refresh(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		heapPeak := sampler.stop()
+		domains := m.Stats()["big"].Domains
+		if domains < benchDomains*99/100+i+1 {
+			b.Fatalf("%d domains after the refresh", domains)
+		}
+		peak = float64(heapPeak-before) / float64(domains)
+		b.StartTimer()
+	}
+	b.ReportMetric(peak, "peak-heap-B/domain")
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -85,31 +86,83 @@ func loadBench(b *testing.B, path string) *Manager {
 }
 
 // BenchmarkLoad2M loads a 2,000,000-domain list and reports the time per
-// load and the heap the loaded category keeps per domain.
+// load and, per domain: the heap the loaded category keeps
+// (heap-B/domain), the size of its table (table-B/domain), and the
+// highest heap in use while it loaded, parse garbage not yet collected
+// included, above what was in use before (peak-heap-B/domain; sampled
+// every millisecond from runtime/metrics, so a peak between two samples
+// can be missed, never overstated).
 func BenchmarkLoad2M(b *testing.B) {
 	path := benchList(b)
 	b.ResetTimer()
-	var perDomain float64
+	var perDomain, tablePerDomain, peakHeap float64
 	var total time.Duration
 	for range b.N {
 		b.StopTimer()
 		before := heapInUse()
+		sampler := startPeakSampler()
 		b.StartTimer()
 		start := time.Now()
 		m := loadBench(b, path)
 		total += time.Since(start)
 		b.StopTimer()
+		heapPeak := sampler.stop()
 		after := heapInUse()
-		domains := m.Stats()["big"].Domains
+		st := m.Stats()["big"]
+		domains := st.Domains
 		if domains < benchDomains*99/100 {
 			b.Fatalf("loaded %d domains, want about %d", domains, benchDomains)
 		}
 		perDomain = float64(after-before) / float64(domains)
+		tablePerDomain = float64(st.Bytes) / float64(domains)
+		peakHeap = float64(heapPeak-before) / float64(domains)
 		runtime.KeepAlive(m)
 		b.StartTimer()
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/load")
 	b.ReportMetric(perDomain, "heap-B/domain")
+	b.ReportMetric(tablePerDomain, "table-B/domain")
+	b.ReportMetric(peakHeap, "peak-heap-B/domain")
+}
+
+// peakSampler records the largest heap in use (live and not yet
+// collected objects) while it runs.
+type peakSampler struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+	heap uint64
+}
+
+func heapObjects() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+func startPeakSampler() *peakSampler {
+	p := &peakSampler{done: make(chan struct{}), heap: heapObjects()}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			p.heap = max(p.heap, heapObjects())
+			select {
+			case <-p.done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return p
+}
+
+// stop ends sampling and returns the peak.
+func (p *peakSampler) stop() uint64 {
+	close(p.done)
+	p.wg.Wait()
+	return p.heap
 }
 
 // BenchmarkRefreshUnchanged2M refreshes the 2M list when nothing changed:
@@ -188,4 +241,48 @@ func BenchmarkMatchManyCategories(b *testing.B) {
 	for i := range b.N {
 		m.Match(queries[i&3])
 	}
+}
+
+// BenchmarkRefreshChanged2M refreshes the 2M list after a line was
+// added, so every source is parsed and the table rebuilt while the old
+// one still serves. It reports the heap in use at the peak of the refresh
+// above what the loaded category already held (peak-heap-B/domain): the
+// new table plus the parsed entries not yet freed.
+func BenchmarkRefreshChanged2M(b *testing.B) {
+	src, err := os.ReadFile(benchList(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "2m.txt")
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	src = nil
+	m := loadBench(b, path)
+	var peak float64
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(f, "added%d.example.org\n", i)
+		f.Close()
+		before := heapInUse()
+		sampler := startPeakSampler()
+		b.StartTimer()
+		if err := m.Refresh(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		heapPeak := sampler.stop()
+		domains := m.Stats()["big"].Domains
+		if domains < benchDomains*99/100+i+1 {
+			b.Fatalf("%d domains after the refresh", domains)
+		}
+		peak = float64(heapPeak-before) / float64(domains)
+		b.StartTimer()
+	}
+	b.ReportMetric(peak, "peak-heap-B/domain")
 }

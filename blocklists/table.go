@@ -29,11 +29,12 @@ func refLine(r uint32) int   { return int(r & refLineMax) }
 
 // table is an immutable open-addressing hash set with linear probing.
 // A slot holds the hash with its low bits replaced by the entry's flags,
-// so an occupied slot is never zero.
+// so an occupied slot is never zero. The number of slots is not a power
+// of two: a hash's home slot is the high half of hash*len(slots), so the
+// table can be sized to its entries (see tableSlots).
 type table struct {
 	slots []uint64
 	refs  []uint32 // parallel to slots
-	shift uint     // 64 - log2(len(slots))
 	count int
 	// depths has bit d set when some entry has d labels (63 for 63 or
 	// more), so lookups skip suffixes no entry can be.
@@ -45,20 +46,29 @@ func depthBit(labels int) uint64 { return 1 << min(labels, 63) }
 // hasDepth reports whether an entry of this many labels may exist.
 func (t *table) hasDepth(labels int) bool { return t.depths&depthBit(labels) != 0 }
 
+// home is the slot h's probe starts at.
+func (t *table) home(h uint64) int {
+	hi, _ := bits.Mul64(h, uint64(len(t.slots)))
+	return int(hi)
+}
+
 // lookup returns the flags and ref stored for h, or zero flags.
 func (t *table) lookup(h uint64) (uint64, uint32) {
 	if t.count == 0 {
 		return 0, 0
 	}
 	key := h &^ flagMask
-	mask := len(t.slots) - 1
-	for i := int(h >> t.shift); ; i = (i + 1) & mask {
+	n := len(t.slots)
+	for i := t.home(h); ; {
 		v := t.slots[i]
 		if v == 0 {
 			return 0, 0
 		}
 		if v&^flagMask == key {
 			return v & flagMask, t.refs[i]
+		}
+		if i++; i == n {
+			i = 0
 		}
 	}
 }
@@ -68,63 +78,122 @@ func (t *table) lookup(h uint64) (uint64, uint32) {
 // on nearly every probe with 4 KiB pages.
 const hugePageMin = 8 << 20
 
+// maxLoadPercent is the share of a table's slots its entries fill at
+// most. Linear probing looks at about (1 + 1/(1-a)²)/2 slots for a name
+// that is not in the table (most lookups): 6 at 70%, 8 bytes each, so
+// usually one cache line. A power-of-two table (load between 35% and
+// 70%) took 25 bytes a domain instead of the 17 of this one.
+const maxLoadPercent = 70
+
+// tableSlots is the number of slots for n entries: n at maxLoadPercent,
+// rounded up to a whole cache line of slots.
+func tableSlots(n int) int {
+	s := (n*100 + maxLoadPercent - 1) / maxLoadPercent
+	return max((s+7)&^7, 8)
+}
+
+// builderChunk is the most entries a tableBuilder chunk holds: the
+// builder grows by whole chunks instead of copying one slice that keeps
+// growing, which left the heap with several dead copies of it while a
+// large list loaded.
+const builderChunk = 1 << 16
+
+// chunk is a run of parsed entries.
+type chunk struct {
+	keys []uint64 // hash&^flagMask | flag
+	refs []uint32
+}
+
 // tableBuilder collects entries as they are parsed.
 type tableBuilder struct {
-	keys   []uint64 // hash&^flagMask | flag
-	refs   []uint32
+	chunks []chunk
+	n      int
 	depths uint64
 }
 
 func (b *tableBuilder) add(h, flag uint64, ref uint32, labels int) {
-	b.keys = append(b.keys, h&^flagMask|flag)
-	b.refs = append(b.refs, ref)
+	if len(b.chunks) == 0 || len(b.chunks[len(b.chunks)-1].keys) == cap(b.chunks[len(b.chunks)-1].keys) {
+		// Small categories stay small: chunks start at 256 entries and
+		// double up to builderChunk.
+		size := builderChunk
+		if b.n < builderChunk {
+			size = max(256, min(builderChunk, b.n))
+		}
+		b.chunks = append(b.chunks, chunk{keys: make([]uint64, 0, size), refs: make([]uint32, 0, size)})
+	}
+	c := &b.chunks[len(b.chunks)-1]
+	c.keys = append(c.keys, h&^flagMask|flag)
+	c.refs = append(c.refs, ref)
+	b.n++
 	b.depths |= depthBit(labels)
 }
 
-func (b *tableBuilder) len() int { return len(b.keys) }
+func (b *tableBuilder) len() int { return b.n }
 
 // truncate drops everything added after the builder had n entries.
 func (b *tableBuilder) truncate(n int) {
-	b.keys, b.refs = b.keys[:n], b.refs[:n]
+	for len(b.chunks) > 0 && b.n > n {
+		c := &b.chunks[len(b.chunks)-1]
+		drop := min(len(c.keys), b.n-n)
+		c.keys, c.refs = c.keys[:len(c.keys)-drop], c.refs[:len(c.refs)-drop]
+		b.n -= drop
+		if len(c.keys) == 0 {
+			b.chunks[len(b.chunks)-1] = chunk{}
+			b.chunks = b.chunks[:len(b.chunks)-1]
+		}
+	}
 }
 
-// build makes the table and releases the builder's memory. The table is
-// sized to a load factor between 3/8 and 3/4; duplicates merge their flags
-// and keep the first line.
+// build makes the table and releases the builder's memory, each chunk as
+// soon as its entries are in, so a collection during the build can
+// already free them. Duplicates merge their flags and keep the first
+// line.
 func (b *tableBuilder) build() table {
-	n := len(b.keys)
+	n := b.n
 	if n == 0 {
 		*b = tableBuilder{}
 		return table{}
 	}
-	logSize := max(bits.Len(uint(n*4/3)), 3)
+	size := tableSlots(n)
 	t := table{
-		slots:  make([]uint64, 1<<logSize),
-		refs:   make([]uint32, 1<<logSize),
-		shift:  uint(64 - logSize),
+		slots:  make([]uint64, size),
+		refs:   make([]uint32, size),
 		depths: b.depths,
 	}
 	adviseHugePages(t.slots) // before the first write faults the pages in
 	adviseHugePages(t.refs)
-	mask := len(t.slots) - 1
-	for j, k := range b.keys {
-		key := k &^ flagMask
-		for i := int(k >> t.shift); ; i = (i + 1) & mask {
-			v := t.slots[i]
-			if v == 0 {
-				t.slots[i] = k
-				t.refs[i] = b.refs[j]
-				t.count++
-				break
-			}
-			if v&^flagMask == key {
-				t.slots[i] = v | k&flagMask
-				break
-			}
+	for c := range b.chunks {
+		ch := b.chunks[c]
+		b.chunks[c] = chunk{}
+		for j, k := range ch.keys {
+			t.insert(k, ch.refs[j])
 		}
 	}
 	*b = tableBuilder{}
 	return t
+}
+
+// insert adds key k (hash and flags) with its ref, or merges its flags
+// into an entry of the same hash.
+func (t *table) insert(k uint64, ref uint32) {
+	key := k &^ flagMask
+	n := len(t.slots)
+	for i := t.home(k); ; {
+		v := t.slots[i]
+		if v == 0 {
+			t.slots[i] = k
+			t.refs[i] = ref
+			t.count++
+			return
+		}
+		if v&^flagMask == key {
+			t.slots[i] = v | k&flagMask
+			return
+		}
+		if i++; i == n {
+			i = 0
+		}
+	}
 }
 
 // bytes is the heap the table holds.

@@ -65,6 +65,10 @@ type Server struct {
 	// MaxInFlightPerClient caps one client's queries waiting for an
 	// upstream or the firewall at once, while half the slots are taken.
 	MaxInFlightPerClient int `toml:"max_in_flight_per_client"`
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (debug.SetMemoryLimit): 0 takes GOMEMLIMIT or 90% of the cgroup's
+	// memory.max when either is set, -1 sets none.
+	MemoryLimit int64 `toml:"memory_limit"`
 
 	// Encrypted DNS for clients: DNS over TLS (RFC 7858) and DNS over
 	// HTTPS (RFC 8484) addresses, the DoH path, the certificate and key
@@ -111,6 +115,10 @@ const (
 	DefaultMaxInFlightPerClient = resolver.DefaultMaxInFlightPerClient
 	MaxInFlight                 = resolver.MaxInFlight
 )
+
+// MinMemoryLimit is the smallest [server] memory_limit accepted: below it
+// the collector would run without pause for the server's own structures.
+const MinMemoryLimit = 16 << 20
 
 type Cache struct {
 	Size   int    `toml:"size"`

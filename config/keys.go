@@ -45,6 +45,7 @@ var Keys = map[string]Apply{
 	"server.rate_limit_ipv4_prefix":   OnRestart,
 	"server.rate_limit_ipv6_prefix":   OnRestart,
 	"server.max_in_flight_per_client": OnRestart,
+	"server.memory_limit":             OnRestart,
 	"server.tcp_idle_timeout":         OnRestart,
 	"server.tcp_max_conns":            OnRestart,
 	"server.tcp_max_conns_per_client": OnRestart,

@@ -27,6 +27,11 @@ func TestResourceLimitKeys(t *testing.T) {
 		{"ipv6 prefix too long", "[server]\n\nrate_limit_ipv6_prefix = 129\n", "bad.toml:3: server.rate_limit_ipv6_prefix: 129 is not a prefix length", nil},
 		{"in-flight share above the limit", "[server]\nmax_in_flight_per_client = 8193\n", "bad.toml:2: server.max_in_flight_per_client: 8193 is out of range (1 to 8192", nil},
 		{"negative cache bytes", "[cache]\nmax_bytes = -1\n", "bad.toml:2: cache.max_bytes must not be negative", nil},
+		{"memory limit default", "", "", func(c *Config) bool { return c.Server.MemoryLimit == 0 }},
+		{"memory limit set", "[server]\nmemory_limit = 268435456\n", "", func(c *Config) bool { return c.Server.MemoryLimit == 256<<20 }},
+		{"memory limit off", "[server]\nmemory_limit = -1\n", "", func(c *Config) bool { return c.Server.MemoryLimit == -1 }},
+		{"memory limit below -1", "[server]\nmemory_limit = -2\n", "bad.toml:2: server.memory_limit: -2 is neither a size in bytes (at least 16777216), 0 (automatic) nor -1 (off)", nil},
+		{"memory limit too small", "[server]\n\nmemory_limit = 1048576\n", "bad.toml:3: server.memory_limit: 1048576 is neither a size in bytes (at least 16777216)", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := Parse("bad.toml", []byte(tt.conf))

@@ -361,6 +361,10 @@ func (v *validator) validate(c *Config) {
 		v.err("server.max_in_flight_per_client", "server.max_in_flight_per_client: %d is out of range (1 to %d, the limit for all clients)", s.MaxInFlightPerClient, MaxInFlight)
 	}
 
+	if s.MemoryLimit < -1 || (s.MemoryLimit > 0 && s.MemoryLimit < MinMemoryLimit) {
+		v.err("server.memory_limit", "server.memory_limit: %d is neither a size in bytes (at least %d), 0 (automatic) nor -1 (off)", s.MemoryLimit, MinMemoryLimit)
+	}
+
 	v.encrypted(s)
 
 	u := &c.Upstream

@@ -161,12 +161,30 @@ func (c *answerCache) put(k cacheKey, a *answer, now time.Time) bool {
 	}
 	c.lru.Add(k, cacheEntry{ans: a, stored: now, expires: ttl, size: size})
 	c.used += size
+	c.dropExpiredTail(now)
 	for c.used > c.maxBytes {
 		if _, _, ok := c.lru.RemoveOldest(); !ok {
 			break
 		}
 	}
 	return true
+}
+
+// dropExpiredTail removes up to two least recently used entries that are
+// past their lifetime and the stale window, so the cache holds what is
+// still usable instead of staying at its bound with answers of one-off
+// names (at 3,000 misses a second with TTLs of a second, tens of thousands
+// of dead entries otherwise). Two for each one stored drains such a tail
+// faster than it grows, at a bounded cost per put. Called with mu held.
+func (c *answerCache) dropExpiredTail(now time.Time) {
+	stale := uint64(c.stale.Load())
+	for range 2 {
+		_, e, ok := c.lru.GetOldest()
+		if !ok || uint64(e.age(now)) < uint64(e.expires)+stale {
+			return
+		}
+		c.lru.RemoveOldest()
+	}
 }
 
 // cacheEntryOverhead is what an entry takes besides its bytes of names,

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -181,5 +182,59 @@ func TestRewriteTTLs(t *testing.T) {
 		if err := rewriteTTLs(wire[:cut], func(ttl uint32) uint32 { return ttl }); err == nil {
 			t.Errorf("message cut at %d bytes accepted", cut)
 		}
+	}
+}
+
+// Entries that expired (and left the stale window) are dropped from the
+// least recently used end as new answers are stored, so a stream of
+// one-off names with short TTLs does not keep the cache at its bound;
+// entries in use, or still within the stale window, stay.
+func TestCachePutDropsExpiredTail(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	key := func(prefix string, i int) cacheKey {
+		return cacheKey{name: fmt.Sprintf("%s%d.example.", prefix, i), qtype: dns.TypeA, qclass: dns.ClassINET}
+	}
+	tests := []struct {
+		name     string
+		stale    uint32
+		later    time.Duration // when the new answers are stored
+		wantKept int           // of the 100 one-off answers
+	}{
+		{"expired", 0, 2 * time.Second, 0},
+		{"not yet expired", 0, 500 * time.Millisecond, 100},
+		{"within the stale window", 60, 2 * time.Second, 100},
+		{"past the stale window", 60, 62 * time.Second, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := newAnswerCache(1000, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.stale.Store(tt.stale)
+			hot := key("hot", 0)
+			c.put(hot, &answer{cacheTTL: 3600}, t0)
+			for i := range 100 {
+				c.put(key("once", i), &answer{cacheTTL: 1}, t0)
+			}
+			for i := range 50 {
+				now := t0.Add(tt.later)
+				if _, _, ok := c.get(hot, now); !ok {
+					t.Fatal("the hot entry is gone")
+				}
+				c.put(key("new", i), &answer{cacheTTL: 1}, now)
+			}
+			if got, want := c.len(), 1+50+tt.wantKept; got != want {
+				t.Errorf("%d entries, want %d", got, want)
+			}
+			var want int64
+			for _, k := range c.lru.Keys() {
+				e, _ := c.lru.Peek(k)
+				want += e.size
+			}
+			if c.bytes() != want {
+				t.Errorf("accounted %d bytes, entries hold %d", c.bytes(), want)
+			}
+		})
 	}
 }

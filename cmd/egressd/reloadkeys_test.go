@@ -25,6 +25,7 @@ var keyEdits = map[string]any{
 	"server.rate_limit_ipv4_prefix":   int64(24),
 	"server.rate_limit_ipv6_prefix":   int64(56),
 	"server.max_in_flight_per_client": int64(64),
+	"server.memory_limit":             int64(256 << 20),
 	"server.tcp_idle_timeout":         "20s",
 	"server.tcp_max_conns":            int64(500),
 	"server.tcp_max_conns_per_client": int64(5),

@@ -107,6 +107,7 @@ func (d *daemon) start(parent context.Context) error {
 	d.cfg, d.started = cfg, cfg
 	d.logLevel.Set(logLevel(cfg.Log.Level))
 	d.logger = slog.New(slog.NewTextHandler(d.stderr, &slog.HandlerOptions{Level: &d.logLevel}))
+	applyMemoryLimit(cfg.Server.MemoryLimit, d.logger)
 	ctx, cancel := context.WithCancel(parent)
 	d.cancel = cancel
 	d.metrics = metrics.New()

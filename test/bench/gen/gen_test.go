@@ -146,3 +146,33 @@ func TestPolicyAllowsBenchmarkNames(t *testing.T) {
 		}
 	}
 }
+
+// The cache budget in bytes is written for every config (unbound gets the
+// same total in compare), the memory limit only when one is asked for.
+func TestConfigCacheBudgetAndMemoryLimit(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		cacheBytes  int64
+		memoryLimit int64
+	}{
+		{"budget only", 8 << 20, 0},
+		{"with a memory limit", 8 << 20, 48 << 20},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var text strings.Builder
+			o := configOptions{listen: "127.0.0.1:5401", upstream: "127.0.0.2:5300", backend: "none",
+				blocked: "/nonexistent/blocked.txt", cache: 100000, cacheBytes: tt.cacheBytes, memoryLimit: tt.memoryLimit}
+			if err := writeConfig(&text, o); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := config.Parse("bench.toml", []byte(text.String()))
+			if err != nil {
+				t.Fatalf("generated config is invalid: %v", err)
+			}
+			if cfg.Cache.MaxBytes != tt.cacheBytes || cfg.Server.MemoryLimit != tt.memoryLimit {
+				t.Errorf("cache.max_bytes %d, server.memory_limit %d; want %d, %d",
+					cfg.Cache.MaxBytes, cfg.Server.MemoryLimit, tt.cacheBytes, tt.memoryLimit)
+			}
+		})
+	}
+}

@@ -28,6 +28,8 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:5401", "egressd listen address")
 	upstream := flag.String("upstream", "127.0.0.2:5300", "authd address")
 	cache := flag.Int("cache", 100000, "egressd cache entries")
+	cacheBytes := flag.Int64("cache-bytes", 8<<20, "egressd cache.max_bytes (compare gives unbound the same: msg-cache-size plus rrset-cache-size)")
+	memoryLimit := flag.Int64("memory-limit", 0, "egressd server.memory_limit in bytes (0: not set)")
 	metrics := flag.String("metrics", "", "egressd metrics listen address (\"\" disables)")
 	flag.Parse()
 
@@ -38,7 +40,8 @@ func main() {
 		log.Fatal("gen: -hot, -cold and -mixed-lines must be positive, -blocked not negative")
 	}
 	if err := generate(*out, workload{hot: *hot, cold: *cold, mixedLines: *mixedLines, coldShare: 0.1, seed: 1},
-		*blocked, configOptions{listen: *listen, upstream: *upstream, cache: *cache, metrics: *metrics}); err != nil {
+		*blocked, configOptions{listen: *listen, upstream: *upstream, cache: *cache,
+			cacheBytes: *cacheBytes, memoryLimit: *memoryLimit, metrics: *metrics}); err != nil {
 		log.Fatalf("gen: %v", err)
 	}
 }

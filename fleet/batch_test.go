@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/egressd/egressd/enforce"
 	"github.com/egressd/egressd/internal/natstest"
 	"github.com/egressd/egressd/policy"
@@ -81,15 +78,7 @@ func testWaitingApprovals(t *testing.T, n, msgs int) {
 
 func streamMsgs(t testing.TB, url string) uint64 {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, url)
 	st, err := js.Stream(context.Background(), DefaultStream)
 	if err != nil {
 		t.Fatal(err)
@@ -121,12 +110,7 @@ func TestMessageApprovalsJudgedEach(t *testing.T) {
 	aps := []*Approval{&ok1, &evil, &ok2, &multicast, &expired}
 	lifetimes := []time.Duration{time.Minute, time.Minute, 2 * time.Minute, time.Minute, 0}
 	data := appendMessage(nil, "gw-a-x-1", "gw-a", "staff", ScopeClient, aps, lifetimes, nil)
-	nc, err := nats.Connect(s.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t, s.URL())
 	if _, err := js.Publish(context.Background(), ApprovalSubject(DefaultSubjectPrefix, "staff"), data); err != nil {
 		t.Fatal(err)
 	}
@@ -284,12 +268,7 @@ func TestAppliedAllowanceCarriesGeneration(t *testing.T) {
 	waitFor(t, "agent ready", b.ReplayDone)
 	ap := Approval{IPs: []string{"192.0.2.1"}, Name: "example.com"}
 	data := appendMessage(nil, "gw-a-x-1", "gw-a", "staff", ScopeGroup, []*Approval{&ap}, []time.Duration{time.Minute}, nil)
-	nc, err := nats.Connect(s.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t, s.URL())
 	if _, err := js.Publish(context.Background(), ApprovalSubject(DefaultSubjectPrefix, "staff"), data); err != nil {
 		t.Fatal(err)
 	}

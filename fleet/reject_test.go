@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/egressd/egressd/internal/natstest"
 	"github.com/egressd/egressd/policy"
 )
@@ -49,15 +46,7 @@ func TestRejectedMessages(t *testing.T) {
 	b, m := node(t, Options{Servers: servers, Node: "gw-b", Enforce: []string{"staff", "lab"}, Apply: fw,
 		Settings: Settings{ScopeClient: true, MaxLifetime: 10 * time.Minute, Recheck: recheck}})
 	waitFor(t, "agent ready", b.ReplayDone)
-	nc, err := nats.Connect(s.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, s.URL())
 	staffSubject := ApprovalSubject(DefaultSubjectPrefix, "staff")
 	mod := func(f func(*Message)) []byte {
 		m := good("x")
@@ -141,12 +130,7 @@ func TestOwnApprovalsSkipped(t *testing.T) {
 	}
 	waitFor(t, "published", func() bool { return counter(m.Published) == 1 })
 	// A peer's approval after it, to know the own one was handled.
-	nc, err := nats.Connect(s.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t, s.URL())
 	peer := good("peer")
 	peer.Scope, peer.Client, peer.IPs = ScopeGroup, "", []string{ip2.String()}
 	if _, err := js.Publish(context.Background(), ApprovalSubject(DefaultSubjectPrefix, "staff"), encode(t, peer)); err != nil {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/egressd/egressd/enforce"
@@ -31,15 +30,7 @@ func fleetSection(url, node, extra string) string {
 // approvals reads every approval stored for group.
 func approvals(t *testing.T, url, group string) []fleet.Message {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), natstest.ReadyLimit)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, fleet.DefaultStream, jetstream.OrderedConsumerConfig{

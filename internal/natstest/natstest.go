@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/egressd/egressd/internal/freeport"
 	"github.com/egressd/egressd/internal/wait"
@@ -216,4 +218,20 @@ func (c *Cluster) StreamLeader(account, stream string) int {
 		}
 	}
 	return -1
+}
+
+// JetStream connects to the server at url for a test that publishes or
+// reads the stream itself; the connection is closed when the test ends.
+func JetStream(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("connecting to NATS at %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("JetStream at %s: %v", url, err)
+	}
+	return js
 }

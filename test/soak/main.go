@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/egressd/egressd/internal/procstat"
 	"io"
 	"os"
 	"os/signal"
@@ -224,7 +225,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	}
 	fmt.Printf("  egressd pid %d serving on %s, upstreams %v\n", egressdPID, topo.dns, topo.upstreams)
 
-	loadBefore := loadAverage()
+	loadBefore := procstat.LoadAverage()
 	start := time.Now()
 	var checker *setChecker
 	if topo.namespaces {
@@ -287,7 +288,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 	cleanExit := stopEgressd()
 
 	flaps, flapErrs := ups.flapCount()
-	s := summary{soakCPU: ownCPUSeconds(), seconds: time.Since(start).Seconds(), loadavg: fmt.Sprintf("%s at the start, %s at the end, %d CPUs", loadBefore, loadAverage(), runtime.NumCPU()), mode: mode, elapsed: elapsed.String(), load: load, reloads: rel.snapshot(), flaps: flaps, mon: mon.figures(), setSkip: checker == nil}
+	s := summary{soakCPU: ownCPUSeconds(), seconds: time.Since(start).Seconds(), loadavg: fmt.Sprintf("%s at the start, %s at the end, %d CPUs", loadBefore, procstat.LoadAverage(), runtime.NumCPU()), mode: mode, elapsed: elapsed.String(), load: load, reloads: rel.snapshot(), flaps: flaps, mon: mon.figures(), setSkip: checker == nil}
 	s.mon.settled = settled
 	var setExamples []string
 	if checker != nil {
@@ -325,20 +326,6 @@ func ownCPUSeconds() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-// loadAverage is the 1, 5 and 15 minute load average, for judging how
-// much of a stall the machine's other work explains.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func countSkipped(cs []check) int {

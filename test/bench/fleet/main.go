@@ -34,6 +34,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/egressd/egressd/internal/procstat"
 	"io"
 	"net"
 	"net/netip"
@@ -107,7 +108,7 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 		return err
 	}
 	defer stopMonitor()
-	load1 := loadavg()
+	load1 := procstat.LoadAverage()
 	cpu0 := b.cpu()
 	msgs0 := b.streamMessages()
 
@@ -156,7 +157,7 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 	if text, err := scrape(b.agent, "127.0.0.1:9153"); err == nil {
 		fmt.Printf("agent: applied_total %s, rejected %s\n", metricValue(text, "egressd_fleet_applied_total"), rejected(text))
 	}
-	fmt.Printf("load average before: %s, after: %s\n", load1, loadavg())
+	fmt.Printf("load average before: %s, after: %s\n", load1, procstat.LoadAverage())
 	return nil
 }
 
@@ -746,16 +747,4 @@ func (b *bench) streamMessages() uint64 {
 		}
 	}
 	return 0
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/egressd/egressd/internal/procstat"
 	"io"
 	"os"
 	"os/signal"
@@ -27,6 +26,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/netnstest"
+	"github.com/egressd/egressd/internal/procstat"
 	"golang.org/x/sys/unix"
 )
 

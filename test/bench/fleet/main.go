@@ -34,7 +34,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/egressd/egressd/internal/procstat"
 	"io"
 	"net"
 	"net/netip"
@@ -48,7 +47,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/miekg/dns"
@@ -57,6 +55,7 @@ import (
 	"github.com/egressd/egressd/fleet"
 	"github.com/egressd/egressd/internal/natsproc"
 	"github.com/egressd/egressd/internal/netnstest"
+	"github.com/egressd/egressd/internal/procstat"
 )
 
 func main() {

@@ -47,6 +47,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"github.com/miekg/dns"

@@ -38,7 +38,9 @@ func (m *Manager) finishRefresh(c *category, result string, err error, success [
 		return
 	}
 	mt.ListRefreshes.WithLabelValues(c.name, result).Inc()
-	mt.ListDomains.WithLabelValues(c.name).Set(float64(c.cur.Load().block.count))
+	cur := c.cur.Load()
+	mt.ListDomains.WithLabelValues(c.name).Set(float64(cur.block.count))
+	mt.ListMappedBytes.WithLabelValues(c.name).Set(float64(cur.block.mappedBytes() + cur.except.mappedBytes()))
 	for i, t := range last {
 		if !t.IsZero() {
 			mt.ListLastSuccess.WithLabelValues(c.name, c.sourceLabels[i]).Set(unixSeconds(t))

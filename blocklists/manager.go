@@ -267,6 +267,7 @@ type CategoryStats struct {
 	Invalid     int       // invalid lines across sources
 	Unsupported int       // rules egressd cannot apply
 	Bytes       int       // memory held by the lookup tables
+	MappedBytes int       // the part of Bytes mapped outside the Go heap (Linux)
 	Loaded      time.Time // when the lists in use were built
 	LastResult  string    // ok, unchanged, error or empty
 	LastError   string
@@ -283,6 +284,7 @@ func (m *Manager) Stats() map[string]CategoryStats {
 			st.Domains = lm.block.count
 			st.Exceptions = lm.except.count
 			st.Bytes = lm.block.bytes() + lm.except.bytes()
+			st.MappedBytes = lm.block.mappedBytes() + lm.except.mappedBytes()
 			st.Loaded = lm.loaded
 			for _, r := range lm.results {
 				st.Invalid += r.Invalid

@@ -2,10 +2,21 @@ package blocklists
 
 import (
 	"bytes"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/net/publicsuffix"
 )
+
+// icannParentSet holds icannParents; indexing it with string(b) of a
+// []byte does not allocate.
+var icannParentSet = func() map[string]struct{} {
+	set := make(map[string]struct{})
+	for _, p := range strings.Fields(icannParents) {
+		set[p] = struct{}{}
+	}
+	return set
+}()
 
 // suffixReason refuses a normalized entry that names a whole registry: a
 // top-level domain (known or not) or a public suffix from the ICANN part
@@ -17,8 +28,15 @@ import (
 // purpose, so they stay usable. The root never gets here: it normalizes
 // to an empty name.
 func suffixReason(d []byte) string {
-	if bytes.IndexByte(d, '.') < 0 {
+	dot := bytes.IndexByte(d, '.')
+	if dot < 0 {
 		return "top-level domain (as an entry it would cover every name in it)"
+	}
+	if _, ok := icannParentSet[string(d[dot+1:])]; !ok {
+		// No ICANN rule (d itself, or *.parent) can make d a public
+		// suffix. publicsuffix.PublicSuffix would first try the name as
+		// an IP address and allocate the error, for every list entry.
+		return ""
 	}
 	// PublicSuffix keeps nothing of its argument and only the length of
 	// its result is used here, so d is read in place: converting it

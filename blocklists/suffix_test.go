@@ -3,9 +3,12 @@ package blocklists
 import (
 	"bytes"
 	"log/slog"
+	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -105,5 +108,94 @@ func TestManagerWarnsPlainHTTP(t *testing.T) {
 	}
 	if !strings.Contains(got, "anyone on the network path can rewrite this list") || !strings.Contains(got, "http://lists.example/a.txt?key=xxxxx") || strings.Contains(got, "s3cret") {
 		t.Errorf("warning does not name the redacted source:\n%s", got)
+	}
+}
+
+// TestSuffixReasonAllocs checks that names no ICANN rule can make a
+// public suffix are decided without calling into publicsuffix (whose
+// address check allocates an error for every domain name), and that
+// suffixes whose parent has rules are still refused.
+func TestSuffixReasonAllocs(t *testing.T) {
+	tests := []struct {
+		name    string
+		refused bool
+		allocs  bool // whether the check may allocate
+	}{
+		{"com", true, false},
+		{"co.uk", true, true},
+		{"foo.kawasaki.jp", true, true},
+		{"pvt.k12.ma.us", true, true}, // among the deepest ICANN rules
+		{"x.pvt.k12.ma.us", false, false},
+		{"example.com", false, false},
+		{"ads7.site123.com", false, false},
+		{"a.b.c.example.com", false, false},
+		{"ads.tracker.cdn.example.co.uk", false, false},
+		{"shop.co.uk", false, false},
+		{"duckdns.org", false, false},
+		{"example.de", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := []byte(tt.name)
+			if got := suffixReason(d) != ""; got != tt.refused {
+				t.Fatalf("refused = %v, want %v", got, tt.refused)
+			}
+			if a := testing.AllocsPerRun(100, func() { suffixReason(d) }); a != 0 && !tt.allocs {
+				t.Errorf("%v allocations a check", a)
+			}
+		})
+	}
+}
+
+// TestICANNParents reads the rules of the golang.org/x/net module in use
+// (its publicsuffix/table_test.go lists them, ICANN ones first) and
+// checks that icannParents holds the parent of every ICANN rule but the
+// exceptions: suffixReason asks publicsuffix only about names whose
+// parent is there.
+func TestICANNParents(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "golang.org/x/net").Output()
+	if err != nil {
+		t.Skipf("cannot locate golang.org/x/net without the go command: %v", err)
+	}
+	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "publicsuffix", "table_test.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(src)
+	_, after, ok := strings.Cut(text, "const numICANNRules = ")
+	if !ok {
+		t.Fatal("no numICANNRules in x/net's publicsuffix/table_test.go")
+	}
+	numStr, _, _ := strings.Cut(after, "\n")
+	n, err := strconv.Atoi(strings.TrimSpace(numStr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, ok := strings.Cut(text, "var rules = [...]string{")
+	if !ok {
+		t.Fatal("no rules in x/net's publicsuffix/table_test.go")
+	}
+	body, _, _ = strings.Cut(body, "\n}")
+	seen := 0
+	want := map[string]bool{}
+	for line := range strings.Lines(body) {
+		rule, err := strconv.Unquote(strings.TrimSuffix(strings.TrimSpace(line), ","))
+		if err != nil {
+			continue // blank or comment
+		}
+		if seen++; seen > n {
+			break
+		}
+		if _, parent, ok := strings.Cut(rule, "."); ok && !strings.HasPrefix(rule, "!") {
+			want[parent] = true
+		}
+	}
+	if seen < n || len(want) == 0 {
+		t.Fatalf("read %d ICANN rules (%d parents), want %d rules", seen, len(want), n)
+	}
+	got := strings.Fields(icannParents)
+	if len(got) != len(icannParentSet) || !slices.Equal(slices.Sorted(maps.Keys(want)), got) {
+		t.Errorf("icannParents differs from golang.org/x/net's ICANN rules; new list:\n%s",
+			strings.Join(slices.Sorted(maps.Keys(want)), " "))
 	}
 }

@@ -1,6 +1,9 @@
 package blocklists
 
-import "math/bits"
+import (
+	"math/bits"
+	"runtime"
+)
 
 // Entry kinds, kept in the two low bits of each stored hash.
 const (
@@ -32,9 +35,17 @@ func refLine(r uint32) int   { return int(r & refLineMax) }
 // so an occupied slot is never zero. The number of slots is not a power
 // of two: a hash's home slot is the high half of hash*len(slots), so the
 // table can be sized to its entries (see tableSlots).
+//
+// On Linux a large table's slots and refs live in an anonymous mapping
+// outside the Go heap (tablemem_linux.go), owned by mem: the collector
+// neither scans them nor counts them towards its heap goal. Slices into
+// the mapping never leave the table, and lookups keep mem alive until
+// they have read the slot, so the mapping is unmapped only once no table
+// refers to it and no lookup runs.
 type table struct {
 	slots []uint64
 	refs  []uint32 // parallel to slots
+	mem   *tableMem
 	count int
 	// depths has bit d set when some entry has d labels (63 for 63 or
 	// more), so lookups skip suffixes no entry can be.
@@ -62,10 +73,13 @@ func (t *table) lookup(h uint64) (uint64, uint32) {
 	for i := t.home(h); ; {
 		v := t.slots[i]
 		if v == 0 {
+			runtime.KeepAlive(t.mem)
 			return 0, 0
 		}
 		if v&^flagMask == key {
-			return v & flagMask, t.refs[i]
+			r := t.refs[i]
+			runtime.KeepAlive(t.mem)
+			return v & flagMask, r
 		}
 		if i++; i == n {
 			i = 0
@@ -155,13 +169,12 @@ func (b *tableBuilder) build() table {
 		return table{}
 	}
 	size := tableSlots(n)
-	t := table{
-		slots:  make([]uint64, size),
-		refs:   make([]uint32, size),
-		depths: b.depths,
+	t := table{depths: b.depths}
+	t.slots, t.refs, t.mem = allocTable(size)
+	if t.mem == nil {
+		adviseHugePages(t.slots) // before the first write faults the pages in
+		adviseHugePages(t.refs)
 	}
-	adviseHugePages(t.slots) // before the first write faults the pages in
-	adviseHugePages(t.refs)
 	for c := range b.chunks {
 		ch := b.chunks[c]
 		b.chunks[c] = chunk{}
@@ -170,6 +183,7 @@ func (b *tableBuilder) build() table {
 		}
 	}
 	*b = tableBuilder{}
+	runtime.KeepAlive(t.mem)
 	return t
 }
 
@@ -196,5 +210,13 @@ func (t *table) insert(k uint64, ref uint32) {
 	}
 }
 
-// bytes is the heap the table holds.
+// bytes is the memory the table holds, on the heap or mapped.
 func (t *table) bytes() int { return len(t.slots)*8 + len(t.refs)*4 }
+
+// mappedBytes is the part of bytes mapped outside the Go heap.
+func (t *table) mappedBytes() int {
+	if t.mem == nil {
+		return 0
+	}
+	return t.bytes()
+}

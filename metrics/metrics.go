@@ -31,6 +31,7 @@ type Metrics struct {
 	FirewallDuration prometheus.Histogram
 	FirewallFeatures *prometheus.GaugeVec   // feature
 	ListDomains      *prometheus.GaugeVec   // category
+	ListMappedBytes  *prometheus.GaugeVec   // category
 	ListRefreshes    *prometheus.CounterVec // category, result
 	ListLastSuccess  *prometheus.GaugeVec   // category, source
 	ConfigReloads    *prometheus.CounterVec // result
@@ -94,6 +95,10 @@ func New() *Metrics {
 	m.ListDomains = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "egressd_list_domains", Help: "Domains loaded per category.",
 	}, []string{"category"})
+	m.ListMappedBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "egressd_list_mapped_bytes",
+		Help: "Bytes of a category's current lookup tables mapped outside the Go heap (Linux): not part of the Go heap, so not bounded by memory_limit.",
+	}, []string{"category"})
 	m.ListRefreshes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egressd_list_refresh_total", Help: "Category list refreshes by result (ok, unchanged, error, empty).",
 	}, []string{"category", "result"})
@@ -128,7 +133,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Queries, m.Responses, m.RequestDuration, m.CacheHits, m.CacheMisses, m.CacheEntries, m.CacheBytes,
 		m.UpstreamRequests, m.UpstreamDuration, m.FirewallUpdates, m.FirewallElements,
-		m.FirewallDuration, m.FirewallFeatures, m.ListDomains, m.ListRefreshes, m.ListLastSuccess, m.ConfigReloads, m.RateLimited,
+		m.FirewallDuration, m.FirewallFeatures, m.ListDomains, m.ListMappedBytes, m.ListRefreshes, m.ListLastSuccess, m.ConfigReloads, m.RateLimited,
 	)
 	return m
 }

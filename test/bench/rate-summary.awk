@@ -30,7 +30,8 @@ END {
 			r = ratio(get(cpu, s, "cache-hit"), get(cpu, "unbound", "cache-hit")) ", " ratio(get(p99, s, "cache-hit"), get(p99, "unbound", "cache-hit")) ", " \
 				ratio(get(cpu, s, "mixed"), get(cpu, "unbound", "mixed")) ", " ratio(get(p99, s, "mixed"), get(p99, "unbound", "mixed")) ", " \
 				ratio(get(rss, s, "mixed"), get(rss, "unbound", "mixed"))
-		name = s == "egressd" ? "egressd (backend none)" : s == "egressd+nft" ? "egressd (nftables)" : s
+		name = s == "egressd" ? "egressd (backend none)" : s == "egressd+nft" ? "egressd (nftables)" : \
+			s == "before" ? "egressd before (backend none)" : s == "before+nft" ? "egressd before (nftables)" : s
 		printf "| %s | %s | %s | %s | %s |\n", name, cell(s, "cache-hit"), cell(s, "mixed"), num(get(rss, s, "mixed"), "%.0f"), r
 	}
 	print ""

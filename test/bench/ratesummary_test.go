@@ -55,6 +55,19 @@ func TestRateSummary(t *testing.T) {
 			},
 		},
 		{
+			name: "an earlier build in the same run",
+			medians: []string{
+				row("egressd+nft", "mixed", "15.0", "0.05", "0.40", "45.0"),
+				row("before+nft", "mixed", "22.0", "0.07", "1.20", "90.0"),
+				row("unbound", "mixed", "15.0", "0.05", "0.40", "30.0"),
+			},
+			want: []string{
+				"| egressd (nftables) | - | 15.0, 0.05, 0.40 | 45 | -, -, 1.00, 1.00, 1.50 |",
+				"| egressd before (nftables) | - | 22.0, 0.07, 1.20 | 90 | -, -, 1.47, 3.00, 3.00 |",
+				"| unbound | - | 15.0, 0.05, 0.40 | 30 | - |",
+			},
+		},
+		{
 			name: "a failed run's columns",
 			medians: []string{
 				row("egressd", "mixed", "-", "-", "-", "-"),

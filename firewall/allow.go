@@ -207,15 +207,15 @@ func (n *NFT) planElement(plan map[string]plannedElement, e element, need time.D
 		return
 	}
 	cur := n.index.get(e)
-	if cur != nil && trusted && cur.deadline.Sub(now) >= need {
+	if cur != nil && trusted && cur.left(now) >= need {
 		return
 	}
 	if cur != nil && !trusted {
-		e.timeout = max(e.timeout, ceilMillis(cur.deadline.Sub(now)))
+		e.timeout = max(e.timeout, ceilMillis(cur.left(now)))
 	}
 	// Anything the index has not seen expire (with margin) may still be in
 	// the kernel and needs a real refresh.
-	refresh := cur != nil && cur.deadline.After(now.Add(-expiryMargin))
+	refresh := cur != nil && cur.left(now) > -expiryMargin
 	k := string(kb)
 	plan[k] = plannedElement{element: e, refresh: refresh}
 	return k, true

@@ -21,19 +21,14 @@ type element struct {
 // most 40 bytes (client and destination IPv6 addresses, protocol, port).
 type keyBuf [160]byte
 
-// indexKey is e's key in the expiry index, as a string to store.
-func (e element) indexKey() string {
-	var buf keyBuf
-	return string(e.appendKey(buf[:0]))
-}
-
 // appendKey appends e's index key to dst. Map lookups with
 // string(e.appendKey(buf[:0])) on a stack buffer do not allocate.
 func (e element) appendKey(dst []byte) []byte {
 	return appendIndexKey(dst, e.set, e.key, e.keyEnd)
 }
 
-// appendIndexKey appends the expiry index's key of an element.
+// appendIndexKey appends an element's key in a batch's plan (and the
+// bytes its refresh spread is hashed from).
 func appendIndexKey(dst []byte, set string, key, keyEnd []byte) []byte {
 	dst = append(dst, set...)
 	dst = append(dst, 0)

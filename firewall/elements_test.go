@@ -90,7 +90,7 @@ func TestExpiryIndex(t *testing.T) {
 	x.put(a, now.Add(10*time.Second))
 	x.put(a, now.Add(5*time.Second)) // never shortens
 	x.put(b, now.Add(time.Second))
-	if got := x.get(a).deadline; !got.Equal(now.Add(10 * time.Second)) {
+	if got := x.get(a).left(now); got != 10*time.Second {
 		t.Errorf("deadline of a = %v, want now+10s", got)
 	}
 	if x.perSet["s"] != 2 {

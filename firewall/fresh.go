@@ -99,7 +99,6 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duratio
 	// Longest key: client and destination IPv6 addresses plus protocol
 	// and port, twice (range start and end), plus the set name.
 	var keyBuf, endBuf [48]byte
-	var indexBuf [160]byte
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	var asker netip.Addr // the client an origin names: only with client scope
@@ -107,13 +106,13 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duratio
 		asker = client
 	}
 	fresh := func(set string, key, keyEnd []byte) bool {
-		e, ok := x.entries[string(appendIndexKey(indexBuf[:0], set, key, keyEnd))]
+		e := x.lookup(set, key, keyEnd)
 		// An answer for names the element does not remember yet goes to
 		// the owner once, which records them (ReloadRecheck needs them).
-		if !ok || e.deadline.Sub(now) < need || (a.Name != "" && !e.remembers(a.Name, a.Targets, asker, need, now)) {
+		if e == nil || e.left(now) < need || (a.Name != "" && !x.remembers(e, a.Name, a.Targets, asker, need, now)) {
 			return false
 		}
-		if e.deadline.Sub(now) < e.dueBelow(need, ahead) && e.claimRefresh(now) {
+		if e.left(now) < e.dueBelow(need, ahead) && e.claimRefresh(now) {
 			due = true
 		}
 		return true

@@ -18,11 +18,11 @@ func (n *NFT) lifetimeLeft(t *testing.T, set string, key []byte) time.Duration {
 	t.Helper()
 	n.index.mu.RLock()
 	defer n.index.mu.RUnlock()
-	e, ok := n.index.entries[element{set: set, key: key}.indexKey()]
-	if !ok {
+	e := n.index.lookup(set, key, nil)
+	if e == nil {
 		t.Fatalf("index lacks %s element %x", set, key)
 	}
-	return e.deadline.Sub(n.now())
+	return e.left(n.now())
 }
 
 // TestIndexCovers checks the lock-free check of Allow against the elements

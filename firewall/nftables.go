@@ -501,7 +501,7 @@ func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
 		n.resetConn()
 		return err
 	}
-	var approved func(*indexEntry) bool
+	var approved func(entryView) bool
 	if check != nil {
 		approved = approvedBy(lay, check, now)
 	}

@@ -13,12 +13,12 @@ import (
 // still approved by check: by one of the live answers it remembers, on
 // its ports. Elements whose answers are unknown are approved (see
 // indexEntry.origins).
-func approvedBy(lay layout, check Recheck, now time.Time) func(*indexEntry) bool {
+func approvedBy(lay layout, check Recheck, now time.Time) func(entryView) bool {
 	defs := make(map[string]setDef, len(lay.sets))
 	for _, s := range lay.sets {
 		defs[s.name] = s
 	}
-	return func(e *indexEntry) bool {
+	return func(e entryView) bool {
 		if len(e.origins) == 0 {
 			return true
 		}
@@ -55,7 +55,7 @@ func destOfKey(def setDef, key []byte) netip.Addr {
 // portsCover reports whether ports (none: any) admit the element: an
 // any-port element needs any port; a port-range element must lie within
 // one range of its protocol.
-func portsCover(def setDef, e *indexEntry, ports []policy.PortRange) bool {
+func portsCover(def setDef, e entryView, ports []policy.PortRange) bool {
 	if len(ports) == 0 {
 		return true
 	}

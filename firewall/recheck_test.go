@@ -118,7 +118,7 @@ func TestReloadRechecksLiveElements(t *testing.T) {
 			for _, w := range tt.want {
 				_, inKernel := findElement(elements(t, ns, "egressd", w.set), w.key, nil)
 				n.index.mu.RLock()
-				_, inIndex := n.index.entries[element{set: w.set, key: w.key, keyEnd: keyEndOf(w.set, w.key)}.indexKey()]
+				inIndex := n.index.lookup(w.set, w.key, keyEndOf(w.set, w.key)) != nil
 				n.index.mu.RUnlock()
 				if inKernel != w.kept || inIndex != w.kept {
 					t.Errorf("%s %x: in kernel %v, in index %v; want %v", w.set, w.key, inKernel, inIndex, w.kept)
@@ -204,17 +204,17 @@ func TestOriginsAreBounded(t *testing.T) {
 		x.note(e, origin{names: name(i)})
 		x.note(e, origin{names: name(i)}) // the same answer again adds nothing
 	}
-	got := x.entries[e.indexKey()].origins
+	got := x.originsOf(e)
 	if len(got) != maxOrigins {
 		t.Fatalf("%d origins remembered, want %d", len(got), maxOrigins)
 	}
 	for i := range 3 {
-		if x.entries[e.indexKey()].remembers(name(i)[0], nil, netip.Addr{}, 0, now) {
+		if x.remembers(x.get(e), name(i)[0], nil, netip.Addr{}, 0, now) {
 			t.Errorf("the %d. answer, ending first, is still remembered", i+1)
 		}
 	}
 	for i := 3; i < maxOrigins+3; i++ {
-		if !x.entries[e.indexKey()].remembers(name(i)[0], nil, netip.Addr{}, 0, now) {
+		if !x.remembers(x.get(e), name(i)[0], nil, netip.Addr{}, 0, now) {
 			t.Errorf("the %d. answer is forgotten", i+1)
 		}
 	}

@@ -122,7 +122,7 @@ func TestIndexLiveElements(t *testing.T) {
 	if len(got) != 1 || len(left) != 2 || left["long"] != time.Minute || left["short"] != 300*time.Millisecond {
 		t.Errorf("live = %+v, want a/long with 1m and a/short with 300ms left", got)
 	}
-	if len(x.entries) != 4 {
-		t.Errorf("live must not forget entries; %d left", len(x.entries))
+	if x.size() != 4 {
+		t.Errorf("live must not forget entries; %d left", x.size())
 	}
 }

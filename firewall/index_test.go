@@ -1,0 +1,146 @@
+package firewall
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestIndexStructure drives the compact index through the steps its
+// users take and checks what each leaves: deadlines, origins (bounded by
+// maxOrigins, inherited ones replaced), the per-set counts, what a reload
+// re-check sees, and that names no origin refers to any more are freed.
+func TestIndexStructure(t *testing.T) {
+	now := time.Unix(1000, 0)
+	v4 := element{set: "d4", key: []byte{192, 0, 2, 1}}
+	v4b := element{set: "d4", key: []byte{192, 0, 2, 2}}
+	// A scoped IPv6 port-range element: client, destination, proto, port.
+	start := append(append(make([]byte, 0, maxKey), netip.MustParseAddr("2001:db8::1").AsSlice()...), netip.MustParseAddr("2001:db8::2").AsSlice()...)
+	ranged := element{set: "p6", key: appendPortKey(slices.Clone(start), 6, 443), keyEnd: appendPortKey(slices.Clone(start), 6, 450)}
+	client := netip.MustParseAddr("2001:db8::1")
+	names := func(i int) []string { return []string{string(rune('a'+i)) + ".example.", "cdn.example."} }
+
+	type step struct {
+		name string
+		do   func(x *expiryIndex)
+		// checks after the step
+		origins map[*element][]string // element -> query names remembered, in order
+		counts  map[string]int
+		chains  int // interned name chains live
+		size    int
+	}
+	steps := []step{
+		{name: "add", do: func(x *expiryIndex) {
+			x.put(v4, now.Add(time.Minute))
+			x.put(v4b, now.Add(2*time.Second))
+			x.put(ranged, now.Add(time.Minute))
+		}, origins: map[*element][]string{&v4: nil, &ranged: nil}, counts: map[string]int{"d4": 2, "p6": 1}, size: 3},
+		{name: "inherited then learned", do: func(x *expiryIndex) {
+			x.note(v4, origin{names: []string{"a.example."}, inherited: true})
+			x.note(v4, origin{names: names(0)}) // replaces the inherited one
+			x.note(v4b, origin{names: names(0)})
+			x.note(ranged, origin{names: names(1), client: client})
+		}, origins: map[*element][]string{&v4: {"a.example."}, &v4b: {"a.example."}, &ranged: {"b.example."}}, counts: map[string]int{"d4": 2, "p6": 1}, chains: 2, size: 3},
+		{name: "past maxOrigins", do: func(x *expiryIndex) {
+			for i := 1; i <= maxOrigins+1; i++ {
+				x.put(v4, now.Add(time.Minute+time.Duration(i)*time.Second))
+				x.note(v4, origin{names: names(i)})
+			}
+		}, // The ones ending first (a, then b) are replaced in place.
+			origins: map[*element][]string{&v4: {"i.example.", "j.example.", "c.example.", "d.example.", "e.example.", "f.example.", "g.example.", "h.example."}},
+			counts:  map[string]int{"d4": 2, "p6": 1}, chains: 10, size: 3},
+		{name: "expire", do: func(x *expiryIndex) {
+			x.sweep(now.Add(2*time.Second+expiryMargin+time.Millisecond), expiryMargin)
+		}, origins: map[*element][]string{&v4b: nil}, counts: map[string]int{"d4": 1, "p6": 1}, chains: 9, size: 2},
+		{name: "recheck drops the range", do: func(x *expiryIndex) {
+			got, dropped := x.carryOver(now, map[string]bool{"d4": true, "p6": true}, func(v entryView) bool { return v.set != "p6" })
+			if dropped != 1 || len(got["d4"]) != 1 || len(got["p6"]) != 0 {
+				t.Errorf("carryOver = %v, dropped %d; want d4 only, 1 dropped", got, dropped)
+			}
+		}, counts: map[string]int{"d4": 1}, chains: 8, size: 1},
+		{name: "remove all", do: func(x *expiryIndex) {
+			x.sweep(now.Add(time.Hour), 0)
+		}, origins: map[*element][]string{&v4: nil}, counts: map[string]int{}, chains: 0, size: 0},
+		{name: "slots and names reused", do: func(x *expiryIndex) {
+			x.put(v4, now.Add(time.Minute))
+			x.note(v4, origin{names: names(0)})
+		}, origins: map[*element][]string{&v4: {"a.example."}}, counts: map[string]int{"d4": 1}, chains: 1, size: 1},
+	}
+	x := newExpiryIndex()
+	for _, st := range steps {
+		st.do(x)
+		for e, want := range st.origins {
+			var got []string
+			for _, o := range x.originsOf(*e) {
+				got = append(got, o.names[0])
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("%s: origins of %x = %q, want %q", st.name, e.key, got, want)
+			}
+		}
+		if st.counts != nil {
+			for set, want := range st.counts {
+				if got := x.count(set); got != want {
+					t.Errorf("%s: count(%s) = %d, want %d", st.name, set, got, want)
+				}
+			}
+			if len(x.perSet) != len(st.counts) {
+				t.Errorf("%s: perSet = %v, want %v", st.name, x.perSet, st.counts)
+			}
+		}
+		if got := len(x.chainIDs); got != st.chains {
+			t.Errorf("%s: %d name chains interned, want %d", st.name, got, st.chains)
+		}
+		if got := x.size(); got != st.size {
+			t.Errorf("%s: %d elements, want %d", st.name, got, st.size)
+		}
+	}
+	if got := len(x.slots); got != 1 {
+		t.Errorf("%d slot chunks after reuse, want 1", got)
+	}
+}
+
+// TestIndexRecheckSeesElement: what a reload's re-check gets for each
+// kind of key is the element as added, with every remembered answer's
+// names, client and lifetime, and the element it carries keeps its key.
+func TestIndexRecheckSeesElement(t *testing.T) {
+	now := time.Unix(1000, 0)
+	client := netip.MustParseAddr("192.0.2.9")
+	start := []byte{192, 0, 2, 9, 198, 51, 100, 1}
+	tests := []struct {
+		name string
+		e    element
+		o    origin
+	}{
+		{"address", element{set: "d4", key: []byte{192, 0, 2, 1}}, origin{names: []string{"a.example.", "b.example."}}},
+		{"scoped range", element{set: "p4", key: appendPortKey(slices.Clone(start), 17, 53), keyEnd: appendPortKey(slices.Clone(start), 17, 60)}, origin{names: []string{"c.example."}, client: client}},
+		{"inherited", element{set: "d6", key: netip.MustParseAddr("2001:db8::1").AsSlice()}, origin{names: []string{"d.example."}, inherited: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := newExpiryIndex()
+			x.put(tt.e, now.Add(time.Minute))
+			x.note(tt.e, tt.o)
+			var seen []entryView
+			got, _ := x.carryOver(now, map[string]bool{tt.e.set: true}, func(v entryView) bool {
+				seen = append(seen, v)
+				return true
+			})
+			if len(seen) != 1 {
+				t.Fatalf("re-check saw %d elements, want 1", len(seen))
+			}
+			v := seen[0]
+			want := tt.o
+			want.until = now.Add(time.Minute)
+			if v.set != tt.e.set || string(v.key) != string(tt.e.key) || string(v.keyEnd) != string(tt.e.keyEnd) ||
+				len(v.origins) != 1 || !slices.Equal(v.origins[0].names, want.names) || v.origins[0].client != want.client ||
+				!v.origins[0].until.Equal(want.until) || v.origins[0].inherited != want.inherited {
+				t.Errorf("re-check saw %+v, want element %+v with origin %+v", v, tt.e, want)
+			}
+			if els := got[tt.e.set]; len(els) != 1 || string(els[0].Key) != string(tt.e.key) || string(els[0].KeyEnd) != string(tt.e.keyEnd) || els[0].Comment != elementComment(tt.o.names[0]) {
+				t.Errorf("carried %+v, want the element with comment of %s", els, tt.o.names[0])
+			}
+		})
+	}
+}

@@ -37,8 +37,18 @@ type Server struct {
 // Run starts a single JetStream server on a random port of 127.0.0.1.
 func Run(t testing.TB) *Server {
 	t.Helper()
+	return RunWith(t, nil)
+}
+
+// RunWith is Run with options of the test's own (users and their
+// permissions, say), set by configure before the server starts.
+func RunWith(t testing.TB, configure func(*server.Options)) *Server {
+	t.Helper()
 	s := &Server{t: t, opts: baseOptions(t, "n0")}
 	s.opts.Port = server.RANDOM_PORT
+	if configure != nil {
+		configure(&s.opts)
+	}
 	s.start()
 	t.Cleanup(s.Stop)
 	return s

@@ -17,6 +17,7 @@ import (
 	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/internal/natsproc"
 	"github.com/egressd/egressd/internal/testfile"
+	"github.com/egressd/egressd/internal/wait"
 	"github.com/miekg/dns"
 )
 
@@ -268,14 +269,21 @@ func (p *egressdProc) pollDNS(from *netns, server netip.AddrPort, name string, l
 	return nil, fmt.Errorf("no acceptable answer for %s at %s within %s; last: %s", name, server, limit, last)
 }
 
-// reload rewrites the config file and sends SIGHUP.
+// reload rewrites the config file, sends SIGHUP and waits until egressd
+// logs that the config was reloaded (once more than before).
 func (p *egressdProc) reload(t *testing.T, c egressdConfig) {
 	t.Helper()
+	const done = "config reloaded"
+	before := strings.Count(p.stderr.String(), done)
 	if err := os.WriteFile(p.config, []byte(c.render()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatalf("SIGHUP: %v", err)
+	}
+	reloaded := func() bool { return strings.Count(p.stderr.String(), done) > before }
+	if !wait.Until(10*time.Second, 50*time.Millisecond, reloaded) {
+		t.Fatalf("egressd did not log %q within 10s of SIGHUP", done)
 	}
 }
 

@@ -2,13 +2,9 @@ package e2e
 
 import (
 	"net/netip"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/egressd/egressd/internal/wait"
 )
 
 // TestReloadToEnforceClosesWhatAuditApproved: after SIGHUP switches the
@@ -33,10 +29,6 @@ func TestReloadToEnforceClosesWhatAuditApproved(t *testing.T) {
 	cfg.Mode = "enforce"
 	cfg.Allow = []string{"allowed.test", "twin.test"}
 	p.reload(t, cfg)
-	reloaded := func() bool { return strings.Contains(p.stderr.String(), "config reloaded") }
-	if !wait.Until(10*time.Second, 50*time.Millisecond, reloaded) {
-		t.Fatal("egressd did not log \"config reloaded\" within 10s of SIGHUP")
-	}
 	expectDropped(t, g.client1, ap(deniedIP, 80), "denied.test, approved in audit mode, after the switch to enforce")
 	expectDropped(t, g.client1, ap(bulkIP(2), 80), "n2.bulk.test after its rule was removed")
 	expectReach(t, g.client1, ap(bulkIP(1), 80), "n1.bulk.test's address, which twin.test still approves")
@@ -63,20 +55,12 @@ func TestReloadRechecksInheritedElements(t *testing.T) {
 
 	cfg.Allow = allowRules
 	p.reload(t, cfg)
-	reloaded := func() bool { return strings.Contains(p.stderr.String(), "config reloaded") }
-	if !wait.Until(10*time.Second, 50*time.Millisecond, reloaded) {
-		t.Fatal("egressd did not log \"config reloaded\" within 10s of SIGHUP")
-	}
 	expectDropped(t, g.client1, ap(deniedIP, 80), "denied.test, approved before the restart, after a reload that denies it")
 	expectReach(t, g.client1, ap(allowedIP, 80), "allowed.test, approved before the restart and still allowed")
 
 	// A second reload keeps the name of what stays: it is still checked.
 	cfg.Allow = []string{"ports.test:443"}
 	p.reload(t, cfg)
-	reloadedTwice := func() bool { return strings.Count(p.stderr.String(), "config reloaded") >= 2 }
-	if !wait.Until(10*time.Second, 50*time.Millisecond, reloadedTwice) {
-		t.Fatal("egressd did not log \"config reloaded\" twice within 10s of the second SIGHUP")
-	}
 	expectDropped(t, g.client1, ap(allowedIP, 80), "allowed.test, approved before the restart, after a second reload that denies it")
 }
 
@@ -96,10 +80,6 @@ func TestReloadRechecksPrivateAnswers(t *testing.T) {
 
 	cfg.RebindingProtection = true
 	p.reload(t, cfg)
-	reloaded := func() bool { return strings.Contains(p.stderr.String(), "config reloaded") }
-	if !wait.Until(10*time.Second, 50*time.Millisecond, reloaded) {
-		t.Fatal("egressd did not log \"config reloaded\" within 10s of SIGHUP")
-	}
 	expectDropped(t, g.client1, ap(allowedIP, 80), "allowed.test's private address after allow_private_answers was turned off")
 	expectReach(t, g.client1, ap(bulkIP(1), 80), "twin.test from [hosts]")
 }

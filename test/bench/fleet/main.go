@@ -92,6 +92,7 @@ func run(rate int, duration, flat time.Duration, inflight int, keep bool) error 
 	b := &bench{work: work, live: map[netip.Addr][]time.Time{}}
 	defer func() {
 		b.stop()
+		natsproc.RemoveBuild() // the nats-server binary built for this run, if any
 		if keep {
 			fmt.Println("work directory:", work)
 		} else {

@@ -93,6 +93,14 @@ func Parse(name string, data []byte) (*Config, error) {
 	return cfg, nil
 }
 
+// defPtr sets a key that may be written as zero (a *T in the config, nil
+// when the file leaves it out) to its default d.
+func defPtr[T any](p **T, d T) {
+	if *p == nil {
+		*p = &d
+	}
+}
+
 func applyDefaults(c *Config) {
 	def := func(s *string, d string) {
 		if *s == "" {
@@ -124,10 +132,7 @@ func applyDefaults(c *Config) {
 		c.Server.MaxInFlightPerClient = DefaultMaxInFlightPerClient
 	}
 	def(&c.Server.HTTPSPath, "/dns-query")
-	if c.Server.DoHCanary == nil {
-		t := true
-		c.Server.DoHCanary = &t
-	}
+	defPtr(&c.Server.DoHCanary, true)
 	def(&c.Upstream.Timeout, "2s")
 	if c.Cache.Size == 0 {
 		c.Cache.Size = 100000
@@ -158,36 +163,21 @@ func applyDefaults(c *Config) {
 	def(&c.Firewall.UnlistedSources, "drop")
 	def(&c.Firewall.DropEvents, "log")
 	def(&c.Firewall.RecentAnswersAge, "1h")
-	if c.Firewall.DropEventsRate == nil {
-		n := 10
-		c.Firewall.DropEventsRate = &n
-	}
-	if c.Firewall.DropEventsBurst == nil {
-		n := 5
-		c.Firewall.DropEventsBurst = &n
-	}
+	defPtr(&c.Firewall.DropEventsRate, 10)
+	defPtr(&c.Firewall.DropEventsBurst, 5)
 	if c.Firewall.RecentAnswers == 0 {
 		c.Firewall.RecentAnswers = 100000
 	}
 	def(&c.Log.Queries, "stdout")
 	def(&c.Log.Level, "info")
 	def(&c.Log.MaxSize, "100MB")
-	if c.Log.MaxFiles == nil {
-		n := 3
-		c.Log.MaxFiles = &n
-	}
-	if c.Log.DeniedPerClientRate == nil {
-		r := 50.0
-		c.Log.DeniedPerClientRate = &r
-	}
+	defPtr(&c.Log.MaxFiles, 3)
+	defPtr(&c.Log.DeniedPerClientRate, 50.0)
 	if c.Dnstap.Queue == 0 {
 		c.Dnstap.Queue = 10000 // dnstap.DefaultQueue
 	}
 	for _, b := range []**bool{&c.Dnstap.ClientQueries, &c.Dnstap.ClientResponses, &c.Dnstap.Forwarder} {
-		if *b == nil {
-			on := true
-			*b = &on
-		}
+		defPtr(b, true)
 	}
 	for _, cat := range c.Categories {
 		def(&cat.Refresh, "24h")

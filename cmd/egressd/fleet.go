@@ -67,18 +67,14 @@ func (d *daemon) fleetSettings(cfg *config.Config) fleet.Settings {
 // config's groups and [firewall], filled with the approvals other nodes
 // publish for the groups of fleet.enforce.
 func agentCmd(args []string, stderr io.Writer) error {
-	fs := newFlagSet("agent", stderr)
-	path := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	path, err := daemonFlags("agent", args, stderr)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	if *path == "" {
+	if path == "" {
 		return fmt.Errorf("%w: egressd agent needs -config FILE with a [fleet] section", errUsage)
 	}
-	d := &daemon{path: *path, stderr: stderr, agent: true}
+	d := &daemon{path: path, stderr: stderr, agent: true}
 	return d.run(d.startAgent)
 }
 

@@ -27,16 +27,26 @@ import (
 )
 
 func serveCmd(args []string, stderr io.Writer) error {
-	fs := newFlagSet("serve", stderr)
-	path := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
+	path, err := daemonFlags("serve", args, stderr)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	d := &daemon{path: *path, stderr: stderr}
+	d := &daemon{path: path, stderr: stderr}
 	return d.run(d.start)
+}
+
+// daemonFlags parses the command line of a long-running command (serve,
+// agent): -config FILE and nothing else.
+func daemonFlags(name string, args []string, stderr io.Writer) (string, error) {
+	fs := newFlagSet(name, stderr)
+	path := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() > 0 {
+		return "", fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return *path, nil
 }
 
 // run starts the daemon with start and then serves until SIGTERM or

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 
 	"github.com/egressd/egressd/config"
@@ -86,13 +85,7 @@ func (d *daemon) startAgent(parent context.Context) error {
 	if !cfg.Fleet.Enabled() || len(cfg.Fleet.Enforce) == 0 {
 		return fmt.Errorf("%s: egressd agent needs [fleet] servers and enforce", cfg.File)
 	}
-	d.cfg, d.started = cfg, cfg
-	d.logLevel.Set(logLevel(cfg.Log.Level))
-	d.logger = slog.New(slog.NewTextHandler(d.stderr, &slog.HandlerOptions{Level: &d.logLevel}))
-	applyMemoryLimit(cfg.Server.MemoryLimit, d.logger)
-	ctx, cancel := context.WithCancel(parent)
-	d.cancel = cancel
-	d.metrics = metrics.New()
+	ctx := d.begin(parent, cfg)
 	// Lists too: messages are checked against this node's policy, its
 	// categories included.
 	if d.lists, err = loadLists(ctx, cfg, d.path, d.metrics, d.logger); err != nil {

@@ -109,11 +109,10 @@ type daemon struct {
 	agent bool
 }
 
-func (d *daemon) start(parent context.Context) error {
-	cfg, err := loadConfig(d.path)
-	if err != nil {
-		return err
-	}
+// begin is what serve and agent do first with the config they start
+// with: logging, the memory limit, metrics, and the context everything
+// started after runs in.
+func (d *daemon) begin(parent context.Context, cfg *config.Config) context.Context {
 	d.cfg, d.started = cfg, cfg
 	d.logLevel.Set(logLevel(cfg.Log.Level))
 	d.logger = slog.New(slog.NewTextHandler(d.stderr, &slog.HandlerOptions{Level: &d.logLevel}))
@@ -121,6 +120,15 @@ func (d *daemon) start(parent context.Context) error {
 	ctx, cancel := context.WithCancel(parent)
 	d.cancel = cancel
 	d.metrics = metrics.New()
+	return ctx
+}
+
+func (d *daemon) start(parent context.Context) error {
+	cfg, err := loadConfig(d.path)
+	if err != nil {
+		return err
+	}
+	ctx := d.begin(parent, cfg)
 
 	ups, err := upstreams(cfg)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/querylog"
 )
 
 // TestDropEvents: with drop events sent to NFLOG, each dropped connect
@@ -155,20 +157,11 @@ func TestDropEventsAfterRestart(t *testing.T) {
 }
 
 type dropLine struct {
-	Client   string `json:"client"`
-	Rule     string `json:"rule"`
-	QName    string `json:"qname"`
-	Decision string `json:"decision"`
-	Drop     *struct {
-		Destination   string   `json:"destination"`
-		Protocol      string   `json:"protocol"`
-		Port          uint16   `json:"port"`
-		Reason        string   `json:"reason"`
-		ResolvedBy    string   `json:"resolved_by"`
-		ApprovedPorts []string `json:"approved_ports"`
-		AnswerTime    string   `json:"answer_time"`
-		Expiry        string   `json:"expiry"`
-	} `json:"drop"`
+	Client   string         `json:"client"`
+	Rule     string         `json:"rule"`
+	QName    string         `json:"qname"`
+	Decision string         `json:"decision"`
+	Drop     *querylog.Drop `json:"drop"`
 }
 
 // expectDropLine waits for the drop line of client's packet to dst:port

@@ -62,6 +62,8 @@ type checkInputs struct {
 	endScrapeErr error
 	flapErrs     []string
 	setExamples  []string
+	image        uint64 // imageBytes of the egressd binary
+	imageErr     error
 }
 
 // buildChecks turns the run's figures into verdicts.
@@ -100,14 +102,16 @@ func buildChecks(o options, s summary, in checkInputs) []check {
 			m.lastGoroutines, gBound, m.preGoroutines, soakTCPMaxConns, goroutinesPerTCPConn, closingMetricsConns*metricsConnGoroutines, m.settled, udpWorkerIdle)
 	}
 	switch {
-	case !m.haveBase:
-		add("RSS bounded", false, "no baseline: run shorter than the warm-up or /metrics failing (%s)", m.lastErr)
-	case in.endScrapeErr != nil:
-		add("RSS bounded", false, "end scrape failed: %v", in.endScrapeErr)
+	case m.peakRSS == 0:
+		add("RSS bounded", false, "no figure: /metrics failing (%s)", m.lastErr)
+	case in.imageErr != nil:
+		add("RSS bounded", false, "no bound: %v", in.imageErr)
 	default:
-		rLimit := m.baseRSS*o.rssFactor + o.rssSlackMiB*(1<<20)
-		add("RSS bounded", m.lastRSS < rLimit, "end %.1f MiB < %.1f MiB (warm-up %.1f MiB × %.1f + %.0f MiB); peak %.1f MiB",
-			m.lastRSS/(1<<20), rLimit/(1<<20), m.baseRSS/(1<<20), o.rssFactor, o.rssSlackMiB, m.peakRSS/(1<<20))
+		bound := rssBound(o.memoryLimit, in.image, uint64(m.peakMapped))
+		add("RSS bounded", m.peakRSS <= float64(bound),
+			"peak %.1f MiB ≤ %.1f MiB (memory_limit %.1f + binary image %.1f + mapped lists %.1f + OS pages %d); end %.1f MiB",
+			m.peakRSS/(1<<20), float64(bound)/(1<<20), float64(o.memoryLimit)/(1<<20), float64(in.image)/(1<<20),
+			m.peakMapped/(1<<20), osAllowance>>20, m.lastRSS/(1<<20))
 	}
 
 	if s.setSkip {

@@ -47,9 +47,10 @@ func (v policyVariant) String() string {
 func (v policyVariant) flipAllowed() bool { return v == variantA }
 
 type configParams struct {
-	topo     *topology
-	queryLog string
-	variant  policyVariant
+	topo        *topology
+	queryLog    string
+	variant     policyVariant
+	memoryLimit uint64 // [server] memory_limit; 0 leaves it out
 }
 
 func (c configParams) render() string {
@@ -70,8 +71,12 @@ func (c configParams) render() string {
 	if c.variant == variantBroken {
 		action = "teleport" // not an action egressd knows
 	}
-	fmt.Fprintf(&b, "[server]\nlisten = %s\nclients = %s\ntcp_idle_timeout = \"30s\"\ntcp_max_conns = %d\n\n",
+	fmt.Fprintf(&b, "[server]\nlisten = %s\nclients = %s\ntcp_idle_timeout = \"30s\"\ntcp_max_conns = %d\n",
 		tomlList([]string{c.topo.dns.String()}), tomlList(c.topo.clientNets), soakTCPMaxConns)
+	if c.memoryLimit != 0 {
+		fmt.Fprintf(&b, "memory_limit = %d\n", c.memoryLimit)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "[upstream]\nservers = %s\ntimeout = %q\n\n", tomlList(ups), soakUpstreamTimeout.String())
 	b.WriteString("[cache]\nsize = 50000\nmax_ttl = \"1h\"\n\n")
 	fmt.Fprintf(&b, "[firewall]\nbackend = %q\ntable = %q\nhooks = [\"forward\"]\ngrace = \"15s\"\nmax_ttl = \"5m\"\nremove_on_exit = true\n\n",

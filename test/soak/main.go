@@ -42,8 +42,7 @@ type options struct {
 	notSentPct  float64
 	workers     int
 	wrong       uint64
-	rssFactor   float64
-	rssSlackMiB float64
+	memoryLimit uint64
 	egressdBin  string
 	authdBin    string
 	pidFile     string
@@ -74,8 +73,7 @@ func parseOptions() (options, error) {
 	flag.Float64Var(&o.notSentPct, "not-sent-limit", 5, "percent of the load that may go unsent because every worker waited on egressd")
 	flag.IntVar(&o.workers, "workers", 512, "UDP client sockets, one query in flight each (plus 8 TCP connections)")
 	flag.Uint64Var(&o.wrong, "wrong-budget", 0, "answers allowed to differ from what the policy promises (SERVFAIL, wrong rcode)")
-	flag.Float64Var(&o.rssFactor, "rss-factor", 2, "end RSS must be below warm-up RSS × this + -rss-slack")
-	flag.Float64Var(&o.rssSlackMiB, "rss-slack", 50, "see -rss-factor, in MiB")
+	flag.Uint64Var(&o.memoryLimit, "memory-limit", 96<<20, "egressd's [server] memory_limit in bytes; peak RSS must stay within it plus the binary's image (see README)")
 	flag.StringVar(&o.egressdBin, "egressd", os.Getenv("SOAK_EGRESSD"), "egressd binary (env SOAK_EGRESSD)")
 	flag.StringVar(&o.authdBin, "authd", os.Getenv("SOAK_AUTHD"), "test/bench/authd binary (env SOAK_AUTHD)")
 	flag.StringVar(&o.pidFile, "pidfile", "", "append \"PID NAME\" of every started program here")
@@ -86,6 +84,8 @@ func parseOptions() (options, error) {
 	switch {
 	case o.egressdBin == "" || o.authdBin == "":
 		return o, errors.New("-egressd and -authd are required (test/soak/run builds and passes them)")
+	case o.memoryLimit < 16<<20:
+		return o, errors.New("-memory-limit must be at least 16777216, as egressd's memory_limit")
 	case o.duration <= 0 || o.qps <= 0 || o.sampleEvery == 0 || o.workers <= 0:
 		return o, errors.New("-duration, -qps, -workers and -sample-every must be positive")
 	case o.flapEvery < 2*time.Second || o.reloadEvery < 2*time.Second:
@@ -197,7 +197,7 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 		return 1
 	}
 
-	params := configParams{topo: topo, queryLog: filepath.Join(workDir, "queries.jsonl"), variant: variantA}
+	params := configParams{topo: topo, queryLog: filepath.Join(workDir, "queries.jsonl"), variant: variantA, memoryLimit: o.memoryLimit}
 	configPath := filepath.Join(workDir, "egressd.toml")
 	if err := writeConfig(configPath, params); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
@@ -295,8 +295,9 @@ func soakIn(ctx context.Context, o options, workDir string) int {
 		s.setPassed, s.setFailed, setExamples = checker.counts()
 	}
 	printSummary(os.Stdout, s)
+	image, imageErr := imageBytes(o.egressdBin)
 	checks := buildChecks(o, s, checkInputs{alive: alive, pid: egressdPID, exit: exitState, cleanExit: cleanExit,
-		endScrapeErr: endErr, flapErrs: flapErrs, setExamples: setExamples})
+		endScrapeErr: endErr, flapErrs: flapErrs, setExamples: setExamples, image: image, imageErr: imageErr})
 	failed := printChecks(os.Stdout, checks)
 	printList(os.Stdout, "First unanswered or unexpected replies:", load.examples)
 	printList(os.Stdout, "First queries that needed a retry:", load.retries)

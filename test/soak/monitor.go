@@ -21,6 +21,7 @@ type monitor struct {
 	baseRSS           float64
 	haveBase          bool
 	peakRSS           float64
+	peakMapped        float64 // egressd_list_mapped_bytes: category tables outside the Go heap
 	peakGoroutines    float64
 	lastGoroutines    float64
 	lastRSS           float64
@@ -34,6 +35,7 @@ const (
 	seriesGoroutines = "go_goroutines"
 	seriesRSS        = "process_resident_memory_bytes"
 	seriesCPU        = "process_cpu_seconds_total"
+	seriesMapped     = "egressd_list_mapped_bytes"
 )
 
 // sample scrapes once and folds the values in.
@@ -65,6 +67,9 @@ func (m *monitor) sample() error {
 		m.preGoroutines, m.havePre = g, true
 	}
 	m.peakRSS = max(m.peakRSS, rss)
+	if mapped, ok := s.get(seriesMapped); ok {
+		m.peakMapped = max(m.peakMapped, mapped)
+	}
 	m.peakGoroutines = max(m.peakGoroutines, g)
 	if !m.haveBase && time.Since(m.start) >= m.warmup {
 		m.baseGoroutines, m.baseRSS, m.haveBase = g, rss, true
@@ -114,6 +119,7 @@ type monitorFigures struct {
 	haveBase                bool
 	baseGoroutines, baseRSS float64
 	peakRSS, peakGoroutines float64
+	peakMapped              float64 // egressd_list_mapped_bytes
 	lastGoroutines, lastRSS float64
 	scrapes, failures       int
 	lastErr                 string
@@ -123,6 +129,8 @@ type monitorFigures struct {
 func (m *monitor) figures() monitorFigures {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return monitorFigures{m.havePre, m.preGoroutines, 0, m.haveBase, m.baseGoroutines, m.baseRSS, m.peakRSS, m.peakGoroutines,
-		m.lastGoroutines, m.lastRSS, m.scrapes, m.failures, m.lastErr, m.lastCPU - m.firstCPU}
+	return monitorFigures{havePre: m.havePre, preGoroutines: m.preGoroutines, haveBase: m.haveBase,
+		baseGoroutines: m.baseGoroutines, baseRSS: m.baseRSS, peakRSS: m.peakRSS, peakGoroutines: m.peakGoroutines,
+		peakMapped: m.peakMapped, lastGoroutines: m.lastGoroutines, lastRSS: m.lastRSS, scrapes: m.scrapes,
+		failures: m.failures, lastErr: m.lastErr, cpuSeconds: m.lastCPU - m.firstCPU}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -220,14 +221,16 @@ func TestLatencyBucket(t *testing.T) {
 }
 
 func TestBuildChecks(t *testing.T) {
-	o := options{unanswered: 0, wrong: 0, notSentPct: 5, rssFactor: 2, rssSlackMiB: 50, sampleEvery: 50}
+	o := options{unanswered: 0, wrong: 0, notSentPct: 5, memoryLimit: 64 << 20, sampleEvery: 50}
+	const image = 20 << 20
+	bound := float64(rssBound(o.memoryLimit, image, 0)) // 88 MiB
 	healthy := func() (summary, checkInputs) {
 		l := newLoadStats()
 		l.kinds[kindHot] = kindStats{sent: 100, answered: 100, rcodes: map[int]uint64{0: 100}}
 		s := summary{load: l, flaps: 3, setPassed: 2,
 			reloads: []reloadResult{{variant: variantB, ok: true}, {variant: variantBroken, ok: true}},
-			mon:     monitorFigures{havePre: true, preGoroutines: 20, haveBase: true, baseGoroutines: 30, baseRSS: 30 << 20, lastGoroutines: 25, lastRSS: 40 << 20}}
-		return s, checkInputs{alive: true, pid: 7, cleanExit: true}
+			mon:     monitorFigures{havePre: true, preGoroutines: 20, haveBase: true, baseGoroutines: 30, baseRSS: 30 << 20, peakRSS: 50 << 20, lastGoroutines: 25, lastRSS: 40 << 20}}
+		return s, checkInputs{alive: true, pid: 7, cleanExit: true, image: image}
 	}
 	tests := []struct {
 		name   string
@@ -243,7 +246,10 @@ func TestBuildChecks(t *testing.T) {
 		{"many goroutines within the limits", func(s *summary, _ *checkInputs) { s.mon.lastGoroutines = 20 + soakTCPMaxConns + 2 }, ""},
 		{"goroutine leak", func(s *summary, _ *checkInputs) { s.mon.lastGoroutines = 20 + soakTCPMaxConns + 3 }, "goroutines bounded"},
 		{"no pre-load figure", func(s *summary, _ *checkInputs) { s.mon.havePre = false }, "goroutines bounded"},
-		{"rss growth", func(s *summary, _ *checkInputs) { s.mon.lastRSS = 111 << 20 }, "RSS bounded"},
+		{"peak RSS at the bound", func(s *summary, _ *checkInputs) { s.mon.peakRSS = bound }, ""},
+		{"peak RSS past the bound", func(s *summary, _ *checkInputs) { s.mon.peakRSS = bound + 1 }, "RSS bounded"},
+		{"mapped lists raise the bound", func(s *summary, _ *checkInputs) { s.mon.peakRSS, s.mon.peakMapped = bound+(8<<20), 8<<20 }, ""},
+		{"binary unreadable", func(_ *summary, in *checkInputs) { in.imageErr = errors.New("no such file") }, "RSS bounded"},
 		{"set miss", func(s *summary, _ *checkInputs) { s.setFailed = 1 }, "answers in nftables set"},
 		{"no set sample", func(s *summary, _ *checkInputs) { s.setPassed = 0 }, "answers in nftables set"},
 		{"broken config taken", func(s *summary, _ *checkInputs) { s.reloads[1].ok = false }, "config reloads"},

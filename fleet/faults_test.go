@@ -431,3 +431,71 @@ func TestNoQuorumQueuesWithoutWaiting(t *testing.T) {
 		t.Errorf("agent holds %d elements, want 7", fwB.count())
 	}
 }
+
+// A resolver that stopped with approvals still queued (NATS was down)
+// publishes what its kernel table holds once it is back: an agent that
+// starts afterwards gets each approval with the lifetime left on the
+// resolver, and what cannot or must not go out is skipped.
+func TestRepublishHeld(t *testing.T) {
+	s := natstest.Run(t)
+	servers := []string{s.URL()}
+	s.Stop()
+	fwA := newFakeFW(nil)
+	a1, _ := node(t, Options{Servers: servers, Node: "gw-a", Publish: []string{"staff"}})
+	if err := a1.Wrap(fwA).Allow(context.Background(), allowance("staff", 5*time.Minute, ip1)); err != nil {
+		t.Fatal(err)
+	}
+	if a1.QueueLen() != 1 {
+		t.Fatalf("queue holds %d with NATS down, want 1", a1.QueueLen())
+	}
+	a1.Close() // the queued approval is gone with the process
+	s.Restart()
+
+	now := time.Now()
+	held := func(group string, until time.Time, name string, ips ...netip.Addr) Held {
+		a := allowance(group, 0, ips...)
+		a.Name, a.Targets = name, nil
+		return Held{Allowance: a, Until: until}
+	}
+	ip3 := netip.MustParseAddr("192.0.2.3")
+	ip4 := netip.MustParseAddr("192.0.2.4")
+	ip5 := netip.MustParseAddr("192.0.2.5")
+	a2, m2 := node(t, Options{Servers: servers, Node: "gw-a", Publish: []string{"staff"}})
+	got := a2.Republish([]Held{
+		held("staff", now.Add(5*time.Minute), "example.com", ip1), // what the table kept
+		held("staff", now.Add(time.Minute), "example.org", ip2),
+		held("guests", now.Add(time.Minute), "example.com", ip3), // a group this node does not publish
+		held("staff", now.Add(-time.Second), "example.com", ip4), // expired
+		held("staff", now.Add(time.Minute), "", ip5),             // no name for the agents to check
+	})
+	if got != 2 {
+		t.Errorf("Republish queued %d, want 2", got)
+	}
+	waitFor(t, "republished", func() bool { return counter(m2.Published) == 2 })
+	fwB, _, _ := agent(t, servers, "gw-b", nil, "staff", "guests")
+	for _, tt := range []struct {
+		ip   netip.Addr
+		left time.Duration
+	}{{ip1, 5 * time.Minute}, {ip2, time.Minute}} {
+		lb, ok := fwB.left(groupKey(tt.ip))
+		if want := time.Until(now.Add(tt.left)); !ok || (want-lb).Abs() > testPublishTimeout {
+			t.Errorf("%s: agent holds %s (ok %t), want about %s", tt.ip, lb, ok, want)
+		}
+	}
+	for _, ip := range []netip.Addr{ip3, ip4, ip5} {
+		if fwB.has(groupKey(ip)) {
+			t.Errorf("%s: republished, but it must not be", ip)
+		}
+	}
+	if fwB.has(elemKey("guests", netip.Addr{}, ip3, https)) {
+		t.Error("guests approval republished by a node that does not publish guests")
+	}
+	// Answered again, an approval just republished with enough lifetime is
+	// not published once more.
+	if err := a2.Wrap(fwA).Allow(context.Background(), allowance("staff", time.Minute, ip1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter(m2.Published); got != 2 {
+		t.Errorf("published %d after answering a republished approval again, want 2", got)
+	}
+}

@@ -571,3 +571,51 @@ func (p *publisher) flush() {
 		}
 	}
 }
+
+// Held is an approval this node's firewall already holds until Until (on
+// the local clock): the elements a restarted resolver found in its kernel
+// table, which the process before it may have published or only queued.
+type Held struct {
+	Allowance enforce.Allowance
+	Until     time.Time
+}
+
+// Republish queues held approvals of the published groups to be published
+// once connected, each with the lifetime it has left then, so approvals an
+// earlier process still had queued when it stopped reach the fleet, and
+// agents that lost theirs get them back. Approvals without a name (the
+// fleet's nodes check names against their policy), without addresses or
+// without lifetime left are skipped, and so is everything on a node that
+// publishes nothing. Those with the least lifetime left are queued first,
+// so a full queue drops them first. It returns how many were queued.
+func (n *Node) Republish(held []Held) int {
+	if n.pub == nil {
+		return 0
+	}
+	p, set := n.pub, n.cur()
+	now := n.opts.Now()
+	held = slices.Clone(held)
+	slices.SortStableFunc(held, func(a, b Held) int { return a.Until.Compare(b.Until) })
+	queued := 0
+	for _, h := range held {
+		a := h.Allowance
+		if !n.publish[a.Group] || len(a.IPs) == 0 || a.Name == "" || !h.Until.After(now) {
+			continue
+		}
+		it := &item{
+			ap:       approvalOf(a, set.ScopeClient),
+			group:    a.Group,
+			subject:  ApprovalSubject(n.opts.SubjectPrefix, a.Group),
+			scope:    ScopeGroup,
+			deadline: h.Until,
+			local:    now,
+		}
+		if set.ScopeClient {
+			it.scope = ScopeClient
+		}
+		p.enqueue(it)
+		p.recent.Add(p.recentKey(a), h.Until)
+		queued++
+	}
+	return queued
+}

@@ -48,6 +48,38 @@ func (d *daemon) startFleet(cfg *config.Config, local enforce.Enforcer) (enforce
 	return d.fleet.Wrap(local), nil
 }
 
+// republishInherited hands the fleet the elements carried over from the
+// table an earlier egressd left that the policy egressd starts with still
+// allows: approvals that process had queued when it stopped (NATS away)
+// reach the other nodes, and agents that lost theirs get them back,
+// without waiting for a client to ask again.
+func (d *daemon) republishInherited(cfg *config.Config, engine *policy.Engine) {
+	if d.fleet == nil || d.nft == nil {
+		return
+	}
+	inherited := d.nft.Inherited()
+	if len(inherited) == 0 {
+		return
+	}
+	check := d.recheck(newRunning(cfg, cfg), engine)
+	held := make([]fleet.Held, 0, len(inherited))
+	for _, e := range inherited {
+		if e.Name == "" {
+			continue
+		}
+		ports, ok := check(e.Group, e.Client, e.Dst, []string{e.Name})
+		if !ok || !policy.PortsWithin(e.Ports, ports) {
+			continue // the re-check at start removed it
+		}
+		held = append(held, fleet.Held{Allowance: enforce.Allowance{
+			Group: e.Group, Client: e.Client, IPs: []netip.Addr{e.Dst}, Ports: e.Ports, Name: e.Name,
+		}, Until: e.Expiry})
+	}
+	if n := d.fleet.Republish(held); n > 0 {
+		d.logger.Info("fleet: publishing again the approvals the firewall kept across the restart", "approvals", n, "carried_over", len(inherited))
+	}
+}
+
 // fleetSettings are what cfg's firewall and policy decide for the fleet;
 // a reload passes them on. Messages are checked against the policy in use.
 func (d *daemon) fleetSettings(cfg *config.Config) fleet.Settings {

@@ -199,6 +199,7 @@ func (d *daemon) start(parent context.Context) error {
 	if err := d.recheckInherited(cfg, engine); err != nil {
 		return err
 	}
+	d.republishInherited(cfg, engine)
 	if err := d.server.Start(); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -394,6 +395,53 @@ func TestFleetResolverAndAgents(t *testing.T) {
 			}
 		}
 		expectDropped(t, c2, ap(unresolvedIP, 80), "after NATS is back, no name resolved to this address")
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("a resolver restarted with approvals queued publishes what its table kept", func(t *testing.T) {
+		nats.Kill()
+		for _, n := range []int{3, 4} {
+			resp, err := queryWithin(c1, central, "udp", bulkName(n), dns.TypeA, confirmTimeout+fleetPublishTimeout+dnsTimeout)
+			if err != nil || resp.Rcode != dns.RcodeSuccess {
+				t.Fatalf("%s while NATS is down (fail_open): %v %s", bulkName(n), err, describe(resp))
+			}
+		}
+		// The queue goes with the process; the table (no remove_on_exit)
+		// stays with both elements.
+		if err := res.stop(); err != nil {
+			t.Fatalf("resolver exit after SIGTERM: %v", err)
+		}
+		for _, n := range []int{3, 4} {
+			if !hasElement(t, core, "g_clients_p4", bulkIP(n).String()) && !hasElement(t, core, "g_clients_d4", bulkIP(n).String()) {
+				t.Fatalf("%s: not in the resolver's table after it stopped", bulkIP(n))
+			}
+		}
+		if err := nats.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		if err := nats.Ready(natsproc.ReadyLimit); err != nil {
+			t.Fatal(err)
+		}
+		// Restarted with a policy that now denies one of the two: only
+		// the other is published again.
+		cfg := resolverCfg
+		cfg.Deny = append(slices.Clone(denyRules), bulkName(4))
+		res = startEgressd(top, core, cfg, core, central)
+		res.waitReady(t)
+		// Nothing bounds delivery but reconnecting: the wait is the
+		// readiness limit, and a failure means it never arrived.
+		for _, c := range []*netns{c1, c2} {
+			var err error
+			if !wait.Until(fleetReadyLimit, 100*time.Millisecond, func() bool {
+				err = connect(c, ap(bulkIP(3), 443))
+				return err == nil
+			}) {
+				t.Errorf("%s, queued when the resolver stopped, never reached %s's edge without a new query: %v", bulkName(3), c.Name, err)
+			}
+		}
+		expectDropped(t, c2, ap(bulkIP(4), 443), bulkName(4)+" kept in the resolver's table but denied by the policy it restarted with")
 	})
 }
 

@@ -134,7 +134,17 @@ func (d *daemon) startAgent(parent context.Context) error {
 	if err := d.recheckInherited(cfg, engine); err != nil {
 		return err
 	}
-	if _, err := d.startFleet(cfg, d.enforcer); err != nil {
+	// Drops are explained as on a resolver (drop_events "nflog" or
+	// "both"), joined to the approvals this agent applied instead of the
+	// answers it gave.
+	if err := d.openQueryLog(cfg); err != nil {
+		return err
+	}
+	applyTo, _, err := d.startDrops(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if _, err := d.startFleet(cfg, applyTo); err != nil {
 		return err
 	}
 	if cfg.Metrics.Listen != "" {

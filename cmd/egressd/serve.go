@@ -144,13 +144,8 @@ func (d *daemon) start(parent context.Context) error {
 	if err := d.startFirewall(cfg); err != nil {
 		return err
 	}
-	if d.qlog, err = querylog.Open(cfg.Log.Queries, querylog.Options{
-		SampleAllowed:       cfg.Log.SampleAllowed,
-		MaxSize:             cfg.Log.MaxSizeBytes,
-		MaxFiles:            *cfg.Log.MaxFiles,
-		DeniedPerClientRate: *cfg.Log.DeniedPerClientRate,
-	}); err != nil {
-		return fmt.Errorf("log.queries: %w", err)
+	if err := d.openQueryLog(cfg); err != nil {
+		return err
 	}
 	if d.tap, err = openDnstap(cfg, d.logger); err != nil {
 		return err
@@ -417,6 +412,21 @@ func (d *daemon) apply(ctx context.Context, cfg *config.Config) error {
 		d.startLists(ctx, lists)
 	}
 	d.refreshLists(lists)
+	return nil
+}
+
+// openQueryLog opens [log] queries: answers and drops for egressd serve,
+// drops for egressd agent.
+func (d *daemon) openQueryLog(cfg *config.Config) error {
+	var err error
+	if d.qlog, err = querylog.Open(cfg.Log.Queries, querylog.Options{
+		SampleAllowed:       cfg.Log.SampleAllowed,
+		MaxSize:             cfg.Log.MaxSizeBytes,
+		MaxFiles:            *cfg.Log.MaxFiles,
+		DeniedPerClientRate: *cfg.Log.DeniedPerClientRate,
+	}); err != nil {
+		return fmt.Errorf("log.queries: %w", err)
+	}
 	return nil
 }
 

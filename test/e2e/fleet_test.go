@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -296,11 +297,14 @@ func TestFleetResolverAndAgents(t *testing.T) {
 	// An agent has the same groups and policy (it checks each approval
 	// against them) and names the central resolver as the clients' DNS
 	// server, which its table lets through.
+	// Each agent explains its drops (drop_events "nflog") in its query log
+	// and to egressd why, from the approvals it applied.
+	logDir := t.TempDir()
 	agentCfg := func(node string) egressdConfig {
 		return egressdConfig{
 			Listen: []netip.AddrPort{central}, Clients: clients,
 			Upstream: ap(resolverAddr4, 53), Hooks: []string{"forward"}, MetricsListen: metricsAddr,
-			RemoveOnExit: true,
+			RemoveOnExit: true, DropEvents: "nflog", QueryLog: filepath.Join(logDir, node+".log"),
 			Fleet:        &fleetConfig{Servers: []string{nats.Node.URL()}, Node: node, Enforce: []string{"clients"}},
 		}
 	}
@@ -327,6 +331,19 @@ func TestFleetResolverAndAgents(t *testing.T) {
 		}
 		expectNoAnswer(t, c1, central, "udp", "denied.test", dns.RcodeNameError, "denied.test")
 		expectDropped(t, c1, ap(deniedIP, 80), "denied.test was refused")
+	})
+	t.Run("an agent explains its drops", func(t *testing.T) {
+		expectDropLine(t, filepath.Join(logDir, "edge1.log"), "10.200.1.10", portsIP, 8443, "other_ports", "ports.test")
+		expectDropLine(t, filepath.Join(logDir, "edge2.log"), "10.200.3.10", unresolvedIP, 80, "never_resolved", "")
+		out, err := edge1.Exec(egressdBinary(t), "why", "-config", agent1.config, "-client", "10.200.1.10", ap(portsIP, 8443).String())
+		if err != nil {
+			t.Fatalf("egressd why on edge1: %v\n%s", err, out)
+		}
+		for _, want := range []string{"other_ports", "ports.test. is approved only on 443/tcp"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("egressd why on edge1 lacks %q:\n%s", want, out)
+			}
+		}
 	})
 	if t.Failed() {
 		return

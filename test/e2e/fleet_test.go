@@ -305,7 +305,7 @@ func TestFleetResolverAndAgents(t *testing.T) {
 			Listen: []netip.AddrPort{central}, Clients: clients,
 			Upstream: ap(resolverAddr4, 53), Hooks: []string{"forward"}, MetricsListen: metricsAddr,
 			RemoveOnExit: true, DropEvents: "nflog", QueryLog: filepath.Join(logDir, node+".log"),
-			Fleet:        &fleetConfig{Servers: []string{nats.Node.URL()}, Node: node, Enforce: []string{"clients"}},
+			Fleet: &fleetConfig{Servers: []string{nats.Node.URL()}, Node: node, Enforce: []string{"clients"}},
 		}
 	}
 	res := startEgressd(t, core, resolverCfg, core, central)

@@ -8,6 +8,7 @@ package enforce
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -86,3 +87,36 @@ func (*None) Allow(context.Context, Allowance) error { return nil }
 
 // Close does nothing.
 func (*None) Close() error { return nil }
+
+// Recheck asks the current policy whether group may still reach dest for
+// names from client, and on which ports (none: any).
+type Recheck func(group string, client, dest netip.Addr, names []string) (ports []policy.PortRange, ok bool)
+
+// CheckStale re-checks an allowance decided under a policy older than
+// generation (the current one's): every address, for every name it was
+// approved for (its name and targets), from its client, on ports covering
+// its own. It returns an error wrapping ErrStale when check denies any of
+// it (an allowance without a name cannot be asked about: denied too), and
+// nil when check approves all of it or the allowance is not stale (its
+// generation unknown, or not older).
+func CheckStale(a Allowance, generation uint64, check Recheck) error {
+	if a.Generation == 0 || a.Generation >= generation || check == nil {
+		return nil
+	}
+	if a.Name == "" {
+		return fmt.Errorf("%w: group %s: no name to ask the current policy about", ErrStale, a.Group)
+	}
+	names := append(append(make([]string, 0, 1+len(a.Targets)), a.Name), a.Targets...)
+	client := a.Client.Unmap().WithZone("")
+	for _, ip := range a.IPs {
+		dest := ip.Unmap().WithZone("")
+		ports, ok := check(a.Group, client, dest, names)
+		if !ok {
+			return fmt.Errorf("%w: group %s may no longer reach %s for %s", ErrStale, a.Group, dest, a.Name)
+		}
+		if !policy.PortsWithin(a.Ports, ports) {
+			return fmt.Errorf("%w: group %s may no longer reach %s for %s on those ports", ErrStale, a.Group, dest, a.Name)
+		}
+	}
+	return nil
+}

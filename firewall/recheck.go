@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -84,32 +83,12 @@ func portOfKey(k []byte) (proto uint8, port uint16) {
 // denies it (see ReloadRecheck).
 var ErrStale = enforce.ErrStale
 
-// staleDenied re-checks an allowance decided under a policy older than
-// the one of the last ReloadRecheck (see allowView.stale) with that
-// reload's Recheck, before anything of it is added: each address, for
-// the names it was approved for, from its client (which must still be in
-// the group, whatever the scope), on ports covering its own. It returns
-// an error wrapping ErrStale when the current policy denies any of it
-// (an allowance without a name cannot be asked about: denied too), and
-// nil when it approves all of it or the allowance is not stale.
+// staleDenied is enforce.CheckStale with the policy and generation of
+// the last ReloadRecheck (see allowView.stale), asked before anything of
+// the allowance is added.
 func (n *NFT) staleDenied(a Allowance) error {
-	if a.Generation == 0 || a.Generation >= n.gen || n.recheck == nil {
+	if n.recheck == nil {
 		return nil
 	}
-	if a.Name == "" {
-		return fmt.Errorf("%w: group %s: no name to ask the current policy about", ErrStale, a.Group)
-	}
-	names := append(append(make([]string, 0, 1+len(a.Targets)), a.Name), a.Targets...)
-	client := a.Client.Unmap().WithZone("")
-	for _, ip := range a.IPs {
-		dest := ip.Unmap().WithZone("")
-		ports, ok := n.recheck(a.Group, client, dest, names)
-		if !ok {
-			return fmt.Errorf("%w: group %s may no longer reach %s for %s", ErrStale, a.Group, dest, a.Name)
-		}
-		if !policy.PortsWithin(a.Ports, ports) {
-			return fmt.Errorf("%w: group %s may no longer reach %s for %s on those ports", ErrStale, a.Group, dest, a.Name)
-		}
-	}
-	return nil
+	return enforce.CheckStale(a, n.gen, enforce.Recheck(n.recheck))
 }

@@ -2,11 +2,13 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -266,6 +268,66 @@ func TestPublisherOverNone(t *testing.T) {
 	}
 	if got := counter(m.Queued); got != 1 {
 		t.Errorf("the same approval queued %d times", got)
+	}
+}
+
+// Over backend none, an answer decided under a policy a reload has
+// replaced is asked about again before it is published: refused with
+// ErrStale (the resolver decides again) when the current policy denies
+// it, published when it allows it or was decided under the current one.
+func TestPublisherOverNoneRefusesStale(t *testing.T) {
+	s := natstest.Run(t)
+	var gen atomic.Uint64
+	gen.Store(2)
+	deny := map[string]bool{"denied.example.": true}
+	var asked atomic.Int32
+	recheck := func(group string, client, dest netip.Addr, names []string) ([]policy.PortRange, bool) {
+		asked.Add(1)
+		for _, n := range names {
+			if deny[n] {
+				return nil, false
+			}
+		}
+		return nil, true
+	}
+	a, m := node(t, Options{Servers: []string{s.URL()}, Node: "central", Publish: []string{"staff"},
+		Settings: Settings{Recheck: recheck, Generation: gen.Load}})
+	waitFor(t, "connected", a.Connected)
+	enf := a.Wrap(&enforce.None{})
+	tests := []struct {
+		name       string
+		generation uint64
+		qname      string
+		targets    []string
+		ip         netip.Addr
+		stale      bool
+		asks       int32
+	}{
+		{"current policy, not asked", 2, "denied.example.", nil, netip.MustParseAddr("192.0.2.11"), false, 0},
+		{"generation unknown, not asked", 0, "denied.example.", nil, netip.MustParseAddr("192.0.2.12"), false, 0},
+		{"older, still allowed", 1, "ok.example.", nil, netip.MustParseAddr("192.0.2.13"), false, 1},
+		{"older, name now denied", 1, "denied.example.", nil, netip.MustParseAddr("192.0.2.14"), true, 1},
+		{"older, target now denied", 1, "ok.example.", []string{"denied.example."}, netip.MustParseAddr("192.0.2.15"), true, 1},
+		{"older, no name to ask about", 1, "", nil, netip.MustParseAddr("192.0.2.16"), true, 0},
+	}
+	published := 0
+	for _, tt := range tests {
+		asked.Store(0)
+		al := enforce.Allowance{Group: "staff", Client: client1, IPs: []netip.Addr{tt.ip}, TTL: time.Minute,
+			Name: tt.qname, Targets: tt.targets, Generation: tt.generation}
+		err := enf.Allow(context.Background(), al)
+		if got := errors.Is(err, enforce.ErrStale); got != tt.stale {
+			t.Errorf("%s: Allow = %v, want stale %t", tt.name, err, tt.stale)
+		}
+		if got := asked.Load(); got != tt.asks {
+			t.Errorf("%s: policy asked %d times, want %d", tt.name, got, tt.asks)
+		}
+		if !tt.stale {
+			published++
+		}
+		if got := counter(m.Published); got != published {
+			t.Errorf("%s: published %d, want %d", tt.name, got, published)
+		}
 	}
 }
 

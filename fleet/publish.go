@@ -39,6 +39,14 @@ func (w *Publisher) Allow(ctx context.Context, a enforce.Allowance) error {
 	if err := w.Enforcer.Allow(ctx, a); err != nil {
 		return err
 	}
+	if _, none := w.Enforcer.(*enforce.None); none {
+		// A firewall refuses an answer decided under a policy a reload
+		// has replaced when the new one denies it; without one, the
+		// publisher must, or the fleet would get it.
+		if err := w.p.stale(a); err != nil {
+			return err
+		}
+	}
 	return w.p.allowed(ctx, a)
 }
 
@@ -54,6 +62,16 @@ func (w *Publisher) InEffect(a enforce.Allowance) bool {
 		return w.p.fresh(a)
 	}
 	return false
+}
+
+// stale asks the node's current policy about an allowance decided under
+// an older one (enforce.CheckStale); nil without a policy to ask.
+func (p *publisher) stale(a enforce.Allowance) error {
+	set := p.n.cur()
+	if set.Recheck == nil || set.Generation == nil {
+		return nil
+	}
+	return enforce.CheckStale(a, set.Generation(), set.Recheck)
 }
 
 // item is one approval to publish: the approval without its lifetime,

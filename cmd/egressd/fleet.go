@@ -80,17 +80,19 @@ func (d *daemon) republishInherited(cfg *config.Config, engine *policy.Engine) {
 	}
 }
 
-// fleetSettings are what cfg's firewall and policy decide for the fleet;
-// a reload passes them on. Messages are checked against the policy in use.
+// fleetSettings are what cfg's firewall and the policy in use decide for
+// the fleet; a reload passes them on. Messages from other nodes, and a
+// publishing resolver's stale answers, are checked as the firewall checks
+// its elements: the policy, with rebinding protection where there is a
+// resolver.
 func (d *daemon) fleetSettings(cfg *config.Config) fleet.Settings {
+	engine := d.engine.Load()
 	return fleet.Settings{
 		Grace:       cfg.Firewall.GraceDur,
 		ScopeClient: cfg.Firewall.Scope == firewall.ScopeClient,
 		MaxLifetime: cfg.Firewall.MaxTTLDur + cfg.Firewall.GraceDur,
-		Recheck: func(group string, client, dest netip.Addr, names []string) ([]policy.PortRange, bool) {
-			return d.engine.Load().Recheck(group, client, dest, names)
-		},
-		Generation: func() uint64 { return d.engine.Load().Generation() },
+		Recheck:     d.recheck(newRunning(cfg, cfg), engine),
+		Generation:  engine.Generation,
 	}
 }
 

@@ -191,6 +191,10 @@ func (d *daemon) start(parent context.Context) error {
 	if err != nil {
 		return err
 	}
+	if d.fleet != nil {
+		// Now with the resolver's rebinding protection (see fleetSettings).
+		d.fleet.Configure(d.fleetSettings(cfg))
+	}
 	if err := d.recheckInherited(cfg, engine); err != nil {
 		return err
 	}

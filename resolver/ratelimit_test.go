@@ -356,3 +356,51 @@ func TestRateLimitLogged(t *testing.T) {
 		}
 	}
 }
+
+// Rate-limited lines of all clients together stay within rateLogLines a
+// second: clients past the budget are counted, and the next line written
+// says how many lines were left out.
+func TestRateLimitLinesBounded(t *testing.T) {
+	rec := &logRecorder{}
+	env := newEnv(t, Options{
+		Upstreams: []string{"127.0.0.1:1"},
+		Logger:    slog.New(rec),
+		Settings: Settings{
+			Clients: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")},
+			Hosts:   map[string][]netip.Addr{"a.example.": {netip.MustParseAddr("192.0.2.1")}},
+			// A token every 1000 s: a client's second query is dropped.
+			RateLimit: 0.001, RateBurst: 1,
+		},
+	})
+	const clients = 200
+	client := func(i int) net.Addr { return udpClient(fmt.Sprintf("2001:db8:%x::1", i+1)) } // a /64 each
+	for i := range clients {
+		answered(t, env, client(i)) // its burst
+		if got := answered(t, env, client(i)); got != dropped {
+			t.Fatalf("client %d: got %s, want dropped", i, rcodeName(got))
+		}
+	}
+	lines := rec.with(msgRateLimited)
+	if len(lines) != rateLogLines {
+		t.Fatalf("%d clients over their limit at one instant: %d lines, want the budget %d", clients, len(lines), rateLogLines)
+	}
+	for _, l := range lines {
+		if _, ok := l["lines_left_out"]; ok {
+			t.Errorf("line %v says lines were left out before any was", l)
+		}
+	}
+	// A tenth of a second later the budget holds one line: the next
+	// client's, saying how many were left out.
+	env.clock.Advance(time.Second / rateLogLines)
+	answered(t, env, client(clients))
+	if got := answered(t, env, client(clients)); got != dropped {
+		t.Fatalf("got %s, want dropped", rcodeName(got))
+	}
+	lines = rec.with(msgRateLimited)
+	if len(lines) != rateLogLines+1 {
+		t.Fatalf("%d lines after the budget refilled one, want %d", len(lines), rateLogLines+1)
+	}
+	if got, want := lines[len(lines)-1]["lines_left_out"], fmt.Sprint(clients-rateLogLines); got != want {
+		t.Errorf("lines_left_out = %q, want %s", got, want)
+	}
+}

@@ -111,7 +111,8 @@ type Server struct {
 	cache     *answerCache // nil when disabled
 	flights   singleflight.Group
 	now       func() time.Time
-	probe     bool // probe upstreams for readiness after Start
+	rateLines lineBudget // rate-limited log lines, all clients together
+	probe     bool       // probe upstreams for readiness after Start
 	// workerIdle is how long a UDP worker waits for another query before
 	// it ends; a field so tests can shorten it.
 	workerIdle time.Duration

@@ -109,41 +109,6 @@ const rateLogInterval = 5 * time.Second
 // msgRateLimited is the log message for a rate-limited client.
 const msgRateLimited = "client over rate_limit; queries dropped (UDP) or refused (TCP)"
 
-// rateLogLines bounds the rate-limited lines of all clients together:
-// with addresses forged over a whole client network, one line per client
-// per rateLogInterval would still be thousands a second. Past the budget
-// (rateLogLines a second, as many in a burst) lines are counted, and the
-// next line written says how many were left out.
-const rateLogLines = 10
-
-// lineBudget is a token bucket for log lines shared by all clients.
-type lineBudget struct {
-	mu         sync.Mutex
-	tokens     float64
-	last       time.Time
-	suppressed uint64
-}
-
-// take reports whether a line may be written at now, and how many were
-// left out since the last one written.
-func (b *lineBudget) take(now time.Time) (ok bool, suppressed uint64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.last.IsZero() {
-		b.tokens = rateLogLines
-	} else if d := now.Sub(b.last); d > 0 {
-		b.tokens = min(rateLogLines, b.tokens+d.Seconds()*rateLogLines)
-	}
-	b.last = now
-	if b.tokens < 1 {
-		b.suppressed++
-		return false, 0
-	}
-	b.tokens--
-	suppressed, b.suppressed = b.suppressed, 0
-	return true, suppressed
-}
-
 // makeRoom frees at least one entry in a full shard: idle buckets go
 // first (at most one sweep per sweepInterval, so a flood of new addresses
 // does not scan the shard on every packet), else an arbitrary one.
@@ -192,20 +157,15 @@ func shardOf(a netip.Addr) int {
 // otherwise wait for its timeout, so it gets REFUSED. Neither is logged
 // per query; egressd_ratelimited_total counts them, and when report is
 // not 0 one line names the client (its key) and the queries refused since
-// the previous line, within a budget for all clients (rateLogLines).
+// the previous line, within the log's budget for the message (logBudget).
 func (s *Server) rateLimited(w dns.ResponseWriter, q *query, client netip.Addr, udp bool, report uint64) {
 	if m := s.opts.Metrics; m != nil {
 		m.RateLimited.Inc()
 	}
 	if report > 0 {
-		if ok, suppressed := s.rateLines.take(s.now()); ok {
-			l := q.cfg.limiter
-			args := []any{"client", l.keys.name(l.keys.key(client)), "dropped", report, "rate_limit", l.rate, "rate_burst", l.burst}
-			if suppressed > 0 {
-				args = append(args, "lines_left_out", suppressed)
-			}
-			s.log.Warn(msgRateLimited, args...)
-		}
+		l := q.cfg.limiter
+		s.log.Warn(msgRateLimited, "client", l.keys.name(l.keys.key(client)), "dropped", report,
+			"rate_limit", l.rate, "rate_burst", l.burst)
 	}
 	if udp {
 		return

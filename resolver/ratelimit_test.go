@@ -357,7 +357,7 @@ func TestRateLimitLogged(t *testing.T) {
 	}
 }
 
-// Rate-limited lines of all clients together stay within rateLogLines a
+// Rate-limited lines of all clients together stay within logLinesPerSecond a
 // second: clients past the budget are counted, and the next line written
 // says how many lines were left out.
 func TestRateLimitLinesBounded(t *testing.T) {
@@ -381,8 +381,8 @@ func TestRateLimitLinesBounded(t *testing.T) {
 		}
 	}
 	lines := rec.with(msgRateLimited)
-	if len(lines) != rateLogLines {
-		t.Fatalf("%d clients over their limit at one instant: %d lines, want the budget %d", clients, len(lines), rateLogLines)
+	if len(lines) != logLinesPerSecond {
+		t.Fatalf("%d clients over their limit at one instant: %d lines, want the budget %d", clients, len(lines), logLinesPerSecond)
 	}
 	for _, l := range lines {
 		if _, ok := l["lines_left_out"]; ok {
@@ -391,16 +391,16 @@ func TestRateLimitLinesBounded(t *testing.T) {
 	}
 	// A tenth of a second later the budget holds one line: the next
 	// client's, saying how many were left out.
-	env.clock.Advance(time.Second / rateLogLines)
+	env.clock.Advance(time.Second / logLinesPerSecond)
 	answered(t, env, client(clients))
 	if got := answered(t, env, client(clients)); got != dropped {
 		t.Fatalf("got %s, want dropped", rcodeName(got))
 	}
 	lines = rec.with(msgRateLimited)
-	if len(lines) != rateLogLines+1 {
-		t.Fatalf("%d lines after the budget refilled one, want %d", len(lines), rateLogLines+1)
+	if len(lines) != logLinesPerSecond+1 {
+		t.Fatalf("%d lines after the budget refilled one, want %d", len(lines), logLinesPerSecond+1)
 	}
-	if got, want := lines[len(lines)-1]["lines_left_out"], fmt.Sprint(clients-rateLogLines); got != want {
+	if got, want := lines[len(lines)-1]["lines_left_out"], fmt.Sprint(clients-logLinesPerSecond); got != want {
 		t.Errorf("lines_left_out = %q, want %s", got, want)
 	}
 }

@@ -111,8 +111,7 @@ type Server struct {
 	cache     *answerCache // nil when disabled
 	flights   singleflight.Group
 	now       func() time.Time
-	rateLines lineBudget // rate-limited log lines, all clients together
-	probe     bool       // probe upstreams for readiness after Start
+	probe     bool // probe upstreams for readiness after Start
 	// workerIdle is how long a UDP worker waits for another query before
 	// it ends; a field so tests can shorten it.
 	workerIdle time.Duration
@@ -164,6 +163,8 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	// Lines a query can cause are limited per message (logBudget).
+	s.log = slog.New(newBudgetHandler(s.log.Handler(), func() time.Time { return s.now() }))
 	fwd, err := upstream.New(upstream.Options{
 		Servers:   o.Upstreams,
 		Zones:     o.Zones,

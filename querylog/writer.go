@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/egressd/egressd/linerate"
 	"io"
 	"os"
 	"sync"
@@ -57,7 +58,7 @@ type Writer struct {
 	discard bool
 	sample  uint64
 	now     func() time.Time
-	denied  *clientRate // nil when denied lines are not limited
+	denied  *linerate.Limiter // nil when denied lines are not limited
 
 	maxSize  int64 // 0: no cap
 	maxFiles int
@@ -124,7 +125,7 @@ func newWriter(out io.Writer, f *os.File, path string, opts Options) *Writer {
 		w.sample = uint64(opts.SampleAllowed)
 	}
 	if opts.DeniedPerClientRate > 0 {
-		w.denied = newClientRate(opts.DeniedPerClientRate, w.now)
+		w.denied = linerate.New(opts.DeniedPerClientRate, maxRateClients, w.now)
 	}
 	if f != nil && opts.MaxSize > 0 {
 		w.maxSize, w.maxFiles = opts.MaxSize, max(opts.MaxFiles, 0)
@@ -196,7 +197,7 @@ func (w *Writer) Write(e *Entry) {
 		entry.Time = w.now()
 	}
 	if w.denied != nil && entry.Decision != DecisionAllow {
-		ok, suppressed := w.denied.allow(entry.Client)
+		ok, suppressed := w.denied.Allow(entry.Client)
 		if !ok {
 			w.suppressed.Add(1)
 			return
@@ -310,3 +311,6 @@ func (w *Writer) Close() error {
 	<-w.done
 	return w.err
 }
+
+// maxRateClients bounds the clients whose denied-line budget is tracked.
+const maxRateClients = 4096

@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"bytes"
-	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -11,8 +10,7 @@ import (
 
 // Each message has its own budget of logLinesPerSecond lines a second; a
 // line written after some were left out says how many; loggers derived
-// with With share their parent's budgets; messages beyond maxLogBudgets
-// share one.
+// with With share their parent's budgets.
 func TestLogBudget(t *testing.T) {
 	now := time.Unix(1000, 0)
 	var out bytes.Buffer
@@ -57,13 +55,4 @@ func TestLogBudget(t *testing.T) {
 		}
 	}
 
-	// Messages beyond maxLogBudgets share one budget.
-	out.Reset()
-	for i := range maxLogBudgets + 3*logLinesPerSecond {
-		log.Warn(fmt.Sprintf("m%d", i))
-	}
-	if got, want := strings.Count(out.String(), "\n"), maxLogBudgets-2+logLinesPerSecond; got != want {
-		t.Errorf("%d distinct messages: %d lines, want %d (the first %d with budgets of their own, the rest sharing one)",
-			maxLogBudgets+3*logLinesPerSecond, got, want, maxLogBudgets-2)
-	}
 }

@@ -307,20 +307,27 @@ func (h *logRecorder) with(msg string) []map[string]string {
 	return out
 }
 
-// A rate-limited client is logged, by its /64, at once and then at most
-// once per rateLogInterval with the count dropped since the last line.
-func TestRateLimitLogged(t *testing.T) {
+// rateLimitedEnv serves a.example. to 2001:db8::/32 with one query of
+// burst and a token every 1000 s, which the tests' clock never refills,
+// and records the log.
+func rateLimitedEnv(t *testing.T) (*testEnv, *logRecorder) {
 	rec := &logRecorder{}
 	env := newEnv(t, Options{
 		Upstreams: []string{"127.0.0.1:1"},
 		Logger:    slog.New(rec),
 		Settings: Settings{
-			Clients: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")},
-			Hosts:   map[string][]netip.Addr{"a.example.": {netip.MustParseAddr("192.0.2.1")}},
-			// A token every 1000 s: the clock below never refills one.
+			Clients:   []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")},
+			Hosts:     map[string][]netip.Addr{"a.example.": {netip.MustParseAddr("192.0.2.1")}},
 			RateLimit: 0.001, RateBurst: 1,
 		},
 	})
+	return env, rec
+}
+
+// A rate-limited client is logged, by its /64, at once and then at most
+// once per rateLogInterval with the count dropped since the last line.
+func TestRateLimitLogged(t *testing.T) {
+	env, rec := rateLimitedEnv(t)
 	a, b := udpClient("2001:db8:1:2::1"), udpClient("2001:db8:1:2::2")
 	steps := []struct {
 		name    string
@@ -357,21 +364,11 @@ func TestRateLimitLogged(t *testing.T) {
 	}
 }
 
-// Rate-limited lines of all clients together stay within logLinesPerSecond a
-// second: clients past the budget are counted, and the next line written
-// says how many lines were left out.
+// Rate-limited lines of all clients together stay within the log's budget
+// for the message (logLinesPerSecond): clients past it are counted, and
+// the next line written says how many lines were left out.
 func TestRateLimitLinesBounded(t *testing.T) {
-	rec := &logRecorder{}
-	env := newEnv(t, Options{
-		Upstreams: []string{"127.0.0.1:1"},
-		Logger:    slog.New(rec),
-		Settings: Settings{
-			Clients: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")},
-			Hosts:   map[string][]netip.Addr{"a.example.": {netip.MustParseAddr("192.0.2.1")}},
-			// A token every 1000 s: a client's second query is dropped.
-			RateLimit: 0.001, RateBurst: 1,
-		},
-	})
+	env, rec := rateLimitedEnv(t)
 	const clients = 200
 	client := func(i int) net.Addr { return udpClient(fmt.Sprintf("2001:db8:%x::1", i+1)) } // a /64 each
 	for i := range clients {

@@ -207,6 +207,10 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 	n.log.Info("firewall table installed", "backend", "nftables", "table", spec.Table,
 		"hooks", spec.Hooks, "groups", len(spec.Groups), "scope", scopeName(spec.Scope), "audit", spec.Audit)
 	n.reportFeatures()
+	// Before run starts: a caller serving its own batch (combine) may
+	// repair drift, which schedules retries on it.
+	n.retry = time.NewTimer(time.Hour)
+	n.retry.Stop()
 	go n.run()
 	return n, nil
 }
@@ -459,8 +463,6 @@ func (n *NFT) run() {
 	if n.watch != nil {
 		changed = n.watch.wake
 	}
-	n.retry = time.NewTimer(time.Hour)
-	n.retry.Stop()
 	defer n.retry.Stop()
 	locked := func(f func()) {
 		n.mu.Lock()

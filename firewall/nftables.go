@@ -513,12 +513,12 @@ func (n *NFT) failPending() {
 // serve handles requests in order: runs of Allow calls share one batch;
 // a reload is applied between them.
 func (n *NFT) serve(batch []request) {
-	var allows []request
-	for _, r := range batch {
+	start := 0 // the run of Allow calls not served yet: batch[start:i]
+	for i, r := range batch {
 		switch {
 		case r.reload != nil:
-			n.applyAllows(allows)
-			allows = nil
+			n.applyAllows(batch[start:i])
+			start = i + 1
 			// The new generation goes out with the new table's view, so
 			// no Allow of an older policy answers from the index after it.
 			prevCheck, prevGen := n.recheck, n.gen
@@ -532,15 +532,13 @@ func (n *NFT) serve(batch []request) {
 			}
 			r.result <- err
 		case r.stats != nil:
-			n.applyAllows(allows)
-			allows = nil
+			n.applyAllows(batch[start:i])
+			start = i + 1
 			r.stats <- n.flushes
 			r.result <- nil
-		default:
-			allows = append(allows, r)
 		}
 	}
-	n.applyAllows(allows)
+	n.applyAllows(batch[start:])
 }
 
 // replace installs spec's layout in one batch, carrying over live elements

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"unsafe"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
@@ -182,15 +183,46 @@ func newElemBatch(c *netlink.Conn) (*elemBatch, error) {
 func newElemBatchOn(raw syscall.RawConn, pid uint32) *elemBatch {
 	b := &elemBatch{raw: raw, pid: pid, begin: pid << 16, rbuf: make([]byte, ackBuffer)}
 	b.writeFn = func(fd uintptr) bool {
-		b.n, b.ioErr = unix.Write(int(fd), b.out)
+		if len(b.out) > maxRawBatch {
+			b.n, b.ioErr = unix.Write(int(fd), b.out)
+		} else {
+			b.n, b.ioErr = rawIO(unix.SYS_WRITE, fd, b.out)
+		}
 		return b.ioErr != unix.EAGAIN
 	}
 	b.readFn = func(fd uintptr) bool {
-		b.n, b.ioErr = unix.Read(int(fd), b.rbuf)
+		b.n, b.ioErr = rawIO(unix.SYS_READ, fd, b.rbuf)
 		return b.ioErr != unix.EAGAIN
 	}
 	b.reset()
 	return b
+}
+
+// maxRawBatch is the largest batch written with a raw system call (see
+// rawIO): about 500 elements with comments. The kernel applies a batch
+// inside the write, so a larger one (a restore re-adding many elements)
+// may hold the thread long enough that the runtime should be told.
+const maxRawBatch = 64 << 10
+
+// rawIO reads or writes p on the non-blocking netlink socket fd with a raw
+// system call, which the Go runtime does not see. nfnetlink applies a batch
+// inside the write that sends it and queues every acknowledgement before
+// the write returns, so neither call waits: the read finds the
+// acknowledgements queued (EAGAIN, which sends the caller to the netpoller
+// as before, is the exception). As ordinary system calls each would tell
+// the runtime a thread entered the kernel: that wakes sysmon when it
+// sleeps (it then polls every 20 µs for a while) and lets it hand the P to
+// another thread during a write of tens of microseconds, a thread switch
+// for nothing (see resolver/udpbatch_linux.go, which does the same).
+func rawIO(trap, fd uintptr, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, errno := unix.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 const (

@@ -82,6 +82,8 @@ func (n *NFT) refreshAhead(a Allowance) {
 	r := request{ctx: context.Background(), allow: a, result: make(chan error, 1)}
 	select {
 	case n.reqs <- r:
+		// The run goroutine serves it: the answer does not wait.
+		n.wakeOwner()
 	default:
 	}
 }

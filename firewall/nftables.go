@@ -62,9 +62,12 @@ const (
 	defaultVerifyEvery = 10 * time.Second
 )
 
-// NFT is the nftables backend. One goroutine owns the netlink connection;
-// Allow and Reload hand it requests and wait for the answer, except an
-// Allow the expiry index shows already in effect, which returns at once.
+// NFT is the nftables backend. One goroutine at a time owns the netlink
+// connection, the expiry index's writes and the drift state: whoever holds
+// mu. Allow and Reload queue requests; a caller that finds mu free serves
+// the queue itself, up to its own answer (see combine), and otherwise
+// wakes the run goroutine, which serves what is left once mu is free. An
+// Allow the expiry index shows already in effect returns at once.
 type NFT struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
@@ -72,14 +75,18 @@ type NFT struct {
 	netns   int
 
 	reqs chan request
+	kick chan struct{} // capacity 1: requests are queued for the run goroutine
 	quit chan struct{}
 	done chan struct{}
+	// mu is held by the goroutine acting as owner: the run goroutine, or a
+	// caller serving queued requests itself (combine).
+	mu sync.Mutex
 
 	closed    chan struct{} // closed when Close starts; guards reqs senders
 	closeOnce sync.Once
 	closeErr  error
 
-	// Owned by the run goroutine after construction.
+	// Owned by the holder of mu after construction.
 	conn      nftConn
 	connect   func() (nftConn, error) // nil: dial the kernel
 	features  Features                // fixed at construction; read from any goroutine
@@ -146,6 +153,7 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 		netns:   opts.NetNS,
 		connect: opts.connect,
 		reqs:    make(chan request, maxBatchRequests),
+		kick:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
 		closed:  make(chan struct{}),
@@ -199,6 +207,10 @@ func NewNFTables(spec Spec, opts Options) (*NFT, error) {
 	n.log.Info("firewall table installed", "backend", "nftables", "table", spec.Table,
 		"hooks", spec.Hooks, "groups", len(spec.Groups), "scope", scopeName(spec.Scope), "audit", spec.Audit)
 	n.reportFeatures()
+	// Before run starts: a caller serving its own batch (combine) may
+	// repair drift, which schedules retries on it.
+	n.retry = time.NewTimer(time.Hour)
+	n.retry.Stop()
 	go n.run()
 	return n, nil
 }
@@ -306,6 +318,11 @@ func (n *NFT) flushCount() int {
 
 var errClosed = errors.New("firewall: closed")
 
+// submit queues r and waits for its answer. When no goroutine acts as
+// owner, the caller serves the queue itself (combine): a miss at moderate
+// load then costs no hand-off to the run goroutine and back, two wake-ups
+// of other threads when they sleep. Otherwise the run goroutine is woken
+// and serves r with whatever else queued, once the owner is done.
 func (n *NFT) submit(ctx context.Context, r request) error {
 	r.result = make(chan error, 1)
 	select {
@@ -319,6 +336,11 @@ func (n *NFT) submit(ctx context.Context, r request) error {
 		return ctx.Err()
 	case <-n.closed:
 		return errClosed
+	}
+	if n.mu.TryLock() {
+		n.combine(r.result)
+	} else {
+		n.wakeOwner()
 	}
 	select {
 	case err := <-r.result:
@@ -337,6 +359,69 @@ func (n *NFT) submit(ctx context.Context, r request) error {
 	}
 }
 
+// wakeOwner tells the run goroutine that requests are queued; it serves
+// them once it holds mu.
+func (n *NFT) wakeOwner() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// combine serves queued requests, in order and in batches, until mine
+// (the caller's own result channel) has its answer, then lets go of mu,
+// which the caller holds. Requests still queued then go to the run
+// goroutine. Like the run goroutine it yields once first, so callers
+// that are already runnable queue into the same batch.
+func (n *NFT) combine(mine chan error) {
+	defer func() {
+		n.mu.Unlock()
+		if len(n.reqs) > 0 {
+			n.wakeOwner()
+		}
+	}()
+	select {
+	case <-n.closed:
+		// Close has begun: it owns the connection from now on.
+		n.failPending()
+		return
+	default:
+	}
+	runtime.Gosched()
+	for len(mine) == 0 && n.serveQueued() {
+	}
+}
+
+// serveQueued serves one batch of queued requests (up to
+// maxBatchRequests) and reports whether there were any. Changes by others
+// reported meanwhile are repaired first, so no answer relies on elements
+// someone else deleted. The caller holds mu.
+func (n *NFT) serveQueued() bool {
+	var one [1]request // a miss at moderate load is a batch of one
+	batch := one[:0]
+drain:
+	for len(batch) < maxBatchRequests {
+		select {
+		case r := <-n.reqs:
+			batch = append(batch, r)
+		default:
+			break drain
+		}
+	}
+	if len(batch) == 0 {
+		return false
+	}
+	if n.watch != nil {
+		select {
+		case <-n.watch.wake:
+			n.repairDrift()
+		default:
+		}
+	}
+	n.serve(batch)
+	return true
+}
+
 // Close stops serving. The table stays in place (fail closed) unless the
 // spec asked for RemoveOnExit.
 func (n *NFT) Close() error {
@@ -344,6 +429,10 @@ func (n *NFT) Close() error {
 		close(n.closed)
 		close(n.quit)
 		<-n.done
+		// A caller may still hold mu, serving; once it lets go, any later
+		// one sees closed and only fails what is queued.
+		n.mu.Lock()
+		defer n.mu.Unlock()
 		if n.watch != nil {
 			n.watch.close()
 		}
@@ -374,43 +463,37 @@ func (n *NFT) run() {
 	if n.watch != nil {
 		changed = n.watch.wake
 	}
-	n.retry = time.NewTimer(time.Hour)
-	n.retry.Stop()
 	defer n.retry.Stop()
+	locked := func(f func()) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		f()
+	}
 	for {
 		select {
 		case <-changed:
-			n.repairDrift()
+			locked(n.repairDrift)
 		case <-verify:
-			n.repairDrift()
+			locked(n.repairDrift)
 		case <-n.retry.C:
-			n.repairDrift()
+			locked(n.repairDrift)
 		case <-n.quit:
-			n.failPending()
+			locked(n.failPending)
 			return
-		case r := <-n.reqs:
-			// Let callers that are already runnable queue up first: under a
-			// burst this turns many round trips into one batch, and when
-			// nothing else is runnable it costs next to nothing.
-			runtime.Gosched()
-			batch := []request{r}
-		drain:
-			for len(batch) < maxBatchRequests {
-				select {
-				case r := <-n.reqs:
-					batch = append(batch, r)
-				default:
-					break drain
-				}
+		case <-n.kick:
+			locked(func() {
+				// Let callers that are already runnable queue up first:
+				// under a burst this turns many round trips into one
+				// batch, and when nothing else is runnable it costs next
+				// to nothing.
+				runtime.Gosched()
+				n.serveQueued()
+			})
+			if len(n.reqs) > 0 {
+				// More than one batch queued: the next, after a look at
+				// the other events.
+				n.wakeOwner()
 			}
-			// Changes by others reported meanwhile are repaired first, so
-			// no answer relies on elements someone else deleted.
-			select {
-			case <-changed:
-				n.repairDrift()
-			default:
-			}
-			n.serve(batch)
 		}
 	}
 }
@@ -430,12 +513,12 @@ func (n *NFT) failPending() {
 // serve handles requests in order: runs of Allow calls share one batch;
 // a reload is applied between them.
 func (n *NFT) serve(batch []request) {
-	var allows []request
-	for _, r := range batch {
+	start := 0 // the run of Allow calls not served yet: batch[start:i]
+	for i, r := range batch {
 		switch {
 		case r.reload != nil:
-			n.applyAllows(allows)
-			allows = nil
+			n.applyAllows(batch[start:i])
+			start = i + 1
 			// The new generation goes out with the new table's view, so
 			// no Allow of an older policy answers from the index after it.
 			prevCheck, prevGen := n.recheck, n.gen
@@ -449,15 +532,13 @@ func (n *NFT) serve(batch []request) {
 			}
 			r.result <- err
 		case r.stats != nil:
-			n.applyAllows(allows)
-			allows = nil
+			n.applyAllows(batch[start:i])
+			start = i + 1
 			r.stats <- n.flushes
 			r.result <- nil
-		default:
-			allows = append(allows, r)
 		}
 	}
-	n.applyAllows(allows)
+	n.applyAllows(batch[start:])
 }
 
 // replace installs spec's layout in one batch, carrying over live elements

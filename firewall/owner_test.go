@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/internal/fakeclock"
 	"github.com/egressd/egressd/internal/wait"
 	"github.com/egressd/egressd/policy"
 )
@@ -471,5 +474,109 @@ func TestRestoreRefillsDeletedTable(t *testing.T) {
 	}
 	if ops, want := got[0].elementOps(d4), []string{"add elem " + d4 + " 192.0.2.1 35s"}; !slices.Equal(ops, want) {
 		t.Errorf("restored %q, want %q", ops, want)
+	}
+}
+
+// TestIdleOwnerCallerSendsItsBatch: with no batch in progress, Allow and
+// Reload send their batch from the caller's own goroutine instead of
+// handing the request to the run goroutine and waiting to be woken (a
+// thread wake-up each way when the threads sleep); a refresh ahead of
+// expiry is still sent by the run goroutine, so the cache hit that asked
+// for it does not wait.
+func TestIdleOwnerCallerSendsItsBatch(t *testing.T) {
+	const sender = "github.com/egressd/egressd/firewall.(*NFT).run("
+	for _, tc := range []struct {
+		name     string
+		call     func(n *NFT, clock *fakeclock.Clock) error
+		byRunner bool // the run goroutine sends the batch
+	}{
+		{"allow", func(n *NFT, _ *fakeclock.Clock) error {
+			return n.Allow(context.Background(), Allowance{Group: "servers", IPs: addrs("192.0.2.1"), TTL: time.Minute})
+		}, false},
+		{"reload", func(n *NFT, _ *fakeclock.Clock) error { return n.Reload(allowSpec()) }, false},
+		{"refresh ahead", func(n *NFT, clock *fakeclock.Clock) error {
+			a := Allowance{Group: "servers", IPs: addrs("192.0.2.1"), TTL: 10 * time.Second}
+			if err := n.Allow(context.Background(), a); err != nil {
+				return err
+			}
+			// 10s + grace 5s pushed; 4s later 11s are left: more than the
+			// TTL, less than TTL + grace/4, so due for a refresh ahead.
+			clock.Advance(4 * time.Second)
+			return n.Allow(context.Background(), a)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			k := newFakeKernel(clock.Now)
+			n := fakeNFT(t, k, allowSpec(), clock, nil)
+			from := len(k.recorded())
+			stacks := make(chan string, 4)
+			k.setHooks(func([]fakeOp) {
+				buf := make([]byte, 64<<10)
+				stacks <- string(buf[:runtime.Stack(buf, false)])
+			}, nil)
+			if err := tc.call(n, clock); err != nil {
+				t.Fatal(err)
+			}
+			want := len(batchesSince(k, from))
+			if tc.byRunner {
+				want++ // the refresh, sent after the call returned
+				if !wait.Until(10*time.Second, time.Millisecond, func() bool { return len(stacks) == want }) {
+					t.Fatalf("%d batches, want %d", len(stacks), want)
+				}
+			}
+			if len(stacks) != want || want == 0 {
+				t.Fatalf("%d batches seen by the hook, %d recorded", len(stacks), want)
+			}
+			for range want - 1 {
+				<-stacks
+			}
+			last := <-stacks
+			if got := strings.Contains(last, sender); got != tc.byRunner {
+				t.Errorf("batch sent by the run goroutine: %v, want %v; stack:\n%s", got, tc.byRunner, last)
+			}
+		})
+	}
+}
+
+// TestCloseWaitsForCallerServing: Close during a batch a caller sends
+// itself waits for it; that caller gets its answer, later calls errClosed,
+// and the connection is closed only after the batch.
+func TestCloseWaitsForCallerServing(t *testing.T) {
+	clock := newFakeClock()
+	k := newFakeKernel(clock.Now)
+	n := fakeNFT(t, k, allowSpec(), clock, nil)
+	entered, release := holdNextFlush(k)
+	first := make(chan error, 1)
+	go func() {
+		first <- n.Allow(context.Background(), Allowance{Group: "servers", IPs: addrs("192.0.2.1"), TTL: time.Minute})
+	}()
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	if !wait.Until(10*time.Second, time.Millisecond, func() bool {
+		select {
+		case <-n.closed:
+			return true
+		default:
+			return false
+		}
+	}) {
+		t.Fatal("Close did not begin")
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a batch was being sent", err)
+	default:
+	}
+	release()
+	if err := <-first; err != nil {
+		t.Errorf("Allow whose batch was being sent: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := n.Allow(context.Background(), Allowance{Group: "servers", IPs: addrs("192.0.2.2"), TTL: time.Minute}); !errors.Is(err, errClosed) {
+		t.Errorf("Allow after Close: %v, want errClosed", err)
 	}
 }

@@ -30,7 +30,9 @@ func TestUsageGrows(t *testing.T) {
 	if r.N == 0 || r.Extra["user-ns/op"] <= 0 {
 		t.Fatalf("user-ns/op = %v over %d ops, want > 0", r.Extra["user-ns/op"], r.N)
 	}
-	if _, ok := r.Extra["sys-ns/op"]; !ok {
-		t.Fatal("no sys-ns/op reported")
+	for _, m := range []string{"sys-ns/op", "cswitch/op"} {
+		if _, ok := r.Extra[m]; !ok {
+			t.Fatalf("no %s reported", m)
+		}
 	}
 }

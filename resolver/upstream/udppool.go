@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"os"
@@ -123,10 +124,13 @@ func (p *udpSockets) closeIdle() {
 // answers q or the deadline passes. Datagrams that do not parse or do not
 // answer the question are ignored: a spoofed or broken packet must not end
 // the exchange.
-func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []byte, deadline time.Time) (*dns.Msg, error) {
+//
+// With wire set, a plain reply (plainAnswers) is returned as a copy of the
+// datagram, unparsed, instead of unpacked.
+func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []byte, deadline time.Time, wire bool) (*dns.Msg, []byte, error) {
 	s, err := u.sockets.get(ctx, time.Now())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	x := udpIOs.Get().(*udpIO)
 	e := udpExchange{s: s, x: x}
@@ -142,12 +146,16 @@ func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []by
 	}()
 	e.arm(ctx, deadline)
 	if err := e.write(packed); err != nil {
-		return nil, contextError(ctx, err)
+		return nil, nil, contextError(ctx, err)
 	}
 	for {
 		msg, err := e.read()
 		if err != nil {
-			return nil, contextError(ctx, err)
+			return nil, nil, contextError(ctx, err)
+		}
+		if wire && plainAnswers(msg, q) {
+			clean = true
+			return nil, bytes.Clone(msg), nil
 		}
 		reply := new(dns.Msg)
 		if err := reply.Unpack(msg); err != nil {
@@ -159,7 +167,7 @@ func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []by
 			continue
 		}
 		clean = true
-		return reply, nil
+		return reply, nil, nil
 	}
 }
 

@@ -37,13 +37,9 @@ type forwarded struct {
 // and firewall push, since those depend on the client.
 func (s *Server) forward(key cacheKey, q *query) (*answer, string, error) {
 	v, err, _ := s.flights.Do(key.String(), func() (any, error) {
-		resp, server, err := s.forwarder.Exchange(context.Background(), upstreamQuery(q))
+		ans, server, err := s.exchange(q)
 		if err != nil {
 			return nil, err
-		}
-		ans, err := newAnswer(resp, q.qname)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", server, err)
 		}
 		if s.cache != nil && s.cache.put(key, ans, s.now()) {
 			s.countCacheEntries()
@@ -55,4 +51,41 @@ func (s *Server) forward(key cacheKey, q *query) (*answer, string, error) {
 	}
 	f := v.(forwarded)
 	return f.ans, f.server, nil
+}
+
+// wireForwarder is a Forwarder that can return plain replies unparsed
+// (*upstream.Set).
+type wireForwarder interface {
+	ExchangeWire(ctx context.Context, m *dns.Msg) (*dns.Msg, []byte, string, error)
+}
+
+// exchange asks upstream for q and builds its answer: from the wire for a
+// plain reply (newAnswerWire), else by unpacking it (newAnswer).
+func (s *Server) exchange(q *query) (*answer, string, error) {
+	var resp *dns.Msg
+	var server string
+	var err error
+	if fw, ok := s.forwarder.(wireForwarder); ok {
+		var raw []byte
+		resp, raw, server, err = fw.ExchangeWire(context.Background(), upstreamQuery(q))
+		if err == nil && raw != nil {
+			if ans, ok := newAnswerWire(raw, q.qname); ok {
+				return ans, server, nil
+			}
+			resp = new(dns.Msg)
+			if err := resp.Unpack(raw); err != nil {
+				return nil, "", fmt.Errorf("%s: %w", server, err)
+			}
+		}
+	} else {
+		resp, server, err = s.forwarder.Exchange(context.Background(), upstreamQuery(q))
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	ans, err := newAnswer(resp, q.qname)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", server, err)
+	}
+	return ans, server, nil
 }

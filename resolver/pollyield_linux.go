@@ -3,6 +3,9 @@ package resolver
 import (
 	"os"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // pollYield lets a goroutine that never runs out of work step aside until
@@ -53,18 +56,21 @@ func (y *pollYield) yield() {
 // wait is called by RawConn.Read after it has reset the pipe's readiness.
 // Writing here, not before, means a poll that sees the byte before the
 // caller parks leaves the pipe marked ready, so the wait cannot miss it.
+// Both ends are non-blocking, so the write and the read are raw system
+// calls: an ordinary one would wake the runtime's sysmon thread, and the
+// reader yields like this whenever a worker waits for an upstream.
 func (y *pollYield) wait(fd uintptr) bool {
 	var b [1]byte
 	if !y.written {
 		y.written = true
 		b[0] = 1
-		if _, err := syscall.Write(y.wfd, b[:]); err != nil {
+		if _, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(y.wfd), uintptr(unsafe.Pointer(&b[0])), 1); errno != 0 {
 			return true // cannot signal: do not wait for a byte that will not come
 		}
 		return false
 	}
-	_, err := syscall.Read(int(fd), b[:])
-	return err != syscall.EAGAIN
+	_, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), 1)
+	return errno != unix.EAGAIN
 }
 
 func (y *pollYield) close() {

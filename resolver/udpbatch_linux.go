@@ -3,6 +3,7 @@ package resolver
 import (
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"unsafe"
 
@@ -200,4 +201,71 @@ func (b *udpBatch) send(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// rawReply is what a worker needs to send its answer with a raw sendto on
+// a batched socket: the socket and the client's address as the kernel
+// gave it.
+type rawReply struct {
+	rc      syscall.RawConn
+	name    unix.RawSockaddrInet6
+	namelen uint32
+}
+
+// replyTo is how to answer the i-th datagram of the last read from another
+// goroutine, after the batch has moved on.
+func (b *udpBatch) replyTo(i int) rawReply {
+	return rawReply{rc: b.rc, name: b.names[i], namelen: b.in[i].Hdr.Namelen}
+}
+
+// rawSender sends workers' answers with raw non-blocking sendto calls. A
+// UDP send that would block returns EAGAIN instead, so it need not be an
+// ordinary system call, which would wake the runtime's sysmon thread (see
+// udpBatch); on EAGAIN the answer goes through the socket's own write,
+// which waits. Each worker has one, so sending allocates nothing.
+type rawSender struct {
+	to     *rawReply
+	p      []byte
+	sent   bool
+	errno  syscall.Errno
+	sendFn func(uintptr)
+}
+
+func newRawSender() *rawSender {
+	s := &rawSender{}
+	s.sendFn = s.send
+	return s
+}
+
+// sendTo sends p to r without waiting; false when the socket had no room
+// for it (or is closed) and p was not sent.
+func (s *rawSender) sendTo(r *rawReply, p []byte) (bool, error) {
+	if len(p) == 0 {
+		return false, nil
+	}
+	s.to, s.p, s.sent, s.errno = r, p, false, 0
+	err := r.rc.Control(s.sendFn)
+	s.to, s.p = nil, nil
+	if err != nil || !s.sent {
+		return false, nil
+	}
+	if s.errno != 0 {
+		return true, os.NewSyscallError("sendto", s.errno)
+	}
+	return true, nil
+}
+
+func (s *rawSender) send(fd uintptr) {
+	for {
+		_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&s.p[0])), uintptr(len(s.p)),
+			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&s.to.name)), uintptr(s.to.namelen))
+		switch errno {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return
+		}
+		s.sent, s.errno = true, errno
+		return
+	}
 }

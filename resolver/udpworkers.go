@@ -143,7 +143,9 @@ func isWildcard(conn *net.UDPConn) bool {
 // work serves job and then others until enough workers are idle.
 func (u *udpWorkers) work(job udpJob) {
 	var idle *time.Timer
+	sender := newRawSender()
 	for {
+		job.w.sender = sender
 		u.s.serve(job.w, &job.q, job.caller, &job.p)
 		u.s.inFlight.release(job.slot)
 		u.busy.Add(-1)
@@ -186,6 +188,11 @@ type udpResponse struct {
 	// answer to the slot-th datagram of the batch.
 	batch *udpBatch
 	slot  int
+
+	// raw, for a worker's response to a batched datagram, lets the
+	// worker's sender write the answer with a raw system call.
+	raw    rawReply
+	sender *rawSender
 }
 
 // answerBuffer lends a buffer that stays untouched until the answer
@@ -213,6 +220,14 @@ func (w *udpResponse) Write(b []byte) (int, error) {
 	}
 	if w.session != nil {
 		return dns.WriteToSessionUDP(w.conn, b, w.session)
+	}
+	if w.raw.rc != nil && w.sender != nil {
+		if sent, err := w.sender.sendTo(&w.raw, b); sent {
+			if err != nil {
+				return 0, err
+			}
+			return len(b), nil
+		}
 	}
 	return w.conn.WriteToUDPAddrPort(b, w.peer)
 }

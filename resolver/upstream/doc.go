@@ -13,7 +13,10 @@
 // Transports, one client per distinct configured address (build.go),
 // shared by the default list and the zones:
 //   - plain DNS (plain.go): UDP from a pool of connected sockets whose
-//     source ports rotate (udppool.go), TCP when the reply is truncated;
+//     source ports rotate (udppool.go), read and written with raw
+//     non-blocking system calls (rawudp_linux.go), TCP when the reply is
+//     truncated; ExchangeWire hands a plain reply (plainwire.go) over
+//     unparsed;
 //   - DNS over TLS (tls.go, tls_conn.go): a few pipelined connections;
 //   - DNS over HTTPS (https.go): POST over a shared HTTP/2 transport.
 //

@@ -64,9 +64,21 @@ var udpBuffers = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); 
 // source port changes often (see udpSockets), falling back to TCP when the
 // reply is truncated.
 func (u *plainUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg, error) {
+	reply, _, err := u.exchange(ctx, query, false)
+	return reply, err
+}
+
+// ExchangeWire is Exchange returning a plain reply over UDP (see
+// ParsePlain) in wire form, owned by the caller, instead of unpacking it;
+// any other reply comes unpacked, as from Exchange.
+func (u *plainUpstream) ExchangeWire(ctx context.Context, query *dns.Msg) (*dns.Msg, []byte, error) {
+	return u.exchange(ctx, query, true)
+}
+
+func (u *plainUpstream) exchange(ctx context.Context, query *dns.Msg, wire bool) (*dns.Msg, []byte, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		return nil, errNoDeadline
+		return nil, nil, errNoDeadline
 	}
 	q := *query
 	q.Id = dns.Id()
@@ -78,14 +90,15 @@ func (u *plainUpstream) Exchange(ctx context.Context, query *dns.Msg) (*dns.Msg,
 	} else {
 		var err error
 		if packed, err = q.Pack(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	reply, err := u.exchangeUDP(ctx, &q, packed, deadline)
-	if err != nil || !reply.Truncated {
-		return reply, err
+	reply, raw, err := u.exchangeUDP(ctx, &q, packed, deadline, wire)
+	if err != nil || raw != nil || !reply.Truncated {
+		return reply, raw, err
 	}
-	return u.exchangeTCP(ctx, &q, deadline)
+	reply, err = u.exchangeTCP(ctx, &q, deadline)
+	return reply, nil, err
 }
 
 // exchangeTCP retries a truncated exchange over TCP with the same server.

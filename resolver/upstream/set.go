@@ -116,6 +116,24 @@ const (
 // next, so the whole exchange takes at most Timeout per server. Servers
 // that recently failed to answer are tried last. m is not modified.
 func (s *Set) Exchange(parent context.Context, m *dns.Msg) (*dns.Msg, string, error) {
+	resp, _, server, err := s.exchange(parent, m, false)
+	return resp, server, err
+}
+
+// ExchangeWire is Exchange returning a plain reply from a plain DNS server
+// over UDP (see ParsePlain) in wire form, owned by the caller, with a nil
+// reply; any other reply comes unpacked, as from Exchange. With a tap
+// every reply is unpacked.
+func (s *Set) ExchangeWire(parent context.Context, m *dns.Msg) (*dns.Msg, []byte, string, error) {
+	return s.exchange(parent, m, s.tap == nil)
+}
+
+// wireServer is a server that can return plain replies unparsed.
+type wireServer interface {
+	ExchangeWire(ctx context.Context, query *dns.Msg) (*dns.Msg, []byte, error)
+}
+
+func (s *Set) exchange(parent context.Context, m *dns.Msg, wire bool) (*dns.Msg, []byte, string, error) {
 	list := s.def
 	if z := s.zones.match(m.Question[0].Name); z != nil {
 		list = z
@@ -124,38 +142,52 @@ func (s *Set) Exchange(parent context.Context, m *dns.Msg) (*dns.Msg, string, er
 	for _, i := range list.health.order(s.now()) {
 		u := list.upstreams[i]
 		if err := parent.Err(); err != nil {
-			return nil, "", err
+			return nil, nil, "", err
 		}
 		start := time.Now()
 		var resp *dns.Msg
+		var raw []byte
 		var err error
 		if parent.Done() == nil && enforcesDeadline(u) {
 			// Nothing can cancel the exchange and the server stops at
 			// the deadline by itself: no context timer needed.
-			resp, err = u.Exchange(deadlineOnly{parent, start.Add(s.timeout)}, m)
+			resp, raw, err = exchangeWith(deadlineOnly{parent, start.Add(s.timeout)}, u, m, wire)
 		} else {
 			ctx, cancel := context.WithTimeout(parent, s.timeout)
-			resp, err = u.Exchange(ctx, m)
+			resp, raw, err = exchangeWith(ctx, u, m, wire)
 			cancel()
 		}
 		if s.tap != nil {
 			s.tap.Forwarded(u.String(), start, time.Now(), m, resp)
 		}
-		result := classify(resp, err)
+		result := resultOK // a plain reply's RCODE is NOERROR or NXDOMAIN
+		if raw == nil {
+			result = classify(resp, err)
+		}
 		s.count(u.String(), result, time.Since(start))
 		list.health.observe(i, err == nil, s.now())
 		if err == nil && s.answered != nil {
 			s.answered()
 		}
 		if result == resultOK {
-			return resp, u.String(), nil
+			return resp, raw, u.String(), nil
 		}
 		if err == nil {
 			err = fmt.Errorf("rcode %s", dns.RcodeToString[resp.Rcode])
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", u, err))
 	}
-	return nil, "", errors.Join(errs...)
+	return nil, nil, "", errors.Join(errs...)
+}
+
+// exchangeWith asks u, for a plain reply unparsed when wire is set and u
+// can.
+func exchangeWith(ctx context.Context, u server, m *dns.Msg, wire bool) (*dns.Msg, []byte, error) {
+	if w, ok := u.(wireServer); ok && wire {
+		return w.ExchangeWire(ctx, m)
+	}
+	resp, err := u.Exchange(ctx, m)
+	return resp, nil, err
 }
 
 // deadlineOnly is a context that carries a deadline and nothing to wait

@@ -1,10 +1,13 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"net"
+	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -37,6 +40,7 @@ type udpSockets struct {
 
 type udpSocket struct {
 	conn   net.Conn
+	rc     syscall.RawConn // for raw reads and writes; nil: use conn's
 	uses   int
 	opened time.Time
 }
@@ -67,7 +71,13 @@ func (p *udpSockets) get(ctx context.Context, now time.Time) (*udpSocket, error)
 	if err != nil {
 		return nil, err
 	}
-	return &udpSocket{conn: conn, opened: now}, nil
+	s := &udpSocket{conn: conn, opened: now}
+	if sc, ok := conn.(syscall.Conn); ok && rawUDP {
+		if rc, err := sc.SyscallConn(); err == nil {
+			s.rc = rc
+		}
+	}
+	return s, nil
 }
 
 // put returns s after an exchange. A socket whose exchange did not end
@@ -114,37 +124,41 @@ func (p *udpSockets) closeIdle() {
 // answers q or the deadline passes. Datagrams that do not parse or do not
 // answer the question are ignored: a spoofed or broken packet must not end
 // the exchange.
-func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []byte, deadline time.Time) (*dns.Msg, error) {
+//
+// With wire set, a plain reply (plainAnswers) is returned as a copy of the
+// datagram, unparsed, instead of unpacked.
+func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []byte, deadline time.Time, wire bool) (*dns.Msg, []byte, error) {
 	s, err := u.sockets.get(ctx, time.Now())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	conn := s.conn
-	stop := func() bool { return true }
-	if ctx.Done() != nil { // not deadlineOnly
-		stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	}
+	x := udpIOs.Get().(*udpIO)
+	e := udpExchange{s: s, x: x}
 	clean := false
 	defer func() {
 		// A cancellation already under way may still move the deadline.
-		if !stop() {
+		if e.stop != nil && !e.stop() {
 			clean = false
 		}
+		x.out = nil
+		udpIOs.Put(x)
 		u.sockets.put(s, clean, time.Now())
 	}()
-	conn.SetDeadline(deadline)
-	if _, err := conn.Write(packed); err != nil {
-		return nil, err
+	e.arm(ctx, deadline)
+	if err := e.write(packed); err != nil {
+		return nil, nil, contextError(ctx, err)
 	}
-	bufp := udpBuffers.Get().(*[]byte)
-	defer udpBuffers.Put(bufp)
 	for {
-		n, err := conn.Read(*bufp)
+		msg, err := e.read()
 		if err != nil {
-			return nil, contextError(ctx, err)
+			return nil, nil, contextError(ctx, err)
+		}
+		if wire && plainAnswers(msg, q) {
+			clean = true
+			return nil, bytes.Clone(msg), nil
 		}
 		reply := new(dns.Msg)
-		if err := reply.Unpack((*bufp)[:n]); err != nil {
+		if err := reply.Unpack(msg); err != nil {
 			u.log.Debug("ignored unparsable datagram", "upstream", u.addr, "err", err)
 			continue
 		}
@@ -153,8 +167,70 @@ func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []by
 			continue
 		}
 		clean = true
-		return reply, nil
+		return reply, nil, nil
 	}
+}
+
+// udpIOs holds read buffers big enough for any datagram (an upstream may
+// ignore the size egressd advertises), with their raw I/O state.
+var udpIOs = sync.Pool{New: func() any { return newUDPIO(dns.MaxMsgSize) }}
+
+// udpExchange is one exchange on a pooled socket. Where the socket allows
+// (rawUDP, a socket with a RawConn) it reads and writes with raw
+// non-blocking system calls and waits in the runtime's poller only when
+// the socket is not ready, which for the read is usual: the reply has not
+// come yet.
+type udpExchange struct {
+	s    *udpSocket
+	x    *udpIO
+	stop func() bool // stops the cancellation; nil without one
+}
+
+// arm gives the socket the exchange's deadline and, for a context that can
+// be cancelled, a cancellation that moves the deadline to the past. The
+// deadline is set before the cancellation is registered, so a context
+// cancelled in between still ends the exchange.
+func (e *udpExchange) arm(ctx context.Context, deadline time.Time) {
+	conn := e.s.conn
+	conn.SetDeadline(deadline)
+	if ctx.Done() != nil { // not deadlineOnly
+		e.stop = context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	}
+}
+
+func (e *udpExchange) write(p []byte) error {
+	if e.s.rc == nil {
+		_, err := e.s.conn.Write(p)
+		return err
+	}
+	e.x.out, e.x.errno = p, 0
+	err := e.s.rc.Write(e.x.writeFn)
+	if err == nil && e.x.errno != 0 {
+		err = os.NewSyscallError("write", e.x.errno)
+	}
+	return e.opError("write", err)
+}
+
+// read returns the next datagram, valid until the next read.
+func (e *udpExchange) read() ([]byte, error) {
+	if e.s.rc == nil {
+		n, err := e.s.conn.Read(e.x.buf)
+		return e.x.buf[:n], err
+	}
+	e.x.n, e.x.errno = 0, 0
+	err := e.s.rc.Read(e.x.readFn)
+	if err == nil && e.x.errno != 0 {
+		err = os.NewSyscallError("read", e.x.errno)
+	}
+	return e.x.buf[:e.x.n], e.opError("read", err)
+}
+
+// opError wraps err as the socket's own Read and Write would.
+func (e *udpExchange) opError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &net.OpError{Op: op, Net: "udp", Source: e.s.conn.LocalAddr(), Addr: e.s.conn.RemoteAddr(), Err: err}
 }
 
 // closeIdle closes the sockets kept between exchanges.

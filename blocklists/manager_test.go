@@ -230,7 +230,7 @@ func TestFileSourcesAndWhere(t *testing.T) {
 		{Name: "zeta", Sources: []string{"a.txt", "b.txt"}},
 		{Name: "alpha", Sources: []string{filepath.Join(dir, "a.txt")}, Match: MatchExact},
 	}
-	m := newTestManager(t, specs, Options{BaseDir: dir})
+	m := newTestManager(t, specs, Options{BaseDir: dir, Lines: true})
 	if err := m.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestRPZAndHostsSources(t *testing.T) {
 	testfile.Write(t, filepath.Join(dir, "zone.rpz"), "$TTL 60\n@ SOA ns. admin. 1 2 3 4 5\n@ NS ns.\n"+
 		"bad.example CNAME .\n*.wild.example CNAME .\nok.bad.example CNAME rpz-passthru.\n")
 	testfile.Write(t, filepath.Join(dir, "hosts"), "127.0.0.1 localhost\n0.0.0.0 ads.example # ad server\n")
-	m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{"zone.rpz", "hosts"}}}, Options{BaseDir: dir})
+	m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{"zone.rpz", "hosts"}}}, Options{BaseDir: dir, Lines: true})
 	if err := m.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +475,7 @@ func TestSharedURLAcrossCategories(t *testing.T) {
 }
 
 func TestBuiltinSources(t *testing.T) {
-	m, err := NewManager([]CategorySpec{{Name: "doh", Sources: []string{"builtin:doh-resolvers.txt"}}}, Options{})
+	m, err := NewManager([]CategorySpec{{Name: "doh", Sources: []string{"builtin:doh-resolvers.txt"}}}, Options{Lines: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,5 +491,33 @@ func TestBuiltinSources(t *testing.T) {
 	}
 	if _, err := NewManager([]CategorySpec{{Name: "x", Sources: []string{"builtin:nope.txt"}}}, Options{}); err == nil || !strings.Contains(err.Error(), `no built-in list "nope.txt"`) {
 		t.Errorf("unknown builtin list: err = %v", err)
+	}
+}
+
+// TestWhereWithoutLines: a Manager that does not keep lines (the
+// daemon's) still says which entry decides, but not where it came from.
+func TestWhereWithoutLines(t *testing.T) {
+	dir := t.TempDir()
+	testfile.Write(t, filepath.Join(dir, "a.txt"), "example.com\n*.wild.test\n")
+	tests := []struct {
+		lines bool
+		q     string
+		want  Hit
+	}{
+		{false, "www.example.com", Hit{Category: "c", Domain: "example.com", Match: MatchSubdomains}},
+		{false, "x.wild.test", Hit{Category: "c", Domain: "*.wild.test", Match: MatchSubdomains}},
+		{true, "x.wild.test", Hit{Category: "c", Source: filepath.Join(dir, "a.txt"), Line: 2, Domain: "*.wild.test", Match: MatchSubdomains}},
+	}
+	for _, tt := range tests {
+		m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{"a.txt"}}}, Options{BaseDir: dir, Lines: tt.lines})
+		if err := m.Load(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := m.Where("c", tt.q); !ok || got != tt.want {
+			t.Errorf("lines=%v: Where(%s) = %+v, %v; want %+v", tt.lines, tt.q, got, ok, tt.want)
+		}
+		if kept := m.byName["c"].cur.Load().block.refs != nil; kept != tt.lines {
+			t.Errorf("lines=%v: table keeps refs: %v", tt.lines, kept)
+		}
 	}
 }

@@ -85,7 +85,7 @@ func (m *Manager) refreshCategory(ctx context.Context, c *category) error {
 		return nil
 	}
 
-	b := &listBuilder{}
+	b := &listBuilder{block: tableBuilder{lines: m.opts.Lines}, except: tableBuilder{lines: m.opts.Lines}}
 	results := make([]ParseResult, len(c.sources))
 	digests := make([]contentDigest, len(c.sources))
 	success := make([]time.Time, len(c.sources))

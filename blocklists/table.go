@@ -36,6 +36,10 @@ func refLine(r uint32) int   { return int(r & refLineMax) }
 // of two: a hash's home slot is the high half of hash*len(slots), so the
 // table can be sized to its entries (see tableSlots).
 //
+// refs is nil unless the Manager keeps lines (Options.Lines): only
+// `egressd explain` asks where an entry came from, and without refs a
+// slot costs 8 bytes instead of 12.
+//
 // On Linux a large table's slots and refs live in an anonymous mapping
 // outside the Go heap (tablemem_linux.go), owned by mem: the collector
 // neither scans them nor counts them towards its heap goal. Slices into
@@ -44,7 +48,7 @@ func refLine(r uint32) int   { return int(r & refLineMax) }
 // refers to it and no lookup runs.
 type table struct {
 	slots []uint64
-	refs  []uint32 // parallel to slots
+	refs  []uint32 // parallel to slots, or nil
 	mem   *tableMem
 	count int
 	// depths has bit d set when some entry has d labels (63 for 63 or
@@ -77,7 +81,10 @@ func (t *table) lookup(h uint64) (uint64, uint32) {
 			return 0, 0
 		}
 		if v&^flagMask == key {
-			r := t.refs[i]
+			var r uint32
+			if t.refs != nil {
+				r = t.refs[i]
+			}
 			runtime.KeepAlive(t.mem)
 			return v & flagMask, r
 		}
@@ -115,11 +122,13 @@ const builderChunk = 1 << 16
 // chunk is a run of parsed entries.
 type chunk struct {
 	keys []uint64 // hash&^flagMask | flag
-	refs []uint32
+	refs []uint32 // parallel to keys, or nil without lines
 }
 
-// tableBuilder collects entries as they are parsed.
+// tableBuilder collects entries as they are parsed. With lines set, it
+// keeps each entry's ref and the table it builds has refs.
 type tableBuilder struct {
+	lines  bool
 	chunks []chunk
 	n      int
 	depths uint64
@@ -133,11 +142,17 @@ func (b *tableBuilder) add(h, flag uint64, ref uint32, labels int) {
 		if b.n < builderChunk {
 			size = max(256, min(builderChunk, b.n))
 		}
-		b.chunks = append(b.chunks, chunk{keys: make([]uint64, 0, size), refs: make([]uint32, 0, size)})
+		ch := chunk{keys: make([]uint64, 0, size)}
+		if b.lines {
+			ch.refs = make([]uint32, 0, size)
+		}
+		b.chunks = append(b.chunks, ch)
 	}
 	c := &b.chunks[len(b.chunks)-1]
 	c.keys = append(c.keys, h&^flagMask|flag)
-	c.refs = append(c.refs, ref)
+	if b.lines {
+		c.refs = append(c.refs, ref)
+	}
 	b.n++
 	b.depths |= depthBit(labels)
 }
@@ -149,7 +164,10 @@ func (b *tableBuilder) truncate(n int) {
 	for len(b.chunks) > 0 && b.n > n {
 		c := &b.chunks[len(b.chunks)-1]
 		drop := min(len(c.keys), b.n-n)
-		c.keys, c.refs = c.keys[:len(c.keys)-drop], c.refs[:len(c.refs)-drop]
+		c.keys = c.keys[:len(c.keys)-drop]
+		if c.refs != nil {
+			c.refs = c.refs[:len(c.refs)-drop]
+		}
 		b.n -= drop
 		if len(c.keys) == 0 {
 			b.chunks[len(b.chunks)-1] = chunk{}
@@ -163,26 +181,32 @@ func (b *tableBuilder) truncate(n int) {
 // already free them. Duplicates merge their flags and keep the first
 // line.
 func (b *tableBuilder) build() table {
-	n := b.n
+	n, lines := b.n, b.lines
 	if n == 0 {
-		*b = tableBuilder{}
+		*b = tableBuilder{lines: lines}
 		return table{}
 	}
 	size := tableSlots(n)
 	t := table{depths: b.depths}
-	t.slots, t.refs, t.mem = allocTable(size)
+	t.slots, t.refs, t.mem = allocTable(size, lines)
 	if t.mem == nil {
 		adviseHugePages(t.slots) // before the first write faults the pages in
-		adviseHugePages(t.refs)
+		if lines {
+			adviseHugePages(t.refs)
+		}
 	}
 	for c := range b.chunks {
 		ch := b.chunks[c]
 		b.chunks[c] = chunk{}
 		for j, k := range ch.keys {
-			t.insert(k, ch.refs[j])
+			var ref uint32
+			if ch.refs != nil {
+				ref = ch.refs[j]
+			}
+			t.insert(k, ref)
 		}
 	}
-	*b = tableBuilder{}
+	*b = tableBuilder{lines: lines}
 	runtime.KeepAlive(t.mem)
 	return t
 }
@@ -196,7 +220,9 @@ func (t *table) insert(k uint64, ref uint32) {
 		v := t.slots[i]
 		if v == 0 {
 			t.slots[i] = k
-			t.refs[i] = ref
+			if t.refs != nil {
+				t.refs[i] = ref
+			}
 			t.count++
 			return
 		}
@@ -208,6 +234,15 @@ func (t *table) insert(k uint64, ref uint32) {
 			i = 0
 		}
 	}
+}
+
+// heapTable is allocTable's Go heap version.
+func heapTable(n int, lines bool) ([]uint64, []uint32, *tableMem) {
+	var refs []uint32
+	if lines {
+		refs = make([]uint32, n)
+	}
+	return make([]uint64, n), refs, nil
 }
 
 // bytes is the memory the table holds, on the heap or mapped.

@@ -21,16 +21,20 @@ func TestTableMapped(t *testing.T) {
 	tests := []struct {
 		name   string
 		n      int
+		lines  bool
 		mapped bool
 	}{
-		{"small stays on the heap", 1000, false},
-		{"just below", offHeapMin/12*maxLoadPercent/100 - 16, false},
-		{"large is mapped", 20000, true},
+		{"small stays on the heap", 1000, false, false},
+		{"just below", offHeapMin/8*maxLoadPercent/100 - 16, false, false},
+		{"just below with lines", offHeapMin/12*maxLoadPercent/100 - 16, true, false},
+		{"just above with lines", offHeapMin/8*maxLoadPercent/100 - 16, true, true},
+		{"large is mapped", 20000, false, true},
+		{"large with lines", 20000, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before, beforeBytes := liveMappings.Load(), liveMappedBytes.Load()
-			var b tableBuilder
+			b := tableBuilder{lines: tt.lines}
 			for i := range tt.n {
 				b.add(mix(uint64(i)+1)&^flagMask, flagName, makeRef(0, i+1), 2)
 			}
@@ -49,8 +53,12 @@ func TestTableMapped(t *testing.T) {
 				t.Errorf("live mappings grew by %d", d)
 			}
 			for i := range tt.n {
-				if f, ref := tab.lookup(mix(uint64(i)+1) &^ flagMask); f != flagName || ref != makeRef(0, i+1) {
-					t.Fatalf("entry %d: flags %d ref %#x", i, f, ref)
+				want := makeRef(0, i+1)
+				if !tt.lines {
+					want = 0
+				}
+				if f, ref := tab.lookup(mix(uint64(i)+1) &^ flagMask); f != flagName || ref != want {
+					t.Fatalf("entry %d: flags %d ref %#x, want %#x", i, f, ref, want)
 				}
 			}
 		})

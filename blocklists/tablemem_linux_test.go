@@ -31,6 +31,15 @@ func TestTableMapped(t *testing.T) {
 		{"large is mapped", 20000, false, true},
 		{"large with lines", 20000, true, true},
 	}
+	// Mappings other tests left unreachable are unmapped by cleanups that
+	// may run at any time: wait for them first, and keep this test's
+	// tables reachable until it ends, so the counters move by this
+	// test's tables alone.
+	if !gcUntil(func() bool { return liveMappings.Load() == 0 }) {
+		t.Fatalf("%d mappings still live before the test", liveMappings.Load())
+	}
+	var keep []table
+	defer runtime.KeepAlive(&keep)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before, beforeBytes := liveMappings.Load(), liveMappedBytes.Load()
@@ -39,6 +48,7 @@ func TestTableMapped(t *testing.T) {
 				b.add(mix(uint64(i)+1)&^flagMask, flagName, makeRef(0, i+1), 2)
 			}
 			tab := b.build()
+			keep = append(keep, tab)
 			if got := tab.mem != nil; got != tt.mapped {
 				t.Fatalf("mapped = %v, want %v", got, tt.mapped)
 			}

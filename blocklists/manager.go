@@ -34,6 +34,11 @@ type Options struct {
 	// slot (12 instead of 8); without it Where leaves Source and Line
 	// empty.
 	Lines bool
+	// FreeMemory returns the heap pages a category's build used to the
+	// operating system as soon as the new lists are in use
+	// (debug.FreeOSMemory, one forced collection), instead of leaving
+	// them resident until the runtime's scavenger gets to them.
+	FreeMemory bool
 }
 
 const (

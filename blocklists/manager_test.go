@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	rtmetrics "runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -519,5 +520,54 @@ func TestWhereWithoutLines(t *testing.T) {
 		if kept := m.byName["c"].cur.Load().block.refs != nil; kept != tt.lines {
 			t.Errorf("lines=%v: table keeps refs: %v", tt.lines, kept)
 		}
+	}
+}
+
+// TestFreeMemoryAfterBuild: with FreeMemory, every category built (at
+// load and on a refresh that changed it) returns the build's heap pages
+// at once, which takes one forced collection; without it, or when a
+// refresh finds the sources unchanged, none is forced.
+func TestFreeMemoryAfterBuild(t *testing.T) {
+	forced := func() uint64 {
+		s := []rtmetrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+		rtmetrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	tests := []struct {
+		name    string
+		free    bool
+		change  bool // the source changes before the refresh
+		load    uint64
+		refresh uint64
+	}{
+		{"off", false, true, 0, 0},
+		{"on", true, true, 2, 1},
+		{"on, unchanged refresh", true, false, 2, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			testfile.Write(t, filepath.Join(dir, "a.txt"), "a.example\n")
+			testfile.Write(t, filepath.Join(dir, "b.txt"), "b.example\n")
+			specs := []CategorySpec{{Name: "a", Sources: []string{"a.txt"}}, {Name: "b", Sources: []string{"b.txt"}}}
+			m := newTestManager(t, specs, Options{BaseDir: dir, FreeMemory: tt.free})
+			before := forced()
+			if err := m.Load(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := forced() - before; got != tt.load {
+				t.Errorf("load forced %d collections, want %d", got, tt.load)
+			}
+			if tt.change {
+				testfile.Write(t, filepath.Join(dir, "a.txt"), "a.example\nc.example\n")
+			}
+			before = forced()
+			if err := m.refreshCategory(context.Background(), m.byName["a"]); err != nil {
+				t.Fatal(err)
+			}
+			if got := forced() - before; got != tt.refresh {
+				t.Errorf("refresh forced %d collections, want %d", got, tt.refresh)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"time"
 )
 
@@ -148,6 +149,10 @@ func (m *Manager) refreshCategory(ctx context.Context, c *category) error {
 		m.log.Info("category loaded", "category", c.name, "domains", lm.block.count,
 			"exceptions", lm.except.count, "invalid_lines", invalid, "unsupported_rules", unsupported,
 			"bytes", lm.block.bytes()+lm.except.bytes(), "duration", time.Since(start).Round(time.Millisecond))
+		if m.opts.FreeMemory {
+			// The parsed entries and the read buffers are garbage now.
+			debug.FreeOSMemory()
+		}
 	}
 	m.finishRefresh(c, result, err, success)
 	return err

@@ -120,36 +120,51 @@ type origin struct {
 	inherited bool
 }
 
-// originRec is a stored origin.
+// originRec is a stored origin: 24 bytes.
 type originRec struct {
 	until     int64  // Unix ns
 	names     uint32 // chain id
 	next      uint32 // next origin of the element, 0: none
-	client    [16]byte
-	clientLen uint8 // 0: no client, 4 or 16
+	client    uint32 // client id, 0: no client
 	inherited bool
 }
 
-func packClient(a netip.Addr) (b [16]byte, n uint8) {
+// recChunk is the number of origin records per chunk of orig.
+const recChunk = 1024
+
+// clientKey is a client address as the index interns it: 4 or 16 bytes
+// and the length.
+type clientKey struct {
+	addr [16]byte
+	n    uint8
+}
+
+// clientKeyOf is a's key; ok is false for no client.
+func clientKeyOf(a netip.Addr) (k clientKey, ok bool) {
 	switch {
 	case a.Is4():
 		v := a.As4()
-		copy(b[:], v[:])
-		return b, 4
+		copy(k.addr[:], v[:])
+		k.n = 4
 	case a.IsValid():
-		return a.As16(), 16
+		k.addr, k.n = a.As16(), 16
+	default:
+		return k, false
 	}
-	return b, 0
+	return k, true
 }
 
-func (r *originRec) clientAddr() netip.Addr {
-	switch r.clientLen {
-	case 4:
-		return netip.AddrFrom4([4]byte(r.client[:4]))
-	case 16:
-		return netip.AddrFrom16(r.client)
+func (k clientKey) addr4or16() netip.Addr {
+	if k.n == 4 {
+		return netip.AddrFrom4([4]byte(k.addr[:4]))
 	}
-	return netip.Addr{}
+	return netip.AddrFrom16(k.addr)
+}
+
+// clientRec is an interned client with the number of origins naming it.
+type clientRec struct {
+	key  clientKey
+	refs uint32
 }
 
 // chainRec is an interned list of names: names[off:off+n] in the slab,
@@ -172,8 +187,11 @@ type expiryIndex struct {
 	freeSlots []uint32
 	keys      []byte
 	freeKeys  [maxKey + endTail + 1][]uint32 // offsets of free runs, by length
-	orig      []originRec                    // orig[0] is unused: 0 means none
+	orig      []*[recChunk]originRec         // record 0 is unused: 0 means none
 	freeOrig  []uint32
+	clients   []clientRec // clients[0] is unused: 0 means none
+	clientIDs map[clientKey]uint32
+	freeCli   []uint32
 	chains    []chainRec // chains[0] is unused
 	chainTab  []uint32   // chain id, 0: empty; len a power of two
 	nchains   int        // chains live
@@ -188,11 +206,12 @@ type expiryIndex struct {
 
 func newExpiryIndex() *expiryIndex {
 	return &expiryIndex{
-		orig:   make([]originRec, 1),
-		chains: make([]chainRec, 1),
-		seed:   maphash.MakeSeed(),
-		setIDs: map[string]uint16{},
-		perSet: map[string]int{},
+		clients:   make([]clientRec, 1),
+		clientIDs: map[clientKey]uint32{},
+		chains:    make([]chainRec, 1),
+		seed:      maphash.MakeSeed(),
+		setIDs:    map[string]uint16{},
+		perSet:    map[string]int{},
 	}
 }
 
@@ -345,7 +364,7 @@ func (x *expiryIndex) remove(i uint32) {
 		x.unplace(p)
 	}
 	for r := e.origins; r != 0; {
-		next := x.orig[r].next
+		next := x.rec(r).next
 		x.freeRec(r)
 		r = next
 	}
@@ -593,27 +612,97 @@ func (x *expiryIndex) compactNames() {
 	x.names, x.garbage = out, 0
 }
 
+func (x *expiryIndex) rec(i uint32) *originRec {
+	return &x.orig[i/recChunk][i%recChunk]
+}
+
 func (x *expiryIndex) newRec(r originRec) uint32 {
+	var i uint32
 	if n := len(x.freeOrig); n > 0 {
-		i := x.freeOrig[n-1]
+		i = x.freeOrig[n-1]
 		x.freeOrig = x.freeOrig[:n-1]
-		x.orig[i] = r
-		return i
+	} else {
+		base := uint32(len(x.orig) * recChunk)
+		x.orig = append(x.orig, new([recChunk]originRec))
+		i = base
+		if base == 0 {
+			i = 1 // record 0 means none
+		}
+		for j := base + recChunk - 1; j > i; j-- {
+			x.freeOrig = append(x.freeOrig, j)
+		}
 	}
-	x.orig = append(x.orig, r)
-	return uint32(len(x.orig) - 1)
+	*x.rec(i) = r
+	return i
 }
 
 func (x *expiryIndex) freeRec(i uint32) {
-	x.release(x.orig[i].names)
-	x.orig[i] = originRec{}
+	r := x.rec(i)
+	x.release(r.names)
+	x.releaseClient(r.client)
+	*r = originRec{}
 	x.freeOrig = append(x.freeOrig, i)
 }
 
-// same reports whether r is the answer for name and targets (from
-// client), without allocating.
-func (x *expiryIndex) same(r *originRec, name string, targets []string, client [16]byte, clientLen uint8) bool {
-	if r.client != client || r.clientLen != clientLen {
+// internClient returns the id of client a (0: none), counting one more
+// origin naming it.
+func (x *expiryIndex) internClient(a netip.Addr) uint32 {
+	k, ok := clientKeyOf(a)
+	if !ok {
+		return 0
+	}
+	if id, ok := x.clientIDs[k]; ok {
+		x.clients[id].refs++
+		return id
+	}
+	var id uint32
+	if n := len(x.freeCli); n > 0 {
+		id = x.freeCli[n-1]
+		x.freeCli = x.freeCli[:n-1]
+	} else {
+		id = uint32(len(x.clients))
+		x.clients = append(x.clients, clientRec{})
+	}
+	x.clients[id] = clientRec{key: k, refs: 1}
+	x.clientIDs[k] = id
+	return id
+}
+
+func (x *expiryIndex) releaseClient(id uint32) {
+	if id == 0 {
+		return
+	}
+	c := &x.clients[id]
+	if c.refs--; c.refs > 0 {
+		return
+	}
+	delete(x.clientIDs, c.key)
+	*c = clientRec{}
+	x.freeCli = append(x.freeCli, id)
+}
+
+// clientID is the id origins from client a carry; ok is false for a
+// client no origin names.
+func (x *expiryIndex) clientID(a netip.Addr) (uint32, bool) {
+	k, ok := clientKeyOf(a)
+	if !ok {
+		return 0, true
+	}
+	id, ok := x.clientIDs[k]
+	return id, ok
+}
+
+func (x *expiryIndex) clientAddr(id uint32) netip.Addr {
+	if id == 0 {
+		return netip.Addr{}
+	}
+	return x.clients[id].key.addr4or16()
+}
+
+// same reports whether r is the answer for name and targets (from the
+// client of id), without allocating.
+func (x *expiryIndex) same(r *originRec, name string, targets []string, client uint32) bool {
+	if r.client != client {
 		return false
 	}
 	b := x.chainBytes(r.names)
@@ -637,10 +726,13 @@ func (x *expiryIndex) same(r *originRec, name string, targets []string, client [
 // remembers reports whether an answer for name and targets (from client)
 // is among e's origins with at least need left at now. Needs mu held.
 func (x *expiryIndex) remembers(e *indexEntry, name string, targets []string, client netip.Addr, need time.Duration, now time.Time) bool {
-	c, cl := packClient(client)
-	for r := e.origins; r != 0; r = x.orig[r].next {
-		rec := &x.orig[r]
-		if x.same(rec, name, targets, c, cl) && time.Duration(rec.until-now.UnixNano()) >= need {
+	c, known := x.clientID(client)
+	if !known {
+		return false
+	}
+	for r := e.origins; r != 0; r = x.rec(r).next {
+		rec := x.rec(r)
+		if x.same(rec, name, targets, c) && time.Duration(rec.until-now.UnixNano()) >= need {
 			return true
 		}
 	}
@@ -660,13 +752,15 @@ func (x *expiryIndex) note(e element, o origin) {
 		return
 	}
 	until := cur.deadline
-	c, cl := packClient(o.client)
+	// Interned now, released below if no new record keeps it.
+	c := x.internClient(o.client)
+	defer x.releaseClient(c)
 	if !o.inherited {
 		// What this process learned about the name is the whole answer:
 		// the name alone read from a comment no longer counts.
 		for p := &cur.origins; *p != 0; {
-			rec := &x.orig[*p]
-			if rec.inherited && rec.client == c && rec.clientLen == cl && string(x.firstName(rec.names)) == o.names[0] {
+			rec := x.rec(*p)
+			if rec.inherited && rec.client == c && string(x.firstName(rec.names)) == o.names[0] {
 				r := *p
 				*p = rec.next
 				x.freeRec(r)
@@ -677,43 +771,46 @@ func (x *expiryIndex) note(e element, o origin) {
 	}
 	var first, last uint32
 	n := 0
-	for r := cur.origins; r != 0; r = x.orig[r].next {
-		rec := &x.orig[r]
-		if x.same(rec, o.names[0], o.names[1:], c, cl) {
+	for r := cur.origins; r != 0; r = x.rec(r).next {
+		rec := x.rec(r)
+		if x.same(rec, o.names[0], o.names[1:], c) {
 			if until > rec.until {
 				rec.until = until
 			}
 			return
 		}
-		if first == 0 || rec.until < x.orig[first].until {
+		if first == 0 || rec.until < x.rec(first).until {
 			first = r
 		}
 		n++
 		last = r
 	}
+	if c != 0 {
+		x.clients[c].refs++ // the record's own reference
+	}
 	if n < maxOrigins {
-		// newRec may move orig: link the record after making it.
-		r := x.newRec(originRec{until: until, names: x.intern(o.names), client: c, clientLen: cl, inherited: o.inherited})
+		r := x.newRec(originRec{until: until, names: x.intern(o.names), client: c, inherited: o.inherited})
 		if last == 0 {
 			cur.origins = r
 		} else {
-			x.orig[last].next = r
+			x.rec(last).next = r
 		}
 		return
 	}
 	// intern before release: the chain may be the one released.
 	names := x.intern(o.names)
-	rec := &x.orig[first]
+	rec := x.rec(first)
 	x.release(rec.names)
-	rec.until, rec.names, rec.client, rec.clientLen, rec.inherited = until, names, c, cl, o.inherited
+	x.releaseClient(rec.client)
+	rec.until, rec.names, rec.client, rec.inherited = until, names, c, o.inherited
 }
 
 // origins lists e's origins, oldest noted first. Needs mu held.
 func (x *expiryIndex) origins(e *indexEntry) []origin {
 	var out []origin
-	for r := e.origins; r != 0; r = x.orig[r].next {
-		rec := &x.orig[r]
-		out = append(out, origin{names: x.chainNames(rec.names), client: rec.clientAddr(), until: time.Unix(0, rec.until), inherited: rec.inherited})
+	for r := e.origins; r != 0; r = x.rec(r).next {
+		rec := x.rec(r)
+		out = append(out, origin{names: x.chainNames(rec.names), client: x.clientAddr(rec.client), until: time.Unix(0, rec.until), inherited: rec.inherited})
 	}
 	return out
 }

@@ -177,6 +177,13 @@ func TestIndexTableChurn(t *testing.T) {
 	names := func(i int) []string {
 		return []string{"h" + strconv.Itoa(i) + ".example.", "cdn" + strconv.Itoa(i%3) + ".example."}
 	}
+	// The scoped elements' origins name one of five clients.
+	client := func(i int) netip.Addr {
+		if i%4 != 3 {
+			return netip.Addr{}
+		}
+		return netip.AddrFrom4([4]byte{10, 0, 0, byte(1 + i%5)})
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			x := newExpiryIndex()
@@ -186,13 +193,14 @@ func TestIndexTableChurn(t *testing.T) {
 					life = time.Hour
 				}
 				x.put(elem(i), now.Add(life))
-				x.note(elem(i), origin{names: names(i)})
+				x.note(elem(i), origin{names: names(i), client: client(i)})
 			}
 			if x.size() != tt.n {
 				t.Fatalf("%d elements after adding %d", x.size(), tt.n)
 			}
 			x.sweep(now.Add(time.Minute), 0)
 			kept := 0
+			clients := map[netip.Addr]bool{}
 			for i := range tt.n {
 				e := x.get(elem(i))
 				if !tt.keep(i) {
@@ -205,9 +213,22 @@ func TestIndexTableChurn(t *testing.T) {
 				if e == nil || e.left(now) != time.Hour {
 					t.Fatalf("element %d: %v, want a deadline an hour from now", i, e)
 				}
-				if o := x.originsOf(elem(i)); len(o) != 1 || !slices.Equal(o[0].names, names(i)) {
-					t.Fatalf("element %d: origins %+v, want %q", i, o, names(i))
+				if o := x.originsOf(elem(i)); len(o) != 1 || !slices.Equal(o[0].names, names(i)) || o[0].client != client(i) {
+					t.Fatalf("element %d: origins %+v, want %q from %v", i, o, names(i), client(i))
 				}
+				x.mu.RLock()
+				mine := x.remembers(e, names(i)[0], names(i)[1:], client(i), time.Minute, now)
+				other := x.remembers(e, names(i)[0], names(i)[1:], netip.MustParseAddr("10.0.0.99"), time.Minute, now)
+				x.mu.RUnlock()
+				if !mine || other {
+					t.Fatalf("element %d: remembers its answer %v, from another client %v; want true, false", i, mine, other)
+				}
+				if c := client(i); c.IsValid() {
+					clients[c] = true
+				}
+			}
+			if len(x.clientIDs) != len(clients) {
+				t.Errorf("%d clients interned, want %d", len(x.clientIDs), len(clients))
 			}
 			if x.size() != kept || x.nchains != kept {
 				t.Errorf("%d elements and %d name chains, want %d each", x.size(), x.nchains, kept)
@@ -221,7 +242,7 @@ func TestIndexTableChurn(t *testing.T) {
 			for i := range tt.n {
 				if !tt.keep(i) {
 					x.put(elem(i), now.Add(time.Hour))
-					x.note(elem(i), origin{names: names(i)})
+					x.note(elem(i), origin{names: names(i), client: client(i)})
 				}
 			}
 			for i := range tt.n {

@@ -202,17 +202,22 @@ type expiryIndex struct {
 	setIDs    map[string]uint16
 	setNames  []string
 	perSet    map[string]int // entries per set, for the elements gauge
+	// mem holds the chunks, tables, keys, chains and names outside the
+	// Go heap (indexmem.go).
+	mem *indexMem
 }
 
 func newExpiryIndex() *expiryIndex {
-	return &expiryIndex{
+	x := &expiryIndex{
 		clients:   make([]clientRec, 1),
 		clientIDs: map[clientKey]uint32{},
-		chains:    make([]chainRec, 1),
 		seed:      maphash.MakeSeed(),
 		setIDs:    map[string]uint16{},
 		perSet:    map[string]int{},
 	}
+	x.mem = newIndexMem(x)
+	x.chains = grown[chainRec](x.mem, nil, 1)[:1]
+	return x
 }
 
 // ikey is an element's key as the index compares it: the set id, the
@@ -307,12 +312,13 @@ func (x *expiryIndex) place(v uint32) {
 // grow doubles the table (from 64) and places every element again.
 func (x *expiryIndex) grow() {
 	old := x.table
-	x.table = make([]uint32, max(64, 2*len(old)))
+	x.table = offHeap[uint32](x.mem, max(64, 2*len(old)))
 	for _, v := range old {
 		if v != 0 {
 			x.place(v)
 		}
 	}
+	freeOffHeap(x.mem, old)
 }
 
 // unplace empties table position i, moving later entries of the probe
@@ -418,7 +424,7 @@ func (x *expiryIndex) storeKey(b []byte) uint32 {
 		return off
 	}
 	off := uint32(len(x.keys))
-	x.keys = append(x.keys, b...)
+	x.keys = append(grown(x.mem, x.keys, n), b...)
 	return off
 }
 
@@ -454,7 +460,7 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 		x.freeSlots = x.freeSlots[:n-1]
 	} else {
 		i = uint32(len(x.slots) * slotChunk)
-		x.slots = append(x.slots, new([slotChunk]indexEntry))
+		x.slots = append(x.slots, (*[slotChunk]indexEntry)(offHeap[indexEntry](x.mem, slotChunk)))
 		for j := slotChunk - 1; j > 0; j-- {
 			x.freeSlots = append(x.freeSlots, i+uint32(j))
 		}
@@ -520,7 +526,7 @@ func (x *expiryIndex) findChain(k []byte, h uint64) (int, int) {
 
 func (x *expiryIndex) growChains() {
 	old := x.chainTab
-	x.chainTab = make([]uint32, max(64, 2*len(old)))
+	x.chainTab = offHeap[uint32](x.mem, max(64, 2*len(old)))
 	mask := len(x.chainTab) - 1
 	for _, id := range old {
 		if id == 0 {
@@ -532,6 +538,7 @@ func (x *expiryIndex) growChains() {
 		}
 		x.chainTab[i] = id
 	}
+	freeOffHeap(x.mem, old)
 }
 
 // intern returns the chain id of names, counting one more origin naming
@@ -555,10 +562,10 @@ func (x *expiryIndex) intern(names []string) uint32 {
 		x.freeChain = x.freeChain[:n-1]
 	} else {
 		id = uint32(len(x.chains))
-		x.chains = append(x.chains, chainRec{})
+		x.chains = append(grown(x.mem, x.chains, 1), chainRec{})
 	}
 	x.chains[id] = chainRec{off: uint32(len(x.names)), n: uint32(len(k)), refs: 1}
-	x.names = append(x.names, k...)
+	x.names = append(grown(x.mem, x.names, len(k)), k...)
 	x.chainTab[empty] = id
 	x.nchains++
 	return id
@@ -599,7 +606,7 @@ func (x *expiryIndex) unplaceChain(i int) {
 
 // compactNames copies the live chains' bytes into a new slab.
 func (x *expiryIndex) compactNames() {
-	out := make([]byte, 0, len(x.names)-x.garbage)
+	out := grown[byte](x.mem, nil, len(x.names)-x.garbage)
 	for id := range x.chains {
 		c := &x.chains[id]
 		if c.refs == 0 {
@@ -609,6 +616,7 @@ func (x *expiryIndex) compactNames() {
 		out = append(out, x.names[c.off:c.off+c.n]...)
 		c.off = off
 	}
+	freeOffHeap(x.mem, x.names)
 	x.names, x.garbage = out, 0
 }
 
@@ -623,7 +631,7 @@ func (x *expiryIndex) newRec(r originRec) uint32 {
 		x.freeOrig = x.freeOrig[:n-1]
 	} else {
 		base := uint32(len(x.orig) * recChunk)
-		x.orig = append(x.orig, new([recChunk]originRec))
+		x.orig = append(x.orig, (*[recChunk]originRec)(offHeap[originRec](x.mem, recChunk)))
 		i = base
 		if base == 0 {
 			i = 1 // record 0 means none

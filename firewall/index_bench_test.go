@@ -28,7 +28,8 @@ func fillIndex(n, share int, now time.Time) *expiryIndex {
 
 // BenchmarkIndex100k reports what an expiry index of 100,000 elements
 // costs: heap bytes per element (HeapInuse after, minus before, with the
-// index live) and the time of a full collection with it live (the mark
+// index live), bytes per element mapped outside the Go heap
+// (indexmem.go), and the time of a full collection with it live (the mark
 // work the index adds to every GC cycle). In shared16 an answer's names
 // are shared by 16 elements; in own each element has names of its own
 // (one address an answer, as in test/bench/compare's cold names).
@@ -44,7 +45,7 @@ func BenchmarkIndex100k(b *testing.B) {
 func benchIndex(b *testing.B, share int) {
 	const elems = 100_000
 	now := time.Now()
-	var perElem, gcNs float64
+	var perElem, mapped, gcNs float64
 	for range b.N {
 		var before, after runtime.MemStats
 		runtime.GC()
@@ -56,9 +57,11 @@ func benchIndex(b *testing.B, share int) {
 		runtime.GC()
 		gcNs += float64(time.Since(start).Nanoseconds())
 		perElem += float64(int64(after.HeapInuse)-int64(before.HeapInuse)) / elems
+		mapped += float64(x.mem.size.Load()) / elems
 		runtime.KeepAlive(x)
 	}
 	b.ReportMetric(perElem/float64(b.N), "heapB/elem")
+	b.ReportMetric(mapped/float64(b.N), "mappedB/elem")
 	b.ReportMetric(gcNs/float64(b.N)/1e6, "gc-ms")
 }
 

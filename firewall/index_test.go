@@ -2,10 +2,13 @@ package firewall
 
 import (
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/wait"
 )
 
 // TestIndexStructure drives the compact index through the steps its
@@ -252,6 +255,56 @@ func TestIndexTableChurn(t *testing.T) {
 			}
 			if len(x.slots) != chunks || x.size() != tt.n {
 				t.Errorf("%d slot chunks (was %d), %d elements, want %d", len(x.slots), chunks, x.size(), tt.n)
+			}
+		})
+	}
+}
+
+// TestIndexMemoryUnmapped: the index's chunks, tables and slabs are
+// mappings outside the Go heap; growing a table or compacting the names
+// unmaps the old one at once, and everything left is unmapped once the
+// index is unreachable.
+func TestIndexMemoryUnmapped(t *testing.T) {
+	now := time.Unix(1000, 0)
+	gcUntil := func(cond func() bool) bool {
+		return wait.Until(10*time.Second, 10*time.Millisecond, func() bool {
+			runtime.GC()
+			return cond()
+		})
+	}
+	tests := []struct {
+		name  string
+		n     int
+		maps  int64 // live mappings while it is filled, at most
+		bytes int64 // mapped bytes, at least
+	}{
+		// 1 slot chunk, 1 record chunk, table, chain table, keys, chains, names.
+		{"small", 10, 7, 32 * slotChunk},
+		// Growth unmaps what it replaces: still one mapping of each kind
+		// but the chunks.
+		{"grown", 5000, 5 + 2*(5000/slotChunk+1), 5000 * (32 + 24)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The index is reachable only inside fill.
+			fill := func() *indexMem {
+				x := newExpiryIndex()
+				for i := range tt.n {
+					e := element{set: "d4", key: []byte{192, 0, byte(i >> 8), byte(i)}}
+					x.put(e, now.Add(time.Minute))
+					x.note(e, origin{names: []string{"h" + strconv.Itoa(i) + ".example."}})
+				}
+				if got := x.size(); got != tt.n {
+					t.Fatalf("%d elements, want %d", got, tt.n)
+				}
+				return x.mem
+			}
+			m := fill()
+			if maps, b := m.maps.Load(), m.size.Load(); maps > tt.maps || b < tt.bytes {
+				t.Errorf("%d mappings, %d bytes; want at most %d, at least %d bytes", maps, b, tt.maps, tt.bytes)
+			}
+			if !gcUntil(func() bool { return m.maps.Load() == 0 && m.size.Load() == 0 }) {
+				t.Errorf("%d mappings (%d bytes) left after the index went", m.maps.Load(), m.size.Load())
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	rtmetrics "runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -230,7 +231,7 @@ func TestFileSourcesAndWhere(t *testing.T) {
 		{Name: "zeta", Sources: []string{"a.txt", "b.txt"}},
 		{Name: "alpha", Sources: []string{filepath.Join(dir, "a.txt")}, Match: MatchExact},
 	}
-	m := newTestManager(t, specs, Options{BaseDir: dir})
+	m := newTestManager(t, specs, Options{BaseDir: dir, Lines: true})
 	if err := m.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +415,7 @@ func TestRPZAndHostsSources(t *testing.T) {
 	testfile.Write(t, filepath.Join(dir, "zone.rpz"), "$TTL 60\n@ SOA ns. admin. 1 2 3 4 5\n@ NS ns.\n"+
 		"bad.example CNAME .\n*.wild.example CNAME .\nok.bad.example CNAME rpz-passthru.\n")
 	testfile.Write(t, filepath.Join(dir, "hosts"), "127.0.0.1 localhost\n0.0.0.0 ads.example # ad server\n")
-	m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{"zone.rpz", "hosts"}}}, Options{BaseDir: dir})
+	m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{"zone.rpz", "hosts"}}}, Options{BaseDir: dir, Lines: true})
 	if err := m.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +476,7 @@ func TestSharedURLAcrossCategories(t *testing.T) {
 }
 
 func TestBuiltinSources(t *testing.T) {
-	m, err := NewManager([]CategorySpec{{Name: "doh", Sources: []string{"builtin:doh-resolvers.txt"}}}, Options{})
+	m, err := NewManager([]CategorySpec{{Name: "doh", Sources: []string{"builtin:doh-resolvers.txt"}}}, Options{Lines: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,5 +492,83 @@ func TestBuiltinSources(t *testing.T) {
 	}
 	if _, err := NewManager([]CategorySpec{{Name: "x", Sources: []string{"builtin:nope.txt"}}}, Options{}); err == nil || !strings.Contains(err.Error(), `no built-in list "nope.txt"`) {
 		t.Errorf("unknown builtin list: err = %v", err)
+	}
+}
+
+// TestWhereWithoutLines: a Manager that does not keep lines (the
+// daemon's) still says which entry decides, but not where it came from.
+func TestWhereWithoutLines(t *testing.T) {
+	dir := t.TempDir()
+	testfile.Write(t, filepath.Join(dir, "a.txt"), "example.com\n*.wild.test\n")
+	tests := []struct {
+		lines bool
+		q     string
+		want  Hit
+	}{
+		{false, "www.example.com", Hit{Category: "c", Domain: "example.com", Match: MatchSubdomains}},
+		{false, "x.wild.test", Hit{Category: "c", Domain: "*.wild.test", Match: MatchSubdomains}},
+		{true, "x.wild.test", Hit{Category: "c", Source: filepath.Join(dir, "a.txt"), Line: 2, Domain: "*.wild.test", Match: MatchSubdomains}},
+	}
+	for _, tt := range tests {
+		m := newTestManager(t, []CategorySpec{{Name: "c", Sources: []string{"a.txt"}}}, Options{BaseDir: dir, Lines: tt.lines})
+		if err := m.Load(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := m.Where("c", tt.q); !ok || got != tt.want {
+			t.Errorf("lines=%v: Where(%s) = %+v, %v; want %+v", tt.lines, tt.q, got, ok, tt.want)
+		}
+		if kept := m.byName["c"].cur.Load().block.refs != nil; kept != tt.lines {
+			t.Errorf("lines=%v: table keeps refs: %v", tt.lines, kept)
+		}
+	}
+}
+
+// TestFreeMemoryAfterBuild: with FreeMemory, a category built (at load
+// and on a refresh that changed it) returns the build's heap pages at
+// once, which takes one forced collection; without it, or when a refresh
+// finds the sources unchanged, none is forced. (One category: builds of
+// several run in parallel, and concurrent forced collections may share
+// a cycle.)
+func TestFreeMemoryAfterBuild(t *testing.T) {
+	forced := func() uint64 {
+		s := []rtmetrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+		rtmetrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	tests := []struct {
+		name    string
+		free    bool
+		change  bool // the source changes before the refresh
+		load    uint64
+		refresh uint64
+	}{
+		{"off", false, true, 0, 0},
+		{"on", true, true, 1, 1},
+		{"on, unchanged refresh", true, false, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			testfile.Write(t, filepath.Join(dir, "a.txt"), "a.example\n")
+			specs := []CategorySpec{{Name: "a", Sources: []string{"a.txt"}}}
+			m := newTestManager(t, specs, Options{BaseDir: dir, FreeMemory: tt.free})
+			before := forced()
+			if err := m.Load(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := forced() - before; got != tt.load {
+				t.Errorf("load forced %d collections, want %d", got, tt.load)
+			}
+			if tt.change {
+				testfile.Write(t, filepath.Join(dir, "a.txt"), "a.example\nc.example\n")
+			}
+			before = forced()
+			if err := m.refreshCategory(context.Background(), m.byName["a"]); err != nil {
+				t.Fatal(err)
+			}
+			if got := forced() - before; got != tt.refresh {
+				t.Errorf("refresh forced %d collections, want %d", got, tt.refresh)
+			}
+		})
 	}
 }

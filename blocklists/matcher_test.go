@@ -11,7 +11,7 @@ import (
 // its index + 1.
 func buildMatcher(t testing.TB, entries []string, exact bool) *listMatcher {
 	t.Helper()
-	b := &listBuilder{}
+	b := &listBuilder{block: tableBuilder{lines: true}, except: tableBuilder{lines: true}}
 	for i, e := range entries {
 		exc := strings.HasPrefix(e, "-")
 		e = strings.TrimPrefix(e, "-")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"time"
 )
 
@@ -85,7 +86,7 @@ func (m *Manager) refreshCategory(ctx context.Context, c *category) error {
 		return nil
 	}
 
-	b := &listBuilder{}
+	b := &listBuilder{block: tableBuilder{lines: m.opts.Lines}, except: tableBuilder{lines: m.opts.Lines}}
 	results := make([]ParseResult, len(c.sources))
 	digests := make([]contentDigest, len(c.sources))
 	success := make([]time.Time, len(c.sources))
@@ -148,6 +149,10 @@ func (m *Manager) refreshCategory(ctx context.Context, c *category) error {
 		m.log.Info("category loaded", "category", c.name, "domains", lm.block.count,
 			"exceptions", lm.except.count, "invalid_lines", invalid, "unsupported_rules", unsupported,
 			"bytes", lm.block.bytes()+lm.except.bytes(), "duration", time.Since(start).Round(time.Millisecond))
+		if m.opts.FreeMemory {
+			// The parsed entries and the read buffers are garbage now.
+			debug.FreeOSMemory()
+		}
 	}
 	m.finishRefresh(c, result, err, success)
 	return err

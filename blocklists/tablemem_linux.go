@@ -25,20 +25,27 @@ type tableMem struct {
 	size int
 }
 
-// allocTable returns zeroed slots and refs arrays of n entries each and
-// the owner of their memory (nil for Go heap memory).
-func allocTable(n int) ([]uint64, []uint32, *tableMem) {
-	size := n*8 + n*4
+// allocTable returns a zeroed slots array of n entries, with lines a
+// zeroed refs array of n entries (else nil), and the owner of their
+// memory (nil for Go heap memory).
+func allocTable(n int, lines bool) ([]uint64, []uint32, *tableMem) {
+	size := n * 8
+	if lines {
+		size += n * 4
+	}
 	if size < offHeapMin {
-		return make([]uint64, n), make([]uint32, n), nil
+		return heapTable(n, lines)
 	}
 	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
-		return make([]uint64, n), make([]uint32, n), nil
+		return heapTable(n, lines)
 	}
 	adviseHugePages(b) // before the first write faults the pages in
 	slots := unsafe.Slice((*uint64)(unsafe.Pointer(&b[0])), n)
-	refs := unsafe.Slice((*uint32)(unsafe.Pointer(&b[n*8])), n)
+	var refs []uint32
+	if lines {
+		refs = unsafe.Slice((*uint32)(unsafe.Pointer(&b[n*8])), n)
+	}
 	mem := &tableMem{size: size}
 	liveMappings.Add(1)
 	liveMappedBytes.Add(int64(size))

@@ -21,20 +21,34 @@ func TestTableMapped(t *testing.T) {
 	tests := []struct {
 		name   string
 		n      int
+		lines  bool
 		mapped bool
 	}{
-		{"small stays on the heap", 1000, false},
-		{"just below", offHeapMin/12*maxLoadPercent/100 - 16, false},
-		{"large is mapped", 20000, true},
+		{"small stays on the heap", 1000, false, false},
+		{"just below", offHeapMin/8*maxLoadPercent/100 - 16, false, false},
+		{"just below with lines", offHeapMin/12*maxLoadPercent/100 - 16, true, false},
+		{"just above with lines", offHeapMin/8*maxLoadPercent/100 - 16, true, true},
+		{"large is mapped", 20000, false, true},
+		{"large with lines", 20000, true, true},
 	}
+	// Mappings other tests left unreachable are unmapped by cleanups that
+	// may run at any time: wait for them first, and keep this test's
+	// tables reachable until it ends, so the counters move by this
+	// test's tables alone.
+	if !gcUntil(func() bool { return liveMappings.Load() == 0 }) {
+		t.Fatalf("%d mappings still live before the test", liveMappings.Load())
+	}
+	var keep []table
+	defer runtime.KeepAlive(&keep)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before, beforeBytes := liveMappings.Load(), liveMappedBytes.Load()
-			var b tableBuilder
+			b := tableBuilder{lines: tt.lines}
 			for i := range tt.n {
 				b.add(mix(uint64(i)+1)&^flagMask, flagName, makeRef(0, i+1), 2)
 			}
 			tab := b.build()
+			keep = append(keep, tab)
 			if got := tab.mem != nil; got != tt.mapped {
 				t.Fatalf("mapped = %v, want %v", got, tt.mapped)
 			}
@@ -49,8 +63,12 @@ func TestTableMapped(t *testing.T) {
 				t.Errorf("live mappings grew by %d", d)
 			}
 			for i := range tt.n {
-				if f, ref := tab.lookup(mix(uint64(i)+1) &^ flagMask); f != flagName || ref != makeRef(0, i+1) {
-					t.Fatalf("entry %d: flags %d ref %#x", i, f, ref)
+				want := makeRef(0, i+1)
+				if !tt.lines {
+					want = 0
+				}
+				if f, ref := tab.lookup(mix(uint64(i)+1) &^ flagMask); f != flagName || ref != want {
+					t.Fatalf("entry %d: flags %d ref %#x, want %#x", i, f, ref, want)
 				}
 			}
 		})

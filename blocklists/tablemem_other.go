@@ -9,6 +9,6 @@ var liveMappings, liveMappedBytes atomic.Int64
 
 type tableMem struct{}
 
-func allocTable(n int) ([]uint64, []uint32, *tableMem) {
-	return make([]uint64, n), make([]uint32, n), nil
+func allocTable(n int, lines bool) ([]uint64, []uint32, *tableMem) {
+	return heapTable(n, lines)
 }

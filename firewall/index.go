@@ -1,7 +1,10 @@
 package firewall
 
 import (
+	"bytes"
+	"hash/maphash"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,16 +13,19 @@ import (
 )
 
 // The expiry index holds no Go pointers per element, so a large set costs
-// the garbage collector nothing to mark (see README.md, "Expiry index"):
+// the garbage collector nothing to mark, and keeps each element in a few
+// dozen bytes (see README.md, "Expiry index layout"):
 //
-//   - entries maps a fixed-size key (set id, key and range end bytes) to
-//     a slot in slots, chunks of indexEntry that never move;
+//   - table is an open-addressing hash table (linear probing) of slot ids
+//     into slots, chunks of indexEntry that never move; an entry's key
+//     bytes are in keys, in runs of one length reused through free lists;
 //   - an element's origins are a linked list of originRec in orig;
-//   - an origin's names are an interned chain (chains), shared by every
-//     element the same answer asked for and freed when the last origin
-//     naming it goes.
+//   - an origin's names are an interned chain: its bytes in the names
+//     slab, found through chainTab, shared by every element the same
+//     answer asked for and freed when the last origin naming it goes.
 //
-// Slots, origin records and chains are reused through free lists.
+// Slots, key runs, origin records and chains are reused through free
+// lists; the names slab is compacted once most of it is garbage.
 
 // maxKey is the longest element key: client and destination IPv6
 // addresses plus protocol and port.
@@ -29,18 +35,14 @@ const maxKey = 40
 // the range start: protocol and port (appendPortKey).
 const endTail = 8
 
-// ikey is an element's key in the index. A range end differs from its
-// start only in the last endTail bytes; only those are kept.
-type ikey struct {
-	set     uint16
-	klen    uint8
-	hasEnd  bool
-	key     [maxKey]byte
-	endTail [endTail]byte
-}
-
 // slotChunk is the number of entries per chunk of slots.
 const slotChunk = 1024
+
+// Entry flags.
+const (
+	entryUsed   = 1 << iota
+	entryHasEnd // the key is followed by the range end's last endTail bytes
+)
 
 // indexEntry is what egressd last told the kernel about one element.
 type indexEntry struct {
@@ -54,12 +56,15 @@ type indexEntry struct {
 	// the names are unknown (an element carried over from an earlier
 	// process without a comment).
 	origins uint32
+	koff    uint32 // the key's offset in keys
 	set     uint16
 	// spread places the element's refresh ahead of expiry within the
 	// upper half of the due window (dueBelow), from a hash of its key, so
 	// elements pushed together (a burst of answers, a warm cache) do not
 	// all come due, and reach the kernel, in the same moment.
 	spread uint16
+	klen   uint8 // key length, without the range end's tail
+	flags  uint8
 }
 
 // left is how long e still lives at now.
@@ -115,42 +120,58 @@ type origin struct {
 	inherited bool
 }
 
-// originRec is a stored origin.
+// originRec is a stored origin: 24 bytes.
 type originRec struct {
 	until     int64  // Unix ns
 	names     uint32 // chain id
 	next      uint32 // next origin of the element, 0: none
-	client    [16]byte
-	clientLen uint8 // 0: no client, 4 or 16
+	client    uint32 // client id, 0: no client
 	inherited bool
 }
 
-func packClient(a netip.Addr) (b [16]byte, n uint8) {
+// recChunk is the number of origin records per chunk of orig.
+const recChunk = 1024
+
+// clientKey is a client address as the index interns it: 4 or 16 bytes
+// and the length.
+type clientKey struct {
+	addr [16]byte
+	n    uint8
+}
+
+// clientKeyOf is a's key; ok is false for no client.
+func clientKeyOf(a netip.Addr) (k clientKey, ok bool) {
 	switch {
 	case a.Is4():
 		v := a.As4()
-		copy(b[:], v[:])
-		return b, 4
+		copy(k.addr[:], v[:])
+		k.n = 4
 	case a.IsValid():
-		return a.As16(), 16
+		k.addr, k.n = a.As16(), 16
+	default:
+		return k, false
 	}
-	return b, 0
+	return k, true
 }
 
-func (r *originRec) clientAddr() netip.Addr {
-	switch r.clientLen {
-	case 4:
-		return netip.AddrFrom4([4]byte(r.client[:4]))
-	case 16:
-		return netip.AddrFrom16(r.client)
+func (k clientKey) addr4or16() netip.Addr {
+	if k.n == 4 {
+		return netip.AddrFrom4([4]byte(k.addr[:4]))
 	}
-	return netip.Addr{}
+	return netip.AddrFrom16(k.addr)
 }
 
-// chain is an interned list of names with the number of origins naming it.
-type chain struct {
-	names []string
-	refs  int
+// clientRec is an interned client with the number of origins naming it.
+type clientRec struct {
+	key  clientKey
+	refs uint32
+}
+
+// chainRec is an interned list of names: names[off:off+n] in the slab,
+// joined by NUL, with the number of origins naming it (0: free).
+type chainRec struct {
+	off, n uint32
+	refs   uint32
 }
 
 // expiryIndex remembers element deadlines so an Allow whose destinations
@@ -160,66 +181,173 @@ type chain struct {
 // any goroutine under mu.
 type expiryIndex struct {
 	mu        sync.RWMutex
-	entries   map[ikey]uint32
+	table     []uint32 // slot id + 1, 0: empty; len a power of two
+	n         int      // elements indexed
 	slots     []*[slotChunk]indexEntry
 	freeSlots []uint32
-	orig      []originRec // orig[0] is unused: 0 means none
+	keys      []byte
+	freeKeys  [maxKey + endTail + 1][]uint32 // offsets of free runs, by length
+	orig      []*[recChunk]originRec         // record 0 is unused: 0 means none
 	freeOrig  []uint32
-	chains    []chain // chains[0] is unused
-	chainIDs  map[string]uint32
+	clients   []clientRec // clients[0] is unused: 0 means none
+	clientIDs map[clientKey]uint32
+	freeCli   []uint32
+	chains    []chainRec // chains[0] is unused
+	chainTab  []uint32   // chain id, 0: empty; len a power of two
+	nchains   int        // chains live
 	freeChain []uint32
+	names     []byte // chain bytes
+	garbage   int    // bytes of names no live chain uses
+	seed      maphash.Seed
 	setIDs    map[string]uint16
 	setNames  []string
 	perSet    map[string]int // entries per set, for the elements gauge
+	// mem holds the chunks, tables, keys, chains and names outside the
+	// Go heap (indexmem.go).
+	mem *indexMem
 }
 
 func newExpiryIndex() *expiryIndex {
-	return &expiryIndex{
-		entries:  map[ikey]uint32{},
-		orig:     make([]originRec, 1),
-		chains:   make([]chain, 1),
-		chainIDs: map[string]uint32{},
-		setIDs:   map[string]uint16{},
-		perSet:   map[string]int{},
+	x := &expiryIndex{
+		clients:   make([]clientRec, 1),
+		clientIDs: map[clientKey]uint32{},
+		seed:      maphash.MakeSeed(),
+		setIDs:    map[string]uint16{},
+		perSet:    map[string]int{},
 	}
+	x.mem = newIndexMem(x)
+	x.chains = grown[chainRec](x.mem, nil, 1)[:1]
+	return x
 }
 
-// keyOf is e's index key; ok is false for a set never seen or a key
-// egressd does not make (longer than maxKey, or a range end that differs
-// from its start before the port): such an element is not indexed.
-func (x *expiryIndex) keyOf(set string, key, keyEnd []byte) (k ikey, ok bool) {
+// ikey is an element's key as the index compares it: the set id, the
+// key, and with a range end its last endTail bytes (egressd's range ends
+// share the rest with the start).
+type ikey struct {
+	set    uint16
+	hasEnd bool
+	key    []byte // key then end tail, on the caller's stack
+	klen   int    // length of the key alone
+}
+
+// keyOf is e's index key, built in buf; ok is false for a set never
+// seen or a key egressd does not make (longer than maxKey, or a range end
+// that differs from its start before the port): such an element is not
+// indexed.
+func (x *expiryIndex) keyOf(buf *[maxKey + endTail]byte, set string, key, keyEnd []byte) (k ikey, ok bool) {
 	id, known := x.setIDs[set]
-	if !known || len(key) > maxKey {
+	if !known || len(key) > maxKey || len(key) == 0 {
 		return k, false
 	}
+	k.set, k.klen = id, len(key)
+	k.key = append(buf[:0], key...)
 	if len(keyEnd) > 0 {
 		n := len(key) - endTail
 		if len(keyEnd) != len(key) || n < 0 || string(keyEnd[:n]) != string(key[:n]) {
 			return k, false
 		}
 		k.hasEnd = true
-		copy(k.endTail[:], keyEnd[n:])
+		k.key = append(k.key, keyEnd[n:]...)
 	}
-	k.set, k.klen = id, uint8(len(key))
-	copy(k.key[:], key)
 	return k, true
+}
+
+func (x *expiryIndex) hashKey(k ikey) uint64 {
+	var h maphash.Hash
+	h.SetSeed(x.seed)
+	h.Write([]byte{byte(k.set), byte(k.set >> 8), byte(k.klen)})
+	h.Write(k.key)
+	return h.Sum64()
+}
+
+// storedKey is the key bytes of e (key and end tail).
+func (x *expiryIndex) storedKey(e *indexEntry) []byte {
+	n := uint32(e.klen)
+	if e.flags&entryHasEnd != 0 {
+		n += endTail
+	}
+	return x.keys[e.koff : e.koff+n]
+}
+
+func (x *expiryIndex) keyOfEntry(e *indexEntry) ikey {
+	return ikey{set: e.set, hasEnd: e.flags&entryHasEnd != 0, key: x.storedKey(e), klen: int(e.klen)}
+}
+
+func (x *expiryIndex) matches(e *indexEntry, k ikey) bool {
+	return e.set == k.set && int(e.klen) == k.klen && (e.flags&entryHasEnd != 0) == k.hasEnd && string(x.storedKey(e)) == string(k.key)
 }
 
 func (x *expiryIndex) slot(i uint32) *indexEntry {
 	return &x.slots[i/slotChunk][i%slotChunk]
 }
 
+// find returns the table position holding k, or -1.
+func (x *expiryIndex) find(k ikey) int {
+	if x.n == 0 {
+		return -1
+	}
+	mask := len(x.table) - 1
+	for i := int(x.hashKey(k)) & mask; ; i = (i + 1) & mask {
+		v := x.table[i]
+		if v == 0 {
+			return -1
+		}
+		if x.matches(x.slot(v-1), k) {
+			return i
+		}
+	}
+}
+
+// place puts slot id v+1 into the table at the first free position of
+// its probe.
+func (x *expiryIndex) place(v uint32) {
+	mask := len(x.table) - 1
+	i := int(x.hashKey(x.keyOfEntry(x.slot(v-1)))) & mask
+	for x.table[i] != 0 {
+		i = (i + 1) & mask
+	}
+	x.table[i] = v
+}
+
+// grow doubles the table (from 64) and places every element again.
+func (x *expiryIndex) grow() {
+	old := x.table
+	x.table = offHeap[uint32](x.mem, max(64, 2*len(old)))
+	for _, v := range old {
+		if v != 0 {
+			x.place(v)
+		}
+	}
+	freeOffHeap(x.mem, old)
+}
+
+// unplace empties table position i, moving later entries of the probe
+// back so every entry stays reachable from its home (no tombstones).
+func (x *expiryIndex) unplace(i int) {
+	mask := len(x.table) - 1
+	for j := (i + 1) & mask; x.table[j] != 0; j = (j + 1) & mask {
+		home := int(x.hashKey(x.keyOfEntry(x.slot(x.table[j]-1)))) & mask
+		// Move j to i unless its home lies cyclically in (i, j].
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			x.table[i] = x.table[j]
+			i = j
+		}
+	}
+	x.table[i] = 0
+}
+
 // lookup needs mu held.
 func (x *expiryIndex) lookup(set string, key, keyEnd []byte) *indexEntry {
-	k, ok := x.keyOf(set, key, keyEnd)
+	var buf [maxKey + endTail]byte
+	k, ok := x.keyOf(&buf, set, key, keyEnd)
 	if !ok {
 		return nil
 	}
-	i, ok := x.entries[k]
-	if !ok {
+	i := x.find(k)
+	if i < 0 {
 		return nil
 	}
-	return x.slot(i)
+	return x.slot(x.table[i] - 1)
 }
 
 func (x *expiryIndex) get(e element) *indexEntry {
@@ -232,24 +360,40 @@ func (x *expiryIndex) get(e element) *indexEntry {
 func (x *expiryIndex) size() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.entries)
+	return x.n
 }
 
-// remove needs mu held for writing.
-func (x *expiryIndex) remove(k ikey, i uint32) {
+// remove forgets the element in slot i. Needs mu held for writing.
+func (x *expiryIndex) remove(i uint32) {
 	e := x.slot(i)
+	if p := x.find(x.keyOfEntry(e)); p >= 0 {
+		x.unplace(p)
+	}
 	for r := e.origins; r != 0; {
-		next := x.orig[r].next
+		next := x.rec(r).next
 		x.freeRec(r)
 		r = next
 	}
+	n := len(x.storedKey(e))
+	x.freeKeys[n] = append(x.freeKeys[n], e.koff)
 	set := x.setNames[e.set]
 	*e = indexEntry{}
 	x.freeSlots = append(x.freeSlots, i)
-	delete(x.entries, k)
+	x.n--
 	x.perSet[set]--
 	if x.perSet[set] <= 0 {
 		delete(x.perSet, set)
+	}
+}
+
+// each calls f for every element indexed, by slot id; f may remove it.
+func (x *expiryIndex) each(f func(i uint32, e *indexEntry)) {
+	for c, chunk := range x.slots {
+		for j := range chunk {
+			if e := &chunk[j]; e.flags&entryUsed != 0 {
+				f(uint32(c*slotChunk+j), e)
+			}
+		}
 	}
 }
 
@@ -270,6 +414,20 @@ func (x *expiryIndex) count(set string) int {
 	return x.perSet[set]
 }
 
+// storeKey copies b into keys, reusing a free run of its length.
+func (x *expiryIndex) storeKey(b []byte) uint32 {
+	n := len(b)
+	if f := x.freeKeys[n]; len(f) > 0 {
+		off := f[len(f)-1]
+		x.freeKeys[n] = f[:len(f)-1]
+		copy(x.keys[off:], b)
+		return off
+	}
+	off := uint32(len(x.keys))
+	x.keys = append(grown(x.mem, x.keys, n), b...)
+	return off
+}
+
 // put records a deadline the kernel has acknowledged; it never shortens
 // one already known.
 func (x *expiryIndex) put(e element, deadline time.Time) {
@@ -281,16 +439,20 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 		x.setIDs[e.set] = id
 		x.setNames = append(x.setNames, e.set)
 	}
-	k, ok := x.keyOf(e.set, e.key, e.keyEnd)
+	var buf [maxKey + endTail]byte
+	k, ok := x.keyOf(&buf, e.set, e.key, e.keyEnd)
 	if !ok {
 		return
 	}
 	dl := deadline.UnixNano()
-	if i, ok := x.entries[k]; ok {
-		if cur := x.slot(i); dl > cur.deadline {
+	if p := x.find(k); p >= 0 {
+		if cur := x.slot(x.table[p] - 1); dl > cur.deadline {
 			cur.deadline = dl
 		}
 		return
+	}
+	if (x.n+1)*4 > len(x.table)*3 {
+		x.grow()
 	}
 	var i uint32
 	if n := len(x.freeSlots); n > 0 {
@@ -298,18 +460,23 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 		x.freeSlots = x.freeSlots[:n-1]
 	} else {
 		i = uint32(len(x.slots) * slotChunk)
-		x.slots = append(x.slots, new([slotChunk]indexEntry))
+		x.slots = append(x.slots, (*[slotChunk]indexEntry)(offHeap[indexEntry](x.mem, slotChunk)))
 		for j := slotChunk - 1; j > 0; j-- {
 			x.freeSlots = append(x.freeSlots, i+uint32(j))
 		}
 	}
-	var buf keyBuf
-	*x.slot(i) = indexEntry{deadline: dl, set: id, spread: spreadOf(e.appendKey(buf[:0]))}
-	x.entries[k] = i
+	var sb keyBuf
+	flags := uint8(entryUsed)
+	if k.hasEnd {
+		flags |= entryHasEnd
+	}
+	*x.slot(i) = indexEntry{deadline: dl, set: id, spread: spreadOf(e.appendKey(sb[:0])), klen: uint8(k.klen), flags: flags, koff: x.storeKey(k.key)}
+	x.place(i + 1)
+	x.n++
 	x.perSet[e.set]++
 }
 
-// chainKey appends names joined by NUL, the key chainIDs interns by.
+// chainKey appends names joined by NUL, the bytes a chain is stored as.
 func chainKey(dst []byte, names []string) []byte {
 	for i, n := range names {
 		if i > 0 {
@@ -320,25 +487,87 @@ func chainKey(dst []byte, names []string) []byte {
 	return dst
 }
 
+func (x *expiryIndex) chainBytes(id uint32) []byte {
+	c := &x.chains[id]
+	return x.names[c.off : c.off+c.n]
+}
+
+// chainNames splits chain id into its names (allocating).
+func (x *expiryIndex) chainNames(id uint32) []string {
+	return strings.Split(string(x.chainBytes(id)), "\x00")
+}
+
+// firstName is the query name of chain id, without allocating.
+func (x *expiryIndex) firstName(id uint32) []byte {
+	b := x.chainBytes(id)
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
+}
+
+// findChain returns the chainTab position holding the chain of bytes k
+// (hash h), or -1 and the first empty position of its probe.
+func (x *expiryIndex) findChain(k []byte, h uint64) (int, int) {
+	if len(x.chainTab) == 0 {
+		return -1, -1
+	}
+	mask := len(x.chainTab) - 1
+	for i := int(h) & mask; ; i = (i + 1) & mask {
+		id := x.chainTab[i]
+		if id == 0 {
+			return -1, i
+		}
+		if string(x.chainBytes(id)) == string(k) {
+			return i, -1
+		}
+	}
+}
+
+func (x *expiryIndex) growChains() {
+	old := x.chainTab
+	x.chainTab = offHeap[uint32](x.mem, max(64, 2*len(old)))
+	mask := len(x.chainTab) - 1
+	for _, id := range old {
+		if id == 0 {
+			continue
+		}
+		i := int(maphash.Bytes(x.seed, x.chainBytes(id))) & mask
+		for x.chainTab[i] != 0 {
+			i = (i + 1) & mask
+		}
+		x.chainTab[i] = id
+	}
+	freeOffHeap(x.mem, old)
+}
+
 // intern returns the chain id of names, counting one more origin naming
 // it. Needs mu held for writing.
 func (x *expiryIndex) intern(names []string) uint32 {
 	var buf [256]byte
 	k := chainKey(buf[:0], names)
-	if id, ok := x.chainIDs[string(k)]; ok {
+	h := maphash.Bytes(x.seed, k)
+	if i, _ := x.findChain(k, h); i >= 0 {
+		id := x.chainTab[i]
 		x.chains[id].refs++
 		return id
 	}
+	if (x.nchains+1)*4 > len(x.chainTab)*3 {
+		x.growChains()
+	}
+	_, empty := x.findChain(k, h)
 	var id uint32
 	if n := len(x.freeChain); n > 0 {
 		id = x.freeChain[n-1]
 		x.freeChain = x.freeChain[:n-1]
 	} else {
 		id = uint32(len(x.chains))
-		x.chains = append(x.chains, chain{})
+		x.chains = append(grown(x.mem, x.chains, 1), chainRec{})
 	}
-	x.chains[id] = chain{names: names, refs: 1}
-	x.chainIDs[string(k)] = id
+	x.chains[id] = chainRec{off: uint32(len(x.names)), n: uint32(len(k)), refs: 1}
+	x.names = append(grown(x.mem, x.names, len(k)), k...)
+	x.chainTab[empty] = id
+	x.nchains++
 	return id
 }
 
@@ -349,54 +578,169 @@ func (x *expiryIndex) release(id uint32) {
 	if c.refs--; c.refs > 0 {
 		return
 	}
-	var buf [256]byte
-	delete(x.chainIDs, string(chainKey(buf[:0], c.names)))
-	*c = chain{}
+	k := x.chainBytes(id)
+	if i, _ := x.findChain(k, maphash.Bytes(x.seed, k)); i >= 0 {
+		x.unplaceChain(i)
+	}
+	x.garbage += int(c.n)
+	*c = chainRec{}
 	x.freeChain = append(x.freeChain, id)
+	x.nchains--
+	if x.garbage > 4096 && x.garbage*2 > len(x.names) {
+		x.compactNames()
+	}
+}
+
+// unplaceChain empties chainTab position i as unplace does for table.
+func (x *expiryIndex) unplaceChain(i int) {
+	mask := len(x.chainTab) - 1
+	for j := (i + 1) & mask; x.chainTab[j] != 0; j = (j + 1) & mask {
+		home := int(maphash.Bytes(x.seed, x.chainBytes(x.chainTab[j]))) & mask
+		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+			x.chainTab[i] = x.chainTab[j]
+			i = j
+		}
+	}
+	x.chainTab[i] = 0
+}
+
+// compactNames copies the live chains' bytes into a new slab.
+func (x *expiryIndex) compactNames() {
+	out := grown[byte](x.mem, nil, len(x.names)-x.garbage)
+	for id := range x.chains {
+		c := &x.chains[id]
+		if c.refs == 0 {
+			continue
+		}
+		off := uint32(len(out))
+		out = append(out, x.names[c.off:c.off+c.n]...)
+		c.off = off
+	}
+	freeOffHeap(x.mem, x.names)
+	x.names, x.garbage = out, 0
+}
+
+func (x *expiryIndex) rec(i uint32) *originRec {
+	return &x.orig[i/recChunk][i%recChunk]
 }
 
 func (x *expiryIndex) newRec(r originRec) uint32 {
+	var i uint32
 	if n := len(x.freeOrig); n > 0 {
-		i := x.freeOrig[n-1]
+		i = x.freeOrig[n-1]
 		x.freeOrig = x.freeOrig[:n-1]
-		x.orig[i] = r
-		return i
+	} else {
+		base := uint32(len(x.orig) * recChunk)
+		x.orig = append(x.orig, (*[recChunk]originRec)(offHeap[originRec](x.mem, recChunk)))
+		i = base
+		if base == 0 {
+			i = 1 // record 0 means none
+		}
+		for j := base + recChunk - 1; j > i; j-- {
+			x.freeOrig = append(x.freeOrig, j)
+		}
 	}
-	x.orig = append(x.orig, r)
-	return uint32(len(x.orig) - 1)
+	*x.rec(i) = r
+	return i
 }
 
 func (x *expiryIndex) freeRec(i uint32) {
-	x.release(x.orig[i].names)
-	x.orig[i] = originRec{}
+	r := x.rec(i)
+	x.release(r.names)
+	x.releaseClient(r.client)
+	*r = originRec{}
 	x.freeOrig = append(x.freeOrig, i)
 }
 
-// same reports whether r is the answer for name and targets (from
-// client).
-func (x *expiryIndex) same(r *originRec, name string, targets []string, client [16]byte, clientLen uint8) bool {
-	if r.client != client || r.clientLen != clientLen {
+// internClient returns the id of client a (0: none), counting one more
+// origin naming it.
+func (x *expiryIndex) internClient(a netip.Addr) uint32 {
+	k, ok := clientKeyOf(a)
+	if !ok {
+		return 0
+	}
+	if id, ok := x.clientIDs[k]; ok {
+		x.clients[id].refs++
+		return id
+	}
+	var id uint32
+	if n := len(x.freeCli); n > 0 {
+		id = x.freeCli[n-1]
+		x.freeCli = x.freeCli[:n-1]
+	} else {
+		id = uint32(len(x.clients))
+		x.clients = append(x.clients, clientRec{})
+	}
+	x.clients[id] = clientRec{key: k, refs: 1}
+	x.clientIDs[k] = id
+	return id
+}
+
+func (x *expiryIndex) releaseClient(id uint32) {
+	if id == 0 {
+		return
+	}
+	c := &x.clients[id]
+	if c.refs--; c.refs > 0 {
+		return
+	}
+	delete(x.clientIDs, c.key)
+	*c = clientRec{}
+	x.freeCli = append(x.freeCli, id)
+}
+
+// clientID is the id origins from client a carry; ok is false for a
+// client no origin names.
+func (x *expiryIndex) clientID(a netip.Addr) (uint32, bool) {
+	k, ok := clientKeyOf(a)
+	if !ok {
+		return 0, true
+	}
+	id, ok := x.clientIDs[k]
+	return id, ok
+}
+
+func (x *expiryIndex) clientAddr(id uint32) netip.Addr {
+	if id == 0 {
+		return netip.Addr{}
+	}
+	return x.clients[id].key.addr4or16()
+}
+
+// same reports whether r is the answer for name and targets (from the
+// client of id), without allocating.
+func (x *expiryIndex) same(r *originRec, name string, targets []string, client uint32) bool {
+	if r.client != client {
 		return false
 	}
-	names := x.chains[r.names].names
-	if len(names) != 1+len(targets) || names[0] != name {
-		return false
-	}
-	for i, t := range targets {
-		if names[1+i] != t {
+	b := x.chainBytes(r.names)
+	for i := -1; i < len(targets); i++ {
+		n := name
+		if i >= 0 {
+			if len(b) == 0 || b[0] != 0 {
+				return false
+			}
+			b = b[1:]
+			n = targets[i]
+		}
+		if len(b) < len(n) || string(b[:len(n)]) != n {
 			return false
 		}
+		b = b[len(n):]
 	}
-	return true
+	return len(b) == 0
 }
 
 // remembers reports whether an answer for name and targets (from client)
 // is among e's origins with at least need left at now. Needs mu held.
 func (x *expiryIndex) remembers(e *indexEntry, name string, targets []string, client netip.Addr, need time.Duration, now time.Time) bool {
-	c, cl := packClient(client)
-	for r := e.origins; r != 0; r = x.orig[r].next {
-		rec := &x.orig[r]
-		if x.same(rec, name, targets, c, cl) && time.Duration(rec.until-now.UnixNano()) >= need {
+	c, known := x.clientID(client)
+	if !known {
+		return false
+	}
+	for r := e.origins; r != 0; r = x.rec(r).next {
+		rec := x.rec(r)
+		if x.same(rec, name, targets, c) && time.Duration(rec.until-now.UnixNano()) >= need {
 			return true
 		}
 	}
@@ -416,13 +760,15 @@ func (x *expiryIndex) note(e element, o origin) {
 		return
 	}
 	until := cur.deadline
-	c, cl := packClient(o.client)
+	// Interned now, released below if no new record keeps it.
+	c := x.internClient(o.client)
+	defer x.releaseClient(c)
 	if !o.inherited {
 		// What this process learned about the name is the whole answer:
 		// the name alone read from a comment no longer counts.
 		for p := &cur.origins; *p != 0; {
-			rec := &x.orig[*p]
-			if rec.inherited && rec.client == c && rec.clientLen == cl && x.chains[rec.names].names[0] == o.names[0] {
+			rec := x.rec(*p)
+			if rec.inherited && rec.client == c && string(x.firstName(rec.names)) == o.names[0] {
 				r := *p
 				*p = rec.next
 				x.freeRec(r)
@@ -433,41 +779,46 @@ func (x *expiryIndex) note(e element, o origin) {
 	}
 	var first, last uint32
 	n := 0
-	for r := cur.origins; r != 0; r = x.orig[r].next {
-		rec := &x.orig[r]
-		if x.same(rec, o.names[0], o.names[1:], c, cl) {
+	for r := cur.origins; r != 0; r = x.rec(r).next {
+		rec := x.rec(r)
+		if x.same(rec, o.names[0], o.names[1:], c) {
 			if until > rec.until {
 				rec.until = until
 			}
 			return
 		}
-		if first == 0 || rec.until < x.orig[first].until {
+		if first == 0 || rec.until < x.rec(first).until {
 			first = r
 		}
 		n++
 		last = r
 	}
+	if c != 0 {
+		x.clients[c].refs++ // the record's own reference
+	}
 	if n < maxOrigins {
-		// newRec may move orig: link the record after making it.
-		r := x.newRec(originRec{until: until, names: x.intern(o.names), client: c, clientLen: cl, inherited: o.inherited})
+		r := x.newRec(originRec{until: until, names: x.intern(o.names), client: c, inherited: o.inherited})
 		if last == 0 {
 			cur.origins = r
 		} else {
-			x.orig[last].next = r
+			x.rec(last).next = r
 		}
 		return
 	}
-	rec := &x.orig[first]
+	// intern before release: the chain may be the one released.
+	names := x.intern(o.names)
+	rec := x.rec(first)
 	x.release(rec.names)
-	rec.until, rec.names, rec.client, rec.clientLen, rec.inherited = until, x.intern(o.names), c, cl, o.inherited
+	x.releaseClient(rec.client)
+	rec.until, rec.names, rec.client, rec.inherited = until, names, c, o.inherited
 }
 
 // origins lists e's origins, oldest noted first. Needs mu held.
 func (x *expiryIndex) origins(e *indexEntry) []origin {
 	var out []origin
-	for r := e.origins; r != 0; r = x.orig[r].next {
-		rec := &x.orig[r]
-		out = append(out, origin{names: x.chains[rec.names].names, client: rec.clientAddr(), until: time.Unix(0, rec.until), inherited: rec.inherited})
+	for r := e.origins; r != 0; r = x.rec(r).next {
+		rec := x.rec(r)
+		out = append(out, origin{names: x.chainNames(rec.names), client: x.clientAddr(rec.client), until: time.Unix(0, rec.until), inherited: rec.inherited})
 	}
 	return out
 }
@@ -488,11 +839,11 @@ func (x *expiryIndex) sweep(now time.Time, margin time.Duration) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	limit := now.Add(-margin).UnixNano()
-	for k, i := range x.entries {
-		if x.slot(i).deadline < limit {
-			x.remove(k, i)
+	x.each(func(i uint32, e *indexEntry) {
+		if e.deadline < limit {
+			x.remove(i)
 		}
-	}
+	})
 }
 
 // entryView is an indexed element as a reload's re-check sees it.
@@ -502,10 +853,11 @@ type entryView struct {
 	origins     []origin
 }
 
-func (x *expiryIndex) view(k ikey, e *indexEntry) entryView {
-	v := entryView{set: x.setNames[k.set], key: append([]byte(nil), k.key[:k.klen]...), origins: x.origins(e)}
-	if k.hasEnd {
-		v.keyEnd = append(append([]byte(nil), k.key[:k.klen-endTail]...), k.endTail[:]...)
+func (x *expiryIndex) view(e *indexEntry) entryView {
+	k := x.storedKey(e)
+	v := entryView{set: x.setNames[e.set], key: append([]byte(nil), k[:e.klen]...), origins: x.origins(e)}
+	if e.flags&entryHasEnd != 0 {
+		v.keyEnd = append(append([]byte(nil), k[:e.klen-endTail]...), k[e.klen:]...)
 	}
 	return v
 }
@@ -519,22 +871,21 @@ func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, approved fu
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	out = map[string][]nftables.SetElement{}
-	for k, i := range x.entries {
-		e := x.slot(i)
+	x.each(func(i uint32, e *indexEntry) {
 		left := e.left(now)
-		set := x.setNames[k.set]
+		set := x.setNames[e.set]
 		if !keep[set] || left <= 0 {
-			x.remove(k, i)
-			continue
+			x.remove(i)
+			return
 		}
-		v := x.view(k, e)
+		v := x.view(e)
 		if approved != nil && !approved(v) {
-			x.remove(k, i)
+			x.remove(i)
 			dropped++
-			continue
+			return
 		}
 		out[set] = append(out[set], nftables.SetElement{Key: v.key, KeyEnd: v.keyEnd, Timeout: ceilMillis(left), Comment: comment(v.origins)})
-	}
+	})
 	return out, dropped
 }
 
@@ -544,16 +895,15 @@ func (x *expiryIndex) live(now time.Time, sets map[string]bool) map[string][]nft
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	out := map[string][]nftables.SetElement{}
-	for k, i := range x.entries {
-		e := x.slot(i)
+	x.each(func(_ uint32, e *indexEntry) {
 		left := e.left(now)
-		set := x.setNames[k.set]
+		set := x.setNames[e.set]
 		if !sets[set] || left <= 0 {
-			continue
+			return
 		}
-		v := x.view(k, e)
+		v := x.view(e)
 		out[set] = append(out[set], nftables.SetElement{Key: v.key, KeyEnd: v.keyEnd, Timeout: ceilMillis(left), Comment: comment(v.origins)})
-	}
+	})
 	return out
 }
 

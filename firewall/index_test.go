@@ -2,9 +2,13 @@ package firewall
 
 import (
 	"net/netip"
+	"runtime"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/wait"
 )
 
 // TestIndexStructure drives the compact index through the steps its
@@ -89,7 +93,7 @@ func TestIndexStructure(t *testing.T) {
 				t.Errorf("%s: perSet = %v, want %v", st.name, x.perSet, st.counts)
 			}
 		}
-		if got := len(x.chainIDs); got != st.chains {
+		if got := x.nchains; got != st.chains {
 			t.Errorf("%s: %d name chains interned, want %d", st.name, got, st.chains)
 		}
 		if got := x.size(); got != st.size {
@@ -140,6 +144,167 @@ func TestIndexRecheckSeesElement(t *testing.T) {
 			}
 			if els := got[tt.e.set]; len(els) != 1 || string(els[0].Key) != string(tt.e.key) || string(els[0].KeyEnd) != string(tt.e.keyEnd) || els[0].Comment != elementComment(tt.o.names[0]) {
 				t.Errorf("carried %+v, want the element with comment of %s", els, tt.o.names[0])
+			}
+		})
+	}
+}
+
+// TestIndexTableChurn fills the index's hash tables past several
+// growths, forgets elements in an order that leaves holes all over the
+// probe sequences (the open-addressing tables move entries back instead
+// of leaving tombstones, across the wrap-around too), and checks that
+// every element left is found with its deadline and names, none of the
+// forgotten ones is, and the names slab does not keep what nothing names.
+func TestIndexTableChurn(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tests := []struct {
+		name string
+		n    int
+		keep func(i int) bool // elements that stay after the sweep
+	}{
+		{"one", 1, func(int) bool { return false }},
+		{"below the first growth", 47, func(i int) bool { return i%3 == 0 }},
+		{"at the first growth", 48, func(i int) bool { return i%2 == 0 }},
+		{"past it", 49, func(i int) bool { return i%5 != 0 }},
+		{"many, every other", 5000, func(i int) bool { return i%2 == 1 }},
+		{"many, a few left", 5000, func(i int) bool { return i%97 == 0 }},
+	}
+	elem := func(i int) element {
+		if i%4 == 3 { // some scoped IPv6 port ranges among IPv4 addresses
+			dest := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
+			start := append(netip.MustParseAddr("2001:db8::1").AsSlice(), dest.AsSlice()...)
+			return element{set: "p6", key: appendPortKey(slices.Clone(start), 6, 443), keyEnd: appendPortKey(slices.Clone(start), 6, uint16(450+i%7))}
+		}
+		return element{set: "d4", key: []byte{192, 0, byte(i >> 8), byte(i)}}
+	}
+	names := func(i int) []string {
+		return []string{"h" + strconv.Itoa(i) + ".example.", "cdn" + strconv.Itoa(i%3) + ".example."}
+	}
+	// The scoped elements' origins name one of five clients.
+	client := func(i int) netip.Addr {
+		if i%4 != 3 {
+			return netip.Addr{}
+		}
+		return netip.AddrFrom4([4]byte{10, 0, 0, byte(1 + i%5)})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := newExpiryIndex()
+			for i := range tt.n {
+				life := time.Second
+				if tt.keep(i) {
+					life = time.Hour
+				}
+				x.put(elem(i), now.Add(life))
+				x.note(elem(i), origin{names: names(i), client: client(i)})
+			}
+			if x.size() != tt.n {
+				t.Fatalf("%d elements after adding %d", x.size(), tt.n)
+			}
+			x.sweep(now.Add(time.Minute), 0)
+			kept := 0
+			clients := map[netip.Addr]bool{}
+			for i := range tt.n {
+				e := x.get(elem(i))
+				if !tt.keep(i) {
+					if e != nil {
+						t.Fatalf("element %d found after it was forgotten", i)
+					}
+					continue
+				}
+				kept++
+				if e == nil || e.left(now) != time.Hour {
+					t.Fatalf("element %d: %v, want a deadline an hour from now", i, e)
+				}
+				if o := x.originsOf(elem(i)); len(o) != 1 || !slices.Equal(o[0].names, names(i)) || o[0].client != client(i) {
+					t.Fatalf("element %d: origins %+v, want %q from %v", i, o, names(i), client(i))
+				}
+				x.mu.RLock()
+				mine := x.remembers(e, names(i)[0], names(i)[1:], client(i), time.Minute, now)
+				other := x.remembers(e, names(i)[0], names(i)[1:], netip.MustParseAddr("10.0.0.99"), time.Minute, now)
+				x.mu.RUnlock()
+				if !mine || other {
+					t.Fatalf("element %d: remembers its answer %v, from another client %v; want true, false", i, mine, other)
+				}
+				if c := client(i); c.IsValid() {
+					clients[c] = true
+				}
+			}
+			if len(x.clientIDs) != len(clients) {
+				t.Errorf("%d clients interned, want %d", len(x.clientIDs), len(clients))
+			}
+			if x.size() != kept || x.nchains != kept {
+				t.Errorf("%d elements and %d name chains, want %d each", x.size(), x.nchains, kept)
+			}
+			if live := len(x.names) - x.garbage; x.garbage > max(4096, live) {
+				t.Errorf("names slab: %d bytes of garbage next to %d live", x.garbage, live)
+			}
+			// Slots, key runs and chains are reused: adding the forgotten
+			// ones back needs no new slot chunk.
+			chunks := len(x.slots)
+			for i := range tt.n {
+				if !tt.keep(i) {
+					x.put(elem(i), now.Add(time.Hour))
+					x.note(elem(i), origin{names: names(i), client: client(i)})
+				}
+			}
+			for i := range tt.n {
+				if e := x.get(elem(i)); e == nil {
+					t.Fatalf("element %d missing after adding back", i)
+				}
+			}
+			if len(x.slots) != chunks || x.size() != tt.n {
+				t.Errorf("%d slot chunks (was %d), %d elements, want %d", len(x.slots), chunks, x.size(), tt.n)
+			}
+		})
+	}
+}
+
+// TestIndexMemoryUnmapped: the index's chunks, tables and slabs are
+// mappings outside the Go heap; growing a table or compacting the names
+// unmaps the old one at once, and everything left is unmapped once the
+// index is unreachable.
+func TestIndexMemoryUnmapped(t *testing.T) {
+	now := time.Unix(1000, 0)
+	gcUntil := func(cond func() bool) bool {
+		return wait.Until(10*time.Second, 10*time.Millisecond, func() bool {
+			runtime.GC()
+			return cond()
+		})
+	}
+	tests := []struct {
+		name  string
+		n     int
+		maps  int64 // live mappings while it is filled, at most
+		bytes int64 // mapped bytes, at least
+	}{
+		// 1 slot chunk, 1 record chunk, table, chain table, keys, chains, names.
+		{"small", 10, 7, 32 * slotChunk},
+		// Growth unmaps what it replaces: still one mapping of each kind
+		// but the chunks.
+		{"grown", 5000, 5 + 2*(5000/slotChunk+1), 5000 * (32 + 24)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The index is reachable only inside fill.
+			fill := func() *indexMem {
+				x := newExpiryIndex()
+				for i := range tt.n {
+					e := element{set: "d4", key: []byte{192, 0, byte(i >> 8), byte(i)}}
+					x.put(e, now.Add(time.Minute))
+					x.note(e, origin{names: []string{"h" + strconv.Itoa(i) + ".example."}})
+				}
+				if got := x.size(); got != tt.n {
+					t.Fatalf("%d elements, want %d", got, tt.n)
+				}
+				return x.mem
+			}
+			m := fill()
+			if maps, b := m.maps.Load(), m.size.Load(); maps > tt.maps || b < tt.bytes {
+				t.Errorf("%d mappings, %d bytes; want at most %d, at least %d bytes", maps, b, tt.maps, tt.bytes)
+			}
+			if !gcUntil(func() bool { return m.maps.Load() == 0 && m.size.Load() == 0 }) {
+				t.Errorf("%d mappings (%d bytes) left after the index went", m.maps.Load(), m.size.Load())
 			}
 		})
 	}

@@ -96,7 +96,7 @@ func explainCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	lists, err := loadLists(context.Background(), cfg, *path, nil, logger)
+	lists, err := loadListsWithLines(context.Background(), cfg, *path, logger)
 	if err != nil {
 		return err
 	}

@@ -94,7 +94,10 @@ func (u *plainUpstream) exchange(ctx context.Context, query *dns.Msg, wire bool)
 		}
 	}
 	reply, raw, err := u.exchangeUDP(ctx, &q, packed, deadline, wire)
-	if err != nil || raw != nil || !reply.Truncated {
+	if errors.Is(err, errDatagramTooBig) {
+		// Too big for the read buffer: as good as truncated.
+		err = nil
+	} else if err != nil || raw != nil || !reply.Truncated {
 		return reply, raw, err
 	}
 	reply, err = u.exchangeTCP(ctx, &q, deadline)

@@ -162,3 +162,56 @@ func TestUpstreamOrder(t *testing.T) {
 		t.Errorf("order %v, want server 0 recovered and 1 last", got)
 	}
 }
+
+// An upstream that ignores the advertised UDP size: a reply that fits the
+// read buffer is taken over UDP; a bigger one is asked for again over
+// TCP, whole, and never taken cut.
+func TestReplyBiggerThanReadBuffer(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		records int
+		queries int32 // UDP, then TCP when it did not fit
+	}{
+		{"fits", 100, 1},
+		{"too big", 2 * udpReadSize / 16, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.records*16 <= udpReadSize && tt.queries == 2 {
+				t.Fatalf("%d records fit %d bytes", tt.records, udpReadSize)
+			}
+			up := dnstest.Start(t, func(w dns.ResponseWriter, r *dns.Msg, _ bool) {
+				m := new(dns.Msg)
+				m.SetReply(r)
+				for i := range tt.records {
+					m.Answer = append(m.Answer, &dns.A{
+						Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+						A:   net.IPv4(10, 0, byte(i>>8), byte(i)),
+					})
+				}
+				w.WriteMsg(m) // whatever size the query advertised
+			})
+			u := newPlainUpstream(up.Addr, 0, nil)
+			for _, wire := range []bool{false, true} {
+				up.Queries.Store(0)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				reply, raw, err := u.exchange(ctx, NewQuery("big.example.", dns.TypeA, dns.ClassINET, false, false), wire)
+				cancel()
+				if err != nil {
+					t.Fatalf("wire %t: %v", wire, err)
+				}
+				if raw != nil {
+					reply = new(dns.Msg)
+					if err := reply.Unpack(raw); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if len(reply.Answer) != tt.records {
+					t.Errorf("wire %t: %d records, want %d", wire, len(reply.Answer), tt.records)
+				}
+				if got := up.Queries.Load(); got != tt.queries {
+					t.Errorf("wire %t: upstream asked %d times, want %d", wire, got, tt.queries)
+				}
+			}
+		})
+	}
+}

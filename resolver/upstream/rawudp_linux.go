@@ -18,9 +18,9 @@ import (
 // load that cost every miss several wake-ups. RawSyscall tells the
 // runtime nothing.
 type udpIO struct {
-	buf   []byte // read buffer, big enough for any datagram
+	buf   []byte // read buffer
+	n     int    // length of the last datagram read, more than len(buf) when it did not fit
 	out   []byte // the datagram to write
-	n     int    // bytes of the last read
 	errno syscall.Errno
 
 	readFn, writeFn func(uintptr) bool // bound once: passing them allocates nothing
@@ -28,6 +28,10 @@ type udpIO struct {
 
 // rawUDP reports whether udpIO makes raw system calls here.
 const rawUDP = true
+
+// udpReadSize is the read buffer of an exchange: MSG_TRUNC tells a
+// datagram that did not fit (see udpIOs).
+const udpReadSize = 4096
 
 func newUDPIO(size int) *udpIO {
 	x := &udpIO{buf: make([]byte, size)}
@@ -38,7 +42,8 @@ func newUDPIO(size int) *udpIO {
 // read reads one datagram; it returns false when none is waiting.
 func (x *udpIO) read(fd uintptr) bool {
 	for {
-		n, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&x.buf[0])), uintptr(len(x.buf)))
+		// MSG_TRUNC: the datagram's length even when it is longer than buf.
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&x.buf[0])), uintptr(len(x.buf)), unix.MSG_TRUNC, 0, 0)
 		switch errno {
 		case 0:
 			x.n, x.errno = int(n), 0

@@ -2,7 +2,11 @@
 
 package upstream
 
-import "syscall"
+import (
+	"syscall"
+
+	"github.com/miekg/dns"
+)
 
 // udpIO holds the read buffer; without raw system calls the exchange uses
 // the socket's own Read and Write.
@@ -16,5 +20,9 @@ type udpIO struct {
 }
 
 const rawUDP = false
+
+// udpReadSize holds any datagram: the socket's own Read cannot tell one
+// that did not fit.
+const udpReadSize = dns.MaxMsgSize
 
 func newUDPIO(size int) *udpIO { return &udpIO{buf: make([]byte, size)} }

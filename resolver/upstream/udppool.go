@@ -3,6 +3,7 @@ package upstream
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"slices"
@@ -150,6 +151,12 @@ func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []by
 	}
 	for {
 		msg, err := e.read()
+		if errors.Is(err, errDatagramTooBig) {
+			// Whether it was the reply or not, TCP will tell; a forged
+			// one costs an exchange over TCP, which cannot be forged.
+			u.log.Debug("datagram larger than the read buffer; asking over TCP", "upstream", u.addr)
+			return nil, nil, err
+		}
 		if err != nil {
 			return nil, nil, contextError(ctx, err)
 		}
@@ -171,9 +178,17 @@ func (u *plainUpstream) exchangeUDP(ctx context.Context, q *dns.Msg, packed []by
 	}
 }
 
-// udpIOs holds read buffers big enough for any datagram (an upstream may
-// ignore the size egressd advertises), with their raw I/O state.
-var udpIOs = sync.Pool{New: func() any { return newUDPIO(dns.MaxMsgSize) }}
+// udpIOs holds read buffers with their raw I/O state. Where a read can
+// tell that a datagram did not fit (rawUDP), a buffer holds udpReadSize
+// bytes, more than the AdvertisedUDPSize replies should keep to; a bigger
+// datagram (an upstream ignoring the size egressd advertises) sends the
+// query over TCP. Elsewhere it holds any datagram. Buffers of 64 KiB each,
+// one per exchange in flight, were most of the heap after a burst of
+// misses.
+var udpIOs = sync.Pool{New: func() any { return newUDPIO(udpReadSize) }}
+
+// errDatagramTooBig reports a datagram larger than the read buffer.
+var errDatagramTooBig = errors.New("upstream datagram larger than the read buffer")
 
 // udpExchange is one exchange on a pooled socket. Where the socket allows
 // (rawUDP, a socket with a RawConn) it reads and writes with raw
@@ -214,6 +229,10 @@ func (e *udpExchange) write(p []byte) error {
 // read returns the next datagram, valid until the next read.
 func (e *udpExchange) read() ([]byte, error) {
 	if e.s.rc == nil {
+		// The socket's own Read cuts a datagram silently: any must fit.
+		if len(e.x.buf) < dns.MaxMsgSize {
+			e.x.buf = make([]byte, dns.MaxMsgSize)
+		}
 		n, err := e.s.conn.Read(e.x.buf)
 		return e.x.buf[:n], err
 	}
@@ -221,6 +240,9 @@ func (e *udpExchange) read() ([]byte, error) {
 	err := e.s.rc.Read(e.x.readFn)
 	if err == nil && e.x.errno != 0 {
 		err = os.NewSyscallError("read", e.x.errno)
+	}
+	if err == nil && e.x.n > len(e.x.buf) {
+		return nil, errDatagramTooBig
 	}
 	return e.x.buf[:e.x.n], e.opError("read", err)
 }

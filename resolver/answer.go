@@ -159,34 +159,47 @@ type chain struct {
 	overlong bool // a CNAME goes on past maxChainHops
 }
 
+// followCNAMEs walks the CNAME chain from qname through n records, of
+// which cname(i, owner) returns record i's target and TTL when it is a
+// CNAME owned by owner; it collects the targets (normalized), the
+// smallest TTL, and whether the chain goes on past maxChainHops.
+func (c *chain) followCNAMEs(qname string, n int, cname func(i int, owner string) (target string, ttl uint32, ok bool)) {
+	name := qname
+	for hop := 0; ; hop++ {
+		next := ""
+		for i := range n {
+			if target, ttl, ok := cname(i, name); ok {
+				next = normalizeName(target)
+				c.ttl, c.found = min(c.ttl, ttl), true
+				break
+			}
+		}
+		if next == "" {
+			return
+		}
+		if hop == maxChainHops {
+			c.overlong = true
+			return
+		}
+		c.targets = append(c.targets, next)
+		name = next
+	}
+}
+
 // followChain walks the CNAME chain that starts at qname and collects the
 // addresses owned by the names on it: A and AAAA records and the address
 // hints of HTTPS and SVCB records, whose target names it collects too. A
 // stub resolver may take the address records of any name on the chain,
 // so all of them count; records of other names are stripped (onChainOnly).
 func followChain(rrs []dns.RR, qname string) chain {
-	c := chain{ttl: math.MaxUint32, names: []string{qname}}
-	name := qname
-	for hop := 0; ; hop++ {
-		next := ""
-		for _, rr := range rrs {
-			if cname, ok := rr.(*dns.CNAME); ok && equalName(cname.Hdr.Name, name) {
-				next = normalizeName(cname.Target)
-				c.ttl, c.found = min(c.ttl, cname.Hdr.Ttl), true
-				break
-			}
+	c := chain{ttl: math.MaxUint32}
+	c.followCNAMEs(qname, len(rrs), func(i int, owner string) (string, uint32, bool) {
+		if cname, ok := rrs[i].(*dns.CNAME); ok && equalName(cname.Hdr.Name, owner) {
+			return cname.Target, cname.Hdr.Ttl, true
 		}
-		if next == "" {
-			break
-		}
-		if hop == maxChainHops {
-			c.overlong = true
-			break
-		}
-		c.targets = append(c.targets, next)
-		c.names = append(c.names, next)
-		name = next
-	}
+		return "", 0, false
+	})
+	c.names = append(append(make([]string, 0, 1+len(c.targets)), qname), c.targets...)
 	for _, rr := range rrs {
 		owner := rr.Header().Name
 		if !onChain(c.names, owner) {

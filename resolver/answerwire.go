@@ -123,26 +123,13 @@ func newAnswerWire(msg []byte, qname string) (*answer, bool) {
 func followWireChain(msg []byte, rrs []upstream.WireRR, qname string) (chain, bool) {
 	c := chain{ttl: math.MaxUint32}
 	var nb [256]byte
-	name := qname
-	for hop := 0; ; hop++ {
-		next := ""
-		for _, rr := range rrs {
-			if rr.Type == dns.TypeCNAME && equalWireName(upstream.AppendWireName(nb[:0], msg, rr.Start), name) {
-				next = normalizeName(string(upstream.AppendWireName(nb[:0], msg, rr.Rdata)))
-				c.ttl, c.found = min(c.ttl, rr.TTL), true
-				break
-			}
+	c.followCNAMEs(qname, len(rrs), func(i int, owner string) (string, uint32, bool) {
+		rr := rrs[i]
+		if rr.Type == dns.TypeCNAME && equalWireName(upstream.AppendWireName(nb[:0], msg, rr.Start), owner) {
+			return string(upstream.AppendWireName(nb[:0], msg, rr.Rdata)), rr.TTL, true
 		}
-		if next == "" {
-			break
-		}
-		if hop == maxChainHops {
-			c.overlong = true
-			break
-		}
-		c.targets = append(c.targets, next)
-		name = next
-	}
+		return "", 0, false
+	})
 	for _, rr := range rrs {
 		owner := upstream.AppendWireName(nb[:0], msg, rr.Start)
 		if !equalWireName(owner, qname) && !slices.ContainsFunc(c.targets, func(t string) bool { return equalWireName(owner, t) }) {

@@ -37,6 +37,7 @@ type Metrics struct {
 	ConfigReloads    *prometheus.CounterVec // result
 	RateLimited      prometheus.Counter
 	InFlightDropped  *prometheus.CounterVec // limit ("client"|"total")
+	StaleAnswers     *prometheus.CounterVec // result ("redecided"|"servfail")
 	// QueriesByTransport counts queries by how they came: udp, tcp, tls
 	// (DNS over TLS) or https (DNS over HTTPS).
 	QueriesByTransport *prometheus.CounterVec // transport
@@ -120,6 +121,14 @@ func New() *Metrics {
 		m.InFlightDropped.WithLabelValues(limit) // exported as 0 before the first drop
 	}
 	m.Registry.MustRegister(m.InFlightDropped)
+	m.StaleAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egressd_stale_answers_total",
+		Help: "Answers decided under a policy a reload replaced before their addresses reached the firewall, which the new policy denies: decided again (result=redecided), or SERVFAIL when the policy changed once more meanwhile (result=servfail).",
+	}, []string{"result"})
+	for _, result := range []string{"redecided", "servfail"} {
+		m.StaleAnswers.WithLabelValues(result) // exported as 0 before the first
+	}
+	m.Registry.MustRegister(m.StaleAnswers)
 	m.QueriesByTransport = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egressd_queries_by_transport_total",
 		Help: "DNS queries by the transport they came over: udp, tcp, tls (DNS over TLS), https (DNS over HTTPS).",

@@ -380,10 +380,13 @@ func (s *Server) push(client netip.Addr, q *query, p *progress, ans *answer) (do
 	case err == nil:
 		return false
 	case errors.Is(err, enforce.ErrStale) && !p.redecided:
+		s.countStale("redecided")
 		return s.redecide(client, q, p, ans, err)
-	case errors.Is(err, enforce.ErrLimit), errors.Is(err, enforce.ErrStale):
-		// A cap, or a policy that changed again while deciding anew:
+	case errors.Is(err, enforce.ErrStale):
+		// A policy that changed again while deciding anew, or a cap:
 		// fail closed whatever fail_open says.
+		s.countStale("servfail")
+	case errors.Is(err, enforce.ErrLimit):
 	default:
 		s.log.Error("firewall update failed", "group", p.d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", q.cfg.FailOpen)
 		if q.cfg.FailOpen {
@@ -405,6 +408,14 @@ func (s *Server) inEffect(client netip.Addr, q *query, p *progress, ans *answer)
 	}
 	c, ok := enf.(enforce.InEffectChecker)
 	return ok && c.InEffect(s.allowance(client, q, p, ans))
+}
+
+// countStale counts an answer the firewall refused as stale
+// (egressd_stale_answers_total).
+func (s *Server) countStale(result string) {
+	if m := s.opts.Metrics; m != nil {
+		m.StaleAnswers.WithLabelValues(result).Inc()
+	}
 }
 
 // redecide serves an answer the firewall refused because it was decided

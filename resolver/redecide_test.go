@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/egressd/egressd/enforce"
+	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
 
@@ -68,10 +70,12 @@ func TestReloadBetweenDecideAndPush(t *testing.T) {
 		installed int
 		refused   int
 		decision  string
+		// egressd_stale_answers_total by result
+		redecided, servfail int
 	}{
-		{name: "new policy denies", after: deny, denies: true, rcode: dns.RcodeNameError, refused: 1, decision: decisionDeny},
+		{name: "new policy denies", after: deny, denies: true, rcode: dns.RcodeNameError, refused: 1, decision: decisionDeny, redecided: 1},
 		{name: "new policy still allows", after: allow, rcode: dns.RcodeSuccess, answered: true, installed: 1, decision: decisionAllow},
-		{name: "policy changes again", after: allow, denies: true, again: true, rcode: dns.RcodeServerFailure, refused: 2, decision: decisionAllow},
+		{name: "policy changes again", after: allow, denies: true, again: true, rcode: dns.RcodeServerFailure, refused: 2, decision: decisionAllow, redecided: 1, servfail: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,7 +87,8 @@ func TestReloadBetweenDecideAndPush(t *testing.T) {
 				answer(w, r, udp)
 			})
 			enf := &reloadingEnforcer{gen: 1}
-			env := newEnv(t, Options{Upstreams: []string{up.addr}, Enforcer: enf, Timeout: 30 * time.Second})
+			m := metrics.New()
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, Enforcer: enf, Timeout: 30 * time.Second, Metrics: m})
 			env.policy.gen = 1
 			env.policy.names = map[string]policy.Decision{"a.example.": allow}
 
@@ -123,6 +128,11 @@ func TestReloadBetweenDecideAndPush(t *testing.T) {
 			}
 			if e := env.log.last(t); e.Decision != tt.decision {
 				t.Errorf("logged decision %q, want %q", e.Decision, tt.decision)
+			}
+			for result, want := range map[string]int{"redecided": tt.redecided, "servfail": tt.servfail} {
+				if got := int(testutil.ToFloat64(m.StaleAnswers.WithLabelValues(result))); got != want {
+					t.Errorf("egressd_stale_answers_total{result=%q} = %d, want %d", result, got, want)
+				}
 			}
 		})
 	}

@@ -34,12 +34,12 @@ func TestReloadToEnforceClosesWhatAuditApproved(t *testing.T) {
 	expectReach(t, g.client1, ap(bulkIP(1), 80), "n1.bulk.test's address, which twin.test still approves")
 }
 
-// TestReloadRechecksInheritedElements: approvals carried over from an
-// earlier egressd (the table kept across a restart) are re-checked by the
-// name in their element's comment: a reload whose policy denies the name
-// closes its address, while one whose name is still allowed stays open.
-func TestReloadRechecksInheritedElements(t *testing.T) {
-	t.Parallel()
+// leaveApprovedElements runs an egressd whose config allows denied.test,
+// has it approve denied.test and allowed.test, and stops it with the table
+// and both elements kept (60s TTL plus grace), for the next egressd to
+// inherit. It returns the gateway and that config.
+func leaveApprovedElements(t *testing.T) (*gatewayNet, egressdConfig) {
+	t.Helper()
 	g := newGateway(t)
 	cfg := g.egressdConfig()
 	cfg.Allow = append([]string{"denied.test"}, allowRules...)
@@ -50,7 +50,17 @@ func TestReloadRechecksInheritedElements(t *testing.T) {
 	if err := p.stop(); err != nil {
 		t.Fatalf("egressd exited with %v", err)
 	}
-	p = g.startEgressd(t, cfg) // inherits both elements (60s TTL plus grace)
+	return g, cfg
+}
+
+// TestReloadRechecksInheritedElements: approvals carried over from an
+// earlier egressd (the table kept across a restart) are re-checked by the
+// name in their element's comment: a reload whose policy denies the name
+// closes its address, while one whose name is still allowed stays open.
+func TestReloadRechecksInheritedElements(t *testing.T) {
+	t.Parallel()
+	g, cfg := leaveApprovedElements(t)
+	p := g.startEgressd(t, cfg) // inherits both elements
 	expectReach(t, g.client1, ap(deniedIP, 80), "denied.test approved before the restart")
 
 	cfg.Allow = allowRules
@@ -90,16 +100,7 @@ func TestReloadRechecksPrivateAnswers(t *testing.T) {
 // the first query, one it allows stays open.
 func TestRestartRechecksInheritedElements(t *testing.T) {
 	t.Parallel()
-	g := newGateway(t)
-	cfg := g.egressdConfig()
-	cfg.Allow = append([]string{"denied.test"}, allowRules...)
-	cfg.Deny = []string{"hidden.test"}
-	p := g.startEgressd(t, cfg)
-	resolve(t, g.client1, g.dns1(), "denied.test", dns.TypeA, deniedIP)
-	resolve(t, g.client1, g.dns1(), "allowed.test", dns.TypeA, allowedIP)
-	if err := p.stop(); err != nil {
-		t.Fatalf("egressd exited with %v", err)
-	}
+	g, cfg := leaveApprovedElements(t)
 	cfg.Allow = allowRules
 	g.startEgressd(t, cfg)
 	expectDropped(t, g.client1, ap(deniedIP, 80), "denied.test, approved before a restart whose config denies it")

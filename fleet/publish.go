@@ -93,6 +93,23 @@ type item struct {
 	done  chan error // the result of its publish round
 }
 
+// newItem is a's approval, held locally since now until deadline, to be
+// published on its group's subject.
+func newItem(a enforce.Allowance, prefix string, scopeClient bool, deadline, now time.Time) *item {
+	it := &item{
+		ap:       approvalOf(a, scopeClient),
+		group:    a.Group,
+		subject:  ApprovalSubject(prefix, a.Group),
+		scope:    ScopeGroup,
+		deadline: deadline,
+		local:    now,
+	}
+	if scopeClient {
+		it.scope = ScopeClient
+	}
+	return it
+}
+
 const (
 	itemWaiting int32 = iota
 	itemTaken
@@ -213,17 +230,7 @@ func (p *publisher) allowed(ctx context.Context, a enforce.Allowance) error {
 	if p.freshKey(key, a.TTL, set) {
 		return nil
 	}
-	it := &item{
-		ap:       approvalOf(a, set.ScopeClient),
-		group:    a.Group,
-		subject:  ApprovalSubject(o.SubjectPrefix, a.Group),
-		scope:    ScopeGroup,
-		deadline: deadline,
-		local:    now,
-	}
-	if set.ScopeClient {
-		it.scope = ScopeClient
-	}
+	it := newItem(a, o.SubjectPrefix, set.ScopeClient, deadline, now)
 	if len(p.n.confirm) == 0 {
 		if p.queueLen() > 0 {
 			// NATS has not been storing approvals: go behind those
@@ -620,18 +627,7 @@ func (n *Node) Republish(held []Held) int {
 		if !n.publish[a.Group] || len(a.IPs) == 0 || a.Name == "" || !h.Until.After(now) {
 			continue
 		}
-		it := &item{
-			ap:       approvalOf(a, set.ScopeClient),
-			group:    a.Group,
-			subject:  ApprovalSubject(n.opts.SubjectPrefix, a.Group),
-			scope:    ScopeGroup,
-			deadline: h.Until,
-			local:    now,
-		}
-		if set.ScopeClient {
-			it.scope = ScopeClient
-		}
-		p.enqueue(it)
+		p.enqueue(newItem(a, n.opts.SubjectPrefix, set.ScopeClient, h.Until, now))
 		p.recent.Add(p.recentKey(a), h.Until)
 		queued++
 	}

@@ -139,6 +139,14 @@ dig_short() { ip netns exec "$1" dig +time=2 +tries=1 +short "@$2" "$3"; } # nam
 answer() { dig_short "$@" | head -1; }                                     # the first answer only
 status() { ip netns exec "$1" dig +time=2 +tries=1 "@$2" "$3" | sed -n 's/.*status: \([A-Z]*\).*/\1/p'; }
 dig_rc() { ip netns exec "$1" dig +time=2 +tries=1 "@$2" "$3" >/dev/null; echo $?; } # 9: no reply
+# set_has namespace set address: whether egressd's set holds address. The
+# listing is read whole before it is searched: nft writes it in many small
+# writes, and a grep -q that stops early would make it fail on a closed
+# pipe, which pipefail reports as no.
+set_has() {
+	local out
+	out=$(ip netns exec "$1" nft list set inet egressd "$2" 2>/dev/null) && grep -qw -- "$3" <<<"$out"
+}
 curl_rc() { ip netns exec "$1" curl -s -m 3 -o /dev/null "$2"; echo $?; }             # namespace, url; 28: timed out
 
 # nats_server sets $nats to a nats-server binary: $NATS_SERVER (test/run

@@ -81,7 +81,7 @@ require_ready "$core" http://127.0.0.1:9153/readyz "resolver not ready" "$work/r
 require_ready "$edge1" http://127.0.0.1:9153/readyz "agent edge1 not ready" "$work/edge1.log"
 require_ready "$edge2" http://127.0.0.1:9153/readyz "agent edge2 not ready" "$work/edge2.log"
 
-in_set() { ip netns exec "$1" nft list set inet egressd g_branches_d4 2>/dev/null | grep -qw "$2"; } # namespace, address
+in_set() { set_has "$1" g_branches_d4 "$2"; } # namespace, address
 yes_no() { if "$@"; then echo yes; else echo no; fi; }
 site=http://198.51.100.2:443/healthz
 

@@ -125,8 +125,8 @@ require_ready "$net" http://198.51.100.2:443/healthz "fake internet not up" "$wo
 require_ready "$gwa" http://127.0.0.1:9153/readyz "egressd on gw-a not ready" "$work/gw-a/egressd.log"
 require_ready "$gwb" http://127.0.0.1:9153/readyz "egressd on gw-b not ready" "$work/gw-b/egressd.log"
 
-has_addr() { ip -n "$1" -4 addr show | grep -q "inet $2/"; }      # namespace, address
-in_set() { ip netns exec "$1" nft list set inet egressd g_lan_d4 2>/dev/null | grep -qw "$2"; } # namespace, address
+has_addr() { local out; out=$(ip -n "$1" -4 addr show) && grep -q "inet $2/" <<<"$out"; } # namespace, address
+in_set() { set_has "$1" g_lan_d4 "$2"; }                                                 # namespace, address
 within() { # tenths of a second, command...: whether the command succeeds within that time
 	local n=$1 i
 	shift

@@ -199,6 +199,9 @@ type Log struct {
 
 type Metrics struct {
 	Listen string `toml:"listen"` // "" disables
+	// Profiles serves the Go runtime's profiles under /debug/pprof/ on
+	// Listen.
+	Profiles bool `toml:"profiles"`
 }
 
 // Dnstap is the dnstap output of client and forwarder messages.

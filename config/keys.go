@@ -98,7 +98,8 @@ var Keys = map[string]Apply{
 	"log.denied_per_client_rate": OnRestart,
 	"log.level":                  OnReload,
 
-	"metrics.listen": OnRestart,
+	"metrics.listen":   OnRestart,
+	"metrics.profiles": OnRestart,
 
 	"dnstap.output":           OnRestart,
 	"dnstap.identity":         OnRestart,

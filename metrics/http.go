@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -47,6 +48,14 @@ func (m *Metrics) Handler(ready ReadyFunc) http.Handler {
 	if m.Why != nil {
 		mux.Handle("GET /why", m.Why)
 	}
+	if m.Profiles {
+		// Named profiles (heap, goroutine, mutex, ...) are served by Index.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
@@ -78,7 +87,7 @@ func Serve(ctx context.Context, listen string, m *Metrics, ready ReadyFunc) (*Se
 			Handler:           m.Handler(ready),
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       10 * time.Second,
-			WriteTimeout:      30 * time.Second,
+			WriteTimeout:      30 * time.Second, // pprof extends it by a profile's seconds
 			IdleTimeout:       60 * time.Second,
 			MaxHeaderBytes:    16 << 10,
 		},

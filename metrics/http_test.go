@@ -113,3 +113,48 @@ func TestServeDisabled(t *testing.T) {
 		t.Error("nil Server methods misbehave")
 	}
 }
+
+// TestProfiles: /debug/pprof/ is served only with Profiles.
+func TestProfiles(t *testing.T) {
+	tests := []struct {
+		name     string
+		profiles bool
+		path     string
+		wantCode int
+		wantBody string
+	}{
+		{"off", false, "/debug/pprof/heap?debug=1", 404, ""},
+		{"off, index", false, "/debug/pprof/", 404, ""},
+		{"heap", true, "/debug/pprof/heap?debug=1", 200, "heap profile"},
+		{"goroutines", true, "/debug/pprof/goroutine?debug=1", 200, "goroutine profile"},
+		{"index", true, "/debug/pprof/", 200, "allocs"},
+		{"cpu", true, "/debug/pprof/profile?seconds=1", 200, ""},
+		{"trace", true, "/debug/pprof/trace?seconds=1", 200, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := New()
+			m.Profiles = tc.profiles
+			s, err := Serve(context.Background(), "127.0.0.1:0", m, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			resp, err := http.Get("http://" + s.Addr().String() + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.wantCode {
+				t.Fatalf("status %d, want %d; body %.200q", resp.StatusCode, tc.wantCode, body)
+			}
+			if tc.wantCode == 200 && len(body) == 0 {
+				t.Error("empty body")
+			}
+			if !strings.Contains(string(body), tc.wantBody) {
+				t.Errorf("body lacks %q: %.300q", tc.wantBody, body)
+			}
+		})
+	}
+}

@@ -16,6 +16,9 @@ type Metrics struct {
 	Registry *prometheus.Registry
 	// Why, when set before Serve, answers /why (egressd why).
 	Why http.Handler
+	// Profiles, when set before Serve, serves the Go runtime's profiles
+	// and execution traces under /debug/pprof/ ([metrics] profiles).
+	Profiles bool
 
 	Queries          *prometheus.CounterVec   // group, decision, qtype
 	Responses        *prometheus.CounterVec   // rcode

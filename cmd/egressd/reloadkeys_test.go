@@ -78,7 +78,8 @@ var keyEdits = map[string]any{
 	"log.denied_per_client_rate": 5.0,
 	"log.level":                  "debug",
 
-	"metrics.listen": "127.0.0.1:9154",
+	"metrics.listen":   "127.0.0.1:9154",
+	"metrics.profiles": true,
 
 	"dnstap.output":           "unix:///run/egressd/dnstap.sock",
 	"dnstap.identity":         "gw1",

@@ -120,6 +120,7 @@ func (d *daemon) begin(parent context.Context, cfg *config.Config) context.Conte
 	ctx, cancel := context.WithCancel(parent)
 	d.cancel = cancel
 	d.metrics = metrics.New()
+	d.metrics.Profiles = cfg.Metrics.Profiles
 	return ctx
 }
 

@@ -34,6 +34,9 @@ func weakSettings(cfg *config.Config) []config.Error {
 	if d := cfg.Dnstap; d.OutputKind == "tcp" && !loopbackHost(d.OutputTarget) {
 		warn("dnstap.output", "dnstap.output = %q: every client's queries and answers leave the host unencrypted and unauthenticated", d.Output)
 	}
+	if m := cfg.Metrics; m.Profiles && m.Listen != "" && !loopbackHost(m.Listen) {
+		warn("metrics.profiles", "metrics.profiles = true on %s: whoever reaches it can read egressd's memory profiles and make it spend CPU on profiles and traces", m.Listen)
+	}
 	if len(cfg.Server.TrustedProxies) > 0 {
 		warn("server.trusted_proxies", "server.trusted_proxies: X-Forwarded-For from %v names the client of a DNS-over-HTTPS query, so a host there can have any client's policy applied and its addresses approved", cfg.Server.TrustedProxies)
 	}

@@ -54,6 +54,9 @@ clients = ["10.0.0.0/8"]
 		{name: "fleet plain to another host", extra: "[fleet]\nservers = [\"nats://192.0.2.4:4222\"]",
 			want: []string{`:12: warning: fleet.servers: "nats://192.0.2.4:4222" without tls_ca`}},
 		{name: "fleet tls to another host", extra: "[fleet]\nservers = [\"tls://192.0.2.4:4222\"]"},
+		{name: "profiles on another address", extra: "[metrics]\nlisten = \"192.0.2.7:9153\"\nprofiles = true",
+			want: []string{`:13: warning: metrics.profiles = true on 192.0.2.7:9153`}},
+		{name: "profiles on loopback", extra: "[metrics]\nlisten = \"127.0.0.1:9153\"\nprofiles = true"},
 		{name: "explicit safe values", server: "mode = \"enforce\"\ntrusted_proxies = []", firewall: "fail_open = false\nfallback_to_none = false", grp: `mode = "enforce"`},
 	}
 	for _, tt := range tests {

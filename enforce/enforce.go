@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/egressd/egressd/policy"
@@ -37,7 +38,34 @@ type Allowance struct {
 	// current policy about the allowance before adding anything, and
 	// refuses it with ErrStale when that policy denies it.
 	Generation uint64
+	// Memo, when set, belongs to one answer (the same IPs and Targets
+	// slices every time it is asked about, as a cached answer is): an
+	// InEffectChecker may note there until when the answer's elements
+	// stand without looking them up again. nil: nothing is noted.
+	Memo *EffectMemo
 }
+
+// EffectMemo is where a backend notes, for one answer, what makes a later
+// InEffect (or Allow) of it true at once. What it holds is the backend's;
+// callers only give it. Safe for concurrent use.
+type EffectMemo struct {
+	note atomic.Pointer[any]
+}
+
+// MemoNoteBytes is the most memory a backend's note in an EffectMemo
+// takes, for callers that account for the memory of what they cache.
+const MemoNoteBytes = 192
+
+// Load returns what was last stored, or nil.
+func (m *EffectMemo) Load() any {
+	if p := m.note.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Store replaces what m holds.
+func (m *EffectMemo) Store(v any) { m.note.Store(&v) }
 
 // Enforcer installs allowances. Allow returns only once the allowance is in
 // effect, so the answer may be sent afterwards.

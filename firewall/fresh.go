@@ -2,9 +2,12 @@ package firewall
 
 import (
 	"context"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/egressd/egressd/policy"
 )
 
 // allowView is what Allow needs, outside the owner goroutine, to find an
@@ -44,6 +47,11 @@ func (n *NFT) InEffect(a Allowance) bool {
 // refresh (less than freshFor left) is refreshed ahead of its expiry, off
 // the answer's path: the owner gets a request nobody waits for (see
 // refreshAhead).
+//
+// With a.Memo, a check that finds every element in place and none due
+// notes until when that stays so; asked again before then, under the same
+// view and with nothing replaced or repaired since, the answer is true
+// without the index (a cached answer's hits).
 func (n *NFT) alreadyInEffect(a Allowance) bool {
 	v := n.view.Load()
 	if v == nil || !n.indexTrusted() || v.stale(a) {
@@ -54,11 +62,58 @@ func (n *NFT) alreadyInEffect(a Allowance) bool {
 		return false
 	}
 	now := n.now()
-	covered, due := n.index.covers(gs, a, a.TTL, freshFor(a.TTL, v.grace), now)
+	epoch, settled := n.epoch.Load(), n.driftSettled.Load()
+	if a.Memo != nil {
+		if note, _ := a.Memo.Load().(*effectNote); note != nil && note.holds(a, v, epoch, settled, now.UnixNano()) {
+			return true
+		}
+	}
+	covered, due, until := n.index.covers(gs, a, a.TTL, freshFor(a.TTL, v.grace), now)
 	if covered && due {
 		n.refreshAhead(a)
 	}
+	if covered && !due && a.Memo != nil && until > now.UnixNano() {
+		a.Memo.Store(&effectNote{view: v, epoch: epoch, settled: settled, until: until, need: a.TTL,
+			group: a.Group, scoped: gs.scoped, client: a.Client, name: a.Name,
+			ips: a.IPs, targets: a.Targets, ports: a.Ports})
+	}
 	return covered
+}
+
+// effectNote is what alreadyInEffect notes in an answer's memo: until
+// (Unix ns) every element of the allowance lives at least need and is not
+// due for a refresh (dueBelow grows with need, so it holds for any need up
+// to the one checked), and every element remembers the answer that long.
+// It is believed only under the same view (a reload or restore publishes
+// a new one), the same epoch (bumped before a table replace can drop an
+// element) and the same drift repairs, and for the same allowance: the
+// answer's own IPs and Targets slices, the same group, name, ports and,
+// with client scope, client.
+type effectNote struct {
+	view    *allowView
+	epoch   uint64
+	settled uint64
+	until   int64
+	need    time.Duration
+	group   string
+	scoped  bool
+	client  netip.Addr
+	name    string
+	ips     []netip.Addr
+	targets []string
+	ports   []policy.PortRange
+}
+
+func (e *effectNote) holds(a Allowance, v *allowView, epoch, settled uint64, now int64) bool {
+	return e.view == v && e.epoch == epoch && e.settled == settled && now < e.until && a.TTL <= e.need &&
+		a.Group == e.group && a.Name == e.name && (!e.scoped || a.Client == e.client) &&
+		sameSlice(a.IPs, e.ips) && sameSlice(a.Targets, e.targets) && slices.Equal(a.Ports, e.ports)
+}
+
+// sameSlice reports whether a and b are the same slice (same start and
+// length), not merely equal ones.
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // refreshAheadEvery is how often one element is asked to be refreshed
@@ -91,12 +146,13 @@ func (n *NFT) refreshAhead(a Allowance) {
 // covers reports whether every element a expands to has at least need
 // left at now, and whether one of them (that this call claims, see
 // claimRefresh) has less than its dueBelow(need, ahead) left and should
-// be refreshed. It does
-// not allocate: keys are built on the stack.
-func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duration, now time.Time) (covered, due bool) {
+// be refreshed. until (Unix ns) is the first moment at which an element
+// comes due, or no longer remembers the answer for need (see
+// effectNote). It does not allocate: keys are built on the stack.
+func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duration, now time.Time) (covered, due bool, until int64) {
 	client, err := checkAllowance(gs, a)
 	if err != nil {
-		return false, false
+		return false, false, 0
 	}
 	// Longest key: client and destination IPv6 addresses plus protocol
 	// and port, twice (range start and end), plus the set name.
@@ -107,14 +163,25 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duratio
 	if gs.scoped {
 		asker = client
 	}
+	until = math.MaxInt64
 	fresh := func(set string, key, keyEnd []byte) bool {
 		e := x.lookup(set, key, keyEnd)
-		// An answer for names the element does not remember yet goes to
-		// the owner once, which records them (ReloadRecheck needs them).
-		if e == nil || e.left(now) < need || (a.Name != "" && !x.remembers(e, a.Name, a.Targets, asker, need, now)) {
+		if e == nil || e.left(now) < need {
 			return false
 		}
-		if e.left(now) < e.dueBelow(need, ahead) && e.claimRefresh(now) {
+		dueBelow := e.dueBelow(need, ahead)
+		until = min(until, e.deadline-int64(dueBelow))
+		if a.Name != "" {
+			// An answer for names the element does not remember yet goes
+			// to the owner once, which records them (ReloadRecheck needs
+			// them).
+			remembered, ok := x.rememberedUntil(e, a.Name, a.Targets, asker, need, now)
+			if !ok {
+				return false
+			}
+			until = min(until, remembered-int64(need))
+		}
+		if e.left(now) < dueBelow && e.claimRefresh(now) {
 			due = true
 		}
 		return true
@@ -127,7 +194,7 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duratio
 		prefix := appendDestKey(keyBuf[:0], gs, client, ip)
 		if len(a.Ports) == 0 {
 			if !fresh(gs.setFor(ip.Is4(), false), prefix, nil) {
-				return false, false
+				return false, false, 0
 			}
 			continue
 		}
@@ -137,9 +204,9 @@ func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duratio
 			key := appendPortKey(prefix, proto, p.From)
 			keyEnd := appendPortKey(append(endBuf[:0], prefix...), proto, p.To)
 			if !fresh(set, key, keyEnd) {
-				return false, false
+				return false, false, 0
 			}
 		}
 	}
-	return true, due
+	return true, due, until
 }

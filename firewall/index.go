@@ -734,17 +734,24 @@ func (x *expiryIndex) same(r *originRec, name string, targets []string, client u
 // remembers reports whether an answer for name and targets (from client)
 // is among e's origins with at least need left at now. Needs mu held.
 func (x *expiryIndex) remembers(e *indexEntry, name string, targets []string, client netip.Addr, need time.Duration, now time.Time) bool {
+	_, ok := x.rememberedUntil(e, name, targets, client, need, now)
+	return ok
+}
+
+// rememberedUntil is remembers, with the deadline (Unix ns) the answer
+// was remembered with.
+func (x *expiryIndex) rememberedUntil(e *indexEntry, name string, targets []string, client netip.Addr, need time.Duration, now time.Time) (int64, bool) {
 	c, known := x.clientID(client)
 	if !known {
-		return false
+		return 0, false
 	}
 	for r := e.origins; r != 0; r = x.rec(r).next {
 		rec := x.rec(r)
 		if x.same(rec, name, targets, c) && time.Duration(rec.until-now.UnixNano()) >= need {
-			return true
+			return rec.until, true
 		}
 	}
-	return false
+	return 0, false
 }
 
 // note records that an answer (o.names, o.client) asked for the known

@@ -122,7 +122,11 @@ type NFT struct {
 	// known but not yet repaired. Either way the index may list elements
 	// the kernel lost, so Allow does not answer from it.
 	driftSettled atomic.Uint64
-	repairing    atomic.Bool
+	// epoch goes up before every table replace, which may drop elements
+	// the index knew: notes of answers in effect (effectNote) taken
+	// before it are not believed after.
+	epoch     atomic.Uint64
+	repairing atomic.Bool
 	restoreGate
 	// flushHook, when set, runs before each batch is sent; tests use it to
 	// queue a message the kernel rejects, or to fail the batch outright.
@@ -545,6 +549,7 @@ func (n *NFT) serve(batch []request) {
 // (only those check approves, when set). logReload logs the outcome as a
 // config reload.
 func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
+	n.epoch.Add(1)
 	lay := buildLayout(spec, n.features)
 	now := n.now()
 	keep := map[string]bool{}

@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/miekg/dns"
+
+	"github.com/egressd/egressd/enforce"
 )
 
 // maxChainHops bounds the CNAME chain walk. An answer whose chain goes on
@@ -46,6 +48,10 @@ type answer struct {
 	local      bool         // an address in addrs is local (see localAddr)
 	// overlong: the CNAME chain goes on past maxChainHops.
 	overlong bool
+	// effect is where the firewall notes that push is in effect (see
+	// enforce.Allowance.Memo), so a hit need not look it up; nil without
+	// push. Copies of the answer share it: the firewall tells them apart.
+	effect *enforce.EffectMemo
 }
 
 // newAnswer packs m (which it does not modify) for qname and records what
@@ -76,6 +82,7 @@ func newAnswer(m *dns.Msg, qname string) (*answer, error) {
 	a := &answer{wire: wire, rcode: m.Rcode & 0xF, extRcode: uint8(m.Rcode >> 4)}
 	a.targets, a.svcTargets, a.addrs, a.overlong = c.targets, c.svcTargets, c.addrs, c.overlong
 	a.push, a.local = pushable(c.addrs), anyLocal(c.addrs)
+	a.effect = newEffectMemo(a.push)
 	a.approvedBy = c.targets
 	if len(c.svcTargets) > 0 {
 		a.approvedBy = append(slices.Clip(c.targets), c.svcTargets...)
@@ -386,4 +393,13 @@ func truncateWire(msg []byte, size int) ([]byte, error) {
 	m.Truncate(size)
 	m.Truncated = true
 	return m.Pack()
+}
+
+// newEffectMemo is an answer's memo for the firewall: only for addresses
+// that are pushed.
+func newEffectMemo(push []netip.Addr) *enforce.EffectMemo {
+	if len(push) == 0 {
+		return nil
+	}
+	return new(enforce.EffectMemo)
 }

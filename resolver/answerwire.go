@@ -63,6 +63,7 @@ func newAnswerWire(msg []byte, qname string) (*answer, bool) {
 	a := &answer{rcode: rcode}
 	a.targets, a.addrs, a.overlong = c.targets, c.addrs, c.overlong
 	a.push, a.local = pushable(c.addrs), anyLocal(c.addrs)
+	a.effect = newEffectMemo(a.push)
 	a.approvedBy = c.targets
 
 	// answerTTLs, on the records newAnswer keeps: all but the OPT.

@@ -379,7 +379,15 @@ func TestWireAnswersDecideAsUnpacked(t *testing.T) {
 				r.answers = append(r.answers, env.serve(t, "127.0.0.1", req).String())
 			}
 		}
-		r.allows = fmt.Sprint(env.enforcer.allowances())
+		allows := env.enforcer.allowances()
+		for i := range allows {
+			// Each answer has its own memo: compare that there is one.
+			if allows[i].Memo == nil {
+				t.Errorf("allowance %d without the answer's memo", i)
+			}
+			allows[i].Memo = nil
+		}
+		r.allows = fmt.Sprint(allows)
 		env.log.mu.Lock()
 		r.log = slices.Clone(env.log.entries)
 		env.log.mu.Unlock()

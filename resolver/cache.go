@@ -1,6 +1,8 @@
 package resolver
 
 import (
+	"github.com/egressd/egressd/enforce"
+
 	"net/netip"
 	"strconv"
 	"sync"
@@ -206,6 +208,9 @@ func entryBytes(k cacheKey, a *answer) int64 {
 		n += allocSize(len(t))
 	}
 	n += allocSize(cap(a.addrs) * int(unsafe.Sizeof(netip.Addr{})))
+	if a.effect != nil {
+		n += allocSize(int(unsafe.Sizeof(*a.effect))) + enforce.MemoNoteBytes
+	}
 	return n
 }
 

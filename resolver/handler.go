@@ -478,6 +478,7 @@ func (s *Server) allowance(client netip.Addr, q *query, p *progress, ans *answer
 		Name:       q.qname,
 		Targets:    ans.approvedBy,
 		Generation: gen,
+		Memo:       ans.effect,
 	}
 }
 

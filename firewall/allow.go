@@ -101,7 +101,7 @@ func (n *NFT) applyAllows(reqs []request) {
 		return
 	}
 	n.count("ok")
-	n.updateGauges(now, false)
+	n.updateGauges(now, false, added)
 	n.remember(served)
 	answerAll(waiting, nil)
 }

@@ -122,6 +122,9 @@ type NFT struct {
 	// known but not yet repaired. Either way the index may list elements
 	// the kernel lost, so Allow does not answer from it.
 	driftSettled atomic.Uint64
+	// elemGauges are egressd_firewall_elements by set, of the layout in
+	// use (owner only).
+	elemGauges map[string]prometheus.Gauge
 	// epoch goes up before every table replace, which may drop elements
 	// the index knew: notes of answers in effect (effectNote) taken
 	// before it are not believed after.
@@ -613,7 +616,7 @@ func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
 	n.forgetGauges(lay)
 	n.spec, n.lay, n.sets = spec, lay, sets
 	n.publishView()
-	n.updateGauges(now, true)
+	n.updateGauges(now, true, nil)
 	return n.takeBaseline()
 }
 
@@ -693,18 +696,33 @@ func (n *NFT) count(result string) {
 }
 
 // updateGauges sweeps the index at most every sweepEvery (unless forced)
-// and publishes egressd_firewall_elements from its per-set counts.
-func (n *NFT) updateGauges(now time.Time, force bool) {
+// and publishes egressd_firewall_elements from its per-set counts: of
+// every set after a sweep, else only of the sets in touched (those a batch
+// added to), so that a miss's batch does not update a gauge per set.
+func (n *NFT) updateGauges(now time.Time, force bool, touched map[string]int) {
+	all := force
 	if force || now.Sub(n.lastSweep) >= sweepEvery {
 		n.lastSweep = now
 		n.index.sweep(now, expiryMargin)
+		all = true
 	}
 	if n.metrics == nil {
 		return
 	}
-	for _, s := range n.lay.sets {
-		if s.kind != setClients {
-			n.metrics.FirewallElements.WithLabelValues(s.name).Set(float64(n.index.count(s.name)))
+	if all || n.elemGauges == nil {
+		n.elemGauges = map[string]prometheus.Gauge{}
+		for _, s := range n.lay.sets {
+			if s.kind != setClients {
+				g := n.metrics.FirewallElements.WithLabelValues(s.name)
+				n.elemGauges[s.name] = g
+				g.Set(float64(n.index.count(s.name)))
+			}
+		}
+		return
+	}
+	for set := range touched {
+		if g := n.elemGauges[set]; g != nil {
+			g.Set(float64(n.index.count(set)))
 		}
 	}
 }

@@ -79,6 +79,9 @@ type Server struct {
 	TLSCert        string   `toml:"tls_cert"`
 	TLSKey         string   `toml:"tls_key"`
 	TrustedProxies []string `toml:"trusted_proxies"`
+	// NAT64Prefixes are the network's own NAT64 prefixes (RFC 6052),
+	// besides the well-known 64:ff9b::/96.
+	NAT64Prefixes []string `toml:"nat64_prefixes"`
 
 	TCPIdle time.Duration `toml:"-"`
 	Audit   bool          `toml:"-"`
@@ -86,6 +89,8 @@ type Server struct {
 	ClientPrefixes []netip.Prefix `toml:"-"`
 	// TrustedProxyPrefixes is TrustedProxies parsed.
 	TrustedProxyPrefixes []netip.Prefix `toml:"-"`
+	// NAT64 is NAT64Prefixes parsed.
+	NAT64 []netip.Prefix `toml:"-"`
 	// Certificate is TLSCert and TLSKey loaded, when a TLS or HTTPS
 	// listener is configured.
 	Certificate *tls.Certificate `toml:"-"`

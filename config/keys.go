@@ -56,6 +56,7 @@ var Keys = map[string]Apply{
 	"server.tls_cert":                 OnReload,
 	"server.tls_key":                  OnReload,
 	"server.trusted_proxies":          OnReload,
+	"server.nat64_prefixes":           OnRestart,
 	"server.state_dir":                OnRestart,
 
 	"upstream.servers":        OnRestart,

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -30,6 +31,12 @@ func TestResourceLimitKeys(t *testing.T) {
 		{"memory limit default", "", "", func(c *Config) bool { return c.Server.MemoryLimit == 0 }},
 		{"memory limit set", "[server]\nmemory_limit = 268435456\n", "", func(c *Config) bool { return c.Server.MemoryLimit == 256<<20 }},
 		{"memory limit off", "[server]\nmemory_limit = -1\n", "", func(c *Config) bool { return c.Server.MemoryLimit == -1 }},
+		{"nat64 prefixes", "[server]\nnat64_prefixes = [\"64:ff9b:1::/48\", \"2001:db8:64::/96\"]\n", "", func(c *Config) bool {
+			return len(c.Server.NAT64) == 2 && c.Server.NAT64[1] == netip.MustParsePrefix("2001:db8:64::/96")
+		}},
+		{"nat64 prefix of a length RFC 6052 lacks", "[server]\nnat64_prefixes = [\"64:ff9b:1::/80\"]\n", "bad.toml:2: server.nat64_prefixes: \"64:ff9b:1::/80\": 64:ff9b:1::/80: a NAT64 prefix is /32, /40, /48, /56, /64 or /96 (RFC 6052)", nil},
+		{"nat64 prefix with host bits", "[server]\nnat64_prefixes = [\"64:ff9b:1::5/96\"]\n", "bad.toml:2: server.nat64_prefixes: \"64:ff9b:1::5/96\": 64:ff9b:1::5/96 has host bits set", nil},
+		{"nat64 prefix not one", "[server]\nnat64_prefixes = [\"nat64\"]\n", "bad.toml:2: server.nat64_prefixes: \"nat64\": netip.ParsePrefix", nil},
 		{"memory limit below -1", "[server]\nmemory_limit = -2\n", "bad.toml:2: server.memory_limit: -2 is neither a size in bytes (at least 16777216), 0 (automatic) nor -1 (off)", nil},
 		{"memory limit too small", "[server]\n\nmemory_limit = 1048576\n", "bad.toml:3: server.memory_limit: 1048576 is neither a size in bytes (at least 16777216)", nil},
 	} {

@@ -356,6 +356,17 @@ func (v *validator) validate(c *Config) {
 	}
 
 	v.encrypted(s)
+	for _, str := range s.NAT64Prefixes {
+		p, err := netip.ParsePrefix(str)
+		if err == nil {
+			err = policy.CheckNAT64Prefix(p)
+		}
+		if err != nil {
+			v.errValue("server.nat64_prefixes", str, "server.nat64_prefixes: %q: %v", str, err)
+			continue
+		}
+		s.NAT64 = append(s.NAT64, p)
+	}
 
 	u := &c.Upstream
 	for _, srv := range u.Servers {

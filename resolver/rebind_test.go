@@ -175,3 +175,38 @@ func TestLocalAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestRebindingLocalNAT64: an address under the network's own NAT64
+// prefix (server.nat64_prefixes) reaches the IPv4 address it embeds, so
+// one embedding a private address is denied like that address; without
+// the prefix set it is an ordinary public IPv6 address.
+func TestRebindingLocalNAT64(t *testing.T) {
+	t.Cleanup(func() { policy.SetNAT64Prefixes(nil) })
+	up := startUpstream(t, func(w dns.ResponseWriter, r *dns.Msg, _ bool) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = mustRRs(t, []string{r.Question[0].Name + " 60 IN AAAA 64:ff9b:1::a00:5"})
+		w.WriteMsg(m)
+	})
+	for _, tc := range []struct {
+		name     string
+		prefixes []netip.Prefix
+		want     int
+	}{
+		{"local-use prefix not set", nil, dns.RcodeSuccess},
+		{"local-use prefix set", []netip.Prefix{netip.MustParsePrefix("64:ff9b:1::/96")}, dns.RcodeNameError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			policy.SetNAT64Prefixes(tc.prefixes)
+			env := newEnv(t, Options{Upstreams: []string{up.addr}, CacheSize: 100})
+			env.policy.names = map[string]policy.Decision{"nat64local.example.": {Verdict: policy.Allow, Group: testGroup, Rule: "default", Mode: policy.ModeEnforce, Action: policy.ActionNXDomain}}
+			resp := env.serve(t, "127.0.0.1", question("nat64local.example.", dns.TypeAAAA))
+			if resp.Rcode != tc.want {
+				t.Errorf("rcode %s, want %s", dns.RcodeToString[resp.Rcode], dns.RcodeToString[tc.want])
+			}
+			if e := env.log.last(t); tc.want != dns.RcodeSuccess && e.Rule != ruleRebinding {
+				t.Errorf("logged rule %q, want %q", e.Rule, ruleRebinding)
+			}
+		})
+	}
+}

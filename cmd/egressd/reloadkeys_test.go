@@ -36,6 +36,7 @@ var keyEdits = map[string]any{
 	"server.tls_cert":                 "/etc/egressd/other.pem",
 	"server.tls_key":                  "/etc/egressd/other.key",
 	"server.trusted_proxies":          []any{"10.9.0.0/16"},
+	"server.nat64_prefixes":           []any{"64:ff9b:1::/48"},
 	"server.state_dir":                "/var/tmp/egressd-other",
 
 	"upstream.servers":        []any{"127.0.0.2:53"},

@@ -117,6 +117,7 @@ func (d *daemon) begin(parent context.Context, cfg *config.Config) context.Conte
 	d.logLevel.Set(logLevel(cfg.Log.Level))
 	d.logger = slog.New(slog.NewTextHandler(d.stderr, &slog.HandlerOptions{Level: &d.logLevel}))
 	applyMemoryLimit(cfg.Server.MemoryLimit, d.logger)
+	policy.SetNAT64Prefixes(cfg.Server.NAT64)
 	ctx, cancel := context.WithCancel(parent)
 	d.cancel = cancel
 	d.metrics = metrics.New()

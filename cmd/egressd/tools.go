@@ -95,6 +95,7 @@ func explainCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	policy.SetNAT64Prefixes(cfg.Server.NAT64)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	lists, err := loadListsWithLines(context.Background(), cfg, *path, logger)
 	if err != nil {

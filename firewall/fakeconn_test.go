@@ -39,6 +39,9 @@ type fakeKernel struct {
 	// discard makes every batch succeed without being applied or
 	// recorded, so a benchmark measures the backend, not this fake.
 	discard bool
+	// failListings makes that many table listings fail next, as a dump
+	// the kernel interrupted does.
+	failListings int
 }
 
 // fakeBatch is one Flush: its messages in order and how it ended.
@@ -393,6 +396,10 @@ func (c *fakeConn) eachTable(fn func(name string, t *fakeTable)) error {
 	}
 	c.k.mu.Lock()
 	defer c.k.mu.Unlock()
+	if c.k.failListings > 0 {
+		c.k.failListings--
+		return unix.EINTR
+	}
 	for _, name := range slices.Sorted(maps.Keys(c.k.tables)) {
 		fn(name, c.k.tables[name])
 	}

@@ -122,6 +122,9 @@ type NFT struct {
 	// known but not yet repaired. Either way the index may list elements
 	// the kernel lost, so Allow does not answer from it.
 	driftSettled atomic.Uint64
+	// baselineStale: the table was installed by a reload but could not be
+	// read back, so baseline is the previous table's (owner only).
+	baselineStale bool
 	// elemGauges are egressd_firewall_elements by set, of the layout in
 	// use (owner only).
 	elemGauges map[string]prometheus.Gauge
@@ -617,7 +620,20 @@ func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
 	n.spec, n.lay, n.sets = spec, lay, sets
 	n.publishView()
 	n.updateGauges(now, true, nil)
-	return n.takeBaseline()
+	err = n.takeBaseline()
+	if err != nil && logReload {
+		// The new table is in the kernel and in use: the reload stands
+		// (failing it would leave the caller on its old config over the
+		// new table). What is missing is the listing later checks compare
+		// with; the next check takes it, or restores the table if it is
+		// not what was installed.
+		n.log.Warn("firewall: table reloaded, but reading it back failed; checking it again shortly", "table", spec.Table, "err", err)
+		n.baselineStale = true
+		n.resetConn()
+		n.later(drift{}, verifyRetry)
+		return nil
+	}
+	return err
 }
 
 // publishView publishes what Allow needs outside the owner goroutine.

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"bytes"
+	"github.com/egressd/egressd/internal/wait"
 	"net/netip"
 	"testing"
 	"time"
@@ -169,5 +170,41 @@ func TestReloadCarriesShortLivedElements(t *testing.T) {
 	}
 	if left := n.lifetimeLeft(t, "g_servers_d4", netip.MustParseAddr("192.0.2.70").AsSlice()); left != 1900*time.Millisecond {
 		t.Errorf("index lifetime after reload = %v, want 1.9s", left)
+	}
+}
+
+// TestReloadStandsWhenReadBackFails: a reload whose table is installed
+// but cannot be listed right after (an interrupted dump) succeeds, so the
+// caller moves to the config the kernel now enforces; the listing later
+// checks compare with is taken by the next check, without restoring the
+// table.
+func TestReloadStandsWhenReadBackFails(t *testing.T) {
+	clock := newFakeClock()
+	k := newFakeKernel(clock.Now)
+	n := fakeNFT(t, k, allowSpec(), clock, nil)
+	next := allowSpec()
+	next.Groups = append(next.Groups, GroupSpec{Name: "lab", Clients: prefixes("10.2.0.0/16")})
+	k.mu.Lock()
+	k.failListings = 1
+	k.mu.Unlock()
+	if err := n.Reload(next); err != nil {
+		t.Fatalf("Reload = %v, want the installed table to stand", err)
+	}
+	mustAllow(t, n, Allowance{Group: "lab", IPs: addrs("192.0.2.80"), TTL: time.Minute})
+	if !wait.Until(restoreLimit, 10*time.Millisecond, func() bool {
+		st := n.published.Load()
+		_, ok := st.objects["chain g_lab"]
+		return ok
+	}) {
+		t.Fatal("the reloaded table was never read back")
+	}
+	installs := 0
+	for _, b := range k.recorded() {
+		if b.has("add table") {
+			installs++
+		}
+	}
+	if installs != 2 {
+		t.Errorf("%d table installs, want 2 (start and reload; no restore)", installs)
 	}
 }

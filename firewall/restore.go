@@ -68,13 +68,20 @@ func (n *NFT) takeBaseline() error {
 	if err != nil {
 		return fmt.Errorf("firewall: read back table %s: %w", n.spec.Table, err)
 	}
+	n.adoptBaseline(st)
+	return nil
+}
+
+// adoptBaseline makes st, a listing of the table as installed, what later
+// listings are compared with.
+func (n *NFT) adoptBaseline(st tableState) {
+	n.baselineStale = false
 	n.baseline = st
 	n.published.Store(&st)
 	if n.watch != nil {
 		table := n.spec.Table
 		n.watch.table.Store(&table)
 	}
-	return nil
 }
 
 // repairDrift takes what the watcher reported and handles it. Once
@@ -119,7 +126,18 @@ func (n *NFT) handleDrift(d drift) {
 		n.later(d, verifyRetry)
 		return
 	}
-	found := n.baseline.differences(got)
+	var found []string
+	if n.baselineStale {
+		// Not read back since a reload installed it: the table as it is
+		// becomes the baseline if it is what the layout says, else it is
+		// restored.
+		if err := got.matchesLayout(n.lay); err != nil {
+			found = []string{err.Error()}
+		} else {
+			n.adoptBaseline(got)
+		}
+	}
+	found = append(found, n.baseline.differences(got)...)
 	sets := d.elements
 	if d.lost || d.replaced {
 		sets = n.dynamicSets()

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -223,4 +224,45 @@ func allocated(n int) int {
 		}
 	}
 	return n
+}
+
+// BenchmarkInEffect is the check every cache hit makes with nftables:
+// 1,000 hot answers among 20,000 indexed elements, asked through the
+// index alone and through each answer's memo.
+func BenchmarkInEffect(b *testing.B) {
+	spec := allowSpec()
+	spec.Grace = 30 * time.Second
+	n := benchNFTWith(b, spec)
+	const indexed, hot = 20_000, 1_000
+	ctx := context.Background()
+	all := make([]Allowance, indexed)
+	for i := range all {
+		all[i] = Allowance{Group: "servers", IPs: []netip.Addr{seqAddr(i)}, TTL: 5 * time.Minute,
+			Name: "www.example.com.", Targets: []string{"cdn.example.net."}}
+		if err := n.Allow(ctx, all[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, bc := range []struct {
+		name string
+		memo bool
+	}{{"index", false}, {"memo", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			answers := make([]Allowance, hot)
+			for i := range answers {
+				answers[i] = all[i*(indexed/hot)]
+				if bc.memo {
+					answers[i].Memo = &enforce.EffectMemo{}
+				}
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if !n.InEffect(answers[i%hot]) {
+					b.Fatal("not in effect")
+				}
+				i++
+			}
+		})
+	}
 }

@@ -38,19 +38,7 @@ func TestHandlerEndpoints(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			problems = tc.problems
-			req, err := http.NewRequest(tc.method, srv.URL+tc.path, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, err := srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tc.wantCode {
-				t.Fatalf("status %d, want %d; body %q", resp.StatusCode, tc.wantCode, body)
-			}
+			body := fetch(t, tc.method, srv.URL+tc.path, tc.wantCode)
 			for _, want := range tc.wantBody {
 				if !strings.Contains(string(body), want) {
 					t.Errorf("body lacks %q:\n%s", want, body)
@@ -140,15 +128,7 @@ func TestProfiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			resp, err := http.Get("http://" + s.Addr().String() + tc.path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tc.wantCode {
-				t.Fatalf("status %d, want %d; body %.200q", resp.StatusCode, tc.wantCode, body)
-			}
+			body := fetch(t, "GET", "http://"+s.Addr().String()+tc.path, tc.wantCode)
 			if tc.wantCode == 200 && len(body) == 0 {
 				t.Error("empty body")
 			}
@@ -157,4 +137,24 @@ func TestProfiles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fetch sends a request without a body and returns the response's body,
+// failing the test unless the status is want.
+func fetch(t *testing.T, method, url string, want int) []byte {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: status %d, want %d; body %.200q", method, url, resp.StatusCode, want, body)
+	}
+	return body
 }

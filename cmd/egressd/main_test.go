@@ -160,4 +160,25 @@ func TestNftRulesCommand(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
 	assertInOrder(t, "nft-rules", out.String(), []string{"table inet egressd", "lan", "ops"})
+	// egressd's own traffic passes the output hook by its uid and mark.
+	conf = writeFile(t, dir, "host.toml", "[firewall]\nbackend = \"nftables\"\nhooks = [\"output\"]\nmark = 4096\n"+
+		"[[group]]\nname = \"host\"\nclients = [\"127.0.0.1/32\"]\n")
+	for _, tc := range []struct {
+		user string
+		want string // in the output; "" : a usage error
+	}{
+		{"4242", "meta skuid 4242 "},
+		{"root", "meta skuid 0 "},
+		{"no-such-user-here", ""},
+	} {
+		out.Reset()
+		errOut.Reset()
+		code := run([]string{"nft-rules", "-config", conf, "-user", tc.user}, &out, &errOut)
+		switch {
+		case tc.want == "" && code == 0:
+			t.Errorf("-user %s: accepted", tc.user)
+		case tc.want != "" && (code != 0 || !strings.Contains(out.String(), tc.want)):
+			t.Errorf("-user %s: exit %d, output lacks %q: %s%s", tc.user, code, tc.want, out.String(), errOut.String())
+		}
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os/user"
+	"strconv"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -210,6 +212,7 @@ func formatPorts(ps []policy.PortRange) string {
 func nftRulesCmd(args []string, stdout io.Writer) error {
 	fs := newFlagSet("nft-rules", stdout)
 	path := configFlag(fs)
+	runAs := fs.String("user", "", "the user (name or uid) egressd runs as, whose own DNS traffic the rules let pass; default: the user running this command")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -218,6 +221,11 @@ func nftRulesCmd(args []string, stdout io.Writer) error {
 		return err
 	}
 	spec := firewallSpec(cfg, cfg)
+	if *runAs != "" {
+		if spec.UID, err = lookupUID(*runAs); err != nil {
+			return fmt.Errorf("%w: -user: %v", errUsage, err)
+		}
+	}
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", cfg.File, err)
 	}
@@ -292,3 +300,19 @@ func (p configPolicy) DeniedBy(group, name string) string {
 }
 
 func (p configPolicy) DefaultAllow(group string) bool { return p.defaultAllow[group] }
+
+// lookupUID resolves a user name, or takes a numeric uid as it is.
+func lookupUID(name string) (uint32, error) {
+	if id, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return uint32(id), nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	id, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("user %s has uid %q", name, u.Uid)
+	}
+	return uint32(id), nil
+}

@@ -180,9 +180,13 @@ type chainRec struct {
 // record what the kernel acknowledged (or to forget); Allow reads it from
 // any goroutine under mu.
 type expiryIndex struct {
-	mu        sync.RWMutex
-	table     []uint32 // slot id + 1, 0: empty; len a power of two
-	n         int      // elements indexed
+	mu sync.RWMutex
+	// table holds slot id + 1 in the low 32 bits (0: empty) and the
+	// low 32 bits of the key's hash in the high ones, so a lookup skips
+	// most other keys without reading their entries and doubling the
+	// table moves slots without hashing any key; len a power of two.
+	table     []uint64
+	n         int // elements indexed
 	slots     []*[slotChunk]indexEntry
 	freeSlots []uint32
 	keys      []byte
@@ -287,35 +291,48 @@ func (x *expiryIndex) find(k ikey) int {
 		return -1
 	}
 	mask := len(x.table) - 1
-	for i := int(x.hashKey(k)) & mask; ; i = (i + 1) & mask {
+	h := uint32(x.hashKey(k))
+	for i := int(h) & mask; ; i = (i + 1) & mask {
 		v := x.table[i]
 		if v == 0 {
 			return -1
 		}
-		if x.matches(x.slot(v-1), k) {
+		if uint32(v>>32) == h && x.matches(x.slot(uint32(v)-1), k) {
 			return i
 		}
 	}
 }
 
+// tableEntry is what the table holds for slot id v+1 whose key hashes to
+// h.
+func tableEntry(v uint32, h uint64) uint64 { return uint64(v) | uint64(uint32(h))<<32 }
+
+// home is the table position a table entry's probe starts at.
+func home(entry uint64, mask int) int { return int(entry>>32) & mask }
+
 // place puts slot id v+1 into the table at the first free position of
 // its probe.
 func (x *expiryIndex) place(v uint32) {
+	x.placeEntry(tableEntry(v, x.hashKey(x.keyOfEntry(x.slot(v-1)))))
+}
+
+func (x *expiryIndex) placeEntry(entry uint64) {
 	mask := len(x.table) - 1
-	i := int(x.hashKey(x.keyOfEntry(x.slot(v-1)))) & mask
+	i := home(entry, mask)
 	for x.table[i] != 0 {
 		i = (i + 1) & mask
 	}
-	x.table[i] = v
+	x.table[i] = entry
 }
 
-// grow doubles the table (from 64) and places every element again.
+// grow doubles the table (from 64) and places every element again, by
+// the hash each table entry keeps: no key is read.
 func (x *expiryIndex) grow() {
 	old := x.table
-	x.table = offHeap[uint32](x.mem, max(64, 2*len(old)))
-	for _, v := range old {
-		if v != 0 {
-			x.place(v)
+	x.table = offHeap[uint64](x.mem, max(64, 2*len(old)))
+	for _, entry := range old {
+		if entry != 0 {
+			x.placeEntry(entry)
 		}
 	}
 	freeOffHeap(x.mem, old)
@@ -326,9 +343,9 @@ func (x *expiryIndex) grow() {
 func (x *expiryIndex) unplace(i int) {
 	mask := len(x.table) - 1
 	for j := (i + 1) & mask; x.table[j] != 0; j = (j + 1) & mask {
-		home := int(x.hashKey(x.keyOfEntry(x.slot(x.table[j]-1)))) & mask
+		h := home(x.table[j], mask)
 		// Move j to i unless its home lies cyclically in (i, j].
-		if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+		if (j > i && (h <= i || h > j)) || (j < i && h <= i && h > j) {
 			x.table[i] = x.table[j]
 			i = j
 		}
@@ -347,7 +364,7 @@ func (x *expiryIndex) lookup(set string, key, keyEnd []byte) *indexEntry {
 	if i < 0 {
 		return nil
 	}
-	return x.slot(x.table[i] - 1)
+	return x.slot(uint32(x.table[i]) - 1)
 }
 
 func (x *expiryIndex) get(e element) *indexEntry {
@@ -446,7 +463,7 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 	}
 	dl := deadline.UnixNano()
 	if p := x.find(k); p >= 0 {
-		if cur := x.slot(x.table[p] - 1); dl > cur.deadline {
+		if cur := x.slot(uint32(x.table[p]) - 1); dl > cur.deadline {
 			cur.deadline = dl
 		}
 		return

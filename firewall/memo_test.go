@@ -33,7 +33,7 @@ func (n *NFT) forget(t *testing.T, a Allowance) {
 		if !ok || i < 0 {
 			t.Fatalf("index lacks %s element %x", e.set, e.key)
 		}
-		x.remove(x.table[i] - 1)
+		x.remove(uint32(x.table[i]) - 1)
 	}
 }
 

@@ -287,11 +287,15 @@ func (x *expiryIndex) slot(i uint32) *indexEntry {
 
 // find returns the table position holding k, or -1.
 func (x *expiryIndex) find(k ikey) int {
+	return x.findHashed(k, uint32(x.hashKey(k)))
+}
+
+// findHashed is find for a key whose hash (its low 32 bits) is h.
+func (x *expiryIndex) findHashed(k ikey, h uint32) int {
 	if x.n == 0 {
 		return -1
 	}
 	mask := len(x.table) - 1
-	h := uint32(x.hashKey(k))
 	for i := int(h) & mask; ; i = (i + 1) & mask {
 		v := x.table[i]
 		if v == 0 {
@@ -310,12 +314,7 @@ func tableEntry(v uint32, h uint64) uint64 { return uint64(v) | uint64(uint32(h)
 // home is the table position a table entry's probe starts at.
 func home(entry uint64, mask int) int { return int(entry>>32) & mask }
 
-// place puts slot id v+1 into the table at the first free position of
-// its probe.
-func (x *expiryIndex) place(v uint32) {
-	x.placeEntry(tableEntry(v, x.hashKey(x.keyOfEntry(x.slot(v-1)))))
-}
-
+// placeEntry puts a table entry at the first free position of its probe.
 func (x *expiryIndex) placeEntry(entry uint64) {
 	mask := len(x.table) - 1
 	i := home(entry, mask)
@@ -462,7 +461,8 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 		return
 	}
 	dl := deadline.UnixNano()
-	if p := x.find(k); p >= 0 {
+	h := x.hashKey(k)
+	if p := x.findHashed(k, uint32(h)); p >= 0 {
 		if cur := x.slot(uint32(x.table[p]) - 1); dl > cur.deadline {
 			cur.deadline = dl
 		}
@@ -488,7 +488,7 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 		flags |= entryHasEnd
 	}
 	*x.slot(i) = indexEntry{deadline: dl, set: id, spread: spreadOf(e.appendKey(sb[:0])), klen: uint8(k.klen), flags: flags, koff: x.storeKey(k.key)}
-	x.place(i + 1)
+	x.placeEntry(tableEntry(i+1, h))
 	x.n++
 	x.perSet[e.set]++
 }

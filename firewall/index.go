@@ -471,11 +471,8 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 	if (x.n+1)*4 > len(x.table)*3 {
 		x.grow()
 	}
-	var i uint32
-	if n := len(x.freeSlots); n > 0 {
-		i = x.freeSlots[n-1]
-		x.freeSlots = x.freeSlots[:n-1]
-	} else {
+	i, ok := popFree(&x.freeSlots)
+	if !ok {
 		i = uint32(len(x.slots) * slotChunk)
 		x.slots = append(x.slots, (*[slotChunk]indexEntry)(offHeap[indexEntry](x.mem, slotChunk)))
 		for j := slotChunk - 1; j > 0; j-- {
@@ -573,11 +570,8 @@ func (x *expiryIndex) intern(names []string) uint32 {
 		x.growChains()
 	}
 	_, empty := x.findChain(k, h)
-	var id uint32
-	if n := len(x.freeChain); n > 0 {
-		id = x.freeChain[n-1]
-		x.freeChain = x.freeChain[:n-1]
-	} else {
+	id, ok := popFree(&x.freeChain)
+	if !ok {
 		id = uint32(len(x.chains))
 		x.chains = append(grown(x.mem, x.chains, 1), chainRec{})
 	}
@@ -642,11 +636,8 @@ func (x *expiryIndex) rec(i uint32) *originRec {
 }
 
 func (x *expiryIndex) newRec(r originRec) uint32 {
-	var i uint32
-	if n := len(x.freeOrig); n > 0 {
-		i = x.freeOrig[n-1]
-		x.freeOrig = x.freeOrig[:n-1]
-	} else {
+	i, ok := popFree(&x.freeOrig)
+	if !ok {
 		base := uint32(len(x.orig) * recChunk)
 		x.orig = append(x.orig, (*[recChunk]originRec)(offHeap[originRec](x.mem, recChunk)))
 		i = base
@@ -680,11 +671,8 @@ func (x *expiryIndex) internClient(a netip.Addr) uint32 {
 		x.clients[id].refs++
 		return id
 	}
-	var id uint32
-	if n := len(x.freeCli); n > 0 {
-		id = x.freeCli[n-1]
-		x.freeCli = x.freeCli[:n-1]
-	} else {
+	id, ok := popFree(&x.freeCli)
+	if !ok {
 		id = uint32(len(x.clients))
 		x.clients = append(x.clients, clientRec{})
 	}
@@ -953,4 +941,15 @@ func ceilMillis(d time.Duration) time.Duration {
 		d += time.Millisecond - r
 	}
 	return d
+}
+
+// popFree takes the most recently freed id off a free list, if any.
+func popFree(free *[]uint32) (uint32, bool) {
+	n := len(*free)
+	if n == 0 {
+		return 0, false
+	}
+	id := (*free)[n-1]
+	*free = (*free)[:n-1]
+	return id, true
 }

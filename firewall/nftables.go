@@ -725,14 +725,17 @@ func (n *NFT) updateGauges(now time.Time, force bool, touched map[string]int) {
 	if n.metrics == nil {
 		return
 	}
-	if all || n.elemGauges == nil {
+	if force { // a new layout: its sets' gauges
 		n.elemGauges = map[string]prometheus.Gauge{}
 		for _, s := range n.lay.sets {
 			if s.kind != setClients {
-				g := n.metrics.FirewallElements.WithLabelValues(s.name)
-				n.elemGauges[s.name] = g
-				g.Set(float64(n.index.count(s.name)))
+				n.elemGauges[s.name] = n.metrics.FirewallElements.WithLabelValues(s.name)
 			}
+		}
+	}
+	if all {
+		for set, g := range n.elemGauges {
+			g.Set(float64(n.index.count(set)))
 		}
 		return
 	}

@@ -181,9 +181,13 @@ type Firewall struct {
 	// SERVFAIL.
 	MaxAddressesPerAnswer int `toml:"max_addresses_per_answer"`
 	MaxElementsPerSet     int `toml:"max_elements_per_set"`
+	// GCInterval is how often the kernel frees the expired elements of
+	// the address sets (nft's gc-interval).
+	GCInterval string `toml:"gc_interval"`
 
-	GraceDur  time.Duration `toml:"-"`
-	MaxTTLDur time.Duration `toml:"-"`
+	GraceDur      time.Duration `toml:"-"`
+	MaxTTLDur     time.Duration `toml:"-"`
+	GCIntervalDur time.Duration `toml:"-"`
 }
 
 type Log struct {

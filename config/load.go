@@ -148,6 +148,7 @@ func applyDefaults(c *Config) {
 		c.Firewall.Hooks = []string{"forward"}
 	}
 	def(&c.Firewall.Grace, "30s")
+	def(&c.Firewall.GCInterval, "10s")
 	def(&c.Firewall.MaxTTL, "5m")
 	def(&c.Firewall.Scope, "group")
 	if c.Firewall.Mark == 0 {
@@ -419,6 +420,10 @@ func (v *validator) validate(c *Config) {
 	}
 	f.GraceDur = v.duration("firewall.grace", f.Grace, 0)
 	f.MaxTTLDur = v.duration("firewall.max_ttl", f.MaxTTL, time.Second)
+	f.GCIntervalDur = v.duration("firewall.gc_interval", f.GCInterval, time.Second)
+	if f.GCIntervalDur > firewall.MaxSetGCInterval {
+		v.err("firewall.gc_interval", "firewall.gc_interval: duration %q must be at most %s", f.GCInterval, firewall.MaxSetGCInterval)
+	}
 	v.oneOf("firewall.scope", f.Scope, "group", "client")
 	if f.MaxElementsPerSet < 1 || f.MaxElementsPerSet > maxElementsPerSet {
 		v.err("firewall.max_elements_per_set", "firewall.max_elements_per_set: %d is out of range (1 to %d)", f.MaxElementsPerSet, maxElementsPerSet)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -96,6 +97,9 @@ type layout struct {
 	sets   []setDef
 	chains []chainDef
 	groups map[string]groupSets
+	// gcInterval is set on the address sets after install (tuneSetGC);
+	// only the rendering carries it.
+	gcInterval time.Duration
 }
 
 // Validate reports the first problem that would stop the table from being
@@ -132,6 +136,9 @@ func (s Spec) Validate() error {
 	}
 	if s.Grace < 0 {
 		return errors.New("firewall: negative grace")
+	}
+	if s.SetGCInterval < 0 || s.SetGCInterval > MaxSetGCInterval {
+		return fmt.Errorf("firewall: set gc interval %s out of range (0 to %s)", s.SetGCInterval, MaxSetGCInterval)
 	}
 	seen := map[string]bool{}
 	for _, g := range s.Groups {
@@ -209,7 +216,7 @@ type groupJump struct {
 // buildLayout turns a validated spec into the table layout for a kernel
 // with features f.
 func buildLayout(s Spec, f Features) layout {
-	l := layout{table: s.Table, groups: map[string]groupSets{}}
+	l := layout{table: s.Table, groups: map[string]groupSets{}, gcInterval: s.SetGCInterval}
 	scoped := s.Scope == ScopeClient
 	ids := groupIDs(s.Groups)
 	c4, c6 := partitionClients(s.Groups)

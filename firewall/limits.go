@@ -134,3 +134,7 @@ func (n *NFT) limits() limitView {
 	}
 	return limitView{maxAddr: DefaultMaxAddressesPerAnswer, maxElems: DefaultMaxElementsPerSet}
 }
+
+// MaxSetGCInterval bounds Spec.SetGCInterval: expired elements stay in
+// kernel memory up to this long after their timeout.
+const MaxSetGCInterval = time.Hour

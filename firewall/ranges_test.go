@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func rangeStrings(rs []addrRange) []string {
@@ -113,6 +114,9 @@ func TestSpecValidate(t *testing.T) {
 		{"hook twice", func(s *Spec) { s.Hooks = []string{HookOutput, HookOutput} }, false},
 		{"bad scope", func(s *Spec) { s.Scope = "host" }, false},
 		{"negative grace", func(s *Spec) { s.Grace = -1 }, false},
+		{"negative set gc interval", func(s *Spec) { s.SetGCInterval = -time.Second }, false},
+		{"set gc interval over an hour", func(s *Spec) { s.SetGCInterval = MaxSetGCInterval + time.Second }, false},
+		{"set gc interval of an hour", func(s *Spec) { s.SetGCInterval = MaxSetGCInterval }, true},
 		{"unnamed group", func(s *Spec) { s.Groups = []GroupSpec{{}} }, false},
 		{"duplicate group", func(s *Spec) { s.Groups = []GroupSpec{{Name: "a"}, {Name: "a"}} }, false},
 		{"invalid prefix", func(s *Spec) { s.Groups = []GroupSpec{{Name: "a", Clients: []netip.Prefix{{}}}} }, false},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Render returns the table egressd installs on a kernel with every
@@ -55,7 +56,11 @@ func (l layout) render() string {
 	fmt.Fprintf(&b, "table inet %s {\n", l.table)
 	var blocks []string
 	for _, s := range l.sets {
-		blocks = append(blocks, s.render())
+		gc := time.Duration(0)
+		if s.kind == setDest {
+			gc = l.gcInterval
+		}
+		blocks = append(blocks, s.render(gc))
 	}
 	for _, c := range l.chains {
 		blocks = append(blocks, c.render())
@@ -94,11 +99,16 @@ func (s setDef) flagsText() string {
 	return "timeout"
 }
 
-func (s setDef) render() string {
+// render prints the set as nft lists it; gc is its gc-interval (zero:
+// the kernel's default, which nft does not print).
+func (s setDef) render(gc time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\tset %s {\n", s.name)
 	fmt.Fprintf(&b, "\t\ttype %s\n", s.typeText())
 	fmt.Fprintf(&b, "\t\tflags %s\n", s.flagsText())
+	if gc > 0 {
+		fmt.Fprintf(&b, "\t\tgc-interval %s\n", nftDuration(gc))
+	}
 	if len(s.clients) > 0 {
 		elems := make([]string, len(s.clients))
 		for i, r := range s.clients {
@@ -124,5 +134,25 @@ func (c chainDef) render() string {
 		fmt.Fprintf(&b, "\t\t%s\n", strings.Join(parts, " "))
 	}
 	b.WriteString("\t}\n")
+	return b.String()
+}
+
+// nftDuration writes d as nft lists a time: days, hours, minutes, seconds
+// and milliseconds, zero parts left out ("1m30s", "1h").
+func nftDuration(d time.Duration) string {
+	var b strings.Builder
+	ms := d.Milliseconds()
+	for _, u := range []struct {
+		ms   int64
+		name string
+	}{{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}} {
+		if n := ms / u.ms; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.name)
+			ms -= n * u.ms
+		}
+	}
+	if b.Len() == 0 {
+		return "0s"
+	}
 	return b.String()
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.nft golden files")
@@ -99,5 +100,23 @@ func TestRenderModes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestNftDuration(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{10 * time.Second, "10s"},
+		{90 * time.Second, "1m30s"},
+		{time.Hour, "1h"},
+		{1500 * time.Millisecond, "1s500ms"},
+		{49*time.Hour + time.Second, "2d1h1s"},
+		{0, "0s"},
+	} {
+		if got := nftDuration(tc.d); got != tc.want {
+			t.Errorf("nftDuration(%s) = %q, want %q", tc.d, got, tc.want)
+		}
 	}
 }

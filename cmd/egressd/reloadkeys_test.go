@@ -71,6 +71,7 @@ var keyEdits = map[string]any{
 	"firewall.recent_answers_age":       "10m",
 	"firewall.max_addresses_per_answer": int64(8),
 	"firewall.max_elements_per_set":     int64(1000),
+	"firewall.gc_interval":              "30s",
 
 	"log.queries":                "none",
 	"log.sample_allowed":         int64(5),

@@ -1,0 +1,94 @@
+package firewall
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/internal/lockedbuf"
+	"github.com/egressd/egressd/internal/wait"
+	"github.com/egressd/egressd/metrics"
+)
+
+// gcIntervalOf reads a set's gc-interval line from nft's listing ("" when
+// the set has the kernel's default).
+func gcIntervalOf(t *testing.T, ns *testNS, set string) string {
+	t.Helper()
+	for _, line := range strings.Split(ns.exec(t, "nft", "list", "set", "inet", "egressd", set), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "gc-interval "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestSetGCInterval: the address sets Allow fills get Spec.SetGCInterval
+// at install, reload and restore, in the real kernel; the update is not
+// mistaken for a change by someone else; zero leaves the kernel's default.
+func TestSetGCInterval(t *testing.T) {
+	ns := newTestNS(t)
+	m, logs := metrics.New(), &lockedbuf.Buffer{}
+	spec := allowSpec()
+	spec.SetGCInterval = 10 * time.Second
+	n, err := NewNFTables(spec, Options{NetNS: ns.fd, Metrics: m, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	want := func(stage, interval string) {
+		t.Helper()
+		for _, set := range []string{"g_servers_d4", "g_servers_d6"} {
+			if got := gcIntervalOf(t, ns, set); got != interval {
+				t.Errorf("%s: %s gc-interval %q, want %q", stage, set, got, interval)
+			}
+		}
+	}
+	want("install", "10s")
+	// nft-rules prints the interval where nft lists it.
+	checkInstalledAsRendered(t, ns, spec, AllFeatures())
+
+	spec.SetGCInterval = 90 * time.Second // nft lists "1m30s"
+	if err := n.Reload(spec); err != nil {
+		t.Fatal(err)
+	}
+	checkInstalledAsRendered(t, ns, spec, AllFeatures())
+	spec.SetGCInterval = 20 * time.Second
+	if err := n.Reload(spec); err != nil {
+		t.Fatal(err)
+	}
+	want("reload", "20s")
+	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.10", "2001:db8::10"), TTL: time.Minute})
+	if !n.InEffect(Allowance{Group: "servers", IPs: addrs("192.0.2.10", "2001:db8::10"), TTL: time.Minute}) {
+		t.Error("elements allowed after the update are not in effect")
+	}
+	if err := n.Check(); err != nil {
+		t.Errorf("Check after the update: %v", err)
+	}
+	n.flushCount()
+	for _, reason := range []string{restoreTable, restoreLayout, restoreElements} {
+		if got := restoresOn(t, m, reason); got != 0 {
+			t.Errorf("restores{%s} = %v after install and reload: egressd's own update was taken for drift\n%s", reason, got, logs.String())
+		}
+	}
+
+	// The watcher restores a deleted table with its sets tuned again.
+	ns.exec(t, "nft", "delete", "table", "inet", "egressd")
+	var listing string
+	if !wait.Until(restoreLimit, 20*time.Millisecond, func() bool {
+		out, err := ns.Exec("nft", "list", "set", "inet", "egressd", "g_servers_d4")
+		listing = out
+		return err == nil && strings.Contains(out, "gc-interval 20s")
+	}) {
+		t.Errorf("restored set lacks its gc-interval:\n%s\nlogs:\n%s", listing, logs.String())
+	}
+
+	spec.SetGCInterval = 0
+	if err := n.Reload(spec); err != nil {
+		t.Fatal(err)
+	}
+	want("reload with zero", "")
+	if strings.Contains(logs.String(), "garbage collection interval") {
+		t.Errorf("a warning about the interval was logged:\n%s", logs.String())
+	}
+}

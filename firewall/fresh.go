@@ -57,16 +57,17 @@ func (n *NFT) alreadyInEffect(a Allowance) bool {
 	if v == nil || !n.indexTrusted() || v.stale(a) {
 		return false
 	}
-	gs, ok := v.groups[a.Group]
-	if !ok {
-		return false
-	}
 	now := n.now()
 	epoch, settled := n.epoch.Load(), n.driftSettled.Load()
 	if a.Memo != nil {
-		if note, _ := a.Memo.Load().(*effectNote); note != nil && note.holds(a, v, epoch, settled, now.UnixNano()) {
+		// A note made under v found a.Group in it: no group lookup.
+		if note, _ := a.Memo.Load().(*effectNote); note != nil && note.holds(&a, v, epoch, settled, now.UnixNano()) {
 			return true
 		}
+	}
+	gs, ok := v.groups[a.Group]
+	if !ok {
+		return false
 	}
 	covered, due, until := n.index.covers(gs, a, a.TTL, freshFor(a.TTL, v.grace), now)
 	if covered && due {
@@ -104,7 +105,7 @@ type effectNote struct {
 	ports   []policy.PortRange
 }
 
-func (e *effectNote) holds(a Allowance, v *allowView, epoch, settled uint64, now int64) bool {
+func (e *effectNote) holds(a *Allowance, v *allowView, epoch, settled uint64, now int64) bool {
 	return e.view == v && e.epoch == epoch && e.settled == settled && now < e.until && a.TTL <= e.need &&
 		a.Group == e.group && a.Name == e.name && (!e.scoped || a.Client == e.client) &&
 		sameSlice(a.IPs, e.ips) && sameSlice(a.Targets, e.targets) && slices.Equal(a.Ports, e.ports)

@@ -263,13 +263,34 @@ const AdvertisedUDPSize = 1232
 // NewQuery is a recursive query for name (qtype, qclass) with an OPT
 // record advertising AdvertisedUDPSize, the DO bit set when do, and the
 // CD bit when cd. It carries no EDNS options.
+//
+// The message, its question and its OPT record are one allocation (a miss
+// builds one for every upstream exchange): the same message as building
+// it with dns.Msg's SetQuestion and SetEdns0, in one object instead of
+// five.
 func NewQuery(name string, qtype, qclass uint16, cd, do bool) *dns.Msg {
-	m := new(dns.Msg)
-	m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: qclass}}
+	q := new(query)
+	q.question[0] = dns.Question{Name: name, Qtype: qtype, Qclass: qclass}
+	q.opt.Hdr = dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}
+	q.opt.SetUDPSize(AdvertisedUDPSize)
+	if do {
+		q.opt.SetDo()
+	}
+	q.extra[0] = &q.opt
+	m := &q.msg
+	m.Question = q.question[:]
+	m.Extra = q.extra[:]
 	m.RecursionDesired = true
 	m.CheckingDisabled = cd
-	m.SetEdns0(AdvertisedUDPSize, do)
 	return m
+}
+
+// query holds what NewQuery returns, with its parts.
+type query struct {
+	msg      dns.Msg
+	question [1]dns.Question
+	extra    [1]dns.RR
+	opt      dns.OPT
 }
 
 // normalizeName is the form zones and bootstrap hosts are keyed on, the

@@ -59,3 +59,37 @@ func TestAppendQueryMatchesPack(t *testing.T) {
 		t.Errorf("appendQuery allocates %v times, want 0", allocs)
 	}
 }
+
+// TestNewQueryIsTheUsualMessage: NewQuery's single-allocation message
+// packs exactly like one built with dns.Msg's own setters.
+func TestNewQueryIsTheUsualMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		qtype, qclass uint16
+		cd, do        bool
+	}{
+		{"example.com.", dns.TypeA, dns.ClassINET, false, false},
+		{"example.com.", dns.TypeAAAA, dns.ClassINET, true, false},
+		{"Example.COM.", dns.TypeHTTPS, dns.ClassINET, false, true},
+		{".", dns.TypeNS, dns.ClassCHAOS, true, true},
+	} {
+		want := new(dns.Msg)
+		want.SetQuestion(tc.name, tc.qtype)
+		want.Question[0].Qclass = tc.qclass
+		want.Id = 0
+		want.CheckingDisabled = tc.cd
+		want.SetEdns0(AdvertisedUDPSize, tc.do)
+		got := NewQuery(tc.name, tc.qtype, tc.qclass, tc.cd, tc.do)
+		wb, err1 := want.Pack()
+		gb, err2 := got.Pack()
+		if err1 != nil || err2 != nil || !bytes.Equal(gb, wb) {
+			t.Errorf("%s %d cd=%t do=%t: NewQuery packs %x (%v), dns.Msg %x (%v)", tc.name, tc.qtype, tc.cd, tc.do, gb, err2, wb, err1)
+		}
+		if got.IsEdns0() == nil || got.IsEdns0().UDPSize() != AdvertisedUDPSize || got.IsEdns0().Do() != tc.do {
+			t.Errorf("%s: OPT record %v", tc.name, got.IsEdns0())
+		}
+	}
+	if allocs := testing.AllocsPerRun(100, func() { NewQuery("example.com.", dns.TypeA, dns.ClassINET, false, true) }); allocs != 1 {
+		t.Errorf("NewQuery allocates %v times, want 1", allocs)
+	}
+}

@@ -12,7 +12,8 @@ import (
 // Forwarder sends queries upstream; *upstream.Set is the real one.
 type Forwarder interface {
 	// Exchange returns the first usable reply to m and the server that
-	// gave it, trying the servers for m's (normalized) name in turn.
+	// gave it, trying the servers for m's (normalized) name in turn. It
+	// keeps nothing of m once it returns (m is reused for the next miss).
 	Exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, string, error)
 	// InZone reports whether qname goes to a configured zone's servers.
 	InZone(qname string) bool
@@ -22,9 +23,9 @@ type Forwarder interface {
 
 // upstreamQuery is the message egressd sends for q. It is built fresh: the
 // client's OPT record is never forwarded, so its EDNS options (client
-// subnet above all) stay on this side.
-func upstreamQuery(q *query) *dns.Msg {
-	return upstream.NewQuery(q.qname, q.qtype, q.qclass, q.cd, q.do)
+// subnet above all) stay on this side. Release it after the exchange.
+func upstreamQuery(q *query) *upstream.Query {
+	return upstream.AcquireQuery(q.qname, q.qtype, q.qclass, q.cd, q.do)
 }
 
 type forwarded struct {
@@ -65,9 +66,11 @@ func (s *Server) exchange(q *query) (*answer, string, error) {
 	var resp *dns.Msg
 	var server string
 	var err error
+	uq := upstreamQuery(q)
+	defer uq.Release()
 	if fw, ok := s.forwarder.(wireForwarder); ok {
 		var raw []byte
-		resp, raw, server, err = fw.ExchangeWire(context.Background(), upstreamQuery(q))
+		resp, raw, server, err = fw.ExchangeWire(context.Background(), &uq.Msg)
 		if err == nil && raw != nil {
 			if ans, ok := newAnswerWire(raw, q.qname); ok {
 				return ans, server, nil
@@ -78,7 +81,7 @@ func (s *Server) exchange(q *query) (*answer, string, error) {
 			}
 		}
 	} else {
-		resp, server, err = s.forwarder.Exchange(context.Background(), upstreamQuery(q))
+		resp, server, err = s.forwarder.Exchange(context.Background(), &uq.Msg)
 	}
 	if err != nil {
 		return nil, "", err

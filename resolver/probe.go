@@ -15,8 +15,9 @@ const probeInterval = 2 * time.Second
 // in front of egressd would otherwise never let the first query through).
 func (s *Server) probeUpstreams(ctx context.Context) {
 	probe := upstreamQuery(&query{qname: ".", qtype: dns.TypeNS, qclass: dns.ClassINET})
+	defer probe.Release()
 	for !s.ready.Load() {
-		if _, _, err := s.forwarder.Exchange(ctx, probe); err != nil {
+		if _, _, err := s.forwarder.Exchange(ctx, &probe.Msg); err != nil {
 			s.log.Debug("upstream readiness probe failed", "err", err)
 		}
 		if s.ready.Load() {

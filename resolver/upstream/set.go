@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -269,28 +270,50 @@ const AdvertisedUDPSize = 1232
 // it with dns.Msg's SetQuestion and SetEdns0, in one object instead of
 // five.
 func NewQuery(name string, qtype, qclass uint16, cd, do bool) *dns.Msg {
-	q := new(query)
+	q := new(Query)
+	q.fill(name, qtype, qclass, cd, do)
+	return &q.Msg
+}
+
+// Query is NewQuery's message with its parts, from a pool (AcquireQuery):
+// a miss asks upstream once, so a resolver under load would otherwise
+// leave one behind for the collector at every miss.
+type Query struct {
+	Msg      dns.Msg
+	question [1]dns.Question
+	extra    [1]dns.RR
+	opt      dns.OPT
+}
+
+var queries = sync.Pool{New: func() any { return new(Query) }}
+
+// AcquireQuery is NewQuery's message, taken from a pool. Release it once
+// the exchange is over: Exchange and ExchangeWire of a Set (and of every
+// server in it) keep nothing of the message they were given after they
+// return, and neither do their replies.
+func AcquireQuery(name string, qtype, qclass uint16, cd, do bool) *Query {
+	q := queries.Get().(*Query)
+	q.fill(name, qtype, qclass, cd, do)
+	return q
+}
+
+// Release returns q to the pool; nothing may use q.Msg afterwards.
+func (q *Query) Release() {
+	*q = Query{} // keeps no name alive
+	queries.Put(q)
+}
+
+func (q *Query) fill(name string, qtype, qclass uint16, cd, do bool) {
 	q.question[0] = dns.Question{Name: name, Qtype: qtype, Qclass: qclass}
-	q.opt.Hdr = dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}
+	q.opt = dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 	q.opt.SetUDPSize(AdvertisedUDPSize)
 	if do {
 		q.opt.SetDo()
 	}
 	q.extra[0] = &q.opt
-	m := &q.msg
-	m.Question = q.question[:]
-	m.Extra = q.extra[:]
-	m.RecursionDesired = true
-	m.CheckingDisabled = cd
-	return m
-}
-
-// query holds what NewQuery returns, with its parts.
-type query struct {
-	msg      dns.Msg
-	question [1]dns.Question
-	extra    [1]dns.RR
-	opt      dns.OPT
+	q.Msg = dns.Msg{Question: q.question[:], Extra: q.extra[:]}
+	q.Msg.RecursionDesired = true
+	q.Msg.CheckingDisabled = cd
 }
 
 // normalizeName is the form zones and bootstrap hosts are keyed on, the

@@ -93,3 +93,22 @@ func TestNewQueryIsTheUsualMessage(t *testing.T) {
 		t.Errorf("NewQuery allocates %v times, want 1", allocs)
 	}
 }
+
+// TestAcquiredQueryStartsClean: a query taken from the pool after another
+// was changed and released packs exactly like a new one.
+func TestAcquiredQueryStartsClean(t *testing.T) {
+	for range 3 {
+		used := AcquireQuery("used.example.", dns.TypeAAAA, dns.ClassCHAOS, true, true)
+		used.Msg.Id, used.Msg.AuthenticatedData = 0xBEEF, true
+		used.Msg.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}}
+		used.Release()
+		got := AcquireQuery("example.com.", dns.TypeA, dns.ClassINET, false, false)
+		want := NewQuery("example.com.", dns.TypeA, dns.ClassINET, false, false)
+		gb, err1 := got.Msg.Pack()
+		wb, err2 := want.Pack()
+		if err1 != nil || err2 != nil || !bytes.Equal(gb, wb) {
+			t.Fatalf("reused query packs %x (%v), a new one %x (%v)", gb, err1, wb, err2)
+		}
+		got.Release()
+	}
+}

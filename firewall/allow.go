@@ -9,6 +9,44 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// allowScratch is what applyAllows and sendPlan reuse from batch to batch
+// instead of leaving it to the collector at every miss; only the holder of
+// mu touches it, and nothing in it outlives the batch (the index and the
+// netlink encoder copy what they keep).
+type allowScratch struct {
+	plan  map[string]plannedElement
+	added map[string]int
+	elems []element // the elements of every request of the batch
+	// sets holds sendPlan's element lists, one per set the batch touches.
+	sets [][]nftables.SetElement
+}
+
+// reset empties s for the next batch, keeping its memory (and dropping
+// what the last batch referred to).
+func (s *allowScratch) reset() {
+	if s.plan == nil {
+		s.plan, s.added = map[string]plannedElement{}, map[string]int{}
+	}
+	clear(s.plan)
+	clear(s.added)
+	clear(s.elems)
+	s.elems = s.elems[:0]
+	if cap(s.elems) > maxScratchElems {
+		s.elems = nil
+	}
+	for i := range s.sets {
+		clear(s.sets[i])
+		s.sets[i] = s.sets[i][:0]
+		if cap(s.sets[i]) > maxScratchElems {
+			s.sets[i] = nil
+		}
+	}
+}
+
+// maxScratchElems: element lists grown past this (by a burst or a
+// restore) are not kept for the next batch.
+const maxScratchElems = 1024
+
 // plannedElement is an element that must be sent in this batch.
 type plannedElement struct {
 	element
@@ -23,9 +61,10 @@ func (n *NFT) applyAllows(reqs []request) {
 	}
 	now := n.now()
 	trusted := n.indexTrusted()
+	n.scratch.reset()
+	plan := n.scratch.plan
 	// Room for a typical batch on the stack: a miss is one request of a
 	// few elements.
-	plan := map[string]plannedElement{}
 	var orderBuf [8]string
 	order := orderBuf[:0] // deterministic message order
 	var waitBuf [2]request
@@ -35,7 +74,7 @@ func (n *NFT) applyAllows(reqs []request) {
 		// Count only what may still be in the kernel before refusing.
 		n.index.sweep(now, expiryMargin)
 	}
-	added := map[string]int{} // new elements per set in this batch
+	added := n.scratch.added // new elements per set in this batch
 	var servedBuf [2]servedAllow
 	served := servedBuf[:0] // per waiting request: what to remember
 	for _, r := range reqs {
@@ -54,11 +93,16 @@ func (n *NFT) applyAllows(reqs []request) {
 		}
 		// Never zero: an element without a timeout would live forever.
 		timeout := max(r.allow.TTL+n.spec.Grace, minTimeout)
-		elems, err := elementsFor(gs, r.allow, timeout)
+		start := len(n.scratch.elems)
+		all, err := appendElements(n.scratch.elems, gs, r.allow, timeout)
 		if err != nil {
 			r.result <- err
 			continue
 		}
+		// Full slice expression: a later request's append must not write
+		// into this one's elements.
+		n.scratch.elems = all
+		elems := all[start:len(all):len(all)]
 		if set, have, over := n.overfills(plan, elems, added, maxElems); over {
 			r.result <- n.rejected.reject(rejectSetFull,
 				fmt.Errorf("%w: set %s holds %d elements, max_elements_per_set is %d", ErrLimit, set, have, maxElems),
@@ -241,7 +285,10 @@ func (n *NFT) sendPlan(plan map[string]plannedElement, order []string, now time.
 			i++
 		}
 		if i == len(bySet) {
-			bySet = append(bySet, perSet{name: p.set})
+			if len(n.scratch.sets) <= i {
+				n.scratch.sets = append(n.scratch.sets, nil)
+			}
+			bySet = append(bySet, perSet{name: p.set, all: n.scratch.sets[i][:0]})
 		}
 		ps := &bySet[i]
 		el := nftables.SetElement{Key: p.key, KeyEnd: p.keyEnd, Timeout: p.timeout, Comment: p.comment}
@@ -250,6 +297,11 @@ func (n *NFT) sendPlan(plan map[string]plannedElement, order []string, now time.
 			ps.refresh = append(ps.refresh, el)
 		}
 	}
+	defer func() {
+		for i := range bySet {
+			n.scratch.sets[i] = bySet[i].all[:0] // grown, kept for the next batch
+		}
+	}()
 	for i := range bySet {
 		set, ps := n.sets[bySet[i].name], &bySet[i]
 		steps := []struct {

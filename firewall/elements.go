@@ -104,11 +104,16 @@ func appendAddr(dst []byte, a netip.Addr) []byte {
 
 // elementsFor expands an allowance into set elements.
 func elementsFor(gs groupSets, a Allowance, timeout time.Duration) ([]element, error) {
+	return appendElements(nil, gs, a, timeout)
+}
+
+// appendElements appends the set elements of an allowance to out; on
+// error out comes back as it was.
+func appendElements(out []element, gs groupSets, a Allowance, timeout time.Duration) ([]element, error) {
 	client, err := checkAllowance(gs, a)
 	if err != nil {
-		return nil, err
+		return out, err
 	}
-	var out []element
 	comment := elementComment(a.Name)
 	for _, ip := range a.IPs {
 		ip, ok := destination(gs, client, ip)

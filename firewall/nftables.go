@@ -97,6 +97,7 @@ type NFT struct {
 	view      atomic.Pointer[allowView] // for Allow's check without the owner
 	lastSweep time.Time
 	flushes   int // netlink batches sent, for tests and benchmarks
+	scratch   allowScratch
 	// libraryElements sends element batches through google/nftables
 	// instead of elemBatch; tests and benchmarks compare the two.
 	libraryElements bool
@@ -334,7 +335,7 @@ var errClosed = errors.New("firewall: closed")
 // of other threads when they sleep. Otherwise the run goroutine is woken
 // and serves r with whatever else queued, once the owner is done.
 func (n *NFT) submit(ctx context.Context, r request) error {
-	r.result = make(chan error, 1)
+	r.result = resultChans.Get().(chan error)
 	select {
 	case <-n.closed:
 		return errClosed
@@ -354,6 +355,8 @@ func (n *NFT) submit(ctx context.Context, r request) error {
 	}
 	select {
 	case err := <-r.result:
+		// Answered and empty again: nobody sends on it any more.
+		resultChans.Put(r.result)
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -368,6 +371,12 @@ func (n *NFT) submit(ctx context.Context, r request) error {
 		}
 	}
 }
+
+// resultChans holds the result channels of answered requests for the
+// next ones: every Allow that goes to the owner needs one. A channel whose
+// request was given up on (ctx ended first) is left to the collector, as
+// the owner may still answer on it.
+var resultChans = sync.Pool{New: func() any { return make(chan error, 1) }}
 
 // wakeOwner tells the run goroutine that requests are queued; it serves
 // them once it holds mu.

@@ -118,11 +118,10 @@ func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) 
 	}
 	u.busy.Add(1)
 	u.wg.Add(1)
-	w := &udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}
+	job := udpJob{w: udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c, slot: slot, p: p}
 	if inline.batch != nil {
-		w.raw = inline.batch.replyTo(inline.slot)
+		job.w.raw = inline.batch.replyTo(inline.slot)
 	}
-	job := udpJob{w: w, q: q, caller: c, slot: slot, p: p}
 	select {
 	case u.jobs <- job:
 	default:

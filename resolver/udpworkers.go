@@ -62,7 +62,9 @@ const pollEvery = 1024
 
 // udpJob is a query stage 1 handed over, for stage 2.
 type udpJob struct {
-	w      *udpResponse
+	// w by value: a worker's job variable holds it, so handing a query
+	// over allocates nothing (the worker serves &job.w).
+	w      udpResponse
 	q      query
 	caller caller
 	slot   inFlightSlot // the in-flight slot the job holds
@@ -146,7 +148,7 @@ func (u *udpWorkers) work(job udpJob) {
 	sender := newRawSender()
 	for {
 		job.w.sender = sender
-		u.s.serve(job.w, &job.q, job.caller, &job.p)
+		u.s.serve(&job.w, &job.q, job.caller, &job.p)
 		u.s.inFlight.release(job.slot)
 		u.busy.Add(-1)
 		u.wg.Done()

@@ -48,6 +48,11 @@ type udpWorkers struct {
 	idleFor time.Duration // a worker without work for this long ends
 }
 
+// workerAnswerBuffer is the size of a worker's answer buffer: room for
+// nearly every plain answer (larger ones are rendered into one of their
+// own).
+const workerAnswerBuffer = 512
+
 // udpWorkerIdle is how long a worker waits for another query before it
 // ends.
 const udpWorkerIdle = 10 * time.Second
@@ -146,8 +151,11 @@ func isWildcard(conn *net.UDPConn) bool {
 func (u *udpWorkers) work(job udpJob) {
 	var idle *time.Timer
 	sender := newRawSender()
+	// The worker's answers are rendered here: each is sent before the
+	// next job (Write does not return before the datagram left).
+	buf := make([]byte, 0, workerAnswerBuffer)
 	for {
-		job.w.sender = sender
+		job.w.sender, job.w.buf = sender, buf
 		u.s.serve(&job.w, &job.q, job.caller, &job.p)
 		u.s.inFlight.release(job.slot)
 		u.busy.Add(-1)
@@ -184,7 +192,7 @@ type udpResponse struct {
 	conn    *net.UDPConn
 	peer    netip.AddrPort
 	session *dns.SessionUDP
-	buf     []byte // lent for rendering; only the reader's own response has one
+	buf     []byte // lent for rendering: the reader's own response's, a worker's
 
 	// batch, when set, queues writes for the batch's next flush, as the
 	// answer to the slot-th datagram of the batch.

@@ -122,6 +122,7 @@ func (d *daemon) begin(parent context.Context, cfg *config.Config) context.Conte
 	d.cancel = cancel
 	d.metrics = metrics.New()
 	d.metrics.Profiles = cfg.Metrics.Profiles
+	applyProfiles(cfg.Metrics.Profiles)
 	return ctx
 }
 

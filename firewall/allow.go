@@ -17,6 +17,7 @@ type allowScratch struct {
 	plan  map[string]plannedElement
 	added map[string]int
 	elems []element // the elements of every request of the batch
+	reqs  []request // the requests serveQueued took from the queue
 	// sets holds sendPlan's element lists, one per set the batch touches.
 	sets [][]nftables.SetElement
 }

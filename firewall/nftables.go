@@ -416,8 +416,11 @@ func (n *NFT) combine(mine chan error) {
 // reported meanwhile are repaired first, so no answer relies on elements
 // someone else deleted. The caller holds mu.
 func (n *NFT) serveQueued() bool {
-	var one [1]request // a miss at moderate load is a batch of one
-	batch := one[:0]
+	batch := n.scratch.reqs[:0]
+	defer func() {
+		clear(batch) // no request's context or channel kept alive
+		n.scratch.reqs = batch[:0]
+	}()
 drain:
 	for len(batch) < maxBatchRequests {
 		select {

@@ -250,6 +250,9 @@ const (
 	nlaHeaderLen   = unix.SizeofNlAttr
 	// NFTA_SET_ELEM_KEY_END, as google/nftables names it (x/sys lacks it).
 	nftaSetElemKeyEnd = nftables.NFTA_SET_ELEM_KEY_END
+	// NFTA_SET_FIELD_LEN: a concatenation field's length in NFTA_SET_DESC
+	// (linux/netfilter/nf_tables.h; neither x/sys nor the library has it).
+	nftaSetFieldLen = 1
 )
 
 // maxKeptBatch: a batch buffer grown past this (by a restore re-adding
@@ -349,22 +352,49 @@ func (b *elemBatch) add(s *nftables.Set, vals []nftables.SetElement, del bool) e
 }
 
 // setKeyTypes are the key types addSetGC can name: those of the sets
-// Allow fills without intervals (the library keeps the kernel's type
-// numbers unexported).
+// Allow fills (the library keeps the kernel's type numbers unexported).
 var setKeyTypes = map[string]uint32{
-	nftables.TypeIPAddr.Name:  7,
-	nftables.TypeIP6Addr.Name: 8,
+	nftables.TypeIPAddr.Name:      7,
+	nftables.TypeIP6Addr.Name:     8,
+	nftables.TypeInetProto.Name:   12,
+	nftables.TypeInetService.Name: 13,
+}
+
+// setShape is how addSetGC describes s to the kernel: its flags, key type
+// (concatenations composed as the library composes them) and, for a
+// concatenation, each field's length. ok is false for a set it cannot
+// describe: only plain and concatenated interval sets with timeouts.
+func setShape(s *nftables.Set) (flags, keyType uint32, fields []uint32, ok bool) {
+	if !s.HasTimeout || s.Anonymous || s.Constant || s.IsMap || s.Dynamic || s.Interval != s.Concatenation {
+		return 0, 0, nil, false
+	}
+	flags = unix.NFT_SET_TIMEOUT
+	types := []nftables.SetDatatype{s.KeyType}
+	if s.Concatenation {
+		flags |= unix.NFT_SET_INTERVAL | nftables.NFT_SET_CONCAT
+		types = nftables.ConcatSetTypeElements(s.KeyType)
+	}
+	for _, t := range types {
+		magic, known := setKeyTypes[t.Name]
+		if !known {
+			return 0, 0, nil, false
+		}
+		keyType = keyType<<nftables.SetConcatTypeBits | magic
+		if s.Concatenation {
+			fields = append(fields, t.Bytes)
+		}
+	}
+	return flags, keyType, fields, true
 }
 
 // addSetGC queues an update of the existing set s (NFT_MSG_NEWSET without
 // NLM_F_EXCL) that sets its garbage collection interval to d. The kernel
 // accepts an update only if it describes the set as it is (flags, key
-// type and length), so it carries them as the library wrote them for a
-// plain timeout set; nothing else of the set changes.
+// type and length, a concatenation's field lengths), so it carries them as
+// nft does; nothing else of the set changes.
 func (b *elemBatch) addSetGC(s *nftables.Set, d time.Duration) error {
-	magic, ok := setKeyTypes[s.KeyType.Name]
-	if !ok || !s.HasTimeout || s.Anonymous || s.Constant || s.Interval || s.IsMap || s.Dynamic || s.Concatenation ||
-		s.KeyType.Bytes == 0 || d < time.Millisecond || d.Milliseconds() > math.MaxUint32 {
+	flags, keyType, fields, ok := setShape(s)
+	if !ok || s.KeyType.Bytes == 0 || d < time.Millisecond || d.Milliseconds() > math.MaxUint32 {
 		return errNotLean
 	}
 	start := len(b.buf)
@@ -374,10 +404,24 @@ func (b *elemBatch) addSetGC(s *nftables.Set, d time.Duration) error {
 	dst = append(dst, byte(s.Table.Family), unix.NFNETLINK_V0, 0, 0)
 	dst = appendStringAttr(dst, unix.NFTA_SET_TABLE, s.Table.Name)
 	dst = appendStringAttr(dst, unix.NFTA_SET_NAME, s.Name)
-	dst = appendUint32Attr(dst, unix.NFTA_SET_FLAGS, unix.NFT_SET_TIMEOUT)
-	dst = appendUint32Attr(dst, unix.NFTA_SET_KEY_TYPE, magic)
+	dst = appendUint32Attr(dst, unix.NFTA_SET_FLAGS, flags)
+	dst = appendUint32Attr(dst, unix.NFTA_SET_KEY_TYPE, keyType)
 	dst = appendUint32Attr(dst, unix.NFTA_SET_KEY_LEN, s.KeyType.Bytes)
 	dst = appendUint32Attr(dst, unix.NFTA_SET_ID, s.ID)
+	if len(fields) > 0 {
+		desc := len(dst)
+		dst = appendNestStart(dst, unix.NFTA_SET_DESC)
+		concat := len(dst)
+		dst = appendNestStart(dst, nftables.NFTA_SET_DESC_CONCAT)
+		for _, f := range fields {
+			elem := len(dst)
+			dst = appendNestStart(dst, unix.NFTA_LIST_ELEM)
+			dst = appendUint32Attr(dst, nftaSetFieldLen, f)
+			dst = nestEnd(dst, elem)
+		}
+		dst = nestEnd(dst, concat)
+		dst = nestEnd(dst, desc)
+	}
 	if s.Timeout != 0 {
 		// The update sets the default timeout too: keep the set's.
 		dst = appendAttrHeader(dst, unix.NFTA_SET_TIMEOUT, 8)

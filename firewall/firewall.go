@@ -102,7 +102,7 @@ type Spec struct {
 	MaxAddressesPerAnswer int
 	MaxElementsPerSet     int
 	// SetGCInterval is how often the kernel frees the expired elements of
-	// the address sets Allow fills (zero: the kernel's default, a second).
+	// the sets Allow fills (zero: the kernel's default, a second).
 	// Expired elements never match, so it bounds only how long their memory
 	// lingers; each collection walks the whole set.
 	SetGCInterval time.Duration

@@ -97,7 +97,7 @@ type layout struct {
 	sets   []setDef
 	chains []chainDef
 	groups map[string]groupSets
-	// gcInterval is set on the address sets after install (tuneSetGC);
+	// gcInterval is set on the sets Allow fills after install (tuneSetGC);
 	// only the rendering carries it.
 	gcInterval time.Duration
 }

@@ -655,11 +655,13 @@ type setGCTuner interface {
 	SetGCInterval([]*nftables.Set, time.Duration) error
 }
 
-// tuneSetGC sets the kernel's garbage collection interval of the address
-// sets just installed to spec.SetGCInterval. By default the kernel walks
-// every element of such a set once a second to free the expired ones, in
-// a worker on the CPU that created the set: 2-4 ms for 60,000 elements,
-// during which that CPU serves nothing else. Expired elements never match
+// tuneSetGC sets the kernel's garbage collection interval of the sets
+// Allow fills, just installed, to spec.SetGCInterval. By default the kernel
+// walks every element of such a set once a second to free the expired
+// ones: for a hash set (addresses) in a worker on the CPU that created the
+// set, 2-4 ms for 60,000 elements, during which that CPU serves nothing
+// else; for a concatenated interval set (addresses with ports) inside the
+// next commit, an Allow's batch. Expired elements never match
 // a packet (nor appear in a listing), so a longer interval only keeps
 // their memory a while longer. Kernels that do not apply updates of an
 // existing set (before 6.10) accept the message and keep a second; a
@@ -669,16 +671,16 @@ func (n *NFT) tuneSetGC(spec Spec, lay layout, sets map[string]*nftables.Set) {
 	if !ok || spec.SetGCInterval <= 0 {
 		return
 	}
-	var dest []*nftables.Set
+	var dynamic []*nftables.Set
 	for _, s := range lay.sets {
-		if s.kind == setDest && sets[s.name] != nil {
-			dest = append(dest, sets[s.name])
+		if s.kind != setClients && sets[s.name] != nil {
+			dynamic = append(dynamic, sets[s.name])
 		}
 	}
-	if len(dest) == 0 {
+	if len(dynamic) == 0 {
 		return
 	}
-	if err := t.SetGCInterval(dest, spec.SetGCInterval); err != nil {
+	if err := t.SetGCInterval(dynamic, spec.SetGCInterval); err != nil {
 		n.log.Warn("firewall: cannot set the sets' garbage collection interval; the kernel keeps its default",
 			"table", spec.Table, "gc_interval", spec.SetGCInterval, "err", err)
 	}

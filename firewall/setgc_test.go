@@ -9,6 +9,7 @@ import (
 	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/internal/wait"
 	"github.com/egressd/egressd/metrics"
+	"github.com/egressd/egressd/policy"
 )
 
 // gcIntervalOf reads a set's gc-interval line from nft's listing ("" when
@@ -23,7 +24,8 @@ func gcIntervalOf(t *testing.T, ns *testNS, set string) string {
 	return ""
 }
 
-// TestSetGCInterval: the address sets Allow fills get Spec.SetGCInterval
+// TestSetGCInterval: the sets Allow fills (addresses, and addresses with
+// ports) get Spec.SetGCInterval
 // at install, reload and restore, in the real kernel; the update is not
 // mistaken for a change by someone else; zero leaves the kernel's default.
 func TestSetGCInterval(t *testing.T) {
@@ -38,7 +40,7 @@ func TestSetGCInterval(t *testing.T) {
 	t.Cleanup(func() { _ = n.Close() })
 	want := func(stage, interval string) {
 		t.Helper()
-		for _, set := range []string{"g_servers_d4", "g_servers_d6"} {
+		for _, set := range []string{"g_servers_d4", "g_servers_d6", "g_servers_p4", "g_servers_p6"} {
 			if got := gcIntervalOf(t, ns, set); got != interval {
 				t.Errorf("%s: %s gc-interval %q, want %q", stage, set, got, interval)
 			}
@@ -58,9 +60,18 @@ func TestSetGCInterval(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("reload", "20s")
-	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.10", "2001:db8::10"), TTL: time.Minute})
-	if !n.InEffect(Allowance{Group: "servers", IPs: addrs("192.0.2.10", "2001:db8::10"), TTL: time.Minute}) {
-		t.Error("elements allowed after the update are not in effect")
+	for _, a := range []Allowance{
+		{Group: "servers", IPs: addrs("192.0.2.10", "2001:db8::10"), TTL: time.Minute},
+		{Group: "servers", IPs: addrs("192.0.2.11", "2001:db8::11"), TTL: time.Minute,
+			Ports: []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}}},
+	} {
+		mustAllow(t, n, a)
+		if !n.InEffect(a) {
+			t.Errorf("elements allowed after the update are not in effect: %+v", a)
+		}
+	}
+	if listing := ns.exec(t, "nft", "list", "set", "inet", "egressd", "g_servers_p4"); !strings.Contains(listing, "192.0.2.11 . tcp . 443") {
+		t.Errorf("port element missing after the update:\n%s", listing)
 	}
 	if err := n.Check(); err != nil {
 		t.Errorf("Check after the update: %v", err)

@@ -103,3 +103,49 @@ func TestSetGCInterval(t *testing.T) {
 		t.Errorf("a warning about the interval was logged:\n%s", logs.String())
 	}
 }
+
+// TestSetGCIntervalReaddsExpired: an element that expired but that the
+// kernel has not collected yet (a long gc interval) is allowed again like
+// a new one, in an address set and in a set with ports: the expired one
+// never matches and does not stand in the way.
+func TestSetGCIntervalReaddsExpired(t *testing.T) {
+	ns := newTestNS(t)
+	spec := allowSpec()
+	spec.Grace, spec.SetGCInterval = 0, time.Hour
+	n, err := NewNFTables(spec, Options{NetNS: ns.fd, Logger: quietLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	allowances := []Allowance{
+		{Group: "servers", IPs: addrs("192.0.2.20"), TTL: time.Second},
+		{Group: "servers", IPs: addrs("192.0.2.21"), TTL: time.Second,
+			Ports: []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}}},
+	}
+	for _, a := range allowances {
+		mustAllow(t, n, a)
+	}
+	// Past the elements' one-second timeout and the index's margin, so the
+	// next Allow sends them as new (add only), not as refreshes.
+	time.Sleep(minTimeout + expiryMargin + 100*time.Millisecond)
+	for _, set := range []string{"g_servers_d4", "g_servers_p4"} {
+		if listing := ns.exec(t, "nft", "list", "set", "inet", "egressd", set); strings.Contains(listing, "192.0.2.2") {
+			t.Fatalf("%s still lists an expired element:\n%s", set, listing)
+		}
+	}
+	for _, a := range allowances {
+		a.TTL = time.Minute
+		mustAllow(t, n, a)
+		// With no grace an element lives exactly the TTL; ask about an
+		// answer with half of it.
+		a.TTL /= 2
+		if !n.InEffect(a) {
+			t.Errorf("re-allowed elements are not in effect: %+v", a)
+		}
+	}
+	for set, want := range map[string]string{"g_servers_d4": "192.0.2.20", "g_servers_p4": "192.0.2.21 . tcp . 443"} {
+		if listing := ns.exec(t, "nft", "list", "set", "inet", "egressd", set); !strings.Contains(listing, want) {
+			t.Errorf("%s lacks %s after it was allowed again:\n%s", set, want, listing)
+		}
+	}
+}

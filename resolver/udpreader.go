@@ -118,7 +118,8 @@ func (r *udpReader) handle(inline *udpResponse, msg []byte, received time.Time) 
 	}
 	u.busy.Add(1)
 	u.wg.Add(1)
-	job := udpJob{w: udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c, slot: slot, p: p}
+	job := udpJobs.Get().(*udpJob)
+	*job = udpJob{w: udpResponse{conn: inline.conn, peer: inline.peer, session: inline.session}, q: q, caller: c, slot: slot, p: p}
 	if inline.batch != nil {
 		job.w.raw = inline.batch.replyTo(inline.slot)
 	}

@@ -38,7 +38,7 @@ const maxIdleUDPWorkers = 1024
 type udpWorkers struct {
 	outsiderReader // reads TCP and generic packet conns as before
 
-	jobs chan udpJob   // unbuffered: a send succeeds only to an idle worker
+	jobs chan *udpJob  // unbuffered: a send succeeds only to an idle worker
 	stop chan struct{} // closed when reading fails: idle workers end
 	once sync.Once
 	idle atomic.Int32
@@ -65,20 +65,23 @@ const yieldEvery = 32
 // worker busy, before it lets the runtime poll the network anyway.
 const pollEvery = 1024
 
-// udpJob is a query stage 1 handed over, for stage 2.
+// udpJob is a query stage 1 handed over, for stage 2. Jobs come from
+// udpJobs and go back once served: handing a query over allocates nothing,
+// and a worker's stack holds a pointer, not the job (a worker that serves
+// a firewall batch itself runs deep; see work).
 type udpJob struct {
-	// w by value: a worker's job variable holds it, so handing a query
-	// over allocates nothing (the worker serves &job.w).
-	w      udpResponse
+	w      udpResponse // the worker serves &w
 	q      query
 	caller caller
 	slot   inFlightSlot // the in-flight slot the job holds
 	p      progress     // what stage 1 settled
 }
 
+var udpJobs = sync.Pool{New: func() any { return new(udpJob) }}
+
 // udpWorkersFilter is a dns.DecorateReader for the UDP server.
 func (s *Server) udpWorkersFilter(r dns.Reader) dns.Reader {
-	return &udpWorkers{outsiderReader: outsiderReader{Reader: r, s: s}, jobs: make(chan udpJob), stop: make(chan struct{}), idleFor: s.workerIdle}
+	return &udpWorkers{outsiderReader: outsiderReader{Reader: r, s: s}, jobs: make(chan *udpJob), stop: make(chan struct{}), idleFor: s.workerIdle}
 }
 
 // ReadUDP serves datagrams until reading fails, then waits for the ones in
@@ -148,7 +151,7 @@ func isWildcard(conn *net.UDPConn) bool {
 }
 
 // work serves job and then others until enough workers are idle.
-func (u *udpWorkers) work(job udpJob) {
+func (u *udpWorkers) work(job *udpJob) {
 	var idle *time.Timer
 	sender := newRawSender()
 	// The worker's answers are rendered here: each is sent before the
@@ -158,6 +161,9 @@ func (u *udpWorkers) work(job udpJob) {
 		job.w.sender, job.w.buf = sender, buf
 		u.s.serve(&job.w, &job.q, job.caller, &job.p)
 		u.s.inFlight.release(job.slot)
+		// Served and sent: nothing refers to the job any more.
+		*job = udpJob{}
+		udpJobs.Put(job)
 		u.busy.Add(-1)
 		u.wg.Done()
 		if u.idle.Add(1) > maxIdleUDPWorkers {

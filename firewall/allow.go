@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -18,8 +19,24 @@ type allowScratch struct {
 	added map[string]int
 	elems []element // the elements of every request of the batch
 	reqs  []request // the requests serveQueued took from the queue
-	// sets holds sendPlan's element lists, one per set the batch touches.
-	sets [][]nftables.SetElement
+	// order, waiting and served are applyAllows' lists: the planned
+	// elements' keys in message order, the requests to answer, and what
+	// each of them asked for. Kept here rather than on the stack of the
+	// caller serving the batch (a UDP worker), whose stack would grow.
+	order   []string
+	waiting []request
+	served  []servedAllow
+	// sets holds sendPlan's element lists, one per set the batch touches;
+	// bySet is sendPlan's view of them.
+	sets  [][]nftables.SetElement
+	bySet []setElements
+}
+
+// setElements is what sendPlan sends to one set: every planned element,
+// and those that need a refresh (delete and add again).
+type setElements struct {
+	name         string
+	all, refresh []nftables.SetElement
 }
 
 // reset empties s for the next batch, keeping its memory (and dropping
@@ -35,6 +52,12 @@ func (s *allowScratch) reset() {
 	if cap(s.elems) > maxScratchElems {
 		s.elems = nil
 	}
+	clear(s.order)
+	s.order = s.order[:0]
+	clear(s.waiting)
+	s.waiting = s.waiting[:0]
+	clear(s.served)
+	s.served = s.served[:0]
 	for i := range s.sets {
 		clear(s.sets[i])
 		s.sets[i] = s.sets[i][:0]
@@ -64,21 +87,21 @@ func (n *NFT) applyAllows(reqs []request) {
 	trusted := n.indexTrusted()
 	n.scratch.reset()
 	plan := n.scratch.plan
-	// Room for a typical batch on the stack: a miss is one request of a
-	// few elements.
-	var orderBuf [8]string
-	order := orderBuf[:0] // deterministic message order
-	var waitBuf [2]request
-	waiting := waitBuf[:0]
+	order := n.scratch.order // deterministic message order
+	waiting := n.scratch.waiting
 	maxElems := n.spec.maxElements()
 	if n.index.fullest() >= maxElems {
 		// Count only what may still be in the kernel before refusing.
 		n.index.sweep(now, expiryMargin)
 	}
-	added := n.scratch.added // new elements per set in this batch
-	var servedBuf [2]servedAllow
-	served := servedBuf[:0] // per waiting request: what to remember
-	for _, r := range reqs {
+	added := n.scratch.added   // new elements per set in this batch
+	served := n.scratch.served // per waiting request: what to remember
+	defer func() {
+		// Grown, kept for the next batch (reset empties them).
+		n.scratch.order, n.scratch.waiting, n.scratch.served = order, waiting, served
+	}()
+	for i := range reqs {
+		r := &reqs[i]
 		if err := r.ctx.Err(); err != nil {
 			r.result <- err
 			continue
@@ -116,7 +139,7 @@ func (n *NFT) applyAllows(reqs []request) {
 				order = append(order, k)
 			}
 		}
-		waiting = append(waiting, r)
+		waiting = append(waiting, *r)
 		served = append(served, servedAllow{elems: elems, from: originOf(gs, r.allow)})
 	}
 	if len(plan) == 0 {
@@ -137,7 +160,9 @@ func (n *NFT) applyAllows(reqs []request) {
 			// One bad element must not fail every query that happened to
 			// share its batch: serve each request on its own.
 			n.log.Warn("firewall: batch failed, retrying requests one by one", "requests", len(waiting), "err", err)
-			for _, r := range waiting {
+			// A copy: each retry starts a batch, which reuses the scratch
+			// lists waiting lives in.
+			for _, r := range slices.Clone(waiting) {
 				n.applyAllows([]request{r})
 			}
 			return
@@ -272,13 +297,8 @@ func (n *NFT) planElement(plan map[string]plannedElement, e element, need time.D
 // final add sets the new timeout even on kernels that ignore timeouts of
 // re-added elements. On success the index learns the new deadlines.
 func (n *NFT) sendPlan(plan map[string]plannedElement, order []string, now time.Time, withRefresh bool) error {
-	type perSet struct {
-		name         string
-		all, refresh []nftables.SetElement
-	}
 	// Sets in the order of their first element; a batch touches few.
-	var setsBuf [4]perSet
-	bySet := setsBuf[:0]
+	bySet := n.scratch.bySet[:0]
 	for _, k := range order {
 		p := plan[k]
 		i := 0
@@ -289,7 +309,7 @@ func (n *NFT) sendPlan(plan map[string]plannedElement, order []string, now time.
 			if len(n.scratch.sets) <= i {
 				n.scratch.sets = append(n.scratch.sets, nil)
 			}
-			bySet = append(bySet, perSet{name: p.set, all: n.scratch.sets[i][:0]})
+			bySet = append(bySet, setElements{name: p.set, all: n.scratch.sets[i][:0]})
 		}
 		ps := &bySet[i]
 		el := nftables.SetElement{Key: p.key, KeyEnd: p.keyEnd, Timeout: p.timeout, Comment: p.comment}
@@ -301,7 +321,9 @@ func (n *NFT) sendPlan(plan map[string]plannedElement, order []string, now time.
 	defer func() {
 		for i := range bySet {
 			n.scratch.sets[i] = bySet[i].all[:0] // grown, kept for the next batch
+			bySet[i] = setElements{}
 		}
+		n.scratch.bySet = bySet[:0]
 	}()
 	for i := range bySet {
 		set, ps := n.sets[bySet[i].name], &bySet[i]

@@ -130,14 +130,16 @@ func (n *NFT) handleDrift(d drift) {
 	if n.baselineStale {
 		// Not read back since a reload installed it: the table as it is
 		// becomes the baseline if it is what the layout says, else it is
-		// restored.
+		// restored. The baseline still held is the previous table's, so
+		// differences from it say nothing.
 		if err := got.matchesLayout(n.lay); err != nil {
 			found = []string{err.Error()}
 		} else {
 			n.adoptBaseline(got)
 		}
+	} else {
+		found = n.baseline.differences(got)
 	}
-	found = append(found, n.baseline.differences(got)...)
 	sets := d.elements
 	if d.lost || d.replaced {
 		sets = n.dynamicSets()

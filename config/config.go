@@ -182,7 +182,7 @@ type Firewall struct {
 	MaxAddressesPerAnswer int `toml:"max_addresses_per_answer"`
 	MaxElementsPerSet     int `toml:"max_elements_per_set"`
 	// GCInterval is how often the kernel frees the expired elements of
-	// the address sets (nft's gc-interval).
+	// the sets egressd fills (nft's gc-interval).
 	GCInterval string `toml:"gc_interval"`
 
 	GraceDur      time.Duration `toml:"-"`

@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"context"
-	"github.com/egressd/egressd/internal/dnstest"
 	"net"
 	"net/netip"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/enforce"
+	"github.com/egressd/egressd/internal/dnstest"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/querylog"
 )

@@ -160,11 +160,11 @@ var errNotLean = errors.New("firewall: element not encoded by elemBatch")
 // SetAddElements/SetDeleteElements and Flush of google/nftables v0.3.0
 // send for the element fields egressd uses (key, key end, timeout,
 // comment), framed by NFNL_MSG_BATCH_BEGIN/END, into one buffer reused
-// from batch to batch, and reads the acknowledgements into another, on the
-// socket the library dialed. Encoding by hand (not with
+// from batch to batch, and reads the kernel's error reports into another,
+// on the socket the library dialed. Encoding by hand (not with
 // netlink.AttributeEncoder, which allocates per nested attribute) keeps a
 // batch free of allocations; the unit test compares every message with the
-// library's bytes.
+// library's bytes, but for the acknowledgement flag (see flush).
 type elemBatch struct {
 	raw  syscall.RawConn
 	pid  uint32 // the socket's port id, as the library stamps it
@@ -177,14 +177,14 @@ type elemBatch struct {
 	rbuf  []byte
 
 	// Reused read and write callbacks (no closure per call).
-	readFn, writeFn func(fd uintptr) bool
-	out             []byte
-	n               int
-	ioErr           error
+	drainFn, writeFn func(fd uintptr) bool
+	out              []byte
+	n                int
+	ioErr            error
 }
 
-// ackBuffer holds one acknowledgement; an error acknowledgement carries
-// the message it refers to, cut off beyond this (only its header counts).
+// ackBuffer holds one error report, which carries the message it refers
+// to, cut off beyond this (only its header counts).
 const ackBuffer = 64 << 10
 
 func newElemBatch(c *netlink.Conn) (*elemBatch, error) {
@@ -210,9 +210,10 @@ func newElemBatchOn(raw syscall.RawConn, pid uint32) *elemBatch {
 		}
 		return b.ioErr != unix.EAGAIN
 	}
-	b.readFn = func(fd uintptr) bool {
+	b.drainFn = func(fd uintptr) bool {
+		// Never waits: what the kernel answered is queued already.
 		b.n, b.ioErr = rawIO(unix.SYS_READ, fd, b.rbuf)
-		return b.ioErr != unix.EAGAIN
+		return true
 	}
 	b.reset()
 	return b
@@ -226,10 +227,9 @@ const maxRawBatch = 64 << 10
 
 // rawIO reads or writes p on the non-blocking netlink socket fd with a raw
 // system call, which the Go runtime does not see. nfnetlink applies a batch
-// inside the write that sends it and queues every acknowledgement before
-// the write returns, so neither call waits: the read finds the
-// acknowledgements queued (EAGAIN, which sends the caller to the netpoller
-// as before, is the exception). As ordinary system calls each would tell
+// inside the write that sends it and queues its reports before the write
+// returns, so neither call waits: the read finds them queued, or EAGAIN
+// when there are none. As ordinary system calls each would tell
 // the runtime a thread entered the kernel: that wakes sysmon when it
 // sleeps (it then polls every 20 µs for a while) and lets it hand the P to
 // another thread during a write of tens of microseconds, a thread switch
@@ -304,7 +304,7 @@ func (b *elemBatch) add(s *nftables.Set, vals []nftables.SetElement, del bool) e
 	}
 	start := len(b.buf)
 	seq := b.begin + uint32(b.msgs) + 1
-	dst := b.appendHeader(b.buf, typ, unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE, seq)
+	dst := b.appendHeader(b.buf, typ, unix.NLM_F_REQUEST|unix.NLM_F_CREATE, seq)
 	dst = append(dst, byte(s.Table.Family), unix.NFNETLINK_V0, 0, 0)
 	dst = appendStringAttr(dst, unix.NFTA_SET_ELEM_LIST_SET, s.Name)
 	dst = appendAttrHeader(dst, unix.NFTA_SET_ELEM_LIST_SET_ID, 4)
@@ -400,7 +400,7 @@ func (b *elemBatch) addSetGC(s *nftables.Set, d time.Duration) error {
 	start := len(b.buf)
 	seq := b.begin + uint32(b.msgs) + 1
 	dst := b.appendHeader(b.buf, unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWSET,
-		unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE, seq)
+		unix.NLM_F_REQUEST|unix.NLM_F_CREATE, seq)
 	dst = append(dst, byte(s.Table.Family), unix.NFNETLINK_V0, 0, 0)
 	dst = appendStringAttr(dst, unix.NFTA_SET_TABLE, s.Table.Name)
 	dst = appendStringAttr(dst, unix.NFTA_SET_NAME, s.Name)
@@ -498,10 +498,17 @@ func nestEnd(dst []byte, start int) []byte {
 	return dst
 }
 
-// flush sends the batch in one write and reads an acknowledgement for
-// every element message. Errors read like the library's: each refused
-// message a *netlink.OpError with the kernel's errno, joined; a refusal of
-// the whole batch (EPERM, ENOMEM, reported on the batch begin) alone.
+// flush sends the batch in one write and reads what the kernel answered.
+// Its messages ask for no acknowledgement (the library asks for one each):
+// nfnetlink applies the batch inside the write and queues an error report
+// for each refused message, and for a refused batch, before the write
+// returns, whether asked for acknowledgements or not. So a read that finds
+// nothing queued means every message was applied, and a batch costs one
+// read instead of one per message. Errors read like the library's: each
+// refused message a *netlink.OpError with the kernel's errno, joined; a
+// refusal of the whole batch (EPERM, ENOMEM, reported on the batch begin)
+// alone. A report the kernel could not queue (ENOBUFS on the read) is an
+// error too: the batch's fate is unknown.
 func (b *elemBatch) flush() error {
 	defer b.reset()
 	if b.msgs == 0 {
@@ -515,11 +522,14 @@ func (b *elemBatch) flush() error {
 	if b.ioErr != nil {
 		return fmt.Errorf("SendMessages: %w", &netlink.OpError{Op: "sendmsg", Err: b.ioErr})
 	}
-	acked := 0
 	var errs []error
-	for acked < b.msgs {
-		if err := b.raw.Read(b.readFn); err != nil {
+	var refused error // of the whole batch
+	for {
+		if err := b.raw.Read(b.drainFn); err != nil {
 			return err
+		}
+		if b.ioErr == unix.EAGAIN {
+			break // all read
 		}
 		if b.ioErr != nil {
 			return &netlink.OpError{Op: "recvmsg", Err: b.ioErr}
@@ -544,13 +554,14 @@ func (b *elemBatch) flush() error {
 					if err == nil {
 						err = errors.New("conn.Receive: batch acknowledged without its messages")
 					}
-					return err
-				case seq-b.begin >= 1 && seq-b.begin <= uint32(b.msgs):
-					acked++
-					if err != nil {
-						errs = append(errs, err)
+					if refused == nil {
+						refused = err
 					}
+				case seq-b.begin >= 1 && seq-b.begin <= uint32(b.msgs) && err != nil:
+					errs = append(errs, err)
 				}
+				// Anything else (an older batch's report) is not this
+				// batch's: the read only empties the queue of it.
 			}
 			// A message cut off by the buffer is the last one read.
 			l = (l + 3) &^ 3
@@ -559,6 +570,9 @@ func (b *elemBatch) flush() error {
 			}
 			msg = msg[l:]
 		}
+	}
+	if refused != nil {
+		return refused
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("conn.Receive: %w", errors.Join(errs...))

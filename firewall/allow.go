@@ -108,17 +108,17 @@ func (n *NFT) applyAllows(reqs []request) {
 		}
 		gs, ok := n.lay.groups[r.allow.Group]
 		if !ok {
-			r.result <- fmt.Errorf("%w %q", ErrUnknownGroup, r.allow.Group)
+			r.result <- unknownGroup(r.allow.Group)
 			continue
 		}
-		if err := n.staleDenied(r.allow); err != nil {
+		if err := n.staleDenied(&r.allow); err != nil {
 			r.result <- err
 			continue
 		}
 		// Never zero: an element without a timeout would live forever.
 		timeout := max(r.allow.TTL+n.spec.Grace, minTimeout)
 		start := len(n.scratch.elems)
-		all, err := appendElements(n.scratch.elems, gs, r.allow, timeout)
+		all, err := appendElements(n.scratch.elems, &gs, &r.allow, timeout)
 		if err != nil {
 			r.result <- err
 			continue
@@ -128,19 +128,22 @@ func (n *NFT) applyAllows(reqs []request) {
 		n.scratch.elems = all
 		elems := all[start:len(all):len(all)]
 		if set, have, over := n.overfills(plan, elems, added, maxElems); over {
-			r.result <- n.rejected.reject(rejectSetFull,
-				fmt.Errorf("%w: set %s holds %d elements, max_elements_per_set is %d", ErrLimit, set, have, maxElems),
-				"group", r.allow.Group, "set", set)
+			r.result <- n.refuseFull(r.allow.Group, set, have, maxElems)
 			continue
 		}
 		need := freshFor(r.allow.TTL, n.spec.Grace)
-		for _, e := range elems {
-			if k, ok := n.planElement(plan, e, need, trusted, now); ok {
+		for i := range elems {
+			if k, ok := n.planElement(plan, &elems[i], need, trusted, now); ok {
 				order = append(order, k)
 			}
 		}
-		waiting = append(waiting, *r)
-		served = append(served, servedAllow{elems: elems, from: originOf(gs, r.allow)})
+		// Appended empty, then filled: no copy of the request or of what
+		// served holds goes through a temporary on the stack.
+		waiting = append(waiting, request{})
+		waiting[len(waiting)-1] = *r
+		served = append(served, servedAllow{})
+		served[len(served)-1].elems = elems
+		served[len(served)-1].from = originOf(&gs, &r.allow)
 	}
 	if len(plan) == 0 {
 		n.remember(served)
@@ -149,31 +152,63 @@ func (n *NFT) applyAllows(reqs []request) {
 	}
 	err := n.sendPlan(plan, order, now, true)
 	if err != nil && errors.Is(err, unix.ENOENT) {
-		// An element the index thought live was already gone from the
-		// kernel; adding alone is then exactly right for it.
-		n.log.Warn("firewall: refresh raced with kernel expiry, retrying as add-only", "err", err)
-		err = n.sendPlan(plan, order, now, false)
+		err = n.resendAddOnly(plan, order, now, err)
 	}
 	if err != nil {
-		n.count("error")
-		if len(waiting) > 1 {
-			// One bad element must not fail every query that happened to
-			// share its batch: serve each request on its own.
-			n.log.Warn("firewall: batch failed, retrying requests one by one", "requests", len(waiting), "err", err)
-			// A copy: each retry starts a batch, which reuses the scratch
-			// lists waiting lives in.
-			for _, r := range slices.Clone(waiting) {
-				n.applyAllows([]request{r})
-			}
-			return
-		}
-		answerAll(waiting, fmt.Errorf("firewall: update sets: %w", err))
+		n.batchFailed(waiting, err)
 		return
 	}
 	n.count("ok")
 	n.updateGauges(now, false, added)
 	n.remember(served)
 	answerAll(waiting, nil)
+}
+
+// The rare paths of applyAllows live in functions of their own, kept out
+// of line: a UDP worker that finds the firewall idle runs applyAllows on
+// its own stack, and their locals (formatting, logging, request copies)
+// would otherwise grow its frame past what a worker's 8 KiB stack holds
+// (TestAllowFitsWorkerStack).
+
+//go:noinline
+func unknownGroup(group string) error {
+	return fmt.Errorf("%w %q", ErrUnknownGroup, group)
+}
+
+//go:noinline
+func (n *NFT) refuseFull(group, set string, have, limit int) error {
+	return n.rejected.reject(rejectSetFull,
+		fmt.Errorf("%w: set %s holds %d elements, max_elements_per_set is %d", ErrLimit, set, have, limit),
+		"group", group, "set", set)
+}
+
+// resendAddOnly sends the plan again without refreshes after the kernel
+// found an element the index thought live already gone (err): adding
+// alone is then exactly right for it.
+//
+//go:noinline
+func (n *NFT) resendAddOnly(plan map[string]plannedElement, order []string, now time.Time, err error) error {
+	n.log.Warn("firewall: refresh raced with kernel expiry, retrying as add-only", "err", err)
+	return n.sendPlan(plan, order, now, false)
+}
+
+// batchFailed answers the requests of a batch the kernel refused. One bad
+// element must not fail every query that happened to share its batch:
+// with more than one request, each is served again on its own.
+//
+//go:noinline
+func (n *NFT) batchFailed(waiting []request, err error) {
+	n.count("error")
+	if len(waiting) == 1 {
+		answerAll(waiting, fmt.Errorf("firewall: update sets: %w", err))
+		return
+	}
+	n.log.Warn("firewall: batch failed, retrying requests one by one", "requests", len(waiting), "err", err)
+	// A copy: each retry starts a batch, which reuses the scratch lists
+	// waiting lives in.
+	for _, r := range slices.Clone(waiting) {
+		n.applyAllows([]request{r})
+	}
 }
 
 // servedAllow is an allowance served: its elements and the answer that
@@ -186,7 +221,7 @@ type servedAllow struct {
 // originOf is the answer behind a: its names (copied once, shared by all
 // its elements) and, with client scope, the client. nil names: nothing to
 // remember.
-func originOf(gs groupSets, a Allowance) origin {
+func originOf(gs *groupSets, a *Allowance) origin {
 	var o origin
 	if a.Name != "" {
 		o.names = append(append(make([]string, 0, 1+len(a.Targets)), a.Name), a.Targets...)
@@ -225,7 +260,8 @@ func (n *NFT) overfills(plan map[string]plannedElement, elems []element, added m
 	fresh := freshBuf[:0]
 	var buf keyBuf
 next:
-	for _, e := range elems {
+	for i := range elems {
+		e := &elems[i]
 		if _, ok := plan[string(e.appendKey(buf[:0]))]; ok || n.index.get(e) != nil {
 			continue
 		}
@@ -266,7 +302,7 @@ func freshFor(ttl, grace time.Duration) time.Duration {
 // changed the table and it is not repaired yet) is not believed: every
 // element is sent, keeping at least the lifetime the index knows of. A
 // newly planned element's key is returned, for the message order.
-func (n *NFT) planElement(plan map[string]plannedElement, e element, need time.Duration, trusted bool, now time.Time) (key string, planned bool) {
+func (n *NFT) planElement(plan map[string]plannedElement, e *element, need time.Duration, trusted bool, now time.Time) (key string, planned bool) {
 	var buf keyBuf
 	kb := e.appendKey(buf[:0])
 	if p, ok := plan[string(kb)]; ok {
@@ -280,14 +316,15 @@ func (n *NFT) planElement(plan map[string]plannedElement, e element, need time.D
 	if cur != nil && trusted && cur.left(now) >= need {
 		return
 	}
+	p := plannedElement{element: *e}
 	if cur != nil && !trusted {
-		e.timeout = max(e.timeout, ceilMillis(cur.left(now)))
+		p.timeout = max(p.timeout, ceilMillis(cur.left(now)))
 	}
 	// Anything the index has not seen expire (with margin) may still be in
 	// the kernel and needs a real refresh.
-	refresh := cur != nil && cur.left(now) > -expiryMargin
+	p.refresh = cur != nil && cur.left(now) > -expiryMargin
 	k := string(kb)
-	plan[k] = plannedElement{element: e, refresh: refresh}
+	plan[k] = p
 	return k, true
 }
 
@@ -363,7 +400,7 @@ func (n *NFT) resetConn() {
 }
 
 func answerAll(reqs []request, err error) {
-	for _, r := range reqs {
-		r.result <- err
+	for i := range reqs {
+		reqs[i].result <- err
 	}
 }

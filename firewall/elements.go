@@ -42,7 +42,7 @@ var ErrUnknownGroup = errors.New("firewall: unknown group")
 
 // checkAllowance rejects what no set can hold and returns the client
 // address as the sets key it.
-func checkAllowance(gs groupSets, a Allowance) (client netip.Addr, err error) {
+func checkAllowance(gs *groupSets, a *Allowance) (client netip.Addr, err error) {
 	client = a.Client.Unmap().WithZone("")
 	if gs.scoped && !client.IsValid() {
 		return client, fmt.Errorf("firewall: scope %q needs the client address", ScopeClient)
@@ -62,7 +62,7 @@ func checkAllowance(gs groupSets, a Allowance) (client netip.Addr, err error) {
 // whether it yields elements: with client scope, a destination whose
 // family differs from the client's cannot be keyed and is skipped, as the
 // client could not use it from that source address anyway.
-func destination(gs groupSets, client, ip netip.Addr) (netip.Addr, bool) {
+func destination(gs *groupSets, client, ip netip.Addr) (netip.Addr, bool) {
 	ip = ip.Unmap().WithZone("")
 	if !ip.IsValid() || (gs.scoped && client.Is4() != ip.Is4()) {
 		return ip, false
@@ -85,7 +85,7 @@ func (gs groupSets) setFor(is4, ported bool) string {
 
 // appendDestKey appends the address part of a key: the client first with
 // client scope, then the destination.
-func appendDestKey(dst []byte, gs groupSets, client, ip netip.Addr) []byte {
+func appendDestKey(dst []byte, gs *groupSets, client, ip netip.Addr) []byte {
 	if gs.scoped {
 		dst = appendAddr(dst, client)
 	}
@@ -104,12 +104,12 @@ func appendAddr(dst []byte, a netip.Addr) []byte {
 
 // elementsFor expands an allowance into set elements.
 func elementsFor(gs groupSets, a Allowance, timeout time.Duration) ([]element, error) {
-	return appendElements(nil, gs, a, timeout)
+	return appendElements(nil, &gs, &a, timeout)
 }
 
 // appendElements appends the set elements of an allowance to out; on
 // error out comes back as it was.
-func appendElements(out []element, gs groupSets, a Allowance, timeout time.Duration) ([]element, error) {
+func appendElements(out []element, gs *groupSets, a *Allowance, timeout time.Duration) ([]element, error) {
 	client, err := checkAllowance(gs, a)
 	if err != nil {
 		return out, err

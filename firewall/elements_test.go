@@ -90,14 +90,14 @@ func TestExpiryIndex(t *testing.T) {
 	x.put(a, now.Add(10*time.Second))
 	x.put(a, now.Add(5*time.Second)) // never shortens
 	x.put(b, now.Add(time.Second))
-	if got := x.get(a).left(now); got != 10*time.Second {
+	if got := x.get(&a).left(now); got != 10*time.Second {
 		t.Errorf("deadline of a = %v, want now+10s", got)
 	}
 	if x.perSet["s"] != 2 {
 		t.Errorf("perSet = %d, want 2", x.perSet["s"])
 	}
 	x.sweep(now.Add(4*time.Second), 2*time.Second)
-	if x.get(b) != nil || x.get(a) == nil || x.perSet["s"] != 1 {
-		t.Errorf("after sweep: a=%v b=%v count=%d, want only a", x.get(a), x.get(b), x.perSet["s"])
+	if x.get(&b) != nil || x.get(&a) == nil || x.perSet["s"] != 1 {
+		t.Errorf("after sweep: a=%v b=%v count=%d, want only a", x.get(&a), x.get(&b), x.perSet["s"])
 	}
 }

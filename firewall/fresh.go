@@ -22,7 +22,7 @@ type allowView struct {
 
 // stale reports whether a was decided under a policy older than the one
 // of the last ReloadRecheck: the owner must re-check it (staleDenied).
-func (v *allowView) stale(a Allowance) bool {
+func (v *allowView) stale(a *Allowance) bool {
 	return a.Generation != 0 && a.Generation < v.gen
 }
 
@@ -33,7 +33,7 @@ func (n *NFT) InEffect(a Allowance) bool {
 		return false
 	default:
 	}
-	return a.Group != "" && len(a.IPs) > 0 && len(a.IPs) <= n.limits().maxAddr && n.alreadyInEffect(a)
+	return a.Group != "" && len(a.IPs) > 0 && len(a.IPs) <= n.limits().maxAddr && n.alreadyInEffect(&a)
 }
 
 // alreadyInEffect reports whether, by the expiry index, every element of
@@ -52,7 +52,7 @@ func (n *NFT) InEffect(a Allowance) bool {
 // notes until when that stays so; asked again before then, under the same
 // view and with nothing replaced or repaired since, the answer is true
 // without the index (a cached answer's hits).
-func (n *NFT) alreadyInEffect(a Allowance) bool {
+func (n *NFT) alreadyInEffect(a *Allowance) bool {
 	v := n.view.Load()
 	if v == nil || !n.indexTrusted() || v.stale(a) {
 		return false
@@ -61,7 +61,7 @@ func (n *NFT) alreadyInEffect(a Allowance) bool {
 	epoch, settled := n.epoch.Load(), n.driftSettled.Load()
 	if a.Memo != nil {
 		// A note made under v found a.Group in it: no group lookup.
-		if note, _ := a.Memo.Load().(*effectNote); note != nil && note.holds(&a, v, epoch, settled, now.UnixNano()) {
+		if note, _ := a.Memo.Load().(*effectNote); note != nil && note.holds(a, v, epoch, settled, now.UnixNano()) {
 			return true
 		}
 	}
@@ -69,7 +69,7 @@ func (n *NFT) alreadyInEffect(a Allowance) bool {
 	if !ok {
 		return false
 	}
-	covered, due, until := n.index.covers(gs, a, a.TTL, freshFor(a.TTL, v.grace), now)
+	covered, due, until := n.index.covers(&gs, a, a.TTL, freshFor(a.TTL, v.grace), now)
 	if covered && due {
 		n.refreshAhead(a)
 	}
@@ -126,16 +126,16 @@ const refreshAheadEvery = time.Second
 // slices with the answer) without waiting: the owner refreshes a's due
 // elements like any Allow, in the next batch. When the queue is full it
 // does nothing; the next answer within the element's lifetime asks again.
-func (n *NFT) refreshAhead(a Allowance) {
+func (n *NFT) refreshAhead(a *Allowance) {
 	select {
 	case <-n.closed:
 		return
 	default:
 	}
-	a.IPs = slices.Clone(a.IPs)
-	a.Ports = slices.Clone(a.Ports)
-	a.Targets = slices.Clone(a.Targets)
-	r := request{ctx: context.Background(), allow: a, result: make(chan error, 1)}
+	r := request{ctx: context.Background(), allow: *a, result: make(chan error, 1)}
+	r.allow.IPs = slices.Clone(a.IPs)
+	r.allow.Ports = slices.Clone(a.Ports)
+	r.allow.Targets = slices.Clone(a.Targets)
 	select {
 	case n.reqs <- r:
 		// The run goroutine serves it: the answer does not wait.
@@ -150,7 +150,7 @@ func (n *NFT) refreshAhead(a Allowance) {
 // be refreshed. until (Unix ns) is the first moment at which an element
 // comes due, or no longer remembers the answer for need (see
 // effectNote). It does not allocate: keys are built on the stack.
-func (x *expiryIndex) covers(gs groupSets, a Allowance, need, ahead time.Duration, now time.Time) (covered, due bool, until int64) {
+func (x *expiryIndex) covers(gs *groupSets, a *Allowance, need, ahead time.Duration, now time.Time) (covered, due bool, until int64) {
 	client, err := checkAllowance(gs, a)
 	if err != nil {
 		return false, false, 0

@@ -76,7 +76,7 @@ func TestIndexCovers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got, due, _ := x.covers(tc.gs, tc.a, tc.need, tc.need, now); got != tc.want || due {
+			if got, due, _ := x.covers(&tc.gs, &tc.a, tc.need, tc.need, now); got != tc.want || due {
 				t.Errorf("covers = %v, due %v, want %v, not due", got, due, tc.want)
 			}
 		})
@@ -97,11 +97,11 @@ func TestIndexCovers(t *testing.T) {
 		{"short of the TTL: not covered, not due", now, time.Minute + time.Millisecond, 2 * time.Minute, false, false},
 		{"a refreshAheadEvery later: claimed again", now.Add(refreshAheadEvery), 30 * time.Second, 90 * time.Second, true, true},
 	} {
-		if got, due, _ := x.covers(group, known[0], tc.need, tc.ahead, tc.at); got != tc.want || due != tc.due {
+		if got, due, _ := x.covers(&group, &known[0], tc.need, tc.ahead, tc.at); got != tc.want || due != tc.due {
 			t.Errorf("%s: covers = %v, due %v, want %v, %v", tc.name, got, due, tc.want, tc.due)
 		}
 	}
-	allocs := testing.AllocsPerRun(100, func() { x.covers(group, known[1], time.Second, time.Second, now) })
+	allocs := testing.AllocsPerRun(100, func() { x.covers(&group, &known[1], time.Second, time.Second, now) })
 	if allocs != 0 {
 		t.Errorf("covers allocates %v times per call, want 0", allocs)
 	}
@@ -266,7 +266,7 @@ func TestRefreshAheadSpread(t *testing.T) {
 		now := start.Add(ttl + grace - left)
 		due := 0
 		for i := range n {
-			covered, d, _ := x.covers(group, Allowance{IPs: []netip.Addr{seqAddr(i)}}, ttl, ttl+grace/2, now)
+			covered, d, _ := x.covers(&group, &Allowance{IPs: []netip.Addr{seqAddr(i)}}, ttl, ttl+grace/2, now)
 			if !covered {
 				t.Fatalf("element %d not covered with %v left", i, left)
 			}

@@ -366,7 +366,7 @@ func (x *expiryIndex) lookup(set string, key, keyEnd []byte) *indexEntry {
 	return x.slot(uint32(x.table[i]) - 1)
 }
 
-func (x *expiryIndex) get(e element) *indexEntry {
+func (x *expiryIndex) get(e *element) *indexEntry {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.lookup(e.set, e.key, e.keyEnd)

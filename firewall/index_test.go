@@ -205,7 +205,8 @@ func TestIndexTableChurn(t *testing.T) {
 			kept := 0
 			clients := map[netip.Addr]bool{}
 			for i := range tt.n {
-				e := x.get(elem(i))
+				el := elem(i)
+				e := x.get(&el)
 				if !tt.keep(i) {
 					if e != nil {
 						t.Fatalf("element %d found after it was forgotten", i)
@@ -249,7 +250,7 @@ func TestIndexTableChurn(t *testing.T) {
 				}
 			}
 			for i := range tt.n {
-				if e := x.get(elem(i)); e == nil {
+				if el := elem(i); x.get(&el) == nil {
 					t.Fatalf("element %d missing after adding back", i)
 				}
 			}

@@ -40,14 +40,14 @@ const (
 // limitLogEvery is the least time between two log lines for one reason.
 const limitLogEvery = 10 * time.Second
 
-func (s Spec) maxAddresses() int {
+func (s *Spec) maxAddresses() int {
 	if s.MaxAddressesPerAnswer > 0 {
 		return s.MaxAddressesPerAnswer
 	}
 	return DefaultMaxAddressesPerAnswer
 }
 
-func (s Spec) maxElements() int {
+func (s *Spec) maxElements() int {
 	if s.MaxElementsPerSet > 0 {
 		return s.MaxElementsPerSet
 	}

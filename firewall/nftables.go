@@ -283,10 +283,10 @@ func (n *NFT) Allow(ctx context.Context, a Allowance) error {
 	if err := n.checkAddresses(a); err != nil {
 		return err
 	}
-	if ctx.Err() == nil && n.alreadyInEffect(a) {
+	if ctx.Err() == nil && n.alreadyInEffect(&a) {
 		return nil
 	}
-	return n.submit(ctx, request{ctx: ctx, allow: a})
+	return n.submit(ctx, &request{ctx: ctx, allow: a})
 }
 
 // Reload replaces the table with spec's in one atomic batch. Elements of
@@ -296,7 +296,7 @@ func (n *NFT) Reload(spec Spec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec})
+	return n.submit(context.Background(), &request{ctx: context.Background(), reload: &spec})
 }
 
 // ReloadRecheck is Reload for a changed policy, check, of the given
@@ -315,13 +315,13 @@ func (n *NFT) ReloadRecheck(spec Spec, check Recheck, generation uint64) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
-	return n.submit(context.Background(), request{ctx: context.Background(), reload: &spec, recheck: check, gen: generation})
+	return n.submit(context.Background(), &request{ctx: context.Background(), reload: &spec, recheck: check, gen: generation})
 }
 
 // flushCount reports how many netlink batches have been sent.
 func (n *NFT) flushCount() int {
 	ch := make(chan int, 1)
-	if err := n.submit(context.Background(), request{ctx: context.Background(), stats: ch}); err != nil {
+	if err := n.submit(context.Background(), &request{ctx: context.Background(), stats: ch}); err != nil {
 		return -1
 	}
 	return <-ch
@@ -334,7 +334,7 @@ var errClosed = errors.New("firewall: closed")
 // load then costs no hand-off to the run goroutine and back, two wake-ups
 // of other threads when they sleep. Otherwise the run goroutine is woken
 // and serves r with whatever else queued, once the owner is done.
-func (n *NFT) submit(ctx context.Context, r request) error {
+func (n *NFT) submit(ctx context.Context, r *request) error {
 	r.result = resultChans.Get().(chan error)
 	select {
 	case <-n.closed:
@@ -342,7 +342,7 @@ func (n *NFT) submit(ctx context.Context, r request) error {
 	default:
 	}
 	select {
-	case n.reqs <- r:
+	case n.reqs <- *r:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.closed:
@@ -423,10 +423,13 @@ func (n *NFT) serveQueued() bool {
 	}()
 drain:
 	for len(batch) < maxBatchRequests {
+		// Received straight into its slot: a request through a temporary
+		// would sit twice in this frame, on a UDP worker's stack.
+		batch = append(batch, request{})
 		select {
-		case r := <-n.reqs:
-			batch = append(batch, r)
+		case batch[len(batch)-1] = <-n.reqs:
 		default:
+			batch = batch[:len(batch)-1]
 			break drain
 		}
 	}
@@ -521,6 +524,11 @@ func (n *NFT) run() {
 }
 
 // failPending answers requests still queued at shutdown.
+//
+// Out of line: combine calls it, and the request it receives would
+// otherwise sit in combine's frame.
+//
+//go:noinline
 func (n *NFT) failPending() {
 	for {
 		select {
@@ -536,31 +544,41 @@ func (n *NFT) failPending() {
 // a reload is applied between them.
 func (n *NFT) serve(batch []request) {
 	start := 0 // the run of Allow calls not served yet: batch[start:i]
-	for i, r := range batch {
-		switch {
-		case r.reload != nil:
-			n.applyAllows(batch[start:i])
-			start = i + 1
-			// The new generation goes out with the new table's view, so
-			// no Allow of an older policy answers from the index after it.
-			prevCheck, prevGen := n.recheck, n.gen
-			if r.recheck != nil {
-				n.recheck, n.gen = r.recheck, max(n.gen, r.gen)
-			}
-			err := n.replace(*r.reload, true, r.recheck)
-			if err != nil {
-				n.recheck, n.gen = prevCheck, prevGen
-				n.publishView()
-			}
-			r.result <- err
-		case r.stats != nil:
-			n.applyAllows(batch[start:i])
-			start = i + 1
+	for i := range batch {
+		r := &batch[i]
+		if r.reload == nil && r.stats == nil {
+			continue
+		}
+		n.applyAllows(batch[start:i])
+		start = i + 1
+		if r.reload != nil {
+			n.serveReload(r)
+		} else {
 			r.stats <- n.flushes
 			r.result <- nil
 		}
 	}
 	n.applyAllows(batch[start:])
+}
+
+// serveReload applies a Reload or ReloadRecheck request. Out of line: a
+// spec is large, and serve's frame is on every UDP worker's stack that
+// serves a batch (TestAllowFitsWorkerStack).
+//
+//go:noinline
+func (n *NFT) serveReload(r *request) {
+	// The new generation goes out with the new table's view, so no Allow
+	// of an older policy answers from the index after it.
+	prevCheck, prevGen := n.recheck, n.gen
+	if r.recheck != nil {
+		n.recheck, n.gen = r.recheck, max(n.gen, r.gen)
+	}
+	err := n.replace(*r.reload, true, r.recheck)
+	if err != nil {
+		n.recheck, n.gen = prevCheck, prevGen
+		n.publishView()
+	}
+	r.result <- err
 }
 
 // replace installs spec's layout in one batch, carrying over live elements

@@ -86,9 +86,14 @@ var ErrStale = enforce.ErrStale
 // staleDenied is enforce.CheckStale with the policy and generation of
 // the last ReloadRecheck (see allowView.stale), asked before anything of
 // the allowance is added.
-func (n *NFT) staleDenied(a Allowance) error {
+//
+// Out of line: the copy of a it passes would sit in applyAllows' frame,
+// which is on the stack of every UDP worker that serves a batch.
+//
+//go:noinline
+func (n *NFT) staleDenied(a *Allowance) error {
 	if n.recheck == nil {
 		return nil
 	}
-	return enforce.CheckStale(a, n.gen, enforce.Recheck(n.recheck))
+	return enforce.CheckStale(*a, n.gen, enforce.Recheck(n.recheck))
 }

@@ -209,12 +209,12 @@ func TestOriginsAreBounded(t *testing.T) {
 		t.Fatalf("%d origins remembered, want %d", len(got), maxOrigins)
 	}
 	for i := range 3 {
-		if x.remembers(x.get(e), name(i)[0], nil, netip.Addr{}, 0, now) {
+		if x.remembers(x.get(&e), name(i)[0], nil, netip.Addr{}, 0, now) {
 			t.Errorf("the %d. answer, ending first, is still remembered", i+1)
 		}
 	}
 	for i := 3; i < maxOrigins+3; i++ {
-		if !x.remembers(x.get(e), name(i)[0], nil, netip.Addr{}, 0, now) {
+		if !x.remembers(x.get(&e), name(i)[0], nil, netip.Addr{}, 0, now) {
 			t.Errorf("the %d. answer is forgotten", i+1)
 		}
 	}

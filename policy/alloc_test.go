@@ -4,10 +4,12 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+
+	"github.com/egressd/egressd/internal/raceflag"
 )
 
 func TestDecideDoesNotAllocate(t *testing.T) {
-	if testing.CoverMode() != "" || raceEnabled {
+	if testing.CoverMode() != "" || raceflag.Enabled {
 		t.Skip("instrumented builds allocate")
 	}
 	e := compileTestEngine(t)

@@ -388,13 +388,22 @@ func (s *Server) push(client netip.Addr, q *query, p *progress, ans *answer) (do
 		s.countStale("servfail")
 	case errors.Is(err, enforce.ErrLimit):
 	default:
-		s.log.Error("firewall update failed", "group", p.d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", q.cfg.FailOpen)
+		s.logPushFailed(client, q, p, err)
 		if q.cfg.FailOpen {
 			return false
 		}
 	}
 	p.o.ans, p.o.age = rcodeAnswer(q, dns.RcodeServerFailure), 0
 	return true
+}
+
+// logPushFailed logs a firewall update that failed. Out of line: its
+// arguments would otherwise take room in push's frame, which is on the
+// stack of every UDP worker that waits for the firewall.
+//
+//go:noinline
+func (s *Server) logPushFailed(client netip.Addr, q *query, p *progress, err error) {
+	s.log.Error("firewall update failed", "group", p.d.Group, "client", client, "qname", q.qname, "err", err, "fail_open", q.cfg.FailOpen)
 }
 
 // inEffect is push's stand-in in stage 1: it reports, without waiting,

@@ -35,7 +35,7 @@ func (n *NFT) inheritElements(lay layout, now time.Time) (map[string]bool, error
 	}
 	keep := map[string]bool{}
 	for _, def := range lay.sets {
-		if def.kind == setClients {
+		if !def.dynamic() {
 			continue
 		}
 		prev := byName[def.name]

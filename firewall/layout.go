@@ -51,6 +51,10 @@ type setDef struct {
 	clients []addrRange // elements of a setClients set
 }
 
+// dynamic reports whether Allow fills the set, with elements that time
+// out; the others are the client sets, which the spec fixes.
+func (s setDef) dynamic() bool { return s.kind != setClients }
+
 // keyFields is the packet data the set is looked up with.
 func (s setDef) keyFields() []keyField {
 	var f []keyField

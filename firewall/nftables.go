@@ -606,7 +606,7 @@ func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
 		for _, s := range lay.sets {
 			// Same group, same key: the elements mean the same thing.
 			o, ok := old[s.name]
-			if ok && s.kind != setClients && o.group == s.group && o.kind == s.kind && o.typeText() == s.typeText() {
+			if ok && s.dynamic() && o.group == s.group && o.kind == s.kind && o.typeText() == s.typeText() {
 				keep[s.name] = true
 			}
 		}
@@ -692,7 +692,7 @@ func (n *NFT) tuneSetGC(spec Spec, lay layout, sets map[string]*nftables.Set) {
 	}
 	var dynamic []*nftables.Set
 	for _, s := range lay.sets {
-		if s.kind != setClients && sets[s.name] != nil {
+		if s.dynamic() && sets[s.name] != nil {
 			dynamic = append(dynamic, sets[s.name])
 		}
 	}
@@ -804,7 +804,7 @@ func (n *NFT) updateGauges(now time.Time, force bool, touched map[string]int) {
 	if force { // a new layout: its sets' gauges
 		n.elemGauges = map[string]prometheus.Gauge{}
 		for _, s := range n.lay.sets {
-			if s.kind != setClients {
+			if s.dynamic() {
 				n.elemGauges[s.name] = n.metrics.FirewallElements.WithLabelValues(s.name)
 			}
 		}

@@ -57,7 +57,7 @@ func (l layout) render() string {
 	var blocks []string
 	for _, s := range l.sets {
 		gc := time.Duration(0)
-		if s.kind != setClients {
+		if s.dynamic() {
 			gc = l.gcInterval
 		}
 		blocks = append(blocks, s.render(gc))

@@ -255,7 +255,7 @@ func elementKey(e nftables.SetElement) string {
 func (n *NFT) dynamicSets() map[string]bool {
 	out := map[string]bool{}
 	for _, s := range n.lay.sets {
-		if s.kind != setClients {
+		if s.dynamic() {
 			out[s.name] = true
 		}
 	}

@@ -21,13 +21,8 @@ func BenchmarkCacheMiss(b *testing.B) {
 		metrics bool
 	}{{"bare", false}, {"metrics+querylog", true}} {
 		b.Run(bc.name, func(b *testing.B) {
-			o := Options{
-				Upstreams: []string{dnstest.StartEcho(b, false)},
-				CacheSize: 1000,
-				Timeout:   2 * time.Second,
-				Enforcer:  nopEnforcer{},
-				QueryLog:  nopLog{},
-			}
+			o := missOptions(b)
+			o.QueryLog = nopLog{}
 			if bc.metrics {
 				o.Metrics = metrics.New()
 			}
@@ -36,10 +31,28 @@ func BenchmarkCacheMiss(b *testing.B) {
 				env.srv.opts.QueryLog = nil
 			}
 			serveUncachedLoop(b, env, "miss.example.com.")
-			if n := env.srv.cache.len(); n != 0 {
-				b.Fatalf("%d answers cached; a TTL 0 answer must not be", n)
-			}
+			requireNothingCached(b, env)
 		})
+	}
+}
+
+// missOptions is the server the miss benchmarks measure: an in-process
+// upstream on loopback whose answers have TTL 0, so every query misses.
+func missOptions(b *testing.B) Options {
+	return Options{
+		Upstreams: []string{dnstest.StartEcho(b, false)},
+		CacheSize: 1000,
+		Timeout:   2 * time.Second,
+		Enforcer:  nopEnforcer{},
+	}
+}
+
+// requireNothingCached fails a miss benchmark whose answers were cached:
+// it would have measured hits.
+func requireNothingCached(b *testing.B, env *testEnv) {
+	b.Helper()
+	if n := env.srv.cache.len(); n != 0 {
+		b.Fatalf("%d answers cached; a TTL 0 answer must not be", n)
 	}
 }
 

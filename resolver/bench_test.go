@@ -10,7 +10,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/egressd/egressd/enforce"
-	"github.com/egressd/egressd/internal/dnstest"
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/querylog"
 )
@@ -130,12 +129,7 @@ func benchUDPExchanges(b *testing.B, conn net.Conn, req *dns.Msg) {
 // loopback (TTL 0: never cached) and answers. Its allocations include the
 // hand-off, which BenchmarkCacheMiss (through the handler) does not.
 func BenchmarkCacheMissUDP(b *testing.B) {
-	env := newEnv(b, Options{
-		Upstreams: []string{dnstest.StartEcho(b, false)},
-		CacheSize: 1000,
-		Timeout:   2 * time.Second,
-		Enforcer:  nopEnforcer{},
-	})
+	env := newEnv(b, missOptions(b))
 	addr := env.start(b)
 	conn, err := net.Dial("udp", addr)
 	if err != nil {
@@ -146,9 +140,7 @@ func BenchmarkCacheMissUDP(b *testing.B) {
 	req.SetEdns0(1232, false)
 	benchUDPExchanges(b, conn, req)
 	b.StopTimer()
-	if n := env.srv.cache.len(); n != 0 {
-		b.Fatalf("%d answers cached; a TTL 0 answer must not be", n)
-	}
+	requireNothingCached(b, env)
 }
 
 // BenchmarkCacheHitReader measures what the UDP reader does for a cache

@@ -176,11 +176,12 @@ type Firewall struct {
 	// Fallback lets a missing CAP_NET_ADMIN downgrade to backend none with a
 	// warning instead of failing start-up. Set in the embedded default.
 	Fallback bool `toml:"fallback_to_none"`
-	// MaxAddressesPerAnswer and MaxElementsPerSet cap what one answer and
-	// all answers together put into the sets; past them the answer is
-	// SERVFAIL.
+	// MaxAddressesPerAnswer, MaxElementsPerSet and MaxElementsPerClient
+	// cap what one answer, all answers together and one client's answers
+	// put into the sets; past them the answer is SERVFAIL.
 	MaxAddressesPerAnswer int `toml:"max_addresses_per_answer"`
 	MaxElementsPerSet     int `toml:"max_elements_per_set"`
+	MaxElementsPerClient  int `toml:"max_elements_per_client"`
 	// GCInterval is how often the kernel frees the expired elements of
 	// the sets egressd fills (nft's gc-interval).
 	GCInterval string `toml:"gc_interval"`

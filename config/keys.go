@@ -91,6 +91,7 @@ var Keys = map[string]Apply{
 	"firewall.recent_answers_age":       OnRestart,
 	"firewall.max_addresses_per_answer": OnReload,
 	"firewall.max_elements_per_set":     OnReload,
+	"firewall.max_elements_per_client":  OnReload,
 	"firewall.gc_interval":              OnReload,
 
 	"log.queries":                OnRestart,

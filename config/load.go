@@ -160,6 +160,10 @@ func applyDefaults(c *Config) {
 	if c.Firewall.MaxElementsPerSet == 0 {
 		c.Firewall.MaxElementsPerSet = 65536 // firewall.DefaultMaxElementsPerSet
 	}
+	if c.Firewall.MaxElementsPerClient == 0 {
+		// firewall.DefaultMaxElementsPerClient, or the whole set if smaller.
+		c.Firewall.MaxElementsPerClient = min(8192, c.Firewall.MaxElementsPerSet)
+	}
 	def(&c.Firewall.Inbound, "drop")
 	def(&c.Firewall.UnlistedSources, "drop")
 	def(&c.Firewall.DropEvents, "log")
@@ -427,8 +431,13 @@ func (v *validator) validate(c *Config) {
 	v.oneOf("firewall.scope", f.Scope, "group", "client")
 	if f.MaxElementsPerSet < 1 || f.MaxElementsPerSet > maxElementsPerSet {
 		v.err("firewall.max_elements_per_set", "firewall.max_elements_per_set: %d is out of range (1 to %d)", f.MaxElementsPerSet, maxElementsPerSet)
-	} else if f.MaxAddressesPerAnswer < 1 || f.MaxAddressesPerAnswer > f.MaxElementsPerSet {
-		v.err("firewall.max_addresses_per_answer", "firewall.max_addresses_per_answer: %d is out of range (1 to max_elements_per_set, %d)", f.MaxAddressesPerAnswer, f.MaxElementsPerSet)
+	} else {
+		if f.MaxAddressesPerAnswer < 1 || f.MaxAddressesPerAnswer > f.MaxElementsPerSet {
+			v.err("firewall.max_addresses_per_answer", "firewall.max_addresses_per_answer: %d is out of range (1 to max_elements_per_set, %d)", f.MaxAddressesPerAnswer, f.MaxElementsPerSet)
+		}
+		if f.MaxElementsPerClient < 1 || f.MaxElementsPerClient > f.MaxElementsPerSet {
+			v.err("firewall.max_elements_per_client", "firewall.max_elements_per_client: %d is out of range (1 to max_elements_per_set, %d)", f.MaxElementsPerClient, f.MaxElementsPerSet)
+		}
 	}
 	v.oneOf("firewall.inbound", f.Inbound, "drop", "accept")
 	v.oneOf("firewall.unlisted_sources", f.UnlistedSources, "drop", "accept")

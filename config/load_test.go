@@ -45,8 +45,8 @@ func TestParseValid(t *testing.T) {
 	if got := cfg.Firewall.MaxTTLDur; got != 5*time.Minute {
 		t.Errorf("firewall max_ttl default = %v, want 5m", got)
 	}
-	if f := cfg.Firewall; f.MaxAddressesPerAnswer != 64 || f.MaxElementsPerSet != 65536 {
-		t.Errorf("firewall caps default = %d per answer, %d per set; want 64, 65536", f.MaxAddressesPerAnswer, f.MaxElementsPerSet)
+	if f := cfg.Firewall; f.MaxAddressesPerAnswer != 64 || f.MaxElementsPerSet != 65536 || f.MaxElementsPerClient != 8192 {
+		t.Errorf("firewall caps default = %d per answer, %d per set, %d per client; want 64, 65536, 8192", f.MaxAddressesPerAnswer, f.MaxElementsPerSet, f.MaxElementsPerClient)
 	}
 	if got := cfg.Firewall.Inbound; got != "drop" {
 		t.Errorf("firewall inbound default = %q, want drop", got)
@@ -122,6 +122,8 @@ func TestParseErrors(t *testing.T) {
 		{"set gc interval over an hour", "[firewall]\ngc_interval = \"2h\"\n", "bad.toml:2: firewall.gc_interval: duration \"2h\" must be at most 1h0m0s"},
 		{"set gc interval not a duration", "[firewall]\ngc_interval = \"often\"\n", "bad.toml:2: firewall.gc_interval: invalid duration \"often\""},
 		{"answer cap above set cap", "[firewall]\nmax_elements_per_set = 100\nmax_addresses_per_answer = 101\n", "bad.toml:3: firewall.max_addresses_per_answer: 101 is out of range"},
+		{"client share above set cap", "[firewall]\nmax_elements_per_set = 100\nmax_elements_per_client = 101\n", "bad.toml:3: firewall.max_elements_per_client: 101 is out of range (1 to max_elements_per_set, 100)"},
+		{"negative client share", "[firewall]\nmax_elements_per_client = -5\n", "bad.toml:2: firewall.max_elements_per_client: -5 is out of range"},
 		{"negative answer cap", "[firewall]\nmax_addresses_per_answer = -5\n", "bad.toml:2: firewall.max_addresses_per_answer: -5 is out of range"},
 		{"bad group mode", "[[group]]\nname = \"a\"\nclients = [\"10.0.0.0/8\"]\nmode = \"watch\"\n", "bad.toml:4: group[a].mode: invalid value \"watch\""},
 		{"bad table name", "[firewall]\ntable = \"my table\"\n", "bad.toml:2: firewall.table: invalid table name"},
@@ -162,6 +164,26 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error:\n%v\nwant it to contain:\n%s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestClientShareDefault: the client share defaults to 8192 elements, or
+// to the whole set when max_elements_per_set is smaller, so a small set
+// cap alone is never an error.
+func TestClientShareDefault(t *testing.T) {
+	for _, tc := range []struct {
+		conf string
+		want int
+	}{
+		{"", 8192},
+		{"[firewall]\nmax_elements_per_set = 100\n", 100},
+		{"[firewall]\nmax_elements_per_set = 1048576\n", 8192},
+		{"[firewall]\nmax_elements_per_set = 100\nmax_elements_per_client = 7\n", 7},
+	} {
+		cfg := mustParse(t, "ok.toml", []byte(validBase+tc.conf))
+		if got := cfg.Firewall.MaxElementsPerClient; got != tc.want {
+			t.Errorf("%q: max_elements_per_client = %d, want %d", tc.conf, got, tc.want)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -17,8 +18,11 @@ import (
 type allowScratch struct {
 	plan  map[string]plannedElement
 	added map[string]int
-	elems []element // the elements of every request of the batch
-	reqs  []request // the requests serveQueued took from the queue
+	// addedBy counts the new elements of this batch per owner
+	// (ownerKeyOf), for the clients' shares.
+	addedBy map[clientKey]int
+	elems   []element // the elements of every request of the batch
+	reqs    []request // the requests serveQueued took from the queue
 	// order, waiting and served are applyAllows' lists: the planned
 	// elements' keys in message order, the requests to answer, and what
 	// each of them asked for. Kept here rather than on the stack of the
@@ -43,10 +47,11 @@ type setElements struct {
 // what the last batch referred to).
 func (s *allowScratch) reset() {
 	if s.plan == nil {
-		s.plan, s.added = map[string]plannedElement{}, map[string]int{}
+		s.plan, s.added, s.addedBy = map[string]plannedElement{}, map[string]int{}, map[clientKey]int{}
 	}
 	clear(s.plan)
 	clear(s.added)
+	clear(s.addedBy)
 	clear(s.elems)
 	s.elems = s.elems[:0]
 	if cap(s.elems) > maxScratchElems {
@@ -74,7 +79,8 @@ const maxScratchElems = 1024
 // plannedElement is an element that must be sent in this batch.
 type plannedElement struct {
 	element
-	refresh bool // may still exist in the kernel: needs add, delete, add
+	refresh bool       // may still exist in the kernel: needs add, delete, add
+	owner   netip.Addr // the client whose answer planned it (index.putOwned)
 }
 
 // applyAllows serves a run of Allow requests with at most one successful
@@ -127,13 +133,13 @@ func (n *NFT) applyAllows(reqs []request) {
 		// into this one's elements.
 		n.scratch.elems = all
 		elems := all[start:len(all):len(all)]
-		if set, have, over := n.overfills(plan, elems, added, maxElems); over {
-			r.result <- n.refuseFull(r.allow.Group, set, have, maxElems)
+		if o, over := n.overfills(plan, elems, r.allow.Client, maxElems, now); over {
+			r.result <- n.refuse(r.allow.Group, r.allow.Client, o)
 			continue
 		}
 		need := freshFor(r.allow.TTL, n.spec.Grace)
 		for i := range elems {
-			if k, ok := n.planElement(plan, &elems[i], need, trusted, now); ok {
+			if k, ok := n.planElement(plan, &elems[i], r.allow.Client, need, trusted, now); ok {
 				order = append(order, k)
 			}
 		}
@@ -176,10 +182,15 @@ func unknownGroup(group string) error {
 }
 
 //go:noinline
-func (n *NFT) refuseFull(group, set string, have, limit int) error {
+func (n *NFT) refuse(group string, client netip.Addr, o overflow) error {
+	if o.set == "" {
+		return n.rejected.reject(rejectClientShare,
+			fmt.Errorf("%w: the client's answers added %d elements, max_elements_per_client is %d", ErrLimit, o.have, o.limit),
+			"group", group, "client", client)
+	}
 	return n.rejected.reject(rejectSetFull,
-		fmt.Errorf("%w: set %s holds %d elements, max_elements_per_set is %d", ErrLimit, set, have, limit),
-		"group", group, "set", set)
+		fmt.Errorf("%w: set %s holds %d elements, max_elements_per_set is %d", ErrLimit, o.set, o.have, o.limit),
+		"group", group, "set", o.set)
 }
 
 // resendAddOnly sends the plan again without refreshes after the kernel
@@ -245,11 +256,20 @@ func (n *NFT) remember(served []servedAllow) {
 	}
 }
 
-// overfills reports whether adding elems would take a set past limit
-// elements: those the index knows of (live or not yet swept), those new
-// in this batch (added), and those of elems new to both. If not, elems'
-// new ones are counted into added.
-func (n *NFT) overfills(plan map[string]plannedElement, elems []element, added map[string]int, limit int) (set string, have int, over bool) {
+// overflow is the cap an allowance would pass: set's (set empty: the
+// client's share), which holds have of limit.
+type overflow struct {
+	set         string
+	have, limit int
+}
+
+// overfills reports whether adding elems for client would take a set
+// past limit elements (those the index knows of, live or not yet swept,
+// those new in this batch, and those of elems new to both), or the
+// client's elements past its share (those the index counts for it, those
+// new in this batch from it, and those of elems new). If neither, elems'
+// new ones are counted into the batch's counts.
+func (n *NFT) overfills(plan map[string]plannedElement, elems []element, client netip.Addr, limit int, now time.Time) (overflow, bool) {
 	// New elements per set, in the order of elems (an allowance touches
 	// at most the four dynamic sets of its group).
 	type setCount struct {
@@ -258,6 +278,7 @@ func (n *NFT) overfills(plan map[string]plannedElement, elems []element, added m
 	}
 	var freshBuf [4]setCount
 	fresh := freshBuf[:0]
+	total := 0
 	var buf keyBuf
 next:
 	for i := range elems {
@@ -265,6 +286,7 @@ next:
 		if _, ok := plan[string(e.appendKey(buf[:0]))]; ok || n.index.get(e) != nil {
 			continue
 		}
+		total++
 		for i := range fresh {
 			if fresh[i].set == e.set {
 				fresh[i].k++
@@ -273,16 +295,52 @@ next:
 		}
 		fresh = append(fresh, setCount{e.set, 1})
 	}
+	if total == 0 {
+		return overflow{}, false
+	}
+	added, addedBy := n.scratch.added, n.scratch.addedBy
+	owner, owned := ownerKeyOf(client)
+	if owned {
+		share := n.spec.maxPerClient()
+		have := n.index.owned(client) + addedBy[owner]
+		if have+total > share && n.sweepForShare(now) {
+			// Count only what may still be in the kernel before refusing.
+			have = n.index.owned(client) + addedBy[owner]
+		}
+		if have+total > share {
+			return overflow{have: have, limit: share}, true
+		}
+	}
 	for _, f := range fresh {
 		if have := n.index.count(f.set) + added[f.set]; have+f.k > limit {
-			return f.set, have, true
+			return overflow{set: f.set, have: have, limit: limit}, true
 		}
 	}
 	for _, f := range fresh {
 		added[f.set] += f.k
 	}
-	return "", 0, false
+	if owned {
+		addedBy[owner] += total
+	}
+	return overflow{}, false
 }
+
+// sweepForShare drops expired elements from the index for a client at its
+// share, unless any sweep did within shareSweepEvery: a client refused at
+// its share cannot make every one of its queries walk the whole index. It
+// reports whether it swept.
+func (n *NFT) sweepForShare(now time.Time) bool {
+	if !n.lastSweep.IsZero() && now.Sub(n.lastSweep) < shareSweepEvery {
+		return false
+	}
+	n.lastSweep = now
+	n.index.sweep(now, expiryMargin)
+	return true
+}
+
+// shareSweepEvery: elements expire to the second, so a sweep a second
+// finds every one that expired.
+const shareSweepEvery = time.Second
 
 // freshFor is how long an element must still live for an Allow with ttl
 // to send nothing. All of ttl, so no client keeps an answer longer than
@@ -302,7 +360,7 @@ func freshFor(ttl, grace time.Duration) time.Duration {
 // changed the table and it is not repaired yet) is not believed: every
 // element is sent, keeping at least the lifetime the index knows of. A
 // newly planned element's key is returned, for the message order.
-func (n *NFT) planElement(plan map[string]plannedElement, e *element, need time.Duration, trusted bool, now time.Time) (key string, planned bool) {
+func (n *NFT) planElement(plan map[string]plannedElement, e *element, owner netip.Addr, need time.Duration, trusted bool, now time.Time) (key string, planned bool) {
 	var buf keyBuf
 	kb := e.appendKey(buf[:0])
 	if p, ok := plan[string(kb)]; ok {
@@ -316,7 +374,7 @@ func (n *NFT) planElement(plan map[string]plannedElement, e *element, need time.
 	if cur != nil && trusted && cur.left(now) >= need {
 		return
 	}
-	p := plannedElement{element: *e}
+	p := plannedElement{element: *e, owner: owner}
 	if cur != nil && !trusted {
 		p.timeout = max(p.timeout, ceilMillis(cur.left(now)))
 	}
@@ -386,7 +444,7 @@ func (n *NFT) sendPlan(plan map[string]plannedElement, order []string, now time.
 			// again instead of trusting an optimistic one.
 			continue
 		}
-		n.index.put(p.element, now.Add(p.timeout))
+		n.index.putOwned(p.element, now.Add(p.timeout), p.owner)
 	}
 	return nil
 }

@@ -14,7 +14,7 @@ func benchNFT(b *testing.B) *NFT {
 	b.Helper()
 	spec := allowSpec()
 	// Benchmarks add new destinations for as long as they run.
-	spec.MaxAddressesPerAnswer, spec.MaxElementsPerSet = 1000, 1<<30
+	spec.MaxAddressesPerAnswer, spec.MaxElementsPerSet, spec.MaxElementsPerClient = 1000, 1<<30, 1<<30
 	return benchNFTWith(b, spec)
 }
 
@@ -169,7 +169,7 @@ func BenchmarkAllowNewElement(b *testing.B) {
 	}{{"library", true, false}, {"lean", false, false}, {"library_watched", true, true}, {"lean_watched", false, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			spec := allowSpec()
-			spec.MaxElementsPerSet = 1 << 30
+			spec.MaxElementsPerSet, spec.MaxElementsPerClient = 1<<30, 1<<30
 			ns := newTestNS(b)
 			n, err := NewNFTables(spec, Options{NetNS: ns.fd, Logger: quietLogger, NoWatch: !bc.watch, VerifyEvery: -1, libraryElements: bc.library})
 			if err != nil {

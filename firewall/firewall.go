@@ -97,10 +97,14 @@ type Spec struct {
 	RemoveOnExit bool
 	// MaxAddressesPerAnswer caps the addresses of one Allowance (zero:
 	// DefaultMaxAddressesPerAnswer); MaxElementsPerSet caps the elements
-	// Allow puts in one set (zero: DefaultMaxElementsPerSet). Past either,
-	// Allow fails with ErrLimit and adds nothing.
+	// Allow puts in one set (zero: DefaultMaxElementsPerSet);
+	// MaxElementsPerClient caps the live elements the answers of one
+	// client (an IPv4 address, an IPv6 /64) added, over all sets (zero:
+	// DefaultMaxElementsPerClient, or MaxElementsPerSet if that is less).
+	// Past any, Allow fails with ErrLimit and adds nothing.
 	MaxAddressesPerAnswer int
 	MaxElementsPerSet     int
+	MaxElementsPerClient  int
 	// SetGCInterval is how often the kernel frees the expired elements of
 	// the sets Allow fills (zero: the kernel's default, a second).
 	// Expired elements never match, so it bounds only how long their memory

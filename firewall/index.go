@@ -47,10 +47,13 @@ const (
 // indexEntry is what egressd last told the kernel about one element.
 type indexEntry struct {
 	deadline int64 // Unix ns when the kernel will expire it
-	// askedAhead is when (Unix ns, by the backend's clock) a refresh of
-	// this element ahead of its expiry was last asked for; Allow's callers
-	// set it under the read lock, so it is atomic.
-	askedAhead atomic.Int64
+	// askedAhead is when (Unix ms, by the backend's clock, wrapping at 32
+	// bits) a refresh of this element ahead of its expiry was last asked
+	// for; Allow's callers set it under the read lock, so it is atomic.
+	askedAhead atomic.Uint32
+	// owner is the client whose answer added the element (clients id, 0:
+	// none), whose share of the set it counts against (ownerKeyOf).
+	owner uint32
 	// origins is the first of the answers that asked for the element
 	// (orig index, 0: none), at most maxOrigins, for ReloadRecheck. None:
 	// the names are unknown (an element carried over from an earlier
@@ -98,8 +101,8 @@ func spreadOf(k []byte) uint16 {
 // of e ahead of its expiry: none was asked for in the last
 // refreshAheadEvery.
 func (e *indexEntry) claimRefresh(now time.Time) bool {
-	last, t := e.askedAhead.Load(), now.UnixNano()
-	return t-last >= int64(refreshAheadEvery) && e.askedAhead.CompareAndSwap(last, t)
+	last, t := e.askedAhead.Load(), uint32(now.UnixMilli())
+	return t-last >= uint32(refreshAheadEvery.Milliseconds()) && e.askedAhead.CompareAndSwap(last, t)
 }
 
 // maxOrigins bounds the answers one element remembers. Past it, the one
@@ -161,10 +164,28 @@ func (k clientKey) addr4or16() netip.Addr {
 	return netip.AddrFrom16(k.addr)
 }
 
-// clientRec is an interned client with the number of origins naming it.
+// clientRec is an interned client with the number of origins naming it
+// and of elements it owns (an owner's key is ownerKeyOf's).
 type clientRec struct {
-	key  clientKey
-	refs uint32
+	key   clientKey
+	refs  uint32
+	owned uint32
+}
+
+// ownerKeyOf is the key elements are counted under for the client a: an
+// IPv4 address, or the /64 of an IPv6 one, as the rate limit counts
+// clients (a host picks any address of its /64). Its length, 8 for a
+// /64, keeps it apart from the addresses origins name; ok is false for no
+// client.
+func ownerKeyOf(a netip.Addr) (k clientKey, ok bool) {
+	a = a.Unmap()
+	if a.Is6() {
+		v := a.As16()
+		copy(k.addr[:8], v[:8])
+		k.n = 8
+		return k, true
+	}
+	return clientKeyOf(a)
 }
 
 // chainRec is an interned list of names: names[off:off+n] in the slab,
@@ -392,6 +413,7 @@ func (x *expiryIndex) remove(i uint32) {
 	}
 	n := len(x.storedKey(e))
 	x.freeKeys[n] = append(x.freeKeys[n], e.koff)
+	x.releaseOwner(e.owner)
 	set := x.setNames[e.set]
 	*e = indexEntry{}
 	x.freeSlots = append(x.freeSlots, i)
@@ -447,6 +469,13 @@ func (x *expiryIndex) storeKey(b []byte) uint32 {
 // put records a deadline the kernel has acknowledged; it never shortens
 // one already known.
 func (x *expiryIndex) put(e element, deadline time.Time) {
+	x.putOwned(e, deadline, netip.Addr{})
+}
+
+// putOwned is put for an element the answer of client owner asked for:
+// a new element counts against that client's share (owned); a known one
+// keeps the owner it has.
+func (x *expiryIndex) putOwned(e element, deadline time.Time, owner netip.Addr) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	id, ok := x.setIDs[e.set]
@@ -484,7 +513,7 @@ func (x *expiryIndex) put(e element, deadline time.Time) {
 	if k.hasEnd {
 		flags |= entryHasEnd
 	}
-	*x.slot(i) = indexEntry{deadline: dl, set: id, spread: spreadOf(e.appendKey(sb[:0])), klen: uint8(k.klen), flags: flags, koff: x.storeKey(k.key)}
+	*x.slot(i) = indexEntry{deadline: dl, set: id, spread: spreadOf(e.appendKey(sb[:0])), klen: uint8(k.klen), flags: flags, koff: x.storeKey(k.key), owner: x.internOwner(owner)}
 	x.placeEntry(tableEntry(i+1, h))
 	x.n++
 	x.perSet[e.set]++
@@ -686,12 +715,65 @@ func (x *expiryIndex) releaseClient(id uint32) {
 		return
 	}
 	c := &x.clients[id]
-	if c.refs--; c.refs > 0 {
+	if c.refs--; c.refs > 0 || c.owned > 0 {
 		return
 	}
+	x.freeClient(id)
+}
+
+// freeClient drops the record of a client nothing names or counts.
+func (x *expiryIndex) freeClient(id uint32) {
+	c := &x.clients[id]
 	delete(x.clientIDs, c.key)
 	*c = clientRec{}
 	x.freeCli = append(x.freeCli, id)
+}
+
+// internOwner returns the id of the client that owns a new element
+// (ownerKeyOf of a; 0: none), counting the element.
+func (x *expiryIndex) internOwner(a netip.Addr) uint32 {
+	k, ok := ownerKeyOf(a)
+	if !ok {
+		return 0
+	}
+	id, ok := x.clientIDs[k]
+	if !ok {
+		if id, ok = popFree(&x.freeCli); !ok {
+			id = uint32(len(x.clients))
+			x.clients = append(x.clients, clientRec{})
+		}
+		x.clients[id] = clientRec{key: k}
+		x.clientIDs[k] = id
+	}
+	x.clients[id].owned++
+	return id
+}
+
+// releaseOwner counts one element less for its owner id.
+func (x *expiryIndex) releaseOwner(id uint32) {
+	if id == 0 {
+		return
+	}
+	c := &x.clients[id]
+	if c.owned--; c.owned > 0 || c.refs > 0 {
+		return
+	}
+	x.freeClient(id)
+}
+
+// owned is the number of elements indexed whose answers came from the
+// client a (by ownerKeyOf), live or not yet swept.
+func (x *expiryIndex) owned(a netip.Addr) int {
+	k, ok := ownerKeyOf(a)
+	if !ok {
+		return 0
+	}
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if id, ok := x.clientIDs[k]; ok {
+		return int(x.clients[id].owned)
+	}
+	return 0
 }
 
 // clientID is the id origins from client a carry; ok is false for a

@@ -23,18 +23,25 @@ const (
 	// few MiB and keeps a reload, which re-adds every element in one
 	// batch, well within the netlink socket buffer.
 	DefaultMaxElementsPerSet = 65536
+	// DefaultMaxElementsPerClient is an eighth of a default set: one
+	// client cannot fill its group's sets for the others, and a host
+	// reaching more than 8,192 destinations within their lifetimes (the
+	// TTL plus the grace) is rare.
+	DefaultMaxElementsPerClient = 8192
 )
 
 // ErrLimit is returned (wrapped) by Allow when an allowance would pass a
-// cap: more addresses than Spec.MaxAddressesPerAnswer, or a set that
-// would hold more than Spec.MaxElementsPerSet elements. Nothing of the
-// allowance is added and the elements already live stay.
+// cap: more addresses than Spec.MaxAddressesPerAnswer, a set that would
+// hold more than Spec.MaxElementsPerSet elements, or a client whose
+// answers would have added more than Spec.MaxElementsPerClient live ones.
+// Nothing of the allowance is added and the elements already live stay.
 var ErrLimit = enforce.ErrLimit
 
 // Reasons for egressd_firewall_rejected_total.
 const (
-	rejectAddresses = "addresses_per_answer"
-	rejectSetFull   = "set_full"
+	rejectAddresses   = "addresses_per_answer"
+	rejectSetFull     = "set_full"
+	rejectClientShare = "client_share"
 )
 
 // limitLogEvery is the least time between two log lines for one reason.
@@ -52,6 +59,13 @@ func (s *Spec) maxElements() int {
 		return s.MaxElementsPerSet
 	}
 	return DefaultMaxElementsPerSet
+}
+
+func (s *Spec) maxPerClient() int {
+	if s.MaxElementsPerClient > 0 {
+		return s.MaxElementsPerClient
+	}
+	return min(DefaultMaxElementsPerClient, s.maxElements())
 }
 
 // rejections counts and logs allowances refused by a cap. Logging is
@@ -86,7 +100,7 @@ func newRejections(reg prometheus.Registerer, log *slog.Logger, now func() time.
 			c = existing
 		}
 	}
-	for _, r := range []string{rejectAddresses, rejectSetFull} {
+	for _, r := range []string{rejectAddresses, rejectSetFull, rejectClientShare} {
 		c.WithLabelValues(r) // export zeros so rate() works from the start
 	}
 	return &rejections{counter: c, log: log, now: now, last: map[string]time.Time{}, suppressed: map[string]int{}}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +108,69 @@ func TestSetCapKeepsEarlierDestinations(t *testing.T) {
 	}
 	expectDial(t, client, "10.98.0.2:8080", true)
 	expectDial(t, client, "10.98.0.3:8080", false)
+}
+
+// TestClientShareOfSets: one client cannot fill its group's sets for the
+// others. New elements count against the client whose answer added them
+// (an IPv4 address, an IPv6 /64); past Spec.MaxElementsPerClient live
+// ones that client's next new destination is refused with ErrLimit while
+// the group's other clients are served, until the set itself is full.
+// Refreshes and destinations another client added are not new; expired
+// elements no longer count.
+func TestClientShareOfSets(t *testing.T) {
+	ns := newTestNS(t)
+	clock := newFakeClock()
+	m := metrics.New()
+	spec := allowSpec()
+	spec.MaxElementsPerSet, spec.MaxElementsPerClient = 8, 3
+	n := startNFTWith(t, ns, spec, clock, Options{Metrics: m})
+	rejected := func(reason string) float64 {
+		return testutil.ToFloat64(n.rejected.counter.WithLabelValues(reason))
+	}
+	a, b, c := netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("10.1.0.6"), netip.MustParseAddr("10.1.0.7")
+	v6a, v6b := netip.MustParseAddr("fd00:1::1"), netip.MustParseAddr("fd00:1::2:3") // one /64
+	steps := []struct {
+		name    string
+		client  netip.Addr
+		ips     []netip.Addr
+		ttl     time.Duration
+		limited string // rejection reason, "" for none
+		d4, d6  int    // kernel elements afterwards
+	}{
+		{"a: three new", a, addrs("192.0.2.1", "192.0.2.2", "192.0.2.3"), 0, "", 3, 0},
+		{"a: a fourth is past its share", a, addrs("192.0.2.4"), 0, rejectClientShare, 3, 0},
+		{"a: refreshing its own is not new", a, addrs("192.0.2.1", "192.0.2.2", "192.0.2.3"), time.Hour, "", 3, 0},
+		{"b: a's destinations are not new to b", b, addrs("192.0.2.1"), 0, "", 3, 0},
+		{"b: is served while a is refused", b, addrs("192.0.2.4", "192.0.2.5", "192.0.2.6"), 0, "", 6, 0},
+		{"b: then reaches its own share", b, addrs("192.0.2.7"), 0, rejectClientShare, 6, 0},
+		{"c: two fill the set", c, addrs("192.0.2.7", "192.0.2.8"), 0, "", 8, 0},
+		{"c: the full set refuses even within a share", c, addrs("192.0.2.9"), 0, rejectSetFull, 8, 0},
+		{"v6: three new", v6a, addrs("2001:db8::1", "2001:db8::2", "2001:db8::3"), 0, "", 8, 3},
+		{"v6: another address of the /64 shares its share", v6b, addrs("2001:db8::4"), 0, rejectClientShare, 8, 3},
+	}
+	for _, st := range steps {
+		if st.ttl == 0 {
+			st.ttl = time.Minute
+		}
+		err := n.Allow(context.Background(), Allowance{Group: "servers", Client: st.client, IPs: st.ips, TTL: st.ttl})
+		if (st.limited != "") != errors.Is(err, ErrLimit) || (st.limited == "" && err != nil) {
+			t.Fatalf("%s: Allow = %v, want limited %q", st.name, err, st.limited)
+		}
+		if d4, d6 := len(elements(t, ns, "egressd", "g_servers_d4")), len(elements(t, ns, "egressd", "g_servers_d6")); d4 != st.d4 || d6 != st.d6 {
+			t.Fatalf("%s: kernel holds %d d4, %d d6 elements; want %d, %d", st.name, d4, d6, st.d4, st.d6)
+		}
+	}
+	if got := rejected(rejectClientShare); got != 3 {
+		t.Errorf("rejected{%s} = %v, want 3", rejectClientShare, got)
+	}
+	if got := rejected(rejectSetFull); got != 1 {
+		t.Errorf("rejected{%s} = %v, want 1", rejectSetFull, got)
+	}
+	// b's elements expire (a's were refreshed for an hour): b has its
+	// share again once the set has room.
+	clock.Advance(time.Minute + spec.Grace + expiryMargin + time.Second)
+	mustAllow(t, n, Allowance{Group: "servers", Client: b, IPs: addrs("192.0.2.10", "192.0.2.11"), TTL: time.Minute})
+	if err := n.Allow(context.Background(), Allowance{Group: "servers", Client: a, IPs: addrs("192.0.2.12"), TTL: time.Minute}); !errors.Is(err, ErrLimit) {
+		t.Errorf("a, still holding three live elements: Allow = %v, want ErrLimit", err)
+	}
 }

@@ -42,7 +42,7 @@ func BenchmarkCacheMissFirewall(b *testing.B) {
 				Table: "egressd_bench", Hooks: []string{firewall.HookForward}, Grace: time.Second,
 				Groups: []firewall.GroupSpec{{Name: testGroup, Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}},
 				// Each iteration adds a destination, for as long as it runs.
-				MaxElementsPerSet: 1 << 30,
+				MaxElementsPerSet: 1 << 30, MaxElementsPerClient: 1 << 30,
 			}
 			nft, err := firewall.NewNFTables(spec, firewall.Options{NetNS: fd, Logger: discard, NoWatch: true, VerifyEvery: -1})
 			if err != nil {

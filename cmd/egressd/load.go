@@ -135,6 +135,7 @@ func firewallSpec(cfg, started *config.Config) firewall.Spec {
 
 		MaxAddressesPerAnswer: cfg.Firewall.MaxAddressesPerAnswer,
 		MaxElementsPerSet:     cfg.Firewall.MaxElementsPerSet,
+		MaxElementsPerClient:  cfg.Firewall.MaxElementsPerClient,
 		SetGCInterval:         cfg.Firewall.GCIntervalDur,
 		// The upstream sockets are this process's: the own-traffic rule
 		// matches its uid as well as the mark.

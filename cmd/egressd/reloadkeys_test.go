@@ -70,7 +70,8 @@ var keyEdits = map[string]any{
 	"firewall.recent_answers":           int64(1000),
 	"firewall.recent_answers_age":       "10m",
 	"firewall.max_addresses_per_answer": int64(8),
-	"firewall.max_elements_per_set":     int64(1000),
+	"firewall.max_elements_per_set":     int64(20000),
+	"firewall.max_elements_per_client":  int64(100),
 	"firewall.gc_interval":              "30s",
 
 	"log.queries":                "none",

@@ -292,6 +292,7 @@ hooks = ["forward"]
 grace = "2s"
 max_ttl = "60s"
 max_elements_per_set = 1048576
+max_elements_per_client = 1048576
 [log]
 queries = "none"
 level = "warn"

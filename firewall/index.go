@@ -696,17 +696,8 @@ func (x *expiryIndex) internClient(a netip.Addr) uint32 {
 	if !ok {
 		return 0
 	}
-	if id, ok := x.clientIDs[k]; ok {
-		x.clients[id].refs++
-		return id
-	}
-	id, ok := popFree(&x.freeCli)
-	if !ok {
-		id = uint32(len(x.clients))
-		x.clients = append(x.clients, clientRec{})
-	}
-	x.clients[id] = clientRec{key: k, refs: 1}
-	x.clientIDs[k] = id
+	id := x.clientRecord(k)
+	x.clients[id].refs++
 	return id
 }
 
@@ -714,19 +705,8 @@ func (x *expiryIndex) releaseClient(id uint32) {
 	if id == 0 {
 		return
 	}
-	c := &x.clients[id]
-	if c.refs--; c.refs > 0 || c.owned > 0 {
-		return
-	}
-	x.freeClient(id)
-}
-
-// freeClient drops the record of a client nothing names or counts.
-func (x *expiryIndex) freeClient(id uint32) {
-	c := &x.clients[id]
-	delete(x.clientIDs, c.key)
-	*c = clientRec{}
-	x.freeCli = append(x.freeCli, id)
+	x.clients[id].refs--
+	x.dropUnused(id)
 }
 
 // internOwner returns the id of the client that owns a new element
@@ -736,15 +716,7 @@ func (x *expiryIndex) internOwner(a netip.Addr) uint32 {
 	if !ok {
 		return 0
 	}
-	id, ok := x.clientIDs[k]
-	if !ok {
-		if id, ok = popFree(&x.freeCli); !ok {
-			id = uint32(len(x.clients))
-			x.clients = append(x.clients, clientRec{})
-		}
-		x.clients[id] = clientRec{key: k}
-		x.clientIDs[k] = id
-	}
+	id := x.clientRecord(k)
 	x.clients[id].owned++
 	return id
 }
@@ -754,11 +726,36 @@ func (x *expiryIndex) releaseOwner(id uint32) {
 	if id == 0 {
 		return
 	}
+	x.clients[id].owned--
+	x.dropUnused(id)
+}
+
+// clientRecord returns the id of k's record, made with nothing counted
+// if there is none.
+func (x *expiryIndex) clientRecord(k clientKey) uint32 {
+	if id, ok := x.clientIDs[k]; ok {
+		return id
+	}
+	id, ok := popFree(&x.freeCli)
+	if !ok {
+		id = uint32(len(x.clients))
+		x.clients = append(x.clients, clientRec{})
+	}
+	x.clients[id] = clientRec{key: k}
+	x.clientIDs[k] = id
+	return id
+}
+
+// dropUnused frees the record id once no origin names it and it owns no
+// element.
+func (x *expiryIndex) dropUnused(id uint32) {
 	c := &x.clients[id]
-	if c.owned--; c.owned > 0 || c.refs > 0 {
+	if c.refs > 0 || c.owned > 0 {
 		return
 	}
-	x.freeClient(id)
+	delete(x.clientIDs, c.key)
+	*c = clientRec{}
+	x.freeCli = append(x.freeCli, id)
 }
 
 // owned is the number of elements indexed whose answers came from the

@@ -27,9 +27,6 @@ func TestAllowCaps(t *testing.T) {
 	spec := allowSpec()
 	spec.MaxAddressesPerAnswer, spec.MaxElementsPerSet = 4, 6
 	n := startNFTWith(t, ns, spec, clock, Options{Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	rejected := func(reason string) float64 {
-		return testutil.ToFloat64(n.rejected.counter.WithLabelValues(reason))
-	}
 	web := []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}, {Proto: policy.ProtoTCP, From: 80, To: 80}}
 	steps := []struct {
 		name    string
@@ -50,20 +47,9 @@ func TestAllowCaps(t *testing.T) {
 		if st.a.TTL == 0 {
 			st.a.TTL = time.Minute
 		}
-		err := n.Allow(context.Background(), st.a)
-		if st.limited != errors.Is(err, ErrLimit) || (!st.limited && err != nil) {
-			t.Fatalf("%s: Allow = %v, want limited %v", st.name, err, st.limited)
-		}
-		if d4, p4 := len(elements(t, ns, "egressd", "g_servers_d4")), len(elements(t, ns, "egressd", "g_servers_p4")); d4 != st.d4 || p4 != st.p4 {
-			t.Fatalf("%s: kernel holds %d d4, %d p4 elements; want %d, %d", st.name, d4, p4, st.d4, st.p4)
-		}
+		allowStep(t, n, ns, st.name, st.a, st.limited, map[string]int{"g_servers_d4": st.d4, "g_servers_p4": st.p4})
 	}
-	if got := rejected(rejectAddresses); got != 1 {
-		t.Errorf("rejected{%s} = %v, want 1", rejectAddresses, got)
-	}
-	if got := rejected(rejectSetFull); got != 2 {
-		t.Errorf("rejected{%s} = %v, want 2", rejectSetFull, got)
-	}
+	wantRejected(t, n, map[string]float64{rejectAddresses: 1, rejectSetFull: 2, rejectClientShare: 0})
 	if c := strings.Count(logs.String(), "a cap is reached"); c != 2 {
 		t.Errorf("%d log lines for 3 refusals of 2 reasons in one instant, want 2:\n%s", c, logs.String())
 	}
@@ -124,9 +110,6 @@ func TestClientShareOfSets(t *testing.T) {
 	spec := allowSpec()
 	spec.MaxElementsPerSet, spec.MaxElementsPerClient = 8, 3
 	n := startNFTWith(t, ns, spec, clock, Options{Metrics: m})
-	rejected := func(reason string) float64 {
-		return testutil.ToFloat64(n.rejected.counter.WithLabelValues(reason))
-	}
 	a, b, c := netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("10.1.0.6"), netip.MustParseAddr("10.1.0.7")
 	v6a, v6b := netip.MustParseAddr("fd00:1::1"), netip.MustParseAddr("fd00:1::2:3") // one /64
 	steps := []struct {
@@ -152,25 +135,41 @@ func TestClientShareOfSets(t *testing.T) {
 		if st.ttl == 0 {
 			st.ttl = time.Minute
 		}
-		err := n.Allow(context.Background(), Allowance{Group: "servers", Client: st.client, IPs: st.ips, TTL: st.ttl})
-		if (st.limited != "") != errors.Is(err, ErrLimit) || (st.limited == "" && err != nil) {
-			t.Fatalf("%s: Allow = %v, want limited %q", st.name, err, st.limited)
-		}
-		if d4, d6 := len(elements(t, ns, "egressd", "g_servers_d4")), len(elements(t, ns, "egressd", "g_servers_d6")); d4 != st.d4 || d6 != st.d6 {
-			t.Fatalf("%s: kernel holds %d d4, %d d6 elements; want %d, %d", st.name, d4, d6, st.d4, st.d6)
-		}
+		a := Allowance{Group: "servers", Client: st.client, IPs: st.ips, TTL: st.ttl}
+		allowStep(t, n, ns, st.name, a, st.limited != "", map[string]int{"g_servers_d4": st.d4, "g_servers_d6": st.d6})
 	}
-	if got := rejected(rejectClientShare); got != 3 {
-		t.Errorf("rejected{%s} = %v, want 3", rejectClientShare, got)
-	}
-	if got := rejected(rejectSetFull); got != 1 {
-		t.Errorf("rejected{%s} = %v, want 1", rejectSetFull, got)
-	}
+	wantRejected(t, n, map[string]float64{rejectAddresses: 0, rejectSetFull: 1, rejectClientShare: 3})
 	// b's elements expire (a's were refreshed for an hour): b has its
 	// share again once the set has room.
 	clock.Advance(time.Minute + spec.Grace + expiryMargin + time.Second)
 	mustAllow(t, n, Allowance{Group: "servers", Client: b, IPs: addrs("192.0.2.10", "192.0.2.11"), TTL: time.Minute})
 	if err := n.Allow(context.Background(), Allowance{Group: "servers", Client: a, IPs: addrs("192.0.2.12"), TTL: time.Minute}); !errors.Is(err, ErrLimit) {
 		t.Errorf("a, still holding three live elements: Allow = %v, want ErrLimit", err)
+	}
+}
+
+// allowStep runs Allow(a), named name, and fails the test unless a cap
+// refused it exactly when limited says so and the kernel's sets then hold
+// the elements sets counts.
+func allowStep(t *testing.T, n *NFT, ns *testNS, name string, a Allowance, limited bool, sets map[string]int) {
+	t.Helper()
+	err := n.Allow(context.Background(), a)
+	if limited != errors.Is(err, ErrLimit) || (!limited && err != nil) {
+		t.Fatalf("%s: Allow = %v, want limited %v", name, err, limited)
+	}
+	for set, want := range sets {
+		if got := len(elements(t, ns, "egressd", set)); got != want {
+			t.Fatalf("%s: kernel set %s holds %d elements, want %d", name, set, got, want)
+		}
+	}
+}
+
+// wantRejected checks egressd_firewall_rejected_total by reason.
+func wantRejected(t *testing.T, n *NFT, want map[string]float64) {
+	t.Helper()
+	for reason, w := range want {
+		if got := testutil.ToFloat64(n.rejected.counter.WithLabelValues(reason)); got != w {
+			t.Errorf("rejected{%s} = %v, want %v", reason, got, w)
+		}
 	}
 }

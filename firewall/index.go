@@ -693,41 +693,54 @@ func (x *expiryIndex) freeRec(i uint32) {
 // origin naming it.
 func (x *expiryIndex) internClient(a netip.Addr) uint32 {
 	k, ok := clientKeyOf(a)
-	if !ok {
-		return 0
-	}
-	id := x.clientRecord(k)
-	x.clients[id].refs++
-	return id
+	return x.countClient(k, ok, false)
 }
 
-func (x *expiryIndex) releaseClient(id uint32) {
-	if id == 0 {
-		return
-	}
-	x.clients[id].refs--
-	x.dropUnused(id)
-}
+func (x *expiryIndex) releaseClient(id uint32) { x.uncountClient(id, false) }
 
 // internOwner returns the id of the client that owns a new element
 // (ownerKeyOf of a; 0: none), counting the element.
 func (x *expiryIndex) internOwner(a netip.Addr) uint32 {
 	k, ok := ownerKeyOf(a)
+	return x.countClient(k, ok, true)
+}
+
+// releaseOwner counts one element less for its owner id.
+func (x *expiryIndex) releaseOwner(id uint32) { x.uncountClient(id, true) }
+
+// countClient counts one more element (owned) or origin naming k and
+// returns its record's id; 0 without a key (!ok).
+func (x *expiryIndex) countClient(k clientKey, ok, owned bool) uint32 {
 	if !ok {
 		return 0
 	}
 	id := x.clientRecord(k)
-	x.clients[id].owned++
+	if owned {
+		x.clients[id].owned++
+	} else {
+		x.clients[id].refs++
+	}
 	return id
 }
 
-// releaseOwner counts one element less for its owner id.
-func (x *expiryIndex) releaseOwner(id uint32) {
+// uncountClient undoes countClient for the record id (0: none), freeing
+// it once nothing names it and it owns no element.
+func (x *expiryIndex) uncountClient(id uint32, owned bool) {
 	if id == 0 {
 		return
 	}
-	x.clients[id].owned--
-	x.dropUnused(id)
+	c := &x.clients[id]
+	if owned {
+		c.owned--
+	} else {
+		c.refs--
+	}
+	if c.refs > 0 || c.owned > 0 {
+		return
+	}
+	delete(x.clientIDs, c.key)
+	*c = clientRec{}
+	x.freeCli = append(x.freeCli, id)
 }
 
 // clientRecord returns the id of k's record, made with nothing counted
@@ -744,18 +757,6 @@ func (x *expiryIndex) clientRecord(k clientKey) uint32 {
 	x.clients[id] = clientRec{key: k}
 	x.clientIDs[k] = id
 	return id
-}
-
-// dropUnused frees the record id once no origin names it and it owns no
-// element.
-func (x *expiryIndex) dropUnused(id uint32) {
-	c := &x.clients[id]
-	if c.refs > 0 || c.owned > 0 {
-		return
-	}
-	delete(x.clientIDs, c.key)
-	*c = clientRec{}
-	x.freeCli = append(x.freeCli, id)
 }
 
 // owned is the number of elements indexed whose answers came from the

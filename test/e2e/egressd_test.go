@@ -74,6 +74,9 @@ type egressdConfig struct {
 	// RebindingProtection sets the group's allow_private_answers to false
 	// (the test addresses are private: true by default here).
 	RebindingProtection bool
+	// MaxElementsPerClient is firewall.max_elements_per_client (0 leaves
+	// the default).
+	MaxElementsPerClient int
 }
 
 // fleetConfig is the [fleet] section of one node.
@@ -141,6 +144,9 @@ func (c egressdConfig) render() string {
 	}
 	if c.DropEvents != "" {
 		fmt.Fprintf(&b, "drop_events = %q\nnflog_group = 3\n", c.DropEvents)
+	}
+	if c.MaxElementsPerClient > 0 {
+		fmt.Fprintf(&b, "max_elements_per_client = %d\n", c.MaxElementsPerClient)
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "[log]\nqueries = %q\nlevel = \"debug\"\n\n", or(c.QueryLog, "stdout"))

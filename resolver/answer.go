@@ -72,8 +72,11 @@ func newAnswer(m *dns.Msg, qname string) (*answer, error) {
 	out.RecursionAvailable = true
 	out.Compress = true
 	out.Rcode = m.Rcode & 0xF
-	out.Answer = onChainOnly(m.Answer, c.names)
-	out.Ns = onChainOnly(m.Ns, nil)
+	// OPT records go from every section: the additional one's is the
+	// upstream's EDNS, not the client's, and one anywhere else breaks
+	// RFC 6891 and would carry a TTL field no clamp applies to.
+	out.Answer = onChainOnly(withoutOPT(m.Answer), c.names)
+	out.Ns = onChainOnly(withoutOPT(m.Ns), nil)
 	out.Extra = onChainOnly(withoutOPT(m.Extra), nil)
 	wire, err := out.Pack()
 	if err != nil {
@@ -100,15 +103,22 @@ func newAnswer(m *dns.Msg, qname string) (*answer, error) {
 	return a, nil
 }
 
+// withoutOPT returns rrs without OPT records: rrs itself when there is
+// none.
 func withoutOPT(rrs []dns.RR) []dns.RR {
-	var kept []dns.RR
+	if !slices.ContainsFunc(rrs, isOPT) {
+		return rrs
+	}
+	kept := make([]dns.RR, 0, len(rrs)-1)
 	for _, rr := range rrs {
-		if rr.Header().Rrtype != dns.TypeOPT {
+		if !isOPT(rr) {
 			kept = append(kept, rr)
 		}
 	}
 	return kept
 }
+
+func isOPT(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeOPT }
 
 // addressType reports whether records of type t carry addresses a client
 // may connect to.

@@ -307,6 +307,50 @@ func TestTTLsAtMostTheAllowance(t *testing.T) {
 	}
 }
 
+// TestUpstreamOPTNotPassedOn: newAnswer keeps no OPT record of the
+// upstream's, in any section. In the answer or authority section one
+// breaks RFC 6891, and its TTL field (extended RCODE, version, flags) is
+// no TTL the allowance clamps: it used to reach clients unclamped.
+func TestUpstreamOPTNotPassedOn(t *testing.T) {
+	opt := func() *dns.OPT {
+		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		o.SetUDPSize(4096)
+		o.SetVersion(48)
+		o.SetDo()
+		return o
+	}
+	for _, section := range []string{"answer", "authority", "additional"} {
+		m := new(dns.Msg)
+		m.SetQuestion("x.example.", dns.TypeA)
+		m.Response = true
+		m.Answer = mustRRs(t, []string{"x.example. 60 IN A 198.51.100.1"})
+		switch section {
+		case "answer":
+			m.Answer = append(m.Answer, opt())
+		case "authority":
+			m.Ns = append(m.Ns, opt())
+		default:
+			m.Extra = append(m.Extra, opt())
+		}
+		a, err := newAnswer(m, "x.example.")
+		if err != nil {
+			t.Fatalf("%s: %v", section, err)
+		}
+		var out dns.Msg
+		if err := out.Unpack(a.wire); err != nil {
+			t.Fatalf("%s: %v", section, err)
+		}
+		for _, rr := range slices.Concat(out.Answer, out.Ns, out.Extra) {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				t.Errorf("an OPT record in the upstream's %s section is kept: %v", section, rr)
+			}
+		}
+		if len(out.Answer) != 1 || a.answerTTL != 60 {
+			t.Errorf("OPT in the %s section: answer section %v, allowance TTL %d; want the A record alone, 60", section, out.Answer, a.answerTTL)
+		}
+	}
+}
+
 // deny_addresses: addresses a group never gets, whatever name leads there
 // and whichever record carries them.
 func TestDenyAddresses(t *testing.T) {

@@ -302,10 +302,10 @@ next:
 	owner, owned := ownerKeyOf(client)
 	if owned {
 		share := n.spec.maxPerClient()
-		have := n.index.owned(client) + addedBy[owner]
+		have := n.index.owned(owner) + addedBy[owner]
 		if have+total > share && n.sweepForShare(now) {
 			// Count only what may still be in the kernel before refusing.
-			have = n.index.owned(client) + addedBy[owner]
+			have = n.index.owned(owner) + addedBy[owner]
 		}
 		if have+total > share {
 			return overflow{have: have, limit: share}, true

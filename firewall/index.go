@@ -760,12 +760,8 @@ func (x *expiryIndex) clientRecord(k clientKey) uint32 {
 }
 
 // owned is the number of elements indexed whose answers came from the
-// client a (by ownerKeyOf), live or not yet swept.
-func (x *expiryIndex) owned(a netip.Addr) int {
-	k, ok := ownerKeyOf(a)
-	if !ok {
-		return 0
-	}
+// client of owner key k (ownerKeyOf), live or not yet swept.
+func (x *expiryIndex) owned(k clientKey) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	if id, ok := x.clientIDs[k]; ok {

@@ -96,10 +96,6 @@ func (n *NFT) applyAllows(reqs []request) {
 	order := n.scratch.order // deterministic message order
 	waiting := n.scratch.waiting
 	maxElems := n.spec.maxElements()
-	if n.index.fullest() >= maxElems {
-		// Count only what may still be in the kernel before refusing.
-		n.index.sweep(now, expiryMargin)
-	}
 	added := n.scratch.added   // new elements per set in this batch
 	served := n.scratch.served // per waiting request: what to remember
 	defer func() {
@@ -303,7 +299,7 @@ next:
 	if owned {
 		share := n.spec.maxPerClient()
 		have := n.index.owned(owner) + addedBy[owner]
-		if have+total > share && n.sweepForShare(now) {
+		if have+total > share && n.sweepBeforeRefusing(now) {
 			// Count only what may still be in the kernel before refusing.
 			have = n.index.owned(owner) + addedBy[owner]
 		}
@@ -312,7 +308,11 @@ next:
 		}
 	}
 	for _, f := range fresh {
-		if have := n.index.count(f.set) + added[f.set]; have+f.k > limit {
+		have := n.index.count(f.set) + added[f.set]
+		if have+f.k > limit && n.sweepBeforeRefusing(now) {
+			have = n.index.count(f.set) + added[f.set]
+		}
+		if have+f.k > limit {
 			return overflow{set: f.set, have: have, limit: limit}, true
 		}
 	}
@@ -325,12 +325,13 @@ next:
 	return overflow{}, false
 }
 
-// sweepForShare drops expired elements from the index for a client at its
-// share, unless any sweep did within shareSweepEvery: a client refused at
-// its share cannot make every one of its queries walk the whole index. It
-// reports whether it swept.
-func (n *NFT) sweepForShare(now time.Time) bool {
-	if !n.lastSweep.IsZero() && now.Sub(n.lastSweep) < shareSweepEvery {
+// sweepBeforeRefusing drops expired elements from the index before a
+// request is refused at a cap (a client's share, a full set), unless any
+// sweep did within refuseSweepEvery: neither a client at its share nor a
+// full set can make every query walk the whole index.
+// It reports whether it swept.
+func (n *NFT) sweepBeforeRefusing(now time.Time) bool {
+	if !n.lastSweep.IsZero() && now.Sub(n.lastSweep) < refuseSweepEvery {
 		return false
 	}
 	n.lastSweep = now
@@ -338,9 +339,9 @@ func (n *NFT) sweepForShare(now time.Time) bool {
 	return true
 }
 
-// shareSweepEvery: elements expire to the second, so a sweep a second
+// refuseSweepEvery: elements expire to the second, so a sweep a second
 // finds every one that expired.
-const shareSweepEvery = time.Second
+const refuseSweepEvery = time.Second
 
 // freshFor is how long an element must still live for an Allow with ttl
 // to send nothing. All of ttl, so no client keeps an answer longer than

@@ -227,6 +227,7 @@ type expiryIndex struct {
 	setIDs    map[string]uint16
 	setNames  []string
 	perSet    map[string]int // entries per set, for the elements gauge
+	sweeps    int            // walks by sweep, so tests can bound them
 	// mem holds the chunks, tables, keys, chains and names outside the
 	// Go heap (indexmem.go).
 	mem *indexMem
@@ -433,17 +434,6 @@ func (x *expiryIndex) each(f func(i uint32, e *indexEntry)) {
 			}
 		}
 	}
-}
-
-// fullest is the element count of the fullest set.
-func (x *expiryIndex) fullest() int {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	most := 0
-	for _, c := range x.perSet {
-		most = max(most, c)
-	}
-	return most
 }
 
 func (x *expiryIndex) count(set string) int {
@@ -926,12 +916,20 @@ func (x *expiryIndex) originsOf(e element) []origin {
 func (x *expiryIndex) sweep(now time.Time, margin time.Duration) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.sweeps++
 	limit := now.Add(-margin).UnixNano()
 	x.each(func(i uint32, e *indexEntry) {
 		if e.deadline < limit {
 			x.remove(i)
 		}
 	})
+}
+
+// sweepCount is how many times sweep walked the index.
+func (x *expiryIndex) sweepCount() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.sweeps
 }
 
 // entryView is an indexed element as a reload's re-check sees it.

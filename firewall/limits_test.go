@@ -173,3 +173,41 @@ func wantRejected(t *testing.T, n *NFT, want map[string]float64) {
 		}
 	}
 }
+
+// TestFullSetSweepsOnlyToRefuse: a set at its cap costs a walk of the
+// expiry index only when a request would be refused, and at most one walk
+// a second however many requests come: batches that add nothing new, or
+// add to another set, do not walk it; refusals in the same second walk it
+// once; a second later expired elements are found and make room.
+func TestFullSetSweepsOnlyToRefuse(t *testing.T) {
+	ns := newTestNS(t)
+	clock := newFakeClock()
+	spec := allowSpec()
+	spec.MaxElementsPerSet = 3
+	n := startNFTWith(t, ns, spec, clock, Options{})
+	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.1", "192.0.2.2"), TTL: time.Minute})
+	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.3"), TTL: time.Hour})
+	clock.Advance(2 * time.Second)
+	web := []policy.PortRange{{Proto: policy.ProtoTCP, From: 443, To: 443}}
+	start := n.index.sweepCount()
+	for i := range 20 {
+		// Longer than the elements live: each is a batch that re-sends.
+		ttl := 2*time.Hour + time.Duration(i)*time.Minute
+		mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.1"), TTL: ttl})
+		mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.1"), Ports: web, TTL: ttl})
+	}
+	if got := n.index.sweepCount() - start; got != 0 {
+		t.Errorf("40 batches that add nothing to the full set walked the index %d times, want 0", got)
+	}
+	for range 20 {
+		if err := n.Allow(context.Background(), Allowance{Group: "servers", IPs: addrs("192.0.2.9"), TTL: time.Minute}); !errors.Is(err, ErrLimit) {
+			t.Fatalf("Allow past the set cap = %v, want ErrLimit", err)
+		}
+	}
+	if got := n.index.sweepCount() - start; got != 1 {
+		t.Errorf("20 refusals in one instant walked the index %d times, want 1", got)
+	}
+	// 192.0.2.1 was refreshed; .2 expired; .3 lives an hour.
+	clock.Advance(time.Minute + spec.Grace + expiryMargin + time.Second)
+	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.9"), TTL: time.Minute})
+}

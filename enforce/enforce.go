@@ -38,6 +38,10 @@ type Allowance struct {
 	// current policy about the allowance before adding anything, and
 	// refuses it with ErrStale when that policy denies it.
 	Generation uint64
+	// FromFleet marks another fleet node's approval applied here, not an
+	// answer of this node: a backend keeps the mark with the elements, so
+	// that a restart does not publish them again as this node's own.
+	FromFleet bool
 	// Memo, when set, belongs to one answer (the same IPs and Targets
 	// slices every time it is asked about, as a cached answer is): an
 	// InEffectChecker may note there until when the answer's elements

@@ -236,6 +236,7 @@ func originOf(gs *groupSets, a *Allowance) origin {
 	if gs.scoped {
 		o.client = a.Client.Unmap().WithZone("")
 	}
+	o.fromFleet = a.FromFleet
 	return o
 }
 

@@ -121,6 +121,9 @@ type origin struct {
 	// added; names holds the query name only, the names it led to are
 	// not known. An answer from this process for that name replaces it.
 	inherited bool
+	// fromFleet: only other fleet nodes' approvals asked for it
+	// (Allowance.FromFleet); an own answer for the same names clears it.
+	fromFleet bool
 }
 
 // originRec is a stored origin: 24 bytes.
@@ -130,6 +133,7 @@ type originRec struct {
 	next      uint32 // next origin of the element, 0: none
 	client    uint32 // client id, 0: no client
 	inherited bool
+	fromFleet bool
 }
 
 // recChunk is the number of origin records per chunk of orig.
@@ -863,6 +867,7 @@ func (x *expiryIndex) note(e element, o origin) {
 			if until > rec.until {
 				rec.until = until
 			}
+			rec.fromFleet = rec.fromFleet && o.fromFleet
 			return
 		}
 		if first == 0 || rec.until < x.rec(first).until {
@@ -875,7 +880,7 @@ func (x *expiryIndex) note(e element, o origin) {
 		x.clients[c].refs++ // the record's own reference
 	}
 	if n < maxOrigins {
-		r := x.newRec(originRec{until: until, names: x.intern(o.names), client: c, inherited: o.inherited})
+		r := x.newRec(originRec{until: until, names: x.intern(o.names), client: c, inherited: o.inherited, fromFleet: o.fromFleet})
 		if last == 0 {
 			cur.origins = r
 		} else {
@@ -888,7 +893,7 @@ func (x *expiryIndex) note(e element, o origin) {
 	rec := x.rec(first)
 	x.release(rec.names)
 	x.releaseClient(rec.client)
-	rec.until, rec.names, rec.client, rec.inherited = until, names, c, o.inherited
+	rec.until, rec.names, rec.client, rec.inherited, rec.fromFleet = until, names, c, o.inherited, o.fromFleet
 }
 
 // origins lists e's origins, oldest noted first. Needs mu held.
@@ -896,7 +901,7 @@ func (x *expiryIndex) origins(e *indexEntry) []origin {
 	var out []origin
 	for r := e.origins; r != 0; r = x.rec(r).next {
 		rec := x.rec(r)
-		out = append(out, origin{names: x.chainNames(rec.names), client: x.clientAddr(rec.client), until: time.Unix(0, rec.until), inherited: rec.inherited})
+		out = append(out, origin{names: x.chainNames(rec.names), client: x.clientAddr(rec.client), until: time.Unix(0, rec.until), inherited: rec.inherited, fromFleet: rec.fromFleet})
 	}
 	return out
 }
@@ -994,18 +999,26 @@ func (x *expiryIndex) live(now time.Time, sets map[string]bool) map[string][]nft
 }
 
 // comment is the comment an element is added back with: the query name
-// of the newest answer that asked for it, if known.
+// of the newest of this node's answers that asked for it, else of the
+// newest fleet approval (marked as one), if known.
 func comment(origins []origin) string {
 	var newest *origin
 	for i := range origins {
-		if o := &origins[i]; len(o.names) > 0 && (newest == nil || o.until.After(newest.until)) {
+		o := &origins[i]
+		if len(o.names) == 0 {
+			continue
+		}
+		// An own answer, if any, before fleet approvals: a restart
+		// publishes again what this node approved.
+		if newest == nil || newest.fromFleet && !o.fromFleet ||
+			newest.fromFleet == o.fromFleet && o.until.After(newest.until) {
 			newest = o
 		}
 	}
 	if newest == nil {
 		return ""
 	}
-	return elementComment(newest.names[0])
+	return elementComment(newest.names[0], newest.fromFleet)
 }
 
 // ceilMillis rounds up to the milliseconds netlink carries, so the kernel

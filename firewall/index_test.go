@@ -142,7 +142,7 @@ func TestIndexRecheckSeesElement(t *testing.T) {
 				!v.origins[0].until.Equal(want.until) || v.origins[0].inherited != want.inherited {
 				t.Errorf("re-check saw %+v, want element %+v with origin %+v", v, tt.e, want)
 			}
-			if els := got[tt.e.set]; len(els) != 1 || string(els[0].Key) != string(tt.e.key) || string(els[0].KeyEnd) != string(tt.e.keyEnd) || els[0].Comment != elementComment(tt.o.names[0]) {
+			if els := got[tt.e.set]; len(els) != 1 || string(els[0].Key) != string(tt.e.key) || string(els[0].KeyEnd) != string(tt.e.keyEnd) || els[0].Comment != elementComment(tt.o.names[0], tt.o.fromFleet) {
 				t.Errorf("carried %+v, want the element with comment of %s", els, tt.o.names[0])
 			}
 		})
@@ -308,5 +308,50 @@ func TestIndexMemoryUnmapped(t *testing.T) {
 				t.Errorf("%d mappings (%d bytes) left after the index went", m.maps.Load(), m.size.Load())
 			}
 		})
+	}
+}
+
+// TestCommentPrefersOwnAnswers: an element is added back (reload) with the
+// name of the newest of this node's own answers, and marked as a fleet
+// approval only when no own answer asked for it; an own answer for the
+// same names clears a record's mark.
+func TestCommentPrefersOwnAnswers(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	own := func(name string, s int) origin {
+		return origin{names: []string{name}, until: t0.Add(time.Duration(s) * time.Second)}
+	}
+	peer := func(name string, s int) origin {
+		o := own(name, s)
+		o.fromFleet = true
+		return o
+	}
+	tests := []struct {
+		name    string
+		origins []origin
+		want    string
+	}{
+		{"none", nil, ""},
+		{"own", []origin{own("a.test.", 1)}, "a.test."},
+		{"fleet", []origin{peer("b.test.", 1)}, "b.test." + fleetMark},
+		{"newest fleet", []origin{peer("b.test.", 1), peer("c.test.", 2)}, "c.test." + fleetMark},
+		{"own before a newer fleet approval", []origin{own("a.test.", 1), peer("b.test.", 5)}, "a.test."},
+		{"newest own", []origin{own("a.test.", 1), peer("b.test.", 5), own("d.test.", 3)}, "d.test."},
+	}
+	for _, tc := range tests {
+		if got := comment(tc.origins); got != tc.want {
+			t.Errorf("%s: comment = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+
+	x := newExpiryIndex()
+	e := element{set: "g_d4", key: []byte{192, 0, 2, 1}}
+	x.put(e, t0.Add(time.Minute))
+	x.note(e, peer("b.test.", 0))
+	if o := x.originsOf(e); len(o) != 1 || !o[0].fromFleet {
+		t.Fatalf("after a fleet approval: origins %+v, want one marked", o)
+	}
+	x.note(e, own("b.test.", 0))
+	if o := x.originsOf(e); len(o) != 1 || o[0].fromFleet {
+		t.Errorf("after an own answer for the same name: origins %+v, want one, not marked", o)
 	}
 }

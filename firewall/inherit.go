@@ -60,7 +60,7 @@ func (n *NFT) inheritElements(lay layout, now time.Time) (map[string]bool, error
 				if le.Name != "" {
 					// The comment names the query: a reload re-checks the
 					// element by it, and adds it back with it.
-					n.index.note(el, origin{names: []string{le.Name}, client: le.Client, inherited: true})
+					n.index.note(el, origin{names: []string{le.Name}, client: le.Client, inherited: true, fromFleet: le.FromFleet})
 				}
 			}
 		}

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/egressd/egressd/policy"
@@ -19,6 +20,9 @@ type LiveElement struct {
 	Ports  []policy.PortRange
 	Expiry time.Time
 	Name   string
+	// FromFleet: the element was added for another fleet node's
+	// approval (Allowance.FromFleet), not for an answer of this node.
+	FromFleet bool
 }
 
 // maxCommentName is the longest query name kept in an element's comment:
@@ -26,13 +30,34 @@ type LiveElement struct {
 // is stored with a type, a length and a NUL.
 const maxCommentName = 250
 
-// elementComment is the comment of an element added for name: the name,
-// or nothing when it does not fit.
-func elementComment(name string) string {
-	if len(name) > maxCommentName {
+// fleetMark ends the comment of an element added for another fleet
+// node's approval. No name egressd writes holds a space (a name's own
+// spaces are escaped), so the mark cannot be read into an own answer.
+const fleetMark = " fleet"
+
+// elementComment is the comment of an element added for name: the name
+// (and fleetMark for a fleet approval), or nothing when that does not
+// fit. An element without a name is never published again.
+func elementComment(name string, fromFleet bool) string {
+	n := len(name)
+	if fromFleet {
+		n += len(fleetMark)
+	}
+	switch {
+	case n > maxCommentName:
 		return ""
+	case fromFleet:
+		return name + fleetMark
 	}
 	return name
+}
+
+// parseComment reverses elementComment.
+func parseComment(c string) (name string, fromFleet bool) {
+	if name, ok := strings.CutSuffix(c, fleetMark); ok {
+		return name, true
+	}
+	return c, false
 }
 
 // Inherited lists the live elements the backend carried over at start
@@ -49,7 +74,8 @@ func liveElement(def setDef, key, keyEnd []byte, expiry time.Time, comment strin
 	if def.is4 {
 		size = 4
 	}
-	e := LiveElement{Group: def.group, Expiry: expiry, Name: comment}
+	e := LiveElement{Group: def.group, Expiry: expiry}
+	e.Name, e.FromFleet = parseComment(comment)
 	addr := func(b []byte) (netip.Addr, []byte, bool) {
 		if len(b) < size {
 			return netip.Addr{}, nil, false

@@ -44,6 +44,18 @@ func TestInheritedListsLiveElements(t *testing.T) {
 			{Group: "servers", Client: client, Dst: netip.MustParseAddr("192.0.2.7"), Name: "any.test."},
 			{Group: "servers", Client: client, Dst: netip.MustParseAddr("192.0.2.8"), Ports: []policy.PortRange{https}, Name: "ports.test."},
 		}},
+		// A pair node's restart must not publish other nodes' approvals
+		// as its own: the element says it came from the fleet, or, when
+		// the name and the mark do not fit, carries no name at all.
+		{"fleet approvals", ScopeGroup, []Allowance{
+			{Group: "servers", IPs: addrs("192.0.2.7"), TTL: time.Minute, Name: "own.test."},
+			{Group: "servers", IPs: addrs("192.0.2.8"), TTL: time.Minute, Name: "other.test.", FromFleet: true},
+			{Group: "servers", IPs: addrs("192.0.2.9"), TTL: time.Minute, Name: strings.Repeat("a", maxCommentName-6) + ".", FromFleet: true},
+		}, []LiveElement{
+			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.7"), Name: "own.test."},
+			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.8"), Name: "other.test.", FromFleet: true},
+			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.9")},
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,7 +103,7 @@ func TestInheritedListsLiveElements(t *testing.T) {
 					t.Errorf("element %d expires at %v, want between %v and %v", i, g.Expiry, added, latest)
 				}
 				g.Expiry = time.Time{}
-				if !slices.Equal(g.Ports, w.Ports) || g.Group != w.Group || g.Client != w.Client || g.Dst != w.Dst || g.Name != w.Name {
+				if !slices.Equal(g.Ports, w.Ports) || g.Group != w.Group || g.Client != w.Client || g.Dst != w.Dst || g.Name != w.Name || g.FromFleet != w.FromFleet {
 					t.Errorf("element %d = %+v, want %+v", i, g, w)
 				}
 			}

@@ -44,6 +44,7 @@ type fakeFW struct {
 	elems map[string]time.Time
 	calls map[string]int
 	stale int      // Allows that asked for a deadline already past
+	fleet int      // Allows marked as another node's approval (FromFleet)
 	gens  []uint64 // the policy generation of every Allow, in order
 }
 
@@ -75,6 +76,9 @@ func (f *fakeFW) Allow(_ context.Context, a enforce.Allowance) error {
 		f.stale++
 	}
 	f.gens = append(f.gens, a.Generation)
+	if a.FromFleet {
+		f.fleet++
+	}
 	for _, ip := range a.IPs {
 		var client netip.Addr
 		if f.scoped {
@@ -205,6 +209,18 @@ func TestPublishApplyRoundTrip(t *testing.T) {
 	if fwB.count() != 2 {
 		t.Errorf("gw-b holds %d elements, want 2", fwB.count())
 	}
+	// gw-b's firewall is told the approval is another node's (so that its
+	// restart does not publish it as gw-b's); gw-a's own answers are not.
+	fwB.mu.Lock()
+	if fwB.fleet != 1 {
+		t.Errorf("gw-b applied %d allowances marked FromFleet, want 1", fwB.fleet)
+	}
+	fwB.mu.Unlock()
+	fwA.mu.Lock()
+	if fwA.fleet != 0 {
+		t.Errorf("gw-a's own answers reached its firewall marked FromFleet %d times, want 0", fwA.fleet)
+	}
+	fwA.mu.Unlock()
 	if got := counter(mA.Published); got != 1 {
 		t.Errorf("published %d, want 1", got)
 	}

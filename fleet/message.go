@@ -339,9 +339,10 @@ func (ap *Approval) check(scope string) error {
 }
 
 // allowance is ap of group as an Allowance for the local firewall, with
-// ttl as its answer TTL (the firewall adds its grace to it).
+// ttl as its answer TTL (the firewall adds its grace to it), marked as
+// another node's.
 func (ap *Approval) allowance(group, scope string, ttl time.Duration) enforce.Allowance {
-	a := enforce.Allowance{Group: group, TTL: ttl, Name: ap.Name, Targets: slices.Clone(ap.Targets)}
+	a := enforce.Allowance{Group: group, TTL: ttl, Name: ap.Name, Targets: slices.Clone(ap.Targets), FromFleet: true}
 	if scope == ScopeClient {
 		a.Client, _ = netip.ParseAddr(ap.Client)
 	}

@@ -49,8 +49,8 @@ func (d *daemon) startFleet(cfg *config.Config, local enforce.Enforcer) (enforce
 }
 
 // republishInherited hands the fleet the elements carried over from the
-// table an earlier egressd left that the policy egressd starts with still
-// allows: approvals that process had queued when it stopped (NATS away)
+// table an earlier egressd left for its own answers that the policy
+// egressd starts with still allows: approvals that process had queued when it stopped (NATS away)
 // reach the other nodes, and agents that lost theirs get them back,
 // without waiting for a client to ask again.
 func (d *daemon) republishInherited(cfg *config.Config, engine *policy.Engine) {
@@ -61,10 +61,20 @@ func (d *daemon) republishInherited(cfg *config.Config, engine *policy.Engine) {
 	if len(inherited) == 0 {
 		return
 	}
-	check := d.recheck(newRunning(cfg, cfg), engine)
-	held := make([]fleet.Held, 0, len(inherited))
+	held := republishable(inherited, d.recheck(newRunning(cfg, cfg), engine))
+	if n := d.fleet.Republish(held); n > 0 {
+		d.logger.Info("fleet: publishing again the approvals the firewall kept across the restart", "approvals", n, "carried_over", len(inherited))
+	}
+}
+
+// republishable is what of inherited to publish again: elements this node
+// added for its own answers (not for other nodes' approvals, FromFleet),
+// with the name they were added for, that check (the policy egressd
+// starts with) still allows on their ports.
+func republishable(inherited []firewall.LiveElement, check firewall.Recheck) []fleet.Held {
+	var held []fleet.Held
 	for _, e := range inherited {
-		if e.Name == "" {
+		if e.Name == "" || e.FromFleet {
 			continue
 		}
 		ports, ok := check(e.Group, e.Client, e.Dst, []string{e.Name})
@@ -75,9 +85,7 @@ func (d *daemon) republishInherited(cfg *config.Config, engine *policy.Engine) {
 			Group: e.Group, Client: e.Client, IPs: []netip.Addr{e.Dst}, Ports: e.Ports, Name: e.Name,
 		}, Until: e.Expiry})
 	}
-	if n := d.fleet.Republish(held); n > 0 {
-		d.logger.Info("fleet: publishing again the approvals the firewall kept across the restart", "approvals", n, "carried_over", len(inherited))
-	}
+	return held
 }
 
 // fleetSettings are what cfg's firewall and the policy in use decide for

@@ -16,10 +16,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/egressd/egressd/enforce"
+	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/fleet"
 	"github.com/egressd/egressd/internal/lockedbuf"
 	"github.com/egressd/egressd/internal/natstest"
 	"github.com/egressd/egressd/internal/wait"
+	"github.com/egressd/egressd/policy"
 )
 
 // fleetSection is a [fleet] section for node with NATS at url.
@@ -221,5 +223,52 @@ func TestServePairAppliesPeer(t *testing.T) {
 	}
 	if !b.metric(t, "egressd_fleet_applied_total 1") {
 		t.Error("gw-b applied its own approval")
+	}
+}
+
+// After a restart, a node publishes again only the carried-over elements
+// of its own answers that the policy still allows: not those another
+// node's approval added (a pair node would publish them as its own), not
+// those without a name, not those the policy now denies or allows on
+// fewer ports.
+func TestRepublishable(t *testing.T) {
+	https := policy.PortRange{Proto: policy.ProtoTCP, From: 443, To: 443}
+	dst := netip.MustParseAddr("192.0.2.7")
+	until := time.Now().Add(time.Minute)
+	check := func(group string, client, dest netip.Addr, names []string) ([]policy.PortRange, bool) {
+		switch names[0] {
+		case "denied.test.":
+			return nil, false
+		case "https-only.test.":
+			return []policy.PortRange{https}, true
+		}
+		return nil, true
+	}
+	tests := []struct {
+		name string
+		e    firewall.LiveElement
+		want bool
+	}{
+		{"own answer", firewall.LiveElement{Group: "staff", Dst: dst, Name: "own.test.", Expiry: until}, true},
+		{"another node's approval", firewall.LiveElement{Group: "staff", Dst: dst, Name: "own.test.", Expiry: until, FromFleet: true}, false},
+		{"no name", firewall.LiveElement{Group: "staff", Dst: dst, Expiry: until}, false},
+		{"denied now", firewall.LiveElement{Group: "staff", Dst: dst, Name: "denied.test.", Expiry: until}, false},
+		{"on its ports", firewall.LiveElement{Group: "staff", Dst: dst, Name: "https-only.test.", Ports: []policy.PortRange{https}, Expiry: until}, true},
+		{"on any port", firewall.LiveElement{Group: "staff", Dst: dst, Name: "https-only.test.", Expiry: until}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			held := republishable([]firewall.LiveElement{tc.e}, check)
+			if got := len(held) == 1; got != tc.want {
+				t.Fatalf("republished %v, want %v", held, tc.want)
+			}
+			if !tc.want {
+				return
+			}
+			h, a := held[0], held[0].Allowance
+			if a.Group != tc.e.Group || a.Name != tc.e.Name || len(a.IPs) != 1 || a.IPs[0] != dst || !h.Until.Equal(until) || a.FromFleet {
+				t.Errorf("held %+v, want %+v as this node's approval", h, tc.e)
+			}
+		})
 	}
 }

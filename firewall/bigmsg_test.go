@@ -17,7 +17,7 @@ func TestLongNamesFillNoMessagePastAttributeLimit(t *testing.T) {
 	spec := allowSpec()
 	spec.MaxAddressesPerAnswer = elementsPerMessage
 	n := startUnwatchedNFT(t, ns, spec, nil)
-	name := strings.Repeat(strings.Repeat("x", 61)+".", 5)[:maxCommentName-1] + "."
+	name := strings.Repeat(strings.Repeat("x", 61)+".", 5)[:maxComment-1] + "."
 	ips := make([]netip.Addr, elementsPerMessage)
 	for i := range ips {
 		ips[i] = seqAddr(i)

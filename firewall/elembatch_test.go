@@ -180,7 +180,7 @@ func TestElemBatchLeavesOddElementsToLibrary(t *testing.T) {
 	key := []byte{192, 0, 2, 1}
 	var huge []nftables.SetElement
 	for range elementsPerMessage {
-		huge = append(huge, nftables.SetElement{Key: key, KeyEnd: key, Timeout: time.Second, Comment: strings.Repeat("x", maxCommentName)})
+		huge = append(huge, nftables.SetElement{Key: key, KeyEnd: key, Timeout: time.Second, Comment: strings.Repeat("x", maxComment)})
 	}
 	for _, tc := range []struct {
 		name  string

@@ -1018,7 +1018,7 @@ func comment(origins []origin) string {
 	if newest == nil {
 		return ""
 	}
-	return elementComment(newest.names[0], newest.fromFleet)
+	return elementComment(newest.names[0], newest.names[1:], newest.fromFleet)
 }
 
 // ceilMillis rounds up to the milliseconds netlink carries, so the kernel

@@ -142,7 +142,7 @@ func TestIndexRecheckSeesElement(t *testing.T) {
 				!v.origins[0].until.Equal(want.until) || v.origins[0].inherited != want.inherited {
 				t.Errorf("re-check saw %+v, want element %+v with origin %+v", v, tt.e, want)
 			}
-			if els := got[tt.e.set]; len(els) != 1 || string(els[0].Key) != string(tt.e.key) || string(els[0].KeyEnd) != string(tt.e.keyEnd) || els[0].Comment != elementComment(tt.o.names[0], tt.o.fromFleet) {
+			if els := got[tt.e.set]; len(els) != 1 || string(els[0].Key) != string(tt.e.key) || string(els[0].KeyEnd) != string(tt.e.keyEnd) || els[0].Comment != elementComment(tt.o.names[0], tt.o.names[1:], tt.o.fromFleet) {
 				t.Errorf("carried %+v, want the element with comment of %s", els, tt.o.names[0])
 			}
 		})
@@ -332,8 +332,8 @@ func TestCommentPrefersOwnAnswers(t *testing.T) {
 	}{
 		{"none", nil, ""},
 		{"own", []origin{own("a.test.", 1)}, "a.test."},
-		{"fleet", []origin{peer("b.test.", 1)}, "b.test." + fleetMark},
-		{"newest fleet", []origin{peer("b.test.", 1), peer("c.test.", 2)}, "c.test." + fleetMark},
+		{"fleet", []origin{peer("b.test.", 1)}, "b.test. " + fleetMark},
+		{"newest fleet", []origin{peer("b.test.", 1), peer("c.test.", 2)}, "c.test. " + fleetMark},
 		{"own before a newer fleet approval", []origin{own("a.test.", 1), peer("b.test.", 5)}, "a.test."},
 		{"newest own", []origin{own("a.test.", 1), peer("b.test.", 5), own("d.test.", 3)}, "d.test."},
 	}

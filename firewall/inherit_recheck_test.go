@@ -12,13 +12,15 @@ import (
 )
 
 // TestInheritedElementsRechecked: elements carried over from an earlier
-// process are re-checked on reload by the query name in their comment
-// (and, with client scope, the client in their key): the new policy's
-// denial removes them, an approval keeps them with their name in the
+// process are re-checked on reload by the answer in their comment (the
+// query name and the CNAME and HTTPS/SVCB targets it led to) and, with
+// client scope, the client in their key: the new policy's denial of the
+// name or of a target removes them, an approval keeps them with their
 // comment, through the first install and every reload. Elements without
-// a comment are carried as before (nothing to ask about).
+// a comment cannot be re-checked and are not carried over (fail closed).
 func TestInheritedElementsRechecked(t *testing.T) {
 	client := netip.MustParseAddr("10.1.0.5")
+	all := map[string]bool{"a.example.": true, "b.example.": true, "c.example.": true}
 	tests := []struct {
 		name    string
 		scope   string
@@ -28,18 +30,20 @@ func TestInheritedElementsRechecked(t *testing.T) {
 		denied  string              // a target name the new policy denies
 		want    map[string][]string // set -> live elements after the reload (client scope: client and address in hex)
 	}{
-		{name: "name still approved", scope: ScopeGroup, allowed: map[string]bool{"a.example.": true, "b.example.": true},
-			want: map[string][]string{"g_servers_d4": {"192.0.2.1", "192.0.2.2", "192.0.2.3"}}},
-		{name: "name now denied", scope: ScopeGroup, allowed: map[string]bool{"a.example.": true},
-			want: map[string][]string{"g_servers_d4": {"192.0.2.1", "192.0.2.3"}}},
-		{name: "this process's answer replaces the name from the comment", scope: ScopeGroup, allowed: map[string]bool{"a.example.": true, "b.example.": true},
-			then:   []Allowance{{Group: "servers", Client: client, IPs: addrs("192.0.2.1"), TTL: time.Minute, Name: "a.example.", Targets: []string{"cdn.example."}}},
-			denied: "cdn.example.",
-			want:   map[string][]string{"g_servers_d4": {"192.0.2.2", "192.0.2.3"}}},
-		{name: "client scope, client still in the group", scope: ScopeClient, allowed: map[string]bool{"a.example.": true, "b.example.": true}, inGroup: true,
-			want: map[string][]string{"g_servers_d4": {"0a010005c0000201", "0a010005c0000202", "0a010005c0000203"}}},
-		{name: "client scope, client left the group", scope: ScopeClient, allowed: map[string]bool{"a.example.": true, "b.example.": true},
-			want: map[string][]string{"g_servers_d4": {"0a010005c0000203"}}},
+		{name: "names still approved", scope: ScopeGroup, allowed: all,
+			want: map[string][]string{"g_servers_d4": {"192.0.2.1", "192.0.2.2", "192.0.2.4"}}},
+		{name: "name now denied", scope: ScopeGroup, allowed: map[string]bool{"a.example.": true, "c.example.": true},
+			want: map[string][]string{"g_servers_d4": {"192.0.2.1", "192.0.2.4"}}},
+		{name: "target in the comment now denied", scope: ScopeGroup, allowed: all, denied: "cdn.example.",
+			want: map[string][]string{"g_servers_d4": {"192.0.2.1", "192.0.2.2"}}},
+		{name: "this process's answer replaces the comment's", scope: ScopeGroup, allowed: all,
+			then:   []Allowance{{Group: "servers", Client: client, IPs: addrs("192.0.2.1"), TTL: time.Minute, Name: "a.example.", Targets: []string{"edge.example."}}},
+			denied: "edge.example.",
+			want:   map[string][]string{"g_servers_d4": {"192.0.2.2", "192.0.2.4"}}},
+		{name: "client scope, client still in the group", scope: ScopeClient, allowed: all, inGroup: true,
+			want: map[string][]string{"g_servers_d4": {"0a010005c0000201", "0a010005c0000202", "0a010005c0000204"}}},
+		{name: "client scope, client left the group", scope: ScopeClient, allowed: all,
+			want: map[string][]string{"g_servers_d4": {}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,6 +55,7 @@ func TestInheritedElementsRechecked(t *testing.T) {
 			mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.1"), TTL: time.Minute, Name: "a.example."})
 			mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.2"), TTL: time.Minute, Name: "b.example."})
 			mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.3"), TTL: time.Minute}) // no name: no comment
+			mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.4"), TTL: time.Minute, Name: "c.example.", Targets: []string{"cdn.example."}})
 			if err := first.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -81,8 +86,12 @@ func TestInheritedElementsRechecked(t *testing.T) {
 				var live []string
 				for _, e := range k.liveElements("egressd", set) {
 					live = append(live, elemText(e))
-					if n := elemText(e); (n == "192.0.2.1" || n == "0a010005c0000201") && e.Comment != "a.example." {
+					n := elemText(e)
+					if (n == "192.0.2.1" || n == "0a010005c0000201") && len(tt.then) == 0 && e.Comment != "a.example." {
 						t.Errorf("element %s has comment %q after the reload, want a.example.", n, e.Comment)
+					}
+					if (n == "192.0.2.4" || n == "0a010005c0000204") && e.Comment != "c.example. cdn.example." {
+						t.Errorf("element %s has comment %q after the reload, want the name and its target", n, e.Comment)
 					}
 				}
 				slices.Sort(live)

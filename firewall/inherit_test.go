@@ -34,10 +34,10 @@ func TestRestartCarriesElementsOver(t *testing.T) {
 		t.Errorf("first install in an empty namespace logged:\n%s", logs)
 	}
 	allowances := []Allowance{
-		{Group: "clients", IPs: addrs("10.98.0.2", "2001:db8::2"), TTL: time.Minute},
-		{Group: "clients", IPs: addrs("10.98.0.3"), TTL: 2 * time.Minute,
+		{Group: "clients", IPs: addrs("10.98.0.2", "2001:db8::2"), TTL: time.Minute, Name: "a.test."},
+		{Group: "clients", IPs: addrs("10.98.0.3"), TTL: 2 * time.Minute, Name: "b.test.",
 			Ports: []policy.PortRange{{Proto: policy.ProtoTCP, From: 9000, To: 9100}}},
-		{Group: "retired", IPs: addrs("192.0.2.7"), TTL: time.Minute},
+		{Group: "retired", IPs: addrs("192.0.2.7"), TTL: time.Minute, Name: "c.test."},
 	}
 	for _, a := range allowances {
 		mustAllow(t, first, a)

@@ -11,53 +11,77 @@ import (
 // LiveElement is one approval a set element stands for: destination Dst
 // for Group (and with client scope only for Client) on Ports (empty: any
 // port) until Expiry. Name is the query name the element was last added
-// for, from its comment; empty when unknown (no comment, or a name too
-// long for one).
+// for and Targets the names it led to (CNAME and HTTPS/SVCB targets),
+// from its comment.
 type LiveElement struct {
-	Group  string
-	Client netip.Addr
-	Dst    netip.Addr
-	Ports  []policy.PortRange
-	Expiry time.Time
-	Name   string
+	Group   string
+	Client  netip.Addr
+	Dst     netip.Addr
+	Ports   []policy.PortRange
+	Expiry  time.Time
+	Name    string
+	Targets []string
 	// FromFleet: the element was added for another fleet node's
 	// approval (Allowance.FromFleet), not for an answer of this node.
 	FromFleet bool
 }
 
-// maxCommentName is the longest query name kept in an element's comment:
-// the kernel holds at most 256 bytes of element user data, and a comment
-// is stored with a type, a length and a NUL.
-const maxCommentName = 250
+// maxComment is the longest element comment egressd writes: the kernel
+// holds at most 256 bytes of element user data, and a comment is stored
+// with a type, a length and a NUL.
+const maxComment = 250
 
 // fleetMark ends the comment of an element added for another fleet
-// node's approval. No name egressd writes holds a space (a name's own
-// spaces are escaped), so the mark cannot be read into an own answer.
-const fleetMark = " fleet"
+// node's approval. Names end with a dot, so it is never read as one.
+const fleetMark = "fleet"
 
-// elementComment is the comment of an element added for name: the name
-// (and fleetMark for a fleet approval), or nothing when that does not
-// fit. An element without a name is never published again.
-func elementComment(name string, fromFleet bool) string {
+// elementComment is the comment of an element added for an answer to
+// name that led to targets: the names, separated by spaces (no name
+// egressd writes holds one: a name's own spaces are escaped), then
+// fleetMark for a fleet approval. Nothing when that does not fit: such an
+// element cannot be re-checked after a restart, so a restart does not
+// carry it over.
+func elementComment(name string, targets []string, fromFleet bool) string {
+	if name == "" {
+		return ""
+	}
 	n := len(name)
+	for _, t := range targets {
+		n += 1 + len(t)
+	}
 	if fromFleet {
-		n += len(fleetMark)
+		n += 1 + len(fleetMark)
 	}
 	switch {
-	case n > maxCommentName:
+	case n > maxComment:
 		return ""
-	case fromFleet:
-		return name + fleetMark
+	case len(targets) == 0 && !fromFleet:
+		return name
 	}
-	return name
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(name)
+	for _, t := range targets {
+		b.WriteByte(' ')
+		b.WriteString(t)
+	}
+	if fromFleet {
+		b.WriteString(" " + fleetMark)
+	}
+	return b.String()
 }
 
-// parseComment reverses elementComment.
-func parseComment(c string) (name string, fromFleet bool) {
-	if name, ok := strings.CutSuffix(c, fleetMark); ok {
-		return name, true
+// parseComment reverses elementComment: the query name and the names it
+// led to, nil for no comment.
+func parseComment(c string) (names []string, fromFleet bool) {
+	if c == "" {
+		return nil, false
 	}
-	return c, false
+	names = strings.Split(c, " ")
+	if last := len(names) - 1; last > 0 && names[last] == fleetMark {
+		return names[:last], true
+	}
+	return names, false
 }
 
 // Inherited lists the live elements the backend carried over at start
@@ -75,7 +99,10 @@ func liveElement(def setDef, key, keyEnd []byte, expiry time.Time, comment strin
 		size = 4
 	}
 	e := LiveElement{Group: def.group, Expiry: expiry}
-	e.Name, e.FromFleet = parseComment(comment)
+	names, fromFleet := parseComment(comment)
+	if len(names) > 0 {
+		e.Name, e.Targets, e.FromFleet = names[0], names[1:], fromFleet
+	}
 	addr := func(b []byte) (netip.Addr, []byte, bool) {
 		if len(b) < size {
 			return netip.Addr{}, nil, false

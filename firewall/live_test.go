@@ -13,9 +13,11 @@ import (
 
 // TestInheritedListsLiveElements: a backend started on a table an earlier
 // one left lists the live elements it carried over, as approvals: group
-// (or client) scope, destination, port range, expiry, and the query name
-// the element was added for, kept in the element's comment (also when a
-// reload refilled the sets).
+// (or client) scope, destination, port range, expiry, the query name the
+// element was added for and the names it led to, kept in the element's
+// comment (also when a reload refilled the sets), and whether it was
+// another fleet node's approval. An element whose comment could not hold
+// all that is not carried over: nothing could re-check it.
 func TestInheritedListsLiveElements(t *testing.T) {
 	https := policy.PortRange{Proto: policy.ProtoTCP, From: 443, To: 443}
 	high := policy.PortRange{Proto: policy.ProtoUDP, From: 8000, To: 8099}
@@ -30,11 +32,15 @@ func TestInheritedListsLiveElements(t *testing.T) {
 			{Group: "servers", Client: client, IPs: addrs("192.0.2.7", "2001:db8::7"), TTL: time.Minute, Name: "any.test."},
 			{Group: "servers", Client: client, IPs: addrs("192.0.2.8"), Ports: []policy.PortRange{https, high}, TTL: time.Minute, Name: "ports.test."},
 			{Group: "servers", Client: client, IPs: addrs("192.0.2.9"), TTL: time.Minute, Name: strings.Repeat("a", 300) + ".test."},
+			{Group: "servers", Client: client, IPs: addrs("192.0.2.10"), TTL: time.Minute, Name: "www.test.", Targets: []string{"www.cdn.test.", "edge.test."}},
+			{Group: "servers", Client: client, IPs: addrs("192.0.2.11"), TTL: time.Minute, Name: "long.test.", Targets: []string{strings.Repeat("b", 240) + "."}},
 		}, []LiveElement{
 			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.7"), Name: "any.test."},
 			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.8"), Ports: []policy.PortRange{https}, Name: "ports.test."},
 			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.8"), Ports: []policy.PortRange{high}, Name: "ports.test."},
-			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.9")}, // too long a name for a comment
+			// 192.0.2.9 and .11: too long a name or chain for a comment,
+			// so nothing to re-check them by: not carried over.
+			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.10"), Name: "www.test.", Targets: []string{"www.cdn.test.", "edge.test."}},
 			{Group: "servers", Dst: netip.MustParseAddr("2001:db8::7"), Name: "any.test."},
 		}},
 		{"client scope", ScopeClient, []Allowance{
@@ -50,11 +56,12 @@ func TestInheritedListsLiveElements(t *testing.T) {
 		{"fleet approvals", ScopeGroup, []Allowance{
 			{Group: "servers", IPs: addrs("192.0.2.7"), TTL: time.Minute, Name: "own.test."},
 			{Group: "servers", IPs: addrs("192.0.2.8"), TTL: time.Minute, Name: "other.test.", FromFleet: true},
-			{Group: "servers", IPs: addrs("192.0.2.9"), TTL: time.Minute, Name: strings.Repeat("a", maxCommentName-6) + ".", FromFleet: true},
+			{Group: "servers", IPs: addrs("192.0.2.9"), TTL: time.Minute, Name: strings.Repeat("a", maxComment-6) + ".", FromFleet: true},
+			{Group: "servers", IPs: addrs("192.0.2.10"), TTL: time.Minute, Name: "www.test.", Targets: []string{"cdn.test."}, FromFleet: true},
 		}, []LiveElement{
 			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.7"), Name: "own.test."},
 			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.8"), Name: "other.test.", FromFleet: true},
-			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.9")},
+			{Group: "servers", Dst: netip.MustParseAddr("192.0.2.10"), Name: "www.test.", Targets: []string{"cdn.test."}, FromFleet: true},
 		}},
 	}
 	for _, tc := range tests {
@@ -95,6 +102,14 @@ func TestInheritedListsLiveElements(t *testing.T) {
 			if len(got) != len(tc.want) {
 				t.Fatalf("inherited %d elements, want %d: %+v", len(got), len(tc.want), got)
 			}
+			// What was not inherited is not in the new table either.
+			kernel := 0
+			for _, set := range []string{"g_servers_d4", "g_servers_d6", "g_servers_p4", "g_servers_p6"} {
+				kernel += len(elements(t, ns, "egressd", set))
+			}
+			if kernel != len(tc.want) {
+				t.Errorf("the new table holds %d elements, want the %d inherited", kernel, len(tc.want))
+			}
 			// Element timeouts are TTL plus grace; the kernel counts down.
 			latest := added.Add(time.Minute + spec.Grace + time.Second)
 			for i, w := range tc.want {
@@ -103,7 +118,7 @@ func TestInheritedListsLiveElements(t *testing.T) {
 					t.Errorf("element %d expires at %v, want between %v and %v", i, g.Expiry, added, latest)
 				}
 				g.Expiry = time.Time{}
-				if !slices.Equal(g.Ports, w.Ports) || g.Group != w.Group || g.Client != w.Client || g.Dst != w.Dst || g.Name != w.Name || g.FromFleet != w.FromFleet {
+				if !slices.Equal(g.Ports, w.Ports) || g.Group != w.Group || g.Client != w.Client || g.Dst != w.Dst || g.Name != w.Name || !slices.Equal(g.Targets, w.Targets) || g.FromFleet != w.FromFleet {
 					t.Errorf("element %d = %+v, want %+v", i, g, w)
 				}
 			}

@@ -594,9 +594,12 @@ func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
 		// First install: a table left by an earlier egressd still holds
 		// what its clients were told; carry that over, not just the index.
 		var err error
-		if keep, err = n.inheritElements(lay, now); err != nil {
+		var left int
+		if keep, left, err = n.inheritElements(lay, now); err != nil {
 			n.log.Warn("firewall: cannot read the previous table's elements; starting with empty sets", "table", spec.Table, "err", err)
 			keep = nil
+		} else if left > 0 {
+			n.log.Warn("firewall: elements of the previous table whose comment does not hold the answer they were added for are not carried over: nothing could re-check them", "table", spec.Table, "elements", left)
 		}
 	} else {
 		old := map[string]setDef{}

@@ -419,7 +419,7 @@ func TestInstallInheritsElements(t *testing.T) {
 			clock := newFakeClock()
 			k := newFakeKernel(clock.Now)
 			first := fakeNFT(t, k, allowSpec(), clock, nil)
-			mustAllow(t, first, Allowance{Group: "servers", IPs: addrs("192.0.2.1"), TTL: 40 * time.Second})
+			mustAllow(t, first, Allowance{Group: "servers", IPs: addrs("192.0.2.1"), TTL: 40 * time.Second, Name: "a.test."})
 			if err := first.Close(); err != nil {
 				t.Fatal(err)
 			}

@@ -85,7 +85,7 @@ func (d *daemon) startDrops(ctx context.Context, cfg *config.Config) (enforce.En
 func seedInherited(idx *dropjoin.Index, live []firewall.LiveElement, now time.Time) {
 	for _, e := range live {
 		idx.Add(dropjoin.Answer{
-			Time: now, Expiry: e.Expiry, Client: e.Client, Group: e.Group, Name: e.Name,
+			Time: now, Expiry: e.Expiry, Client: e.Client, Group: e.Group, Name: e.Name, Targets: e.Targets,
 			Addrs: []netip.Addr{e.Dst}, Ports: e.Ports, Inherited: true,
 		})
 	}

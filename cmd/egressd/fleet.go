@@ -69,20 +69,21 @@ func (d *daemon) republishInherited(cfg *config.Config, engine *policy.Engine) {
 
 // republishable is what of inherited to publish again: elements this node
 // added for its own answers (not for other nodes' approvals, FromFleet),
-// with the name they were added for, that check (the policy egressd
-// starts with) still allows on their ports.
+// with the answer they were added for (the query name and the names it
+// led to), that check (the policy egressd starts with) still allows on
+// their ports.
 func republishable(inherited []firewall.LiveElement, check firewall.Recheck) []fleet.Held {
 	var held []fleet.Held
 	for _, e := range inherited {
 		if e.Name == "" || e.FromFleet {
 			continue
 		}
-		ports, ok := check(e.Group, e.Client, e.Dst, []string{e.Name})
+		ports, ok := check(e.Group, e.Client, e.Dst, append([]string{e.Name}, e.Targets...))
 		if !ok || !policy.PortsWithin(e.Ports, ports) {
 			continue // the re-check at start removed it
 		}
 		held = append(held, fleet.Held{Allowance: enforce.Allowance{
-			Group: e.Group, Client: e.Client, IPs: []netip.Addr{e.Dst}, Ports: e.Ports, Name: e.Name,
+			Group: e.Group, Client: e.Client, IPs: []netip.Addr{e.Dst}, Ports: e.Ports, Name: e.Name, Targets: e.Targets,
 		}, Until: e.Expiry})
 	}
 	return held

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -236,6 +237,9 @@ func TestRepublishable(t *testing.T) {
 	dst := netip.MustParseAddr("192.0.2.7")
 	until := time.Now().Add(time.Minute)
 	check := func(group string, client, dest netip.Addr, names []string) ([]policy.PortRange, bool) {
+		if slices.Contains(names[1:], "denied-target.test.") {
+			return nil, false
+		}
 		switch names[0] {
 		case "denied.test.":
 			return nil, false
@@ -250,6 +254,8 @@ func TestRepublishable(t *testing.T) {
 		want bool
 	}{
 		{"own answer", firewall.LiveElement{Group: "staff", Dst: dst, Name: "own.test.", Expiry: until}, true},
+		{"own answer with targets", firewall.LiveElement{Group: "staff", Dst: dst, Name: "own.test.", Targets: []string{"cdn.test."}, Expiry: until}, true},
+		{"a target denied now", firewall.LiveElement{Group: "staff", Dst: dst, Name: "own.test.", Targets: []string{"denied-target.test."}, Expiry: until}, false},
 		{"another node's approval", firewall.LiveElement{Group: "staff", Dst: dst, Name: "own.test.", Expiry: until, FromFleet: true}, false},
 		{"no name", firewall.LiveElement{Group: "staff", Dst: dst, Expiry: until}, false},
 		{"denied now", firewall.LiveElement{Group: "staff", Dst: dst, Name: "denied.test.", Expiry: until}, false},
@@ -266,7 +272,7 @@ func TestRepublishable(t *testing.T) {
 				return
 			}
 			h, a := held[0], held[0].Allowance
-			if a.Group != tc.e.Group || a.Name != tc.e.Name || len(a.IPs) != 1 || a.IPs[0] != dst || !h.Until.Equal(until) || a.FromFleet {
+			if a.Group != tc.e.Group || a.Name != tc.e.Name || !slices.Equal(a.Targets, tc.e.Targets) || len(a.IPs) != 1 || a.IPs[0] != dst || !h.Until.Equal(until) || a.FromFleet {
 				t.Errorf("held %+v, want %+v as this node's approval", h, tc.e)
 			}
 		})

@@ -764,6 +764,17 @@ func (x *expiryIndex) owned(k clientKey) int {
 	return 0
 }
 
+// maxOwned is the most live elements any one client owns.
+func (x *expiryIndex) maxOwned() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	most := uint32(0)
+	for i := range x.clients {
+		most = max(most, x.clients[i].owned)
+	}
+	return int(most)
+}
+
 // clientID is the id origins from client a carry; ok is false for a
 // client no origin names.
 func (x *expiryIndex) clientID(a netip.Addr) (uint32, bool) {

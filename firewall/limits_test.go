@@ -139,12 +139,26 @@ func TestClientShareOfSets(t *testing.T) {
 		allowStep(t, n, ns, st.name, a, st.limited != "", map[string]int{"g_servers_d4": st.d4, "g_servers_d6": st.d6})
 	}
 	wantRejected(t, n, map[string]float64{rejectAddresses: 0, rejectSetFull: 1, rejectClientShare: 3})
+	// The gauge of the fullest share, published with the next sweep: a,
+	// b and the /64 each hold three.
+	d := netip.MustParseAddr("10.1.0.8")
+	clock.Advance(sweepEvery)
+	mustAllow(t, n, Allowance{Group: "servers", Client: d, IPs: addrs("2001:db8::9"), TTL: time.Minute})
+	if got := testutil.ToFloat64(m.FirewallClientElementsMax); got != 3 {
+		t.Errorf("egressd_firewall_client_elements_max = %v, want 3", got)
+	}
 	// b's elements expire (a's were refreshed for an hour): b has its
 	// share again once the set has room.
 	clock.Advance(time.Minute + spec.Grace + expiryMargin + time.Second)
 	mustAllow(t, n, Allowance{Group: "servers", Client: b, IPs: addrs("192.0.2.10", "192.0.2.11"), TTL: time.Minute})
 	if err := n.Allow(context.Background(), Allowance{Group: "servers", Client: a, IPs: addrs("192.0.2.12"), TTL: time.Minute}); !errors.Is(err, ErrLimit) {
 		t.Errorf("a, still holding three live elements: Allow = %v, want ErrLimit", err)
+	}
+	// Every element expired: only d's new one is held.
+	clock.Advance(2*time.Hour + spec.Grace + expiryMargin)
+	mustAllow(t, n, Allowance{Group: "servers", Client: d, IPs: addrs("2001:db8::10"), TTL: time.Minute})
+	if got := testutil.ToFloat64(m.FirewallClientElementsMax); got != 1 {
+		t.Errorf("egressd_firewall_client_elements_max after every other element expired = %v, want 1", got)
 	}
 }
 

@@ -791,8 +791,9 @@ func (n *NFT) count(result string) {
 }
 
 // updateGauges sweeps the index at most every sweepEvery (unless forced)
-// and publishes egressd_firewall_elements from its per-set counts: of
-// every set after a sweep, else only of the sets in touched (those a batch
+// and publishes egressd_firewall_elements from its per-set counts (and,
+// after a sweep, egressd_firewall_client_elements_max): of every set after
+// a sweep, else only of the sets in touched (those a batch
 // added to), so that a miss's batch does not update a gauge per set.
 func (n *NFT) updateGauges(now time.Time, force bool, touched map[string]int) {
 	all := force
@@ -816,6 +817,7 @@ func (n *NFT) updateGauges(now time.Time, force bool, touched map[string]int) {
 		for set, g := range n.elemGauges {
 			g.Set(float64(n.index.count(set)))
 		}
+		n.metrics.FirewallClientElementsMax.Set(float64(n.index.maxOwned()))
 		return
 	}
 	for set := range touched {

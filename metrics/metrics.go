@@ -31,6 +31,9 @@ type Metrics struct {
 	UpstreamDuration *prometheus.HistogramVec // server
 	FirewallUpdates  *prometheus.CounterVec   // result
 	FirewallElements *prometheus.GaugeVec     // set
+	// FirewallClientElementsMax is the most live elements one client's
+	// answers added (to compare with max_elements_per_client).
+	FirewallClientElementsMax prometheus.Gauge
 	FirewallDuration prometheus.Histogram
 	FirewallFeatures *prometheus.GaugeVec   // feature
 	ListDomains      *prometheus.GaugeVec   // category
@@ -88,6 +91,10 @@ func New() *Metrics {
 	m.FirewallElements = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "egressd_firewall_elements", Help: "Elements egressd believes are live in each firewall set.",
 	}, []string{"set"})
+	m.FirewallClientElementsMax = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "egressd_firewall_client_elements_max",
+		Help: "The most live firewall set elements one client's answers added (an IPv4 address, an IPv6 /64); past firewall.max_elements_per_client its new destinations are refused.",
+	})
 	m.FirewallDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "egressd_firewall_update_duration_seconds", Help: "Time to apply one firewall batch.",
 		Buckets: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1},
@@ -144,7 +151,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Queries, m.Responses, m.RequestDuration, m.CacheHits, m.CacheMisses, m.CacheEntries, m.CacheBytes,
-		m.UpstreamRequests, m.UpstreamDuration, m.FirewallUpdates, m.FirewallElements,
+		m.UpstreamRequests, m.UpstreamDuration, m.FirewallUpdates, m.FirewallElements, m.FirewallClientElementsMax,
 		m.FirewallDuration, m.FirewallFeatures, m.ListDomains, m.ListMappedBytes, m.ListRefreshes, m.ListLastSuccess, m.ConfigReloads, m.RateLimited,
 	)
 	return m

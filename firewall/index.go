@@ -118,8 +118,9 @@ type origin struct {
 	client netip.Addr // the client, with client scope only
 	until  time.Time  // the element's deadline when this answer last asked for it
 	// inherited: read from the comment of an element an earlier process
-	// added; names holds the query name only, the names it led to are
-	// not known. An answer from this process for that name replaces it.
+	// added (names as the comment held them: an earlier version's held
+	// the query name only). An answer from this process for that name
+	// replaces it.
 	inherited bool
 	// fromFleet: only other fleet nodes' approvals asked for it
 	// (Allowance.FromFleet); an own answer for the same names clears it.

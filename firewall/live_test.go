@@ -132,3 +132,37 @@ func (e LiveElement) portFrom() uint16 {
 	}
 	return e.Ports[0].From
 }
+
+// FuzzComment: a comment elementComment writes reads back as the answer
+// and mark it was written for, for names as egressd writes them (no
+// space, ending with a dot); one that does not fit is empty.
+func FuzzComment(f *testing.F) {
+	f.Add("www.example.com.", "cdn.example.net. edge.example.", false)
+	f.Add("a.", "", true)
+	f.Add(strings.Repeat("x", 249)+".", "", false)
+	f.Fuzz(func(t *testing.T, name, targetList string, fromFleet bool) {
+		var targets []string
+		if targetList != "" {
+			targets = strings.Split(targetList, " ")
+		}
+		for _, n := range append([]string{name}, targets...) {
+			if n == "" || strings.Contains(n, " ") || !strings.HasSuffix(n, ".") {
+				t.Skip("not a name egressd writes")
+			}
+		}
+		c := elementComment(name, targets, fromFleet)
+		if len(c) > maxComment {
+			t.Fatalf("comment of %d bytes, more than %d", len(c), maxComment)
+		}
+		if c == "" {
+			if n := len(name) + len(targetList) + 1; n <= maxComment-len(" "+fleetMark) {
+				t.Fatalf("no comment for an answer of %d bytes", n)
+			}
+			return
+		}
+		names, fleet := parseComment(c)
+		if !slices.Equal(names, append([]string{name}, targets...)) || fleet != fromFleet {
+			t.Fatalf("comment %q reads as %q fleet=%v, want %q %q fleet=%v", c, names, fleet, name, targets, fromFleet)
+		}
+	})
+}

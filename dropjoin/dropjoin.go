@@ -26,8 +26,8 @@ const (
 	ForeignResolver       = "foreign_resolver"
 	UnlistedSource        = "unlisted_source"
 	// Unexplained: an answer approved the destination on this port and had
-	// not expired, yet the packet was dropped (a set limit, or a table
-	// replaced since).
+	// not expired, the policy still allows its names, yet the packet was
+	// dropped (a set limit, or a table replaced since).
 	Unexplained = "unexplained"
 )
 
@@ -314,6 +314,11 @@ func (x *Index) ExplainWith(d Drop, scopeClient bool, policy PolicyFunc) Result 
 				if a.Inherited {
 					r.AnswerTime = time.Time{}
 				}
+				// A reload (or a restart's re-check) removes the elements
+				// of answers the policy denies now: say which name.
+				if name, rule, ok := deniedNow(policy, d.Src.Unmap(), a); ok {
+					r.Reason, r.Name, r.Rule = NameDenied, name, rule
+				}
 				return r
 			}
 			live = a
@@ -376,6 +381,24 @@ func (x *Index) ExplainWith(d Drop, scopeClient bool, policy PolicyFunc) Result 
 	}
 	r.Reason = NeverResolved
 	return r
+}
+
+// deniedNow is the first of a's names (query name, then targets) that
+// policy denies client now, and the rule; ok is false when it denies none
+// or there is no policy.
+func deniedNow(policy PolicyFunc, client netip.Addr, a *Answer) (name, rule string, ok bool) {
+	if policy == nil {
+		return "", "", false
+	}
+	for _, n := range append([]string{a.Name}, a.Targets...) {
+		if n == "" {
+			continue
+		}
+		if rl, denied := policy(client, n); denied {
+			return n, rl, true
+		}
+	}
+	return "", "", false
 }
 
 func hasPort(ports []Port, proto uint8, port uint16) bool {

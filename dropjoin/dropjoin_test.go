@@ -112,7 +112,8 @@ func TestIndexBounds(t *testing.T) {
 // policy denies pointed at (in any group's recent answers) is name_denied
 // with the name and the rule; a denied query of the client itself for a
 // name known to map to the address decides first. Own approvals still
-// decide before both.
+// decide before both; a live one whose name or a target the policy now
+// denies (a reload removed its elements) is name_denied too.
 func TestExplainNameDenied(t *testing.T) {
 	const rule = "deny *.tracker.example"
 	tracker := "ads.tracker.example."
@@ -158,6 +159,12 @@ func TestExplainNameDenied(t *testing.T) {
 		{"a denied query after the drop does not count", []Answer{cdnAnswer},
 			[]Denial{{Time: t0.Add(11 * time.Second), Client: alice, Name: "cdn.example.", Rule: rule}}, denies,
 			Result{Reason: ResolvedByOtherClient, Client: carol, Name: "cdn.example.", AnswerTime: t0, Expiry: cdnAnswer.Expiry, Names: []string{"cdn.example."}}, ""},
+		{"the source's own live approval, its name denied since (a reload)", []Answer{with(officeAnswer, func(a *Answer) { a.Client, a.Group = alice, "lan" })}, nil, denies,
+			Result{Reason: NameDenied, Name: tracker, Rule: rule, AnswerTime: t0, Expiry: officeAnswer.Expiry, Names: []string{tracker}}, ""},
+		{"the source's own live approval, a target denied since", []Answer{with(cdnAnswer, func(a *Answer) { a.Client, a.Group, a.Targets = alice, "lan", []string{"edge.tracker.example."} })}, nil, denies,
+			Result{Reason: NameDenied, Name: "edge.tracker.example.", Rule: rule, AnswerTime: t0, Expiry: cdnAnswer.Expiry, Names: []string{"cdn.example.", "edge.tracker.example."}}, ""},
+		{"the source's own live approval, still allowed: unexplained", []Answer{with(cdnAnswer, func(a *Answer) { a.Client, a.Group = alice, "lan" })}, nil, denies,
+			Result{Reason: Unexplained, Name: "cdn.example.", AnswerTime: t0, Expiry: cdnAnswer.Expiry, Names: []string{"cdn.example."}}, ""},
 		{"the source's own expired approval decides first", []Answer{officeAnswer, with(cdnAnswer, func(a *Answer) { a.Client, a.Group, a.Expiry = alice, "lan", t0.Add(time.Second) })},
 			[]Denial{{Time: t0.Add(5 * time.Second), Client: alice, Name: tracker, Rule: rule}}, denies,
 			Result{Reason: Expired, Name: "cdn.example.", AnswerTime: t0, Expiry: t0.Add(time.Second), Names: []string{tracker, "cdn.example."}}, ""},

@@ -34,16 +34,16 @@ type Metrics struct {
 	// FirewallClientElementsMax is the most live elements one client's
 	// answers added (to compare with max_elements_per_client).
 	FirewallClientElementsMax prometheus.Gauge
-	FirewallDuration prometheus.Histogram
-	FirewallFeatures *prometheus.GaugeVec   // feature
-	ListDomains      *prometheus.GaugeVec   // category
-	ListMappedBytes  *prometheus.GaugeVec   // category
-	ListRefreshes    *prometheus.CounterVec // category, result
-	ListLastSuccess  *prometheus.GaugeVec   // category, source
-	ConfigReloads    *prometheus.CounterVec // result
-	RateLimited      prometheus.Counter
-	InFlightDropped  *prometheus.CounterVec // limit ("client"|"total")
-	StaleAnswers     *prometheus.CounterVec // result ("redecided"|"servfail")
+	FirewallDuration          prometheus.Histogram
+	FirewallFeatures          *prometheus.GaugeVec   // feature
+	ListDomains               *prometheus.GaugeVec   // category
+	ListMappedBytes           *prometheus.GaugeVec   // category
+	ListRefreshes             *prometheus.CounterVec // category, result
+	ListLastSuccess           *prometheus.GaugeVec   // category, source
+	ConfigReloads             *prometheus.CounterVec // result
+	RateLimited               prometheus.Counter
+	InFlightDropped           *prometheus.CounterVec // limit ("client"|"total")
+	StaleAnswers              *prometheus.CounterVec // result ("redecided"|"servfail")
 	// QueriesByTransport counts queries by how they came: udp, tcp, tls
 	// (DNS over TLS) or https (DNS over HTTPS).
 	QueriesByTransport *prometheus.CounterVec // transport

@@ -36,11 +36,12 @@ const maxComment = 250
 const fleetMark = "fleet"
 
 // elementComment is the comment of an element added for an answer to
-// name that led to targets: the names, separated by spaces (no name
-// egressd writes holds one: a name's own spaces are escaped), then
-// fleetMark for a fleet approval. Nothing when that does not fit: such an
-// element cannot be re-checked after a restart, so a restart does not
-// carry it over.
+// name that led to targets: the names in presentation form, separated by
+// spaces, then fleetMark for a fleet approval. A space inside a name is
+// escaped ("\ ", as miekg/dns writes it), so a separator is a space no
+// backslash escapes. Nothing when that does not fit: such an element
+// cannot be re-checked after a restart, so a restart does not carry it
+// over.
 func elementComment(name string, targets []string, fromFleet bool) string {
 	if name == "" {
 		return ""
@@ -77,7 +78,17 @@ func parseComment(c string) (names []string, fromFleet bool) {
 	if c == "" {
 		return nil, false
 	}
-	names = strings.Split(c, " ")
+	start := 0
+	for i := 0; i < len(c); i++ {
+		switch c[i] {
+		case '\\':
+			i++ // the escaped byte (or the first digit of \DDD) is the name's
+		case ' ':
+			names = append(names, c[start:i])
+			start = i + 1
+		}
+	}
+	names = append(names, c[start:])
 	if last := len(names) - 1; last > 0 && names[last] == fleetMark {
 		return names[:last], true
 	}

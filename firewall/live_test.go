@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/egressd/egressd/metrics"
 	"github.com/egressd/egressd/policy"
 )
@@ -134,35 +136,56 @@ func (e LiveElement) portFrom() uint16 {
 }
 
 // FuzzComment: a comment elementComment writes reads back as the answer
-// and mark it was written for, for names as egressd writes them (no
-// space, ending with a dot); one that does not fit is empty.
+// and mark it was written for, for names in presentation form as
+// miekg/dns writes them (a space in a label escaped as "\ "); one that
+// does not fit is empty. The fuzzer gives the labels' bytes: names split
+// by "/", labels by ".".
 func FuzzComment(f *testing.F) {
-	f.Add("www.example.com.", "cdn.example.net. edge.example.", false)
-	f.Add("a.", "", true)
-	f.Add(strings.Repeat("x", 249)+".", "", false)
-	f.Fuzz(func(t *testing.T, name, targetList string, fromFleet bool) {
-		var targets []string
-		if targetList != "" {
-			targets = strings.Split(targetList, " ")
-		}
-		for _, n := range append([]string{name}, targets...) {
-			if n == "" || strings.Contains(n, " ") || !strings.HasSuffix(n, ".") {
-				t.Skip("not a name egressd writes")
+	f.Add("www.example.com/cdn.example.net/edge.example", false)
+	f.Add("a", true)
+	f.Add("a b.example/fleet", true)
+	f.Add(`back\slash.example/x y.fleet`, false)
+	f.Add(strings.Repeat("x", 60)+"."+strings.Repeat("y", 60), false)
+	f.Fuzz(func(t *testing.T, raw string, fromFleet bool) {
+		var names []string
+		for _, n := range strings.Split(raw, "/") {
+			name, ok := presentation(n)
+			if !ok {
+				t.Skip("not a domain name")
 			}
+			names = append(names, name)
 		}
-		c := elementComment(name, targets, fromFleet)
+		c := elementComment(names[0], names[1:], fromFleet)
 		if len(c) > maxComment {
 			t.Fatalf("comment of %d bytes, more than %d", len(c), maxComment)
 		}
+		size := len(names) - 1
+		for _, n := range names {
+			size += len(n)
+		}
 		if c == "" {
-			if n := len(name) + len(targetList) + 1; n <= maxComment-len(" "+fleetMark) {
-				t.Fatalf("no comment for an answer of %d bytes", n)
+			if size <= maxComment-len(" "+fleetMark) {
+				t.Fatalf("no comment for an answer of %d bytes", size)
 			}
 			return
 		}
-		names, fleet := parseComment(c)
-		if !slices.Equal(names, append([]string{name}, targets...)) || fleet != fromFleet {
-			t.Fatalf("comment %q reads as %q fleet=%v, want %q %q fleet=%v", c, names, fleet, name, targets, fromFleet)
+		got, fleet := parseComment(c)
+		if !slices.Equal(got, names) || fleet != fromFleet {
+			t.Fatalf("comment %q reads as %q fleet=%v, want %q fleet=%v", c, got, fleet, names, fromFleet)
 		}
 	})
+}
+
+// presentation is the name with labels' bytes as miekg/dns writes it.
+func presentation(labels string) (string, bool) {
+	wire := []byte{}
+	for _, l := range strings.Split(labels, ".") {
+		if len(l) == 0 || len(l) > 63 {
+			return "", false
+		}
+		wire = append(append(wire, byte(len(l))), l...)
+	}
+	wire = append(wire, 0)
+	name, _, err := dns.UnpackDomainName(wire, 0)
+	return name, err == nil
 }

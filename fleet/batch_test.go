@@ -140,16 +140,17 @@ func TestMessageApprovalsJudgedEach(t *testing.T) {
 // The encoder writes what encoding/json reads back as the same message.
 func TestAppendMessageIsJSON(t *testing.T) {
 	odd := Approval{Client: "10.0.0.5", IPs: []string{"192.0.2.1", "2001:db8::1"}, Ports: []Port{{"tcp", 1, 2}, {"udp", 53, 53}},
-		Name: `we\"ird\\.example\010.<&>é`, Targets: []string{"a.example.", "b.example."}}
+		Name: `we\"ird\\.example\010.<&>\195\169`, Targets: []string{"a.example.", "b.example."}}
 	plain := Approval{Client: "10.0.0.6", IPs: []string{"192.0.2.9"}, Name: "x.example."}
-	data := appendMessage(nil, "id-1", "gw-a", "staff", ScopeClient, []*Approval{&odd, &plain},
+	// Names are ASCII in presentation form; the group carries the UTF-8.
+	data := appendMessage(nil, "id-1", "gw-a", "staffé", ScopeClient, []*Approval{&odd, &plain},
 		[]time.Duration{1500 * time.Millisecond, time.Hour}, []string{"gw-b", "gw-c"})
 	m, err := decode(data)
 	if err != nil {
 		t.Fatalf("%s: %v", data, err)
 	}
 	odd.LifetimeMS, plain.LifetimeMS = 1500, time.Hour.Milliseconds()
-	if m.V != Version || m.ID != "id-1" || m.Node != "gw-a" || m.Group != "staff" || m.Scope != ScopeClient ||
+	if m.V != Version || m.ID != "id-1" || m.Node != "gw-a" || m.Group != "staffé" || m.Scope != ScopeClient ||
 		len(m.Confirm) != 2 || m.Confirm[1] != "gw-c" || len(m.Approvals) != 2 {
 		t.Fatalf("decoded %+v", m)
 	}

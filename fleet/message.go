@@ -303,6 +303,24 @@ func decode(data []byte) (Message, error) {
 	return m, nil
 }
 
+// presentationName reports whether s could be a name in presentation
+// form as resolvers write it: printable ASCII, where a space or any other
+// byte stands for itself only after a backslash. The firewall keeps
+// names in an element's comment separated by unescaped spaces.
+func presentationName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			if i++; i == len(s) || s[i] < ' ' || s[i] > '~' {
+				return false
+			}
+		case c <= ' ' || c > '~':
+			return false
+		}
+	}
+	return true
+}
+
 func (ap *Approval) empty() bool {
 	return ap.Client == "" && ap.IPs == nil && ap.Ports == nil && ap.LifetimeMS == 0 && ap.Name == "" && ap.Targets == nil
 }
@@ -316,6 +334,13 @@ func (ap *Approval) check(scope string) error {
 		return reject(ReasonMalformed, "%d port ranges", len(ap.Ports))
 	case ap.Name == "" || len(ap.Targets) > maxNames:
 		return reject(ReasonMalformed, "bad names")
+	case !presentationName(ap.Name):
+		return reject(ReasonMalformed, "name %q", ap.Name)
+	}
+	for _, t := range ap.Targets {
+		if !presentationName(t) {
+			return reject(ReasonMalformed, "target %q", t)
+		}
 	}
 	if scope == ScopeGroup && ap.Client != "" {
 		return reject(ReasonMalformed, "client %q with group scope", ap.Client)

@@ -115,6 +115,13 @@ func (a *applier) run() {
 	}
 }
 
+// consumeHeartbeat is how often the server tells an idle agent's
+// consumer it is still there. Two missed ones make the library recreate
+// the consumer: when the NATS server holding it dies, the agent takes
+// approvals again within a few seconds instead of the library's default
+// of ten plus (five-second heartbeats for ordered consumers).
+const consumeHeartbeat = time.Second
+
 func (a *applier) subscribe(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, a.n.opts.PublishTimeout*4)
 	defer cancel()
@@ -135,7 +142,7 @@ func (a *applier) subscribe(ctx context.Context) error {
 	if info.NumPending == 0 {
 		a.finishReplay()
 	}
-	cc, err := cons.Consume(a.handle)
+	cc, err := cons.Consume(a.handle, jetstream.PullHeartbeat(consumeHeartbeat))
 	if err != nil {
 		return err
 	}

@@ -50,9 +50,9 @@ func (d *daemon) startFleet(cfg *config.Config, local enforce.Enforcer) (enforce
 
 // republishInherited hands the fleet the elements carried over from the
 // table an earlier egressd left for its own answers that the policy
-// egressd starts with still allows: approvals that process had queued when it stopped (NATS away)
-// reach the other nodes, and agents that lost theirs get them back,
-// without waiting for a client to ask again.
+// egressd starts with still allows: approvals that process had queued
+// when it stopped (NATS away) reach the other nodes, and agents that lost
+// theirs get them back, without waiting for a client to ask again.
 func (d *daemon) republishInherited(cfg *config.Config, engine *policy.Engine) {
 	if d.fleet == nil || d.nft == nil {
 		return

@@ -304,10 +304,13 @@ func decode(data []byte) (Message, error) {
 }
 
 // presentationName reports whether s could be a name in presentation
-// form as resolvers write it: printable ASCII, where a space or any other
-// byte stands for itself only after a backslash. The firewall keeps
+// form as resolvers write it: not empty, printable ASCII, where a space or
+// any other byte stands for itself only after a backslash. The firewall keeps
 // names in an element's comment separated by unescaped spaces.
 func presentationName(s string) bool {
+	if s == "" {
+		return false
+	}
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c == '\\':

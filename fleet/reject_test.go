@@ -68,6 +68,7 @@ func TestRejectedMessages(t *testing.T) {
 		{"bad address", staffSubject, mod(func(m *Message) { m.IPs = []string{"192.0.2.300"} }), ReasonMalformed},
 		{"a name with a bare space", staffSubject, mod(func(m *Message) { m.Name = "example.com x" }), ReasonMalformed},
 		{"a target with a control byte", staffSubject, mod(func(m *Message) { m.Targets = []string{"cdn\n.example."} }), ReasonMalformed},
+		{"an empty target", staffSubject, mod(func(m *Message) { m.Targets = []string{""} }), ReasonMalformed},
 		{"a name ending in a lone backslash", staffSubject, mod(func(m *Message) { m.Name = `example.com\` }), ReasonMalformed},
 		{"bad port range", staffSubject, mod(func(m *Message) { m.Ports = []Port{{Proto: "tcp", From: 443, To: 80}} }), ReasonMalformed},
 		{"bad scope", staffSubject, mod(func(m *Message) { m.Scope = "world" }), ReasonMalformed},
@@ -148,4 +149,51 @@ func TestOwnApprovalsSkipped(t *testing.T) {
 			t.Errorf("rejected{%s} = %d", r, got)
 		}
 	}
+}
+
+// FuzzDecode: whatever arrives on an approval subject, decode does not
+// panic, and what it accepts turns into allowances the firewall can take
+// as they are: valid addresses (and a valid client with client scope),
+// port ranges in order, names in presentation form.
+func FuzzDecode(f *testing.F) {
+	for _, m := range []Message{good("a"), func() Message {
+		m := good("b")
+		m.V, m.Approvals, m.Approval = Version, []Approval{m.Approval, {Client: "10.0.0.6", IPs: []string{"2001:db8::1"}, LifetimeMS: 1, Name: `a\ b.example.`, Targets: []string{"c.example."}}}, Approval{}
+		return m
+	}()} {
+		data, err := json.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(`{"v":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := decode(data)
+		if err != nil {
+			return
+		}
+		for i := range m.Approvals {
+			ap := &m.Approvals[i]
+			a := ap.allowance(m.Group, m.Scope, time.Minute)
+			if m.Scope == ScopeClient && !a.Client.IsValid() {
+				t.Fatalf("accepted client %q", ap.Client)
+			}
+			for j, ip := range a.IPs {
+				if !ip.IsValid() {
+					t.Fatalf("accepted address %q", ap.IPs[j])
+				}
+			}
+			for _, p := range a.Ports {
+				if p.From == 0 || p.To < p.From {
+					t.Fatalf("accepted port range %+v", p)
+				}
+			}
+			for _, n := range append([]string{a.Name}, a.Targets...) {
+				if n == "" || !presentationName(n) {
+					t.Fatalf("accepted name %q", n)
+				}
+			}
+		}
+	})
 }

@@ -119,3 +119,28 @@ func TestParse(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseIP: a dropped packet's first bytes are the sender's to choose;
+// parseIP never panics, and what it accepts has addresses of the version
+// the packet says, and ports only for TCP and UDP.
+func FuzzParseIP(f *testing.F) {
+	v4 := make([]byte, 24)
+	v4[0], v4[9] = 0x45, unix.IPPROTO_TCP
+	f.Add(v4)
+	v6 := make([]byte, 44)
+	v6[0], v6[6] = 0x60, unix.IPPROTO_UDP
+	f.Add(v6)
+	f.Add([]byte{0x4f})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var ev Event
+		if err := parseIP(p, &ev); err != nil {
+			return
+		}
+		if p[0]>>4 == 4 && (!ev.Src.Is4() || !ev.Dst.Is4()) || p[0]>>4 == 6 && (!ev.Src.Is6() || !ev.Dst.Is6()) {
+			t.Fatalf("version %d packet gave %v -> %v", p[0]>>4, ev.Src, ev.Dst)
+		}
+		if ev.Proto != unix.IPPROTO_TCP && ev.Proto != unix.IPPROTO_UDP && (ev.Sport != 0 || ev.Dport != 0) {
+			t.Fatalf("ports %d, %d for protocol %d", ev.Sport, ev.Dport, ev.Proto)
+		}
+	})
+}

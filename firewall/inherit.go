@@ -65,7 +65,9 @@ func (n *NFT) inheritElements(lay layout, now time.Time) (keep map[string]bool, 
 			}
 			el := element{set: def.name, key: e.Key, keyEnd: e.KeyEnd}
 			n.index.put(el, now.Add(e.Expires))
-			n.inherited = append(n.inherited, le)
+			n.inheritedMu.Lock()
+			n.inherited, n.inheritedAt = append(n.inherited, le), append(n.inheritedAt, el)
+			n.inheritedMu.Unlock()
 			// The comment holds the answer: a reload re-checks the
 			// element by it, and adds it back with it.
 			names := append([]string{le.Name}, le.Targets...)

@@ -98,6 +98,10 @@ func TestInheritedElementsRechecked(t *testing.T) {
 				if !slices.Equal(live, want) {
 					t.Errorf("set %s holds %q, want %q", set, live, want)
 				}
+				// Inherited lists what the re-check kept, no more.
+				if got := second.Inherited(); len(got) != len(want) {
+					t.Errorf("Inherited lists %d elements after the re-check, want the %d it kept: %+v", len(got), len(want), got)
+				}
 			}
 		})
 	}

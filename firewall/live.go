@@ -97,9 +97,29 @@ func parseComment(c string) (names []string, fromFleet bool) {
 
 // Inherited lists the live elements the backend carried over at start
 // from a table an earlier egressd left, with the deadlines the kernel
-// reported. It is empty when there was none.
+// reported, less those a ReloadRecheck since removed. It is empty when
+// there was none.
 func (n *NFT) Inherited() []LiveElement {
+	n.inheritedMu.Lock()
+	defer n.inheritedMu.Unlock()
 	return append([]LiveElement(nil), n.inherited...)
+}
+
+// keepInherited drops from Inherited what the index no longer holds: the
+// elements a re-check left out of the table.
+func (n *NFT) keepInherited() {
+	n.inheritedMu.Lock()
+	defer n.inheritedMu.Unlock()
+	kept := 0
+	for i := range n.inherited {
+		if n.index.get(&n.inheritedAt[i]) != nil {
+			n.inherited[kept], n.inheritedAt[kept] = n.inherited[i], n.inheritedAt[i]
+			kept++
+		}
+	}
+	clear(n.inherited[kept:])
+	clear(n.inheritedAt[kept:])
+	n.inherited, n.inheritedAt = n.inherited[:kept], n.inheritedAt[:kept]
 }
 
 // liveElement decodes an element of the dynamic set def: the keys are

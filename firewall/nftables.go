@@ -102,8 +102,12 @@ type NFT struct {
 	// instead of elemBatch; tests and benchmarks compare the two.
 	libraryElements bool
 	// inherited lists what the first install carried over from an
-	// earlier table; written before the run goroutine starts.
-	inherited []LiveElement
+	// earlier table and every re-check since kept, inheritedAt the
+	// elements they are; under inheritedMu, as Inherited reads them from
+	// other goroutines.
+	inheritedMu sync.Mutex
+	inherited   []LiveElement
+	inheritedAt []element
 	// recheck and gen are the policy of the last ReloadRecheck and its
 	// generation: an Allow decided under an older one is re-checked by
 	// recheck first (see staleDenied).
@@ -642,6 +646,7 @@ func (n *NFT) replace(spec Spec, logReload bool, check Recheck) error {
 		return wrapPermission(fmt.Errorf("firewall: install table %s: %w", spec.Table, err))
 	}
 	n.count("ok")
+	n.keepInherited()
 	n.tuneSetGC(spec, lay, sets)
 	if logReload {
 		n.log.Info("firewall table reloaded", "table", spec.Table, "groups", len(spec.Groups), "carried_sets", len(carried),

@@ -11,7 +11,6 @@ import (
 	"github.com/egressd/egressd/firewall"
 	"github.com/egressd/egressd/fleet"
 	"github.com/egressd/egressd/metrics"
-	"github.com/egressd/egressd/policy"
 )
 
 // startFleet connects to the fleet when [fleet] names servers: the node
@@ -49,11 +48,12 @@ func (d *daemon) startFleet(cfg *config.Config, local enforce.Enforcer) (enforce
 }
 
 // republishInherited hands the fleet the elements carried over from the
-// table an earlier egressd left for its own answers that the policy
-// egressd starts with still allows: approvals that process had queued
-// when it stopped (NATS away) reach the other nodes, and agents that lost
-// theirs get them back, without waiting for a client to ask again.
-func (d *daemon) republishInherited(cfg *config.Config, engine *policy.Engine) {
+// table an earlier egressd left for its own answers, as the re-check at
+// start (recheckInherited, before it) kept them: approvals that process
+// had queued when it stopped (NATS away) reach the other nodes, and
+// agents that lost theirs get them back, without waiting for a client to
+// ask again.
+func (d *daemon) republishInherited() {
 	if d.fleet == nil || d.nft == nil {
 		return
 	}
@@ -61,26 +61,21 @@ func (d *daemon) republishInherited(cfg *config.Config, engine *policy.Engine) {
 	if len(inherited) == 0 {
 		return
 	}
-	held := republishable(inherited, d.recheck(newRunning(cfg, cfg), engine))
+	held := republishable(inherited)
 	if n := d.fleet.Republish(held); n > 0 {
 		d.logger.Info("fleet: publishing again the approvals the firewall kept across the restart", "approvals", n, "carried_over", len(inherited))
 	}
 }
 
-// republishable is what of inherited to publish again: elements this node
-// added for its own answers (not for other nodes' approvals, FromFleet),
-// with the answer they were added for (the query name and the names it
-// led to), that check (the policy egressd starts with) still allows on
-// their ports.
-func republishable(inherited []firewall.LiveElement, check firewall.Recheck) []fleet.Held {
+// republishable is what of inherited (the elements the re-check at start
+// kept) to publish again: those this node added for its own answers (not
+// for other nodes' approvals, FromFleet), with the answer they were added
+// for (the query name and the names it led to).
+func republishable(inherited []firewall.LiveElement) []fleet.Held {
 	var held []fleet.Held
 	for _, e := range inherited {
 		if e.Name == "" || e.FromFleet {
 			continue
-		}
-		ports, ok := check(e.Group, e.Client, e.Dst, append([]string{e.Name}, e.Targets...))
-		if !ok || !policy.PortsWithin(e.Ports, ports) {
-			continue // the re-check at start removed it
 		}
 		held = append(held, fleet.Held{Allowance: enforce.Allowance{
 			Group: e.Group, Client: e.Client, IPs: []netip.Addr{e.Dst}, Ports: e.Ports, Name: e.Name, Targets: e.Targets,

@@ -201,7 +201,7 @@ func (d *daemon) start(parent context.Context) error {
 	if err := d.recheckInherited(cfg, engine); err != nil {
 		return err
 	}
-	d.republishInherited(cfg, engine)
+	d.republishInherited()
 	if err := d.server.Start(); err != nil {
 		return err
 	}

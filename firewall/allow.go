@@ -267,15 +267,46 @@ type overflow struct {
 // new in this batch from it, and those of elems new). If neither, elems'
 // new ones are counted into the batch's counts.
 func (n *NFT) overfills(plan map[string]plannedElement, elems []element, client netip.Addr, limit int, now time.Time) (overflow, bool) {
-	// New elements per set, in the order of elems (an allowance touches
-	// at most the four dynamic sets of its group).
-	type setCount struct {
+	owner, owned := ownerKeyOf(client)
+	c := n.countNew(plan, elems)
+	if c.total == 0 {
+		return overflow{}, false
+	}
+	o, over := n.pastCap(&c, owner, owned, limit)
+	if over && n.sweepBeforeRefusing(now) {
+		// Count only what may still be in the kernel before refusing. An
+		// element of elems the sweep removed is new again: count afresh.
+		c = n.countNew(plan, elems)
+		o, over = n.pastCap(&c, owner, owned, limit)
+	}
+	if over {
+		return o, true
+	}
+	for _, f := range c.sets[:c.nsets] {
+		n.scratch.added[f.set] += f.k
+	}
+	if owned {
+		n.scratch.addedBy[owner] += c.total
+	}
+	return overflow{}, false
+}
+
+// newCount is what an allowance adds: new elements per set, in the order
+// of its elements (it touches at most the four dynamic sets of its
+// group), and in all.
+type newCount struct {
+	sets [4]struct {
 		set string
 		k   int
 	}
-	var freshBuf [4]setCount
-	fresh := freshBuf[:0]
-	total := 0
+	nsets int
+	total int
+}
+
+// countNew counts the elements of elems neither planned in this batch nor
+// in the index.
+func (n *NFT) countNew(plan map[string]plannedElement, elems []element) newCount {
+	var c newCount
 	var buf keyBuf
 next:
 	for i := range elems {
@@ -283,45 +314,33 @@ next:
 		if _, ok := plan[string(e.appendKey(buf[:0]))]; ok || n.index.get(e) != nil {
 			continue
 		}
-		total++
-		for i := range fresh {
-			if fresh[i].set == e.set {
-				fresh[i].k++
+		c.total++
+		for j := range c.sets[:c.nsets] {
+			if c.sets[j].set == e.set {
+				c.sets[j].k++
 				continue next
 			}
 		}
-		fresh = append(fresh, setCount{e.set, 1})
+		c.sets[c.nsets].set, c.sets[c.nsets].k = e.set, 1
+		c.nsets++
 	}
-	if total == 0 {
-		return overflow{}, false
-	}
-	added, addedBy := n.scratch.added, n.scratch.addedBy
-	owner, owned := ownerKeyOf(client)
+	return c
+}
+
+// pastCap reports the first cap c would pass: the owner's share (owned:
+// the allowance has a client), then each set's limit, counting what the
+// index holds and what this batch added before.
+func (n *NFT) pastCap(c *newCount, owner clientKey, owned bool, limit int) (overflow, bool) {
 	if owned {
 		share := n.spec.maxPerClient()
-		have := n.index.owned(owner) + addedBy[owner]
-		if have+total > share && n.sweepBeforeRefusing(now) {
-			// Count only what may still be in the kernel before refusing.
-			have = n.index.owned(owner) + addedBy[owner]
-		}
-		if have+total > share {
+		if have := n.index.owned(owner) + n.scratch.addedBy[owner]; have+c.total > share {
 			return overflow{have: have, limit: share}, true
 		}
 	}
-	for _, f := range fresh {
-		have := n.index.count(f.set) + added[f.set]
-		if have+f.k > limit && n.sweepBeforeRefusing(now) {
-			have = n.index.count(f.set) + added[f.set]
-		}
-		if have+f.k > limit {
+	for _, f := range c.sets[:c.nsets] {
+		if have := n.index.count(f.set) + n.scratch.added[f.set]; have+f.k > limit {
 			return overflow{set: f.set, have: have, limit: limit}, true
 		}
-	}
-	for _, f := range fresh {
-		added[f.set] += f.k
-	}
-	if owned {
-		addedBy[owner] += total
 	}
 	return overflow{}, false
 }

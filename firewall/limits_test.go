@@ -225,3 +225,52 @@ func TestFullSetSweepsOnlyToRefuse(t *testing.T) {
 	clock.Advance(time.Minute + spec.Grace + expiryMargin + time.Second)
 	mustAllow(t, n, Allowance{Group: "servers", IPs: addrs("192.0.2.9"), TTL: time.Minute})
 }
+
+// TestCapsCountWhatTheSweepFreed: an element of the allowance that the
+// index still held, expired, is not new when the cap is first counted;
+// the sweep before refusing removes it, and it is new again. Both caps
+// count it after the sweep: the set never holds more than its cap, nor a
+// client more than its share.
+func TestCapsCountWhatTheSweepFreed(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		set, share   int
+		other        string // the client of the long-lived element
+		reason       string
+		setElemsLeft int // live elements after the refusal
+	}{
+		{"set cap", 2, 2, "10.1.0.6", rejectSetFull, 1},
+		{"client share", 8, 2, "10.1.0.5", rejectClientShare, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			k := newFakeKernel(clock.Now)
+			spec := allowSpec()
+			spec.MaxElementsPerSet, spec.MaxElementsPerClient = tc.set, tc.share
+			n := fakeNFT(t, k, spec, clock, nil)
+			client := netip.MustParseAddr("10.1.0.5")
+			allow := func(c netip.Addr, ttl time.Duration, ips ...string) error {
+				return n.Allow(context.Background(), Allowance{Group: "servers", Client: c, IPs: addrs(ips...), TTL: ttl})
+			}
+			if err := allow(client, time.Minute, "192.0.2.1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := allow(netip.MustParseAddr(tc.other), time.Hour, "192.0.2.2"); err != nil {
+				t.Fatal(err)
+			}
+			// .1 expires; the index has not swept it yet.
+			clock.Advance(time.Minute + spec.Grace + expiryMargin + time.Second)
+			// .1 and .3 are both new once .1 is swept: one place is free.
+			err := allow(client, time.Minute, "192.0.2.1", "192.0.2.3")
+			if !errors.Is(err, ErrLimit) {
+				t.Fatalf("Allow of two new elements with room for one = %v, want ErrLimit", err)
+			}
+			if got := len(k.liveElements("egressd", "g_servers_d4")); got != tc.setElemsLeft {
+				t.Errorf("set holds %d live elements, want %d", got, tc.setElemsLeft)
+			}
+			if got := testutil.ToFloat64(n.rejected.counter.WithLabelValues(tc.reason)); got != 1 {
+				t.Errorf("rejected{%s} = %v, want 1", tc.reason, got)
+			}
+		})
+	}
+}

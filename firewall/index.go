@@ -1010,9 +1010,9 @@ func (x *expiryIndex) live(now time.Time, sets map[string]bool) map[string][]nft
 	return out
 }
 
-// comment is the comment an element is added back with: the query name
-// of the newest of this node's answers that asked for it, else of the
-// newest fleet approval (marked as one), if known.
+// comment is the comment an element is added back with: the names of the
+// newest of this node's answers that asked for it, else of the newest
+// fleet approval (marked as one), if known (elementComment).
 func comment(origins []origin) string {
 	var newest *origin
 	for i := range origins {

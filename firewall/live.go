@@ -97,8 +97,9 @@ func parseComment(c string) (names []string, fromFleet bool) {
 
 // Inherited lists the live elements the backend carried over at start
 // from a table an earlier egressd left, with the deadlines the kernel
-// reported, less those a ReloadRecheck since removed. It is empty when
-// there was none.
+// reported, less those the index no longer holds at the last reload (a
+// re-check or a new layout left them out, or they expired). It is empty
+// when there was none.
 func (n *NFT) Inherited() []LiveElement {
 	n.inheritedMu.Lock()
 	defer n.inheritedMu.Unlock()

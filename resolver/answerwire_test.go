@@ -276,6 +276,42 @@ func TestAnswerWireMatchesUnpack(t *testing.T) {
 	}
 }
 
+// pointerIntoTTL is an NXDOMAIN reply to a.example. A whose SOA names its
+// mailbox with a pointer into the SOA record's own TTL, whose bytes read
+// as the label "00". Clamping or aging that TTL would rename the mailbox.
+var pointerIntoTTL = []byte{0x10, 0x92, 0x81, 0x83, 0, 1, 0, 0, 0, 1, 0, 0,
+	1, 'a', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0, 0, 1, 0, 1,
+	0xC0, 14, 0, 6, 0, 1, 2, '0', '0', 0, 0, 24,
+	0xC0, 14, 0xC0, 33, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5}
+
+// TestAnswerWireLeavesPointersIntoTTLs: such a reply is unpacked and
+// packed again, so what the client reads is what was checked.
+func TestAnswerWireLeavesPointersIntoTTLs(t *testing.T) {
+	ok, diff := checkAnswerWire(pointerIntoTTL, "a.example.")
+	if ok || diff != "" {
+		t.Fatalf("newAnswerWire took it: %v %s", ok, diff)
+	}
+	var m dns.Msg
+	if err := m.Unpack(pointerIntoTTL); err != nil {
+		t.Fatal(err)
+	}
+	a, err := newAnswer(&m, "a.example.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := a.render(&query{qname: "a.example.", name: "a.example.", qtype: dns.TypeA, qclass: dns.ClassINET, maxSize: 512}, 0, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r dns.Msg
+	if err := r.Unpack(out); err != nil {
+		t.Fatal(err)
+	}
+	if soa, _ := r.Ns[0].(*dns.SOA); soa == nil || soa.Mbox != "00." || soa.Hdr.Ttl != 5 {
+		t.Fatalf("rendered %v", &r)
+	}
+}
+
 // FuzzAnswerWire: whatever reply newAnswerWire takes, newAnswer (after a
 // full unpack) builds the same answer from.
 func FuzzAnswerWire(f *testing.F) {
@@ -283,6 +319,7 @@ func FuzzAnswerWire(f *testing.F) {
 	for i := range wires {
 		f.Add(wires[i], qnames[i])
 	}
+	f.Add(pointerIntoTTL, "a.example.")
 	f.Fuzz(func(t *testing.T, wire []byte, qname string) {
 		if _, diff := checkAnswerWire(wire, normalizeName(qname)); diff != "" {
 			t.Fatal(diff)

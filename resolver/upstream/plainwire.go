@@ -16,7 +16,9 @@ import (
 //     with no options and no extended RCODE;
 //   - every name made of letters, digits, '-', '_' and '*' (so its
 //     presentation form has no escapes), compressed only with pointers
-//     back to a name earlier in the message;
+//     back to the start of a label of a name earlier in the message (not
+//     into a header, a TTL or an address, which change or mean something
+//     else once the resolver rewrites them);
 //   - every record's data exactly its type's length; nothing after the
 //     last record.
 //
@@ -44,13 +46,26 @@ type WireRR struct {
 // unusual for an answer to one question.
 const maxPlainRecords = 64
 
+// maxPlainLen is the longest plain reply: labelStarts has a bit for each of
+// its offsets. It is the UDP size asked of upstreams; longer replies come
+// only over TCP, rarely, and are unpacked.
+const maxPlainLen = AdvertisedUDPSize
+
+// labelStarts marks the offsets where the labels of the names walked so
+// far begin: the only offsets a plain name's pointer may lead to.
+type labelStarts [(maxPlainLen + 63) / 64]uint64
+
+func (l *labelStarts) mark(off int)     { l[off/64] |= 1 << (off % 64) }
+func (l *labelStarts) has(off int) bool { return l[off/64]&(1<<(off%64)) != 0 }
+
 // ParsePlain appends the records of msg to rrs and returns them, or
 // reports false when msg is not a plain reply.
 func ParsePlain(msg []byte, rrs []WireRR) ([]WireRR, bool) {
-	if len(msg) < headerLen || binary.BigEndian.Uint16(msg[4:]) != 1 {
+	if len(msg) < headerLen || len(msg) > maxPlainLen || binary.BigEndian.Uint16(msg[4:]) != 1 {
 		return rrs, false
 	}
-	off, ok := plainName(msg, headerLen, false)
+	var labels labelStarts
+	off, ok := plainName(msg, headerLen, &labels)
 	if !ok || off+4 > len(msg) {
 		return rrs, false
 	}
@@ -62,7 +77,7 @@ func ParsePlain(msg []byte, rrs []WireRR) ([]WireRR, bool) {
 	for section, n := range counts {
 		for i := range n {
 			start := off
-			end, ok := plainName(msg, off, true)
+			end, ok := plainName(msg, off, &labels)
 			if !ok || end+10 > len(msg) {
 				return rrs, false
 			}
@@ -70,7 +85,7 @@ func ParsePlain(msg []byte, rrs []WireRR) ([]WireRR, bool) {
 			rr.Rdlen = int(binary.BigEndian.Uint16(msg[end+8:]))
 			rr.Rdata = end + 10
 			off = rr.Rdata + rr.Rdlen
-			if off > len(msg) || !plainRdata(msg, &rr, i == n-1) {
+			if off > len(msg) || !plainRdata(msg, &rr, i == n-1, &labels) {
 				return rrs, false
 			}
 			rrs = append(rrs, rr)
@@ -81,7 +96,7 @@ func ParsePlain(msg []byte, rrs []WireRR) ([]WireRR, bool) {
 
 // plainRdata reports whether rr's type may appear in its section of a
 // plain reply, with data of the right shape.
-func plainRdata(msg []byte, rr *WireRR, last bool) bool {
+func plainRdata(msg []byte, rr *WireRR, last bool, labels *labelStarts) bool {
 	switch {
 	case rr.Section == SectionAnswer && rr.Type == dns.TypeA:
 		return rr.Rdlen == 4
@@ -89,12 +104,12 @@ func plainRdata(msg []byte, rr *WireRR, last bool) bool {
 		return rr.Rdlen == 16
 	case rr.Section == SectionAnswer && rr.Type == dns.TypeCNAME,
 		rr.Section == SectionAuthority && rr.Type == dns.TypeNS:
-		end, ok := plainName(msg, rr.Rdata, true)
+		end, ok := plainName(msg, rr.Rdata, labels)
 		return ok && end == rr.Rdata+rr.Rdlen
 	case rr.Section == SectionAuthority && rr.Type == dns.TypeSOA:
-		end, ok := plainName(msg, rr.Rdata, true)
+		end, ok := plainName(msg, rr.Rdata, labels)
 		if ok {
-			end, ok = plainName(msg, end, true)
+			end, ok = plainName(msg, end, labels)
 		}
 		return ok && end+20 == rr.Rdata+rr.Rdlen
 	case rr.Section == SectionAdditional && rr.Type == dns.TypeOPT:
@@ -105,10 +120,11 @@ func plainRdata(msg []byte, rr *WireRR, last bool) bool {
 }
 
 // plainName returns the offset just past the name at off, checking that
-// it is a plain name: labels of plain bytes, pointers (when allowed) only
-// back to an earlier offset past the header, at most 255 bytes in wire
-// form.
-func plainName(msg []byte, off int, pointers bool) (int, bool) {
+// it is a plain name: labels of plain bytes, at most 255 bytes in wire
+// form, and pointers only back to a label labels has marked. It marks the
+// labels it walks. With labels nil, as for the question, a pointer is not
+// plain.
+func plainName(msg []byte, off int, labels *labelStarts) (int, bool) {
 	end := -1 // past the name where it is stored, once a pointer was taken
 	length := 0
 	for {
@@ -136,13 +152,16 @@ func plainName(msg []byte, off int, pointers bool) (int, bool) {
 			if length+1 > 255 {
 				return 0, false
 			}
+			if labels != nil {
+				labels.mark(off)
+			}
 			off += 1 + c
 		case 0xC0:
-			if !pointers || off+2 > len(msg) {
+			if labels == nil || off+2 > len(msg) {
 				return 0, false
 			}
 			ptr := (c&0x3F)<<8 | int(msg[off+1])
-			if ptr < headerLen || ptr >= off {
+			if ptr >= off || !labels.has(ptr) {
 				return 0, false
 			}
 			if end < 0 {
@@ -202,7 +221,7 @@ func plainAnswers(msg []byte, q *dns.Msg) bool {
 	}
 	var buf [256]byte
 	name := AppendWireName(buf[:0], msg, headerLen)
-	end, _ := plainName(msg, headerLen, false)
+	end, _ := plainName(msg, headerLen, nil)
 	qq := q.Question[0]
 	return equalWireName(name, qq.Name) &&
 		binary.BigEndian.Uint16(msg[end:]) == qq.Qtype && binary.BigEndian.Uint16(msg[end+2:]) == qq.Qclass

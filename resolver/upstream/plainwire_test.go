@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -99,6 +100,55 @@ func TestParsePlain(t *testing.T) {
 	}
 }
 
+// TestParsePlainPointers: a pointer must lead to a label of an earlier
+// name. One into a TTL or the header reads bytes the resolver rewrites
+// (TTLs as they age, the ID and flags per client), so the name would
+// change under the answer that was checked.
+func TestParsePlainPointers(t *testing.T) {
+	// The question a.example. A IN, then one CNAME record at offset 27
+	// whose owner points to the question and whose TTL bytes (offsets
+	// 33-36) also read as the name "zz.".
+	head := []byte{0, 1, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0,
+		1, 'a', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0, 0, 1, 0, 1,
+		0xC0, 12, 0, 5, 0, 1, 2, 'z', 'z', 0, 0, 2}
+	tests := []struct {
+		name   string
+		target []byte
+		plain  bool
+		want   string
+	}{
+		{"to the question", []byte{0xC0, 12}, true, "a.example."},
+		{"to a label inside the question", []byte{0xC0, 14}, true, "example."},
+		{"labels then a pointer", []byte{1, 'b', 0xC0, 14}, true, "b.example."},
+		{"into a TTL", []byte{0xC0, 33}, false, "zz."},
+		{"into the header", []byte{0xC0, 3}, false, ""},
+		{"into a label's bytes", []byte{0xC0, 15}, false, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := append(slices.Clone(head), tc.target...)
+			msg[len(head)-1] = byte(len(tc.target))
+			var m dns.Msg
+			unpacked := m.Unpack(msg) == nil
+			rrs, ok := ParsePlain(msg, nil)
+			if ok != tc.plain {
+				t.Fatalf("plain %v, want %v (dns.Msg.Unpack takes it: %v)", ok, tc.plain, unpacked)
+			}
+			if ok {
+				if d := sameRecords(msg, rrs); d != "" {
+					t.Fatal(d)
+				}
+				if got := string(AppendWireName(nil, msg, rrs[0].Rdata)); got != tc.want {
+					t.Fatalf("target %q, want %q", got, tc.want)
+				}
+			}
+			if tc.want == "zz." && (!unpacked || m.Answer[0].(*dns.CNAME).Target != tc.want) {
+				t.Fatalf("the case is not what it claims: unpacked %v %v", unpacked, &m)
+			}
+		})
+	}
+}
+
 // sameRecords compares what ParsePlain found in msg with what
 // dns.Msg.Unpack finds.
 func sameRecords(msg []byte, rrs []WireRR) string {
@@ -153,4 +203,26 @@ func FuzzParsePlain(f *testing.F) {
 			t.Fatal(d)
 		}
 	})
+}
+
+// BenchmarkParsePlain: a compressed CNAME-and-A reply with an SOA, the
+// shape most misses have.
+func BenchmarkParsePlain(b *testing.B) {
+	m := new(dns.Msg)
+	m.SetQuestion("www.example.com.", dns.TypeA)
+	m.Response, m.Compress = true, true
+	m.Answer = dnstest.MustRRs(b, []string{"www.example.com. 60 IN CNAME edge.cdn.example.net.", "edge.cdn.example.net. 60 IN A 192.0.2.1", "edge.cdn.example.net. 60 IN A 192.0.2.2"})
+	m.Ns = dnstest.MustRRs(b, []string{"example.net. 60 IN NS ns1.example.net.", "example.net. 60 IN NS ns2.example.net."})
+	m.SetEdns0(1232, false)
+	msg, err := m.Pack()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rrs [16]WireRR
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := ParsePlain(msg, rrs[:0]); !ok {
+			b.Fatal("not plain")
+		}
+	}
 }

@@ -64,7 +64,9 @@ func (n *NFT) inheritElements(lay layout, now time.Time) (keep map[string]bool, 
 				continue
 			}
 			el := element{set: def.name, key: e.Key, keyEnd: e.KeyEnd}
-			n.index.put(el, now.Add(e.Expires))
+			// With client scope the key names the client whose answers
+			// added it: it keeps counting against that client's share.
+			n.index.putOwned(el, now.Add(e.Expires), le.Client)
 			n.inheritedMu.Lock()
 			n.inherited, n.inheritedAt = append(n.inherited, le), append(n.inheritedAt, el)
 			n.inheritedMu.Unlock()

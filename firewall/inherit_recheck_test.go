@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -123,4 +125,33 @@ func (k *fakeKernel) liveElements(table, set string) []nftables.SetElement {
 		}
 	}
 	return out
+}
+
+// TestInheritedElementsCountAgainstTheirClient: with client scope an
+// element's key names its client, so what a client's answers added before
+// a restart still counts against its share after it: a restart does not
+// hand a client a second share while its old elements live.
+func TestInheritedElementsCountAgainstTheirClient(t *testing.T) {
+	client, other := netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("10.1.0.6")
+	clock := newFakeClock()
+	k := newFakeKernel(clock.Now)
+	spec := allowSpec()
+	spec.Scope = ScopeClient
+	spec.MaxElementsPerClient = 2
+	first := fakeNFT(t, k, spec, clock, nil)
+	mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.1"), TTL: time.Minute, Name: "a.example."})
+	mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.2"), TTL: time.Minute, Name: "b.example."})
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(5 * time.Second)
+
+	second := fakeNFT(t, k, spec, clock, nil)
+	if err := second.Allow(context.Background(), Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.3"), TTL: time.Minute, Name: "c.example."}); !errors.Is(err, ErrLimit) {
+		t.Errorf("a third destination after the restart: Allow = %v, want ErrLimit (the two carried over are its share)", err)
+	}
+	mustAllow(t, second, Allowance{Group: "servers", Client: other, IPs: addrs("192.0.2.3"), TTL: time.Minute, Name: "c.example."})
+	// Once the carried-over elements expire the client has its share again.
+	clock.Advance(time.Minute + spec.Grace + expiryMargin + sweepEvery)
+	mustAllow(t, second, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.3"), TTL: time.Minute, Name: "c.example."})
 }

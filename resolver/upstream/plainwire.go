@@ -16,7 +16,7 @@ import (
 //     with no options and no extended RCODE;
 //   - every name made of letters, digits, '-', '_' and '*' (so its
 //     presentation form has no escapes), compressed only with pointers
-//     back to the start of a label of a name earlier in the message (not
+//     back to where a label or a pointer of an earlier name starts (not
 //     into a header, a TTL or an address, which change or mean something
 //     else once the resolver rewrites them);
 //   - every record's data exactly its type's length; nothing after the
@@ -51,8 +51,8 @@ const maxPlainRecords = 64
 // only over TCP, rarely, and are unpacked.
 const maxPlainLen = AdvertisedUDPSize
 
-// labelStarts marks the offsets where the labels of the names walked so
-// far begin: the only offsets a plain name's pointer may lead to.
+// labelStarts marks the offsets where the labels and pointers of the names
+// walked so far begin: the only offsets a plain name's pointer may lead to.
 type labelStarts [(maxPlainLen + 63) / 64]uint64
 
 func (l *labelStarts) mark(off int)     { l[off/64] |= 1 << (off % 64) }
@@ -121,8 +121,8 @@ func plainRdata(msg []byte, rr *WireRR, last bool, labels *labelStarts) bool {
 
 // plainName returns the offset just past the name at off, checking that
 // it is a plain name: labels of plain bytes, at most 255 bytes in wire
-// form, and pointers only back to a label labels has marked. It marks the
-// labels it walks. With labels nil, as for the question, a pointer is not
+// form, and pointers only back to a label or pointer labels has marked. It
+// marks the labels and pointers it walks. With labels nil no pointer is
 // plain.
 func plainName(msg []byte, off int, labels *labelStarts) (int, bool) {
 	end := -1 // past the name where it is stored, once a pointer was taken
@@ -164,6 +164,7 @@ func plainName(msg []byte, off int, labels *labelStarts) (int, bool) {
 			if ptr >= off || !labels.has(ptr) {
 				return 0, false
 			}
+			labels.mark(off) // an earlier name's pointer is a name too
 			if end < 0 {
 				end = off + 2
 			}

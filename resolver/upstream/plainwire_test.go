@@ -120,6 +120,8 @@ func TestParsePlainPointers(t *testing.T) {
 		{"to the question", []byte{0xC0, 12}, true, "a.example."},
 		{"to a label inside the question", []byte{0xC0, 14}, true, "example."},
 		{"labels then a pointer", []byte{1, 'b', 0xC0, 14}, true, "b.example."},
+		{"to an earlier name's pointer", []byte{0xC0, 27}, true, "a.example."},
+		{"to the pointer's second byte", []byte{0xC0, 28}, false, ""},
 		{"into a TTL", []byte{0xC0, 33}, false, "zz."},
 		{"into the header", []byte{0xC0, 3}, false, ""},
 		{"into a label's bytes", []byte{0xC0, 15}, false, ""},

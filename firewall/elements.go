@@ -114,7 +114,7 @@ func appendElements(out []element, gs *groupSets, a *Allowance, timeout time.Dur
 	if err != nil {
 		return out, err
 	}
-	comment := elementComment(a.Name, a.Targets, a.FromFleet)
+	comment := elementComment(a.Name, a.Targets, a.FromFleet, a.Client)
 	for _, ip := range a.IPs {
 		ip, ok := destination(gs, client, ip)
 		if !ok {

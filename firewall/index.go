@@ -954,11 +954,15 @@ type entryView struct {
 	set         string
 	key, keyEnd []byte
 	origins     []origin
+	owner       netip.Addr // the client whose share it counts against (ownerAddr), or none
 }
 
 func (x *expiryIndex) view(e *indexEntry) entryView {
 	k := x.storedKey(e)
 	v := entryView{set: x.setNames[e.set], key: append([]byte(nil), k[:e.klen]...), origins: x.origins(e)}
+	if e.owner != 0 {
+		v.owner = x.clients[e.owner].key.addr4or16()
+	}
 	if e.flags&entryHasEnd != 0 {
 		v.keyEnd = append(append([]byte(nil), k[:e.klen-endTail]...), k[e.klen:]...)
 	}
@@ -987,7 +991,7 @@ func (x *expiryIndex) carryOver(now time.Time, keep map[string]bool, approved fu
 			dropped++
 			return
 		}
-		out[set] = append(out[set], nftables.SetElement{Key: v.key, KeyEnd: v.keyEnd, Timeout: ceilMillis(left), Comment: comment(v.origins)})
+		out[set] = append(out[set], nftables.SetElement{Key: v.key, KeyEnd: v.keyEnd, Timeout: ceilMillis(left), Comment: comment(v.origins, v.owner)})
 	})
 	return out, dropped
 }
@@ -1005,15 +1009,16 @@ func (x *expiryIndex) live(now time.Time, sets map[string]bool) map[string][]nft
 			return
 		}
 		v := x.view(e)
-		out[set] = append(out[set], nftables.SetElement{Key: v.key, KeyEnd: v.keyEnd, Timeout: ceilMillis(left), Comment: comment(v.origins)})
+		out[set] = append(out[set], nftables.SetElement{Key: v.key, KeyEnd: v.keyEnd, Timeout: ceilMillis(left), Comment: comment(v.origins, v.owner)})
 	})
 	return out
 }
 
 // comment is the comment an element is added back with: the names of the
 // newest of this node's answers that asked for it, else of the newest
-// fleet approval (marked as one), if known (elementComment).
-func comment(origins []origin) string {
+// fleet approval (marked as one), if known, and the client it counts
+// against (elementComment).
+func comment(origins []origin, owner netip.Addr) string {
 	var newest *origin
 	for i := range origins {
 		o := &origins[i]
@@ -1030,7 +1035,7 @@ func comment(origins []origin) string {
 	if newest == nil {
 		return ""
 	}
-	return elementComment(newest.names[0], newest.names[1:], newest.fromFleet)
+	return elementComment(newest.names[0], newest.names[1:], newest.fromFleet, owner)
 }
 
 // ceilMillis rounds up to the milliseconds netlink carries, so the kernel

@@ -142,7 +142,7 @@ func TestIndexRecheckSeesElement(t *testing.T) {
 				!v.origins[0].until.Equal(want.until) || v.origins[0].inherited != want.inherited {
 				t.Errorf("re-check saw %+v, want element %+v with origin %+v", v, tt.e, want)
 			}
-			if els := got[tt.e.set]; len(els) != 1 || string(els[0].Key) != string(tt.e.key) || string(els[0].KeyEnd) != string(tt.e.keyEnd) || els[0].Comment != elementComment(tt.o.names[0], tt.o.names[1:], tt.o.fromFleet) {
+			if els := got[tt.e.set]; len(els) != 1 || string(els[0].Key) != string(tt.e.key) || string(els[0].KeyEnd) != string(tt.e.keyEnd) || els[0].Comment != elementComment(tt.o.names[0], tt.o.names[1:], tt.o.fromFleet, netip.Addr{}) {
 				t.Errorf("carried %+v, want the element with comment of %s", els, tt.o.names[0])
 			}
 		})
@@ -336,9 +336,12 @@ func TestCommentPrefersOwnAnswers(t *testing.T) {
 		{"newest fleet", []origin{peer("b.test.", 1), peer("c.test.", 2)}, "c.test. " + fleetMark},
 		{"own before a newer fleet approval", []origin{own("a.test.", 1), peer("b.test.", 5)}, "a.test."},
 		{"newest own", []origin{own("a.test.", 1), peer("b.test.", 5), own("d.test.", 3)}, "d.test."},
+		{"owner", []origin{own("a.test.", 1)}, "a.test. " + ownerMark + "10.1.0.5"},
+		{"owner of a fleet approval", []origin{peer("b.test.", 1)}, "b.test. " + fleetMark + " " + ownerMark + "2001:db8:1:2::"},
 	}
+	owners := map[string]netip.Addr{"owner": netip.MustParseAddr("10.1.0.5"), "owner of a fleet approval": netip.MustParseAddr("2001:db8:1:2::7")}
 	for _, tc := range tests {
-		if got := comment(tc.origins); got != tc.want {
+		if got := comment(tc.origins, owners[tc.name]); got != tc.want {
 			t.Errorf("%s: comment = %q, want %q", tc.name, got, tc.want)
 		}
 	}

@@ -64,9 +64,13 @@ func (n *NFT) inheritElements(lay layout, now time.Time) (keep map[string]bool, 
 				continue
 			}
 			el := element{set: def.name, key: e.Key, keyEnd: e.KeyEnd}
-			// With client scope the key names the client whose answers
-			// added it: it keeps counting against that client's share.
-			n.index.putOwned(el, now.Add(e.Expires), le.Client)
+			// It keeps counting against the share of the client its
+			// comment names (with client scope, its key's).
+			owner := le.Owner
+			if !owner.IsValid() {
+				owner = le.Client
+			}
+			n.index.putOwned(el, now.Add(e.Expires), owner)
 			n.inheritedMu.Lock()
 			n.inherited, n.inheritedAt = append(n.inherited, le), append(n.inheritedAt, el)
 			n.inheritedMu.Unlock()

@@ -89,11 +89,13 @@ func TestInheritedElementsRechecked(t *testing.T) {
 				for _, e := range k.liveElements("egressd", set) {
 					live = append(live, elemText(e))
 					n := elemText(e)
-					if (n == "192.0.2.1" || n == "0a010005c0000201") && len(tt.then) == 0 && e.Comment != "a.example." {
-						t.Errorf("element %s has comment %q after the reload, want a.example.", n, e.Comment)
+					// The comments name the client the elements count
+					// against, across the restart and the reload.
+					if (n == "192.0.2.1" || n == "0a010005c0000201") && len(tt.then) == 0 && e.Comment != "a.example. owner=10.1.0.5" {
+						t.Errorf("element %s has comment %q after the reload, want a.example. and its owner", n, e.Comment)
 					}
-					if (n == "192.0.2.4" || n == "0a010005c0000204") && e.Comment != "c.example. cdn.example." {
-						t.Errorf("element %s has comment %q after the reload, want the name and its target", n, e.Comment)
+					if (n == "192.0.2.4" || n == "0a010005c0000204") && e.Comment != "c.example. cdn.example. owner=10.1.0.5" {
+						t.Errorf("element %s has comment %q after the reload, want the name, its target and its owner", n, e.Comment)
 					}
 				}
 				slices.Sort(live)
@@ -127,31 +129,46 @@ func (k *fakeKernel) liveElements(table, set string) []nftables.SetElement {
 	return out
 }
 
-// TestInheritedElementsCountAgainstTheirClient: with client scope an
-// element's key names its client, so what a client's answers added before
-// a restart still counts against its share after it: a restart does not
-// hand a client a second share while its old elements live.
+// TestInheritedElementsCountAgainstTheirClient: what a client's answers
+// added before a restart still counts against its share after it (the
+// element's comment names the client; with client scope its key does too),
+// so a restart does not hand a client a second share while its old
+// elements live.
 func TestInheritedElementsCountAgainstTheirClient(t *testing.T) {
-	client, other := netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("10.1.0.6")
-	clock := newFakeClock()
-	k := newFakeKernel(clock.Now)
-	spec := allowSpec()
-	spec.Scope = ScopeClient
-	spec.MaxElementsPerClient = 2
-	first := fakeNFT(t, k, spec, clock, nil)
-	mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.1"), TTL: time.Minute, Name: "a.example."})
-	mustAllow(t, first, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.2"), TTL: time.Minute, Name: "b.example."})
-	if err := first.Close(); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(5 * time.Second)
+	for _, tc := range []struct {
+		scope         string
+		client, again netip.Addr // again: the same client, as its share counts it
+		other         netip.Addr
+	}{
+		{ScopeGroup, netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("10.1.0.6")},
+		{ScopeClient, netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("10.1.0.6")},
+		// An IPv6 client counts by its /64.
+		{ScopeGroup, netip.MustParseAddr("fd00:1::5"), netip.MustParseAddr("fd00:1::77"), netip.MustParseAddr("fd00:2::5")},
+	} {
+		t.Run(tc.scope+" "+tc.client.String(), func(t *testing.T) {
+			clock := newFakeClock()
+			k := newFakeKernel(clock.Now)
+			spec := allowSpec()
+			spec.Scope = tc.scope
+			spec.MaxElementsPerClient = 2
+			first := fakeNFT(t, k, spec, clock, nil)
+			mustAllow(t, first, Allowance{Group: "servers", Client: tc.client, IPs: addrs("192.0.2.1"), TTL: time.Minute, Name: "a.example."})
+			mustAllow(t, first, Allowance{Group: "servers", Client: tc.client, IPs: addrs("192.0.2.2"), TTL: time.Minute, Name: "b.example."})
+			if err := first.Close(); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(5 * time.Second)
 
-	second := fakeNFT(t, k, spec, clock, nil)
-	if err := second.Allow(context.Background(), Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.3"), TTL: time.Minute, Name: "c.example."}); !errors.Is(err, ErrLimit) {
-		t.Errorf("a third destination after the restart: Allow = %v, want ErrLimit (the two carried over are its share)", err)
+			second := fakeNFT(t, k, spec, clock, nil)
+			third := Allowance{Group: "servers", Client: tc.again, IPs: addrs("192.0.2.3"), TTL: time.Minute, Name: "c.example."}
+			if err := second.Allow(context.Background(), third); !errors.Is(err, ErrLimit) {
+				t.Errorf("a third destination after the restart: Allow = %v, want ErrLimit (the two carried over are its share)", err)
+			}
+			mustAllow(t, second, Allowance{Group: "servers", Client: tc.other, IPs: addrs("192.0.2.3"), TTL: time.Minute, Name: "c.example."})
+			// Once the carried-over elements expire the client has its share again.
+			clock.Advance(time.Minute + spec.Grace + expiryMargin + sweepEvery)
+			third.IPs = addrs("192.0.2.4")
+			mustAllow(t, second, third)
+		})
 	}
-	mustAllow(t, second, Allowance{Group: "servers", Client: other, IPs: addrs("192.0.2.3"), TTL: time.Minute, Name: "c.example."})
-	// Once the carried-over elements expire the client has its share again.
-	clock.Advance(time.Minute + spec.Grace + expiryMargin + sweepEvery)
-	mustAllow(t, second, Allowance{Group: "servers", Client: client, IPs: addrs("192.0.2.3"), TTL: time.Minute, Name: "c.example."})
 }

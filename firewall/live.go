@@ -24,6 +24,10 @@ type LiveElement struct {
 	// FromFleet: the element was added for another fleet node's
 	// approval (Allowance.FromFleet), not for an answer of this node.
 	FromFleet bool
+	// Owner is the client whose share of the sets the element counts
+	// against (an IPv4 address, or an IPv6 /64 as its first address),
+	// from the comment; invalid when it names none.
+	Owner netip.Addr
 }
 
 // maxComment is the longest element comment egressd writes: the kernel
@@ -31,18 +35,37 @@ type LiveElement struct {
 // with a type, a length and a NUL.
 const maxComment = 250
 
-// fleetMark ends the comment of an element added for another fleet
-// node's approval. Names end with a dot, so it is never read as one.
+// fleetMark follows the names in the comment of an element added for
+// another fleet node's approval. Names end with a dot, so it is never
+// read as one.
 const fleetMark = "fleet"
+
+// ownerMark starts the comment's last word when the element counts against
+// a client's share: the client as ownerAddr writes it. An address never
+// ends with a dot, so it is never read as a name.
+const ownerMark = "owner="
+
+// ownerAddr is the address that stands for the key a's elements are
+// counted under (ownerKeyOf): a itself for IPv4, the first address of its
+// /64 for IPv6.
+func ownerAddr(a netip.Addr) netip.Addr {
+	k, ok := ownerKeyOf(a)
+	if !ok {
+		return netip.Addr{}
+	}
+	return k.addr4or16()
+}
 
 // elementComment is the comment of an element added for an answer to
 // name that led to targets: the names in presentation form, separated by
-// spaces, then fleetMark for a fleet approval. A space inside a name is
-// escaped ("\ ", as miekg/dns writes it), so a separator is a space no
-// backslash escapes. Nothing when that does not fit: such an element
-// cannot be re-checked after a restart, so a restart does not carry it
-// over.
-func elementComment(name string, targets []string, fromFleet bool) string {
+// spaces, then fleetMark for a fleet approval, then ownerMark and the
+// address of owner (a client, see ownerAddr) when it is valid. A space
+// inside a name is escaped ("\ ", as miekg/dns writes it), so a separator
+// is a space no backslash escapes. Without the names nothing: such an
+// element cannot be re-checked after a restart, so a restart does not
+// carry it over. Where the owner does not fit, it is left out: after a
+// restart the element counts against no client's share.
+func elementComment(name string, targets []string, fromFleet bool, owner netip.Addr) string {
 	if name == "" {
 		return ""
 	}
@@ -53,14 +76,22 @@ func elementComment(name string, targets []string, fromFleet bool) string {
 	if fromFleet {
 		n += 1 + len(fleetMark)
 	}
-	switch {
-	case n > maxComment:
+	if n > maxComment {
 		return ""
-	case len(targets) == 0 && !fromFleet:
+	}
+	var ob [1 + len(ownerMark) + len("ffff:ffff:ffff:ffff::")]byte
+	ow := ob[:0]
+	if owner = ownerAddr(owner); owner.IsValid() {
+		ow = owner.AppendTo(append(ob[:0], " "+ownerMark...))
+		if n+len(ow) > maxComment {
+			ow = ow[:0]
+		}
+	}
+	if len(targets) == 0 && !fromFleet && len(ow) == 0 {
 		return name
 	}
 	var b strings.Builder
-	b.Grow(n)
+	b.Grow(n + len(ow))
 	b.WriteString(name)
 	for _, t := range targets {
 		b.WriteByte(' ')
@@ -69,14 +100,16 @@ func elementComment(name string, targets []string, fromFleet bool) string {
 	if fromFleet {
 		b.WriteString(" " + fleetMark)
 	}
+	b.Write(ow)
 	return b.String()
 }
 
 // parseComment reverses elementComment: the query name and the names it
-// led to, nil for no comment.
-func parseComment(c string) (names []string, fromFleet bool) {
+// led to (nil for no comment), whether it marks a fleet approval, and the
+// owner (invalid for none).
+func parseComment(c string) (names []string, fromFleet bool, owner netip.Addr) {
 	if c == "" {
-		return nil, false
+		return nil, false, owner
 	}
 	start := 0
 	for i := 0; i < len(c); i++ {
@@ -89,10 +122,16 @@ func parseComment(c string) (names []string, fromFleet bool) {
 		}
 	}
 	names = append(names, c[start:])
-	if last := len(names) - 1; last > 0 && names[last] == fleetMark {
-		return names[:last], true
+	if last := len(names) - 1; last > 0 && strings.HasPrefix(names[last], ownerMark) {
+		a, err := netip.ParseAddr(names[last][len(ownerMark):])
+		if err == nil && a == ownerAddr(a) {
+			owner, names = a, names[:last]
+		}
 	}
-	return names, false
+	if last := len(names) - 1; last > 0 && names[last] == fleetMark {
+		return names[:last], true, owner
+	}
+	return names, false, owner
 }
 
 // Inherited lists the live elements the backend carried over at start
@@ -131,9 +170,9 @@ func liveElement(def setDef, key, keyEnd []byte, expiry time.Time, comment strin
 		size = 4
 	}
 	e := LiveElement{Group: def.group, Expiry: expiry}
-	names, fromFleet := parseComment(comment)
+	names, fromFleet, owner := parseComment(comment)
 	if len(names) > 0 {
-		e.Name, e.Targets, e.FromFleet = names[0], names[1:], fromFleet
+		e.Name, e.Targets, e.FromFleet, e.Owner = names[0], names[1:], fromFleet, owner
 	}
 	addr := func(b []byte) (netip.Addr, []byte, bool) {
 		if len(b) < size {

@@ -135,18 +135,22 @@ func (e LiveElement) portFrom() uint16 {
 	return e.Ports[0].From
 }
 
-// FuzzComment: a comment elementComment writes reads back as the answer
-// and mark it was written for, for names in presentation form as
+// FuzzComment: a comment elementComment writes reads back as the answer,
+// mark and owner it was written for, for names in presentation form as
 // miekg/dns writes them (a space in a label escaped as "\ "); one that
-// does not fit is empty. The fuzzer gives the labels' bytes: names split
-// by "/", labels by ".".
+// does not fit is empty, and an owner that does not fit is left out. The
+// fuzzer gives the labels' bytes (names split by "/", labels by ".") and
+// the owner's (4 or 16 bytes; anything else is none).
 func FuzzComment(f *testing.F) {
-	f.Add("www.example.com/cdn.example.net/edge.example", false)
-	f.Add("a", true)
-	f.Add("a b.example/fleet", true)
-	f.Add(`back\slash.example/x y.fleet`, false)
-	f.Add(strings.Repeat("x", 60)+"."+strings.Repeat("y", 60), false)
-	f.Fuzz(func(t *testing.T, raw string, fromFleet bool) {
+	v4, v6 := []byte{10, 1, 0, 5}, netip.MustParseAddr("2001:db8:1:2:3:4:5:6").AsSlice()
+	f.Add("www.example.com/cdn.example.net/edge.example", false, v4)
+	f.Add("a", true, []byte(nil))
+	f.Add("a", false, v6)
+	f.Add("a b.example/fleet", true, v6)
+	f.Add(`back\slash.example/x y.fleet`, false, []byte(nil))
+	f.Add(strings.Repeat("x", 60)+"."+strings.Repeat("y", 60), false, v4)
+	f.Add(strings.Repeat("x", 60)+"."+strings.Repeat("y", 60)+"/"+strings.Repeat("z", 63)+"."+strings.Repeat("w", 40), false, v6)
+	f.Fuzz(func(t *testing.T, raw string, fromFleet bool, ownerBytes []byte) {
 		var names []string
 		for _, n := range strings.Split(raw, "/") {
 			name, ok := presentation(n)
@@ -155,7 +159,8 @@ func FuzzComment(f *testing.F) {
 			}
 			names = append(names, name)
 		}
-		c := elementComment(names[0], names[1:], fromFleet)
+		owner, _ := netip.AddrFromSlice(ownerBytes)
+		c := elementComment(names[0], names[1:], fromFleet, owner)
 		if len(c) > maxComment {
 			t.Fatalf("comment of %d bytes, more than %d", len(c), maxComment)
 		}
@@ -163,15 +168,25 @@ func FuzzComment(f *testing.F) {
 		for _, n := range names {
 			size += len(n)
 		}
+		if fromFleet {
+			size += len(" " + fleetMark)
+		}
 		if c == "" {
-			if size <= maxComment-len(" "+fleetMark) {
+			if size <= maxComment {
 				t.Fatalf("no comment for an answer of %d bytes", size)
 			}
 			return
 		}
-		got, fleet := parseComment(c)
+		got, fleet, gotOwner := parseComment(c)
 		if !slices.Equal(got, names) || fleet != fromFleet {
 			t.Fatalf("comment %q reads as %q fleet=%v, want %q fleet=%v", c, got, fleet, names, fromFleet)
+		}
+		want := ownerAddr(owner)
+		if want.IsValid() && size+len(" "+ownerMark+want.String()) > maxComment {
+			want = netip.Addr{} // left out
+		}
+		if gotOwner != want {
+			t.Fatalf("comment %q reads as owner %v, want %v (from %v)", c, gotOwner, want, owner)
 		}
 	})
 }

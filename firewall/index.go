@@ -959,10 +959,7 @@ type entryView struct {
 
 func (x *expiryIndex) view(e *indexEntry) entryView {
 	k := x.storedKey(e)
-	v := entryView{set: x.setNames[e.set], key: append([]byte(nil), k[:e.klen]...), origins: x.origins(e)}
-	if e.owner != 0 {
-		v.owner = x.clients[e.owner].key.addr4or16()
-	}
+	v := entryView{set: x.setNames[e.set], key: append([]byte(nil), k[:e.klen]...), origins: x.origins(e), owner: x.clientAddr(e.owner)}
 	if e.flags&entryHasEnd != 0 {
 		v.keyEnd = append(append([]byte(nil), k[:e.klen-endTail]...), k[e.klen:]...)
 	}
